@@ -1,0 +1,69 @@
+"""The backend seam: the only place that knows which interpreter runs us.
+
+Exports:
+  IS_MICROPYTHON   True on MicroPython (device or unix port).
+  FAST             True when the host's ``cryptography`` package may replace a
+                   pure algorithm by a native one (CPython only, and not when
+                   ATLS_PURE_CRYPTO=1 is set, which the differential tests use).
+  sha256(data=b"") a hashlib-style SHA-256 object (update/digest).
+  aes_ecb(key)     an object whose encrypt(src[, dst]) encrypts whole 16-byte
+                   blocks in ECB mode (cryptolib semantics on both sides).
+  aes_cbc_mac(key) or None: CBC-encrypt helper used for CBC-MAC when the
+                   interpreter has CBC in C (cryptolib mode 2).
+  random_bytes(n)  n bytes from the OS CSPRNG.
+"""
+import sys
+from hashlib import sha256  # noqa: F401  (MicroPython and CPython both have it)
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+if IS_MICROPYTHON:
+    import cryptolib
+    from os import urandom as random_bytes  # noqa: F401
+
+    FAST = False
+
+    def aes_ecb(key):
+        return cryptolib.aes(key, 1)
+
+    def aes_cbc(key, iv):
+        """One-shot CBC encryptor (MicroPython cryptolib mode 2)."""
+        return cryptolib.aes(key, 2, iv)
+
+else:
+    import os
+    from os import urandom as random_bytes  # noqa: F401
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    FAST = os.environ.get("ATLS_PURE_CRYPTO", "") not in ("1", "true", "yes")
+
+    class _ECB:
+        """cryptolib.aes(key, 1) look-alike over ``cryptography``."""
+
+        def __init__(self, key):
+            self._enc = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+
+        def encrypt(self, src, dst=None):
+            out = self._enc.update(bytes(src))
+            if dst is None:
+                return out
+            dst[: len(out)] = out
+            return None
+
+    class _CBC:
+        def __init__(self, key, iv):
+            self._enc = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv))).encryptor()
+
+        def encrypt(self, src, dst=None):
+            out = self._enc.update(bytes(src))
+            if dst is None:
+                return out
+            dst[: len(out)] = out
+            return None
+
+    def aes_ecb(key):
+        return _ECB(key)
+
+    def aes_cbc(key, iv):
+        return _CBC(key, iv)

