@@ -1,0 +1,1 @@
+"""Host-side tools (CPython): service, gateway, benchmarks, provisioning."""
