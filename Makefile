@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test bench sim clean
+.PHONY: help setup test bench sim clean probe
 
 help:
 	@echo "make sim     run the simulator demo (main job)"
@@ -38,3 +38,14 @@ sim: $(STAMP)
 clean:
 	rm -rf build .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# make probe HOST=… PORT=… [PSK_ID=… PSK=hex | CA=ca.pem] [CERT=… KEY=…]
+#            [SUITES=a,b] [GROUPS=x25519,secp256r1] [RESUME=1]
+probe: $(STAMP)
+	@test -n "$(HOST)" || { echo "make probe: HOST= is required" >&2; exit 2; }
+	$(PY) -m host_tools.probe --host "$(HOST)" --port "$(or $(PORT),443)" \
+	  $(if $(PSK_ID),--psk-id "$(PSK_ID)") $(if $(PSK),--psk "$(PSK)") \
+	  $(if $(CA),--ca "$(CA)") $(if $(CERT),--cert "$(CERT)") $(if $(KEY),--key "$(KEY)") \
+	  $(if $(SUITES),--suites "$(SUITES)") $(if $(GROUPS),--groups "$(GROUPS)") \
+	  $(if $(SERVER_NAME),--server-name "$(SERVER_NAME)") \
+	  $(if $(filter 1 yes true,$(RESUME)),--resume)

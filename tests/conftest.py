@@ -22,6 +22,7 @@ TESTS = ROOT / "tests"
 VECTORS = TESTS / "vectors"
 
 sys.path.insert(0, str(FIRMWARE))
+sys.path.insert(0, str(TESTS / "mpy"))  # dialect-neutral helpers shared with MicroPython
 
 
 def micropython_binary():
@@ -125,6 +126,32 @@ class MicroPython:
 @pytest.fixture(scope="session")
 def mpy():
     return MicroPython()
+
+
+def compile_firmware(out_dir, binary=None):
+    """Compile every firmware module with mpy-cross into out_dir (bytecode
+    .mpy, as deployed); returns the list of compiled files."""
+    cross = Path(binary or micropython_binary()).with_name("mpy-cross")
+    if not cross.exists():
+        cross = Path(shutil.which("mpy-cross"))
+    out_dir = Path(out_dir)
+    done = []
+    for src in sorted(FIRMWARE.rglob("*.py")):
+        rel = src.relative_to(FIRMWARE)
+        dst = out_dir / rel.with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(cross), "-o", str(dst), "-s", str(rel), str(src)], check=True)
+        done.append(dst)
+    return done
+
+
+@pytest.fixture(scope="session")
+def mpyc(tmp_path_factory, mpy):
+    """Like `mpy`, but firmware is imported from .mpy files compiled by
+    mpy-cross (as on a device): use it for heap-limited runs."""
+    out = tmp_path_factory.mktemp("firmware-mpy")
+    compile_firmware(out, mpy.binary)
+    return MicroPython(mpy.binary, [".frozen", str(out), str(TESTS / "mpy")])
 
 
 def load_vectors(name):

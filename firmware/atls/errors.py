@@ -42,7 +42,7 @@ class AlertError(ATLSError):
     """
 
     def __init__(self, description, message=""):
-        ATLSError.__init__(self, message or str(description))
+        super().__init__(message or str(description))
         self.description = description
         self.message = message
 
@@ -51,4 +51,4 @@ class DecodeError(AlertError):
     """Truncated, over-long or malformed bytes (alert decode_error, 50)."""
 
     def __init__(self, message="decode_error"):
-        AlertError.__init__(self, 50, message)
+        super().__init__(50, message)

@@ -1,0 +1,99 @@
+"""Replays of RFC 8448 traces through the TLS client; dialect-neutral so the
+same code runs under CPython (imported by pytest) and under MicroPython.
+
+Each function takes a dict of hex strings (cut from the trace by pytest) and
+returns a dict of hex strings produced by the client, for pytest to compare.
+"""
+from binascii import hexlify, unhexlify
+
+from atls.tls import keys
+from atls.tls.client import ClientConfig, TLSClient
+
+
+def _hex(b):
+    return hexlify(bytes(b)).decode()
+
+
+class _Feed:
+    """A deterministic rng that hands out the given byte strings in order."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+
+    def __call__(self, n):
+        c = self.chunks.pop(0)
+        if len(c) != n:
+            raise ValueError("rng asked for %d bytes, trace has %d" % (n, len(c)))
+        return c
+
+
+def _spki_pin(cert_msg):
+    """SPKI SHA-256 of the first certificate in a Certificate message."""
+    from atls import x509
+    from atls.tls import messages as m
+
+    _, certs = m.pull_certificate(memoryview(cert_msg)[4:], 4)
+    return x509.spki_sha256(x509.Certificate(certs[0]))
+
+
+def _allow_rfc8448_rsa1024():
+    """RFC 8448 §2's server key is RSA-1024, below the production minimum."""
+    from atls import x509
+
+    x509.MIN_RSA_BITS = 1024
+
+
+def replay_simple_1rtt(v):
+    """RFC 8448 §3."""
+    u = unhexlify
+    _allow_rfc8448_rsa1024()
+    cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
+                       check_hostname=False,
+                       suites=(keys.TLS_AES_128_GCM_SHA256,))
+    c = TLSClient(cfg, rng=_Feed([u(v["client_private"])]),
+                  hello_override=[u(v["client_hello"])])
+    c.start()
+    out = {"client_hello_record": _hex(c.data_to_send())}
+    c.receive(u(v["server_hello_record"]))
+    c.receive(u(v["server_flight_record"]))
+    out["client_finished_record"] = _hex(c.data_to_send())
+    out["state"] = c.state
+    out["exp_master"] = _hex(c._exp_master)
+    out["res_master"] = _hex(c._res_master)
+    c.receive(u(v["ticket_record"]))
+    out["ticket_psk"] = _hex(c.tickets[0].psk)
+    out["ticket"] = _hex(c.tickets[0].identity)
+    return out
+
+
+def binder_for(psk, prefix, resumption=True):
+    """RFC 8448 §4: the binder over a truncated ClientHello."""
+    from atls.crypto.backend import sha256
+
+    ks = keys.KeySchedule(psk)
+    return {"early": _hex(ks.early),
+            "binder": _hex(keys.finished_mac(ks.binder_key(resumption), sha256(prefix).digest()))}
+
+
+def replay_hello_retry(v):
+    """RFC 8448 §5."""
+    u = unhexlify
+    from atls.tls import auth
+
+    _allow_rfc8448_rsa1024()
+    cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
+                       check_hostname=False, suites=(keys.TLS_AES_128_GCM_SHA256,),
+                       groups=(auth.X25519, auth.SECP256R1))
+    c = TLSClient(cfg, rng=_Feed([u(v["client_private_x25519"]), u(v["client_private_p256"])]),
+                  hello_override=[u(v["client_hello1"]), u(v["client_hello2"])])
+    c.start()
+    out = {"client_hello1_record": _hex(c.data_to_send())}
+    c.receive(u(v["hrr_record"]))
+    out["client_hello2_record"] = _hex(c.data_to_send())
+    c.receive(u(v["server_hello_record"]))
+    c.receive(u(v["server_flight_record"]))
+    out["client_finished_record"] = _hex(c.data_to_send())
+    out["state"] = c.state
+    out["hrr"] = c.hrr
+    out["group"] = c.group
+    return out
