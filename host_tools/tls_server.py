@@ -1,0 +1,578 @@
+"""The service's TLS 1.3 server engine: an unmodified OpenSSL (the one bundled
+with `cryptography`, reached through pyOpenSSL) driven through memory BIOs, so
+that TLS flights can be carried over any link (draft-friel-tls-atls).
+
+    cfg  = ServerConfig(psks={b"device-1": key}, cert_chain=[leaf], key=leaf_key)
+    ctx  = cfg.build()                  # OpenSSL.SSL.Context, TLS 1.3 only
+    conn = ServerConnection(ctx)
+    out  = conn.feed(flight_from_client)    # bytes to send back (maybe b"")
+    ...until conn.done; then conn.export() -> TLS-Exporter("application-layer-tls",
+                                              "", 56)   (RFC 8446 §7.5)
+
+Theory of operation
+-------------------
+* `ServerConnection.feed()` writes the peer's bytes into OpenSSL's read BIO,
+  runs SSL_do_handshake (later SSL_read, which consumes application data,
+  KeyUpdate and close_notify) and returns whatever OpenSSL wrote into the
+  write BIO.  On a fatal error it raises `TLSError`; the alert record OpenSSL
+  produced is in `TLSError.outgoing` so the caller can still deliver it.
+* Server authentication is either a certificate (cert_chain + key; OpenSSL
+  picks the CertificateVerify scheme, rsa_pss_rsae_* for RSA keys) or an
+  external PSK (RFC 8446 §4.2.11).  pyOpenSSL has no PSK API, so the cffi
+  binding's SSL_CTX_set_psk_find_session_callback is used: for a known
+  identity the callback builds an SSL_SESSION holding the key as "master key",
+  protocol TLS 1.3 and cipher TLS_AES_128_GCM_SHA256 — only its hash matters:
+  external PSKs are SHA-256 (RFC 8446 §4.2.11 default), so they work with the
+  SHA-256 suites only.  Unknown identities return no session: OpenSSL then
+  falls back to a certificate handshake, or fails with an alert if there is no
+  certificate.  SSL_OP_ALLOW_NO_DHE_KEX stays off, so a PSK handshake is
+  always psk_dhe_ke (§4.2.9) with a key share.
+* Cipher suites are set with SSL_CTX_set_ciphersuites, in server preference
+  order (SSL_OP_CIPHER_SERVER_PREFERENCE).  TLS_AES_128_CCM_8_SHA256 has a
+  64-bit tag, which OpenSSL rates at 64 security bits: it is only offered at
+  security level 0, so when (and only when) CCM_8 is configured the TLS 1.2
+  cipher string gets "@SECLEVEL=0" (which also lifts key-size limits on peer
+  certificates: another reason to leave CCM_8 out unless it is needed).
+* Groups go through SSL_CTX_set1_curves_list (= SSL_CTX_set1_groups_list,
+  not exported under that name).  A client whose key share is for a group we
+  do not support gets a HelloRetryRequest (§4.1.4).
+* The certificate chain is sent exactly as given (SSL_MODE_NO_AUTO_CHAIN):
+  otherwise OpenSSL completes a one-certificate chain from the verify store,
+  i.e. from the client_ca certificates.
+* NewSessionTicket and the compatibility change_cipher_spec: the binding
+  exports neither SSL_CTX_set_num_tickets nor SSL_CTX_clear_options, so both
+  are handled on OpenSSL's *output*, record by record, which needs no private
+  symbol: OpenSSL writes whole records into the memory BIO.  With
+  compat_ccs=False (the default: a device never needs it) the dummy CCS
+  records (RFC 8446 §D.4, 6 bytes each) are dropped.  Post-handshake
+  protected records produced by feed() are NewSessionTickets (the service
+  never sends TLS application data), so feed() passes on at most `tickets`
+  of them per connection and drops the rest; with tickets=0 OpenSSL's tickets
+  never reach the client and resumption cannot happen.  A withheld record
+  shifts the peer's record sequence, so afterwards `records_usable` is False:
+  send() refuses and close() sends no close_notify.  Tickets are encrypted
+  under keys of the SSL_CTX: resume on the same context.
+* A context-wide message callback watches handshake and alert messages (type
+  bytes, the ServerHello's extensions; it never keeps key material) to report
+  HelloRetryRequest, the selected PSK identity and alerts; it is keyed by the
+  SSL* of each ServerConnection.  cffi callbacks are kept alive on the
+  context object.
+
+Nothing here logs or stores secrets beyond what OpenSSL holds; TLSError
+messages carry OpenSSL reason strings and alert names only.
+"""
+import threading
+import weakref
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+__all__ = ["ServerConfig", "ServerConnection", "TLSError", "EXPORTER_LABEL",
+           "SUITES", "GROUPS", "ALERTS", "openssl_version"]
+
+EXPORTER_LABEL = b"application-layer-tls"
+
+# RFC 8446 §B.4 cipher suites (name -> code point); OpenSSL uses these names.
+SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_256_GCM_SHA384": 0x1302,
+    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
+    "TLS_AES_128_CCM_SHA256": 0x1304,
+    "TLS_AES_128_CCM_8_SHA256": 0x1305,
+}
+_SHA256_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256",
+                  "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")
+_PSK_CIPHER_ID = b"\x13\x01"            # TLS_AES_128_GCM_SHA256: SHA-256 PSK hash
+
+# RFC 8446 §4.2.7 group names -> OpenSSL group list names.
+GROUPS = {"x25519": "X25519", "secp256r1": "P-256", "secp384r1": "P-384",
+          "secp521r1": "P-521", "x448": "X448"}
+_GROUP_ALIASES = {"x25519": "x25519", "prime256v1": "secp256r1", "p-256": "secp256r1",
+                  "secp256r1": "secp256r1", "p-384": "secp384r1", "secp384r1": "secp384r1",
+                  "p-521": "secp521r1", "secp521r1": "secp521r1", "x448": "x448"}
+
+# RFC 8446 §6 AlertDescription.
+ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac",
+          22: "record_overflow", 40: "handshake_failure", 42: "bad_certificate",
+          43: "unsupported_certificate", 44: "certificate_revoked",
+          45: "certificate_expired", 46: "certificate_unknown", 47: "illegal_parameter",
+          48: "unknown_ca", 49: "access_denied", 50: "decode_error", 51: "decrypt_error",
+          70: "protocol_version", 71: "insufficient_security", 80: "internal_error",
+          86: "inappropriate_fallback", 90: "user_canceled", 109: "missing_extension",
+          110: "unsupported_extension", 112: "unrecognized_name",
+          113: "bad_certificate_status_response", 115: "unknown_psk_identity",
+          116: "certificate_required", 120: "no_application_protocol"}
+
+# RFC 8446 §4.1.3: ServerHello.random of a HelloRetryRequest.
+_HRR_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+_HS_CLIENT_HELLO = 1
+_HS_SERVER_HELLO = 2
+_EXT_PRE_SHARED_KEY = 41
+_CT_ALERT = 21
+_SSL_MODE_NO_AUTO_CHAIN = 0x8           # openssl/ssl.h; not exported by the binding
+_CT_HANDSHAKE = 22
+
+
+def openssl_version():
+    """The OpenSSL actually in use (the one linked into `cryptography`)."""
+    return SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+
+
+class TLSError(Exception):
+    """A fatal TLS failure.
+
+    reason    OpenSSL's reason string(s), e.g. "binder does not verify"
+    alert     AlertDescription we sent (int) or None; alert_name its name
+    peer_alert AlertDescription the peer sent us, or None
+    outgoing  bytes OpenSSL wrote before failing (normally the alert record):
+              deliver them to the peer
+    """
+
+    def __init__(self, reason, alert=None, outgoing=b"", peer_alert=None):
+        self.reason = reason
+        self.alert = alert
+        self.alert_name = ALERTS.get(alert) if alert is not None else None
+        self.peer_alert = peer_alert
+        self.outgoing = outgoing
+        text = reason
+        if alert is not None:
+            text += " (sent alert %s/%d)" % (self.alert_name or "?", alert)
+        if peer_alert is not None:
+            text += " (peer alert %s/%d)" % (ALERTS.get(peer_alert, "?"), peer_alert)
+        Exception.__init__(self, text)
+
+
+# ---------------------------------------------------------------------------
+# Per-connection observations, reached from context-wide callbacks by SSL*.
+
+class _Watch:
+    """What the callbacks saw on one connection (no key material)."""
+
+    def __init__(self):
+        self.client_hellos = 0
+        self.psk_calls = []         # identity (bytes) if known else None, per offer
+        self.selected_identity = None
+        self.hrr = False
+        self.alert_sent = None
+        self.alert_received = None
+        self.callback_error = None
+
+
+_WATCHES = weakref.WeakValueDictionary()
+_WATCH_LOCK = threading.Lock()
+
+
+def _watch_for(ssl):
+    with _WATCH_LOCK:
+        return _WATCHES.get(int(_ffi.cast("uintptr_t", ssl)))
+
+
+def _server_hello(watch, msg):
+    """Note HRR and the selected PSK identity from our own ServerHello
+    (RFC 8446 §4.1.3, §4.2.11)."""
+    try:
+        if msg[6:38] == _HRR_RANDOM:
+            watch.hrr = True
+            return
+        pos = 38
+        pos += 1 + msg[pos]                     # legacy_session_id_echo
+        pos += 3                                # cipher_suite, compression
+        end = pos + 2 + int.from_bytes(msg[pos:pos + 2], "big")
+        pos += 2
+        while pos + 4 <= end:
+            etype = int.from_bytes(msg[pos:pos + 2], "big")
+            elen = int.from_bytes(msg[pos + 2:pos + 4], "big")
+            if etype == _EXT_PRE_SHARED_KEY and elen == 2:
+                watch.selected_identity = int.from_bytes(msg[pos + 4:pos + 6], "big")
+            pos += 4 + elen
+    except Exception as e:      # never raise into OpenSSL
+        watch.callback_error = repr(e)
+
+
+def _on_message(write_p, version, content_type, buf, length, ssl, arg):
+    watch = _watch_for(ssl)
+    if watch is None or length < 1:
+        return
+    if content_type == _CT_HANDSHAKE:
+        mtype = _ffi.cast("unsigned char *", buf)[0]
+        if not write_p and mtype == _HS_CLIENT_HELLO:
+            watch.client_hellos += 1
+            watch.psk_calls = []
+        elif write_p and mtype == _HS_SERVER_HELLO and length >= 38:
+            _server_hello(watch, bytes(_ffi.buffer(buf, min(length, 4096))))
+    elif content_type == _CT_ALERT and length >= 2:
+        desc = _ffi.cast("unsigned char *", buf)[1]
+        if write_p:
+            if watch.alert_sent is None or desc != 0:
+                watch.alert_sent = desc
+        else:
+            watch.alert_received = desc
+
+
+_on_message_cb = _ffi.callback(
+    "void(int, int, int, void *, size_t, SSL *, void *)", _on_message)
+
+
+def _valid_psk(key):
+    return isinstance(key, (bytes, bytearray)) and 16 <= len(key) <= 64
+
+
+def _make_psk_callback(psks):
+    """SSL_psk_find_session_cb_func for the identity -> key table `psks`."""
+
+    def find_session(ssl, identity, identity_len, sessptr):
+        sessptr[0] = _ffi.NULL
+        watch = _watch_for(ssl)
+        try:
+            ident = bytes(_ffi.buffer(identity, identity_len))
+            key = psks.get(ident)
+            if watch is not None:
+                watch.psk_calls.append(ident if key is not None else None)
+            if key is None:
+                return 1                # not ours: try tickets / next identity
+            if not _valid_psk(key):
+                if watch is not None:
+                    watch.callback_error = "invalid PSK table entry"
+                return 0
+            key = bytes(key)
+            cipher = _lib.SSL_CIPHER_find(ssl, _PSK_CIPHER_ID)
+            if cipher == _ffi.NULL:
+                return 0
+            sess = _lib.Cryptography_SSL_SESSION_new()
+            if sess == _ffi.NULL:
+                return 0
+            if (_lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
+                    or _lib.SSL_SESSION_set_cipher(sess, cipher) != 1
+                    or _lib.SSL_SESSION_set_protocol_version(sess, _lib.TLS1_3_VERSION) != 1):
+                _lib.SSL_SESSION_free(sess)
+                return 0
+            sessptr[0] = sess           # OpenSSL takes ownership
+            return 1
+        except Exception as e:
+            if watch is not None:       # type only: messages might carry secrets
+                watch.callback_error = type(e).__name__
+            return 0                    # fatal: internal_error alert
+
+    return _ffi.callback("int(SSL *, unsigned char *, size_t, SSL_SESSION **)",
+                         find_session, error=0)
+
+
+# ---------------------------------------------------------------------------
+
+class ServerConfig:
+    """Server settings; build() returns a TLS 1.3-only OpenSSL.SSL.Context.
+
+    psks        {identity bytes: key bytes (16..64)}: external PSKs (psk_dhe_ke).
+                Consulted live: the service may add/remove entries of this
+                dict (or pass any object with .get(identity)) after build().
+                None disables PSK; {} enables it with no identity yet.
+    cert_chain  [leaf, intermediates...] (cryptography certificates)
+    key         the leaf's private key
+    client_ca   [CA certs]: request and require a client certificate
+                verified against these (not in PSK/resumed handshakes:
+                RFC 8446 §4.3.2 forbids CertificateRequest there)
+    suites      TLS 1.3 suites, server preference order
+    groups      key-exchange groups, preference order
+    tickets     NewSessionTickets after each handshake (0: no resumption)
+    verify_depth  max client chain depth (client_ca mode)
+    session_id_context  bytes binding tickets to this service
+    compat_ccs  pass on the dummy change_cipher_spec OpenSSL sends after
+                ServerHello/HRR (RFC 8446 §D.4 middlebox compatibility; sent
+                even when the client's legacy_session_id is empty).  False
+                (default) drops those records from the output.
+    """
+
+    def __init__(self, psks=None, cert_chain=None, key=None, client_ca=None,
+                 suites=("TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256",
+                         "TLS_AES_128_CCM_8_SHA256"),
+                 groups=("x25519", "secp256r1"), tickets=0, verify_depth=4,
+                 session_id_context=b"atls-service", compat_ccs=False):
+        self.psks = psks
+        self.cert_chain = list(cert_chain) if cert_chain else []
+        self.key = key
+        self.client_ca = list(client_ca) if client_ca else []
+        self.suites = tuple(suites)
+        self.groups = tuple(groups)
+        self.tickets = tickets
+        self.verify_depth = verify_depth
+        self.session_id_context = session_id_context
+        self.compat_ccs = bool(compat_ccs)
+        self._check()
+
+    def _check(self):
+        if self.psks is not None:
+            if not callable(getattr(self.psks, "get", None)):
+                raise TypeError("psks must be a dict (or have .get(identity))")
+            for ident, key in getattr(self.psks, "items", dict().items)():
+                if not isinstance(ident, bytes) or not 1 <= len(ident) <= 0xFFFF:
+                    raise ValueError("PSK identities must be 1..65535 bytes")
+                if not _valid_psk(key):
+                    raise ValueError("PSK keys must be 16..64 bytes")
+        if bool(self.cert_chain) != (self.key is not None):
+            raise ValueError("cert_chain and key go together")
+        if self.psks is None and not self.cert_chain:
+            raise ValueError("need psks and/or cert_chain+key")
+        if not all(isinstance(c, x509.Certificate) for c in self.cert_chain + self.client_ca):
+            raise TypeError("certificates must be cryptography x509.Certificate objects")
+        if not self.suites or any(s not in SUITES for s in self.suites):
+            raise ValueError("suites must be from %s" % ", ".join(SUITES))
+        if self.psks is not None and not any(s in _SHA256_SUITES for s in self.suites):
+            raise ValueError("external PSKs (SHA-256) need a SHA-256 suite")
+        if not self.groups or any(g not in GROUPS for g in self.groups):
+            raise ValueError("groups must be from %s" % ", ".join(GROUPS))
+        if not isinstance(self.tickets, int) or not 0 <= self.tickets <= 2:
+            raise ValueError("tickets must be 0..2 (OpenSSL sends 2; fewer are withheld)")
+        if not isinstance(self.session_id_context, bytes) or \
+                not 1 <= len(self.session_id_context) <= 32:
+            raise ValueError("session_id_context must be 1..32 bytes")
+
+    def build(self):
+        self._check()
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
+        ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)   # send cert_chain exactly, no store lookup
+        keep = [_on_message_cb]
+        if "TLS_AES_128_CCM_8_SHA256" in self.suites:
+            ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")    # CCM_8: 64-bit tag
+        ctx.set_tls13_ciphersuites(":".join(self.suites).encode())
+        groups = ":".join(GROUPS[g] for g in self.groups).encode()
+        if _lib.SSL_CTX_set1_curves_list(ctx._context, groups) != 1:
+            raise ValueError("OpenSSL rejected groups %r" % (self.groups,))
+        ctx.set_session_id(self.session_id_context)
+        if self.cert_chain:
+            ctx.use_certificate(self.cert_chain[0])
+            for cert in self.cert_chain[1:]:
+                ctx.add_extra_chain_cert(cert)
+            ctx.use_privatekey(self.key)
+            ctx.check_privatekey()
+        if self.client_ca:
+            store = ctx.get_cert_store()
+            for ca in self.client_ca:
+                store.add_cert(crypto.X509.from_cryptography(ca))
+                ctx.add_client_ca(ca)
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+            ctx.set_verify_depth(self.verify_depth)
+        if self.psks is not None:
+            cb = _make_psk_callback(self.psks)
+            _lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
+            keep.append(cb)
+        if not self.tickets:
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
+        ctx._atls_keepalive = keep      # cffi callbacks live as long as ctx
+        ctx._atls_config = self
+        return ctx
+
+
+def _reason(exc):
+    """OpenSSL's reason strings from a pyOpenSSL error."""
+    args = exc.args[0] if exc.args else None
+    if isinstance(args, list) and args:
+        parts = []
+        for item in args:
+            parts.append(str(item[-1]) if isinstance(item, tuple) and item else str(item))
+        return "; ".join(parts)
+    return "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+
+
+class ServerConnection:
+    """One TLS 1.3 server connection over memory BIOs (see module doc)."""
+
+    _READ_CHUNK = 16384
+
+    def __init__(self, ctx):
+        if not isinstance(ctx, SSL.Context):
+            raise TypeError("ctx must be an OpenSSL.SSL.Context from ServerConfig.build()")
+        self._conn = SSL.Connection(ctx, None)      # None: memory BIOs
+        self._conn.set_accept_state()
+        self._watch = _Watch()
+        with _WATCH_LOCK:
+            _WATCHES[int(_ffi.cast("uintptr_t", self._conn._ssl))] = self._watch
+        self.done = False
+        self.failed = None          # the TLSError, once failed
+        self.peer_closed = False
+        self.closed = False
+        self._app = bytearray()
+        cfg = getattr(ctx, "_atls_config", None)
+        self._compat_ccs = cfg.compat_ccs if cfg else True
+        self._tickets_left = cfg.tickets if cfg else None   # None: no limit
+        # False once a post-handshake record was dropped: the peer's record
+        # sequence no longer matches, so no further TLS record may be sent.
+        # ATLS needs none: after the handshake only the exporter is used.
+        self.records_usable = True
+
+    # -- I/O -----------------------------------------------------------------
+    def _drain(self):
+        out = bytearray()
+        while True:
+            try:
+                chunk = self._conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def _fail(self, exc):
+        out = self._drain()
+        w = self._watch
+        reason = _reason(exc)
+        if w.callback_error:
+            reason += " [callback: %s]" % w.callback_error
+        err = TLSError(reason, alert=w.alert_sent, outgoing=out, peer_alert=w.alert_received)
+        self.failed = err
+        return err
+
+    def feed(self, data=b""):
+        """Process bytes from the peer; return bytes to send to it."""
+        data = bytes(memoryview(data))          # bytes-like only (not int/str)
+        if self.failed is not None:
+            raise TLSError("connection already failed: %s" % self.failed.reason,
+                           alert=self.failed.alert)
+        if self.closed:
+            raise TLSError("connection closed")
+        was_done = self.done
+        try:
+            if data:
+                self._conn.bio_write(data)
+            if not self.done:
+                try:
+                    self._conn.do_handshake()
+                    self.done = True
+                except SSL.WantReadError:
+                    pass
+            if self.done and not self.peer_closed:
+                self._read_app()
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            self.peer_closed = True
+        except SSL.Error as exc:
+            raise self._fail(exc) from None
+        return self._filter(self._drain(), post_handshake=was_done or self.done)
+
+    def _filter(self, out, post_handshake):
+        """Drop compatibility CCS records and NewSessionTickets beyond the
+        configured count (see module doc)."""
+        if self._compat_ccs and self._tickets_left is None:
+            return out
+        keep = bytearray()
+        pos = 0
+        while pos + 5 <= len(out):
+            end = pos + 5 + int.from_bytes(out[pos + 3:pos + 5], "big")
+            rtype = out[pos]
+            if rtype == 20 and not self._compat_ccs:
+                pass
+            elif rtype == 23 and post_handshake and self._tickets_left is not None:
+                if self._tickets_left > 0:
+                    self._tickets_left -= 1
+                    keep += out[pos:end]
+                else:
+                    self.records_usable = False
+            else:
+                keep += out[pos:end]
+            pos = end
+        keep += out[pos:]
+        return bytes(keep)
+
+    def _read_app(self):
+        while True:
+            try:
+                chunk = self._conn.recv(self._READ_CHUNK)
+            except SSL.WantReadError:
+                return
+            except SSL.ZeroReturnError:
+                self.peer_closed = True
+                return
+            if not chunk:
+                return
+            self._app += chunk
+
+    def recv(self):
+        """Application data received so far (and clears the buffer)."""
+        data = bytes(self._app)
+        self._app.clear()
+        return data
+
+    def send(self, data):
+        """Encrypt application data; return the records to send."""
+        if not self.done:
+            raise RuntimeError("handshake not complete")
+        if self.failed is not None or self.closed:
+            raise TLSError("connection not usable")
+        if not self.records_usable:
+            raise RuntimeError("TLS records unusable: NewSessionTickets beyond `tickets` "
+                               "were withheld (use the exporter, or configure tickets)")
+        try:
+            self._conn.sendall(bytes(memoryview(data)))
+        except SSL.Error as exc:
+            raise self._fail(exc) from None
+        return self._drain()
+
+    def close(self):
+        """Send close_notify; return the bytes to deliver (b"" if failed)."""
+        if self.failed is not None or self.closed:
+            return b""
+        self.closed = True
+        if not self.records_usable:
+            return b""                          # see records_usable
+        try:
+            self._conn.shutdown()
+        except SSL.Error:
+            pass
+        return self._drain()
+
+    # -- results -------------------------------------------------------------
+    def export(self, label=EXPORTER_LABEL, length=56, context=None):
+        """TLS-Exporter(label, context, length), RFC 8446 §7.5 (context None
+        and b"" are the same in TLS 1.3)."""
+        if not self.done:
+            raise RuntimeError("handshake not complete")
+        if not isinstance(label, bytes) or not 1 <= len(label) <= 249:
+            raise ValueError("label must be 1..249 bytes")
+        if not isinstance(length, int) or not 1 <= length <= 255 * 32:
+            raise ValueError("length must be 1..8160")
+        try:
+            return self._conn.export_keying_material(label, length, context)
+        except SSL.Error as exc:
+            raise ValueError("export failed: %s" % _reason(exc)) from None
+
+    @property
+    def hrr(self):
+        return self._watch.hrr
+
+    def info(self):
+        """What was negotiated (valid once done)."""
+        conn = self._conn
+        w = self._watch
+        group = conn.get_group_name() if self.done else None
+        if group is not None:
+            group = _GROUP_ALIASES.get(group.lower(), group)
+        mode = psk_identity = None
+        client_cert = None
+        if self.done:
+            if _lib.SSL_session_reused(conn._ssl):
+                sel = w.selected_identity
+                if sel is not None and sel < len(w.psk_calls) and w.psk_calls[sel] is not None:
+                    psk_identity = w.psk_calls[sel]
+                    mode = "psk_dhe" if group else "psk_ke"
+                else:
+                    mode = "resumed"
+            else:
+                mode = "cert"
+            client_cert = conn.get_peer_certificate(as_cryptography=True)
+        return {
+            "version": conn.get_protocol_version_name() if self.done else None,
+            "suite": conn.get_cipher_name(),
+            "group": group,
+            "mode": mode,
+            "psk_identity": psk_identity,
+            "client_cert": client_cert,
+            "hrr": w.hrr,
+        }
