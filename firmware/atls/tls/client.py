@@ -68,7 +68,7 @@ class ClientConfig:
 
     def __init__(self, suites=DEFAULT_SUITES, groups=DEFAULT_GROUPS, psk_identity=None,
                  psk=None, ca_certs=(), spki_pins=(), server_name=None, check_hostname=True,
-                 client_certs=(), client_key=None, ticket=None, now=None,
+                 client_certs=(), client_key=None, ticket=None, now=None, time_floor=None,
                  max_handshake=4096, max_chain=3, max_ticket=512):
         if not suites or [s for s in suites if s not in keys.SUITE_NAMES]:
             raise UsageError("suites must be a non-empty list of supported suites")
@@ -93,7 +93,8 @@ class ClientConfig:
         self.client_certs = tuple(client_certs)
         self.client_key = client_key
         self.ticket = ticket
-        self.now = now
+        self.now = now  # trusted time (s since 1970) or None: see atls.x509 on validity
+        self.time_floor = time_floor  # e.g. firmware build time: rejects long-expired certs
         self.max_handshake = max_handshake
         self.max_chain = max_chain
         self.max_ticket = max_ticket
@@ -464,7 +465,8 @@ class TLSClient:
         host = cfg.server_name if cfg.check_hostname else None
         self.peer_certificate = x509.verify_chain(certs, anchors=cfg.ca_certs,
                                                   pins=cfg.spki_pins, now=cfg.now,
-                                                  max_depth=cfg.max_chain, hostname=host)
+                                                  max_depth=cfg.max_chain, hostname=host,
+                                                  time_floor=cfg.time_floor)
         self._th.update(msg)
         self.state = WAIT_CV
 

@@ -1,0 +1,48 @@
+"""Replays one recorded handshake (see tls_fixtures.py) through the firmware
+client; dialect-neutral.  Used by bench_tls.py for timing and, as a script,
+by the heap measurement:  micropython tls_replay_run.py FIXTURE.json
+(one recorded handshake per file, as written by tls_fixtures.py)."""
+import json
+import sys
+from binascii import unhexlify
+
+from detrng import DetRng
+
+from atls.tls.client import ClientConfig, TLSClient
+
+
+def config(spec):
+    kw = {"suites": spec["suites"], "groups": spec["groups"]}
+    if "psk" in spec:
+        kw["psk"] = unhexlify(spec["psk"])
+        kw["psk_identity"] = spec["psk_identity"].encode()
+    if "ca" in spec:
+        kw["ca_certs"] = [unhexlify(spec["ca"])]
+        kw["server_name"] = "service.local"
+    return ClientConfig(**kw)
+
+
+def handshake(spec, flight):
+    c = TLSClient(config(spec), rng=DetRng(spec["seed"]))
+    c.start()
+    c.data_to_send()
+    c.receive(flight)
+    c.data_to_send()
+    if not c.connected:
+        raise RuntimeError("replay did not connect")
+    return c
+
+
+def load(path):
+    with open(path) as f:
+        spec = json.load(f)
+    return spec, unhexlify(spec.pop("server_flight"))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1:
+    import gc
+
+    spec, flight = load(sys.argv[1])
+    gc.collect()
+    handshake(spec, flight)
+    print("ok")

@@ -1,0 +1,285 @@
+"""Failures are clean: every way a server flight can be wrong ends in the
+right TLS alert (RFC 8446 §6.2) as an AlertError, never another exception,
+never CONNECTED.
+
+A real OpenSSL server (memory BIOs) answers a deterministic client; the tests
+then replay that flight with one thing wrong.  Record-level damage is done on
+the wire bytes; message-level damage (a bad signature, a wrong Finished) is
+done by decrypting the server's records with the handshake keys the client
+derived and sealing them again, as a man in the middle with those keys could.
+"""
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atls.errors import AlertError
+from atls.tls import keys
+from atls.tls.client import CLOSED, CONNECTED, ClientConfig, TLSClient
+from host_tools import pki
+from host_tools.tls_server import ServerConfig, ServerConnection
+from cryptography.hazmat.primitives import serialization
+
+PSK = bytes(range(32))
+ALLOWED = {10, 20, 22, 40, 42, 43, 45, 46, 47, 48, 50, 51, 70, 109, 110}
+
+
+class SeededRng:
+    def __init__(self, seed):
+        self.r = random.Random(seed)
+
+    def __call__(self, n):
+        return bytes(self.r.getrandbits(8) for _ in range(n))
+
+
+def records(data):
+    out, pos = [], 0
+    while pos + 5 <= len(data):
+        n = int.from_bytes(data[pos + 3:pos + 5], "big")
+        out.append(data[pos:pos + 5 + n])
+        pos += 5 + n
+    return out
+
+
+@pytest.fixture(scope="module")
+def certs():
+    ca = pki.make_ca("Fail CA")
+    return ca, pki.make_cert("service.local", issuer=ca)
+
+
+def _der(c):
+    return c.public_bytes(serialization.Encoding.DER)
+
+
+def capture(mode, certs, seed=7):
+    """(client factory, server flight bytes) for a deterministic client."""
+    ca, leaf = certs
+    if mode == "psk":
+        cfg = dict(psk=PSK, psk_identity=b"dev")
+        ctx = ServerConfig(psks={b"dev": PSK}).build()
+    else:
+        cfg = dict(ca_certs=[_der(ca.cert)], server_name="service.local")
+        ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
+
+    def make():
+        c = TLSClient(ClientConfig(suites=(keys.TLS_AES_128_CCM_SHA256,), **cfg),
+                      rng=SeededRng(seed))
+        c.start()
+        return c
+
+    client = make()
+    flight = ServerConnection(ctx).feed(client.data_to_send())
+    client.receive(flight)
+    assert client.state == CONNECTED  # the untouched flight is good
+    return make, flight
+
+
+def expect_alert(make, data, codes=ALLOWED):
+    c = make()
+    c.data_to_send()
+    with pytest.raises(AlertError) as ei:
+        c.receive(data)
+    assert ei.value.description in codes, (ei.value.description, ei.value.message)
+    assert c.state == CLOSED
+    return ei.value
+
+
+@pytest.mark.parametrize("mode", ["psk", "cert"])
+def test_every_flipped_byte_in_the_server_flight_is_an_alert(certs, mode):
+    make, flight = capture(mode, certs)
+    rng = random.Random(1)
+    positions = range(len(flight)) if mode == "psk" else sorted(rng.sample(range(len(flight)), 250))
+    # §5.1: legacy_record_version of a plaintext record "MUST be ignored"
+    ignored = {2}
+    for i in positions:
+        if i in ignored:
+            continue
+        bad = bytearray(flight)
+        bad[i] ^= 1 << rng.randrange(8)
+        c = make()
+        c.data_to_send()
+        try:
+            c.receive(bytes(bad))
+        except AlertError as e:
+            assert e.description in ALLOWED, (i, e.description, e.message)
+            assert c.state == CLOSED
+            continue
+        # a flip that leaves the record incomplete (length field grew) just waits
+        assert c.state != CONNECTED, i
+
+
+def test_truncated_flight_never_connects_and_waits(certs):
+    make, flight = capture("psk", certs)
+    for cut in range(0, len(flight)):
+        c = make()
+        c.data_to_send()
+        try:
+            c.receive(flight[:cut])
+        except AlertError as e:  # cut inside a record is fine; a cut that
+            raise AssertionError("truncation raised %r at %d" % (e, cut))
+        assert c.state != CONNECTED
+
+
+@pytest.mark.parametrize("cut", [1, 10, 40, 80])
+def test_truncated_server_hello_with_consistent_lengths_is_decode_error(certs, cut):
+    """A ServerHello cut short, with record and handshake lengths shortened to
+    match (a cut with the old lengths just waits for more bytes, §5.1)."""
+    make, flight = capture("psk", certs)
+    sh = records(flight)[0]
+    msg = bytearray(sh[5:-cut])
+    msg[1:4] = (len(msg) - 4).to_bytes(3, "big")
+    expect_alert(make, sh[:3] + len(msg).to_bytes(2, "big") + bytes(msg), {50})
+
+
+def test_record_length_over_limit_is_record_overflow(certs):
+    make, _ = capture("psk", certs)
+    expect_alert(make, b"\x16\x03\x03\x41\x01" + bytes(10), {22})
+
+
+def test_handshake_length_over_maximum_is_decode_error(certs):
+    make, _ = capture("psk", certs)
+    msg = b"\x02\xff\xff\xff" + bytes(20)
+    expect_alert(make, b"\x16\x03\x03" + len(msg).to_bytes(2, "big") + msg, {50})
+
+
+def test_unexpected_message_in_wait_sh(certs):
+    make, _ = capture("psk", certs)
+    fin = b"\x14\x00\x00\x20" + bytes(32)
+    err = expect_alert(make, b"\x16\x03\x03" + len(fin).to_bytes(2, "big") + fin, {10})
+    assert "state WAIT_SH" in err.message
+
+
+def test_alert_from_server_is_reported(certs):
+    make, _ = capture("psk", certs)
+    err = expect_alert(make, b"\x15\x03\x03\x00\x02\x02\x28", {40})
+    assert getattr(err, "from_peer", False)
+
+
+def test_application_data_before_keys_is_unexpected(certs):
+    make, _ = capture("psk", certs)
+    expect_alert(make, b"\x17\x03\x03\x00\x05hello", {10})
+
+
+class Mitm:
+    """Decrypts the server's protected records with the client's handshake
+    keys and re-seals edited messages."""
+
+    def __init__(self, make, flight):
+        recs = records(flight)
+        self.sh = recs[0]
+        self.client = make()
+        self.client.data_to_send()
+        self.client.receive(self.sh)
+        suite, secret = self.client.suite, self.client._read.secret
+        opener = keys.RecordProtection(suite, secret)
+        plain = bytearray()
+        for r in recs[1:]:
+            if r[0] == 23:
+                _, pt = opener.open(r[:5], r[5:])
+                plain += pt
+        self.messages = []
+        pos = 0
+        while pos < len(plain):
+            n = int.from_bytes(plain[pos + 1:pos + 4], "big")
+            self.messages.append(bytes(plain[pos:pos + 4 + n]))
+            pos += 4 + n
+        self.suite, self.secret = suite, secret
+
+    def types(self):
+        return [m[0] for m in self.messages]
+
+    def flight(self, messages):
+        sealer = keys.RecordProtection(self.suite, self.secret)
+        return self.sh + sealer.seal(22, b"".join(messages), keys.suite_tag_len(self.suite))
+
+    def send(self, make, messages, codes):
+        return expect_alert(make, self.flight(messages), codes)
+
+
+def _flip_last(msg):
+    return msg[:-1] + bytes([msg[-1] ^ 1])
+
+
+def test_bad_certificate_verify_signature_is_decrypt_error(certs):
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    assert m.types() == [8, 11, 15, 20]
+    msgs = list(m.messages)
+    cv = bytearray(msgs[2])
+    cv[-5] ^= 0x01  # inside the ECDSA signature's s value
+    msgs[2] = bytes(cv)
+    m.send(make, msgs, {51})
+
+
+def test_bad_server_finished_is_decrypt_error(certs):
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    assert m.types() == [8, 20]
+    m.send(make, [m.messages[0], _flip_last(m.messages[1])], {51})
+
+
+def test_reencrypted_untouched_flight_still_connects(certs):
+    """The MITM helper itself is faithful (so the failures above are real)."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    c = make()
+    c.data_to_send()
+    c.receive(m.flight(m.messages))
+    assert c.state == CONNECTED
+
+
+def test_tampered_certificate_is_bad_certificate(certs):
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    msgs = list(m.messages)
+    msgs[1] = _flip_last(msgs[1][:-2]) + msgs[1][-2:]  # last byte of the cert's signature
+    m.send(make, msgs, {42, 51})
+
+
+def test_unknown_ca_is_unknown_ca(certs):
+    other = pki.make_ca("Other CA")
+    ca, leaf = certs
+    ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
+    c = TLSClient(ClientConfig(ca_certs=[_der(other.cert)]))
+    c.start()
+    flight = ServerConnection(ctx).feed(c.data_to_send())
+    with pytest.raises(AlertError) as ei:
+        c.receive(flight)
+    assert ei.value.description == 48
+    alert = c.data_to_send()
+    assert alert and alert[0] == 23  # sent encrypted under the handshake keys
+
+
+def test_missing_certificate_message_is_unexpected(certs):
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    m.send(make, [m.messages[0], m.messages[2], m.messages[3]], {10})
+
+
+def test_forbidden_extension_in_encrypted_extensions(certs):
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    ee = b"\x00\x06\x00\x2b\x00\x02\x03\x04"  # supported_versions in EE
+    m.send(make, [b"\x08\x00\x00\x08" + ee, m.messages[1]], {47})
+
+
+def test_unknown_extension_in_encrypted_extensions_is_skipped_then_finished_fails(certs):
+    """Unknown extensions are skipped (§4.2); the transcript then differs, so
+    the Finished no longer verifies: decrypt_error, not decode_error."""
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    ee = b"\x00\x06\xfe\xfe\x00\x02ab"
+    m.send(make, [b"\x08\x00\x00\x08" + ee, m.messages[1]], {51})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=300))
+def test_random_bytes_only_alerts(data):
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"), rng=SeededRng(3))
+    c.start()
+    try:
+        c.receive(data)
+    except AlertError as e:
+        assert e.description != 80, e.message  # internal_error would be a bug
+    assert c.state != CONNECTED
