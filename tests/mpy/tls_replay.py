@@ -36,17 +36,30 @@ def _spki_pin(cert_msg):
     return x509.spki_sha256(x509.Certificate(certs[0]))
 
 
-def _allow_rfc8448_rsa1024():
-    """RFC 8448 §2's server key is RSA-1024, below the production minimum."""
-    from atls import x509
+class _AllowRsa1024:
+    """RFC 8448 §2's server key is RSA-1024, below the production minimum:
+    lower the minimum for the replay only."""
 
-    x509.MIN_RSA_BITS = 1024
+    def __enter__(self):
+        from atls import x509
+
+        self.saved = x509.MIN_RSA_BITS
+        x509.MIN_RSA_BITS = 1024
+
+    def __exit__(self, *exc):
+        from atls import x509
+
+        x509.MIN_RSA_BITS = self.saved
 
 
 def replay_simple_1rtt(v):
     """RFC 8448 §3."""
+    with _AllowRsa1024():
+        return _replay_simple_1rtt(v)
+
+
+def _replay_simple_1rtt(v):
     u = unhexlify
-    _allow_rfc8448_rsa1024()
     cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
                        check_hostname=False,
                        suites=(keys.TLS_AES_128_GCM_SHA256,))
@@ -77,10 +90,14 @@ def binder_for(psk, prefix, resumption=True):
 
 def replay_hello_retry(v):
     """RFC 8448 §5."""
+    with _AllowRsa1024():
+        return _replay_hello_retry(v)
+
+
+def _replay_hello_retry(v):
     u = unhexlify
     from atls.tls import auth
 
-    _allow_rfc8448_rsa1024()
     cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
                        check_hostname=False, suites=(keys.TLS_AES_128_GCM_SHA256,),
                        groups=(auth.X25519, auth.SECP256R1))

@@ -88,7 +88,8 @@ def verify_certificate_verify(leaf, scheme, signature, transcript_hash):
             from atls.crypto import p256
 
             p256.ecdsa_verify(leaf.public_key, msg, signature)
-        elif scheme == RSA_PSS_RSAE_SHA256 and kt == "rsa":
+        elif scheme == RSA_PSS_RSAE_SHA256 and kt == "rsa" and not leaf.rsa_pss_only:
+            # an id-RSASSA-PSS key would need rsa_pss_pss_sha256, which we do not offer
             from atls.crypto import rsa
 
             n, e = leaf.public_key
