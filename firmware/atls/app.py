@@ -1,0 +1,179 @@
+"""The device application: read the board and device configuration, bring up
+the link (UDP over WiFi/loopback, or ZigBee through an XBee module, pairing
+with the gateway first when needed), keep an ATLS session with the service,
+send a sensor reading every `period_ms`, and print what the service sends.
+
+Configuration is data (docs/DEVICE.md):
+  board_config.json   what the board has: link type, XBee UART and pins, LED, button, WiFi
+  device.json         who the device is: id, service, credentials, link overrides, app
+Status goes to the console as lines "ATLS {json}" (state changes and counters),
+so a person on the serial console, a test or the simulator can follow it.
+Nothing here knows whether it runs on a board, in the unix port or in the
+simulator: only the configuration differs.
+"""
+import json
+import sys
+from binascii import unhexlify
+
+from atls.device import Clock, step
+from atls.link import LinkConfig, QueueFull
+from atls.session import DeviceSession
+from atls.tls.client import ClientConfig
+from atls.tls.keys import SUITE_NAMES
+
+SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
+          "TLS_AES_128_CCM_8_SHA256": 0x1305}
+GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def status(event, **fields):
+    fields["ev"] = event
+    print("ATLS " + json.dumps(fields))
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        raise ConfigError("missing configuration file %s" % path)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path)
+
+
+def _read_blob(value):
+    """Credentials are hex strings in device.json, or "file:NAME" for a DER file."""
+    if value.startswith("file:"):
+        with open(value[5:], "rb") as f:
+            return f.read()
+    return unhexlify(value)
+
+
+def tls_config(dev):
+    t = dev.get("tls") or {}
+    kw = {}
+    try:
+        if t.get("suites"):
+            kw["suites"] = [SUITES[s] for s in t["suites"]]
+        if t.get("groups"):
+            kw["groups"] = [GROUPS[g] for g in t["groups"]]
+    except KeyError as e:
+        raise ConfigError("unknown suite or group %s" % e)
+    if t.get("psk"):
+        kw["psk"] = _read_blob(t["psk"])
+        kw["psk_identity"] = (t.get("psk_identity") or dev["device_id"]).encode()
+    if t.get("ca"):
+        kw["ca_certs"] = [_read_blob(t["ca"])]
+        kw["server_name"] = t.get("server_name")
+        kw["check_hostname"] = bool(t.get("server_name"))
+    if t.get("cert"):
+        kw["client_certs"] = [_read_blob(t["cert"])]
+        kw["client_key"] = _read_blob(t["key"])
+    if t.get("time_floor"):
+        kw["time_floor"] = int(t["time_floor"])
+    try:
+        return ClientConfig(**kw)
+    except ValueError as e:
+        raise ConfigError("tls: %s" % e)
+
+
+def open_link(board, dev, clock):
+    """(transport, mtu) for the configured link."""
+    link = dict(board.get("link") or {})
+    link.update(dev.get("link") or {})
+    kind = link.get("type", "udp")
+    if kind == "udp":
+        from atls.drivers.udp import UDPTransport
+
+        if board.get("wifi") and board["wifi"].get("ssid"):
+            _wifi_up(board["wifi"])
+        if not link.get("host"):
+            raise ConfigError("udp link needs link.host and link.port")
+        return UDPTransport(link["host"], int(link.get("port", 5684))), int(link.get("mtu", 1200))
+    if kind == "xbee":
+        from atls.drivers import xbee as xdrv
+        from atls.pairing_client import ensure_paired
+
+        x = dict(board.get("xbee") or {})
+        x.update(link.get("xbee") or {})
+        drv = xdrv.open_from_config(x)
+        drv.configure_blocking(clock)
+        status("xbee", address=drv.address64_hex(), mtu=drv.mtu)
+        ensure_paired(drv, dev, clock, status, force=bool(dev.get("pairing_mode")))
+        return drv, min(drv.mtu, int(link.get("mtu", drv.mtu)))
+    raise ConfigError("unknown link type %r" % kind)
+
+
+def _wifi_up(wifi):  # pragma: no cover - boards only
+    import network
+
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    if not sta.isconnected():
+        sta.connect(wifi["ssid"], wifi.get("password", ""))
+
+
+def run_app(board, dev, clock=None, until=None):
+    clock = clock or Clock()
+    transport, mtu = open_link(board, dev, clock)
+    lk = dev.get("link") or {}
+    link_cfg = LinkConfig(mtu=mtu, rto_ms=int(lk.get("rto_ms", 1000)),
+                          rto_max_ms=int(lk.get("rto_max_ms", 8000)),
+                          handshake_timeout_ms=int(lk.get("handshake_timeout_ms", 30000)))
+    session = DeviceSession(tls_config(dev), link_cfg)
+    app = dev.get("app") or {}
+    period = int(app.get("period_ms", 10000))
+    limit = app.get("count")
+    state = {"n": 0, "next": 0, "received": 0, "delivered": 0}
+
+    def on_event(ev):
+        kind = ev[0]
+        if kind == "up":
+            status("up", suite=SUITE_NAMES.get(ev[1], ev[1]), handshake_ms=session.last_handshake_ms,
+                   handshakes=session.handshakes)
+        elif kind == "message":
+            state["received"] += 1
+            status("rx", n=state["received"], data=bytes(ev[1]).decode("utf-8", "replace"))
+        elif kind == "delivered":
+            state["delivered"] += 1
+            status("ack", n=state["delivered"])
+        elif kind in ("down", "failed"):
+            status(kind, reason=ev[1])
+
+    session.connect(clock())
+    status("handshaking")
+    while until is None or not until(state):
+        now = clock()
+        if (limit is None or state["n"] < limit) and now >= state["next"]:
+            reading = b'{"dev":"%s","n":%d,"t":%d}' % (dev["device_id"].encode(), state["n"], now)
+            try:
+                session.send(reading, now)
+                state["n"] += 1
+                status("tx", n=state["n"])
+            except QueueFull:
+                status("queue_full", n=state["n"])
+            state["next"] = now + period
+        step(session, transport, clock, on_event)
+        if limit is not None and state["n"] >= limit and not session.pending() and \
+                state["received"] >= limit and app.get("exit_when_done"):
+            status("done", sent=state["n"], delivered=state["delivered"],
+                   received=state["received"], counters=session.counters)
+            return state
+    return state
+
+
+def main(board_path="board_config.json", device_path="device.json"):
+    try:
+        board = load_json(board_path)
+        dev = load_json(device_path)
+        if "device_id" not in dev:
+            raise ConfigError("device.json needs device_id")
+        status("boot", device=dev["device_id"], board=board.get("name", "?"))
+        run_app(board, dev)
+    except ConfigError as e:
+        status("config_error", error=str(e))
+        sys.exit(2)

@@ -1,0 +1,201 @@
+"""Device side of an ATLS session: the TLS 1.3 client and the link, glued.
+
+Sans-I/O like its parts: the driver feeds datagrams and the millisecond tick
+in, sends `datagrams(now)`, sleeps until `next_timer_ms()`, and reads
+`events()`.  The session owns the policy a device needs and the parts leave
+open: start a new handshake (with exponential backoff) when the service
+reports an error, the link fails or the seq space is used up, and carry every
+message not yet acknowledged over to the new session, so an accepted message
+is never lost.  Events: ("up", suite_name), ("message", bytes),
+("delivered", n), ("down", reason), ("failed", reason) when the TLS handshake
+itself was refused (a wrong PSK does not heal by retrying quickly).
+"""
+from atls.errors import AlertError, UsageError
+from atls.link import Link, LinkConfig, QueueFull
+from atls.tls.client import TLSClient
+
+LABEL = b"application-layer-tls"
+KEY_BLOCK_LEN = 56  # 2 x (16-byte key + 12-byte IV), docs/PROTOCOL.md §3
+
+
+class DeviceSession:
+    def __init__(self, tls_config, link_config=None, max_pending=32, retry_ms=1000,
+                 retry_max_ms=30000, rng=None):
+        self.tls_config = tls_config
+        self.link_config = link_config or LinkConfig()
+        self.max_pending = max_pending
+        self.retry_ms = retry_ms
+        self.retry_max_ms = retry_max_ms
+        self._rng = rng
+        self.state = "idle"  # idle | handshaking | up | waiting | closed
+        self.tls = None
+        self.link = None
+        self.suite = None
+        self._pending = []  # messages waiting for a session (oldest first)
+        self._ev = []
+        self._retry_at = None
+        self._backoff = retry_ms
+        self._closing = False
+        self.handshakes = 0
+        self.handshakes_ok = 0
+        self.last_handshake_ms = None
+        self._hs_started = 0
+        self.counters = {"sent": 0, "delivered": 0, "received": 0, "reconnects": 0,
+                         "tls_failures": 0, "retransmissions": 0}
+        self.last_error = None
+
+    # -- driver entry points ----------------------------------------------------
+    def connect(self, now_ms):
+        """Start (or restart) a handshake."""
+        if self.link is not None:
+            self._harvest()
+        self.tls = TLSClient(self.tls_config, rng=self._rng)
+        self.link = Link("client", self.link_config)
+        self.tls.start(now_ms)
+        self.link.send_flight(self.tls.data_to_send(), now_ms)
+        self.state = "handshaking"
+        self.handshakes += 1
+        self._hs_started = now_ms
+        self._retry_at = None
+
+    def receive(self, datagram, now_ms):
+        if self.link is not None:
+            self.link.receive(datagram, now_ms)
+            self._pump(now_ms)
+
+    def datagrams(self, now_ms):
+        if self._retry_at is not None and now_ms >= self._retry_at and not self._closing:
+            self.connect(now_ms)
+        if self.link is None:
+            return []
+        out = self.link.datagrams(now_ms)
+        self._pump(now_ms)
+        return out
+
+    def next_timer_ms(self):
+        t = self.link.next_timer_ms() if self.link is not None else None
+        r = self._retry_at
+        if r is not None and (t is None or r < t):
+            return r
+        return t
+
+    def events(self):
+        ev = self._ev
+        self._ev = []
+        return ev
+
+    def send(self, payload, now_ms):
+        """Queue an application message; it is delivered exactly once unless
+        the device itself is reset.  Raises QueueFull when nothing fits."""
+        if self._closing:
+            raise UsageError("session is closing")
+        if self.state == "up":
+            try:
+                self.link.send(payload, now_ms)
+                self.counters["sent"] += 1
+                return
+            except QueueFull:
+                pass
+        if len(self._pending) >= self.max_pending:
+            raise QueueFull("device send queue full")
+        self._pending.append(bytes(payload))
+        self.counters["sent"] += 1
+
+    def pending(self):
+        """Messages not yet acknowledged by the service (in order)."""
+        out = list(self._pending)
+        if self.link is not None and self.link.channel is not None:
+            out = self.link.unacked() + out
+        return out
+
+    def close(self):
+        self._closing = True
+        if self.link is not None:
+            self.link.close(0)
+
+    # -- internals ----------------------------------------------------------------
+    def _harvest(self):
+        """Take over the unacknowledged messages of the link being dropped."""
+        link = self.link
+        if link is not None and link.channel is not None:
+            self._pending = link.unacked() + self._pending
+        if link is not None:
+            self.counters["retransmissions"] += link.counters["retransmissions"]
+        self.link = None
+        self.tls = None
+
+    def _down(self, reason, now_ms, tls_failed=False):
+        was_up = self.state == "up"
+        self._harvest()
+        self.state = "closed" if self._closing else "waiting"
+        self.last_error = reason
+        if tls_failed:
+            self.counters["tls_failures"] += 1
+            self._ev.append(("failed", reason))
+        else:
+            self._ev.append(("down", reason))
+        if not self._closing:
+            if was_up:
+                self._backoff = self.retry_ms
+                self.counters["reconnects"] += 1
+            self._retry_at = now_ms + self._backoff
+            self._backoff = min(self._backoff * 2, self.retry_max_ms)
+
+    def _pump(self, now_ms):
+        link = self.link
+        if link is None:
+            return
+        for ev in link.events():
+            kind = ev[0]
+            if kind == "flight":
+                self._on_flight(ev[1], now_ms)
+                if self.link is None:
+                    return
+            elif kind == "message":
+                self.counters["received"] += 1
+                self._ev.append(ev)
+            elif kind == "delivered":
+                self.counters["delivered"] += 1
+                self._ev.append(ev)
+            elif kind == "rekey":
+                link.close(1)  # finish what is in flight, then a new session
+            elif kind == "error" or kind == "closed":
+                self._down(ev[1], now_ms)
+                return
+        self._flush_pending(now_ms)
+
+    def _on_flight(self, data, now_ms):
+        tls = self.tls
+        try:
+            tls.receive(data, now_ms)
+        except AlertError as e:
+            alert = tls.data_to_send()
+            if alert:
+                try:
+                    self.link.send_flight(alert, now_ms)
+                    self.link.datagrams(now_ms)  # the alert goes out once, best effort
+                except UsageError:
+                    pass
+            self._down("tls alert %d" % e.description, now_ms, tls_failed=True)
+            return
+        out = tls.data_to_send()
+        if out:
+            self.link.send_flight(out, now_ms)
+        if tls.connected and self.link.channel is None:
+            self.link.start_channel(tls.exporter(LABEL, b"", KEY_BLOCK_LEN), tls.suite)
+            self.state = "up"
+            self.suite = tls.suite
+            self.handshakes_ok += 1
+            self.last_handshake_ms = now_ms - self._hs_started
+            self._backoff = self.retry_ms
+            self._ev.append(("up", tls.suite))
+
+    def _flush_pending(self, now_ms):
+        if self.state != "up":
+            return
+        while self._pending:
+            try:
+                self.link.send(self._pending[0], now_ms)
+            except QueueFull:
+                return
+            self._pending.pop(0)

@@ -1,0 +1,3 @@
+from atls.app import main
+
+main()
