@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test bench sim clean probe
+.PHONY: help setup test bench sim clean probe pair
 
 help:
 	@echo "make sim     run the simulator demo (main job)"
@@ -49,3 +49,48 @@ probe: $(STAMP)
 	  $(if $(SUITES),--suites "$(SUITES)") $(if $(GROUPS),--groups "$(GROUPS)") \
 	  $(if $(SERVER_NAME),--server-name "$(SERVER_NAME)") \
 	  $(if $(filter 1 yes true,$(RESUME)),--resume)
+
+# make pair [GATEWAY_CONFIG=gateway.json] [WINDOW=60] [CODE=123456 | YES=1]
+# opens the running gateway's join window and confirms devices as they ask
+pair: $(STAMP)
+	$(PY) -m host_tools.gateway pair --config "$(or $(GATEWAY_CONFIG),gateway.json)" \
+	  --window "$(or $(WINDOW),60)" $(if $(CODE),--code "$(CODE)") $(if $(filter 1 yes true,$(YES)),--yes)
+
+# ---- boards: mpy, flash, deploy, provision (issue 7; docs/BOARDS.md) --------------------
+# make mpy       [BOARD=esp32|pico_w|unix]           firmware as .mpy in build/<board>/
+# make flash     BOARD=esp32 PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-….bin [BAUD=460800]
+# make flash     BOARD=pico_w FIRMWARE=RPI_PICO_W-….uf2 [MOUNT=/media/$$USER/RPI-RP2]
+# make deploy    BOARD=… PORT=…                      .mpy files, main.py, board_config.json
+# make provision BOARD=… PORT=… DEVICE=id [MODE=psk|cert] [SERVICE=host:port]
+#                [SERVICE_CA=ca.pem] [SERVER_NAME=…] [SERVICE_NAME=…] [APP='{json}']
+#                [REGISTRY=build/service/devices.json] [PKI=build/pki] [FORCE=1]
+# DRY_RUN=1 prints the commands (one per line) instead of running them.
+MODE     ?= psk
+REGISTRY ?= build/service/devices.json
+PKI      ?= build/pki
+boards_q    = '$(subst ','\'',$(1))'
+boards_arg  = $(if $(2),$(1) $(call boards_q,$(2)))
+boards_flag = $(if $(filter 1 yes true,$(2)),$(1))
+BOARDS_COMMON = $(call boards_arg,--board,$(BOARD)) $(call boards_arg,--port,$(PORT)) \
+  $(call boards_flag,--dry-run,$(DRY_RUN))
+
+.PHONY: mpy flash deploy provision
+
+mpy: $(STAMP)
+	@$(PY) -m host_tools.boards mpy $(call boards_arg,--board,$(BOARD))
+
+flash: $(STAMP)
+	@$(PY) -m host_tools.boards flash $(BOARDS_COMMON) $(call boards_arg,--firmware,$(FIRMWARE)) \
+	  $(call boards_arg,--mount,$(MOUNT)) $(call boards_arg,--baud,$(BAUD))
+
+deploy: $(STAMP)
+	@$(PY) -m host_tools.boards deploy $(BOARDS_COMMON)
+
+provision: $(STAMP)
+	@$(PY) -m host_tools.boards provision $(BOARDS_COMMON) $(call boards_arg,--device,$(DEVICE)) \
+	  $(call boards_arg,--mode,$(MODE)) $(call boards_arg,--service,$(SERVICE)) \
+	  $(call boards_arg,--service-ca,$(SERVICE_CA)) $(call boards_arg,--server-name,$(SERVER_NAME)) \
+	  $(call boards_arg,--service-name,$(SERVICE_NAME)) $(call boards_arg,--app,$(APP)) \
+	  $(call boards_arg,--registry,$(REGISTRY)) $(call boards_arg,--pki,$(PKI)) \
+	  $(call boards_flag,--force,$(FORCE))
+# ---- end boards ---------------------------------------------------------------------------
