@@ -13,7 +13,11 @@ Config (JSON; paths relative to the config file):
      "link": {"mtu": 1200, "rto_ms": 1000, ...},       # atls.link.LinkConfig
      "limits": {"max_half_open": 64, "idle_timeout_s": 300,
                 "rate_per_s": 200, "rate_burst": 400, "max_sessions": 10000},
-     "app": "echo"}                          # or "module:Class"
+     "app": "echo",                          # or "module:Class"
+     "http_listen": "127.0.0.1:8080",        # optional: ATLS over HTTP (draft §9),
+     "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
+     "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
+     "bindings": {"max_body": 16384, "max_wait_ms": 25000}}  # see docs/BINDINGS.md
 
 Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a
@@ -106,6 +110,8 @@ class Session:
         self.handshake_ms = None
         self.backlog = deque()  # app messages waiting for window space
         self.seen_drops = {}  # link drop counters already added to the service's
+        self.frag0 = None  # first fragment of the device's first flight (ClientHello)
+        self.sink = None  # callable(packet): HTTP/CoAP sessions' packets go here, not UDP
 
     @property
     def up(self):
@@ -187,7 +193,7 @@ class Service(asyncio.DatagramProtocol):
         except wire.Drop as e:
             return self.drop(e.reason)
         if sid == 0:
-            sess = self._first_flight(addr, ptype, now)
+            sess = self._first_flight(addr, ptype, data, now)
             if sess is None:
                 return
         else:
@@ -197,9 +203,15 @@ class Service(asyncio.DatagramProtocol):
                 if ptype != wire.ERROR:
                     self._send(wire.encode(wire.ERROR, sid, b"\x01"), addr)
                 return
+        self.deliver(sess, (data,), now)
+
+    def deliver(self, sess, packets, now):
+        """Feed link packets from the session's peer (one UDP datagram, or a
+        batch from an HTTP/CoAP request), run the app, transmit the answers."""
         sess.last_seen_ms = now
         before = sum(sess.link.drops.values())
-        sess.link.receive(data, now)
+        for data in packets:
+            sess.link.receive(data, now)
         self._absorb_drops(sess, before)
         self._pump(sess, now)
         self._transmit(sess, now)
@@ -227,24 +239,43 @@ class Service(asyncio.DatagramProtocol):
         b[0] -= 1
         return True
 
-    def _first_flight(self, addr, ptype, now):
-        if ptype not in (wire.HS, wire.HS_END):
+    def _first_flight(self, addr, ptype, data, now):
+        if ptype not in (wire.HS, wire.HS_END) or len(data) < 6:
             self.drop("unknown_session")
             return None
         sid = self.pending.get(addr)
         if sid is not None and sid in self.sessions:
-            return self.sessions[sid]
-        half_open = sum(1 for s in self.sessions.values() if not s.up)
-        if half_open >= self.limits["max_half_open"] or \
-                len(self.sessions) >= self.limits["max_sessions"]:
+            sess = self.sessions[sid]
+            # fragment 0 of a *different* first flight: the device restarted its
+            # handshake (e.g. it rebooted); a retransmission repeats the same bytes
+            if data[4] == 0 and sess.frag0 is not None and bytes(data[5:]) != sess.frag0:
+                self._end(sess, "device restarted its handshake")
+            else:
+                if data[4] == 0 and sess.frag0 is None:
+                    sess.frag0 = bytes(data[5:])
+                return sess
+        if self.at_capacity():
             self.drop("busy")
             self._send(wire.encode(wire.ERROR, 0, b"\x03"), addr)
             return None
+        sess = self.new_session(addr, now)
+        if data[4] == 0:
+            sess.frag0 = bytes(data[5:])
+        self.pending[addr] = sess.sid
+        return sess
+
+    def at_capacity(self):
+        """True when no new session may start (max_half_open, max_sessions)."""
+        half_open = sum(1 for s in self.sessions.values() if not s.up)
+        return half_open >= self.limits["max_half_open"] or \
+            len(self.sessions) >= self.limits["max_sessions"]
+
+    def new_session(self, addr, now):
+        """A new half-open session with a fresh session id (any transport)."""
         sid = self._new_sid()
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         self.sessions[sid] = sess
-        self.pending[addr] = sid
         self.counters["sessions_total"] += 1
         self.counters["sessions_active"] = len(self.sessions)
         return sess
@@ -279,9 +310,7 @@ class Service(asyncio.DatagramProtocol):
         try:
             out = sess.tls.feed(data)
         except TLSError as e:
-            self.counters["handshakes_failed"] += 1
-            log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason=e.reason,
-                alert=e.alert_name)
+            self.handshake_failed(sess, e)
             if e.outgoing:
                 try:
                     sess.link.send_flight(e.outgoing, now)
@@ -295,27 +324,37 @@ class Service(asyncio.DatagramProtocol):
         if out:
             sess.link.send_flight(out, now)
         if sess.tls.done:
-            info = sess.tls.info()
-            sess.suite = info["suite"]
-            if info["psk_identity"] is not None:
-                sess.identity = info["psk_identity"].decode("utf-8", "replace")
-            elif info["client_cert"] is not None:
-                cn = info["client_cert"].subject.get_attributes_for_oid(
-                    x509.oid.NameOID.COMMON_NAME)
-                sess.identity = cn[0].value if cn else "certificate"
-            sess.link.start_channel(sess.tls.export(LABEL, KEY_BLOCK_LEN), SUITES[sess.suite])
-            sess.handshake_ms = now - sess.started_ms
-            self.pending.pop(sess.addr, None)
-            self.counters["handshakes_ok"] += 1
-            for other in [s for s in self.sessions.values()
-                          if s is not sess and s.identity == sess.identity and s.identity]:
-                self._end(other, "replaced by a new session")
-            log("handshake_ok", sid=sess.sid, peer=_peer(sess.addr), identity=sess.identity,
-                suite=sess.suite, mode=info["mode"], group=info["group"], ms=sess.handshake_ms)
-            try:
-                self.app.on_connect(sess)
-            except Exception as e:
-                log("app_error", sid=sess.sid, error=repr(e))
+            self.established(sess, now)
+
+    def handshake_failed(self, sess, e):
+        """Count and log a TLS failure (e: TLSError); the caller ends the session."""
+        self.counters["handshakes_failed"] += 1
+        log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason=e.reason,
+            alert=e.alert_name)
+
+    def established(self, sess, now):
+        """TLS is done: identity, exporter -> channel keys, app on_connect."""
+        info = sess.tls.info()
+        sess.suite = info["suite"]
+        if info["psk_identity"] is not None:
+            sess.identity = info["psk_identity"].decode("utf-8", "replace")
+        elif info["client_cert"] is not None:
+            cn = info["client_cert"].subject.get_attributes_for_oid(
+                x509.oid.NameOID.COMMON_NAME)
+            sess.identity = cn[0].value if cn else "certificate"
+        sess.link.start_channel(sess.tls.export(LABEL, KEY_BLOCK_LEN), SUITES[sess.suite])
+        sess.handshake_ms = now - sess.started_ms
+        self.pending.pop(sess.addr, None)
+        self.counters["handshakes_ok"] += 1
+        for other in [s for s in self.sessions.values()
+                      if s is not sess and s.identity == sess.identity and s.identity]:
+            self._end(other, "replaced by a new session")
+        log("handshake_ok", sid=sess.sid, peer=_peer(sess.addr), identity=sess.identity,
+            suite=sess.suite, mode=info["mode"], group=info["group"], ms=sess.handshake_ms)
+        try:
+            self.app.on_connect(sess)
+        except Exception as e:
+            log("app_error", sid=sess.sid, error=repr(e))
 
     def _end(self, sess, reason):
         if self.sessions.pop(sess.sid, None) is None:
@@ -336,7 +375,10 @@ class Service(asyncio.DatagramProtocol):
 
     def _transmit(self, sess, now):
         for d in sess.link.datagrams(now):
-            self._send(d, sess.addr)
+            if sess.sink is not None:
+                sess.sink(d)
+            else:
+                self._send(d, sess.addr)
 
     def tick(self):
         """Timers: retransmissions, acks, handshake and idle timeouts."""
@@ -405,7 +447,38 @@ def build_from_config(path):
         raise ConfigError(str(e))
     service = Service(tls_cfg, link_cfg, cfg.get("limits"), load_app(cfg.get("app")))
     service.registry = registry
+    service.binding_config = _binding_config(cfg, base)
     return service, _split_hostport(cfg.get("listen", "127.0.0.1:5684"))
+
+
+def _binding_config(cfg, base):
+    """HTTP/CoAP bindings (host_tools.bindings) from the config, or None."""
+    if not (cfg.get("http_listen") or cfg.get("coap_listen")):
+        if cfg.get("https"):
+            raise ConfigError("https needs http_listen")
+        return None
+    out = {"http_listen": None, "coap_listen": None, "ssl_context": None}
+    for key in ("http_listen", "coap_listen"):
+        if cfg.get(key):
+            out[key] = _split_hostport(cfg[key])
+    https = cfg.get("https")
+    if https:
+        if not out["http_listen"] or not isinstance(https, dict) or "cert" not in https:
+            raise ConfigError('https must be {"cert": ..., "key": ...} with http_listen')
+        import ssl
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(base / https["cert"], base / https["key"] if https.get("key")
+                                else None)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError("https: %s" % e)
+        out["ssl_context"] = ctx
+    extra = cfg.get("bindings") or {}
+    if not isinstance(extra, dict) or set(extra) - {"max_body", "max_wait_ms"} or \
+            not all(isinstance(v, int) and v > 0 for v in extra.values()):
+        raise ConfigError("bindings: only max_body and max_wait_ms, positive integers")
+    out.update(extra)
+    return out
 
 
 async def serve(service, host, port, stats=None, ready=None):
@@ -413,6 +486,14 @@ async def serve(service, host, port, stats=None, ready=None):
     transport, _ = await loop.create_datagram_endpoint(lambda: service, local_addr=(host, port))
     bound = transport.get_extra_info("sockname")
     log("listening", addr="%s:%d" % bound[:2])
+    bindings = None
+    if getattr(service, "binding_config", None):
+        from host_tools.bindings import Bindings  # aiohttp/aiocoap only when configured
+
+        bindings = Bindings(service, **service.binding_config)
+        addrs = await bindings.start()
+        if ready:  # written before the ready file: once that exists, all are listening
+            _write_json(str(ready) + ".json", dict(addrs, udp="%s:%d" % bound[:2]))
     if ready:
         Path(ready).write_text("%s:%d\n" % bound[:2])
     stop = asyncio.Event()
@@ -435,6 +516,8 @@ async def serve(service, host, port, stats=None, ready=None):
     finally:
         timers.cancel()
         st.cancel()
+        if bindings is not None:
+            await bindings.stop()
         if stats:
             _write_stats(service, stats)
         transport.close()
@@ -442,15 +525,21 @@ async def serve(service, host, port, stats=None, ready=None):
 
 
 def _write_stats(service, path):
+    _write_json(path, service.counters)
+
+
+def _write_json(path, obj):
     tmp = str(path) + ".tmp"
-    Path(tmp).write_text(json.dumps(service.counters, indent=1, sort_keys=True))
+    Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="ATLS service (UDP)")
+    ap = argparse.ArgumentParser(description="ATLS service (UDP, and HTTP/CoAP if configured)")
     ap.add_argument("--config", required=True, help="service config (JSON)")
     ap.add_argument("--listen", help="host:port, overrides the config")
+    ap.add_argument("--http-listen", help="host:port for ATLS over HTTP (draft §9)")
+    ap.add_argument("--coap-listen", help="host:port for ATLS over CoAP")
     ap.add_argument("--stats", help="write counters (JSON) here every second")
     ap.add_argument("--ready-file", help="write the bound address here once listening")
     a = ap.parse_args(argv)
@@ -458,6 +547,14 @@ def main(argv=None):
         service, (host, port) = build_from_config(a.config)
         if a.listen:
             host, port = _split_hostport(a.listen)
+        if a.http_listen or a.coap_listen:
+            bc = service.binding_config or {"http_listen": None, "coap_listen": None,
+                                            "ssl_context": None}
+            if a.http_listen:
+                bc["http_listen"] = _split_hostport(a.http_listen)
+            if a.coap_listen:
+                bc["coap_listen"] = _split_hostport(a.coap_listen)
+            service.binding_config = bc
     except ConfigError as e:
         print("service: %s" % e, file=sys.stderr)
         return 2
