@@ -30,10 +30,16 @@ bench: $(STAMP)
 	@mkdir -p build
 	$(PY) -m host_tools.bench --out build/bench.json
 
+# make sim [DEVICES=5] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
+#          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]
+SIM_ARGS = $(if $(DEVICES),--devices $(DEVICES)) $(if $(LOSS),--loss $(LOSS)) \
+  $(if $(LATENCY),--latency $(LATENCY)) $(if $(SEED),--seed $(SEED)) \
+  $(if $(DURATION),--duration $(DURATION)) $(if $(MODE),--mode $(MODE)) \
+  $(if $(SUITE),--suite $(SUITE)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+  --report "$(or $(REPORT),build/sim/report.json)"
+
 sim: $(STAMP)
-	@echo "make sim: the simulator (issue #6) is not built yet; it will run the"
-	@echo "demo fleet here. Today, 'make test' and 'make bench' are what works."
-	@exit 2
+	$(PY) -m sim $(SIM_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -77,7 +77,16 @@ class Config:
 
     @property
     def socket_path(self):
-        return self.state_dir / "gateway.sock"
+        """The control socket: in state_dir, or (AF_UNIX paths are limited to
+        ~107 bytes) in the temp dir under a name derived from state_dir."""
+        p = self.state_dir.resolve() / "gateway.sock"
+        if len(str(p)) < 100:
+            return p
+        import hashlib
+        import tempfile
+
+        h = hashlib.sha256(str(p).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / ("atls-gateway-%s.sock" % h)
 
 
 class PairingTable:
@@ -442,8 +451,8 @@ class _WifiSide(asyncio.DatagramProtocol):
         self.gw.upstream(("udp", addr), data)
 
 
-async def run(config, ready=None):
-    gw = Gateway(config)
+async def run(config, ready=None, gateway_class=None):
+    gw = (gateway_class or Gateway)(config)
     loop = asyncio.get_running_loop()
     if config.serial:
         gw.open_serial()
@@ -541,7 +550,7 @@ def cmd_pair(config, a):
     return 0
 
 
-def main(argv=None):
+def main(argv=None, gateway_class=None):
     ap = argparse.ArgumentParser(description="ATLS ZigBee/UDP gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("run", "pair", "list", "unpair", "stats"):
@@ -560,7 +569,7 @@ def main(argv=None):
     try:
         config = Config(a.config)
         if a.cmd == "run":
-            asyncio.run(run(config, a.ready_file))
+            asyncio.run(run(config, a.ready_file, gateway_class))
             return 0
         if a.cmd == "pair":
             return cmd_pair(config, a)

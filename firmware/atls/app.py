@@ -13,7 +13,7 @@ simulator: only the configuration differs.
 """
 import json
 import sys
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
 
 from atls.device import Clock, step
 from atls.link import LinkConfig, QueueFull
@@ -24,6 +24,15 @@ from atls.tls.keys import SUITE_NAMES
 SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
           "TLS_AES_128_CCM_8_SHA256": 0x1305}
 GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017}
+
+
+def _boot_id():
+    from atls.crypto.backend import random_bytes
+
+    return hexlify(random_bytes(4)).decode()
+
+
+BOOT = _boot_id()  # tells this power-up's readings from the previous one's
 
 
 class ConfigError(Exception):
@@ -100,12 +109,30 @@ def open_link(board, dev, clock):
 
         x = dict(board.get("xbee") or {})
         x.update(link.get("xbee") or {})
-        drv = xdrv.open_from_config(x)
-        drv.configure_blocking(clock)
-        status("xbee", address=drv.address64_hex(), mtu=drv.mtu)
-        ensure_paired(drv, dev, clock, status, force=bool(dev.get("pairing_mode")))
+        if x.get("tcp"):  # an emulated module (sim/radio.py) instead of a UART
+            host, port = x["tcp"].rsplit(":", 1)
+            drv = xdrv.open_tcp(host, int(port), escaped=x.get("ap", 1) == 2)
+        else:
+            drv = xdrv.from_board(x)
+        drv.wait_ready(int(x.get("ready_timeout_ms", 15000)))
+        status("xbee", address=hexlify(drv.address64).decode(), mtu=drv.mtu)
+        force = bool(dev.get("pairing_mode")) or _button_held(board.get("button"))
+        ensure_paired(drv, dev, clock, status, force=force)
         return drv, min(drv.mtu, int(link.get("mtu", drv.mtu)))
     raise ConfigError("unknown link type %r" % kind)
+
+
+def _button_held(button):
+    """The pairing button, held at boot, forces pairing mode (boards only)."""
+    if not button:
+        return False
+    try:
+        from machine import Pin
+    except ImportError:
+        return False
+    pull = Pin.PULL_UP if button.get("pull", "up") == "up" else Pin.PULL_DOWN
+    pin = Pin(button["pin"], Pin.IN, pull)
+    return pin.value() == (0 if button.get("active_low", True) else 1)
 
 
 def _wifi_up(wifi):  # pragma: no cover - boards only
@@ -124,11 +151,14 @@ def run_app(board, dev, clock=None, until=None):
     link_cfg = LinkConfig(mtu=mtu, rto_ms=int(lk.get("rto_ms", 1000)),
                           rto_max_ms=int(lk.get("rto_max_ms", 8000)),
                           handshake_timeout_ms=int(lk.get("handshake_timeout_ms", 30000)))
-    session = DeviceSession(tls_config(dev), link_cfg)
+    session = DeviceSession(tls_config(dev), link_cfg, retry_ms=int(lk.get("retry_ms", 1000)),
+                            retry_max_ms=int(lk.get("retry_max_ms", 30000)))
     app = dev.get("app") or {}
     period = int(app.get("period_ms", 10000))
+    stats_every = int(app.get("stats_ms", 10000))
     limit = app.get("count")
-    state = {"n": 0, "next": 0, "received": 0, "delivered": 0}
+    state = {"n": 0, "next": 0, "received": 0, "delivered": 0, "stats": 0}
+    boot = BOOT.encode()
 
     def on_event(ev):
         kind = ev[0]
@@ -149,7 +179,8 @@ def run_app(board, dev, clock=None, until=None):
     while until is None or not until(state):
         now = clock()
         if (limit is None or state["n"] < limit) and now >= state["next"]:
-            reading = b'{"dev":"%s","n":%d,"t":%d}' % (dev["device_id"].encode(), state["n"], now)
+            reading = b'{"dev":"%s","boot":"%s","n":%d,"t":%d}' % (
+                dev["device_id"].encode(), boot, state["n"], now)
             try:
                 session.send(reading, now)
                 state["n"] += 1
@@ -158,6 +189,12 @@ def run_app(board, dev, clock=None, until=None):
                 status("queue_full", n=state["n"])
             state["next"] = now + period
         step(session, transport, clock, on_event)
+        if now >= state["stats"]:
+            state["stats"] = now + stats_every
+            lc = session.link.counters if session.link is not None else {}
+            status("stats", retransmissions=session.counters["retransmissions"] +
+                   lc.get("retransmissions", 0), handshakes=session.handshakes,
+                   pending=len(session.pending()), state=session.state)
         if limit is not None and state["n"] >= limit and not session.pending() and \
                 state["received"] >= limit and app.get("exit_when_done"):
             status("done", sent=state["n"], delivered=state["delivered"],
@@ -172,7 +209,7 @@ def main(board_path="board_config.json", device_path="device.json"):
         dev = load_json(device_path)
         if "device_id" not in dev:
             raise ConfigError("device.json needs device_id")
-        status("boot", device=dev["device_id"], board=board.get("name", "?"))
+        status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
         run_app(board, dev)
     except ConfigError as e:
         status("config_error", error=str(e))

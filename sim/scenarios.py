@@ -1,0 +1,101 @@
+"""Scenarios for the simulator, each with a verdict.
+
+Every scenario checks the two invariants of the product:
+  * nothing forged is accepted: every message the service application got
+    is one its (authenticated) device sent;
+  * nothing acknowledged is lost or duplicated: every message a device saw
+    acknowledged reached the service application exactly once;
+plus what the scenario itself is about (devices come back after a reboot,
+keep working through a gateway restart, re-handshake after a service
+restart, a wrong PSK is refused while the others carry on, ...).
+"""
+import threading
+import time
+
+SCENARIOS = {
+    "default": "the fleet pairs, handshakes and exchanges readings",
+    "lossy10": "10 % of radio frames lost",
+    "lossy30": "30 % of radio frames lost",
+    "reboot-handshake": "a device reboots in the middle of its handshake",
+    "reboot-stream": "a device reboots while messages are in flight",
+    "gateway-restart": "the gateway restarts; paired devices keep working",
+    "service-restart": "the service restarts; devices re-handshake and resend",
+    "malicious-gateway": "the gateway tampers, replays, reorders, drops and injects",
+    "wrong-psk": "one device holds a wrong PSK: refused, the others unaffected",
+}
+DEFAULT_LOSS = {"lossy10": 0.1, "lossy30": 0.3}
+EVIL = {"tamper": 0.05, "replay": 0.05, "reorder": 0.05, "drop": 0.05, "inject": 0.05}
+
+
+def all_up(fleet, names):
+    return all(fleet.devices[n].handshakes_ok >= 1 for n in names)
+
+
+def acked_at_least(fleet, names, k):
+    return all(fleet.devices[n].acked >= k for n in names)
+
+
+def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
+    """Drive `fleet` through `scenario`; returns (names, checks) where checks
+    is a list of (name, passed, detail) specific to the scenario."""
+    checks = []
+    wrong = ["dev-%02d" % fleet.n] if scenario == "wrong-psk" and fleet.n >= 2 else []
+    target = "dev-01"
+    rebooted = []
+    if scenario == "reboot-handshake":
+        # power-cycle dev-01 the moment its first handshake starts (its
+        # ClientHello is on the air, the service is answering)
+        def cut():
+            if not rebooted:
+                rebooted.append(fleet.devices[target].handshakes_ok)
+                threading.Thread(target=fleet.reboot_device, args=(target, 0.2),
+                                 daemon=True).start()
+        fleet.on_device_event(target, "handshaking", cut)
+    names = fleet.start(wrong_psk=wrong)
+    good = [n for n in names if n not in wrong]
+    paired = fleet.pair_all(names, timeout=min(60, setup_timeout))
+    checks.append(("all devices paired", paired, ""))
+    if scenario == "reboot-handshake":
+        fleet.wait(lambda: bool(rebooted), 30, live)
+        checks.append(("rebooted %s mid-handshake" % target, rebooted == [0], ""))
+    up = fleet.wait(lambda: all_up(fleet, good), setup_timeout, live)
+    checks.append(("every good device completed a handshake", up, ""))
+    t_up = time.time()
+
+    if scenario == "reboot-stream" and target:
+        fleet.wait(lambda: fleet.devices[target].acked >= 3, 30, live)
+        fleet.reboot_device(target, down_s=0.3)
+        back = fleet.wait(lambda: fleet.devices[target].handshakes_ok >= 1 and
+                          fleet.devices[target].boots[-1]["acked"] >= 2, 60, live)
+        checks.append(("%s came back after a reboot mid-stream" % target, back, ""))
+    elif scenario == "gateway-restart":
+        fleet.wait(lambda: acked_at_least(fleet, good, 2), 30, live)
+        marks = {n: fleet.devices[n].acked for n in good}
+        fleet.restart("gateway", down_s=1.0)
+        moved = fleet.wait(lambda: all(fleet.devices[n].acked >= marks[n] + 2 for n in good),
+                           60, live)
+        checks.append(("paired devices keep working after the gateway restart", moved, ""))
+        codes = [e for e in fleet.events if e["event"] == "pair_confirm"]
+        checks.append(("no device had to pair again", len(codes) <= len(names), ""))
+    elif scenario == "service-restart":
+        fleet.wait(lambda: acked_at_least(fleet, good, 2), 30, live)
+        marks = {n: fleet.devices[n].acked for n in good}
+        fleet.restart("service", down_s=1.0)
+        again = fleet.wait(lambda: all(fleet.devices[n].handshakes_ok >= 2 and
+                                       fleet.devices[n].acked >= marks[n] + 2 for n in good),
+                           90, live)
+        checks.append(("devices re-handshook and carried on after the service restart",
+                       again, ""))
+    elif scenario == "wrong-psk" and wrong:
+        bad = wrong[0]
+        refused = fleet.wait(lambda: fleet.devices[bad].failures >= 1, 60, live)
+        checks.append(("%s with a wrong PSK is refused" % bad,
+                       refused and fleet.devices[bad].handshakes_ok == 0, ""))
+
+    # let traffic flow for the rest of the run
+    remaining = duration - (time.time() - t_up)
+    if remaining > 0:
+        fleet.wait(lambda: False, remaining, live)
+    # quiet period so in-flight messages settle before the counters are read
+    fleet.settle(live)
+    return names, good, wrong, checks
