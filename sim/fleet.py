@@ -179,7 +179,8 @@ class Fleet:
         state = self.dir / "radio.json"
         cmd = [sys.executable, "-m", "sim.radio", "--devices", str(self.n), "--loss",
                str(self.loss), "--latency-ms", str(self.latency_ms), "--seed", str(self.seed),
-               "--ee", str(self.ee), "--state-file", str(state), "--stats-file",
+               "--ee", str(self.ee), "--coordinator-ap", "2", "--state-file", str(state),
+               "--stats-file",
                str(self.dir / "radio-stats.json")]
         p = self._spawn("radio", cmd)
         self.radio_state = _wait_file(state, p, "radio")
@@ -245,7 +246,9 @@ class Fleet:
         self.note("service_up", port=int(port))
 
     def start_gateway(self):
-        cfg = {"serial": self.radio_state["coordinator"]["pty"], "escaped": False,
+        # AP=2 (escaped) on the coordinator: a damaged frame can never make the
+        # decoder lock onto frame-shaped bytes inside a payload
+        cfg = {"serial": self.radio_state["coordinator"]["pty"], "escaped": True,
                "services": {"default": "%s:%d" % self.service_addr},
                "state_dir": "gateway-state",
                "limits": {"max_payload": self.radio_state["np"], "rate_per_s": 100,
