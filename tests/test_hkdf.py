@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from atls.crypto.hkdf import (
     HASH_LEN,
-    HMAC,
     derive_secret,
     hkdf_expand,
     hkdf_expand_label,
@@ -43,7 +42,7 @@ LENGTHS = (0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1025, 1200, 
 
 # --------------------------------------------------------------------------
 # MicroPython side: one script evaluates every row kind.
-#   mac    key msg tag valid          HMAC (one-shot and incremental), tag prefix
+#   mac    key msg tag valid          HMAC (memoryview input), tag prefix
 #   hkdf   ikm salt info size prk okm mode   mode v: okm, h: sha256(okm), x: UsageError
 #   ext    salt ikm prk               HKDF-Extract ("-" salt = empty = default)
 #   label  secret label ctx len out   HKDF-Expand-Label
@@ -52,7 +51,7 @@ MPY_KDF = """
 import gc
 BUF = (bytearray(1536), bytearray(1536))  # allocated first, while the heap is unfragmented
 from vecrun import rows, unhex, Tally
-from atls.crypto.hkdf import hmac_sha256, HMAC, hkdf_extract, hkdf_expand
+from atls.crypto.hkdf import hmac_sha256, hkdf_extract, hkdf_expand
 from atls.crypto.hkdf import hkdf_expand_label, derive_secret
 from atls.errors import UsageError
 from hashlib import sha256
@@ -84,11 +83,7 @@ for i, f in rows():
     if k == "mac":
         key = val(f[1], 0); msg = val(f[2], 1); tag = unhex(f[3])
         m = hmac_sha256(key, msg)
-        mv = memoryview(msg)
-        h = HMAC(key)
-        h.update(mv[:len(msg) // 3])
-        h.update(mv[len(msg) // 3:])
-        t.check(i, (m[:len(tag)] == tag) == (f[4] == "1") and h.digest() == m, "mac")
+        t.check(i, (m[:len(tag)] == tag) == (f[4] == "1") and hmac_sha256(key, memoryview(msg)) == m, "mac")
     elif k == "hkdf":
         ikm = val(f[1], 0); salt = val(f[2], 1); info = unhex(f[3]); size = int(f[4])
         prk = hkdf_extract(salt, ikm)
@@ -172,10 +167,6 @@ def test_rfc4231_s4_hmac_sha256_cases_1_to_7(rfc4231):
     for n, c in enumerate(rfc4231, 1):
         tag = c["HMAC-SHA-256"]
         assert hmac_sha256(c["Key"], c["Data"])[:len(tag)] == tag, "test case %d" % n
-        h = HMAC(c["Key"])
-        for i in range(0, len(c["Data"]), 7):
-            h.update(c["Data"][i:i + 7])
-        assert h.digest()[:len(tag)] == tag, "incremental, test case %d" % n
 
 
 def test_rfc4231_s4_under_micropython(mpy, rfc4231):
@@ -214,16 +205,6 @@ def test_wycheproof_hmac_sha256_under_micropython(mpy, wp_hmac):
     rows = [["mac", H(t["key"]), H(t["msg"]), H(t["tag"]), int(t["result"] == "valid")]
             for t in wp_hmac]
     run_mpy(mpy, rows)
-
-
-def test_hmac_object_is_single_use():
-    h = HMAC(b"k")
-    h.update(b"abc")
-    assert h.digest() == std_hmac.digest(b"k", b"abc", "sha256")
-    with pytest.raises(UsageError):
-        h.digest()
-    with pytest.raises(UsageError):
-        h.update(b"x")
 
 
 def test_hmac_accepts_bytearray_and_memoryview():
@@ -583,20 +564,6 @@ def test_differential_vs_cpython_hmac_and_cryptography_hkdf(diff_rows):
         lens = {len(r[field]) for r in macs}
         assert lens >= {0, 1, 15, 16, 17, 64, 65}, field
         assert max(lens) > 1024, field
-
-
-def test_differential_incremental_hmac_random_chunking():
-    rnd = random.Random(2104)
-    for _ in range(100):
-        key = rnd.randbytes(rnd.choice(LENGTHS))
-        msg = rnd.randbytes(rnd.choice(LENGTHS + (3000,)))
-        h = HMAC(key)
-        pos = 0
-        while pos < len(msg):
-            step = rnd.randrange(0, 130)
-            h.update(msg[pos:pos + step])
-            pos += step
-        assert h.digest() == std_hmac.digest(key, msg, "sha256")
 
 
 def test_differential_under_micropython(mpy, diff_rows):

@@ -7,7 +7,9 @@ come from hashlib over the concatenated bytes, or from the RFC 8448 traces:
   §3 Simple 1-RTT        Transcript-Hash values printed in the "derive secret"
                          steps, and the server Finished MAC
   §4 Resumed 0-RTT       the PSK "binder hash" over the ClientHello prefix
-  §5 HelloRetryRequest   message_hash(ClientHello1) || HRR || ... hashes
+  §5 HelloRetryRequest   message_hash(ClientHello1) || HRR || ... hashes (the
+                         client restarts with a new Transcript fed the
+                         synthetic message_hash, as tested here)
 """
 import hashlib
 import os
@@ -43,10 +45,6 @@ def message_hash(ch1):
 #   dig want     t.digest() == want
 #   nodig        t.digest() raises UsageError
 #   left n       t.forks_left == n
-#   hrr          t.replace_with_message_hash()
-#   child n      t = Transcript(forks=n, prefix=t) (parent kept on a stack)
-#   childerr n   Transcript(forks=n, prefix=t) raises UsageError
-#   pop          back to the parent transcript
 
 
 def as_kind(data, how):
@@ -58,7 +56,6 @@ def as_kind(data, how):
 
 
 def run_ops(ops):
-    stack = []
     t = None
     for i, op in enumerate(ops):
         k = op[0]
@@ -73,16 +70,6 @@ def run_ops(ops):
                 t.digest()
         elif k == "left":
             assert t.forks_left == op[1], "op %d" % i
-        elif k == "hrr":
-            t.replace_with_message_hash()
-        elif k == "child":
-            stack.append(t)
-            t = Transcript(forks=op[1], prefix=t)
-        elif k == "childerr":
-            with pytest.raises(UsageError):
-                Transcript(forks=op[1], prefix=t)
-        elif k == "pop":
-            t = stack.pop()
         else:
             raise AssertionError(k)
 
@@ -93,7 +80,6 @@ from vecrun import rows, unhex, Tally
 from atls.crypto.transcript import Transcript
 from atls.errors import UsageError
 tl = Tally()
-stack = []
 t = None
 for i, f in rows():
     gc.collect()
@@ -110,24 +96,14 @@ for i, f in rows():
         t.update(d)
     elif k == "dig":
         ok = t.digest() == unhex(f[1])
-    elif k == "nodig" or k == "childerr":
+    elif k == "nodig":
         try:
-            if k == "nodig":
-                t.digest()
-            else:
-                Transcript(forks=int(f[1]), prefix=t)
+            t.digest()
             ok = False
         except UsageError:
             pass
     elif k == "left":
         ok = t.forks_left == int(f[1])
-    elif k == "hrr":
-        t.replace_with_message_hash()
-    elif k == "child":
-        stack.append(t)
-        t = Transcript(forks=int(f[1]), prefix=t)
-    elif k == "pop":
-        t = stack.pop()
     else:
         ok = False
     tl.check(i, ok, k)
@@ -223,9 +199,13 @@ def s5(vectors):
 def rfc8448_s5_ops(s5):
     steps, (ch1, hrr, ch2, sh, ee, cert, cv, sfin, cfin) = s5
     return [
-        ["new", 3],
+        ["new", 1],
         ["up", ch1, "b"],
-        ["hrr"],  # §4.4.1: ClientHello1 -> message_hash
+        ["dig", sha(ch1)],
+        # §4.4.1: restart with message_hash(ClientHello1), as the client does
+        ["new", 3],
+        ["up", bytes([254, 0, 0, 32]), "b"],
+        ["up", sha(ch1), "a"],
         ["left", 3],
         ["up", hrr, "b"], ["up", ch2, "b"], ["up", sh, "b"],
         ["dig", trace_hash(steps, "c hs traffic")],  # 8aa8e828...
@@ -251,10 +231,9 @@ def test_rfc8448_s5_under_micropython(mpy, s5):
 def rfc8448_s4_binder_ops(vectors):
     steps = rfc8448_steps(vectors("rfc8448.txt"), "4")
     f = [f for h, f in steps if h.startswith("{client}  calculate PSK binder:")][0]
-    # §4.2.11.2 binder: Transcript-Hash(truncated ClientHello); here via a child
-    # transcript of a fresh (unfed) parent, as the client does for ClientHello1
-    return [["new", 2], ["child", 1], ["up", f["ClientHello prefix"], "m"],
-            ["dig", f["binder hash"]], ["nodig"], ["pop"], ["left", 2]]
+    # §4.2.11.2 binder: Transcript-Hash(truncated ClientHello)
+    return [["new", 1], ["up", f["ClientHello prefix"], "m"],
+            ["dig", f["binder hash"]], ["nodig"], ["left", 0]]
 
 
 def test_rfc8448_s4_psk_binder_hash(vectors):
@@ -266,7 +245,7 @@ def test_rfc8448_s4_under_micropython(mpy, vectors):
 
 
 # --------------------------------------------------------------------------
-# Random scenarios vs hashlib (chunking, several digests, HRR, prefix children)
+# Random scenarios vs hashlib (chunking, several digests, HRR restarts)
 
 
 def random_ops(seed, n_scenarios=40):
@@ -292,25 +271,13 @@ def random_ops(seed, n_scenarios=40):
                 else:
                     ops.append(["nodig"])
                 ops.append(["left", left])
-            elif r < 0.88 and not hrr_done:
-                ops.append(["hrr"])
+            elif not hrr_done:
+                # the client's HelloRetryRequest restart (§4.4.1): a new
+                # transcript fed message_hash(Hash(everything so far))
                 seen = message_hash(seen)
+                ops += [["new", forks], ["up", seen, rnd.choice("bam")], ["left", forks]]
                 left = forks
                 hrr_done = True
-                ops.append(["left", left])
-            else:
-                k = rnd.randint(1, 3)
-                if seen and left < k + 1:
-                    ops.append(["childerr", k])
-                    continue
-                # child continues from the parent's state; an unfed parent
-                # gives fresh objects and keeps its forks
-                extra = rnd.randbytes(rnd.choice((0, 5, 70)))
-                ops += [["child", k], ["left", k], ["up", extra, "b"], ["dig", sha(seen + extra)],
-                        ["left", k - 1], ["pop"]]
-                if seen:
-                    left -= k + 1
-                ops.append(["left", left])
         if left:
             ops.append(["dig", sha(seen)])
     return ops
@@ -320,7 +287,7 @@ def random_ops(seed, n_scenarios=40):
 def rnd_ops():
     ops = random_ops(8446)
     kinds = set(op[0] for op in ops)
-    assert kinds >= {"new", "up", "dig", "nodig", "left", "hrr", "child", "childerr", "pop"}
+    assert kinds >= {"new", "up", "dig", "nodig", "left"}
     return ops
 
 
@@ -362,38 +329,13 @@ def test_forks_rule_n_digests_update_always_works():
     with pytest.raises(UsageError):
         t.digest()
     t.update(b"c")  # the last live object is never handed out
-    t.replace_with_message_hash()  # ...so HRR still works and restores the forks
-    assert t.forks_left == 2
-    assert t.digest() == sha(message_hash(b"abc"))
+    assert t.forks_left == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, "2", None, 1.5])
 def test_forks_must_be_positive_int(bad):
     with pytest.raises(UsageError):
         Transcript(forks=bad)
-
-
-def test_prefix_child_takes_forks_from_parent():
-    parent = Transcript(forks=4)
-    parent.update(b"hello")
-    child = Transcript(forks=2, prefix=parent)
-    assert parent.forks_left == 1 and child.forks_left == 2
-    child.update(b" world")
-    assert child.digest() == sha(b"hello world")
-    parent.update(b"!")
-    assert parent.digest() == sha(b"hello!")  # parent unaffected by the child's bytes
-    with pytest.raises(UsageError):
-        Transcript(forks=1, prefix=parent)  # parent has no spare objects left
-
-
-def test_prefix_of_unfed_parent_uses_fresh_objects():
-    parent = Transcript(forks=1)
-    parent.update(b"")  # nothing hashed yet: the child needs none of its objects
-    child = Transcript(forks=3, prefix=parent)
-    assert parent.forks_left == 1 and child.forks_left == 3
-    child.update(b"x")
-    assert child.digest() == sha(b"x")
-    assert parent.digest() == sha(b"")
 
 
 def test_default_forks():

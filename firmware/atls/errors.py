@@ -3,6 +3,12 @@
 Two families, after aioquic and h11: what the *peer* (or the wire) caused, and
 what the *caller* did wrong.  Parsers may only raise the first family on bad
 input; any other exception escaping a parser is a bug (the fuzz tests check).
+
+Message text: every string constant costs heap when firmware runs from .mpy
+(~64 bytes each on a 64-bit port), so failures caused by peer input are
+raised with their code only (AlertError(47), AuthError()) and the reason is a
+comment at the raise site, which the traceback's line number points to.
+Caller mistakes (UsageError family) keep a short text.
 """
 
 

@@ -436,7 +436,7 @@ def verify_signed_by(cert, issuer):
         else:
             raise AlertError(_BAD_CERTIFICATE)  # key and signature algorithm do not fit
     except (ATLSError, UsageError):
-        raise AlertError(_BAD_CERTIFICATE, "bad certificate signature")
+        raise AlertError(_BAD_CERTIFICATE)  # bad certificate signature
 
 
 def hostname_matches(pattern, hostname):
@@ -462,17 +462,17 @@ def _check(cert, below, now, floor):
     """Validity (when a clock or floor is given); for an issuer (below is
     the count of non-self-issued intermediates under it) the CA rules."""
     if now is not None and (now < cert.not_before or now > cert.not_after):
-        raise AlertError(_CERTIFICATE_EXPIRED, "outside validity period")
+        raise AlertError(_CERTIFICATE_EXPIRED)  # outside validity period
     if floor is not None and cert.not_after < floor:
-        raise AlertError(_CERTIFICATE_EXPIRED, "expired before the time floor")
+        raise AlertError(_CERTIFICATE_EXPIRED)  # expired before the time floor
     if below is None:
         return
     if not cert.is_ca:
-        raise AlertError(_BAD_CERTIFICATE, "issuer not a CA")  # RFC 5280 §6.1.4 (k)
+        raise AlertError(_BAD_CERTIFICATE)  # issuer not a CA; RFC 5280 §6.1.4 (k)
     if cert.key_usage is not None and not cert.key_usage & _KU_KEY_CERT_SIGN:
-        raise AlertError(_BAD_CERTIFICATE, "issuer lacks keyCertSign")  # §6.1.4 (n)
+        raise AlertError(_BAD_CERTIFICATE)  # issuer lacks keyCertSign; §6.1.4 (n)
     if cert.path_len is not None and below > cert.path_len:
-        raise AlertError(_BAD_CERTIFICATE, "pathLenConstraint")  # §6.1.4 (l), (m)
+        raise AlertError(_BAD_CERTIFICATE)  # pathLenConstraint; §6.1.4 (l), (m)
 
 
 def verify_chain(chain_der_list, anchors=(), pins=(), now=None, max_depth=3, hostname=None,
@@ -489,20 +489,20 @@ def verify_chain(chain_der_list, anchors=(), pins=(), now=None, max_depth=3, hos
     if n == 0:
         raise DecodeError()  # RFC 8446 §4.4.2.4
     if n > max_depth:
-        raise AlertError(_BAD_CERTIFICATE, "chain too long")
+        raise AlertError(_BAD_CERTIFICATE)  # chain too long
     anchors = [a if isinstance(a, Certificate) else Certificate(a, max_cert_size)
                for a in anchors]
     leaf = cur = Certificate(chain_der_list[0], max_cert_size)
     if leaf.key_usage is not None and not leaf.key_usage & _KU_DIGITAL_SIGNATURE:
-        raise AlertError(_BAD_CERTIFICATE, "leaf lacks digitalSignature")
+        raise AlertError(_BAD_CERTIFICATE)  # leaf lacks digitalSignature
     if leaf.ext_key_usage is not None and not leaf.ext_key_usage & (_EKU_SERVER_AUTH | _EKU_ANY):
-        raise AlertError(_BAD_CERTIFICATE, "leaf not for serverAuth")
+        raise AlertError(_BAD_CERTIFICATE)  # leaf not for serverAuth
     if hostname is not None:
         for name in leaf.san_dns:
             if hostname_matches(name, hostname):
                 break
         else:
-            raise AlertError(_BAD_CERTIFICATE, "hostname mismatch")
+            raise AlertError(_BAD_CERTIFICATE)  # hostname mismatch
     _check(leaf, None, now, time_floor)
     below = 0  # non-self-issued intermediates under cur's issuer
     i = 0
@@ -524,10 +524,10 @@ def verify_chain(chain_der_list, anchors=(), pins=(), now=None, max_depth=3, hos
             raise failure
         i += 1
         if i >= n:
-            raise AlertError(_UNKNOWN_CA, "no trust anchor")
+            raise AlertError(_UNKNOWN_CA)  # no trust anchor
         nxt = Certificate(chain_der_list[i], max_cert_size)
         if nxt._raw(_SUB) != cur._raw(_ISS):
-            raise AlertError(_BAD_CERTIFICATE, "issuer name mismatch")
+            raise AlertError(_BAD_CERTIFICATE)  # issuer name mismatch
         _check(nxt, below, now, time_floor)
         verify_signed_by(cur, nxt)
         if nxt._raw(_SUB) != nxt._raw(_ISS):

@@ -14,10 +14,10 @@ from atls.tls.client import ClientConfig, TLSClient
 def config(spec):
     kw = {"suites": spec["suites"], "groups": spec["groups"]}
     if "psk" in spec:
-        kw["psk"] = unhexlify(spec["psk"])
-        kw["psk_identity"] = spec["psk_identity"].encode()
+        kw["psk"] = spec["psk"]
+        kw["psk_identity"] = spec["psk_identity"]
     if "ca" in spec:
-        kw["ca_certs"] = [unhexlify(spec["ca"])]
+        kw["ca_certs"] = [spec["ca"]]
         kw["server_name"] = "service.local"
     return ClientConfig(**kw)
 
@@ -34,9 +34,20 @@ def handshake(spec, flight):
 
 
 def load(path):
+    """(spec, server flight) of one recording.  Hex fields become the bytes
+    the client is configured with here, before a heap measurement starts:
+    the client's inputs stay in RAM, their hex text and the recording's
+    statistics do not."""
     with open(path) as f:
         spec = json.load(f)
-    return spec, unhexlify(spec.pop("server_flight"))
+    flight = unhexlify(spec.pop("server_flight"))
+    spec.pop("wire", None)
+    for k in ("psk", "ca"):
+        if k in spec:
+            spec[k] = unhexlify(spec[k])
+    if "psk_identity" in spec:
+        spec["psk_identity"] = spec["psk_identity"].encode()
+    return spec, flight
 
 
 if __name__ == "__main__" and len(sys.argv) > 1:

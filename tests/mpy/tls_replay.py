@@ -30,9 +30,9 @@ class _Feed:
 def _spki_pin(cert_msg):
     """SPKI SHA-256 of the first certificate in a Certificate message."""
     from atls import x509
-    from atls.tls import messages as m
+    from atls.tls.auth import pull_certificate
 
-    _, certs = m.pull_certificate(memoryview(cert_msg)[4:], 4)
+    _, certs = pull_certificate(memoryview(cert_msg)[4:], 4)
     with _AllowRsa1024():
         return x509.spki_sha256(x509.Certificate(certs[0]))
 

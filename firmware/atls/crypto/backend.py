@@ -30,40 +30,7 @@ if IS_MICROPYTHON:
         """One-shot CBC encryptor (MicroPython cryptolib mode 2)."""
         return cryptolib.aes(key, 2, iv)
 
-else:
-    import os
+else:  # CPython: the `cryptography` package (atls.crypto.native, never on a device)
     from os import urandom as random_bytes  # noqa: F401
 
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    FAST = os.environ.get("ATLS_PURE_CRYPTO", "") not in ("1", "true", "yes")
-
-    class _ECB:
-        """cryptolib.aes(key, 1) look-alike over ``cryptography``."""
-
-        def __init__(self, key):
-            self._enc = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
-
-        def encrypt(self, src, dst=None):
-            out = self._enc.update(bytes(src))
-            if dst is None:
-                return out
-            dst[: len(out)] = out
-            return None
-
-    class _CBC:
-        def __init__(self, key, iv):
-            self._enc = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv))).encryptor()
-
-        def encrypt(self, src, dst=None):
-            out = self._enc.update(bytes(src))
-            if dst is None:
-                return out
-            dst[: len(out)] = out
-            return None
-
-    def aes_ecb(key):
-        return _ECB(key)
-
-    def aes_cbc(key, iv):
-        return _CBC(key, iv)
+    from atls.crypto.native import FAST, aes_cbc, aes_ecb  # noqa: F401

@@ -31,19 +31,18 @@ _BLOCKS = const(16)  # counter blocks per ECB call
 _CHUNK = const(256)  # _BLOCKS * 16 bytes: keystream / CBC scratch size
 _MIN_NONCE = const(7)  # RFC 3610 §2: L in 2..8, nonce = 15 - L bytes
 _MAX_NONCE = const(13)
-_TAG_LENS = (4, 6, 8, 10, 12, 14, 16)  # RFC 3610 §2: M in 4..16, even
-_KEY_LENS = (16, 32)  # AES-128 (TLS_AES_128_CCM_*), AES-256 optional
-_ZERO16 = bytes(16)
+_TAG_LENS = const((4, 6, 8, 10, 12, 14, 16))  # RFC 3610 §2: M in 4..16, even
+_KEY_LENS = const((16, 32))  # AES-128 (TLS_AES_128_CCM_*), AES-256 optional
+_ZERO16 = const(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 
 # _ONES has a 1 in the last byte of each of 16 blocks; _STEPS holds 0..15 in
 # those places.  c * _ONES + _STEPS is the 256-byte run of counter blocks
 # c, c+1, ..., c+15 (big-endian, first block most significant).
-_ONES = 0
-_STEPS = 0
-for _i in range(_BLOCKS):
-    _ONES = (_ONES << 128) | 1
-    _STEPS = (_STEPS << 128) | _i
-del _i
+# With B = 2^128, _STEPS = sum (15 - i) B^i = (_ONES - 16) / (B - 1).  Built
+# at import from bytes (few temporaries), not as constant expressions: the
+# compiler would keep big-int constants in RAM beside the globals.
+_ONES = int.from_bytes((_ZERO16[1:] + b"\x01") * _BLOCKS, "big")
+_STEPS = (_ONES - 16) // ((1 << 128) - 1)
 
 
 def tags_equal(a, b):
@@ -197,11 +196,11 @@ class CCM:
         n = len(data) - m
         q = check_nonce(nonce, n if n > 0 else 0)
         if n < 0:
-            raise AuthError("AES-CCM input shorter than the tag")
+            raise AuthError()  # AES-CCM input shorter than the tag
         mv = data if isinstance(data, memoryview) else memoryview(data)
         a0 = ((q - 1) << 120) | (int.from_bytes(nonce, "big") << (q << 3))
         pt = join(ctr_parts(self._ecb, a0 + 1, mv[:n], self._ks))
         t = self._mac(nonce, aad, memoryview(pt), n, q)[0]
         if not tags_equal((t >> ((16 - m) << 3)).to_bytes(m, "big"), mv[n:]):
-            raise AuthError("AES-CCM tag mismatch")
+            raise AuthError()  # AES-CCM tag mismatch
         return pt

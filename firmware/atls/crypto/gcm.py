@@ -33,10 +33,10 @@ except ImportError:  # CPython
 
 _NONCE_LEN = const(12)  # SP 800-38D §5.2.1.1: 96-bit IVs recommended
 _TAG_LEN = const(16)
-_MAX_TEXT = 0xFFFFFFFE0  # 2^36 - 32 bytes (§5.2.1.1, 2^39 - 256 bits); > 31 bits: no const
-_KEY_LENS = (16, 32)
-_M128 = (1 << 128) - 1
-_R = 0xE1 << 120  # x^128 = x^7 + x^2 + x + 1, reflected (§6.3)
+_MAX_TEXT = const(0xFFFFFFFE0)  # 2^36 - 32 bytes (§5.2.1.1, 2^39 - 256 bits)
+_KEY_LENS = const((16, 32))
+_M128 = const((1 << 128) - 1)
+_R = const(0xE1 << 120)  # x^128 = x^7 + x^2 + x + 1, reflected (§6.3)
 
 
 def check_key(key):
@@ -112,10 +112,10 @@ class GCM:
         n = len(data) - _TAG_LEN
         check_nonce(nonce, n)
         if n < 0:
-            raise AuthError("AES-GCM input shorter than the tag")
+            raise AuthError()  # AES-GCM input shorter than the tag
         mv = data if isinstance(data, memoryview) else memoryview(data)
         ct = mv[:n]
         j0 = (int.from_bytes(nonce, "big") << 32) | 1
         if not tags_equal(self._tag(j0, [aad, ct], len(aad), n), mv[n:]):
-            raise AuthError("AES-GCM tag mismatch")
+            raise AuthError()  # AES-GCM tag mismatch
         return join(ctr_parts(self._ecb, j0 + 1, ct, self._ks))

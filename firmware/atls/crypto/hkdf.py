@@ -8,8 +8,8 @@ Derive-Secret (RFC 8446 §7.1), pure Python over hashlib on every interpreter.""
 # per-byte loop) and each MAC starts two fresh hash objects from them.
 # HKDF-Expand reuses one pair of padded keys for all its T(i) blocks.
 # hashlib is C on both interpreters, so there is no backend.FAST switch here.
-# An HMAC object is single-use like a MicroPython hash: after digest(),
-# update() and digest() raise UsageError (on CPython too).
+# One-shot HMAC only (no incremental object): nothing in the firmware needs
+# one, and each class costs heap when the module is loaded from .mpy.
 # Comments rather than docstrings: MicroPython's compiler holds docstrings in
 # RAM while compiling, and tests import this under a 32 KiB heap.
 from atls.crypto.backend import sha256
@@ -29,11 +29,11 @@ _MAX_OKM = const(8160)  # 255 * HashLen (RFC 5869 §2.3)
 _MAX_LABEL = const(249)  # opaque label<7..255> minus the 6-byte "tls13 " prefix (RFC 8446 §7.1)
 _MAX_CONTEXT = const(255)  # opaque context<0..255> (RFC 8446 §7.1)
 
-# RFC 2104 §2: ipad = 0x36 and opad = 0x5C repeated B times, as 512-bit ints.
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
-_ZERO_SALT = bytes(HASH_LEN)  # RFC 5869 §2.2: salt defaults to HashLen zeros
-_LABEL_PREFIX = b"tls13 "  # RFC 8446 §7.1
+# RFC 2104 §2: ipad = 0x36 and opad = 0x5C repeated B times, as 512-bit ints
+# (0x0101..01 = (2^512 - 1) / 255 times the byte).
+_IPAD = const(0x36 * ((2 ** 512 - 1) // 255))
+_OPAD = const(0x5C * ((2 ** 512 - 1) // 255))
+_LABEL_PREFIX = const(b"tls13 ")  # RFC 8446 §7.1
 
 
 def _pads(key):
@@ -57,28 +57,6 @@ def _mac(ipad, opad, a, b=None, c=None):
     return o.digest()
 
 
-class HMAC:
-    """Incremental HMAC-SHA-256: HMAC(key), update(data), digest() (single use)."""
-
-    def __init__(self, key):
-        ipad, self._opad = _pads(key)
-        self._inner = sha256(ipad)
-
-    def update(self, data):
-        if self._inner is None:
-            raise UsageError("HMAC finalised")
-        self._inner.update(data)
-
-    def digest(self):
-        inner = self._inner
-        if inner is None:
-            raise UsageError("HMAC finalised")
-        self._inner = None
-        o = sha256(self._opad)
-        o.update(inner.digest())
-        return o.digest()
-
-
 def hmac_sha256(key, data):
     """HMAC-SHA-256(key, data) -> 32 bytes, any key length (RFC 2104)."""
     ipad, opad = _pads(key)
@@ -87,7 +65,7 @@ def hmac_sha256(key, data):
 
 def hkdf_extract(salt, ikm):
     """HKDF-Extract -> PRK (RFC 5869 §2.2); salt None/b"" = 32 zero bytes."""
-    return hmac_sha256(salt or _ZERO_SALT, ikm)
+    return hmac_sha256(salt or bytes(HASH_LEN), ikm)  # RFC 5869 §2.2: HashLen zeros
 
 
 def hkdf_expand(prk, info, length):

@@ -50,8 +50,6 @@ from atls.errors import AuthError, InvalidPointError, KeyLengthError, UsageError
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
-_GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
-_GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 _INF = (1, 1, 0)
 # Affine odd multiples G, 3G, .., 15G (the fixed-base table; constants so a
@@ -74,6 +72,7 @@ _GT = (
     (0xF0454DC6971ABAE7ADFB378999888265AE03AF92DE3A0EF163668C63E59B9D5F,
      0xB5B93EE3592E2D1F4E6594E51F9643E62A3B21CE75B5FA3F47E59CDE0D034F36),  # 15G
 )
+_GX, _GY = _GT[0]  # the base point G (FIPS 186-4 §D.1.2.3), shared with the table
 
 
 # --- Jacobian arithmetic (https://hyperelliptic.org/EFD/g1p/auto-shortw-jacobian-3.html)
@@ -243,14 +242,14 @@ def _decode_point(pub):
     """SEC 1 v2 §2.3.4 uncompressed point, validated (-> (x, y))."""
     try:
         if len(pub) != 65 or pub[0] != 4:
-            raise InvalidPointError("P-256: need 65-byte uncompressed point")
+            raise InvalidPointError()  # P-256: need 65-byte uncompressed point
         x = int.from_bytes(pub[1:33], "big")
         y = int.from_bytes(pub[33:65], "big")
     except TypeError:
-        raise InvalidPointError("P-256: public key must be bytes")
+        raise InvalidPointError()  # P-256: public key must be bytes
     p = _P
     if x >= p or y >= p or (y * y - (x * x * x - 3 * x + _B)) % p:
-        raise InvalidPointError("P-256: point not on curve")
+        raise InvalidPointError()  # P-256: point not on curve
     return x, y
 
 
@@ -271,25 +270,25 @@ def _scalar(priv):
 def _der_int(b, i):
     """Strict DER INTEGER at b[i:] (X.690 §8.3, §10): positive, minimal."""
     if i + 2 > len(b) or b[i] != 2:
-        raise AuthError("ECDSA: bad DER")
+        raise AuthError()  # ECDSA: bad DER
     ln = b[i + 1]
     i += 2
     if ln == 0 or ln > 33 or i + ln > len(b) or b[i] & 0x80:
-        raise AuthError("ECDSA: bad DER")
+        raise AuthError()  # ECDSA: bad DER
     if ln > 1 and b[i] == 0 and not b[i + 1] & 0x80:
-        raise AuthError("ECDSA: bad DER")
+        raise AuthError()  # ECDSA: bad DER
     return int.from_bytes(b[i:i + ln], "big"), i + ln
 
 
 def _parse_der(sig):
     if not isinstance(sig, (bytes, bytearray, memoryview)):
-        raise AuthError("ECDSA: signature must be bytes")
+        raise AuthError()  # ECDSA: signature must be bytes
     if len(sig) < 8 or sig[0] != 0x30 or sig[1] != len(sig) - 2:
-        raise AuthError("ECDSA: bad DER")
+        raise AuthError()  # ECDSA: bad DER
     r, i = _der_int(sig, 2)
     s, i = _der_int(sig, i)
     if i != len(sig):
-        raise AuthError("ECDSA: bad DER")
+        raise AuthError()  # ECDSA: bad DER
     return r, s
 
 
@@ -336,7 +335,7 @@ def ecdh(priv, peer_pub):
         return native.ecdh(k, peer_pub)
     X, Y, Z = _mul_secret(k, _odd_table(x, y, 1), False)
     if Z == 0:  # impossible for a validated point of prime order; kept as a guard
-        raise InvalidPointError("P-256: shared secret is the point at infinity")
+        raise InvalidPointError()  # P-256: shared secret is the point at infinity
     return _affine(X, Y, Z)[0].to_bytes(32, "big")
 
 
@@ -366,7 +365,7 @@ def ecdsa_verify(pub, message, sig):
     _decode_point(pub)
     r, s = _parse_der(sig)
     if not ecdsa_verify_raw(pub, backend.sha256(message).digest(), r, s):
-        raise AuthError("ECDSA: signature does not verify")
+        raise AuthError()  # ECDSA: signature does not verify
 
 
 def _rfc6979(priv, h1):
@@ -410,34 +409,4 @@ def ecdsa_sign(priv, message):
 
 native = None  # the host's `cryptography` (CPython, backend.FAST) or None
 if backend.FAST:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    class _Native:
-        """Arithmetic only: every input was already validated in pure code."""
-
-        def public_key(k):
-            pk = ec.derive_private_key(k, ec.SECP256R1()).public_key()
-            return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-
-        def ecdh(k, pub):
-            peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(pub))
-            return ec.derive_private_key(k, ec.SECP256R1()).exchange(ec.ECDH(), peer)
-
-        def verify_digest(pub, digest, r, s):
-            pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(pub))
-            try:
-                pk.verify(encode_dss_signature(r, s), bytes(digest),
-                          ec.ECDSA(Prehashed(hashes.SHA256())))
-            except InvalidSignature:
-                return False
-            return True
-
-        def sign(d, message):
-            sk = ec.derive_private_key(d, ec.SECP256R1())
-            return sk.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-
-    native = _Native
+    from atls.crypto.native import P256 as native  # noqa: F811

@@ -43,7 +43,7 @@ def _key(n, e):
     if not isinstance(e, int):
         e = int.from_bytes(bytes(e), "big")
     if _bitlen(n) < 1024 or not n & 1 or not e & 1 or not 3 <= e < n:
-        raise InvalidPointError("RSA: unusable public key")
+        raise InvalidPointError()  # RSA: unusable public key
     return n, e
 
 
@@ -52,12 +52,12 @@ def _rsavp1(n, e, sig):
     try:
         sig = bytes(sig)
     except TypeError:
-        raise AuthError("RSA: signature must be bytes")
+        raise AuthError()  # RSA: signature must be bytes
     if len(sig) != (_bitlen(n) + 7) >> 3:
-        raise AuthError("RSA: wrong signature length")
+        raise AuthError()  # RSA: wrong signature length
     s = int.from_bytes(sig, "big")
     if s >= n:
-        raise AuthError("RSA: signature representative out of range")
+        raise AuthError()  # RSA: signature representative out of range
     return pow(s, e, n)
 
 
@@ -92,7 +92,7 @@ def verify_pss_sha256(n, e, message, sig):
     ok &= db >> 8 * _HLEN == 1  # step 10: PS all zero, then 0x01
     ok &= hb == h2  # step 14
     if not ok:
-        raise AuthError("RSA-PSS: signature does not verify")
+        raise AuthError()  # RSA-PSS: signature does not verify
 
 
 def verify_pkcs1_sha256(n, e, message, sig):
@@ -106,4 +106,4 @@ def verify_pkcs1_sha256(n, e, message, sig):
     ps = k - len(t) - 3
     em = ((2 << 8 * ps) - 1) << 8 * (len(t) + 1) | int.from_bytes(t, "big")
     if m != em:
-        raise AuthError("RSA-PKCS1: signature does not verify")
+        raise AuthError()  # RSA-PKCS1: signature does not verify

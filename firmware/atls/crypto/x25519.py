@@ -34,8 +34,8 @@ except ImportError:  # CPython
 _KEY_LEN = const(32)  # scalars and u-coordinates are 32 bytes (RFC 7748 §5)
 _A24 = const(121665)  # (A - 2) / 4, A = 486662 (RFC 7748 §4.1, §5)
 _BASE_U = const(9)  # base point u = 9 (RFC 7748 §4.1)
-_P = 2 ** 255 - 19  # field prime (RFC 7748 §4.1)
-_U_MASK = 2 ** 255 - 1  # clears the u-coordinate's top bit (RFC 7748 §5)
+_P = const(2 ** 255 - 19)  # field prime (RFC 7748 §4.1)
+_U_MASK = const(2 ** 255 - 1)  # clears the u-coordinate's top bit (RFC 7748 §5)
 
 
 def _ladder(k, u):
@@ -92,7 +92,7 @@ def x25519_pure(scalar, u):
         raise KeyLengthError("X25519 u != 32 bytes")
     r = _ladder(k, (int.from_bytes(u, "little") & _U_MASK) % _P)
     if r == 0:  # RFC 7748 §6.1, RFC 8446 §7.4.2
-        raise InvalidPointError("X25519 all-zero shared secret")
+        raise InvalidPointError()  # X25519 all-zero shared secret
     return r.to_bytes(_KEY_LEN, "little")
 
 
@@ -101,26 +101,8 @@ def x25519_base_pure(scalar):
     return _ladder(_scalar(scalar), _BASE_U).to_bytes(_KEY_LEN, "little")
 
 
-if backend.FAST:
-    from cryptography.hazmat.primitives.asymmetric import x25519 as _cx
-
-    def x25519(scalar, u):
-        """X25519(k, u) -> 32 bytes (RFC 7748 §5) via `cryptography`."""
-        if len(scalar) != _KEY_LEN or len(u) != _KEY_LEN:
-            raise KeyLengthError("X25519 input != 32 bytes")
-        priv = _cx.X25519PrivateKey.from_private_bytes(bytes(scalar))
-        try:
-            return priv.exchange(_cx.X25519PublicKey.from_public_bytes(bytes(u)))
-        except ValueError:  # cryptography rejects an all-zero result
-            raise InvalidPointError("X25519 all-zero shared secret")
-
-    def x25519_base(scalar):
-        """Public key X25519(k, 9) via `cryptography`."""
-        if len(scalar) != _KEY_LEN:
-            raise KeyLengthError("X25519 scalar != 32 bytes")
-        priv = _cx.X25519PrivateKey.from_private_bytes(bytes(scalar))
-        return priv.public_key().public_bytes_raw()
-
+if backend.FAST:  # CPython with `cryptography` (atls.crypto.native)
+    from atls.crypto.native import x25519, x25519_base  # noqa: F401
 else:
     x25519 = x25519_pure
     x25519_base = x25519_base_pure

@@ -1,12 +1,24 @@
-"""Key exchange and authentication pieces of the TLS 1.3 client.
+"""Certificate-mode handshake states of the TLS 1.3 client (RFC 8446 §4.3.2,
+§4.4.2, §4.4.3, Appendix A.1 WAIT_CERT_CR / WAIT_CERT / WAIT_CV).
 
-Key shares (RFC 8446 §4.2.8): x25519 (32-byte u-coordinate) and secp256r1
-(65-byte uncompressed point); the peer's share is validated by the curve code
-and a bad one is illegal_parameter.  CertificateVerify (§4.4.3) is checked
-for ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256 and ed25519, and produced
-with ecdsa_secp256r1_sha256 for a device certificate.
+Imported by atls.tls.client only when a handshake authenticates the server
+with a certificate, so PSK handshakes never load this code, atls.x509 or
+the signature modules.  `on_message` takes the client and one handshake
+message in those states: CertificateRequest is recorded for the client
+flight; the server's chain is validated by atls.x509 (anchors, SPKI pins,
+hostname) and its CertificateVerify checked against the leaf for
+ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256 or ed25519 (decrypt_error on a
+bad signature, illegal_parameter on a scheme that was not offered or does
+not fit the key); the leaf is dropped once its signature is checked.
+`client_auth` builds our Certificate (empty without a usable device
+identity) and an ecdsa_secp256r1_sha256 CertificateVerify.
 """
+from atls import x509
+from atls.buffer import Buffer
 from atls.errors import AlertError, CryptoError
+from atls.tls.client import WAIT_CERT, WAIT_CERT_CR, WAIT_CV, WAIT_FINISHED
+from atls.tls.keys import GROUP_NAMES, SECP256R1, X25519  # noqa: F401  (re-exported)
+from atls.tls.messages import pull_extensions, push_handshake, vec
 
 try:
     from micropython import const
@@ -16,96 +28,132 @@ except ImportError:
         return x
 
 
-# §4.2.7 NamedGroup
-X25519 = const(0x001D)
-SECP256R1 = const(0x0017)
-GROUP_NAMES = {X25519: "x25519", SECP256R1: "secp256r1"}
+# §4 HandshakeType
+_CERTIFICATE = const(11)
+_CERTIFICATE_REQUEST = const(13)
+_CERTIFICATE_VERIFY = const(15)
+_EXT_SIGNATURE_ALGORITHMS = const(13)
+# §4.2.3 SignatureScheme (what the client offers: see client._SIG_ALGS)
+_ECDSA_SECP256R1_SHA256 = const(0x0403)
+_RSA_PSS_RSAE_SHA256 = const(0x0804)
+_ED25519 = const(0x0807)
+# §6 AlertDescription
+_UNEXPECTED_MESSAGE = const(10)
+_ILLEGAL_PARAMETER = const(47)
+_DECODE_ERROR = const(50)
+_DECRYPT_ERROR = const(51)
+_MISSING_EXTENSION = const(109)
+_BAD_CERTIFICATE = const(42)
 
-# §4.2.3 SignatureScheme
-ECDSA_SECP256R1_SHA256 = const(0x0403)
-RSA_PSS_RSAE_SHA256 = const(0x0804)
-ED25519 = const(0x0807)
-RSA_PKCS1_SHA256 = const(0x0401)  # certificates only, never CertificateVerify
-# what we advertise in signature_algorithms (also covers certificate signatures)
-SIGNATURE_SCHEMES = (ECDSA_SECP256R1_SHA256, RSA_PSS_RSAE_SHA256, ED25519, RSA_PKCS1_SHA256)
-
-_CV_PAD = b"\x20" * 64
-SERVER_CV_CONTEXT = b"TLS 1.3, server CertificateVerify\x00"
-CLIENT_CV_CONTEXT = b"TLS 1.3, client CertificateVerify\x00"
-
-
-class KeyShare:
-    """One ephemeral key pair for `group`; `rng(n)` gives the private bytes."""
-
-    def __init__(self, group, rng):
-        self.group = group
-        if group == X25519:
-            from atls.crypto.x25519 import x25519_base
-
-            self._priv = rng(32)
-            self.public = x25519_base(self._priv)
-        elif group == SECP256R1:
-            from atls.crypto import p256
-
-            while True:  # rejection sampling: a scalar in [1, n-1]
-                priv = rng(32)
-                try:
-                    self.public = p256.public_key(priv)
-                    break
-                except (CryptoError, ValueError):
-                    continue
-            self._priv = priv
-        else:
-            raise ValueError("unsupported group")
-
-    def shared_secret(self, peer):
-        try:
-            if self.group == X25519:
-                from atls.crypto.x25519 import x25519
-
-                return x25519(self._priv, peer)
-            from atls.crypto import p256
-
-            return p256.ecdh(self._priv, peer)
-        except (CryptoError, ValueError):
-            raise AlertError(47, "bad key share from peer")
-        finally:
-            self._priv = None  # ephemeral: used exactly once
+# §4.4.3: 64 spaces, the context string, a zero byte, then the transcript hash
+_CV_PAD = const(b"                                                                ")
+_SERVER_CV_CONTEXT = const(b"TLS 1.3, server CertificateVerify\x00")
+_CLIENT_CV_CONTEXT = const(b"TLS 1.3, client CertificateVerify\x00")
 
 
-def cv_content(context, transcript_hash):
-    return _CV_PAD + context + transcript_hash
+def on_message(c, mtype, msg):
+    """One handshake message for client `c` in WAIT_CERT_CR, WAIT_CERT or WAIT_CV."""
+    st = c.state
+    b = Buffer(msg[4:])
+    if st == WAIT_CERT_CR and mtype == _CERTIFICATE_REQUEST:
+        context = b.pull_vector(1)
+        sa = pull_extensions(b).get(_EXT_SIGNATURE_ALGORITHMS)
+        if sa is None:
+            raise AlertError(_MISSING_EXTENSION)  # certificate_request without signature_algorithms
+        lst = sa.pull_block(2, 2)
+        sa.expect_end()
+        schemes = []
+        while not lst.eof():
+            schemes.append(lst.pull_uint(2))
+        c._cert_request = (context, schemes)
+        c.state = WAIT_CERT
+    elif mtype == _CERTIFICATE and st != WAIT_CV:
+        cfg = c.config
+        context, certs = pull_certificate(msg[4:], cfg.max_chain + 1)
+        if context != b"":
+            raise AlertError(_ILLEGAL_PARAMETER)  # certificate_request_context
+        if not certs:
+            raise AlertError(_DECODE_ERROR)  # empty server certificate; §4.4.2.4
+        c._leaf = x509.verify_chain(certs, anchors=cfg.ca_certs, pins=cfg.spki_pins,
+                                    now=cfg.now, max_depth=cfg.max_chain,
+                                    hostname=cfg.server_name if cfg.check_hostname else None,
+                                    time_floor=cfg.time_floor)
+        c.state = WAIT_CV
+    elif st == WAIT_CV and mtype == _CERTIFICATE_VERIFY:
+        scheme = b.pull_uint(2)
+        sig = b.pull_vector(2, 1, 600)
+        b.expect_end()
+        verify_certificate_verify(c._leaf, scheme, sig, c._th.digest())
+        c._leaf = None
+        c.state = WAIT_FINISHED
+    else:
+        raise AlertError(_UNEXPECTED_MESSAGE, "message %d in state %s" % (mtype, st))
+    c._th.update(msg)
+
+
+def pull_certificate(body, max_entries):
+    """Certificate (§4.4.2) -> (context, [cert_data, ...]); entry extensions
+    (OCSP, SCT) are skipped.  cert_data are memoryviews into `body` (no
+    copies: atls.x509 keeps offsets into them), so `body` must not change."""
+    b = Buffer(body)
+    context = b.pull_vector(1)
+    certs = []
+    lst = b.pull_block(3)
+    b.expect_end()
+    while not lst.eof():
+        if len(certs) >= max_entries:
+            raise AlertError(_BAD_CERTIFICATE)  # certificate chain too long
+        c = lst.pull_block(3, 1)  # opaque cert_data<1..2^24-1>
+        certs.append(c.data[c.pos:c.end])
+        lst.pull_block(2)  # CertificateEntry.extensions, ignored
+    return context, certs
 
 
 def verify_certificate_verify(leaf, scheme, signature, transcript_hash):
     """Check the server's CertificateVerify against the leaf certificate's key;
     decrypt_error on a bad signature, illegal_parameter on a scheme that does
     not fit the key or was not offered."""
-    msg = cv_content(SERVER_CV_CONTEXT, transcript_hash)
+    msg = _CV_PAD + _SERVER_CV_CONTEXT + transcript_hash
     kt = leaf.key_type
     try:
-        if scheme == ECDSA_SECP256R1_SHA256 and kt == "p256":
+        if scheme == _ECDSA_SECP256R1_SHA256 and kt == "p256":
             from atls.crypto import p256
 
             p256.ecdsa_verify(leaf.public_key, msg, signature)
-        elif scheme == RSA_PSS_RSAE_SHA256 and kt == "rsa" and not leaf.rsa_pss_only:
+        elif scheme == _RSA_PSS_RSAE_SHA256 and kt == "rsa" and not leaf.rsa_pss_only:
             # an id-RSASSA-PSS key would need rsa_pss_pss_sha256, which we do not offer
             from atls.crypto import rsa
 
             n, e = leaf.public_key
             rsa.verify_pss_sha256(n, e, msg, signature)
-        elif scheme == ED25519 and kt == "ed25519":
+        elif scheme == _ED25519 and kt == "ed25519":
             from atls.crypto import ed25519
 
             ed25519.verify(leaf.public_key, msg, signature)
+        elif scheme in (_ECDSA_SECP256R1_SHA256, _RSA_PSS_RSAE_SHA256, _ED25519):
+            raise AlertError(_ILLEGAL_PARAMETER)  # signature scheme does not match the certificate
         else:
-            raise AlertError(47, "signature scheme does not match the certificate")
+            raise AlertError(_ILLEGAL_PARAMETER)  # signature scheme not offered
     except (CryptoError, ValueError):
-        raise AlertError(51, "bad CertificateVerify signature")
+        raise AlertError(_DECRYPT_ERROR)  # bad CertificateVerify signature
 
 
-def sign_certificate_verify(private_key, transcript_hash):
-    """Our CertificateVerify signature with the device's P-256 key."""
-    from atls.crypto import p256
+def client_auth(c):
+    """Our Certificate and, with a usable device key, CertificateVerify
+    (§4.4.2, §4.4.3), fed into the transcript; returns their bytes."""
+    context, schemes = c._cert_request
+    cfg = c.config
+    usable = cfg.client_key is not None and _ECDSA_SECP256R1_SHA256 in schemes
+    body = bytearray()
+    for cert in (cfg.client_certs if usable else ()):
+        body += vec(3, cert) + b"\x00\x00"  # no CertificateEntry extensions
+    out = push_handshake(_CERTIFICATE, vec(1, context) + vec(3, body))
+    c._th.update(out)
+    if usable:
+        from atls.crypto import p256
 
-    return p256.ecdsa_sign(private_key, cv_content(CLIENT_CV_CONTEXT, transcript_hash))
+        sig = p256.ecdsa_sign(cfg.client_key, _CV_PAD + _CLIENT_CV_CONTEXT + c._th.digest())
+        cv = push_handshake(_CERTIFICATE_VERIFY, b"\x04\x03" + vec(2, sig))
+        c._th.update(cv)
+        out += cv
+    return out

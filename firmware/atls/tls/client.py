@@ -2,20 +2,31 @@
 
 Bytes in (`receive`), bytes out (`data_to_send`), no sockets and no clock: the
 caller passes `now_ms` where ticket ages need it.  States and transitions
-follow Appendix A.1; a message not in `_TRANSITIONS` for the current state is
-unexpected_message.  Any failure raises AlertError (with the alert record, if
-one is due, queued in `data_to_send`) and leaves the client CLOSED.
+follow Appendix A.1: this module handles START -> WAIT_SH -> WAIT_EE ->
+WAIT_FINISHED -> CONNECTED; the certificate states (WAIT_CERT_CR, WAIT_CERT,
+WAIT_CV) are handled by atls.tls.auth, and HelloRetryRequest,
+NewSessionTicket and KeyUpdate by atls.tls.rare.  Those two modules are
+imported only when a handshake reaches them, so a PSK handshake never loads
+their bytecode (which sits in the heap when firmware runs from .mpy).  A
+message that is not valid in the current state is unexpected_message.  Any
+failure raises AlertError (with the alert record, if one is due, queued in
+`data_to_send`) and leaves the client CLOSED.
 
 Scope: full handshakes with (EC)DHE only (psk_dhe_ke for PSKs, never psk_ke),
 no 0-RTT, no middlebox-compatibility mode (empty session id, no CCS sent; a
 received CCS is tolerated during the handshake), application data is not
 carried in TLS records: after CONNECTED the one product is `exporter()`.
+
+RAM: records and handshake messages are processed through memoryviews of
+the received bytes (a tail is kept only when a record or message is split);
+each key schedule stage, the transcript and the handshake record keys are
+dropped as soon as the next stage exists.
 """
-from atls.buffer import Buffer, Writer
+from atls.buffer import Buffer
 from atls.crypto.backend import random_bytes, sha256
 from atls.crypto.transcript import Transcript
 from atls.errors import AlertError, CryptoError, UsageError
-from atls.tls import auth, keys
+from atls.tls import keys
 from atls.tls import messages as m
 
 try:
@@ -36,35 +47,52 @@ WAIT_FINISHED = "WAIT_FINISHED"
 CONNECTED = "CONNECTED"
 CLOSED = "CLOSED"
 
+# §5.1 ContentType
 _CT_CCS = const(20)
 _CT_ALERT = const(21)
 _CT_HANDSHAKE = const(22)
 _CT_APPDATA = const(23)
-_MAX_RECORD = const(16384 + 256)
+_MAX_RECORD = const(16640)  # 2^14 + 256 (§5.2)
+# §4 HandshakeType
+_SERVER_HELLO = const(2)
+_ENCRYPTED_EXTENSIONS = const(8)
+_FINISHED = const(20)
+# §4.2 ExtensionType
+_EXT_SERVER_NAME = const(0)
+_EXT_SUPPORTED_GROUPS = const(10)
+_EXT_SIGNATURE_ALGORITHMS = const(13)
+_EXT_PRE_SHARED_KEY = const(41)
+_EXT_SUPPORTED_VERSIONS = const(43)
+_EXT_COOKIE = const(44)
+_EXT_PSK_KEY_EXCHANGE_MODES = const(45)
+_EXT_KEY_SHARE = const(51)
+# extensions a server must not put in EncryptedExtensions (§4.2 table)
+_EE_FORBIDDEN = const((_EXT_KEY_SHARE, _EXT_PRE_SHARED_KEY, _EXT_SUPPORTED_VERSIONS,
+                       _EXT_COOKIE, _EXT_PSK_KEY_EXCHANGE_MODES, _EXT_SIGNATURE_ALGORITHMS))
+# signature_algorithms we offer (§4.2.3): ecdsa_secp256r1_sha256,
+# rsa_pss_rsae_sha256, ed25519, and rsa_pkcs1_sha256 for certificates only;
+# atls.tls.auth verifies exactly these
+_SIG_ALGS = const(b"\x00\x08\x04\x03\x08\x04\x08\x07\x04\x01")
+# §6 AlertDescription
+_UNEXPECTED_MESSAGE = const(10)
+_RECORD_OVERFLOW = const(22)
+_HANDSHAKE_FAILURE = const(40)
+_ILLEGAL_PARAMETER = const(47)
+_DECODE_ERROR = const(50)
+_DECRYPT_ERROR = const(51)
+_MISSING_EXTENSION = const(109)
 
 DEFAULT_SUITES = (keys.TLS_AES_128_CCM_8_SHA256, keys.TLS_AES_128_CCM_SHA256,
                   keys.TLS_AES_128_GCM_SHA256)
-DEFAULT_GROUPS = (auth.X25519, auth.SECP256R1)
-
-
-class Ticket:
-    """A resumption ticket (§4.6.1) with its PSK; usable exactly once."""
-
-    def __init__(self, nst, psk, suite, received_ms):
-        self.identity = nst.ticket
-        self.psk = psk
-        self.age_add = nst.age_add
-        self.lifetime = nst.lifetime
-        self.suite = suite
-        self.received_ms = received_ms
-        self.used = False
+DEFAULT_GROUPS = (keys.X25519, keys.SECP256R1)
 
 
 class ClientConfig:
     """What a device is configured with.  Authentication mode follows from it:
     `psk` (external PSK, psk_dhe_ke), `ca_certs`/`spki_pins` (server
-    certificate), plus optionally `client_certs`/`client_key` (P-256 device
-    identity).  `ticket` resumes an earlier session once."""
+    certificate, `cert_mode`), plus optionally `client_certs`/`client_key`
+    (P-256 device identity).  `ticket` (an atls.tls.rare.Ticket from
+    TLSClient.tickets) resumes an earlier session once."""
 
     def __init__(self, suites=DEFAULT_SUITES, groups=DEFAULT_GROUPS, psk_identity=None,
                  psk=None, ca_certs=(), spki_pins=(), server_name=None, check_hostname=True,
@@ -72,7 +100,7 @@ class ClientConfig:
                  max_handshake=4096, max_chain=3, max_ticket=512):
         if not suites or [s for s in suites if s not in keys.SUITE_NAMES]:
             raise UsageError("suites must be a non-empty list of supported suites")
-        if not groups or [g for g in groups if g not in auth.GROUP_NAMES]:
+        if not groups or [g for g in groups if g not in keys.GROUP_NAMES]:
             raise UsageError("groups must be a non-empty list of x25519/secp256r1")
         if (psk is None) != (psk_identity is None):
             raise UsageError("psk and psk_identity go together")
@@ -88,6 +116,7 @@ class ClientConfig:
         self.psk = psk
         self.ca_certs = tuple(ca_certs)
         self.spki_pins = tuple(spki_pins)
+        self.cert_mode = bool(ca_certs or spki_pins)
         self.server_name = server_name
         self.check_hostname = check_hostname
         self.client_certs = tuple(client_certs)
@@ -98,10 +127,6 @@ class ClientConfig:
         self.max_handshake = max_handshake
         self.max_chain = max_chain
         self.max_ticket = max_ticket
-
-    @property
-    def cert_mode(self):
-        return bool(self.ca_certs or self.spki_pins)
 
 
 class TLSClient:
@@ -116,24 +141,29 @@ class TLSClient:
         self.error = None
         self.suite = None
         self.group = None
-        self.mode = None
+        self.mode = None  # "psk_dhe", "resumed" or "cert"
         self.hrr = False
-        self.tickets = []
-        self.peer_certificate = None
+        self.tickets = []  # atls.tls.rare.Ticket, newest last
         self._out = bytearray()
-        self._in = bytearray()
-        self._hs = bytearray()
-        self._read = None
-        self._write = None
+        self._in = b""  # an incomplete record
+        self._hs = b""  # an incomplete handshake message
+        self._read = None  # keys.RecordProtection, server -> client
+        self._write = None  # client -> server
         self._tag_len = 0
-        self._th = Transcript(forks=8)
+        # Transcript-Hash values needed: through ServerHello, EncryptedExtensions
+        # (or the server's CertificateVerify: for its Finished), server Finished
+        # (application secrets, and our Finished MAC unless we sent a
+        # Certificate after it) and our Finished (resumption master); in
+        # certificate mode + the server's CertificateVerify + our Finished after
+        # a CertificateRequest, + our CertificateVerify with a device identity
+        self._th = Transcript(4 + 2 * config.cert_mode + bool(config.client_certs))
         self._ks = None
-        self._share = None
-        self._psks = []
-        self._cookie = None
-        self._hrr_prefix = b""
-        self._cert_request = None
-        self._c_hs = self._s_hs = self._c_ap = self._s_ap = None
+        self._share = None  # (group, private key, public key)
+        self._psks = []  # (identity, obfuscated_age, psk, is_resumption) offered
+        self._cookie = None  # from a HelloRetryRequest (§4.2.2)
+        self._hrr_prefix = b""  # message_hash + HelloRetryRequest (§4.4.1)
+        self._cert_request = None  # (context, schemes) of a CertificateRequest
+        self._leaf = None  # the server's validated certificate until its CertificateVerify
         self._exp_master = None
         self._res_master = None
         self._now_ms = None
@@ -148,7 +178,12 @@ class TLSClient:
         if self.state != START:
             raise UsageError("start() called twice")
         self._now_ms = now_ms
-        self._share = auth.KeyShare(self.config.groups[0], self._rng)
+        if self.config.cert_mode:
+            # certificate mode always needs these: load them now, before the
+            # handshake's buffers fragment the heap (large code and qstr blocks)
+            from atls.tls import auth  # noqa: F401
+        group = self.config.groups[0]
+        self._share = (group,) + keys.key_share(group, self._rng)
         self._send_client_hello()
         self.state = WAIT_SH
 
@@ -165,9 +200,51 @@ class TLSClient:
             raise UsageError("start() first")
         if now_ms is not None:
             self._now_ms = now_ms
+        if self._in:
+            data = self._in + bytes(data)
+        mv = memoryview(data)
+        n = len(mv)
+        pos = 0
         try:
-            self._in.extend(data)
-            self._process_records()
+            while n - pos >= 5 and self.state != CLOSED:
+                ctype = mv[pos]
+                end = pos + 5 + ((mv[pos + 3] << 8) | mv[pos + 4])
+                if mv[pos + 1] != 3:
+                    raise AlertError(_DECODE_ERROR)  # bad record version
+                if end == pos + 5:
+                    raise AlertError(_DECODE_ERROR)  # empty record
+                if end - pos > 5 + _MAX_RECORD:
+                    raise AlertError(_RECORD_OVERFLOW)  # record too long
+                if end > n:
+                    break
+                header = bytes(mv[pos:pos + 5])
+                body = mv[pos + 5:end]
+                pos = end
+                if ctype == _CT_CCS:
+                    # §5: tolerated only while the handshake runs, and only as 0x01
+                    if body != b"\x01" or self.state == CONNECTED:
+                        raise AlertError(_UNEXPECTED_MESSAGE)  # change_cipher_spec
+                    continue
+                if self._read is not None:
+                    if ctype != _CT_APPDATA:
+                        raise AlertError(_UNEXPECTED_MESSAGE)  # plaintext record after keys
+                    ctype, body = self._read.open(header, body)
+                elif ctype == _CT_APPDATA:
+                    raise AlertError(_UNEXPECTED_MESSAGE)  # protected record before keys
+                if ctype == _CT_HANDSHAKE:
+                    self._on_handshake_bytes(body)
+                elif ctype == _CT_ALERT:
+                    if len(body) != 2:
+                        raise AlertError(_DECODE_ERROR)  # alert length
+                    self.state = CLOSED
+                    err = AlertError(body[1])  # the peer's alert
+                    err.from_peer = True
+                    self.error = err
+                    if body[1] != 0:  # close_notify ends quietly; anything else is fatal
+                        raise err
+                elif ctype != _CT_APPDATA or self.state != CONNECTED:
+                    raise AlertError(_UNEXPECTED_MESSAGE)  # content type
+                # ATLS carries no application data in TLS records: ignored
         except AlertError as e:
             self._fail(e)
             raise
@@ -176,6 +253,8 @@ class TLSClient:
             err = AlertError(80, "internal error: %r" % (e,))
             self._fail(err)
             raise err
+        finally:
+            self._in = bytes(mv[pos:])
 
     def exporter(self, label, context=b"", length=32):
         """TLS-Exporter (§7.5): the one product of the handshake for ATLS."""
@@ -186,97 +265,55 @@ class TLSClient:
     def close(self):
         """Queue close_notify and close."""
         if self.state not in (CLOSED, START):
-            self._send_alert(0, level=1)
+            self._send_alert(0, 1)
         self.state = CLOSED
 
     # ---- records ----------------------------------------------------------
-    def _process_records(self):
-        buf = self._in
-        pos = 0
-        try:
-            while len(buf) - pos >= 5 and self.state != CLOSED:
-                ctype = buf[pos]
-                length = (buf[pos + 3] << 8) | buf[pos + 4]
-                if buf[pos + 1] != 3:
-                    raise AlertError(m.ALERT_DECODE_ERROR, "bad record version")
-                if length > _MAX_RECORD or length == 0:
-                    raise AlertError(m.ALERT_RECORD_OVERFLOW if length else m.ALERT_DECODE_ERROR,
-                                     "bad record length")
-                if len(buf) - pos < 5 + length:
-                    break
-                header = bytes(buf[pos:pos + 5])
-                body = bytes(buf[pos + 5:pos + 5 + length])
-                pos += 5 + length
-                self._on_record(ctype, header, body)
-        finally:
-            # MicroPython's bytearray has no slice deletion: keep the tail only
-            self._in = buf[pos:] if pos else buf
-
-    def _on_record(self, ctype, header, body):
-        if ctype == _CT_CCS:
-            # §5: tolerated only while the handshake runs, and only as 0x01
-            if body != b"\x01" or self.state in (CONNECTED, START):
-                raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "change_cipher_spec")
-            return
-        if self._read is not None:
-            if ctype != _CT_APPDATA:
-                raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "plaintext record after keys")
-            ctype, body = self._read.open(header, body)
-        elif ctype == _CT_APPDATA:
-            raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "protected record before keys")
-        if ctype == _CT_HANDSHAKE:
-            self._on_handshake_bytes(body)
-        elif ctype == _CT_ALERT:
-            self._on_alert(body)
-        elif ctype == _CT_APPDATA and self.state == CONNECTED:
-            pass  # ATLS carries no application data in TLS records: ignored
-        else:
-            raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "content type %d" % ctype)
-
-    def _on_alert(self, body):
-        if len(body) != 2:
-            raise AlertError(m.ALERT_DECODE_ERROR, "alert length")
-        self.state = CLOSED
-        err = AlertError(body[1], "peer sent alert %d" % body[1])
-        err.from_peer = True
-        self.error = err
-        if body[1] != 0:  # close_notify ends quietly; anything else is fatal
-            raise err
-
     def _on_handshake_bytes(self, data):
-        hs = self._hs
-        hs.extend(data)
+        """Split handshake messages (§4) and run each through the state machine."""
+        if self._hs:
+            data = self._hs + bytes(data)
+        mv = memoryview(data)
+        n = len(mv)
         pos = 0
         try:
-            while len(hs) - pos >= 4:
-                mtype = hs[pos]
-                length = (hs[pos + 1] << 16) | (hs[pos + 2] << 8) | hs[pos + 3]
-                if length > self.config.max_handshake:
-                    raise AlertError(m.ALERT_DECODE_ERROR, "handshake message too large")
-                if len(hs) - pos < 4 + length:
+            while n - pos >= 4:
+                mtype = mv[pos]
+                end = pos + 4 + int.from_bytes(mv[pos + 1:pos + 4], "big")
+                if end - pos - 4 > self.config.max_handshake:
+                    raise AlertError(_DECODE_ERROR)  # handshake message too large
+                if end > n:
                     break
-                msg = bytes(hs[pos:pos + 4 + length])
-                pos += 4 + length
-                handler = _TRANSITIONS.get((self.state, mtype))
-                if handler is None:
-                    raise AlertError(m.ALERT_UNEXPECTED_MESSAGE,
-                                     "message %d in state %s" % (mtype, self.state))
+                msg = mv[pos:end]
+                pos = end
                 keys_before = self._read
-                handler(self, msg, memoryview(msg)[4:])
-                # §5.1: handshake messages must not span a key change
-                if self._read is not keys_before and len(hs) > pos:
-                    raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "data across a key change")
-        finally:
-            self._hs = hs[pos:] if pos else hs
+                st = self.state
+                if st == WAIT_SH and mtype == _SERVER_HELLO:
+                    self._on_server_hello(msg)
+                elif st == WAIT_EE and mtype == _ENCRYPTED_EXTENSIONS:
+                    exts = m.pull_extensions(Buffer(msg[4:]))
+                    for t in _EE_FORBIDDEN:
+                        if t in exts:
+                            raise AlertError(_ILLEGAL_PARAMETER)  # extension t in EE
+                    self._th.update(msg)
+                    self.state = WAIT_CERT_CR if self.mode == "cert" else WAIT_FINISHED
+                elif st == WAIT_FINISHED and mtype == _FINISHED:
+                    self._on_finished(msg)
+                elif st == WAIT_CERT_CR or st == WAIT_CERT or st == WAIT_CV:
+                    from atls.tls import auth
 
-    def _write_handshake(self, msg, initial=False):
-        if self._write is not None:
-            self._out.extend(self._write.seal(_CT_HANDSHAKE, msg, self._tag_len))
-        else:
-            n = len(msg)
-            self._out.extend(bytes((_CT_HANDSHAKE, 3, 1 if initial else 3, n >> 8, n & 0xFF)))
-            self._out.extend(msg)
-        self._th.update(msg)
+                    auth.on_message(self, mtype, msg)
+                elif st == CONNECTED:
+                    from atls.tls import rare
+
+                    rare.on_message(self, mtype, msg)
+                else:
+                    raise AlertError(_UNEXPECTED_MESSAGE, "message %d in state %s" % (mtype, st))
+                # §5.1: handshake messages must not span a key change
+                if self._read is not keys_before and pos < n:
+                    raise AlertError(_UNEXPECTED_MESSAGE)  # data across a key change
+        finally:
+            self._hs = bytes(mv[pos:])
 
     def _send_alert(self, description, level=2):
         alert = bytes((level, description))
@@ -293,80 +330,61 @@ class TLSClient:
                 pass
         self.state = CLOSED
         self.error = err
-        self._ks = self._share = None
+        self._ks = self._share = self._th = self._leaf = None
         self._psks = []
 
     # ---- ClientHello --------------------------------------------------------
-    def _psk_candidates(self):
-        """(identity, obfuscated_age, psk, is_resumption) in offer order."""
-        cfg = self.config
-        out = []
-        t = cfg.ticket
-        if t is not None:
-            if t.used:
-                raise UsageError("ticket already used")
-            t.used = True
-            age = 0
-            if self._now_ms is not None and t.received_ms is not None:
-                age = max(0, self._now_ms - t.received_ms)
-            out.append((t.identity, (age + t.age_add) & 0xFFFFFFFF, t.psk, True))
-        if cfg.psk is not None:
-            out.append((cfg.psk_identity, 0, cfg.psk, False))
-        return out
-
     def _send_client_hello(self):
+        """Queue a ClientHello (§4.1.2) as a plaintext record; the second one
+        after a HelloRetryRequest reuses the PSK offers of the first."""
         cfg = self.config
         if self._hello_override:
             msg = self._hello_override.pop(0)
-            self._write_handshake(msg, initial=not self.hrr)
-            return
-        if not self.hrr:
-            self._psks = self._psk_candidates()
-        w = Writer()
-        if cfg.server_name:
-            name = cfg.server_name.encode() if isinstance(cfg.server_name, str) else cfg.server_name
-            sni = Writer()
-            s = sni.start_block(2)
-            sni.push_uint8(0)
-            sni.push_vector(2, name)
-            sni.end_block(s, 2)
-            m.push_extension(w, m.EXT_SERVER_NAME, sni.buf)
-        m.push_extension(w, m.EXT_SUPPORTED_VERSIONS, b"\x02\x03\x04")
-        m.push_extension(w, m.EXT_SUPPORTED_GROUPS, _u16_list(cfg.groups))
-        if cfg.cert_mode or self.config.ticket is not None:
-            m.push_extension(w, m.EXT_SIGNATURE_ALGORITHMS, _u16_list(auth.SIGNATURE_SCHEMES))
-        ks = Writer()
-        s = ks.start_block(2)
-        ks.push_uint16(self._share.group)
-        ks.push_vector(2, self._share.public)
-        ks.end_block(s, 2)
-        m.push_extension(w, m.EXT_KEY_SHARE, ks.buf)
-        if self._cookie is not None:
-            m.push_extension(w, m.EXT_COOKIE, self._cookie)
-        if self._psks:
-            m.push_extension(w, m.EXT_PSK_KEY_EXCHANGE_MODES, b"\x01\x01")  # psk_dhe_ke
-            binders_len = 2 + 33 * len(self._psks)
-            p = Writer()
-            s = p.start_block(2)
-            for ident, age, _, _ in self._psks:
-                p.push_vector(2, ident)
-                p.push_uint32(age)
-            p.end_block(s, 2)
-            p.push_bytes(bytes(binders_len))  # patched below
-            m.push_extension(w, m.EXT_PRE_SHARED_KEY, p.buf)
-        body = m.push_client_hello(self._rng(32), b"", cfg.suites, w.buf)
-        msg = bytearray(m.push_handshake(m.CLIENT_HELLO, body))
-        if self._psks:
-            self._patch_binders(msg, binders_len)
-        self._write_handshake(bytes(msg), initial=not self.hrr)
+        else:
+            psks = self._psks
+            if not self.hrr:
+                if cfg.ticket is not None:
+                    from atls.tls import rare
+
+                    psks.append(rare.ticket_offer(cfg.ticket, self._now_ms))
+                if cfg.psk is not None:
+                    psks.append((cfg.psk_identity, 0, cfg.psk, False))
+            exts = bytearray()
+            name = cfg.server_name
+            if name:
+                if isinstance(name, str):
+                    name = name.encode()
+                exts += m.ext(_EXT_SERVER_NAME, m.vec(2, b"\x00" + m.vec(2, name)))
+            exts += m.ext(_EXT_SUPPORTED_VERSIONS, b"\x02\x03\x04")
+            exts += m.ext(_EXT_SUPPORTED_GROUPS, m.u16_list(cfg.groups))
+            if cfg.cert_mode or cfg.ticket is not None:
+                exts += m.ext(_EXT_SIGNATURE_ALGORITHMS, _SIG_ALGS)
+            group, _, public = self._share
+            exts += m.ext(_EXT_KEY_SHARE, m.vec(2, group.to_bytes(2, "big") + m.vec(2, public)))
+            if self._cookie is not None:
+                exts += m.ext(_EXT_COOKIE, m.vec(2, self._cookie))
+            if psks:
+                exts += m.ext(_EXT_PSK_KEY_EXCHANGE_MODES, b"\x01\x01")  # psk_dhe_ke
+                ids = bytearray()
+                for ident, age, _, _ in psks:
+                    ids += m.vec(2, ident) + age.to_bytes(4, "big")
+                binders_len = 2 + 33 * len(psks)
+                exts += m.ext(_EXT_PRE_SHARED_KEY, m.vec(2, ids) + bytes(binders_len))
+            msg = bytearray(m.client_hello(self._rng(32), cfg.suites, exts))
+            if psks:
+                self._patch_binders(msg, binders_len)
+        n = len(msg)
+        self._out.extend(bytes((_CT_HANDSHAKE, 3, 3 if self.hrr else 1, n >> 8, n & 0xFF)))
+        self._out.extend(msg)
+        self._th.update(msg)
 
     def _patch_binders(self, msg, binders_len):
         """§4.2.11.2: each binder is an HMAC over the transcript up to and
         including the truncated ClientHello (without the binders list)."""
-        h = sha256(self._hrr_prefix)
-        h.update(memoryview(msg)[:len(msg) - binders_len])
-        thash = h.digest()
         pos = len(msg) - binders_len
+        h = sha256(self._hrr_prefix)
+        h.update(memoryview(msg)[:pos])
+        thash = h.digest()
         msg[pos] = (binders_len - 2) >> 8
         msg[pos + 1] = (binders_len - 2) & 0xFF
         pos += 2
@@ -377,184 +395,65 @@ class TLSClient:
             pos += 33
 
     # ---- server flight ------------------------------------------------------
-    def _on_server_hello(self, msg, body):
-        sh = m.ServerHello(body)
-        if sh.session_id != b"":
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "session id echo")
-        if sh.suite not in self.config.suites or (self.suite and sh.suite != self.suite):
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "cipher suite not offered")
-        self.suite = sh.suite
-        if sh.is_hrr:
-            return self._on_hello_retry(msg, sh)
-        group, peer_key = sh.key_share()
+    def _on_server_hello(self, msg):
+        cfg = self.config
+        suite, hrr, group, peer_key, idx, cookie = m.server_hello(msg[4:])
+        if suite not in cfg.suites or (self.suite and suite != self.suite):
+            raise AlertError(_ILLEGAL_PARAMETER)  # cipher suite not offered
+        self.suite = suite
+        if hrr:
+            from atls.tls import rare
+
+            return rare.on_hello_retry(self, msg, group, cookie)
+        share = self._share
         if group is None:
-            raise AlertError(m.ALERT_MISSING_EXTENSION, "no key_share (psk_ke is not offered)")
-        if group != self._share.group:
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "key share group")
-        idx = sh.selected_psk()
+            raise AlertError(_MISSING_EXTENSION)  # no key_share (psk_ke is not offered)
+        if group != share[0]:
+            raise AlertError(_ILLEGAL_PARAMETER)  # key share group
         psk = None
         if idx is not None:
             if idx >= len(self._psks):
-                raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "selected_identity out of range")
+                raise AlertError(_ILLEGAL_PARAMETER)  # selected_identity out of range
             _, _, psk, resumption = self._psks[idx]
             self.mode = "resumed" if resumption else "psk_dhe"
-        elif not self.config.cert_mode:
-            raise AlertError(m.ALERT_HANDSHAKE_FAILURE, "server did not accept our PSK")
+        elif not cfg.cert_mode:
+            raise AlertError(_HANDSHAKE_FAILURE)  # server did not accept our PSK
         else:
             self.mode = "cert"
         self._psks = []
         self.group = group
-        self._tag_len = keys.suite_tag_len(self.suite)
+        self._tag_len = keys.suite_tag_len(suite)
         self._th.update(msg)
         self._ks = keys.KeySchedule(psk)
-        self._ks.to_handshake(self._share.shared_secret(peer_key))
-        self._share = None
-        self._c_hs, self._s_hs = self._ks.handshake_traffic(self._th.digest())
-        self._read = keys.RecordProtection(self.suite, self._s_hs)
-        self._write = keys.RecordProtection(self.suite, self._c_hs)  # alerts from here on
+        secret = keys.shared_secret(group, share[1], peer_key)
+        self._share = None  # ephemeral: used exactly once
+        c_hs, s_hs = self._ks.handshake_traffic(secret, self._th.digest())
+        self._read = keys.RecordProtection(suite, s_hs)
+        self._write = keys.RecordProtection(suite, c_hs)  # alerts from here on
         self.state = WAIT_EE
 
-    def _on_hello_retry(self, msg, sh):
-        if self.hrr:
-            raise AlertError(m.ALERT_UNEXPECTED_MESSAGE, "second HelloRetryRequest")
-        self.hrr = True
-        group, _ = sh.key_share()
-        cookie = sh.extensions.get(m.EXT_COOKIE)
-        if group is None and cookie is None:
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "HelloRetryRequest changes nothing")
-        if group is not None:
-            if group not in self.config.groups or group == self._share.group:
-                raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "HelloRetryRequest group")
-            self._share = auth.KeyShare(group, self._rng)
-        if cookie is not None:
-            b = Buffer(cookie)
-            self._cookie = b.pull_vector(2, 1)
-            b.expect_end()
-        # §4.4.1: the transcript restarts with message_hash(Hash(ClientHello1))
-        prefix = bytes((m.MESSAGE_HASH, 0, 0, 32)) + self._th.digest() + msg
-        self._th = Transcript(forks=8)
-        self._th.update(prefix)
-        self._hrr_prefix = prefix  # binders of ClientHello2 hash over it too
-        self._send_client_hello()
-
-    def _on_encrypted_extensions(self, msg, body):
-        b = Buffer(body)
-        exts = m.pull_extensions(b)
-        b.expect_end()
-        for forbidden in (m.EXT_KEY_SHARE, m.EXT_PRE_SHARED_KEY, m.EXT_SUPPORTED_VERSIONS,
-                          m.EXT_COOKIE, m.EXT_PSK_KEY_EXCHANGE_MODES, m.EXT_SIGNATURE_ALGORITHMS):
-            if forbidden in exts:
-                raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "extension %d in EE" % forbidden)
-        self._th.update(msg)
-        self.state = WAIT_FINISHED if self.mode != "cert" else WAIT_CERT_CR
-
-    def _on_certificate_request(self, msg, body):
-        self._cert_request = m.pull_certificate_request(body)
-        self._th.update(msg)
-        self.state = WAIT_CERT
-
-    def _on_certificate(self, msg, body):
-        from atls import x509
-
-        context, certs = m.pull_certificate(body, self.config.max_chain + 1)
-        if context != b"":
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "certificate_request_context")
-        if not certs:
-            raise AlertError(m.ALERT_DECODE_ERROR, "empty server certificate")  # §4.4.2.4
-        cfg = self.config
-        host = cfg.server_name if cfg.check_hostname else None
-        self.peer_certificate = x509.verify_chain(certs, anchors=cfg.ca_certs,
-                                                  pins=cfg.spki_pins, now=cfg.now,
-                                                  max_depth=cfg.max_chain, hostname=host,
-                                                  time_floor=cfg.time_floor)
-        self._th.update(msg)
-        self.state = WAIT_CV
-
-    def _on_certificate_verify(self, msg, body):
-        scheme, sig = m.pull_certificate_verify(body)
-        if scheme not in auth.SIGNATURE_SCHEMES or scheme == auth.RSA_PKCS1_SHA256:
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "signature scheme not offered")
-        auth.verify_certificate_verify(self.peer_certificate, scheme, sig, self._th.digest())
-        self._th.update(msg)
-        self.state = WAIT_FINISHED
-
-    def _on_finished(self, msg, body):
-        expected = keys.finished_mac(self._s_hs, self._th.digest())
-        if not keys.equal(body, expected):
-            raise AlertError(m.ALERT_DECRYPT_ERROR, "server Finished does not verify")
-        self._th.update(msg)
-        c_ap, s_ap, self._exp_master = self._ks.application_traffic(self._th.digest())
-        self._read = keys.RecordProtection(self.suite, s_ap)
-        self._s_ap = s_ap
-        self._send_client_flight()
-        self._write = keys.RecordProtection(self.suite, c_ap)
-        self._c_ap = c_ap
-        self._res_master = self._ks.resumption_master(self._th.digest())
-        self._ks = None
-        self._c_hs = self._s_hs = None
-        self._th = None
-        self.state = CONNECTED
-
-    def _send_client_flight(self):
-        flight = bytearray()
+    def _on_finished(self, msg):
+        """Check the server Finished (§4.4.4), answer with our flight and
+        switch both directions to the application traffic keys."""
         th = self._th
-        if self._cert_request is not None:
-            context, schemes = self._cert_request
-            cfg = self.config
-            usable = cfg.client_key is not None and auth.ECDSA_SECP256R1_SHA256 in schemes
-            msg = m.push_certificate(context, cfg.client_certs if usable else ())
-            th.update(msg)
-            flight.extend(msg)
-            if usable:
-                sig = auth.sign_certificate_verify(cfg.client_key, th.digest())
-                msg = m.push_certificate_verify(auth.ECDSA_SECP256R1_SHA256, sig)
-                th.update(msg)
-                flight.extend(msg)
-        msg = m.push_handshake(m.FINISHED, keys.finished_mac(self._c_hs, th.digest()))
-        flight.extend(msg)
-        self._out.extend(self._write.seal(_CT_HANDSHAKE, flight, self._tag_len))
+        if not keys.equal(msg[4:], keys.finished_mac(self._read.secret, th.digest())):
+            raise AlertError(_DECRYPT_ERROR)  # server Finished does not verify
         th.update(msg)
+        ks = self._ks
+        h = th.digest()
+        c_ap, s_ap, self._exp_master = ks.application_traffic(h)
+        self._read = None  # the server handshake keys are done
+        flight = b""
+        if self._cert_request is not None:
+            from atls.tls import auth
 
-    # ---- after the handshake --------------------------------------------------
-    def _on_new_session_ticket(self, msg, body):
-        nst = m.NewSessionTicket(body, self.config.max_ticket)
-        if len(self.tickets) >= 4:  # keep the newest few, bounded
-            self.tickets.pop(0)
-        psk = keys.hkdf_expand_label(self._res_master, b"resumption", nst.nonce, 32)
-        self.tickets.append(Ticket(nst, psk, self.suite, self._now_ms))
-
-    def _on_key_update(self, msg, body):
-        b = Buffer(body)
-        requested = b.pull_uint8()
-        b.expect_end()
-        if requested > 1:
-            raise AlertError(m.ALERT_ILLEGAL_PARAMETER, "key_update value")
-        self._s_ap = keys.next_traffic_secret(self._s_ap)
-        self._read = keys.RecordProtection(self.suite, self._s_ap)
-        if requested:
-            self._out.extend(self._write.seal(_CT_HANDSHAKE, m.push_handshake(m.KEY_UPDATE, b"\x00"),
-                                              self._tag_len))
-            self._c_ap = keys.next_traffic_secret(self._c_ap)
-            self._write = keys.RecordProtection(self.suite, self._c_ap)
-
-
-def _u16_list(values):
-    w = Writer()
-    s = w.start_block(2)
-    for v in values:
-        w.push_uint16(v)
-    w.end_block(s, 2)
-    return w.buf
-
-
-_TRANSITIONS = {
-    (WAIT_SH, m.SERVER_HELLO): TLSClient._on_server_hello,
-    (WAIT_EE, m.ENCRYPTED_EXTENSIONS): TLSClient._on_encrypted_extensions,
-    (WAIT_CERT_CR, m.CERTIFICATE_REQUEST): TLSClient._on_certificate_request,
-    (WAIT_CERT_CR, m.CERTIFICATE): TLSClient._on_certificate,
-    (WAIT_CERT, m.CERTIFICATE): TLSClient._on_certificate,
-    (WAIT_CV, m.CERTIFICATE_VERIFY): TLSClient._on_certificate_verify,
-    (WAIT_FINISHED, m.FINISHED): TLSClient._on_finished,
-    (CONNECTED, m.NEW_SESSION_TICKET): TLSClient._on_new_session_ticket,
-    (CONNECTED, m.KEY_UPDATE): TLSClient._on_key_update,
-}
+            flight = auth.client_auth(self)  # Certificate (+ CertificateVerify)
+            h = th.digest()
+        fin = m.push_handshake(_FINISHED, keys.finished_mac(self._write.secret, h))
+        self._out.extend(self._write.seal(_CT_HANDSHAKE, flight + fin, self._tag_len))
+        th.update(fin)
+        self._res_master = ks.resumption_master(th.digest())
+        self._ks = self._th = self._write = None
+        self._read = keys.RecordProtection(self.suite, s_ap)
+        self._write = keys.RecordProtection(self.suite, c_ap)
+        self.state = CONNECTED

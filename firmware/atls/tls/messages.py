@@ -1,13 +1,18 @@
-"""TLS 1.3 handshake message codecs (RFC 8446 §4), client side.
+"""TLS 1.3 handshake codecs the client always needs (RFC 8446 §4).
 
-Only what a client sends is built (`push_*`) and only what a client receives
-is parsed (`pull_*`).  Parsers take a Buffer over one handshake message body
-and must consume it exactly; every length is bounded before use, unknown
-extensions are kept as raw bytes and ignored by the caller, duplicates are an
-illegal_parameter alert (§4.2).
+Built: the handshake header, length-prefixed vectors, extensions and the
+ClientHello (§4.1.2).  Parsed: extension blocks (§4.2) and the
+ServerHello / HelloRetryRequest (§4.1.3, §4.1.4).  Parsers work on a Buffer
+over one message body and must consume it exactly; every length is bounded
+before use, unknown extensions are skipped by the caller, duplicates are an
+illegal_parameter alert (§4.2).  The certificate-mode codecs live in
+atls.tls.auth and the post-handshake ones in atls.tls.rare, which are only
+imported when a handshake needs them (RAM: .mpy bytecode sits in the heap).
+Builders return bytes; every constant is a private const (folded into the
+bytecode, no RAM).
 """
-from atls.buffer import Buffer, Writer
-from atls.errors import AlertError, DecodeError
+from atls.buffer import Buffer
+from atls.errors import AlertError
 
 try:
     from micropython import const
@@ -17,235 +22,113 @@ except ImportError:
         return x
 
 
-# §4 HandshakeType
-CLIENT_HELLO = const(1)
-SERVER_HELLO = const(2)
-NEW_SESSION_TICKET = const(4)
-END_OF_EARLY_DATA = const(5)
-ENCRYPTED_EXTENSIONS = const(8)
-CERTIFICATE = const(11)
-CERTIFICATE_REQUEST = const(13)
-CERTIFICATE_VERIFY = const(15)
-FINISHED = const(20)
-KEY_UPDATE = const(24)
-MESSAGE_HASH = const(254)
-
+_CLIENT_HELLO = const(1)  # §4 HandshakeType
 # §4.2 ExtensionType
-EXT_SERVER_NAME = const(0)
-EXT_SUPPORTED_GROUPS = const(10)
-EXT_SIGNATURE_ALGORITHMS = const(13)
-EXT_PRE_SHARED_KEY = const(41)
-EXT_EARLY_DATA = const(42)
-EXT_SUPPORTED_VERSIONS = const(43)
-EXT_COOKIE = const(44)
-EXT_PSK_KEY_EXCHANGE_MODES = const(45)
-EXT_KEY_SHARE = const(51)
+_EXT_PRE_SHARED_KEY = const(41)
+_EXT_SUPPORTED_VERSIONS = const(43)
+_EXT_COOKIE = const(44)
+_EXT_KEY_SHARE = const(51)
+# §6 AlertDescription
+_ILLEGAL_PARAMETER = const(47)
+_PROTOCOL_VERSION = const(70)
+_UNSUPPORTED_EXTENSION = const(110)
 
-# §6 AlertDescription codes used here
-ALERT_UNEXPECTED_MESSAGE = const(10)
-ALERT_BAD_RECORD_MAC = const(20)
-ALERT_RECORD_OVERFLOW = const(22)
-ALERT_HANDSHAKE_FAILURE = const(40)
-ALERT_BAD_CERTIFICATE = const(42)
-ALERT_ILLEGAL_PARAMETER = const(47)
-ALERT_DECODE_ERROR = const(50)
-ALERT_DECRYPT_ERROR = const(51)
-ALERT_PROTOCOL_VERSION = const(70)
-ALERT_INTERNAL_ERROR = const(80)
-ALERT_MISSING_EXTENSION = const(109)
-ALERT_UNSUPPORTED_EXTENSION = const(110)
-ALERT_CERTIFICATE_REQUIRED = const(116)
-
-TLS13 = const(0x0304)
-LEGACY_VERSION = const(0x0303)
-
+_TLS13 = const(0x0304)
+_LEGACY_VERSION = const(0x0303)
+_MAX_EXTENSIONS = const(32)  # more than any sane server sends in one block
+_MAX_SHARE = const(133)  # largest key_exchange we accept (§4.2.8.2 has 65 for P-256)
 # §4.1.3: ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest")
-HRR_RANDOM = bytes.fromhex(
-    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
-
-MAX_EXTENSIONS = const(32)  # more than any sane server sends in one block
+_HRR_RANDOM = const(b"\xcf\x21\xad\x74\xe5\x9a\x61\x11\xbe\x1d\x8c\x02\x1e\x65\xb8\x91"
+                    b"\xc2\xa2\x11\x16\x7a\xbb\x8c\x5e\x07\x9e\x09\xe2\xc8\xa8\x33\x9c")
 
 
 def push_handshake(msg_type, body):
     """Handshake header (type, uint24 length) + body."""
     n = len(body)
-    return bytes((msg_type, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)) + body
+    return bytes((msg_type, n >> 16, (n >> 8) & 0xFF, n & 0xFF)) + body
 
 
-def push_extension(w, ext_type, data):
-    w.push_uint16(ext_type)
-    w.push_vector(2, data)
+def vec(size, data):
+    """opaque data<0..2^(8*size)-1>: a `size`-byte length, then the bytes."""
+    n = len(data)
+    if n >> (8 * size):
+        raise ValueError("vector too long")
+    return n.to_bytes(size, "big") + data
 
 
-def push_client_hello(random, session_id, suites, extensions):
-    """ClientHello body (§4.1.2); `extensions` is the encoded list, already
-    ordered with pre_shared_key last when present."""
-    w = Writer()
-    w.push_uint16(LEGACY_VERSION)
-    w.push_bytes(random)
-    w.push_vector(1, session_id)
-    s = w.start_block(2)
-    for cs in suites:
-        w.push_uint16(cs)
-    w.end_block(s, 2)
-    w.push_vector(1, b"\x00")  # legacy_compression_methods = null
-    w.push_vector(2, extensions)
-    return w.getvalue()
+def ext(ext_type, data):
+    """One Extension (§4.2): type, then its data as a 2-byte vector."""
+    return ext_type.to_bytes(2, "big") + vec(2, data)
+
+
+def u16_list(values):
+    """A 2-byte-length vector of uint16 values (suites, groups, schemes)."""
+    out = bytearray()
+    for v in values:
+        out += v.to_bytes(2, "big")
+    return vec(2, out)
+
+
+def client_hello(random, suites, extensions):
+    """ClientHello (§4.1.2), empty legacy_session_id, null compression;
+    `extensions` is the encoded list, pre_shared_key last when present."""
+    return push_handshake(_CLIENT_HELLO, b"\x03\x03" + random + b"\x00" + u16_list(suites)
+                          + b"\x01\x00" + vec(2, extensions))
 
 
 def pull_extensions(buf, allowed=None):
-    """Extensions block -> {type: bytes}.  `allowed` (a tuple), when given,
+    """The extensions block that ends a message -> {type: Buffer over its
+    data}; the message must end with it.  `allowed` (a tuple), when given,
     lists the types this message may carry; any other is
     unsupported_extension (§4.2: the client must abort on unsolicited ones)."""
     exts = {}
     block = buf.pull_block(2)
     while not block.eof():
-        t = block.pull_uint16()
-        data = block.pull_vector(2)
-        if t in exts or len(exts) >= MAX_EXTENSIONS:
-            raise AlertError(ALERT_ILLEGAL_PARAMETER, "duplicate extension %d" % t)
+        t = block.pull_uint(2)
+        data = block.pull_block(2)
+        if t in exts or len(exts) >= _MAX_EXTENSIONS:
+            raise AlertError(_ILLEGAL_PARAMETER)  # duplicate extension t
         if allowed is not None and t not in allowed:
-            raise AlertError(ALERT_UNSUPPORTED_EXTENSION, "extension %d not allowed here" % t)
+            raise AlertError(_UNSUPPORTED_EXTENSION)  # t not allowed here
         exts[t] = data
+    buf.expect_end()
     return exts
 
 
-class ServerHello:
-    """A parsed ServerHello or HelloRetryRequest (§4.1.3, §4.1.4)."""
+def server_hello(body):
+    """ServerHello or HelloRetryRequest (§4.1.3, §4.1.4) ->
+    (suite, is_hrr, group, key_exchange, selected_identity, cookie).
 
-    __slots__ = ("random", "session_id", "suite", "extensions", "is_hrr")
-
-    def __init__(self, body):
-        b = Buffer(body)
-        if b.pull_uint16() != LEGACY_VERSION:
-            raise AlertError(ALERT_PROTOCOL_VERSION, "legacy_version")
-        self.random = b.pull_bytes(32)
-        self.session_id = b.pull_vector(1, 0, 32)
-        self.suite = b.pull_uint16()
-        if b.pull_uint8() != 0:
-            raise AlertError(ALERT_ILLEGAL_PARAMETER, "compression")
-        self.is_hrr = self.random == HRR_RANDOM
-        if self.is_hrr:
-            allowed = (EXT_SUPPORTED_VERSIONS, EXT_KEY_SHARE, EXT_COOKIE)
-        else:
-            allowed = (EXT_SUPPORTED_VERSIONS, EXT_KEY_SHARE, EXT_PRE_SHARED_KEY)
-        self.extensions = pull_extensions(b, allowed)
-        b.expect_end()
-        sv = self.extensions.get(EXT_SUPPORTED_VERSIONS)
-        if sv is None:
-            # a TLS 1.2 (or older) server: we speak only 1.3 (§4.1.3 downgrade)
-            raise AlertError(ALERT_PROTOCOL_VERSION, "server does not speak TLS 1.3")
-        if len(sv) != 2 or (sv[0] << 8 | sv[1]) != TLS13:
-            raise AlertError(ALERT_ILLEGAL_PARAMETER, "supported_versions")
-
-    def key_share(self):
-        """(group, key_exchange) from a ServerHello; (group, None) from a HRR."""
-        data = self.extensions.get(EXT_KEY_SHARE)
-        if data is None:
-            return None, None
-        b = Buffer(data)
-        group = b.pull_uint16()
-        if self.is_hrr:
-            b.expect_end()
-            return group, None
-        key = b.pull_vector(2, 1, 133)
-        b.expect_end()
-        return group, key
-
-    def selected_psk(self):
-        data = self.extensions.get(EXT_PRE_SHARED_KEY)
-        if data is None:
-            return None
-        b = Buffer(data)
-        idx = b.pull_uint16()
-        b.expect_end()
-        return idx
-
-
-def pull_certificate(body, max_entries):
-    """Certificate (§4.4.2) -> (context, [cert_data, ...]); entry extensions
-    (OCSP, SCT) are skipped."""
+    group is None without a key_share; key_exchange is None in a HRR (which
+    names a group only); selected_identity is None without pre_shared_key;
+    cookie (a HRR's Cookie extension, still a Buffer) is None without one.
+    A non-empty legacy_session_id_echo is illegal_parameter: we send none."""
     b = Buffer(body)
-    context = b.pull_vector(1)
-    certs = []
-    lst = b.pull_block(3)
-    while not lst.eof():
-        if len(certs) >= max_entries:
-            raise AlertError(ALERT_BAD_CERTIFICATE, "certificate chain too long")
-        certs.append(lst.pull_vector(3, 1))
-        lst.pull_block(2)  # CertificateEntry.extensions, ignored
-    b.expect_end()
-    return context, certs
-
-
-def push_certificate(context, certs):
-    w = Writer()
-    w.push_vector(1, context)
-    s = w.start_block(3)
-    for c in certs:
-        w.push_vector(3, c)
-        w.push_uint16(0)
-    w.end_block(s, 3)
-    return push_handshake(CERTIFICATE, w.getvalue())
-
-
-def pull_certificate_request(body):
-    """CertificateRequest (§4.3.2) -> (context, [signature schemes])."""
-    b = Buffer(body)
-    context = b.pull_vector(1)
-    exts = pull_extensions(b)
-    b.expect_end()
-    sa = exts.get(EXT_SIGNATURE_ALGORITHMS)
-    if sa is None:
-        raise AlertError(ALERT_MISSING_EXTENSION, "certificate_request without signature_algorithms")
-    return context, pull_uint16_list(sa)
-
-
-def pull_uint16_list(data):
-    b = Buffer(data)
-    lst = b.pull_block(2, 2)
-    b.expect_end()
-    out = []
-    while not lst.eof():
-        out.append(lst.pull_uint16())
-    return out
-
-
-def pull_certificate_verify(body):
-    """CertificateVerify (§4.4.3) -> (scheme, signature)."""
-    b = Buffer(body)
-    scheme = b.pull_uint16()
-    sig = b.pull_vector(2, 1, 600)
-    b.expect_end()
-    return scheme, sig
-
-
-def push_certificate_verify(scheme, signature):
-    w = Writer()
-    w.push_uint16(scheme)
-    w.push_vector(2, signature)
-    return push_handshake(CERTIFICATE_VERIFY, w.getvalue())
-
-
-class NewSessionTicket:
-    """NewSessionTicket (§4.6.1)."""
-
-    __slots__ = ("lifetime", "age_add", "nonce", "ticket")
-
-    def __init__(self, body, max_ticket):
-        b = Buffer(body)
-        self.lifetime = b.pull_uint32()
-        self.age_add = b.pull_uint32()
-        self.nonce = b.pull_vector(1)
-        self.ticket = b.pull_vector(2, 1)
-        if len(self.ticket) > max_ticket:
-            raise AlertError(ALERT_DECODE_ERROR, "ticket larger than configured maximum")
-        pull_extensions(b)
-        b.expect_end()
-        if self.lifetime > 604800:  # §4.6.1: at most seven days
-            raise AlertError(ALERT_ILLEGAL_PARAMETER, "ticket lifetime")
-
-
-def check_empty(body):
-    if len(body):
-        raise DecodeError("unexpected body")
+    if b.pull_uint(2) != _LEGACY_VERSION:
+        raise AlertError(_PROTOCOL_VERSION)  # legacy_version
+    hrr = b.pull(32) == _HRR_RANDOM
+    if b.pull_uint(1) != 0:
+        raise AlertError(_ILLEGAL_PARAMETER)  # session id echo
+    suite = b.pull_uint(2)
+    if b.pull_uint(1) != 0:
+        raise AlertError(_ILLEGAL_PARAMETER)  # compression
+    exts = pull_extensions(b, (_EXT_SUPPORTED_VERSIONS, _EXT_KEY_SHARE,
+                               _EXT_COOKIE if hrr else _EXT_PRE_SHARED_KEY))
+    sv = exts.get(_EXT_SUPPORTED_VERSIONS)
+    if sv is None:
+        # a TLS 1.2 (or older) server: we speak only 1.3 (§4.1.3 downgrade)
+        raise AlertError(_PROTOCOL_VERSION)  # server does not speak TLS 1.3
+    if sv.end - sv.pos != 2 or sv.pull_uint(2) != _TLS13:
+        raise AlertError(_ILLEGAL_PARAMETER)  # supported_versions
+    group = key = idx = None
+    ks = exts.get(_EXT_KEY_SHARE)
+    if ks is not None:
+        group = ks.pull_uint(2)
+        if not hrr:
+            key = ks.pull_vector(2, 1, _MAX_SHARE)
+        ks.expect_end()
+    psk = exts.get(_EXT_PRE_SHARED_KEY)
+    if psk is not None:
+        idx = psk.pull_uint(2)
+        psk.expect_end()
+    return suite, hrr, group, key, idx, exts.get(_EXT_COOKIE)
