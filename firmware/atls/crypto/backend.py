@@ -30,7 +30,7 @@ if IS_MICROPYTHON:
         """One-shot CBC encryptor (MicroPython cryptolib mode 2)."""
         return cryptolib.aes(key, 2, iv)
 
-else:  # CPython: the `cryptography` package (atls.crypto.native, never on a device)
+else:  # CPython: the host's `cryptography` (host_tools.crypto_native, never on a device)
     from os import urandom as random_bytes  # noqa: F401
 
-    from atls.crypto.native import FAST, aes_cbc, aes_ecb  # noqa: F401
+    from host_tools.crypto_native import FAST, aes_cbc, aes_ecb  # noqa: F401

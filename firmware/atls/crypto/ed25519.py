@@ -232,4 +232,4 @@ def verify(pub, message, sig):
 
 native = None  # the host's `cryptography` (CPython, backend.FAST) or None
 if backend.FAST:
-    from atls.crypto.native import Ed25519 as native  # noqa: F811
+    from host_tools.crypto_native import Ed25519 as native  # noqa: F811

@@ -409,4 +409,4 @@ def ecdsa_sign(priv, message):
 
 native = None  # the host's `cryptography` (CPython, backend.FAST) or None
 if backend.FAST:
-    from atls.crypto.native import P256 as native  # noqa: F811
+    from host_tools.crypto_native import P256 as native  # noqa: F811

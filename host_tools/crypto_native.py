@@ -1,7 +1,8 @@
 """CPython only: the host's ``cryptography`` package behind the pure modules.
 
-atls.crypto.backend imports this module on CPython (never on MicroPython),
-so none of this bytecode is loaded on a device.  It provides
+atls.crypto.backend imports this module on CPython (never on MicroPython);
+it lives with the host tools, so it is never built or deployed for a device
+and firmware/ stays pure MicroPython.  It provides
   FAST                  False when ATLS_PURE_CRYPTO=1 (differential tests);
   aes_ecb, aes_cbc      cryptolib.aes(key, 1) / (key, 2, iv) look-alikes;
 and, used by the curve modules only when FAST, arithmetic on inputs the
@@ -9,20 +10,22 @@ pure code has already validated:
   x25519, x25519_base   (atls.crypto.x25519: length checks here, all-zero
                         result -> InvalidPointError);
   P256                  public_key, ecdh, verify_digest, sign (p256.native);
-  Ed25519               verify (ed25519.native).
+  Ed25519               verify (ed25519.native);
+  AESCCM, AESGCM        the AEAD facade's classes when FAST (atls.crypto.aead).
 """
 import os
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import x25519 as _cx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import aead as _aead
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from atls.errors import InvalidPointError, KeyLengthError
+from atls.errors import AuthError, InvalidPointError, KeyLengthError, UsageError
 
 FAST = os.environ.get("ATLS_PURE_CRYPTO", "") not in ("1", "true", "yes")
 
@@ -101,3 +104,46 @@ class Ed25519:
         except InvalidSignature:
             return False
         return True
+
+
+class _AEAD:
+    """The pure classes' length checks, then `cryptography` does the work."""
+
+    def seal(self, nonce, aad, plaintext):
+        self._check(nonce, len(plaintext))
+        try:
+            return self._c.encrypt(bytes(nonce), bytes(plaintext), bytes(aad))
+        except (ValueError, OverflowError) as e:  # host limits (2^31 bytes)
+            raise UsageError(str(e)) from None
+
+    def open(self, nonce, aad, data):
+        n = len(data) - self._m
+        self._check(nonce, n if n > 0 else 0)
+        if n < 0:
+            raise AuthError("AEAD input shorter than the tag")
+        try:
+            return self._c.decrypt(bytes(nonce), bytes(data), bytes(aad))
+        except InvalidTag:
+            raise AuthError("AEAD tag mismatch") from None
+        except (ValueError, OverflowError) as e:
+            raise UsageError(str(e)) from None
+
+
+class AESCCM(_AEAD):
+    def __init__(self, key, tag_len=16):
+        from atls.crypto import ccm
+
+        ccm.check_key(key, tag_len)
+        self._m = tag_len
+        self._check = ccm.check_nonce
+        self._c = _aead.AESCCM(bytes(key), tag_len)
+
+
+class AESGCM(_AEAD):
+    def __init__(self, key):
+        from atls.crypto import gcm
+
+        gcm.check_key(key)
+        self._m = 16
+        self._check = gcm.check_nonce
+        self._c = _aead.AESGCM(bytes(key))
