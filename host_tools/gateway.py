@@ -1,5 +1,7 @@
 """The ZigBee ⇄ UDP gateway: bridges devices behind an XBee coordinator (and
-WiFi devices on UDP) to the ATLS service.  It sees only ciphertext and holds
+WiFi devices on UDP) to the ATLS service, over UDP or, per service, over
+the draft's HTTP(S) / CoAP bindings through a keyless relay
+(host_tools/gateway_relay.py, docs/BINDINGS.md "Gateway").  It sees only ciphertext and holds
 no keys: it forwards packets that carry the ATLS marker (docs/PROTOCOL.md §1)
 from paired devices, drops and counts everything else, and pairs devices
 (§8) into an allowlist kept on disk.
@@ -12,7 +14,11 @@ from paired devices, drops and counts everything else, and pairs devices
 
 Config (JSON; paths relative to the file):
     {"serial": "/dev/ttyUSB0", "baudrate": 115200, "escaped": false,
-     "services": {"default": "127.0.0.1:5684"},
+     "services": {"default": "127.0.0.1:5684",                        # UDP
+                  "web": {"url": "https://host:8443/atls", "ca": "ca.pem"},  # HTTP(S)
+                  "coap": {"url": "coap://host:5683/.well-known/atls"}},     # CoAP
+     "routes": {"dev-7": "coap"},            # optional: per device (id or addr64) override
+     "relay": {"poll_ms": 15000, ...},        # HTTP/CoAP relay settings (gateway_relay)
      "udp_listen": "0.0.0.0:5683",          # WiFi devices (optional)
      "state_dir": "gateway-state",           # pairing.json, gateway.sock, stats.json
      "limits": {"rate_per_s": 50, "rate_burst": 100, "max_devices": 1000, "max_payload": 84},
@@ -33,6 +39,7 @@ if str(ROOT / "firmware") not in sys.path:
 
 from atls import pairing, xbee  # noqa: E402
 from atls.errors import DecodeError  # noqa: E402
+from host_tools import gateway_relay as relay  # noqa: E402
 
 DEFAULT_LIMITS = {"rate_per_s": 50, "rate_burst": 100, "max_devices": 1000, "max_payload": 84,
                   "max_pending_pairings": 8}
@@ -66,14 +73,27 @@ class Config:
         self.serial = raw.get("serial")
         self.baudrate = int(raw.get("baudrate", 115200))
         self.escaped = bool(raw.get("escaped", False))
-        self.services = {k: _hostport(v) for k, v in (raw.get("services") or {}).items()}
+        try:
+            self.relay = dict(relay.DEFAULT_RELAY, **(raw.get("relay") or {}))
+            relay.check_relay_options(self.relay)
+            self.services = {k: _service(k, v, base, self.relay)
+                             for k, v in (raw.get("services") or {}).items()}
+        except (ValueError, TypeError) as e:
+            raise GatewayError("config: %s" % e)
         if not self.services:
             raise GatewayError("config: 'services' must name at least one service")
+        self.routes = {str(k).lower(): v for k, v in (raw.get("routes") or {}).items()}
+        for k, v in self.routes.items():
+            if v not in self.services:
+                raise GatewayError("config: route %s -> unknown service %r" % (k, v))
         self.udp_listen = _hostport(raw["udp_listen"]) if raw.get("udp_listen") else None
         self.state_dir = base / raw.get("state_dir", "gateway-state")
         self.limits = dict(DEFAULT_LIMITS, **(raw.get("limits") or {}))
         self.join_window_s = int(raw.get("join_window_s", 60))
         self.auto_confirm = bool(raw.get("auto_confirm", False))
+        # debugging: append every byte the gateway handles (serial in/out, UDP
+        # in/out) to this file as records: kind (1) | length (4) | bytes
+        self.capture = base / raw["capture"] if raw.get("capture") else None
 
     @property
     def socket_path(self):
@@ -87,6 +107,20 @@ class Config:
 
         h = hashlib.sha256(str(p).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / ("atls-gateway-%s.sock" % h)
+
+
+def _service(name, spec, base, relay_defaults):
+    """A service: (host, port) for UDP ("host:port" or {"udp": "host:port"}),
+    or a gateway_relay.Target for {"url": "http(s)://…" | "coap://…", …}."""
+    if isinstance(spec, str):
+        return _hostport(spec)
+    if isinstance(spec, dict) and set(spec) == {"udp"}:
+        return _hostport(spec["udp"])
+    return relay.Target(name, spec, base, relay_defaults)
+
+
+def describe_service(target):
+    return target.describe() if relay.is_relay(target) else "udp:%s:%d" % target
 
 
 class PairingTable:
@@ -160,9 +194,17 @@ class Gateway:
         self.at_waiters = {}
         self.udp = None
         self.coordinator64 = None
+        self.capture = open(config.capture, "ab") if config.capture else None
+        self.relay_clients = None  # shared HTTP session / CoAP context, made on first use
         self.counters = {"frames_in": 0, "frames_out": 0, "up_packets": 0, "up_bytes": 0,
                          "down_packets": 0, "down_bytes": 0, "tx_failures": 0,
-                         "tx_too_large": 0, "paired": 0, "unpaired": 0, "drops": {}}
+                         "tx_too_large": 0, "paired": 0, "unpaired": 0, "drops": {},
+                         "relay": {}}
+
+    def _capture(self, kind, data):
+        if self.capture is not None:
+            self.capture.write(kind + len(data).to_bytes(4, "big") + bytes(data))
+            self.capture.flush()
 
     def drop(self, reason):
         d = self.counters["drops"]
@@ -185,6 +227,7 @@ class Gateway:
         except Exception as e:  # device unplugged: keep running, say so
             log("serial_error", error=str(e))
             return
+        self._capture(b"S", data)
         for frame in self.decoder.feed(data):
             self.counters["frames_in"] += 1
             try:
@@ -199,7 +242,9 @@ class Gateway:
     def _write_frame(self, frame_data):
         if self.serial is None:
             return
-        self.serial.write(xbee.encode_frame(frame_data, self.config.escaped))
+        raw = xbee.encode_frame(frame_data, self.config.escaped)
+        self._capture(b"s", raw)
+        self.serial.write(raw)
         self.counters["frames_out"] += 1
 
     async def at(self, command, parameter=b"", timeout=2.0):
@@ -266,7 +311,8 @@ class Gateway:
             entry = self.table.get(key[1])
             if entry is None:
                 return self.drop("unpaired")
-            service = entry["service"]
+            service = self.config.routes.get(key[1].hex()) or \
+                self.config.routes.get(str(entry["device"]).lower()) or entry["service"]
         if not self._rate_ok(key):
             return self.drop("rate")
         flow = self.flows.get(key)
@@ -280,9 +326,19 @@ class Gateway:
         self.counters["up_packets"] += 1
         self.counters["up_bytes"] += len(payload)
         flow.last = time.monotonic()
+        self._capture(b"U", payload)
         flow.send(payload)
 
     def _open_flow(self, key, target):
+        if relay.is_relay(target):  # HTTP(S) / CoAP toward the service: keyless relay
+            if self.relay_clients is None:
+                self.relay_clients = relay.Clients(2 * self.limits["max_devices"] + 16)
+            counters = self.counters["relay"].setdefault(target.kind, relay.new_counters())
+            mtu = self.limits["max_payload"] if key[0] == "zb" else 1200
+            flow = relay.RelayFlow(key, target, self.downstream, self.relay_clients, counters,
+                                   mtu)
+            self.flows[key] = flow
+            return flow
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect(target)
@@ -302,6 +358,8 @@ class Gateway:
             self.downstream(flow, data)
 
     def _close_flow(self, flow):
+        if isinstance(flow, relay.RelayFlow):
+            return flow.close()
         try:
             asyncio.get_running_loop().remove_reader(flow.sock.fileno())
         except (RuntimeError, ValueError):
@@ -310,6 +368,7 @@ class Gateway:
 
     def downstream(self, flow, data):
         """A packet from the service for one device."""
+        self._capture(b"u", data)
         if not data or (data[0] & 0xF0) != 0xA0:
             return self.drop("not_atls_down")
         key = flow.key
@@ -432,6 +491,14 @@ class Gateway:
             return {"ok": True, "counters": self.stats()}
         raise GatewayError("unknown command %r" % cmd)
 
+    async def close_relays(self):
+        for flow in list(self.flows.values()):
+            if isinstance(flow, relay.RelayFlow):
+                flow.close()
+        if self.relay_clients is not None:
+            await self.relay_clients.close()
+            self.relay_clients = None
+
     def stats(self):
         c = dict(self.counters)
         c["frame_errors"] = dict(self.decoder.counters)
@@ -468,7 +535,7 @@ async def run(config, ready=None, gateway_class=None):
         except GatewayError as e:
             log("coordinator_warning", error=str(e))
     log("gateway_running", serial=config.serial, paired=len(gw.table.devices),
-        services={k: "%s:%d" % v for k, v in config.services.items()})
+        services={k: describe_service(v) for k, v in config.services.items()})
     if ready:
         Path(ready).write_text("ok\n")
     stop = asyncio.Event()
@@ -490,6 +557,7 @@ async def run(config, ready=None, gateway_class=None):
         server.close()
         if sock_path.exists():
             sock_path.unlink()
+        await gw.close_relays()
         log("gateway_stopped", **{k: v for k, v in gw.stats().items() if k != "drops"})
     return gw
 

@@ -62,6 +62,9 @@ def main(argv=None):
     ap.add_argument("--suite", choices=SUITES)
     ap.add_argument("--scenario", default="default", choices=sorted(SCENARIOS))
     ap.add_argument("--period", type=int, default=1000, help="ms between readings")
+    ap.add_argument("--count", type=int, help="readings per device (default: until the end)")
+    ap.add_argument("--capture", action="store_true",
+                    help="the gateway records every byte it handles (gateway-capture.bin)")
     ap.add_argument("--report", help="write the JSON report here")
     ap.add_argument("--html", help="write the HTML report here (default: next to --report)")
     ap.add_argument("--workdir", help="where processes keep logs and state")
@@ -74,7 +77,7 @@ def main(argv=None):
         print("sim: --loss must be in [0, 1)", file=sys.stderr)
         return 2
     fleet = Fleet(devices=a.devices, loss=loss, latency_ms=a.latency, seed=a.seed, mode=a.mode,
-                  suite=a.suite, period_ms=a.period,
+                  suite=a.suite, period_ms=a.period, count=a.count, capture=a.capture,
                   workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
                   evil=EVIL if a.scenario == "malicious-gateway" else None)
     print("atls-mcu simulator: scenario %s — %s" % (a.scenario, SCENARIOS[a.scenario]))

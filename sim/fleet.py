@@ -119,7 +119,7 @@ class DeviceState:
 class Fleet:
     def __init__(self, devices=5, loss=0.0, latency_ms=5.0, seed=1, mode="psk",
                  suite=None, workdir=None, period_ms=1000, count=None, mtu=None,
-                 ee=1, quiet=False, evil=None):
+                 ee=1, quiet=False, evil=None, capture=False):
         self.n = devices
         self.loss = loss
         self.latency_ms = latency_ms
@@ -132,6 +132,7 @@ class Fleet:
         self.mtu = mtu
         self.quiet = quiet
         self.evil = evil
+        self.capture = capture
         self.dir = Path(workdir or (ROOT / "build" / "sim" / ("run-%d" % seed)))
         if self.dir.exists():
             shutil.rmtree(self.dir)
@@ -253,6 +254,8 @@ class Fleet:
                "state_dir": "gateway-state",
                "limits": {"max_payload": self.radio_state["np"], "rate_per_s": 100,
                           "rate_burst": 200}}
+        if self.capture:
+            cfg["capture"] = "gateway-capture.bin"
         (self.dir / "gateway.json").write_text(json.dumps(cfg))
         ready = self.dir / "gateway.ready"
         if ready.exists():

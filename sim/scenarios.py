@@ -92,10 +92,19 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
         checks.append(("%s with a wrong PSK is refused" % bad,
                        refused and fleet.devices[bad].handshakes_ok == 0, ""))
 
-    # let traffic flow for the rest of the run
+    # let traffic flow for the rest of the run (or until every good device
+    # has had all of its `count` readings acknowledged and echoed)
     remaining = duration - (time.time() - t_up)
+
+    def finished():
+        return fleet.count is not None and all(
+            fleet.devices[n].acked >= fleet.count and fleet.devices[n].received >= fleet.count
+            for n in good)
     if remaining > 0:
-        fleet.wait(lambda: False, remaining, live)
+        fleet.wait(finished, remaining, live)
+    if fleet.count is not None:
+        checks.append(("every device's %d readings acknowledged and echoed" % fleet.count,
+                       finished(), ""))
     # quiet period so in-flight messages settle before the counters are read
     fleet.settle(live)
     return names, good, wrong, checks
