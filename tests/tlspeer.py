@@ -18,8 +18,10 @@ def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
         json.dump(client_cfg, f)
     cmd = [mpy.binary] + (["-X", "heapsize=" + heapsize] if heapsize else [])
     cmd += [str(conftest.TESTS / "mpy" / "tls_pipe.py"), f.name]
+    env = mpy.env({"MICROPYPATH": ":".join(
+        list(mpy.path) + [str(conftest.ROOT / "host_tools" / "mpy")])})
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=mpy.env(), text=True)
+                            stderr=subprocess.PIPE, env=env, text=True)
     out = {"results": [], "servers": [ServerConnection(server_ctx)], "fail": None,
            "server_error": None, "wire": []}
     try:

@@ -32,6 +32,8 @@ def make_config(c, ticket=None):
         kw["psk_identity"] = c["psk_identity"].encode()
     if c.get("ca"):
         kw["ca_certs"] = [u(x) for x in c["ca"]]
+    if c.get("pins"):
+        kw["spki_pins"] = [u(x) for x in c["pins"]]
     if c.get("cert"):
         kw["client_certs"] = [u(x) for x in c["cert"]]
         kw["client_key"] = u(c["key"])
@@ -104,4 +106,5 @@ def main():
     print(json.dumps(res))
 
 
-main()
+if __name__ == "__main__":
+    main()

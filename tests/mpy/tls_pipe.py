@@ -5,33 +5,19 @@ Protocol (one line each): the client writes "OUT <hex>" for bytes to the
 server, "NEW" before a second connection (resumption), "RESULT <json>" per
 completed handshake and "FAIL <alert> <message>" on failure; the test answers
 every OUT with "IN <hex>" (possibly empty hex, "-").
-Config: argv[1] is a JSON file (see make_config in host_tools/mpy/probe.py).
+Config: argv[1] is a JSON file (make_config in host_tools/mpy/probe.py, which
+the test puts on MICROPYPATH).
 """
 import json
 import sys
 from binascii import hexlify, unhexlify
 
+from probe import make_config  # host_tools/mpy/probe.py: the same JSON -> ClientConfig
+
 from atls.errors import AlertError
 from atls.tls.auth import GROUP_NAMES
-from atls.tls.client import ClientConfig, TLSClient
+from atls.tls.client import TLSClient
 from atls.tls.keys import SUITE_NAMES
-
-
-def make_config(c, ticket=None):
-    u = unhexlify
-    kw = {"suites": c["suites"], "groups": c["groups"], "ticket": ticket,
-          "server_name": c.get("server_name"), "check_hostname": c.get("check_hostname", False)}
-    if c.get("psk"):
-        kw["psk"] = u(c["psk"])
-        kw["psk_identity"] = c["psk_identity"].encode()
-    if c.get("ca"):
-        kw["ca_certs"] = [u(x) for x in c["ca"]]
-    if c.get("pins"):
-        kw["spki_pins"] = [u(x) for x in c["pins"]]
-    if c.get("cert"):
-        kw["client_certs"] = [u(x) for x in c["cert"]]
-        kw["client_key"] = u(c["key"])
-    return ClientConfig(**kw)
 
 
 def exchange(out):
