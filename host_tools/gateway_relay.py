@@ -1,0 +1,492 @@
+"""Keyless relay: the gateway forwards one device's ATLS traffic to the
+service over HTTP(S) or CoAP (docs/BINDINGS.md) instead of UDP.
+
+The device keeps speaking the link protocol over the radio (docs/PROTOCOL.md:
+flights in HS/HS_END fragments, HS_ACK, then DATA/ACK/CLOSE); the service's
+HTTP/CoAP bindings want whole TLS flights, then batches of link packets.  The
+relay translates between the two framings and holds no keys: it never sees a
+TLS secret, never calls start_channel and never opens a sealed packet.
+
+Theory of operation (one `RelayFlow` per device, at most one `_Session` at a
+time, one HttpTransport / CoapTransport per session):
+
+* Handshake.  A server-role `Link` is used only for flight transport: it
+  reassembles the device's fragments (the device's first flight has session
+  id 0), acknowledges them and cuts the service's answers into fragments of
+  the radio MTU, with the link's retransmissions and HS_ACK healing.  Each
+  complete device flight is POSTed unmodified (`post_flight`); the service's
+  answer names the session id (`tr.sid`), which becomes the relay link's id
+  before anything is sent to the device, so the device adopts the service's
+  id exactly as over UDP.  Nothing from the relay link reaches the device
+  while the id is unknown or a flight is being posted (its HS_ACK would carry
+  no valid id; the device's own retransmissions cover that time).  An empty
+  answer to a device flight means the service finished TLS: the session is
+  open (the service must not send post-handshake flights such as tickets,
+  exactly as over UDP).
+* Channel.  DATA/ACK/CLOSE packets from the device are queued (bounded,
+  oldest dropped: the link retransmits) and POSTed untouched in batches
+  (`post_packets`) by a sender task; the packets in each answer go to the
+  device untouched.  A poller task keeps a long poll open (`wait_ms`) for
+  packets the service sends on its own (application messages from timers,
+  retransmissions).  Late fragments of the device's last flight still go to
+  the relay link (it repeats its HS_ACK).
+* Errors.  A device packet for a session id the relay does not have (e.g.
+  after a gateway restart) gets an ERROR `unknown_session` (at most one per
+  `_ERROR_GAP_S`), unless a new handshake of that device is under way.  A
+  refused or failed flight ends the relay session with an ERROR to the device
+  (`handshake_failed` for 4xx handshake_failed, `busy` for rate/busy/network
+  trouble, `unknown_session` otherwise), so the device re-handshakes after its
+  backoff.  `unknown_session` on a batch ends the session with an ERROR; on
+  the long poll (the service timed the session out while the device was
+  quiet) it ends the session silently, and the device's next packet gets the
+  ERROR, as over UDP.  Other batch errors drop the batch (the links
+  retransmit).  A new first flight (session id 0 with a different fragment 0,
+  or after the handshake) replaces the session: the device restarted.
+* Bounded: one session and at most two requests per device, `queue` packets
+  waiting, relay sessions idle for `idle_timeout_s` end.  Counters per kind
+  ("http", "coap") in the gateway's stats under "relay"; nothing is logged
+  per packet and nothing secret exists here to log.
+"""
+import asyncio
+import ssl as _ssl
+import time
+from collections import deque
+from pathlib import Path
+
+from atls import wire
+from atls.errors import ATLSError
+from atls.link import Link, LinkConfig
+from host_tools.atls_http_client import CoapTransport, HttpTransport, TransportError
+
+__all__ = ["DEFAULT_RELAY", "Target", "Clients", "RelayFlow", "new_counters", "is_relay"]
+
+DEFAULT_RELAY = {"poll_ms": 15000, "timeout_s": 30, "rto_ms": 1000, "rto_max_ms": 8000,
+                 "handshake_timeout_ms": 60000, "idle_timeout_s": 600, "queue": 64,
+                 "max_batch": 32, "max_flight": 4096}
+_TARGET_KEYS = {"url", "ca", "cert", "key", "insecure"}
+_ERR_UNKNOWN = 1  # ERROR reasons, docs/PROTOCOL.md §5
+_ERR_HANDSHAKE = 2
+_ERR_BUSY = 3
+_ERROR_GAP_S = 0.5  # at most one unsolicited ERROR per device per this long
+_PLACEHOLDER_SID = 0xFFFF  # the relay link's id until the service names one (never sent)
+_FATAL = ("unknown_session", "not_established", "missing_cookie")
+_TRANSIENT = ("busy", "rate", "network", "timeout", "http")
+_HS, _OPEN, _DEAD = 0, 1, 2
+
+
+def _now_ms():
+    return int(time.monotonic() * 1000)
+
+
+def new_counters():
+    return {"sessions": 0, "active": 0, "handshakes": 0, "flights_up": 0, "flights_down": 0,
+            "hs_packets_down": 0, "batches": 0, "packets_up": 0, "packets_down": 0,
+            "polls": 0, "queue_dropped": 0, "error_packets": 0, "errors": {}, "drops": {}}
+
+
+def _bump(d, key, n=1):
+    d[key] = d.get(key, 0) + n
+
+
+class Target:
+    """An HTTP(S) or CoAP service from the gateway config:
+    {"url": "https://host:8443/atls", "ca": "ca.pem"} (ca: PEM file for the
+    HTTPS leg, e.g. a TLS-terminating middlebox's CA; "cert"/"key": a client
+    certificate for that leg; "insecure": true skips its verification -
+    ATLS still authenticates the service end to end) plus optional relay
+    settings (DEFAULT_RELAY keys) overriding the config's "relay" block."""
+
+    def __init__(self, name, spec, base=Path("."), defaults=None):
+        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
+            raise ValueError("service %r: expected {\"url\": ...}" % name)
+        unknown = set(spec) - _TARGET_KEYS - set(DEFAULT_RELAY)
+        if unknown:
+            raise ValueError("service %r: unknown keys %s" % (name, sorted(unknown)))
+        url = spec["url"]
+        self.name = name
+        self.url = url
+        if url.startswith("coap://"):
+            self.kind = "coap"
+        elif url.startswith("http://") or url.startswith("https://"):
+            self.kind = "http"
+        else:
+            raise ValueError("service %r: url must be http://, https:// or coap://" % name)
+        self.ssl = None
+        tls_keys = [k for k in ("ca", "cert", "key", "insecure") if spec.get(k)]
+        if tls_keys and not url.startswith("https://"):
+            raise ValueError("service %r: %s only apply to https:// urls" % (name, tls_keys))
+        if spec.get("insecure"):
+            self.ssl = False
+        elif spec.get("ca") or spec.get("cert"):
+            try:
+                ctx = _ssl.create_default_context(
+                    cafile=str(Path(base) / spec["ca"]) if spec.get("ca") else None)
+                if spec.get("cert"):
+                    ctx.load_cert_chain(str(Path(base) / spec["cert"]),
+                                        str(Path(base) / spec["key"]) if spec.get("key")
+                                        else None)
+            except (OSError, _ssl.SSLError) as e:
+                raise ValueError("service %r: %s" % (name, e))
+            self.ssl = ctx
+        opts = dict(DEFAULT_RELAY, **(defaults or {}))
+        opts.update({k: spec[k] for k in DEFAULT_RELAY if k in spec})
+        check_relay_options(opts, "service %r" % name)
+        self.opts = opts
+
+    def describe(self):
+        """The URL without any user:password part (for logs)."""
+        scheme, sep, rest = self.url.partition("://")
+        host, slash, path = rest.partition("/")
+        return scheme + sep + host.rpartition("@")[2] + slash + path
+
+
+def check_relay_options(opts, where="relay"):
+    unknown = set(opts) - set(DEFAULT_RELAY)
+    if unknown:
+        raise ValueError("%s: unknown keys %s" % (where, sorted(unknown)))
+    for k, v in opts.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError("%s: %s must be a positive integer" % (where, k))
+    if opts["timeout_s"] * 1000 < opts["poll_ms"] + 2000:
+        raise ValueError("%s: timeout_s must exceed poll_ms by 2 s or more" % where)
+    if opts["rto_max_ms"] < opts["rto_ms"]:
+        raise ValueError("%s: rto_max_ms < rto_ms" % where)
+
+
+def is_relay(target):
+    return isinstance(target, Target)
+
+
+class Clients:
+    """One aiohttp session and one aiocoap context for all relays."""
+
+    def __init__(self, max_conns=256):
+        self.max_conns = max_conns
+        self._http = None
+        self._coap = None
+        self._coap_lock = None
+
+    def http(self):
+        if self._http is None:
+            import aiohttp
+
+            self._http = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(),  # HttpTransport handles the cookie
+                connector=aiohttp.TCPConnector(limit=self.max_conns))
+        return self._http
+
+    async def coap(self):
+        if self._coap is None:
+            if self._coap_lock is None:
+                self._coap_lock = asyncio.Lock()
+            async with self._coap_lock:
+                if self._coap is None:
+                    import aiocoap
+
+                    self._coap = await aiocoap.Context.create_client_context(
+                        transports=["udp6"])
+        return self._coap
+
+    async def close(self):
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._coap is not None:
+            await self._coap.shutdown()
+            self._coap = None
+
+
+class RelayFlow:
+    """One device's flow toward an HTTP/CoAP service.  The gateway calls
+    send(packet) with each ATLS packet from the device (marker, size, pairing
+    and rate already checked) and close(); `down(flow, packet)` is the
+    gateway's path back to the device."""
+
+    def __init__(self, key, target, down, clients, counters, mtu):
+        self.key = key
+        self.target = target
+        self.kind = target.kind
+        self.down_cb = down
+        self.clients = clients
+        self.c = counters
+        self.mtu = mtu
+        self.last = 0.0
+        self.sess = None
+        self.closed = False
+        self._error_at = -_ERROR_GAP_S
+
+    def down(self, packet):
+        self.down_cb(self, packet)
+
+    def send(self, pkt):
+        if self.closed:
+            return
+        if len(pkt) < 5:  # shorter than any packet a device sends (§1)
+            return _bump(self.c["drops"], "truncated")
+        t = pkt[0] & 7
+        sid = (pkt[1] << 8) | pkt[2]
+        s = self.sess
+        if sid == 0:
+            if t > wire.HS_END or pkt[3] != 0:  # §1: sid 0 only on fragments of flight 0
+                return _bump(self.c["drops"], "unknown_session")
+            if s is None or not s.continues(pkt):
+                if s is not None:
+                    _bump(self.c["errors"], "device_restarted")
+                    s.stop()
+                s = self.sess = _Session(self)
+            s.from_device(pkt, t)
+        elif s is not None and s.sid == sid:
+            s.from_device(pkt, t)
+        else:
+            _bump(self.c["drops"], "unknown_session")
+            # while a new handshake runs, an ERROR would kill it (a device without
+            # an id accepts any ERROR): stale packets of an old session just go
+            if (s is None or s.state == _OPEN) and t != wire.ERROR:
+                now = time.monotonic()
+                if now - self._error_at >= _ERROR_GAP_S:
+                    self._error_at = now
+                    self.error(sid, _ERR_UNKNOWN)
+
+    def error(self, sid, reason):
+        self.c["error_packets"] += 1
+        self.down(wire.encode(wire.ERROR, sid, bytes((reason,))))
+
+    def close(self):
+        self.closed = True
+        if self.sess is not None:
+            self.sess.stop()
+
+
+class _Session:
+    def __init__(self, flow):
+        self.flow = flow
+        self.c = flow.c
+        o = self.opts = flow.target.opts
+        mtu = flow.mtu
+        cfg = LinkConfig(mtu=mtu, rto_ms=o["rto_ms"], rto_max_ms=o["rto_max_ms"],
+                         handshake_timeout_ms=o["handshake_timeout_ms"],
+                         max_flight=min(o["max_flight"], (mtu - 5) * 255),
+                         rx_mtu=max(1280, mtu))
+        self.link = Link("server", cfg, _PLACEHOLDER_SID)
+        self.sid = None
+        self.state = _HS
+        self.busy = False  # a flight is being posted
+        self.frag0 = None
+        self.tr = None
+        self.upq = deque()
+        self.wake = asyncio.Event()
+        self.tasks = []
+        self.timer = None
+        self.last_up = time.monotonic()
+        self.c["sessions"] += 1
+        self.c["active"] += 1
+
+    # -- from the device ------------------------------------------------------------
+    def continues(self, pkt):
+        """Is this sid-0 fragment part of this session's first flight?"""
+        if self.state != _HS:
+            return False
+        if pkt[4] == 0 and self.frag0 is not None:
+            return bytes(pkt[5:]) == self.frag0
+        return True
+
+    def from_device(self, pkt, t):
+        self.last_up = time.monotonic()
+        if t <= wire.HS_ACK:
+            if t <= wire.HS_END and pkt[3] == 0 and pkt[4] == 0 and self.frag0 is None:
+                self.frag0 = bytes(pkt[5:])
+            self.link.receive(pkt, _now_ms())
+            self._events()
+            self._flush()
+        elif t <= wire.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
+            if len(self.upq) >= self.opts["queue"]:
+                self.upq.popleft()
+                self.c["queue_dropped"] += 1
+            self.upq.append(bytes(pkt))
+            self.wake.set()
+        else:
+            _bump(self.c["drops"], "bad_type")
+
+    # -- relay link: flights ------------------------------------------------------
+    def _events(self):
+        for ev in self.link.events():
+            if self.state != _HS:
+                continue  # after the handshake the link only repeats HS_ACKs
+            if ev[0] == "flight" and not self.busy:
+                self.busy = True
+                self._spawn(self._post_flight(bytes(ev[1])))
+            elif ev[0] == "error":
+                self.fail(None, "link_" + str(ev[1]))
+                return
+
+    def _flush(self):
+        """Send what the relay link has for the device, re-arm its timer."""
+        if self.state == _DEAD or self.busy or self.sid is None:
+            return
+        now = _now_ms()
+        for d in self.link.datagrams(now):
+            self.c["hs_packets_down"] += 1
+            self.flow.down(d)
+        self._events()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        t = self.link.next_timer_ms()
+        if t is not None and self.state != _DEAD:
+            self.timer = asyncio.get_running_loop().call_later(
+                max(0, t - now) / 1000 + 0.001, self._flush)
+
+    async def _transport(self):
+        if self.tr is None:
+            tgt = self.flow.target
+            if tgt.kind == "http":
+                self.tr = HttpTransport(tgt.url, ssl=tgt.ssl, session=self.flow.clients.http(),
+                                        timeout_s=self.opts["timeout_s"])
+            else:
+                self.tr = CoapTransport(tgt.url, context=await self.flow.clients.coap(),
+                                        timeout_s=self.opts["timeout_s"])
+        return self.tr
+
+    async def _post_flight(self, flight):
+        try:
+            tr = await self._transport()
+            self.c["flights_up"] += 1
+            try:
+                answer = await tr.post_flight(flight)
+            except (TransportError, asyncio.TimeoutError):
+                raise
+            except Exception:  # e.g. a pooled connection the server closed: once more
+                await asyncio.sleep(0.05)  # (the service answers a repeated flight again)
+                answer = await tr.post_flight(flight)
+        except TransportError as e:
+            code = _ERR_HANDSHAKE if e.reason == "handshake_failed" else \
+                _ERR_BUSY if e.reason in _TRANSIENT else _ERR_UNKNOWN
+            return self.fail(code, "flight_" + str(e.reason))
+        except Exception as e:
+            return self.fail(_ERR_BUSY, "flight_" + _net_reason(e))
+        if self.state == _DEAD:
+            return
+        sid = tr.sid
+        if sid is None or not 0 < sid <= 0xFFFF or (self.sid is not None and sid != self.sid):
+            return self.fail(_ERR_UNKNOWN, "no_session_id")
+        self.sid = self.link.session_id = sid
+        self.busy = False
+        if answer:
+            self.c["flights_down"] += 1
+            try:
+                self.link.send_flight(answer, _now_ms())
+            except ATLSError:  # larger than max_flight: the device could not take it
+                return self.fail(_ERR_HANDSHAKE, "flight_too_big")
+        else:  # the service finished TLS: the channel runs end to end
+            self.state = _OPEN
+            self.c["handshakes"] += 1
+            self._spawn(self._sender())
+            self._spawn(self._poller())
+        self._flush()
+
+    # -- channel: packets both ways -------------------------------------------------
+    def _deliver(self, packets):
+        for p in packets:
+            if self.state == _DEAD:
+                return
+            self.c["packets_down"] += 1
+            self.flow.down(p)
+
+    async def _sender(self):
+        tr = self.tr
+        while self.state == _OPEN:
+            if not self.upq:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            n = min(len(self.upq), self.opts["max_batch"])
+            batch = [self.upq.popleft() for _ in range(n)]
+            try:
+                answer = await tr.post_packets(batch)
+            except TransportError as e:
+                if e.reason in _FATAL:
+                    return self.fail(_ERR_UNKNOWN, "batch_" + str(e.reason))
+                _bump(self.c["errors"], "batch_" + str(e.reason))
+                await asyncio.sleep(0.2)  # dropped: the links retransmit
+                continue
+            except Exception as e:
+                _bump(self.c["errors"], "batch_" + _net_reason(e))
+                await asyncio.sleep(0.2)
+                continue
+            self.c["batches"] += 1
+            self.c["packets_up"] += n
+            self._deliver(answer)
+
+    async def _poller(self):
+        tr = self.tr
+        backoff = 0.5
+        while self.state == _OPEN:
+            if time.monotonic() - self.last_up > self.opts["idle_timeout_s"]:
+                _bump(self.c["errors"], "idle")
+                return self.stop()
+            try:
+                answer = await tr.post_packets([], wait_ms=self.opts["poll_ms"])
+                backoff = 0.5
+            except TransportError as e:
+                if e.reason in _FATAL:  # e.g. the service's idle timeout: the device's
+                    _bump(self.c["errors"], "poll_" + str(e.reason))  # next packet
+                    return self.stop()  # gets the ERROR, as over UDP
+                _bump(self.c["errors"], "poll_" + str(e.reason))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 8.0)
+                continue
+            except Exception as e:
+                _bump(self.c["errors"], "poll_" + _net_reason(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 8.0)
+                continue
+            self.c["polls"] += 1
+            self._deliver(answer)
+
+    # -- ending -------------------------------------------------------------------------
+    def _spawn(self, coro):
+        task = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task):
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug: end cleanly
+            _bump(self.c["errors"], "internal_" + type(task.exception()).__name__)
+            self.stop()
+
+    def fail(self, code, reason):
+        """End the session; with an ERROR code, tell the device (it re-handshakes)."""
+        if self.state == _DEAD:
+            return
+        _bump(self.c["errors"], reason)
+        sid = self.sid or 0
+        self.stop()
+        if code:
+            self.flow.error(sid, code)
+
+    def stop(self):
+        if self.state == _DEAD:
+            return
+        self.state = _DEAD
+        self.c["active"] -= 1
+        self.wake.set()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            me = asyncio.current_task()
+        except RuntimeError:
+            me = None
+        for t in list(self.tasks):
+            if t is not me:
+                t.cancel()
+        if self.flow.sess is self:
+            self.flow.sess = None
+
+
+def _net_reason(e):
+    if isinstance(e, asyncio.TimeoutError):
+        return "timeout"
+    return "network"
