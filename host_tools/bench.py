@@ -5,6 +5,16 @@ Columns:
   micropython     the firmware code as on the device (unix port)
   cpython_pure    the same pure algorithms under CPython (ATLS_PURE_CRYPTO=1)
   cpython_native  CPython with the host backend (`cryptography`) where one exists
+Then the system-level sections (host_tools/benchmarks/system.py, CPython only:
+link_overhead, service_handshakes, zigbee, sim_scale, boards), each a table of
+metrics.  docs/BENCHMARKS.md says what every figure means.
+
+    python -m host_tools.bench [--out build/bench.json] [--only a,b] [--quick]
+
+--only   comma-separated; runs the memory step, scripts and sections whose
+         name contains one of the words (e.g. --only aead,link_overhead)
+--quick  small sizes for the system sections (the smoke test uses it; the
+         per-primitive scripts and the memory step are unchanged)
 Benchmarks measure; they never assert.
 """
 import argparse
@@ -124,10 +134,44 @@ def measure_heap(fixtures):
     return res
 
 
+def _wanted(name, only):
+    """--only: a comma-separated list of words; a step runs when its name
+    contains one of them (no --only: everything runs)."""
+    if not only:
+        return True
+    return any(w and w in name for w in only.split(","))
+
+
+def run_sections(sections, only=None, quick=False, save=None):
+    """The system-level sections (CPython only), into `sections`; save()
+    after each one, so an interrupted run keeps what it measured."""
+    from host_tools.benchmarks import system
+
+    for name, fn in system.SECTIONS:
+        if not _wanted(name, only):
+            continue
+        print("== %s%s" % (name, " (quick)" if quick else ""), flush=True)
+        t0 = time.time()
+        try:
+            metrics = fn(quick=quick)
+        except Exception as e:  # a benchmark reports its failure, it never stops the run
+            sections[name] = {"error": "%s: %s" % (type(e).__name__, e)}
+            print("   failed: %s: %s" % (type(e).__name__, e), flush=True)
+            continue
+        sections[name] = {"metrics": metrics, "note": system.NOTES.get(name, ""),
+                          "quick": quick, "seconds": round(time.time() - t0, 1)}
+        _print_metrics(metrics)
+        if save:
+            save()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build/bench.json")
-    ap.add_argument("--only", help="run only scripts whose name contains this")
+    ap.add_argument("--only", help="comma-separated words: run only the memory step, scripts "
+                                   "and sections whose name contains one of them")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes for the system sections (smoke test)")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -138,11 +182,15 @@ def main(argv=None):
         except ValueError:
             results = {}
     results["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                          "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                          "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "loadavg": [round(x, 2) for x in os.getloadavg()]}
     sections = results.setdefault("sections", {})
 
-    fixtures = prepare_fixtures()
-    if not args.only or args.only in "memory":
+    scripts = [s for s in sorted(SCRIPTS.glob("bench_*.py")) if _wanted(s.name, args.only)]
+    fixtures = None
+    if _wanted("memory", args.only) or scripts:
+        fixtures = prepare_fixtures()
+    if _wanted("memory", args.only):
         print("== memory (unix port, firmware as .mpy)", flush=True)
         mem = measure_heap(fixtures)
         sections["memory"] = {"metrics": mem,
@@ -151,9 +199,6 @@ def main(argv=None):
         for k, v in mem.items():
             print("   %-34s %s" % (k, v))
 
-    scripts = sorted(SCRIPTS.glob("bench_*.py"))
-    if args.only:
-        scripts = [s for s in scripts if args.only in s.name]
     for script in scripts:
         name = script.stem[len("bench_"):]
         print("== %s" % name, flush=True)
@@ -169,8 +214,13 @@ def main(argv=None):
             sections[name]["errors"] = errors
         _print_table(name, table, errors)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+    save()
+    run_sections(sections, args.only, args.quick, save)
+    save()
     print("wrote %s" % out)
     return 0
 
@@ -181,6 +231,12 @@ def _fmt(v):
     if isinstance(v, float):
         return "%.1f" % v if v >= 10 else "%.3f" % v
     return str(v)
+
+
+def _print_metrics(metrics):
+    w = max([len(m) for m in metrics] + [10])
+    for m, v in metrics.items():
+        print("   %-*s %s" % (w, m, _fmt(v)))
 
 
 def _print_table(name, table, errors):

@@ -42,7 +42,7 @@ from atls.errors import DecodeError  # noqa: E402
 from host_tools import gateway_relay as relay  # noqa: E402
 
 DEFAULT_LIMITS = {"rate_per_s": 50, "rate_burst": 100, "max_devices": 1000, "max_payload": 84,
-                  "max_pending_pairings": 8}
+                  "max_pending_pairings": 32}
 
 
 class GatewayError(Exception):
@@ -416,7 +416,10 @@ class Gateway:
         p = self.pending.get(addr64)
         if p is None or p["nonce"] != nonce:
             if len(self.pending) >= self.limits["max_pending_pairings"]:
-                return self._pair_reply(addr64, pairing.REJECT, nonce, 3)
+                # bounded, but nobody is turned away: the device repeats its
+                # request every 2 s and gets a slot once others are confirmed
+                self.drop("pairing_busy")
+                return self._pair_reply(addr64, pairing.PENDING, nonce)
             code = pairing.confirmation_code(addr64, nonce, device_id, service)
             p = self.pending[addr64] = {"device": device_id, "service": service,
                                         "nonce": nonce, "code": code,
