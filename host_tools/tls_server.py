@@ -193,12 +193,19 @@ def _server_hello(watch, msg):
 
 
 def _on_message(write_p, version, content_type, buf, length, ssl, arg):
-    watch = _watch_for(ssl)
-    if watch is None or length < 1:
+    # OpenSSL calls this for every record header and message: filter on the
+    # cheap fields first, look up the connection's watch only when it matters
+    if length < 1 or (content_type != _CT_HANDSHAKE and content_type != _CT_ALERT):
         return
     if content_type == _CT_HANDSHAKE:
         mtype = _ffi.cast("unsigned char *", buf)[0]
-        if not write_p and mtype == _HS_CLIENT_HELLO:
+        if mtype != (_HS_SERVER_HELLO if write_p else _HS_CLIENT_HELLO):
+            return
+    watch = _watch_for(ssl)
+    if watch is None:
+        return
+    if content_type == _CT_HANDSHAKE:
+        if not write_p:
             watch.client_hellos += 1
             watch.psk_calls = []
         elif write_p and mtype == _HS_SERVER_HELLO and length >= 38:
