@@ -12,7 +12,7 @@ from pathlib import Path
 import conftest
 
 ROW_HELPERS = ("vecrun.py", "pkrows.py")
-BASE = ["atls/__init__.py", "atls/errors.py", "atls/compat.py", "atls/crypto/__init__.py",
+BASE = ["atls/__init__.py", "atls/errors.py", "atls/crypto/__init__.py",
         "atls/crypto/backend.py"]
 
 

@@ -8,8 +8,8 @@ Exports:
   sha256(data=b"") a hashlib-style SHA-256 object (update/digest).
   aes_ecb(key)     an object whose encrypt(src[, dst]) encrypts whole 16-byte
                    blocks in ECB mode (cryptolib semantics on both sides).
-  aes_cbc_mac(key) or None: CBC-encrypt helper used for CBC-MAC when the
-                   interpreter has CBC in C (cryptolib mode 2).
+  aes_cbc(key, iv) a one-shot CBC encryptor (cryptolib mode 2), used for the
+                   CBC-MAC of CCM so the chaining runs in C.
   random_bytes(n)  n bytes from the OS CSPRNG.
 """
 import sys
