@@ -11,9 +11,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: help setup test bench sim clean probe pair
 
 help:
-	@echo "make sim     run the simulator demo (main job)"
-	@echo "make test    run every test (CPython + MicroPython unix port)"
-	@echo "make bench   measure speed and memory, write build/bench.json"
+	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
+	@echo "make test       run every test (CPython + MicroPython unix port)"
+	@echo "make bench      measure speed and memory, write build/bench.json"
+	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
+	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
+	@echo "make pair       open the gateway's join window and confirm devices"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
