@@ -38,6 +38,7 @@ if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
 from atls import pairing, xbee  # noqa: E402
+from host_tools.common import log, parse_hostport  # noqa: E402
 from atls.errors import DecodeError  # noqa: E402
 from host_tools import gateway_relay as relay  # noqa: E402
 
@@ -49,17 +50,11 @@ class GatewayError(Exception):
     pass
 
 
-def log(event, **fields):
-    sys.stderr.write(json.dumps(dict({"ts": round(time.time(), 3), "event": event}, **fields))
-                     + "\n")
-
-
 def _hostport(s):
-    host, _, port = s.rpartition(":")
     try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise GatewayError("expected host:port, got %r" % s)
+        return parse_hostport(s, "127.0.0.1")
+    except ValueError as e:
+        raise GatewayError(str(e))
 
 
 class Config:

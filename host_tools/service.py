@@ -44,6 +44,7 @@ from atls.link import Link, LinkConfig, QueueFull  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
+from host_tools.common import log, parse_hostport  # noqa: E402
 from host_tools.tls_server import SUITES, ServerConfig, ServerConnection, TLSError  # noqa: E402
 
 LABEL = b"application-layer-tls"
@@ -54,12 +55,6 @@ DEFAULT_LIMITS = {"max_half_open": 64, "idle_timeout_s": 300, "rate_per_s": 200,
 
 class ConfigError(Exception):
     pass
-
-
-def log(event, **fields):
-    fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
-    sys.stderr.write(json.dumps(dict({"ts": round(time.time(), 3), "event": event}, **fields))
-                     + "\n")
 
 
 class Registry:
@@ -414,9 +409,8 @@ def _peer(addr):
 
 
 def _split_hostport(s):
-    host, _, port = s.rpartition(":")
     try:
-        return host or "0.0.0.0", int(port)
+        return parse_hostport(s, "0.0.0.0")
     except ValueError:
         raise ConfigError("listen must be host:port, got %r" % s)
 
