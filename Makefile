@@ -8,11 +8,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test bench sim clean probe pair
+.PHONY: help setup test lint bench sim clean probe pair
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
 	@echo "make test       run every test (CPython + MicroPython unix port)"
+	@echo "make lint       ruff check + ruff format --check (CI runs it before the tests)"
 	@echo "make bench      measure speed and memory, write build/bench.json"
 	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
 	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
@@ -28,6 +29,10 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	@mkdir -p build

@@ -33,6 +33,7 @@ per ATLS session, each with `post_flight(bytes) -> bytes` and
 `post_packets([bytes], wait_ms) -> [bytes]`; `pack_packets` /
 `unpack_packets`; `AtlsClient` runs TLSClient + Link over either transport.
 """
+
 import argparse
 import asyncio
 import json
@@ -49,10 +50,29 @@ from atls.errors import AlertError  # noqa: E402
 from atls.link import Link, LinkConfig, QueueFull  # noqa: E402
 from atls.tls.client import ClientConfig, TLSClient  # noqa: E402
 
-__all__ = ["CT_FLIGHT", "CT_FLIGHT_LATEST", "CT_DATA", "CF_FLIGHT", "CF_DATA", "SID_OPTION",
-           "COOKIE", "SID_HEADER", "WAIT_HEADER", "ERROR_HEADER", "MAX_BODY", "FramingError",
-           "TransportError", "pack_packets", "unpack_packets", "HttpTransport",
-           "CoapTransport", "make_transport", "AtlsClient", "run", "main"]
+__all__ = [
+    "CT_FLIGHT",
+    "CT_FLIGHT_LATEST",
+    "CT_DATA",
+    "CF_FLIGHT",
+    "CF_DATA",
+    "SID_OPTION",
+    "COOKIE",
+    "SID_HEADER",
+    "WAIT_HEADER",
+    "ERROR_HEADER",
+    "MAX_BODY",
+    "FramingError",
+    "TransportError",
+    "pack_packets",
+    "unpack_packets",
+    "HttpTransport",
+    "CoapTransport",
+    "make_transport",
+    "AtlsClient",
+    "run",
+    "main",
+]
 
 CT_FLIGHT = "application/atls+octet-stream"  # draft-00 §9.2
 CT_FLIGHT_LATEST = "application/atls"  # latest draft, "Content-Type Header"
@@ -109,7 +129,7 @@ def unpack_packets(body, max_packets=1024):
             raise FramingError("bad packet length")
         if len(out) >= max_packets:
             raise FramingError("too many packets")
-        out.append(bytes(body[pos:pos + ln]))
+        out.append(bytes(body[pos : pos + ln]))
         pos += ln
     return out
 
@@ -149,12 +169,16 @@ class HttpTransport:
             headers.update(extra)
         self.requests += 1
         kw = {} if self.ssl is None else {"ssl": self.ssl}
-        async with self._session.post(self.url, data=body, headers=headers,
-                                      timeout=self._timeout, **kw) as resp:
+        async with self._session.post(
+            self.url, data=body, headers=headers, timeout=self._timeout, **kw
+        ) as resp:
             data = await resp.read()
             if resp.status != 200:
-                raise TransportError(resp.status, resp.headers.get(ERROR_HEADER, "http"),
-                                     data[:200].decode("utf-8", "replace"))
+                raise TransportError(
+                    resp.status,
+                    resp.headers.get(ERROR_HEADER, "http"),
+                    data[:200].decode("utf-8", "replace"),
+                )
             morsel = resp.cookies.get(COOKIE)
             if morsel is not None:
                 self.cookie = morsel.value
@@ -209,8 +233,7 @@ class CoapTransport:
         if self._ctx is None:
             self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
         uri = self.uri if self.location is None else "/".join(self._base) + self.location
-        msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=bytes(body),
-                              content_format=cf)
+        msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf)
         if query:
             msg.opt.uri_query = tuple(query)
         self.requests += 1
@@ -224,8 +247,7 @@ class CoapTransport:
         if sid:
             self.sid = int.from_bytes(sid[0].value, "big")
         if resp.opt.content_format is not None and int(resp.opt.content_format) != cf:
-            raise TransportError(str(resp.code), "bad_content_type",
-                                 str(resp.opt.content_format))
+            raise TransportError(str(resp.code), "bad_content_type", str(resp.opt.content_format))
         return resp.payload
 
     async def post_flight(self, flight):
@@ -351,20 +373,40 @@ def tls_config_from_args(a):
     return ClientConfig(**kw)
 
 
-async def run(transport, tls_config, count=10, prefix=b"atls-http-client message ",
-              timeout_s=60.0, out=None, link_config=None, size=0, client=None):
+async def run(
+    transport,
+    tls_config,
+    count=10,
+    prefix=b"atls-http-client message ",
+    timeout_s=60.0,
+    out=None,
+    link_config=None,
+    size=0,
+    client=None,
+):
     """Connect, send `count` messages (prefix, number, padded with '.' to
     `size` bytes), wait for each echo, close; return a summary dict.
     `out(line)` gets one line per echo; pass `client` to inspect it after."""
     client = client or AtlsClient(transport, tls_config, link_config)
     t0 = time.monotonic()
-    summary = {"ok": False, "sent": 0, "delivered": 0, "received": 0, "in_order": True,
-               "duplicates": 0, "error": None}
+    summary = {
+        "ok": False,
+        "sent": 0,
+        "delivered": 0,
+        "received": 0,
+        "in_order": True,
+        "duplicates": 0,
+        "error": None,
+    }
     got = []
     try:
         await client.connect()
-        summary.update(suite=client.suite, sid=client.sid, handshake_ms=client.handshake_ms,
-                       flights=len(client.flights_sent))
+        summary.update(
+            suite=client.suite,
+            sid=client.sid,
+            handshake_ms=client.handshake_ms,
+            flights=len(client.flights_sent),
+        )
         expected = [(prefix + b"%05d" % i).ljust(size, b".") for i in range(count)]
         sent = delivered = 0
         end = t0 + timeout_s
@@ -387,10 +429,14 @@ async def run(transport, tls_config, count=10, prefix=b"atls-http-client message
                 elif ev[0] in ("error", "closed"):
                     raise TransportError("link", ev[0], str(ev[1]))
         await client.close()
-        summary.update(sent=sent, delivered=delivered, received=len(got),
-                       in_order=got == expected[:len(got)],
-                       duplicates=len(got) - len(set(got)),
-                       closed=client.link.state == "closed")
+        summary.update(
+            sent=sent,
+            delivered=delivered,
+            received=len(got),
+            in_order=got == expected[: len(got)],
+            duplicates=len(got) - len(set(got)),
+            closed=client.link.state == "closed",
+        )
         summary["ok"] = got == expected and delivered == count
     except Exception as e:  # TransportError, AlertError, aiohttp/aiocoap errors: report
         summary["error"] = "%s: %s" % (type(e).__name__, e)
@@ -407,8 +453,9 @@ async def run(transport, tls_config, count=10, prefix=b"atls-http-client message
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="ATLS over HTTP(S)/CoAP client (draft §3.1)")
-    ap.add_argument("--url", required=True,
-                    help="http(s)://host:port/atls or coap://host:port/.well-known/atls")
+    ap.add_argument(
+        "--url", required=True, help="http(s)://host:port/atls or coap://host:port/.well-known/atls"
+    )
     ap.add_argument("--psk-id", help="PSK identity")
     ap.add_argument("--psk", help="PSK (hex)")
     ap.add_argument("--ca", help="PEM CA certificate(s) for the service's ATLS certificate")
@@ -418,8 +465,11 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=0, help="pad messages to this many bytes")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     ap.add_argument("--https-ca", help="PEM CA for the HTTPS leg (a middlebox's CA)")
-    ap.add_argument("--https-insecure", action="store_true",
-                    help="do not verify the HTTPS leg (ATLS still authenticates the service)")
+    ap.add_argument(
+        "--https-insecure",
+        action="store_true",
+        help="do not verify the HTTPS leg (ATLS still authenticates the service)",
+    )
     ap.add_argument("--quiet", action="store_true", help="print the summary only")
     a = ap.parse_args(argv)
     if bool(a.psk) != bool(a.psk_id) or not (a.psk or a.ca):
@@ -434,8 +484,16 @@ def main(argv=None):
         transport = make_transport(a.url, https_ssl)
     except Exception as e:
         ap.error(str(e))
-    summary = asyncio.run(run(transport, cfg, a.count, timeout_s=a.timeout, size=a.size,
-                              out=None if a.quiet else print))
+    summary = asyncio.run(
+        run(
+            transport,
+            cfg,
+            a.count,
+            timeout_s=a.timeout,
+            size=a.size,
+            out=None if a.quiet else print,
+        )
+    )
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary["ok"] else 1
 

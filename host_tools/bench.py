@@ -17,6 +17,7 @@ metrics.  docs/BENCHMARKS.md says what every figure means.
          per-primitive scripts and the memory step are unchanged)
 Benchmarks measure; they never assert.
 """
+
 import argparse
 import json
 import os
@@ -115,8 +116,13 @@ def measure_heap(fixtures):
         fixture = str(Path(fixtures) / (mode + ".json"))
 
         def ok(kib):
-            p = subprocess.run([micropython_binary(), "-X", "heapsize=%dK" % kib, str(runner),
-                                fixture], capture_output=True, text=True, env=env, timeout=120)
+            p = subprocess.run(
+                [micropython_binary(), "-X", "heapsize=%dK" % kib, str(runner), fixture],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             return p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout else None
 
         lo, hi = 8, 512
@@ -158,8 +164,12 @@ def run_sections(sections, only=None, quick=False, save=None):
             sections[name] = {"error": "%s: %s" % (type(e).__name__, e)}
             print("   failed: %s: %s" % (type(e).__name__, e), flush=True)
             continue
-        sections[name] = {"metrics": metrics, "note": system.NOTES.get(name, ""),
-                          "quick": quick, "seconds": round(time.time() - t0, 1)}
+        sections[name] = {
+            "metrics": metrics,
+            "note": system.NOTES.get(name, ""),
+            "quick": quick,
+            "seconds": round(time.time() - t0, 1),
+        }
         _print_metrics(metrics)
         if save:
             save()
@@ -168,10 +178,14 @@ def run_sections(sections, only=None, quick=False, save=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build/bench.json")
-    ap.add_argument("--only", help="comma-separated words: run only the memory step, scripts "
-                                   "and sections whose name contains one of them")
-    ap.add_argument("--quick", action="store_true",
-                    help="small sizes for the system sections (smoke test)")
+    ap.add_argument(
+        "--only",
+        help="comma-separated words: run only the memory step, scripts "
+        "and sections whose name contains one of them",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small sizes for the system sections (smoke test)"
+    )
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -181,9 +195,13 @@ def main(argv=None):
             results = json.loads(out.read_text())
         except ValueError:
             results = {}
-    results["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                          "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                          "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
     sections = results.setdefault("sections", {})
 
     scripts = [s for s in sorted(SCRIPTS.glob("bench_*.py")) if _wanted(s.name, args.only)]
@@ -193,14 +211,16 @@ def main(argv=None):
     if _wanted("memory", args.only):
         print("== memory (unix port, firmware as .mpy)", flush=True)
         mem = measure_heap(fixtures)
-        sections["memory"] = {"metrics": mem,
-                              "note": "x86-64 unix port: objects are twice the size of a "
-                                      "32-bit MCU's; .mpy code is loaded into the heap"}
+        sections["memory"] = {
+            "metrics": mem,
+            "note": "x86-64 unix port: objects are twice the size of a "
+            "32-bit MCU's; .mpy code is loaded into the heap",
+        }
         for k, v in mem.items():
             print("   %-34s %s" % (k, v))
 
     for script in scripts:
-        name = script.stem[len("bench_"):]
+        name = script.stem[len("bench_") :]
         print("== %s" % name, flush=True)
         cols = {}
         for col in COLUMNS:
@@ -241,12 +261,21 @@ def _print_metrics(metrics):
 
 def _print_table(name, table, errors):
     w = max([len(m) for m in table] + [10])
-    print("%-*s %14s %14s %14s %10s" % (w, name, "micropython", "cpython_pure",
-                                         "cpython_native", "mpy/pure"))
+    print(
+        "%-*s %14s %14s %14s %10s"
+        % (w, name, "micropython", "cpython_pure", "cpython_native", "mpy/pure")
+    )
     for m, row in table.items():
         a, b = row["micropython"], row["cpython_pure"]
-        ratio = "%.1fx" % (a / b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
-        print("%-*s %14s %14s %14s %10s" % (w, m, _fmt(a), _fmt(b), _fmt(row["cpython_native"]), ratio))
+        ratio = (
+            "%.1fx" % (a / b)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+            else "-"
+        )
+        print(
+            "%-*s %14s %14s %14s %10s"
+            % (w, m, _fmt(a), _fmt(b), _fmt(row["cpython_native"]), ratio)
+        )
     for c, e in errors.items():
         print("   %s failed: %s" % (c, e))
 

@@ -37,15 +37,27 @@ Theory of operation
   ones after the service's idle_timeout_s (Service.tick) or when their link
   ends.
 """
+
 import asyncio
 import os
 from collections import deque
 
 from host_tools import service as _svc
-from host_tools.atls_http_client import (CF_DATA, CF_FLIGHT, COOKIE, CT_DATA, ERROR_HEADER,
-                                         FLIGHT_TYPES, MAX_BODY, SID_HEADER, SID_OPTION,
-                                         WAIT_HEADER, FramingError, pack_packets,
-                                         unpack_packets)
+from host_tools.atls_http_client import (
+    CF_DATA,
+    CF_FLIGHT,
+    COOKIE,
+    CT_DATA,
+    ERROR_HEADER,
+    FLIGHT_TYPES,
+    MAX_BODY,
+    SID_HEADER,
+    SID_OPTION,
+    WAIT_HEADER,
+    FramingError,
+    pack_packets,
+    unpack_packets,
+)
 from host_tools.tls_server import TLSError
 
 __all__ = ["Bindings", "BindingCore", "Reject", "REASONS", "HTTP_PATHS", "COAP_PATH"]
@@ -124,9 +136,19 @@ class BindingCore:
         self.max_body = max_body
         self.max_wait_ms = max_wait_ms
         self.peers = {}  # token -> _Peer
-        self.counters = service.counters.setdefault(kind, {
-            "requests": 0, "flights": 0, "batches": 0, "sessions_total": 0,
-            "packets_in": 0, "packets_out": 0, "outbox_dropped": 0, "rejected": {}})
+        self.counters = service.counters.setdefault(
+            kind,
+            {
+                "requests": 0,
+                "flights": 0,
+                "batches": 0,
+                "sessions_total": 0,
+                "packets_in": 0,
+                "packets_out": 0,
+                "outbox_dropped": 0,
+                "rejected": {},
+            },
+        )
 
     def reject(self, reason, detail=""):
         r = self.counters["rejected"]
@@ -255,8 +277,11 @@ class _Http:
     def _error(self, r):
         from aiohttp import web
 
-        return web.Response(status=REASONS[r.reason][0], text=str(r) + "\n",
-                            headers={ERROR_HEADER: r.reason, "Cache-Control": "no-store"})
+        return web.Response(
+            status=REASONS[r.reason][0],
+            text=str(r) + "\n",
+            headers={ERROR_HEADER: r.reason, "Cache-Control": "no-store"},
+        )
 
     async def _body(self, request):
         core = self.core
@@ -296,14 +321,21 @@ class _Http:
                 peer, out = await core.batch(token, body, wait)
                 resp = web.Response(body=out, content_type=CT_DATA)
             else:
-                peer_addr = request.transport.get_extra_info("peername") if request.transport \
-                    else None
+                peer_addr = (
+                    request.transport.get_extra_info("peername") if request.transport else None
+                )
                 port = peer_addr[1] if peer_addr else 0
                 peer, out, created = core.flight(token, body, ("http:" + ip, port))
                 resp = web.Response(body=out, content_type=ctype)
                 if created:
-                    resp.set_cookie(COOKIE, peer.token, path="/", httponly=True,
-                                    samesite="Strict", secure=self.https)
+                    resp.set_cookie(
+                        COOKIE,
+                        peer.token,
+                        path="/",
+                        httponly=True,
+                        samesite="Strict",
+                        secure=self.https,
+                    )
             resp.headers[SID_HEADER] = str(peer.sess.sid)
             resp.headers["Cache-Control"] = "no-store"
             return resp
@@ -377,14 +409,19 @@ class _CoapSite:
                             port = int(port)
                         except ValueError:
                             port = 0
-                        peer, out, created = core.flight(token, request.payload,
-                                                         ("coap:" + host, port))
-                        resp = Message(code=Code.CREATED if created else Code.CHANGED,
-                                       payload=out, content_format=CF_FLIGHT)
+                        peer, out, created = core.flight(
+                            token, request.payload, ("coap:" + host, port)
+                        )
+                        resp = Message(
+                            code=Code.CREATED if created else Code.CHANGED,
+                            payload=out,
+                            content_format=CF_FLIGHT,
+                        )
                         if created:
                             resp.opt.location_path = COAP_PATH + (peer.token,)
-                    resp.opt.add_option(sid_opt.create_option(
-                        value=peer.sess.sid.to_bytes(2, "big")))
+                    resp.opt.add_option(
+                        sid_opt.create_option(value=peer.sess.sid.to_bytes(2, "big"))
+                    )
                     return resp
                 except Reject as r:
                     return error(r)
@@ -395,8 +432,15 @@ class _CoapSite:
 class Bindings:
     """Starts/stops the HTTP and CoAP listeners for one Service."""
 
-    def __init__(self, service, http_listen=None, coap_listen=None, ssl_context=None,
-                 max_body=MAX_BODY, max_wait_ms=25000):
+    def __init__(
+        self,
+        service,
+        http_listen=None,
+        coap_listen=None,
+        ssl_context=None,
+        max_body=MAX_BODY,
+        max_wait_ms=25000,
+    ):
         self.service = service
         self.http_listen = http_listen
         self.coap_listen = coap_listen
@@ -419,18 +463,21 @@ class Bindings:
                 app.router.add_route("*", path, h.handle)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.http_listen[0], self.http_listen[1],
-                               ssl_context=self.ssl_context)
+            site = web.TCPSite(
+                self._runner, self.http_listen[0], self.http_listen[1], ssl_context=self.ssl_context
+            )
             await site.start()
             bound = self._runner.addresses[0]
             addrs["http"] = "%s:%d" % (bound[0], bound[1])
-            _svc.log("listening", binding="https" if self.ssl_context else "http",
-                     addr=addrs["http"])
+            _svc.log(
+                "listening", binding="https" if self.ssl_context else "http", addr=addrs["http"]
+            )
         if self.coap is not None:
             import aiocoap
 
             self._coap_ctx = await aiocoap.Context.create_server_context(
-                _CoapSite.make(self.coap), bind=self.coap_listen, transports=["udp6"])
+                _CoapSite.make(self.coap), bind=self.coap_listen, transports=["udp6"]
+            )
             port = self.coap_listen[1]
             for ri in self._coap_ctx.request_interfaces:
                 mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)

@@ -40,6 +40,7 @@ problem (unknown board, missing PORT/FIRMWARE, port not present, wrong image),
 1 when a tool (mpy-cross, esptool, mpremote, cp, picotool) fails, with the
 tool's own message.
 """
+
 import argparse
 import concurrent.futures
 import glob
@@ -62,36 +63,65 @@ BUILD = ROOT / "build"
 DEFAULT_REGISTRY = "build/service/devices.json"
 DEFAULT_PKI = "build/pki"
 MICROPYTHON_PORTS = ("esp32", "rp2", "unix")  # ports this project has boards for
-MPY_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
-             "xtensa", "xtensawin", "rv32imc", "rv64imc")
+MPY_ARCHS = (
+    "x86",
+    "x64",
+    "armv6",
+    "armv6m",
+    "armv7m",
+    "armv7em",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+    "rv64imc",
+)
 FLASH_METHODS = ("esptool", "uf2", "none")
 FIRMWARE_FORMATS = ("esp-image", "uf2")
 LINK_TYPES = ("udp", "xbee")
 MPY_VERSION = 6  # .mpy format written by mpy-cross >= 1.22 (byte 1 of every .mpy)
 
 ESP_IMAGE_MAGIC = 0xE9  # esptool image header byte 0
-ESP_CHIP_NAMES = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 12: "ESP32-C2",
-                  13: "ESP32-C6", 16: "ESP32-H2", 18: "ESP32-P4"}
+ESP_CHIP_NAMES = {
+    0: "ESP32",
+    2: "ESP32-S2",
+    5: "ESP32-C3",
+    9: "ESP32-S3",
+    12: "ESP32-C2",
+    13: "ESP32-C6",
+    16: "ESP32-H2",
+    18: "ESP32-P4",
+}
 UF2_MAGIC_START0 = 0x0A324655  # "UF2\n"
 UF2_MAGIC_START1 = 0x9E5D5157
 UF2_MAGIC_END = 0x0AB16F30
 UF2_FLAG_FAMILY = 0x00002000
 UF2_FAMILY_ABSOLUTE = 0xE48BFF57  # pico-sdk "absolute" blocks, allowed beside the board's
-UF2_FAMILY_NAMES = {0xE48BFF56: "RP2040", 0xE48BFF59: "RP2350-ARM-S", 0xE48BFF5A: "RP2350-RISCV",
-                    0xE48BFF5B: "RP2350-ARM-NS", 0xBFDD4EEE: "ESP32-S2", 0xC47E5767: "ESP32-S3"}
+UF2_FAMILY_NAMES = {
+    0xE48BFF56: "RP2040",
+    0xE48BFF59: "RP2350-ARM-S",
+    0xE48BFF5A: "RP2350-RISCV",
+    0xE48BFF5B: "RP2350-ARM-NS",
+    0xBFDD4EEE: "ESP32-S2",
+    0xC47E5767: "ESP32-S3",
+}
 
 
 class BoardError(Exception):
     """A usage or data problem: exit status 2."""
+
     status = 2
 
 
 class ToolError(Exception):
     """An external tool failed: exit status 1."""
+
     status = 1
 
 
 # -- board data -------------------------------------------------------------------
+
 
 def known_boards(boards_dir=BOARDS):
     return sorted(p.parent.name for p in Path(boards_dir).glob("*/board.json"))
@@ -112,8 +142,9 @@ def load_board(name, boards_dir=BOARDS):
         raise BoardError("BOARD is required: one of %s" % ", ".join(known_boards(boards_dir)))
     d = Path(boards_dir) / name
     if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not (d / "board.json").is_file():
-        raise BoardError("unknown BOARD %r: known boards are %s"
-                         % (name, ", ".join(known_boards(boards_dir))))
+        raise BoardError(
+            "unknown BOARD %r: known boards are %s" % (name, ", ".join(known_boards(boards_dir)))
+        )
     board = _json(d / "board.json")
     if isinstance(board, dict):
         board["config"] = _json(d / "board_config.json")
@@ -125,8 +156,11 @@ def load_board(name, boards_dir=BOARDS):
 
 
 def _pin_ok(v):
-    return v is None or (isinstance(v, dict) and isinstance(v.get("pin"), (int, str))
-                         and not isinstance(v.get("pin"), bool))
+    return v is None or (
+        isinstance(v, dict)
+        and isinstance(v.get("pin"), (int, str))
+        and not isinstance(v.get("pin"), bool)
+    )
 
 
 def validate_board(board, name):
@@ -139,8 +173,10 @@ def validate_board(board, name):
     if board.get("port") not in MICROPYTHON_PORTS:
         p.append("port must be one of %s (a MicroPython port)" % ", ".join(MICROPYTHON_PORTS))
     if board.get("mpy_arch") is not None and board.get("mpy_arch") not in MPY_ARCHS:
-        p.append("mpy_arch %r is not an mpy-cross arch (%s)" % (board.get("mpy_arch"),
-                                                               ", ".join(MPY_ARCHS)))
+        p.append(
+            "mpy_arch %r is not an mpy-cross arch (%s)"
+            % (board.get("mpy_arch"), ", ".join(MPY_ARCHS))
+        )
     flash = board.get("flash")
     method = flash.get("method") if isinstance(flash, dict) else None
     if method not in FLASH_METHODS:
@@ -169,7 +205,7 @@ def validate_board(board, name):
         try:
             int(str(flash.get("offset")), 0)
         except ValueError:
-            p.append("flash.offset must be a number such as \"0x1000\"")
+            p.append('flash.offset must be a number such as "0x1000"')
         if not isinstance(flash.get("baud"), int) or flash.get("baud") <= 0:
             p.append("flash.baud must be a positive integer")
     if method == "uf2" and not flash.get("mount_globs"):
@@ -196,15 +232,19 @@ def validate_board(board, name):
                 p.append("board_config xbee.escaped must match ap (escaped is AP=2)")
     for k in ("led", "button"):
         if k not in cfg or not _pin_ok(cfg[k]):
-            p.append("board_config %s must be null or {\"pin\": ...}" % k)
+            p.append('board_config %s must be null or {"pin": ...}' % k)
     wifi = cfg.get("wifi", "missing")
-    if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)
-                                 and isinstance(wifi.get("password"), str)):
-        p.append("board_config wifi must be null or {\"ssid\": str, \"password\": str}")
+    if wifi is not None and not (
+        isinstance(wifi, dict)
+        and isinstance(wifi.get("ssid"), str)
+        and isinstance(wifi.get("password"), str)
+    ):
+        p.append('board_config wifi must be null or {"ssid": str, "password": str}')
     return p
 
 
 # -- tools --------------------------------------------------------------------------
+
 
 def tool(name, required=True):
     """Path of a command-line tool: next to this Python (the venv), else on PATH."""
@@ -273,25 +313,36 @@ def run_all(cmds, dry_run):
 
 def check_port(port, dry_run):
     if not port:
-        raise BoardError("PORT is required: the board's serial port, e.g. PORT=/dev/ttyUSB0 "
-                         "(ESP32) or PORT=/dev/ttyACM0 (Pico W)")
+        raise BoardError(
+            "PORT is required: the board's serial port, e.g. PORT=/dev/ttyUSB0 "
+            "(ESP32) or PORT=/dev/ttyACM0 (Pico W)"
+        )
     if not dry_run and port.startswith("/") and not os.path.exists(port):
-        raise BoardError("PORT %s is not present: is the board plugged in? (serial ports: "
-                         "`mpremote devs`)" % port)
+        raise BoardError(
+            "PORT %s is not present: is the board plugged in? (serial ports: "
+            "`mpremote devs`)" % port
+        )
 
 
 # -- mpy ---------------------------------------------------------------------------
 
+
 def firmware_modules(src=FIRMWARE):
     """Every firmware module (relative paths), main.py excluded."""
     src = Path(src)
-    return sorted(p.relative_to(src) for p in src.rglob("*.py")
-                  if "__pycache__" not in p.parts and p.relative_to(src) != Path("main.py"))
+    return sorted(
+        p.relative_to(src)
+        for p in src.rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(src) != Path("main.py")
+    )
 
 
 def _mpy_cross(rel, src, out, arch):
-    cmd = [tool("mpy-cross")] + (["-march=" + arch] if arch else []) + [
-        "-s", rel.as_posix(), "-o", str(out / rel.with_suffix(".mpy")), str(src / rel)]
+    cmd = (
+        [tool("mpy-cross")]
+        + (["-march=" + arch] if arch else [])
+        + ["-s", rel.as_posix(), "-o", str(out / rel.with_suffix(".mpy")), str(src / rel)]
+    )
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise ToolError("mpy-cross %s failed: %s" % (rel.as_posix(), _tail(p.stderr + p.stdout)))
@@ -354,11 +405,18 @@ def import_ram(board="unix", modules=None):
         b = build_mpy(board, out_root=tmp)
         script = Path(tmp) / "import_all.py"
         script.write_text(_IMPORT_ALL)
-        names = modules or [".".join(f.with_suffix("").parts).replace(".__init__", "")
-                            for f in b["files"]]
+        names = modules or [
+            ".".join(f.with_suffix("").parts).replace(".__init__", "") for f in b["files"]
+        ]
         env = dict(os.environ, MICROPYPATH=".frozen:" + str(b["dir"]))
-        p = subprocess.run([micropython_binary(), str(script)] + names, capture_output=True,
-                           text=True, env=env, cwd=tmp, timeout=120)
+        p = subprocess.run(
+            [micropython_binary(), str(script)] + names,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+            timeout=120,
+        )
         if p.returncode != 0:
             raise ToolError("import_ram: %s" % _tail(p.stderr + p.stdout))
         res = json.loads(p.stdout.strip().splitlines()[-1])
@@ -367,6 +425,7 @@ def import_ram(board="unix", modules=None):
 
 
 # -- flash -------------------------------------------------------------------------
+
 
 def check_firmware(board, path):
     """BoardError unless `path` is an image of the board's firmware format."""
@@ -379,8 +438,10 @@ def check_firmware(board, path):
         raise BoardError("FIRMWARE %s: no such file" % path)
     ext = fw["extension"]
     if p.suffix.lower() != ext:
-        raise BoardError("FIRMWARE %s is not a %s file: board %s takes a %s image (%s)"
-                         % (path, ext, board["name"], ext, fw["download"]))
+        raise BoardError(
+            "FIRMWARE %s is not a %s file: board %s takes a %s image (%s)"
+            % (path, ext, board["name"], ext, fw["download"])
+        )
     data = p.read_bytes()
     if fw["format"] == "esp-image":
         _check_esp_image(board, path, data)
@@ -390,21 +451,32 @@ def check_firmware(board, path):
 
 def _check_esp_image(board, path, data):
     if len(data) < 24 or data[0] != ESP_IMAGE_MAGIC:
-        raise BoardError("FIRMWARE %s is not an ESP32 firmware image (first byte must be the "
-                         "image magic 0xE9)" % path)
+        raise BoardError(
+            "FIRMWARE %s is not an ESP32 firmware image (first byte must be the "
+            "image magic 0xE9)" % path
+        )
     chip = struct.unpack_from("<H", data, 12)[0]  # extended header: chip id
     want = board["firmware"]["chip_id"]
     if chip != want:
-        raise BoardError("FIRMWARE %s is built for %s (chip id %d), not %s (chip id %d): "
-                         "download %s" % (path, ESP_CHIP_NAMES.get(chip, "another chip"), chip,
-                                          board["flash"]["chip"], want,
-                                          board["firmware"]["download"]))
+        raise BoardError(
+            "FIRMWARE %s is built for %s (chip id %d), not %s (chip id %d): "
+            "download %s"
+            % (
+                path,
+                ESP_CHIP_NAMES.get(chip, "another chip"),
+                chip,
+                board["flash"]["chip"],
+                want,
+                board["firmware"]["download"],
+            )
+        )
 
 
 def _check_uf2(board, path, data):
     if len(data) < 512 or len(data) % 512:
-        raise BoardError("FIRMWARE %s is not a UF2 file (size is not a multiple of 512 "
-                         "bytes)" % path)
+        raise BoardError(
+            "FIRMWARE %s is not a UF2 file (size is not a multiple of 512 bytes)" % path
+        )
     want = {int(f, 16) for f in board["firmware"]["uf2_families"]}
     seen = set()
     for off in range(0, len(data), 512):
@@ -412,16 +484,19 @@ def _check_uf2(board, path, data):
         family = struct.unpack_from("<I", data, off + 28)[0]
         end = struct.unpack_from("<I", data, off + 508)[0]
         if m0 != UF2_MAGIC_START0 or m1 != UF2_MAGIC_START1 or end != UF2_MAGIC_END:
-            raise BoardError("FIRMWARE %s is not a UF2 file (block %d lacks the UF2 magic "
-                             "0x0A324655)" % (path, off // 512))
+            raise BoardError(
+                "FIRMWARE %s is not a UF2 file (block %d lacks the UF2 magic "
+                "0x0A324655)" % (path, off // 512)
+            )
         if flags & UF2_FLAG_FAMILY:
             seen.add(family)
     other = seen - want - {UF2_FAMILY_ABSOLUTE}
     if other or not seen & want:
         names = ", ".join(UF2_FAMILY_NAMES.get(f, "0x%08x" % f) for f in sorted(other or seen))
-        raise BoardError("FIRMWARE %s is a UF2 for %s, not for board %s: download %s"
-                         % (path, names or "no chip family", board["name"],
-                            board["firmware"]["download"]))
+        raise BoardError(
+            "FIRMWARE %s is a UF2 for %s, not for board %s: download %s"
+            % (path, names or "no chip family", board["name"], board["firmware"]["download"])
+        )
 
 
 def find_uf2_mount(board, mount=None):
@@ -431,14 +506,22 @@ def find_uf2_mount(board, mount=None):
         if not os.path.isdir(mount):
             raise BoardError("MOUNT %s is not a mounted drive" % mount)
         if not os.path.isfile(os.path.join(mount, "INFO_UF2.TXT")):
-            raise BoardError("MOUNT %s is not a %s bootloader drive (no INFO_UF2.TXT)"
-                             % (mount, vol))
+            raise BoardError(
+                "MOUNT %s is not a %s bootloader drive (no INFO_UF2.TXT)" % (mount, vol)
+            )
         return mount
-    found = sorted({m for g in board["flash"]["mount_globs"] for m in glob.glob(g)
-                    if os.path.isfile(os.path.join(m, "INFO_UF2.TXT"))})
+    found = sorted(
+        {
+            m
+            for g in board["flash"]["mount_globs"]
+            for m in glob.glob(g)
+            if os.path.isfile(os.path.join(m, "INFO_UF2.TXT"))
+        }
+    )
     if len(found) > 1:
-        raise BoardError("several %s drives are mounted (%s): choose one with MOUNT="
-                         % (vol, ", ".join(found)))
+        raise BoardError(
+            "several %s drives are mounted (%s): choose one with MOUNT=" % (vol, ", ".join(found))
+        )
     return found[0] if found else None
 
 
@@ -446,14 +529,23 @@ def flash_commands(board, port=None, firmware=None, mount=None, baud=None, dry_r
     flash = board["flash"]
     method = flash["method"]
     if method == "none":
-        raise BoardError("board %s has no firmware to flash (it is the MicroPython unix port "
-                         "on this machine)" % board["name"])
+        raise BoardError(
+            "board %s has no firmware to flash (it is the MicroPython unix port "
+            "on this machine)" % board["name"]
+        )
     if method == "esptool":
         check_port(port, dry_run)
         check_firmware(board, firmware)
         esptool = tool("esptool", required=not dry_run) or "esptool"
-        base = [esptool, "--chip", flash["chip"], "--port", port,
-                "--baud", str(baud or flash["baud"])]
+        base = [
+            esptool,
+            "--chip",
+            flash["chip"],
+            "--port",
+            port,
+            "--baud",
+            str(baud or flash["baud"]),
+        ]
         cmds = [base + ["erase-flash"]] if flash.get("erase", True) else []
         return cmds + [base + ["write-flash", "-z", flash["offset"], firmware]]
     check_firmware(board, firmware)
@@ -464,12 +556,14 @@ def flash_commands(board, port=None, firmware=None, mount=None, baud=None, dry_r
     picotool = flash.get("picotool") and tool("picotool", required=False)
     if picotool:
         return [[picotool, "load", "-x", firmware]]
-    raise BoardError("no %s drive found (looked in %s): hold BOOTSEL while plugging the board "
-                     "in, or give MOUNT=<where the drive is mounted>"
-                     % (vol, ", ".join(flash["mount_globs"])))
+    raise BoardError(
+        "no %s drive found (looked in %s): hold BOOTSEL while plugging the board "
+        "in, or give MOUNT=<where the drive is mounted>" % (vol, ", ".join(flash["mount_globs"]))
+    )
 
 
 # -- deploy ------------------------------------------------------------------------
+
 
 def _mpremote(port, dry_run=False):
     return [tool("mpremote", required=not dry_run) or "mpremote", "connect", port, "resume"]
@@ -478,17 +572,19 @@ def _mpremote(port, dry_run=False):
 def _prepare_code(dirs):
     """Device-side: check the .mpy version, create the package folders, drop
     stale .py sources in them (a .py shadows the .mpy of the same module)."""
-    code = ("import os, sys\n"
-            "if getattr(sys.implementation, \"_mpy\", 0) & 255 != %d:\n"
-            " raise RuntimeError(\"this MicroPython cannot load .mpy version %d: flash "
-            "MicroPython 1.22 or newer\")\n"
-            "for d in %s:\n"
-            " try: os.mkdir(d)\n"
-            " except OSError as e:\n"
-            "  if e.args[0] != 17: raise\n"
-            " for n in os.listdir(d):\n"
-            "  if n.endswith(\".py\"): os.remove(d + \"/\" + n)\n"
-            % (MPY_VERSION, MPY_VERSION, json.dumps(list(dirs))))
+    code = (
+        "import os, sys\n"
+        'if getattr(sys.implementation, "_mpy", 0) & 255 != %d:\n'
+        ' raise RuntimeError("this MicroPython cannot load .mpy version %d: flash '
+        'MicroPython 1.22 or newer")\n'
+        "for d in %s:\n"
+        " try: os.mkdir(d)\n"
+        " except OSError as e:\n"
+        "  if e.args[0] != 17: raise\n"
+        " for n in os.listdir(d):\n"
+        '  if n.endswith(".py"): os.remove(d + "/" + n)\n'
+        % (MPY_VERSION, MPY_VERSION, json.dumps(list(dirs)))
+    )
     # json.dumps: a Python string literal with no single quotes (shell-quotes cleanly)
     return "exec(%s)" % json.dumps(code)
 
@@ -504,8 +600,20 @@ def deploy_commands(built, port, dry_run=False):
     for d in sorted(by_dir):
         dest = ":" if d == "." else ":%s/" % d
         cmds.append(mp + ["fs", "cp"] + by_dir[d] + [dest])
-    cmds.append(mp + ["fs", "cp", _rel(out / "main.py"), ":main.py", "+",
-                      "fs", "cp", _rel(out / "board_config.json"), ":board_config.json"])
+    cmds.append(
+        mp
+        + [
+            "fs",
+            "cp",
+            _rel(out / "main.py"),
+            ":main.py",
+            "+",
+            "fs",
+            "cp",
+            _rel(out / "board_config.json"),
+            ":board_config.json",
+        ]
+    )
     return cmds
 
 
@@ -516,11 +624,14 @@ def deploy(board_name, port, dry_run=False):
     built = build_mpy(board)
     run_all(deploy_commands(built, port, dry_run), dry_run)
     if not dry_run:
-        print("deployed %d modules (%d bytes of .mpy), main.py and board_config.json to %s"
-              % (built["modules"], built["bytes"], port))
+        print(
+            "deployed %d modules (%d bytes of .mpy), main.py and board_config.json to %s"
+            % (built["modules"], built["bytes"], port)
+        )
 
 
 # -- provision ---------------------------------------------------------------------
+
 
 def _write_private(path, data):
     """Write bytes to `path` with mode 0600 (atomically, via a temporary file)."""
@@ -544,7 +655,7 @@ def _load_registry(path):
         return {"devices": {}}
     reg = _json(path)
     if not isinstance(reg, dict) or not isinstance(reg.get("devices", {}), dict):
-        raise BoardError("registry %s must be a JSON object with a \"devices\" object" % path)
+        raise BoardError('registry %s must be a JSON object with a "devices" object' % path)
     reg.setdefault("devices", {})
     return reg
 
@@ -556,8 +667,7 @@ def _parse_service(service):
     except ValueError:
         port = 0
     if not host or not 0 < port < 65536:
-        raise BoardError("SERVICE must be host:port (the service's UDP address), got %r"
-                         % service)
+        raise BoardError("SERVICE must be host:port (the service's UDP address), got %r" % service)
     return host.strip("[]"), port
 
 
@@ -565,20 +675,26 @@ def _load_service_ca(path):
     from cryptography import x509
 
     if not path:
-        raise BoardError("SERVICE_CA is required in cert mode: the PEM certificate of the CA "
-                         "that signed the service's certificate")
+        raise BoardError(
+            "SERVICE_CA is required in cert mode: the PEM certificate of the CA "
+            "that signed the service's certificate"
+        )
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise BoardError("SERVICE_CA %s: %s" % (path, e.strerror or e))
     try:
-        certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                 else [x509.load_der_x509_certificate(data)])
+        certs = (
+            x509.load_pem_x509_certificates(data)
+            if b"-----BEGIN" in data
+            else [x509.load_der_x509_certificate(data)]
+        )
     except ValueError as e:
         raise BoardError("SERVICE_CA %s is not a certificate: %s" % (path, e))
     if len(certs) != 1:
-        raise BoardError("SERVICE_CA %s holds %d certificates: give the one CA certificate"
-                         % (path, len(certs)))
+        raise BoardError(
+            "SERVICE_CA %s holds %d certificates: give the one CA certificate" % (path, len(certs))
+        )
     return certs[0]
 
 
@@ -602,8 +718,7 @@ def device_ca(pki_dir, create=True):
             raise BoardError("device CA in %s is unreadable: %s" % (d, e))
         return pki.Credential(key, cert)
     if cert_p.exists() or key_p.exists():
-        raise BoardError("device CA in %s is incomplete (need device-ca.pem and device-ca.key)"
-                         % d)
+        raise BoardError("device CA in %s is incomplete (need device-ca.pem and device-ca.key)" % d)
     if not create:
         return None
     d.mkdir(parents=True, exist_ok=True)
@@ -615,9 +730,21 @@ def device_ca(pki_dir, create=True):
     return ca
 
 
-def provision(board_name, port, device, mode="psk", service=None, service_ca=None,
-              server_name=None, service_name=None, app=None, registry=DEFAULT_REGISTRY,
-              pki_dir=DEFAULT_PKI, force=False, dry_run=False):
+def provision(
+    board_name,
+    port,
+    device,
+    mode="psk",
+    service=None,
+    service_ca=None,
+    server_name=None,
+    service_name=None,
+    app=None,
+    registry=DEFAULT_REGISTRY,
+    pki_dir=DEFAULT_PKI,
+    force=False,
+    dry_run=False,
+):
     board = load_board(board_name)
     check_port(port, dry_run)
     if not device:
@@ -629,12 +756,16 @@ def provision(board_name, port, device, mode="psk", service=None, service_ca=Non
     link = {}
     if board["config"]["link"]["type"] == "udp":
         if not service:
-            raise BoardError("SERVICE=host:port is required: board %s reaches the service "
-                             "over UDP" % board["name"])
+            raise BoardError(
+                "SERVICE=host:port is required: board %s reaches the service "
+                "over UDP" % board["name"]
+            )
         link["host"], link["port"] = _parse_service(service)
     elif service:
-        raise BoardError("SERVICE is not used by board %s: its %s link reaches the service "
-                         "through the gateway" % (board["name"], board["config"]["link"]["type"]))
+        raise BoardError(
+            "SERVICE is not used by board %s: its %s link reaches the service "
+            "through the gateway" % (board["name"], board["config"]["link"]["type"])
+        )
     try:
         app_cfg = json.loads(app) if app else None
     except ValueError as e:
@@ -645,26 +776,38 @@ def provision(board_name, port, device, mode="psk", service=None, service_ca=Non
     reg_path = Path(registry)
     reg = _load_registry(reg_path)
     if device in reg["devices"] and not force:
-        raise BoardError("device %s is already registered in %s: FORCE=1 replaces its "
-                         "credential" % (device, reg_path))
+        raise BoardError(
+            "device %s is already registered in %s: FORCE=1 replaces its "
+            "credential" % (device, reg_path)
+        )
     pki_d = Path(pki_dir)
-    ca_rel = os.path.relpath(os.path.abspath(pki_d / "device-ca.pem"),
-                             os.path.abspath(reg_path.parent))
+    ca_rel = os.path.relpath(
+        os.path.abspath(pki_d / "device-ca.pem"), os.path.abspath(reg_path.parent)
+    )
     if mode == "cert" and reg.get("device_ca"):
         have = os.path.abspath(reg_path.parent / reg["device_ca"])
         if have != os.path.abspath(pki_d / "device-ca.pem") and not force:
-            raise BoardError("registry %s already trusts another device CA (%s): give "
-                             "PKI=<its folder>, or FORCE=1 to replace it"
-                             % (reg_path, reg["device_ca"]))
+            raise BoardError(
+                "registry %s already trusts another device CA (%s): give "
+                "PKI=<its folder>, or FORCE=1 to replace it" % (reg_path, reg["device_ca"])
+            )
     staged = Path(BUILD) / board["name"] / "device.json"
     copy = _mpremote(port, dry_run) + ["fs", "cp", _rel(staged), ":device.json"]
     if dry_run:
-        print("# provision %s (%s) for board %s; device.json is staged in %s (mode 0600)"
-              % (device, mode, board["name"], _rel(staged)))
+        print(
+            "# provision %s (%s) for board %s; device.json is staged in %s (mode 0600)"
+            % (device, mode, board["name"], _rel(staged))
+        )
         print(shlex.join(copy))
-        print("# then register %s (%s) in %s%s" % (
-            device, mode, reg_path, "" if mode == "psk" else
-            " with device_ca %s (created on first use)" % ca_rel))
+        print(
+            "# then register %s (%s) in %s%s"
+            % (
+                device,
+                mode,
+                reg_path,
+                "" if mode == "psk" else " with device_ca %s (created on first use)" % ca_rel,
+            )
+        )
         return
 
     from cryptography.hazmat.primitives import hashes
@@ -681,8 +824,7 @@ def provision(board_name, port, device, mode="psk", service=None, service_ca=Non
         entry["psk"] = psk.hex()
     else:
         ca = device_ca(pki_d)
-        cred = pki.make_cert(device, issuer=ca, key_type="p256", client=True, san=[],
-                             days=3650)
+        cred = pki.make_cert(device, issuer=ca, key_type="p256", client=True, san=[], days=3650)
         scalar = cred.key.private_numbers().private_value.to_bytes(32, "big")
         tls.update(ca=pki.der(ca_cert).hex(), cert=pki.der(cred.cert).hex(), key=scalar.hex())
         entry["cert_sha256"] = cred.cert.fingerprint(hashes.SHA256()).hex()
@@ -703,28 +845,45 @@ def provision(board_name, port, device, mode="psk", service=None, service_ca=Non
         (pki_d / "devices").mkdir(parents=True, exist_ok=True)
         (pki_d / "devices" / (device + ".pem")).write_bytes(pki.pem(cred.cert))
     _write_private(reg_path, (json.dumps(reg, indent=1, sort_keys=True) + "\n").encode())
-    print("provisioned %s (%s) on %s and registered it in %s%s" % (
-        device, mode, port, reg_path, "" if mode == "psk" else
-        "; certificate sha256 %s" % entry["cert_sha256"]))
+    print(
+        "provisioned %s (%s) on %s and registered it in %s%s"
+        % (
+            device,
+            mode,
+            port,
+            reg_path,
+            "" if mode == "psk" else "; certificate sha256 %s" % entry["cert_sha256"],
+        )
+    )
 
 
 # -- command line -------------------------------------------------------------------
+
 
 def cmd_mpy(a):
     names = [a.board] if a.board else known_boards()
     for name in names:
         b = build_mpy(name)
-        print("%-8s %s: %d modules, %d bytes of .mpy (arch %s)"
-              % (name, _rel(b["dir"]), b["modules"], b["bytes"],
-                 load_board(name).get("mpy_arch") or "any"))
+        print(
+            "%-8s %s: %d modules, %d bytes of .mpy (arch %s)"
+            % (
+                name,
+                _rel(b["dir"]),
+                b["modules"],
+                b["bytes"],
+                load_board(name).get("mpy_arch") or "any",
+            )
+        )
 
 
 def cmd_flash(a):
     board = load_board(a.board)
     run_all(flash_commands(board, a.port, a.firmware, a.mount, a.baud, a.dry_run), a.dry_run)
     if not a.dry_run:
-        print("flashed %s: the board restarts into MicroPython (next: make deploy BOARD=%s "
-              "PORT=...)" % (a.firmware, a.board))
+        print(
+            "flashed %s: the board restarts into MicroPython (next: make deploy BOARD=%s "
+            "PORT=...)" % (a.firmware, a.board)
+        )
 
 
 def cmd_deploy(a):
@@ -732,20 +891,32 @@ def cmd_deploy(a):
 
 
 def cmd_provision(a):
-    provision(a.board, a.port, a.device, a.mode or "psk", a.service, a.service_ca,
-              a.server_name, a.service_name, a.app, a.registry or DEFAULT_REGISTRY,
-              a.pki or DEFAULT_PKI, a.force, a.dry_run)
+    provision(
+        a.board,
+        a.port,
+        a.device,
+        a.mode or "psk",
+        a.service,
+        a.service_ca,
+        a.server_name,
+        a.service_name,
+        a.app,
+        a.registry or DEFAULT_REGISTRY,
+        a.pki or DEFAULT_PKI,
+        a.force,
+        a.dry_run,
+    )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m host_tools.boards",
-                                 description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m host_tools.boards", description=__doc__.splitlines()[0]
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("mpy", help="compile the firmware for a board (all boards by default)")
     p.add_argument("--board")
     p.set_defaults(fn=cmd_mpy)
-    for name, fn in (("flash", cmd_flash), ("deploy", cmd_deploy),
-                     ("provision", cmd_provision)):
+    for name, fn in (("flash", cmd_flash), ("deploy", cmd_deploy), ("provision", cmd_provision)):
         p = sub.add_parser(name)
         p.add_argument("--board")
         p.add_argument("--port")

@@ -1,4 +1,5 @@
 """Small helpers shared by the service and the gateway."""
+
 import json
 import sys
 import time
@@ -8,8 +9,9 @@ def log(event, **fields):
     """One JSON line on stderr; bytes fields are written as hex.  Callers never
     pass keys or PSKs (the services hold no secret worth logging)."""
     fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
-    sys.stderr.write(json.dumps(dict({"ts": round(time.time(), 3), "event": event}, **fields))
-                     + "\n")
+    sys.stderr.write(
+        json.dumps(dict({"ts": round(time.time(), 3), "event": event}, **fields)) + "\n"
+    )
 
 
 def parse_hostport(s, default_host):

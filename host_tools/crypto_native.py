@@ -13,6 +13,7 @@ pure code has already validated:
   Ed25519               verify (ed25519.native);
   AESCCM, AESGCM        the AEAD facade's classes when FAST (atls.crypto.aead).
 """
+
 import os
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -86,8 +87,9 @@ class P256:
     def verify_digest(pub, digest, r, s):
         pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(pub))
         try:
-            pk.verify(encode_dss_signature(r, s), bytes(digest),
-                      ec.ECDSA(Prehashed(hashes.SHA256())))
+            pk.verify(
+                encode_dss_signature(r, s), bytes(digest), ec.ECDSA(Prehashed(hashes.SHA256()))
+            )
         except InvalidSignature:
             return False
         return True

@@ -24,6 +24,7 @@ Config (JSON; paths relative to the file):
      "limits": {"rate_per_s": 50, "rate_burst": 100, "max_devices": 1000, "max_payload": 84},
      "join_window_s": 60}
 """
+
 import argparse
 import asyncio
 import json
@@ -38,12 +39,17 @@ if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
 from atls import pairing, xbee  # noqa: E402
-from host_tools.common import log, parse_hostport  # noqa: E402
 from atls.errors import DecodeError  # noqa: E402
 from host_tools import gateway_relay as relay  # noqa: E402
+from host_tools.common import log, parse_hostport  # noqa: E402
 
-DEFAULT_LIMITS = {"rate_per_s": 50, "rate_burst": 100, "max_devices": 1000, "max_payload": 84,
-                  "max_pending_pairings": 32}
+DEFAULT_LIMITS = {
+    "rate_per_s": 50,
+    "rate_burst": 100,
+    "max_devices": 1000,
+    "max_payload": 84,
+    "max_pending_pairings": 32,
+}
 
 
 class GatewayError(Exception):
@@ -71,8 +77,9 @@ class Config:
         try:
             self.relay = dict(relay.DEFAULT_RELAY, **(raw.get("relay") or {}))
             relay.check_relay_options(self.relay)
-            self.services = {k: _service(k, v, base, self.relay)
-                             for k, v in (raw.get("services") or {}).items()}
+            self.services = {
+                k: _service(k, v, base, self.relay) for k, v in (raw.get("services") or {}).items()
+            }
         except (ValueError, TypeError) as e:
             raise GatewayError("config: %s" % e)
         if not self.services:
@@ -134,13 +141,17 @@ class PairingTable:
     def save(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "devices": self.devices}, indent=1,
-                                  sort_keys=True))
+        tmp.write_text(
+            json.dumps({"version": 1, "devices": self.devices}, indent=1, sort_keys=True)
+        )
         os.replace(tmp, self.path)  # atomic: a crash never leaves half a table
 
     def add(self, addr64, device_id, service):
-        self.devices[addr64.hex()] = {"device": device_id, "service": service,
-                                      "paired_at": int(time.time())}
+        self.devices[addr64.hex()] = {
+            "device": device_id,
+            "service": service,
+            "paired_at": int(time.time()),
+        }
         self.save()
 
     def remove(self, key):
@@ -191,10 +202,20 @@ class Gateway:
         self.coordinator64 = None
         self.capture = open(config.capture, "ab") if config.capture else None
         self.relay_clients = None  # shared HTTP session / CoAP context, made on first use
-        self.counters = {"frames_in": 0, "frames_out": 0, "up_packets": 0, "up_bytes": 0,
-                         "down_packets": 0, "down_bytes": 0, "tx_failures": 0,
-                         "tx_too_large": 0, "paired": 0, "unpaired": 0, "drops": {},
-                         "relay": {}}
+        self.counters = {
+            "frames_in": 0,
+            "frames_out": 0,
+            "up_packets": 0,
+            "up_bytes": 0,
+            "down_packets": 0,
+            "down_bytes": 0,
+            "tx_failures": 0,
+            "tx_too_large": 0,
+            "paired": 0,
+            "unpaired": 0,
+            "drops": {},
+            "relay": {},
+        }
 
     def _capture(self, kind, data):
         if self.capture is not None:
@@ -210,8 +231,9 @@ class Gateway:
         import serial  # pyserial
 
         try:
-            self.serial = serial.serial_for_url(self.config.serial, baudrate=self.config.baudrate,
-                                                timeout=0)
+            self.serial = serial.serial_for_url(
+                self.config.serial, baudrate=self.config.baudrate, timeout=0
+            )
         except (serial.SerialException, ValueError) as e:
             raise GatewayError("cannot open %s: %s" % (self.config.serial, e))
         asyncio.get_running_loop().add_reader(self.serial.fileno(), self._serial_readable)
@@ -306,8 +328,11 @@ class Gateway:
             entry = self.table.get(key[1])
             if entry is None:
                 return self.drop("unpaired")
-            service = self.config.routes.get(key[1].hex()) or \
-                self.config.routes.get(str(entry["device"]).lower()) or entry["service"]
+            service = (
+                self.config.routes.get(key[1].hex())
+                or self.config.routes.get(str(entry["device"]).lower())
+                or entry["service"]
+            )
         if not self._rate_ok(key):
             return self.drop("rate")
         flow = self.flows.get(key)
@@ -330,8 +355,7 @@ class Gateway:
                 self.relay_clients = relay.Clients(2 * self.limits["max_devices"] + 16)
             counters = self.counters["relay"].setdefault(target.kind, relay.new_counters())
             mtu = self.limits["max_payload"] if key[0] == "zb" else 1200
-            flow = relay.RelayFlow(key, target, self.downstream, self.relay_clients, counters,
-                                   mtu)
+            flow = relay.RelayFlow(key, target, self.downstream, self.relay_clients, counters, mtu)
             self.flows[key] = flow
             return flow
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -400,8 +424,7 @@ class Gateway:
         if msg[0] != "request":
             return self.drop("bad_pairing")
         _, nonce, device_id, service = msg
-        if self.table.get(addr64) is not None and \
-                self.table.get(addr64)["device"] == device_id:
+        if self.table.get(addr64) is not None and self.table.get(addr64)["device"] == device_id:
             return self._pair_reply(addr64, pairing.ACCEPT, nonce)
         if time.monotonic() > self.join_until:
             self.drop("join_closed")
@@ -416,11 +439,16 @@ class Gateway:
                 self.drop("pairing_busy")
                 return self._pair_reply(addr64, pairing.PENDING, nonce)
             code = pairing.confirmation_code(addr64, nonce, device_id, service)
-            p = self.pending[addr64] = {"device": device_id, "service": service,
-                                        "nonce": nonce, "code": code,
-                                        "confirmed": self.config.auto_confirm}
-            log("pairing_request", addr64=addr64.hex(), device=device_id, service=service,
-                code=code)
+            p = self.pending[addr64] = {
+                "device": device_id,
+                "service": service,
+                "nonce": nonce,
+                "code": code,
+                "confirmed": self.config.auto_confirm,
+            }
+            log(
+                "pairing_request", addr64=addr64.hex(), device=device_id, service=service, code=code
+            )
         if p["confirmed"]:
             self.table.add(addr64, device_id, service)
             self.counters["paired"] += 1
@@ -430,8 +458,11 @@ class Gateway:
         return self._pair_reply(addr64, pairing.PENDING, nonce)
 
     def _pair_reply(self, addr64, kind, nonce, reason=0):
-        self._write_frame(xbee.tx_request(self._next_frame_id(), addr64,
-                                          pairing.encode_reply(kind, nonce, reason)))
+        self._write_frame(
+            xbee.tx_request(
+                self._next_frame_id(), addr64, pairing.encode_reply(kind, nonce, reason)
+            )
+        )
 
     def confirm(self, addr64_hex, code=None, accept=True):
         addr64 = bytes.fromhex(addr64_hex)
@@ -475,9 +506,19 @@ class Gateway:
             self.join_until = 0
             return {"ok": True}
         if cmd == "pending":
-            return {"ok": True, "pending": [
-                {"addr64": a.hex(), "device": p["device"], "service": p["service"],
-                 "code": p["code"], "confirmed": p["confirmed"]} for a, p in self.pending.items()]}
+            return {
+                "ok": True,
+                "pending": [
+                    {
+                        "addr64": a.hex(),
+                        "device": p["device"],
+                        "service": p["service"],
+                        "code": p["code"],
+                        "confirmed": p["confirmed"],
+                    }
+                    for a, p in self.pending.items()
+                ],
+            }
         if cmd == "confirm":
             self.confirm(req["addr64"], req.get("code"), req.get("accept", True))
             return {"ok": True}
@@ -532,8 +573,12 @@ async def run(config, ready=None, gateway_class=None):
             status, value = await gw.at(b"NJ", b"\x00")  # join window closed at start
         except GatewayError as e:
             log("coordinator_warning", error=str(e))
-    log("gateway_running", serial=config.serial, paired=len(gw.table.devices),
-        services={k: describe_service(v) for k, v in config.services.items()})
+    log(
+        "gateway_running",
+        serial=config.serial,
+        paired=len(gw.table.devices),
+        services={k: describe_service(v) for k, v in config.services.items()},
+    )
     if ready:
         Path(ready).write_text("ok\n")
     stop = asyncio.Event()
@@ -567,8 +612,7 @@ def control(config, req, timeout=5.0):
     try:
         s.connect(str(config.socket_path))
     except OSError:
-        raise GatewayError("gateway is not running (no control socket at %s)"
-                           % config.socket_path)
+        raise GatewayError("gateway is not running (no control socket at %s)" % config.socket_path)
     with s:
         s.sendall((json.dumps(req) + "\n").encode())
         buf = b""
@@ -595,8 +639,11 @@ def cmd_pair(config, a):
             if p["addr64"] in seen or p["confirmed"]:
                 continue
             seen.add(p["addr64"])
-            print("device %s (%s) asks to join service %r — code %s" % (
-                p["device"], p["addr64"], p["service"], p["code"]), flush=True)
+            print(
+                "device %s (%s) asks to join service %r — code %s"
+                % (p["device"], p["addr64"], p["service"], p["code"]),
+                flush=True,
+            )
             if a.code is not None:
                 ok = a.code == p["code"]
                 if not ok:
@@ -608,8 +655,7 @@ def cmd_pair(config, a):
             control(config, {"cmd": "confirm", "addr64": p["addr64"], "accept": ok})
             if ok:
                 paired += 1
-                print("  confirmed: the device completes pairing on its next request",
-                      flush=True)
+                print("  confirmed: the device completes pairing on its next request", flush=True)
         time.sleep(0.3)
     control(config, {"cmd": "close_join"})
     print("join window closed; %d device(s) confirmed" % paired)

@@ -47,6 +47,7 @@ time, one HttpTransport / CoapTransport per session):
   ("http", "coap") in the gateway's stats under "relay"; nothing is logged
   per packet and nothing secret exists here to log.
 """
+
 import asyncio
 import ssl as _ssl
 import time
@@ -60,9 +61,17 @@ from host_tools.atls_http_client import CoapTransport, HttpTransport, TransportE
 
 __all__ = ["DEFAULT_RELAY", "Target", "Clients", "RelayFlow", "new_counters", "is_relay"]
 
-DEFAULT_RELAY = {"poll_ms": 15000, "timeout_s": 30, "rto_ms": 1000, "rto_max_ms": 8000,
-                 "handshake_timeout_ms": 60000, "idle_timeout_s": 600, "queue": 64,
-                 "max_batch": 32, "max_flight": 4096}
+DEFAULT_RELAY = {
+    "poll_ms": 15000,
+    "timeout_s": 30,
+    "rto_ms": 1000,
+    "rto_max_ms": 8000,
+    "handshake_timeout_ms": 60000,
+    "idle_timeout_s": 600,
+    "queue": 64,
+    "max_batch": 32,
+    "max_flight": 4096,
+}
 _TARGET_KEYS = {"url", "ca", "cert", "key", "insecure"}
 _ERR_UNKNOWN = 1  # ERROR reasons, docs/PROTOCOL.md §5
 _ERR_HANDSHAKE = 2
@@ -79,9 +88,22 @@ def _now_ms():
 
 
 def new_counters():
-    return {"sessions": 0, "active": 0, "handshakes": 0, "flights_up": 0, "flights_down": 0,
-            "hs_packets_down": 0, "batches": 0, "packets_up": 0, "packets_down": 0,
-            "polls": 0, "queue_dropped": 0, "error_packets": 0, "errors": {}, "drops": {}}
+    return {
+        "sessions": 0,
+        "active": 0,
+        "handshakes": 0,
+        "flights_up": 0,
+        "flights_down": 0,
+        "hs_packets_down": 0,
+        "batches": 0,
+        "packets_up": 0,
+        "packets_down": 0,
+        "polls": 0,
+        "queue_dropped": 0,
+        "error_packets": 0,
+        "errors": {},
+        "drops": {},
+    }
 
 
 def _bump(d, key, n=1):
@@ -98,7 +120,7 @@ class Target:
 
     def __init__(self, name, spec, base=Path("."), defaults=None):
         if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
-            raise ValueError("service %r: expected {\"url\": ...}" % name)
+            raise ValueError('service %r: expected {"url": ...}' % name)
         unknown = set(spec) - _TARGET_KEYS - set(DEFAULT_RELAY)
         if unknown:
             raise ValueError("service %r: unknown keys %s" % (name, sorted(unknown)))
@@ -120,11 +142,13 @@ class Target:
         elif spec.get("ca") or spec.get("cert"):
             try:
                 ctx = _ssl.create_default_context(
-                    cafile=str(Path(base) / spec["ca"]) if spec.get("ca") else None)
+                    cafile=str(Path(base) / spec["ca"]) if spec.get("ca") else None
+                )
                 if spec.get("cert"):
-                    ctx.load_cert_chain(str(Path(base) / spec["cert"]),
-                                        str(Path(base) / spec["key"]) if spec.get("key")
-                                        else None)
+                    ctx.load_cert_chain(
+                        str(Path(base) / spec["cert"]),
+                        str(Path(base) / spec["key"]) if spec.get("key") else None,
+                    )
             except (OSError, _ssl.SSLError) as e:
                 raise ValueError("service %r: %s" % (name, e))
             self.ssl = ctx
@@ -172,7 +196,8 @@ class Clients:
 
             self._http = aiohttp.ClientSession(
                 cookie_jar=aiohttp.DummyCookieJar(),  # HttpTransport handles the cookie
-                connector=aiohttp.TCPConnector(limit=self.max_conns))
+                connector=aiohttp.TCPConnector(limit=self.max_conns),
+            )
         return self._http
 
     async def coap(self):
@@ -183,8 +208,7 @@ class Clients:
                 if self._coap is None:
                     import aiocoap
 
-                    self._coap = await aiocoap.Context.create_client_context(
-                        transports=["udp6"])
+                    self._coap = await aiocoap.Context.create_client_context(transports=["udp6"])
         return self._coap
 
     async def close(self):
@@ -263,10 +287,14 @@ class _Session:
         self.c = flow.c
         o = self.opts = flow.target.opts
         mtu = flow.mtu
-        cfg = LinkConfig(mtu=mtu, rto_ms=o["rto_ms"], rto_max_ms=o["rto_max_ms"],
-                         handshake_timeout_ms=o["handshake_timeout_ms"],
-                         max_flight=min(o["max_flight"], (mtu - 5) * 255),
-                         rx_mtu=max(1280, mtu))
+        cfg = LinkConfig(
+            mtu=mtu,
+            rto_ms=o["rto_ms"],
+            rto_max_ms=o["rto_max_ms"],
+            handshake_timeout_ms=o["handshake_timeout_ms"],
+            max_flight=min(o["max_flight"], (mtu - 5) * 255),
+            rx_mtu=max(1280, mtu),
+        )
         self.link = Link("server", cfg, _PLACEHOLDER_SID)
         self.sid = None
         self.state = _HS
@@ -334,17 +362,25 @@ class _Session:
         t = self.link.next_timer_ms()
         if t is not None and self.state != _DEAD:
             self.timer = asyncio.get_running_loop().call_later(
-                max(0, t - now) / 1000 + 0.001, self._flush)
+                max(0, t - now) / 1000 + 0.001, self._flush
+            )
 
     async def _transport(self):
         if self.tr is None:
             tgt = self.flow.target
             if tgt.kind == "http":
-                self.tr = HttpTransport(tgt.url, ssl=tgt.ssl, session=self.flow.clients.http(),
-                                        timeout_s=self.opts["timeout_s"])
+                self.tr = HttpTransport(
+                    tgt.url,
+                    ssl=tgt.ssl,
+                    session=self.flow.clients.http(),
+                    timeout_s=self.opts["timeout_s"],
+                )
             else:
-                self.tr = CoapTransport(tgt.url, context=await self.flow.clients.coap(),
-                                        timeout_s=self.opts["timeout_s"])
+                self.tr = CoapTransport(
+                    tgt.url,
+                    context=await self.flow.clients.coap(),
+                    timeout_s=self.opts["timeout_s"],
+                )
         return self.tr
 
     async def _post_flight(self, flight):
@@ -359,8 +395,13 @@ class _Session:
                 await asyncio.sleep(0.05)  # (the service answers a repeated flight again)
                 answer = await tr.post_flight(flight)
         except TransportError as e:
-            code = _ERR_HANDSHAKE if e.reason == "handshake_failed" else \
-                _ERR_BUSY if e.reason in _TRANSIENT else _ERR_UNKNOWN
+            code = (
+                _ERR_HANDSHAKE
+                if e.reason == "handshake_failed"
+                else _ERR_BUSY
+                if e.reason in _TRANSIENT
+                else _ERR_UNKNOWN
+            )
             return self.fail(code, "flight_" + str(e.reason))
         except Exception as e:
             return self.fail(_ERR_BUSY, "flight_" + _net_reason(e))

@@ -34,6 +34,7 @@ to tolerate clock skew.
 Credential (its certificate) or a private key (PKCS#8, unencrypted: these
 helpers are for tests and provisioning images, never for secrets at rest).
 """
+
 import datetime
 import ipaddress
 import os
@@ -45,8 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KEY_TYPES = ("p256", "rsa2048", "ed25519")
 
-__all__ = ["Credential", "KEY_TYPES", "make_ca", "make_cert", "make_key", "make_psk",
-           "pem", "der"]
+__all__ = ["Credential", "KEY_TYPES", "make_ca", "make_cert", "make_key", "make_psk", "pem", "der"]
 
 
 class Credential:
@@ -55,7 +55,7 @@ class Credential:
     def __init__(self, key, cert, issuer=None, chain=None):
         self.key = key
         self.cert = cert
-        self.issuer = issuer            # None for a self-signed root
+        self.issuer = issuer  # None for a self-signed root
         self.chain = chain if chain is not None else [cert]
 
     @property
@@ -81,7 +81,7 @@ def _sign_hash(key):
     """The digest for signing certificates with `key` (None for Ed25519)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
-    return hashes.SHA256()          # ECDSA: ecdsa-with-SHA256; RSA: PKCS#1 v1.5 + SHA-256
+    return hashes.SHA256()  # ECDSA: ecdsa-with-SHA256; RSA: PKCS#1 v1.5 + SHA-256
 
 
 def _name(common_name):
@@ -107,40 +107,50 @@ def _build(subject_cn, key, issuer, is_ca, path_len, san, days, client):
     issuer_name = issuer.cert.subject if issuer is not None else subject
     signer = issuer.key if issuer is not None else key
     pub = key.public_key()
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject)
-               .issuer_name(issuer_name)
-               .public_key(pub)
-               .serial_number(int.from_bytes(os.urandom(20), "big") >> 1 or 1)
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_len),
-                              critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(pub)
+        .serial_number(int.from_bytes(os.urandom(20), "big") >> 1 or 1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_len), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+    )
     if is_ca:
         usage = dict(digital_signature=True, key_cert_sign=True, crl_sign=True)
     else:
         usage = dict(digital_signature=True, key_cert_sign=False, crl_sign=False)
     builder = builder.add_extension(
-        x509.KeyUsage(content_commitment=False, key_encipherment=False,
-                      data_encipherment=False, key_agreement=False,
-                      encipher_only=False, decipher_only=False, **usage),
-        critical=True)
+        x509.KeyUsage(
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            encipher_only=False,
+            decipher_only=False,
+            **usage,
+        ),
+        critical=True,
+    )
     if issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False)
+            critical=False,
+        )
     if not is_ca:
         eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
         names = [subject_cn] if san is None else list(san)
         if names:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([_general_name(n) for n in names]),
-                critical=False)
+                x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
+            )
     elif san:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([_general_name(n) for n in san]), critical=False)
+            x509.SubjectAlternativeName([_general_name(n) for n in san]), critical=False
+        )
     return builder.sign(signer, _sign_hash(signer))
 
 
@@ -151,8 +161,9 @@ def make_ca(name, key_type="p256", path_len=None, days=3650):
     return Credential(key, cert)
 
 
-def make_cert(name, issuer, key_type="p256", is_ca=False, san=None, days=365, client=False,
-              path_len=None):
+def make_cert(
+    name, issuer, key_type="p256", is_ca=False, san=None, days=365, client=False, path_len=None
+):
     """A certificate for a fresh key, signed by `issuer` (a Credential).
 
     is_ca=True makes an intermediate CA (optionally with path_len).  For a
@@ -196,12 +207,11 @@ def _items(obj):
 def _encode(obj, encoding):
     if isinstance(obj, x509.Certificate):
         return obj.public_bytes(encoding)
-    if isinstance(obj, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
-                        ed25519.Ed25519PrivateKey)):
-        return obj.private_bytes(encoding, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-    if isinstance(obj, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey,
-                        ed25519.Ed25519PublicKey)):
+    if isinstance(obj, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        return obj.private_bytes(
+            encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    if isinstance(obj, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
         return obj.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
     raise TypeError("cannot serialise %r" % type(obj).__name__)
 

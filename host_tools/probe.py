@@ -8,6 +8,7 @@ The last line of output is a JSON object for the last handshake: version,
 suite, group, mode (psk_dhe, cert or resumed) and exporter (56 bytes of
 TLS-Exporter("application-layer-tls", "", 56) in hex).
 """
+
 import argparse
 import json
 import os
@@ -21,8 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
-          "TLS_AES_128_CCM_8_SHA256": 0x1305}
+SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_128_CCM_SHA256": 0x1304,
+    "TLS_AES_128_CCM_8_SHA256": 0x1305,
+}
 GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017, "P-256": 0x0017, "prime256v1": 0x0017}
 
 
@@ -51,10 +55,17 @@ def _pem_certs(path):
 
 
 def build_config(a):
-    c = {"host": a.host, "port": a.port, "suites": _names(a.suites, SUITES, "suite"),
-         "groups": _names(a.groups, GROUPS, "group"), "resume": a.resume,
-         "want_ticket": a.resume, "server_name": a.server_name or a.host,
-         "check_hostname": bool(a.check_hostname), "timeout": a.timeout}
+    c = {
+        "host": a.host,
+        "port": a.port,
+        "suites": _names(a.suites, SUITES, "suite"),
+        "groups": _names(a.groups, GROUPS, "group"),
+        "resume": a.resume,
+        "want_ticket": a.resume,
+        "server_name": a.server_name or a.host,
+        "check_hostname": bool(a.check_hostname),
+        "timeout": a.timeout,
+    }
     if a.psk or a.psk_id:
         if not (a.psk and a.psk_id):
             raise ProbeError("PSK and PSK_ID go together")
@@ -86,7 +97,9 @@ def micropython():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="ATLS interop probe (firmware TLS client under MicroPython)")
+    ap = argparse.ArgumentParser(
+        description="ATLS interop probe (firmware TLS client under MicroPython)"
+    )
     ap.add_argument("--host", required=True)
     ap.add_argument("--port", type=int, default=443)
     ap.add_argument("--psk-id", dest="psk_id")
@@ -94,7 +107,9 @@ def main(argv=None):
     ap.add_argument("--ca")
     ap.add_argument("--cert")
     ap.add_argument("--key")
-    ap.add_argument("--suites", default="TLS_AES_128_GCM_SHA256,TLS_AES_128_CCM_SHA256,TLS_AES_128_CCM_8_SHA256")
+    ap.add_argument(
+        "--suites", default="TLS_AES_128_GCM_SHA256,TLS_AES_128_CCM_SHA256,TLS_AES_128_CCM_8_SHA256"
+    )
     ap.add_argument("--groups", default="x25519,secp256r1")
     ap.add_argument("--server-name")
     ap.add_argument("--check-hostname", action="store_true")

@@ -24,6 +24,7 @@ payload) and on_close(session, reason); `session.send(payload)` queues a
 message to the device.  Logs are JSON lines on stderr and never contain keys
 or PSKs; counters (`Service.counters`) are written to --stats every second.
 """
+
 import argparse
 import asyncio
 import importlib
@@ -39,18 +40,24 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
-from atls import wire  # noqa: E402
-from atls.link import Link, LinkConfig, QueueFull  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
+from atls import wire  # noqa: E402
+from atls.link import Link, LinkConfig, QueueFull  # noqa: E402
 from host_tools.common import log, parse_hostport  # noqa: E402
 from host_tools.tls_server import SUITES, ServerConfig, ServerConnection, TLSError  # noqa: E402
 
 LABEL = b"application-layer-tls"
 KEY_BLOCK_LEN = 56
-DEFAULT_LIMITS = {"max_half_open": 64, "idle_timeout_s": 300, "rate_per_s": 200,
-                  "rate_burst": 400, "max_sessions": 10000, "app_queue": 256}
+DEFAULT_LIMITS = {
+    "max_half_open": 64,
+    "idle_timeout_s": 300,
+    "rate_per_s": 200,
+    "rate_burst": 400,
+    "max_sessions": 10000,
+    "app_queue": 256,
+}
 
 
 class ConfigError(Exception):
@@ -163,9 +170,17 @@ class Service(asyncio.DatagramProtocol):
         self.buckets = {}  # addr -> [tokens, last_ms]
         self.transport = None
         self._t0 = time.monotonic()
-        self.counters = {"datagrams_in": 0, "datagrams_out": 0, "sessions_active": 0,
-                         "sessions_total": 0, "handshakes_ok": 0, "handshakes_failed": 0,
-                         "messages_in": 0, "messages_out": 0, "drops": {}}
+        self.counters = {
+            "datagrams_in": 0,
+            "datagrams_out": 0,
+            "sessions_active": 0,
+            "sessions_total": 0,
+            "handshakes_ok": 0,
+            "handshakes_failed": 0,
+            "messages_in": 0,
+            "messages_out": 0,
+            "drops": {},
+        }
 
     def now_ms(self):
         return int((time.monotonic() - self._t0) * 1000)
@@ -262,8 +277,10 @@ class Service(asyncio.DatagramProtocol):
     def at_capacity(self):
         """True when no new session may start (max_half_open, max_sessions)."""
         half_open = sum(1 for s in self.sessions.values() if not s.up)
-        return half_open >= self.limits["max_half_open"] or \
-            len(self.sessions) >= self.limits["max_sessions"]
+        return (
+            half_open >= self.limits["max_half_open"]
+            or len(self.sessions) >= self.limits["max_sessions"]
+        )
 
     def new_session(self, addr, now):
         """A new half-open session with a fresh session id (any transport)."""
@@ -324,8 +341,13 @@ class Service(asyncio.DatagramProtocol):
     def handshake_failed(self, sess, e):
         """Count and log a TLS failure (e: TLSError); the caller ends the session."""
         self.counters["handshakes_failed"] += 1
-        log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason=e.reason,
-            alert=e.alert_name)
+        log(
+            "handshake_failed",
+            sid=sess.sid,
+            peer=_peer(sess.addr),
+            reason=e.reason,
+            alert=e.alert_name,
+        )
 
     def established(self, sess, now):
         """TLS is done: identity, exporter -> channel keys, app on_connect."""
@@ -334,18 +356,28 @@ class Service(asyncio.DatagramProtocol):
         if info["psk_identity"] is not None:
             sess.identity = info["psk_identity"].decode("utf-8", "replace")
         elif info["client_cert"] is not None:
-            cn = info["client_cert"].subject.get_attributes_for_oid(
-                x509.oid.NameOID.COMMON_NAME)
+            cn = info["client_cert"].subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
             sess.identity = cn[0].value if cn else "certificate"
         sess.link.start_channel(sess.tls.export(LABEL, KEY_BLOCK_LEN), SUITES[sess.suite])
         sess.handshake_ms = now - sess.started_ms
         self.pending.pop(sess.addr, None)
         self.counters["handshakes_ok"] += 1
-        for other in [s for s in self.sessions.values()
-                      if s is not sess and s.identity == sess.identity and s.identity]:
+        for other in [
+            s
+            for s in self.sessions.values()
+            if s is not sess and s.identity == sess.identity and s.identity
+        ]:
             self._end(other, "replaced by a new session")
-        log("handshake_ok", sid=sess.sid, peer=_peer(sess.addr), identity=sess.identity,
-            suite=sess.suite, mode=info["mode"], group=info["group"], ms=sess.handshake_ms)
+        log(
+            "handshake_ok",
+            sid=sess.sid,
+            peer=_peer(sess.addr),
+            identity=sess.identity,
+            suite=sess.suite,
+            mode=info["mode"],
+            group=info["group"],
+            ms=sess.handshake_ms,
+        )
         try:
             self.app.on_connect(sess)
         except Exception as e:
@@ -428,14 +460,20 @@ def build_from_config(path):
         cert_chain = x509.load_pem_x509_certificates((base / cfg["cert"]).read_bytes())
         key = serialization.load_pem_private_key((base / cfg["key"]).read_bytes(), None)
     # devices offer CCM_8 first (smallest tag on the radio); the service agrees
-    kw = {"suites": ("TLS_AES_128_CCM_8_SHA256", "TLS_AES_128_CCM_SHA256",
-                     "TLS_AES_128_GCM_SHA256")}
+    kw = {
+        "suites": ("TLS_AES_128_CCM_8_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256")
+    }
     for name in ("suites", "groups", "tickets"):
         if name in cfg:
             kw[name] = tuple(cfg[name]) if isinstance(cfg[name], list) else cfg[name]
     try:
-        tls_cfg = ServerConfig(psks=registry.psks, cert_chain=cert_chain, key=key,
-                               client_ca=registry.device_ca or None, **kw)
+        tls_cfg = ServerConfig(
+            psks=registry.psks,
+            cert_chain=cert_chain,
+            key=key,
+            client_ca=registry.device_ca or None,
+            **kw,
+        )
         link_cfg = LinkConfig(**dict({"mtu": 1200}, **cfg.get("link", {})))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e))
@@ -460,16 +498,21 @@ def _binding_config(cfg, base):
         if not out["http_listen"] or not isinstance(https, dict) or "cert" not in https:
             raise ConfigError('https must be {"cert": ..., "key": ...} with http_listen')
         import ssl
+
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            ctx.load_cert_chain(base / https["cert"], base / https["key"] if https.get("key")
-                                else None)
+            ctx.load_cert_chain(
+                base / https["cert"], base / https["key"] if https.get("key") else None
+            )
         except (OSError, ssl.SSLError) as e:
             raise ConfigError("https: %s" % e)
         out["ssl_context"] = ctx
     extra = cfg.get("bindings") or {}
-    if not isinstance(extra, dict) or set(extra) - {"max_body", "max_wait_ms"} or \
-            not all(isinstance(v, int) and v > 0 for v in extra.values()):
+    if (
+        not isinstance(extra, dict)
+        or set(extra) - {"max_body", "max_wait_ms"}
+        or not all(isinstance(v, int) and v > 0 for v in extra.values())
+    ):
         raise ConfigError("bindings: only max_body and max_wait_ms, positive integers")
     out.update(extra)
     return out
@@ -542,8 +585,11 @@ def main(argv=None):
         if a.listen:
             host, port = _split_hostport(a.listen)
         if a.http_listen or a.coap_listen:
-            bc = service.binding_config or {"http_listen": None, "coap_listen": None,
-                                            "ssl_context": None}
+            bc = service.binding_config or {
+                "http_listen": None,
+                "coap_listen": None,
+                "ssl_context": None,
+            }
             if a.http_listen:
                 bc["http_listen"] = _split_hostport(a.http_listen)
             if a.coap_listen:

@@ -61,6 +61,7 @@ Theory of operation
 Nothing here logs or stores secrets beyond what OpenSSL holds; TLSError
 messages carry OpenSSL reason strings and alert names only.
 """
+
 import threading
 import weakref
 
@@ -69,8 +70,16 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
-__all__ = ["ServerConfig", "ServerConnection", "TLSError", "EXPORTER_LABEL",
-           "SUITES", "GROUPS", "ALERTS", "openssl_version"]
+__all__ = [
+    "ServerConfig",
+    "ServerConnection",
+    "TLSError",
+    "EXPORTER_LABEL",
+    "SUITES",
+    "GROUPS",
+    "ALERTS",
+    "openssl_version",
+]
 
 EXPORTER_LABEL = b"application-layer-tls"
 
@@ -82,37 +91,72 @@ SUITES = {
     "TLS_AES_128_CCM_SHA256": 0x1304,
     "TLS_AES_128_CCM_8_SHA256": 0x1305,
 }
-_SHA256_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256",
-                  "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")
-_PSK_CIPHER_ID = b"\x13\x01"            # TLS_AES_128_GCM_SHA256: SHA-256 PSK hash
+_SHA256_SUITES = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
+_PSK_CIPHER_ID = b"\x13\x01"  # TLS_AES_128_GCM_SHA256: SHA-256 PSK hash
 
 # RFC 8446 §4.2.7 group names -> OpenSSL group list names.
-GROUPS = {"x25519": "X25519", "secp256r1": "P-256", "secp384r1": "P-384",
-          "secp521r1": "P-521", "x448": "X448"}
-_GROUP_ALIASES = {"x25519": "x25519", "prime256v1": "secp256r1", "p-256": "secp256r1",
-                  "secp256r1": "secp256r1", "p-384": "secp384r1", "secp384r1": "secp384r1",
-                  "p-521": "secp521r1", "secp521r1": "secp521r1", "x448": "x448"}
+GROUPS = {
+    "x25519": "X25519",
+    "secp256r1": "P-256",
+    "secp384r1": "P-384",
+    "secp521r1": "P-521",
+    "x448": "X448",
+}
+_GROUP_ALIASES = {
+    "x25519": "x25519",
+    "prime256v1": "secp256r1",
+    "p-256": "secp256r1",
+    "secp256r1": "secp256r1",
+    "p-384": "secp384r1",
+    "secp384r1": "secp384r1",
+    "p-521": "secp521r1",
+    "secp521r1": "secp521r1",
+    "x448": "x448",
+}
 
 # RFC 8446 §6 AlertDescription.
-ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac",
-          22: "record_overflow", 40: "handshake_failure", 42: "bad_certificate",
-          43: "unsupported_certificate", 44: "certificate_revoked",
-          45: "certificate_expired", 46: "certificate_unknown", 47: "illegal_parameter",
-          48: "unknown_ca", 49: "access_denied", 50: "decode_error", 51: "decrypt_error",
-          70: "protocol_version", 71: "insufficient_security", 80: "internal_error",
-          86: "inappropriate_fallback", 90: "user_canceled", 109: "missing_extension",
-          110: "unsupported_extension", 112: "unrecognized_name",
-          113: "bad_certificate_status_response", 115: "unknown_psk_identity",
-          116: "certificate_required", 120: "no_application_protocol"}
+ALERTS = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    22: "record_overflow",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
 
 # RFC 8446 §4.1.3: ServerHello.random of a HelloRetryRequest.
-_HRR_RANDOM = bytes.fromhex(
-    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 _HS_CLIENT_HELLO = 1
 _HS_SERVER_HELLO = 2
 _EXT_PRE_SHARED_KEY = 41
 _CT_ALERT = 21
-_SSL_MODE_NO_AUTO_CHAIN = 0x8           # openssl/ssl.h; not exported by the binding
+_SSL_MODE_NO_AUTO_CHAIN = 0x8  # openssl/ssl.h; not exported by the binding
 _CT_HANDSHAKE = 22
 
 
@@ -148,12 +192,13 @@ class TLSError(Exception):
 # ---------------------------------------------------------------------------
 # Per-connection observations, reached from context-wide callbacks by SSL*.
 
+
 class _Watch:
     """What the callbacks saw on one connection (no key material)."""
 
     def __init__(self):
         self.client_hellos = 0
-        self.psk_calls = []         # identity (bytes) if known else None, per offer
+        self.psk_calls = []  # identity (bytes) if known else None, per offer
         self.selected_identity = None
         self.hrr = False
         self.alert_sent = None
@@ -178,17 +223,17 @@ def _server_hello(watch, msg):
             watch.hrr = True
             return
         pos = 38
-        pos += 1 + msg[pos]                     # legacy_session_id_echo
-        pos += 3                                # cipher_suite, compression
-        end = pos + 2 + int.from_bytes(msg[pos:pos + 2], "big")
+        pos += 1 + msg[pos]  # legacy_session_id_echo
+        pos += 3  # cipher_suite, compression
+        end = pos + 2 + int.from_bytes(msg[pos : pos + 2], "big")
         pos += 2
         while pos + 4 <= end:
-            etype = int.from_bytes(msg[pos:pos + 2], "big")
-            elen = int.from_bytes(msg[pos + 2:pos + 4], "big")
+            etype = int.from_bytes(msg[pos : pos + 2], "big")
+            elen = int.from_bytes(msg[pos + 2 : pos + 4], "big")
             if etype == _EXT_PRE_SHARED_KEY and elen == 2:
-                watch.selected_identity = int.from_bytes(msg[pos + 4:pos + 6], "big")
+                watch.selected_identity = int.from_bytes(msg[pos + 4 : pos + 6], "big")
             pos += 4 + elen
-    except Exception as e:      # never raise into OpenSSL
+    except Exception as e:  # never raise into OpenSSL
         watch.callback_error = repr(e)
 
 
@@ -219,8 +264,7 @@ def _on_message(write_p, version, content_type, buf, length, ssl, arg):
             watch.alert_received = desc
 
 
-_on_message_cb = _ffi.callback(
-    "void(int, int, int, void *, size_t, SSL *, void *)", _on_message)
+_on_message_cb = _ffi.callback("void(int, int, int, void *, size_t, SSL *, void *)", _on_message)
 
 
 def _valid_psk(key):
@@ -239,7 +283,7 @@ def _make_psk_callback(psks):
             if watch is not None:
                 watch.psk_calls.append(ident if key is not None else None)
             if key is None:
-                return 1                # not ours: try tickets / next identity
+                return 1  # not ours: try tickets / next identity
             if not _valid_psk(key):
                 if watch is not None:
                     watch.callback_error = "invalid PSK table entry"
@@ -251,23 +295,27 @@ def _make_psk_callback(psks):
             sess = _lib.Cryptography_SSL_SESSION_new()
             if sess == _ffi.NULL:
                 return 0
-            if (_lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
-                    or _lib.SSL_SESSION_set_cipher(sess, cipher) != 1
-                    or _lib.SSL_SESSION_set_protocol_version(sess, _lib.TLS1_3_VERSION) != 1):
+            if (
+                _lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
+                or _lib.SSL_SESSION_set_cipher(sess, cipher) != 1
+                or _lib.SSL_SESSION_set_protocol_version(sess, _lib.TLS1_3_VERSION) != 1
+            ):
                 _lib.SSL_SESSION_free(sess)
                 return 0
-            sessptr[0] = sess           # OpenSSL takes ownership
+            sessptr[0] = sess  # OpenSSL takes ownership
             return 1
         except Exception as e:
-            if watch is not None:       # type only: messages might carry secrets
+            if watch is not None:  # type only: messages might carry secrets
                 watch.callback_error = type(e).__name__
-            return 0                    # fatal: internal_error alert
+            return 0  # fatal: internal_error alert
 
-    return _ffi.callback("int(SSL *, unsigned char *, size_t, SSL_SESSION **)",
-                         find_session, error=0)
+    return _ffi.callback(
+        "int(SSL *, unsigned char *, size_t, SSL_SESSION **)", find_session, error=0
+    )
 
 
 # ---------------------------------------------------------------------------
+
 
 class ServerConfig:
     """Server settings; build() returns a TLS 1.3-only OpenSSL.SSL.Context.
@@ -292,11 +340,19 @@ class ServerConfig:
                 (default) drops those records from the output.
     """
 
-    def __init__(self, psks=None, cert_chain=None, key=None, client_ca=None,
-                 suites=("TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256",
-                         "TLS_AES_128_CCM_8_SHA256"),
-                 groups=("x25519", "secp256r1"), tickets=0, verify_depth=4,
-                 session_id_context=b"atls-service", compat_ccs=False):
+    def __init__(
+        self,
+        psks=None,
+        cert_chain=None,
+        key=None,
+        client_ca=None,
+        suites=("TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"),
+        groups=("x25519", "secp256r1"),
+        tickets=0,
+        verify_depth=4,
+        session_id_context=b"atls-service",
+        compat_ccs=False,
+    ):
         self.psks = psks
         self.cert_chain = list(cert_chain) if cert_chain else []
         self.key = key
@@ -332,8 +388,10 @@ class ServerConfig:
             raise ValueError("groups must be from %s" % ", ".join(GROUPS))
         if not isinstance(self.tickets, int) or not 0 <= self.tickets <= 2:
             raise ValueError("tickets must be 0..2 (OpenSSL sends 2; fewer are withheld)")
-        if not isinstance(self.session_id_context, bytes) or \
-                not 1 <= len(self.session_id_context) <= 32:
+        if (
+            not isinstance(self.session_id_context, bytes)
+            or not 1 <= len(self.session_id_context) <= 32
+        ):
             raise ValueError("session_id_context must be 1..32 bytes")
 
     def build(self):
@@ -342,10 +400,10 @@ class ServerConfig:
         ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
         ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
         ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
-        ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)   # send cert_chain exactly, no store lookup
+        ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)  # send cert_chain exactly, no store lookup
         keep = [_on_message_cb]
         if "TLS_AES_128_CCM_8_SHA256" in self.suites:
-            ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")    # CCM_8: 64-bit tag
+            ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")  # CCM_8: 64-bit tag
         ctx.set_tls13_ciphersuites(":".join(self.suites).encode())
         groups = ":".join(GROUPS[g] for g in self.groups).encode()
         if _lib.SSL_CTX_set1_curves_list(ctx._context, groups) != 1:
@@ -371,7 +429,7 @@ class ServerConfig:
         if not self.tickets:
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
-        ctx._atls_keepalive = keep      # cffi callbacks live as long as ctx
+        ctx._atls_keepalive = keep  # cffi callbacks live as long as ctx
         ctx._atls_config = self
         return ctx
 
@@ -395,19 +453,19 @@ class ServerConnection:
     def __init__(self, ctx):
         if not isinstance(ctx, SSL.Context):
             raise TypeError("ctx must be an OpenSSL.SSL.Context from ServerConfig.build()")
-        self._conn = SSL.Connection(ctx, None)      # None: memory BIOs
+        self._conn = SSL.Connection(ctx, None)  # None: memory BIOs
         self._conn.set_accept_state()
         self._watch = _Watch()
         with _WATCH_LOCK:
             _WATCHES[int(_ffi.cast("uintptr_t", self._conn._ssl))] = self._watch
         self.done = False
-        self.failed = None          # the TLSError, once failed
+        self.failed = None  # the TLSError, once failed
         self.peer_closed = False
         self.closed = False
         self._app = bytearray()
         cfg = getattr(ctx, "_atls_config", None)
         self._compat_ccs = cfg.compat_ccs if cfg else True
-        self._tickets_left = cfg.tickets if cfg else None   # None: no limit
+        self._tickets_left = cfg.tickets if cfg else None  # None: no limit
         # False once a post-handshake record was dropped: the peer's record
         # sequence no longer matches, so no further TLS record may be sent.
         # ATLS needs none: after the handshake only the exporter is used.
@@ -438,10 +496,11 @@ class ServerConnection:
 
     def feed(self, data=b""):
         """Process bytes from the peer; return bytes to send to it."""
-        data = bytes(memoryview(data))          # bytes-like only (not int/str)
+        data = bytes(memoryview(data))  # bytes-like only (not int/str)
         if self.failed is not None:
-            raise TLSError("connection already failed: %s" % self.failed.reason,
-                           alert=self.failed.alert)
+            raise TLSError(
+                "connection already failed: %s" % self.failed.reason, alert=self.failed.alert
+            )
         if self.closed:
             raise TLSError("connection closed")
         was_done = self.done
@@ -472,7 +531,7 @@ class ServerConnection:
         keep = bytearray()
         pos = 0
         while pos + 5 <= len(out):
-            end = pos + 5 + int.from_bytes(out[pos + 3:pos + 5], "big")
+            end = pos + 5 + int.from_bytes(out[pos + 3 : pos + 5], "big")
             rtype = out[pos]
             if rtype == 20 and not self._compat_ccs:
                 pass
@@ -514,8 +573,10 @@ class ServerConnection:
         if self.failed is not None or self.closed:
             raise TLSError("connection not usable")
         if not self.records_usable:
-            raise RuntimeError("TLS records unusable: NewSessionTickets beyond `tickets` "
-                               "were withheld (use the exporter, or configure tickets)")
+            raise RuntimeError(
+                "TLS records unusable: NewSessionTickets beyond `tickets` "
+                "were withheld (use the exporter, or configure tickets)"
+            )
         try:
             self._conn.sendall(bytes(memoryview(data)))
         except SSL.Error as exc:
@@ -528,7 +589,7 @@ class ServerConnection:
             return b""
         self.closed = True
         if not self.records_usable:
-            return b""                          # see records_usable
+            return b""  # see records_usable
         try:
             self._conn.shutdown()
         except SSL.Error:

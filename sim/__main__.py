@@ -5,6 +5,7 @@
                   [--html r.html] [--period 1000]
 Exit status 0 when the scenario's verdict is pass, 1 when it fails, 2 on bad options.
 """
+
 import argparse
 import json
 import sys
@@ -34,16 +35,30 @@ class Live:
         devs = self.fleet.devices
         up = sum(1 for d in devs.values() if d.status == "up")
         head = "t=%5.1fs  up %d/%d  sent %d  acked %d  retrans %d" % (
-            now - self.fleet.started, up, len(devs), sum(d.sent for d in devs.values()),
+            now - self.fleet.started,
+            up,
+            len(devs),
+            sum(d.sent for d in devs.values()),
             sum(d.acked for d in devs.values()),
-            sum(d.retransmissions for d in devs.values()))
+            sum(d.retransmissions for d in devs.values()),
+        )
         if not self.tty:
             print(head, flush=True)
             return
-        rows = [head] + ["  %-7s %-12s hs=%-6s sent=%-5d acked=%-5d rx=%-5d retrans=%d%s" % (
-            n, d.status, (d.handshake_ms[0] if d.handshake_ms else "-"), d.sent, d.acked,
-            d.received, d.retransmissions, (" code " + d.code) if d.status == "pairing" else "")
-            for n, d in sorted(devs.items())[:40]]
+        rows = [head] + [
+            "  %-7s %-12s hs=%-6s sent=%-5d acked=%-5d rx=%-5d retrans=%d%s"
+            % (
+                n,
+                d.status,
+                (d.handshake_ms[0] if d.handshake_ms else "-"),
+                d.sent,
+                d.acked,
+                d.received,
+                d.retransmissions,
+                (" code " + d.code) if d.status == "pairing" else "",
+            )
+            for n, d in sorted(devs.items())[:40]
+        ]
         if self.lines:
             self.stream.write("\x1b[%dF\x1b[J" % self.lines)
         self.stream.write("\n".join(rows) + "\n")
@@ -63,8 +78,11 @@ def main(argv=None):
     ap.add_argument("--scenario", default="default", choices=sorted(SCENARIOS))
     ap.add_argument("--period", type=int, default=1000, help="ms between readings")
     ap.add_argument("--count", type=int, help="readings per device (default: until the end)")
-    ap.add_argument("--capture", action="store_true",
-                    help="the gateway records every byte it handles (gateway-capture.bin)")
+    ap.add_argument(
+        "--capture",
+        action="store_true",
+        help="the gateway records every byte it handles (gateway-capture.bin)",
+    )
     ap.add_argument("--report", help="write the JSON report here")
     ap.add_argument("--html", help="write the HTML report here (default: next to --report)")
     ap.add_argument("--workdir", help="where processes keep logs and state")
@@ -76,13 +94,25 @@ def main(argv=None):
     if not 0 <= loss < 1:
         print("sim: --loss must be in [0, 1)", file=sys.stderr)
         return 2
-    fleet = Fleet(devices=a.devices, loss=loss, latency_ms=a.latency, seed=a.seed, mode=a.mode,
-                  suite=a.suite, period_ms=a.period, count=a.count, capture=a.capture,
-                  workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
-                  evil=EVIL if a.scenario == "malicious-gateway" else None)
+    fleet = Fleet(
+        devices=a.devices,
+        loss=loss,
+        latency_ms=a.latency,
+        seed=a.seed,
+        mode=a.mode,
+        suite=a.suite,
+        period_ms=a.period,
+        count=a.count,
+        capture=a.capture,
+        workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
+        evil=EVIL if a.scenario == "malicious-gateway" else None,
+    )
     print("atls-mcu simulator: scenario %s — %s" % (a.scenario, SCENARIOS[a.scenario]))
-    print("  %d devices, loss %.0f %%, latency %g ms, seed %d, mode %s, logs in %s" % (
-        a.devices, loss * 100, a.latency, a.seed, a.mode, fleet.dir), flush=True)
+    print(
+        "  %d devices, loss %.0f %%, latency %g ms, seed %d, mode %s, logs in %s"
+        % (a.devices, loss * 100, a.latency, a.seed, a.mode, fleet.dir),
+        flush=True,
+    )
     t0 = time.time()
     live = Live(fleet)
     try:
@@ -105,8 +135,9 @@ def main(argv=None):
         Path(a.report).parent.mkdir(parents=True, exist_ok=True)
         Path(a.report).write_text(json.dumps(report, indent=1, default=list))
         print("report: %s" % a.report)
-    html_path = a.html or (str(Path(a.report).with_suffix(".html")) if a.report else
-                           str(fleet.dir / "report.html"))
+    html_path = a.html or (
+        str(Path(a.report).with_suffix(".html")) if a.report else str(fleet.dir / "report.html")
+    )
     Path(html_path).write_text(rep.html_page(report))
     print("charts: %s" % html_path)
     return 0 if report["verdict"] == "pass" else 1

@@ -6,6 +6,7 @@ that each attack really happened and that none got anything accepted.
 
     ATLS_EVIL='{"tamper": 0.05, ...}' python -m sim.evil_gateway run --config gw.json
 """
+
 import json
 import os
 import random
@@ -19,8 +20,9 @@ class EvilGateway(G.Gateway):
         super().__init__(config)
         p = json.loads(os.environ.get("ATLS_EVIL", "{}"))
         self.rng = random.Random(p.get("seed", 1))
-        self.p = {k: float(p.get(k, 0.0)) for k in ("tamper", "replay", "reorder", "drop",
-                                                      "inject")}
+        self.p = {
+            k: float(p.get(k, 0.0)) for k in ("tamper", "replay", "reorder", "drop", "inject")
+        }
         self.history = []  # (direction, key or flow, packet) recently seen
         self.held = {}  # direction -> (target, packet) waiting to be reordered
         self.counters["evil"] = {k: 0 for k in self.p}
@@ -56,8 +58,11 @@ class EvilGateway(G.Gateway):
                 forward(t, p)
                 self._did("replay")
         if r() < self.p["inject"]:
-            junk = bytes([packet[0]]) + packet[1:3] + bytes(
-                self.rng.getrandbits(8) for _ in range(self.rng.randrange(2, 40)))
+            junk = (
+                bytes([packet[0]])
+                + packet[1:3]
+                + bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(2, 40)))
+            )
             forward(target, junk)
             self._did("inject")
 

@@ -12,7 +12,7 @@ The simulator plays the person who pairs devices: it opens the gateway's
 join window and confirms each request whose code matches the one the device
 printed.  See sim/scenarios.py for the scenarios and their verdicts.
 """
-import argparse
+
 import json
 import os
 import shutil
@@ -117,9 +117,23 @@ class DeviceState:
 
 
 class Fleet:
-    def __init__(self, devices=5, loss=0.0, latency_ms=5.0, seed=1, mode="psk",
-                 suite=None, workdir=None, period_ms=1000, count=None, mtu=None,
-                 ee=1, quiet=False, evil=None, capture=False):
+    def __init__(
+        self,
+        devices=5,
+        loss=0.0,
+        latency_ms=5.0,
+        seed=1,
+        mode="psk",
+        suite=None,
+        workdir=None,
+        period_ms=1000,
+        count=None,
+        mtu=None,
+        ee=1,
+        quiet=False,
+        evil=None,
+        capture=False,
+    ):
         self.n = devices
         self.loss = loss
         self.latency_ms = latency_ms
@@ -156,9 +170,15 @@ class Fleet:
     def _spawn(self, name, cmd, cwd=None, env=None, stdout=None):
         log = open(self.dir / (name + ".log"), "a")
         self.logs[name] = log
-        p = subprocess.Popen(cmd, cwd=cwd or ROOT, env=env,
-                             stdout=stdout if stdout is not None else log, stderr=log,
-                             text=True, start_new_session=True)
+        p = subprocess.Popen(
+            cmd,
+            cwd=cwd or ROOT,
+            env=env,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         self.procs[name] = p
         return p
 
@@ -178,11 +198,27 @@ class Fleet:
 
     def start_radio(self):
         state = self.dir / "radio.json"
-        cmd = [sys.executable, "-m", "sim.radio", "--devices", str(self.n), "--loss",
-               str(self.loss), "--latency-ms", str(self.latency_ms), "--seed", str(self.seed),
-               "--ee", str(self.ee), "--coordinator-ap", "2", "--state-file", str(state),
-               "--stats-file",
-               str(self.dir / "radio-stats.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim.radio",
+            "--devices",
+            str(self.n),
+            "--loss",
+            str(self.loss),
+            "--latency-ms",
+            str(self.latency_ms),
+            "--seed",
+            str(self.seed),
+            "--ee",
+            str(self.ee),
+            "--coordinator-ap",
+            "2",
+            "--state-file",
+            str(state),
+            "--stats-file",
+            str(self.dir / "radio-stats.json"),
+        ]
         p = self._spawn("radio", cmd)
         self.radio_state = _wait_file(state, p, "radio")
         self.note("radio_up", devices=self.n, loss=self.loss)
@@ -208,7 +244,8 @@ class Fleet:
                 leaf = pki.make_cert(name, issuer=self.creds["dev_ca"], client=True)
                 self.creds[name] = {
                     "cert": pki.der(leaf.cert).hex(),
-                    "key": leaf.key.private_numbers().private_value.to_bytes(32, "big").hex()}
+                    "key": leaf.key.private_numbers().private_value.to_bytes(32, "big").hex(),
+                }
             else:
                 psk = os.urandom(32)
                 reg["devices"][name] = {"psk": psk.hex()}
@@ -220,11 +257,13 @@ class Fleet:
 
     def start_service(self):
         mtu = self.mtu or self.radio_state["np"]
-        cfg = {"listen": "127.0.0.1:0", "registry": "devices.json",
-               "link": {"mtu": mtu, "rto_ms": 500, "rto_max_ms": 4000,
-                        "handshake_timeout_ms": 60000},
-               "limits": {"idle_timeout_s": 600},
-               "app": "sim.sim_app:RecordingEchoApp"}
+        cfg = {
+            "listen": "127.0.0.1:0",
+            "registry": "devices.json",
+            "link": {"mtu": mtu, "rto_ms": 500, "rto_max_ms": 4000, "handshake_timeout_ms": 60000},
+            "limits": {"idle_timeout_s": 600},
+            "app": "sim.sim_app:RecordingEchoApp",
+        }
         if self.mode == "cert":
             cfg.update(cert="server.pem", key="server.key")
         (self.dir / "service.json").write_text(json.dumps(cfg))
@@ -233,9 +272,17 @@ class Fleet:
             ready.unlink()
         env = dict(os.environ, ATLS_SIM_RECORD=str(self.dir / "deliveries.jsonl"))
         listen = "127.0.0.1:%d" % self.service_addr[1] if self.service_addr else None
-        cmd = [sys.executable, "-m", "host_tools.service", "--config",
-               str(self.dir / "service.json"), "--stats", str(self.dir / "service-stats.json"),
-               "--ready-file", str(ready)] + (["--listen", listen] if listen else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "host_tools.service",
+            "--config",
+            str(self.dir / "service.json"),
+            "--stats",
+            str(self.dir / "service-stats.json"),
+            "--ready-file",
+            str(ready),
+        ] + (["--listen", listen] if listen else [])
         p = self._spawn("service", cmd, env=env)
         deadline = time.time() + 20
         while not (ready.exists() and ready.read_text().strip()):
@@ -249,11 +296,13 @@ class Fleet:
     def start_gateway(self):
         # AP=2 (escaped) on the coordinator: a damaged frame can never make the
         # decoder lock onto frame-shaped bytes inside a payload
-        cfg = {"serial": self.radio_state["coordinator"]["pty"], "escaped": True,
-               "services": {"default": "%s:%d" % self.service_addr},
-               "state_dir": "gateway-state",
-               "limits": {"max_payload": self.radio_state["np"], "rate_per_s": 100,
-                          "rate_burst": 200}}
+        cfg = {
+            "serial": self.radio_state["coordinator"]["pty"],
+            "escaped": True,
+            "services": {"default": "%s:%d" % self.service_addr},
+            "state_dir": "gateway-state",
+            "limits": {"max_payload": self.radio_state["np"], "rate_per_s": 100, "rate_burst": 200},
+        }
         if self.capture:
             cfg["capture"] = "gateway-capture.bin"
         (self.dir / "gateway.json").write_text(json.dumps(cfg))
@@ -261,8 +310,16 @@ class Fleet:
         if ready.exists():
             ready.unlink()
         mod = "sim.evil_gateway" if self.evil else "host_tools.gateway"
-        cmd = [sys.executable, "-m", mod, "run", "--config", str(self.dir / "gateway.json"),
-               "--ready-file", str(ready)]
+        cmd = [
+            sys.executable,
+            "-m",
+            mod,
+            "run",
+            "--config",
+            str(self.dir / "gateway.json"),
+            "--ready-file",
+            str(ready),
+        ]
         env = dict(os.environ)
         if self.evil:
             env["ATLS_EVIL"] = json.dumps(dict(self.evil, seed=self.seed))
@@ -294,11 +351,21 @@ class Fleet:
             tls["server_name"] = "service.sim"
         if self.suite:
             tls["suites"] = [self.suite]
-        dev = {"device_id": name, "service": "default", "tls": tls,
-               "link": {"type": "xbee", "xbee": {"tcp": "127.0.0.1:%d" % mod["port"]},
-                        "rto_ms": 500, "rto_max_ms": 4000, "handshake_timeout_ms": 30000,
-                        "retry_ms": 500, "retry_max_ms": 4000},
-               "app": {"period_ms": self.period_ms, "count": self.count, "stats_ms": 1000}}
+        dev = {
+            "device_id": name,
+            "service": "default",
+            "tls": tls,
+            "link": {
+                "type": "xbee",
+                "xbee": {"tcp": "127.0.0.1:%d" % mod["port"]},
+                "rto_ms": 500,
+                "rto_max_ms": 4000,
+                "handshake_timeout_ms": 30000,
+                "retry_ms": 500,
+                "retry_max_ms": 4000,
+            },
+            "app": {"period_ms": self.period_ms, "count": self.count, "stats_ms": 1000},
+        }
         (d / "device.json").write_text(json.dumps(dev))
         os.chmod(d / "device.json", 0o600)
         self.devices.setdefault(name, DeviceState(name))
@@ -307,8 +374,13 @@ class Fleet:
     def start_device(self, name):
         d = self.device_dir(name)
         env = dict(os.environ, MICROPYPATH=".frozen:" + str(ROOT / "firmware"))
-        p = self._spawn(name, [micropython(), str(ROOT / "firmware" / "main.py")], cwd=d,
-                        env=env, stdout=subprocess.PIPE)
+        p = self._spawn(
+            name,
+            [micropython(), str(ROOT / "firmware" / "main.py")],
+            cwd=d,
+            env=env,
+            stdout=subprocess.PIPE,
+        )
         st = self.devices[name]
         t = threading.Thread(target=self._read_device, args=(name, p, st), daemon=True)
         t.start()
@@ -367,8 +439,9 @@ class Fleet:
                     continue
                 name = shown.get(p["code"])
                 ok = name is not None and p["device"] == name
-                self.gateway({"cmd": "confirm", "addr64": p["addr64"], "code": p["code"],
-                              "accept": ok})
+                self.gateway(
+                    {"cmd": "confirm", "addr64": p["addr64"], "code": p["code"], "accept": ok}
+                )
                 self.note("pair_confirm" if ok else "pair_refuse", device=p["device"])
             for n in list(todo):
                 st = self.devices[n]
@@ -410,6 +483,7 @@ class Fleet:
                 return json.loads((self.dir / p).read_text())
             except (OSError, ValueError):
                 return {}
+
         radio = load("radio-stats.json")
         service = load("service-stats.json")
         gateway = load("gateway-state/stats.json")

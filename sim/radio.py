@@ -61,6 +61,7 @@ power cycles, leaves and dead modules.  `medium.stats()` is a JSON-able dump.
 Time comes from a clock object with time() and call_later(): the asyncio loop
 (real time) or VirtualClock (deterministic, for tests).
 """
+
 import argparse
 import asyncio
 import heapq
@@ -151,8 +152,18 @@ class Module:
     out through `sink`) and its network state.  Sans-I/O: the transports
     below move its bytes."""
 
-    def __init__(self, medium, address, coordinator=False, api_mode=1, ee=0, pan_id=0,
-                 joined=False, ni="", guard_ms=1000):
+    def __init__(
+        self,
+        medium,
+        address,
+        coordinator=False,
+        api_mode=1,
+        ee=0,
+        pan_id=0,
+        joined=False,
+        ni="",
+        guard_ms=1000,
+    ):
         self.medium = medium
         self.clock = medium.clock
         self.addr64 = addr64(address)
@@ -182,11 +193,31 @@ class Module:
         self._last_rx = -1e9
         self._cmd_timer = None
         self._pending_ap = None
-        self.counters = {k: 0 for k in (
-            "tx_frames", "tx_bytes", "air_bytes", "airtime_ms", "rx_frames", "rx_bytes",
-            "delivered", "lost", "too_large", "not_joined", "unroutable", "at_commands",
-            "joins", "leaves", "restarts", "serial_in_bytes", "serial_out_bytes",
-            "serial_dropped_bytes", "transparent_bytes", "unknown_frames")}
+        self.counters = {
+            k: 0
+            for k in (
+                "tx_frames",
+                "tx_bytes",
+                "air_bytes",
+                "airtime_ms",
+                "rx_frames",
+                "rx_bytes",
+                "delivered",
+                "lost",
+                "too_large",
+                "not_joined",
+                "unroutable",
+                "at_commands",
+                "joins",
+                "leaves",
+                "restarts",
+                "serial_in_bytes",
+                "serial_out_bytes",
+                "serial_dropped_bytes",
+                "transparent_bytes",
+                "unknown_frames",
+            )
+        }
 
     # -- serial side -----------------------------------------------------------------
     def attach(self, sink):
@@ -341,8 +372,9 @@ class Module:
         if cmd in (b"OP", b"OI"):  # operating PAN: 64-bit, and a 16-bit one derived here
             c = self.medium.coordinator
             pan = c.pan_id if self.joined and c is not None else 0
-            return X.AT_OK, pan.to_bytes(8, "big") if cmd == b"OP" else (
-                pan & 0xFFFF).to_bytes(2, "big")
+            return X.AT_OK, pan.to_bytes(8, "big") if cmd == b"OP" else (pan & 0xFFFF).to_bytes(
+                2, "big"
+            )
         if cmd == b"VR":
             return X.AT_OK, b"\x10\x0a"
         if cmd == b"HV":
@@ -441,8 +473,7 @@ class Module:
             return 0x22
         if self.ee != c.ee:
             return 0x27
-        if self.network is not True and self.network != (c.pan_id, c.ee) \
-                and not c.join_open():
+        if self.network is not True and self.network != (c.pan_id, c.ee) and not c.join_open():
             return 0x23
         return 0
 
@@ -521,16 +552,31 @@ class Module:
         self.emit(X.rx_packet(src.addr64, src.my16, payload, options))
 
     def describe(self):
-        return {"address64": hex64(self.addr64), "role": "coordinator" if self.coordinator
-                else "device", "ap": self.ap, "ee": self.ee, "np": self.max_payload(),
-                "joined": self.joined, "my16": "%04X" % self.my16, "ai": self.association()}
+        return {
+            "address64": hex64(self.addr64),
+            "role": "coordinator" if self.coordinator else "device",
+            "ap": self.ap,
+            "ee": self.ee,
+            "np": self.max_payload(),
+            "joined": self.joined,
+            "my16": "%04X" % self.my16,
+            "ai": self.association(),
+        }
 
 
 class Medium:
     """The shared channel: airtime, latency, loss, delivery, hooks, counters."""
 
-    def __init__(self, clock, loss=0.0, latency_ms=5.0, seed=0, overhead_bytes=30,
-                 bitrate=250000, join_delay_ms=50):
+    def __init__(
+        self,
+        clock,
+        loss=0.0,
+        latency_ms=5.0,
+        seed=0,
+        overhead_bytes=30,
+        bitrate=250000,
+        join_delay_ms=50,
+    ):
         self.clock = clock
         self.loss = loss
         self.latency_ms = latency_ms
@@ -542,8 +588,16 @@ class Medium:
         self.coordinator = None
         self.taps = []
         self.busy_until = 0.0
-        self.totals = {"frames": 0, "bytes": 0, "air_bytes": 0, "airtime_ms": 0.0,
-                       "lost": 0, "tap_drops": 0, "tampered": 0, "injected": 0}
+        self.totals = {
+            "frames": 0,
+            "bytes": 0,
+            "air_bytes": 0,
+            "airtime_ms": 0.0,
+            "lost": 0,
+            "tap_drops": 0,
+            "tampered": 0,
+            "injected": 0,
+        }
 
     def add(self, module):
         if module.addr64 in self.modules:
@@ -592,13 +646,19 @@ class Medium:
             return self._status(src, fid, 0xFFFE, X.SELF_ADDRESSED)
         end = self._occupy(src, len(payload))
         lost = src.rng.random() < self.loss  # one draw per frame, taps or not
-        ev = {"time": self.clock.time(), "src": src.addr64, "src16": src.my16,
-              "dst": X.BROADCAST64 if broadcast else dst.addr64, "payload": bytes(payload),
-              "kind": "broadcast" if broadcast else "unicast"}
+        ev = {
+            "time": self.clock.time(),
+            "src": src.addr64,
+            "src16": src.my16,
+            "dst": X.BROADCAST64 if broadcast else dst.addr64,
+            "payload": bytes(payload),
+            "kind": "broadcast" if broadcast else "unicast",
+        }
         payload, dropped = self._run_taps(ev)
         delay = end - self.clock.time() + self.latency_ms / 1000
-        self.clock.call_later(delay, self._arrive, src, fid, dst, payload, lost or dropped,
-                              broadcast)
+        self.clock.call_later(
+            delay, self._arrive, src, fid, dst, payload, lost or dropped, broadcast
+        )
 
     def _occupy(self, src, nbytes):
         now = self.clock.time()
@@ -658,8 +718,10 @@ class Medium:
         start = max(now, self.busy_until)
         self.busy_until = start + air
         fake = _Forged(addr64(src64), 0xFFFE if src16 is None else src16)
-        self.clock.call_later(start + air - now + self.latency_ms / 1000,
-                              lambda: dst.joined and dst.deliver(fake, bytes(payload), options))
+        self.clock.call_later(
+            start + air - now + self.latency_ms / 1000,
+            lambda: dst.joined and dst.deliver(fake, bytes(payload), options),
+        )
 
     # -- network events --------------------------------------------------------------------
     def join_window_opened(self):
@@ -684,14 +746,23 @@ class Medium:
         self.module(address).restart()
 
     def stats(self):
-        return {"time": self.clock.time(),
-                "config": {"loss": self.loss, "latency_ms": self.latency_ms,
-                           "seed": self.seed, "overhead_bytes": self.overhead_bytes,
-                           "bitrate": self.bitrate},
-                "medium": dict(self.totals),
-                "modules": {hex64(a): dict(m.describe(), counters=dict(m.counters),
-                                           decoder=dict(m._decoder.counters))
-                            for a, m in self.modules.items()}}
+        return {
+            "time": self.clock.time(),
+            "config": {
+                "loss": self.loss,
+                "latency_ms": self.latency_ms,
+                "seed": self.seed,
+                "overhead_bytes": self.overhead_bytes,
+                "bitrate": self.bitrate,
+            },
+            "medium": dict(self.totals),
+            "modules": {
+                hex64(a): dict(
+                    m.describe(), counters=dict(m.counters), decoder=dict(m._decoder.counters)
+                )
+                for a, m in self.modules.items()
+            },
+        }
 
 
 class _Forged:
@@ -778,7 +849,7 @@ class PtySerial:
         self._out = self._out[n:]
         if len(self._out) > self.max_pending:
             self.module.counters["serial_dropped_bytes"] += len(self._out) - self.max_pending
-            self._out = self._out[-self.max_pending:]
+            self._out = self._out[-self.max_pending :]
         if self._out:
             self.loop.call_later(0.005, self._flush)
 
@@ -859,12 +930,31 @@ class RadioNetwork:
     """Coordinator on a pty + N device modules on TCP ports, on one medium
     driven by the running asyncio loop."""
 
-    def __init__(self, devices=1, loss=0.0, latency_ms=5.0, seed=1, coordinator_ap=1,
-                 device_ap=1, ee=0, pan_id=0x0A715, joined=False, join_open=False,
-                 host="127.0.0.1", overhead_bytes=30, join_delay_ms=50, guard_ms=1000):
+    def __init__(
+        self,
+        devices=1,
+        loss=0.0,
+        latency_ms=5.0,
+        seed=1,
+        coordinator_ap=1,
+        device_ap=1,
+        ee=0,
+        pan_id=0x0A715,
+        joined=False,
+        join_open=False,
+        host="127.0.0.1",
+        overhead_bytes=30,
+        join_delay_ms=50,
+        guard_ms=1000,
+    ):
         self.n_devices = devices
-        self.opts = dict(loss=loss, latency_ms=latency_ms, seed=seed,
-                         overhead_bytes=overhead_bytes, join_delay_ms=join_delay_ms)
+        self.opts = dict(
+            loss=loss,
+            latency_ms=latency_ms,
+            seed=seed,
+            overhead_bytes=overhead_bytes,
+            join_delay_ms=join_delay_ms,
+        )
         self.coordinator_ap = coordinator_ap
         self.device_ap = device_ap
         self.ee = ee
@@ -880,9 +970,17 @@ class RadioNetwork:
     async def start(self):
         loop = asyncio.get_running_loop()
         self.medium = Medium(loop, **self.opts)
-        coord = self.medium.add(Module(self.medium, COORDINATOR_BASE + 1, coordinator=True,
-                                       api_mode=self.coordinator_ap, ee=self.ee,
-                                       pan_id=self.pan_id, guard_ms=self.guard_ms))
+        coord = self.medium.add(
+            Module(
+                self.medium,
+                COORDINATOR_BASE + 1,
+                coordinator=True,
+                api_mode=self.coordinator_ap,
+                ee=self.ee,
+                pan_id=self.pan_id,
+                guard_ms=self.guard_ms,
+            )
+        )
         self.pty = PtySerial(loop, coord)
         coord.emit(X.modem_status(X.COORDINATOR_STARTED))
         if self.join_open:
@@ -897,26 +995,37 @@ class RadioNetwork:
         m = self.medium
         if address is None:
             address = DEVICE_BASE + len(self.devices) + 1
-        mod = m.add(Module(m, address, api_mode=self.device_ap if api_mode is None else api_mode,
-                           ee=self.ee if ee is None else ee, pan_id=self.pan_id,
-                           joined=self.joined if joined is None else joined,
-                           guard_ms=self.guard_ms))
+        mod = m.add(
+            Module(
+                m,
+                address,
+                api_mode=self.device_ap if api_mode is None else api_mode,
+                ee=self.ee if ee is None else ee,
+                pan_id=self.pan_id,
+                joined=self.joined if joined is None else joined,
+                guard_ms=self.guard_ms,
+            )
+        )
         srv = await TcpSerial(mod).start(self.host, port)
         self.devices.append((mod, srv))
         mod.try_join()
         return self._dev(mod, srv)
 
     def _dev(self, mod, srv):
-        return {"address64": hex64(mod.addr64), "host": srv.host, "port": srv.port,
-                "ap": mod.ap}
+        return {"address64": hex64(mod.addr64), "host": srv.host, "port": srv.port, "ap": mod.ap}
 
     def describe(self):
         c = self.medium.coordinator
-        return {"coordinator": {"address64": hex64(c.addr64), "pty": self.pty.path, "ap": c.ap},
-                "devices": [self._dev(m, s) for m, s in self.devices],
-                "pan_id": "%X" % self.pan_id, "ee": self.ee, "np": c.max_payload(),
-                "loss": self.medium.loss, "latency_ms": self.medium.latency_ms,
-                "seed": self.medium.seed}
+        return {
+            "coordinator": {"address64": hex64(c.addr64), "pty": self.pty.path, "ap": c.ap},
+            "devices": [self._dev(m, s) for m, s in self.devices],
+            "pan_id": "%X" % self.pan_id,
+            "ee": self.ee,
+            "np": c.max_payload(),
+            "loss": self.medium.loss,
+            "latency_ms": self.medium.latency_ms,
+            "seed": self.medium.seed,
+        }
 
     def stats(self):
         s = self.medium.stats()
@@ -1055,12 +1164,22 @@ async def _control(net, reader, writer):
 
 
 async def _amain(a):
-    net = RadioNetwork(devices=a.devices, loss=a.loss, latency_ms=a.latency_ms, seed=a.seed,
-                       coordinator_ap=a.coordinator_ap, device_ap=a.device_ap, ee=a.ee,
-                       joined=a.joined, join_open=a.join_open, guard_ms=a.guard_ms)
+    net = RadioNetwork(
+        devices=a.devices,
+        loss=a.loss,
+        latency_ms=a.latency_ms,
+        seed=a.seed,
+        coordinator_ap=a.coordinator_ap,
+        device_ap=a.device_ap,
+        ee=a.ee,
+        joined=a.joined,
+        join_open=a.join_open,
+        guard_ms=a.guard_ms,
+    )
     await net.start()
-    server = await asyncio.start_server(lambda r, w: _control(net, r, w), "127.0.0.1",
-                                        a.control_port)
+    server = await asyncio.start_server(
+        lambda r, w: _control(net, r, w), "127.0.0.1", a.control_port
+    )
     state = net.describe()
     state["control_port"] = server.sockets[0].getsockname()[1]
     state["pid"] = os.getpid()
@@ -1083,9 +1202,11 @@ async def _amain(a):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m sim.radio",
-                                 description="Simulated ZigBee medium with emulated XBee 3 "
-                                             "modules (coordinator on a pty, devices on TCP).")
+    ap = argparse.ArgumentParser(
+        prog="python -m sim.radio",
+        description="Simulated ZigBee medium with emulated XBee 3 "
+        "modules (coordinator on a pty, devices on TCP).",
+    )
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--loss", type=float, default=0.0, help="frame loss probability")
     ap.add_argument("--latency-ms", type=float, default=5.0)
@@ -1099,8 +1220,12 @@ def main(argv=None):
     ap.add_argument("--state-file", help="write the pty path, ports and addresses here (JSON)")
     ap.add_argument("--stats-file", help="write medium.stats() here every --stats-interval s")
     ap.add_argument("--stats-interval", type=float, default=1.0)
-    ap.add_argument("--control-port", type=int, default=0,
-                    help="JSON-lines control port on 127.0.0.1 (0: any free port)")
+    ap.add_argument(
+        "--control-port",
+        type=int,
+        default=0,
+        help="JSON-lines control port on 127.0.0.1 (0: any free port)",
+    )
     a = ap.parse_args(argv)
     asyncio.run(_amain(a))
     return 0

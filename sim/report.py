@@ -1,6 +1,7 @@
 """The simulator's report: per-device figures, totals, verdict; as a terminal
 table, a JSON document (REPORT=) and a self-contained HTML page with inline
 SVG charts (handshake latency distribution, airtime by device)."""
+
 import html
 import json
 import statistics
@@ -52,36 +53,61 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
         m = modules.get((st.address or "").upper()) or modules.get(st.address or "") or {}
         c = m.get("counters", {})
         hs = st.handshake_ms
-        devices.append({
-            "device": name, "address64": st.address, "paired": st.paired,
-            "handshake_ok": st.handshakes_ok > 0, "handshakes": st.handshakes_ok,
-            "handshake_ms": hs[0] if hs else None, "handshake_ms_all": hs,
-            "sent": st.sent, "acknowledged": st.acked, "delivered": len(d["unique"]),
-            "duplicated": d["dup"], "forged_accepted": forged_dev,
-            "lost_acknowledged": missing, "received_from_service": st.received,
-            "retransmissions": st.retransmissions,
-            "frames_on_air": c.get("tx_frames", 0) + c.get("rx_frames", 0),
-            "bytes_on_air": c.get("air_bytes", 0) + c.get("rx_bytes", 0)
-            + overhead * c.get("rx_frames", 0),
-            "airtime_ms": round(c.get("airtime_ms", 0.0), 1),
-            "status": st.status, "wrong_psk": name in wrong, "last_error": st.last_error})
+        devices.append(
+            {
+                "device": name,
+                "address64": st.address,
+                "paired": st.paired,
+                "handshake_ok": st.handshakes_ok > 0,
+                "handshakes": st.handshakes_ok,
+                "handshake_ms": hs[0] if hs else None,
+                "handshake_ms_all": hs,
+                "sent": st.sent,
+                "acknowledged": st.acked,
+                "delivered": len(d["unique"]),
+                "duplicated": d["dup"],
+                "forged_accepted": forged_dev,
+                "lost_acknowledged": missing,
+                "received_from_service": st.received,
+                "retransmissions": st.retransmissions,
+                "frames_on_air": c.get("tx_frames", 0) + c.get("rx_frames", 0),
+                "bytes_on_air": c.get("air_bytes", 0)
+                + c.get("rx_bytes", 0)
+                + overhead * c.get("rx_frames", 0),
+                "airtime_ms": round(c.get("airtime_ms", 0.0), 1),
+                "status": st.status,
+                "wrong_psk": name in wrong,
+                "last_error": st.last_error,
+            }
+        )
     hs_all = [d["handshake_ms"] for d in devices if d["handshake_ms"] is not None]
     checks = list(checks) + [
         ("no forged message accepted", forged == 0, "%d forged" % forged),
-        ("every acknowledged message reached the application exactly once",
-         lost_acked == 0, "%d missing" % lost_acked),
-        ("every good device delivered readings",
-         all(d["delivered"] > 0 for d in devices if not d["wrong_psk"]), ""),
+        (
+            "every acknowledged message reached the application exactly once",
+            lost_acked == 0,
+            "%d missing" % lost_acked,
+        ),
+        (
+            "every good device delivered readings",
+            all(d["delivered"] > 0 for d in devices if not d["wrong_psk"]),
+            "",
+        ),
     ]
     evil = (gateway or {}).get("evil")
     if scenario == "malicious-gateway":
         did = evil or {}
-        checks.append(("the gateway really attacked (tamper, replay, reorder, drop, inject)",
-                       all(did.get(k, 0) > 0 for k in ("tamper", "replay", "reorder", "drop",
-                                                       "inject")), json.dumps(did)))
+        checks.append(
+            (
+                "the gateway really attacked (tamper, replay, reorder, drop, inject)",
+                all(did.get(k, 0) > 0 for k in ("tamper", "replay", "reorder", "drop", "inject")),
+                json.dumps(did),
+            )
+        )
     verdict = all(c[1] for c in checks)
     totals = {
-        "devices": len(names), "paired": sum(d["paired"] for d in devices),
+        "devices": len(names),
+        "paired": sum(d["paired"] for d in devices),
         "handshake_ok": sum(d["handshake_ok"] for d in devices),
         "handshake_ms_median": statistics.median(hs_all) if hs_all else None,
         "handshake_ms_p95": _pct(hs_all, 95),
@@ -89,46 +115,102 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
         "acknowledged": sum(d["acknowledged"] for d in devices),
         "delivered": sum(d["delivered"] for d in devices),
         "duplicated": sum(d["duplicated"] for d in devices),
-        "forged_accepted": forged, "lost_acknowledged": lost_acked,
+        "forged_accepted": forged,
+        "lost_acknowledged": lost_acked,
         "retransmissions": sum(d["retransmissions"] for d in devices),
         "bytes_on_air": sum(d["bytes_on_air"] for d in devices),
         "frames_on_air": sum(d["frames_on_air"] for d in devices),
-        "elapsed_s": round(elapsed_s, 1)}
-    return {"scenario": scenario, "config": {
-                "devices": fleet.n, "loss": fleet.loss, "latency_ms": fleet.latency_ms,
-                "seed": fleet.seed, "mode": fleet.mode, "suite": fleet.suite,
-                "mtu": (radio or {}).get("modules") and fleet.radio_state.get("np")},
-            "verdict": "pass" if verdict else "fail",
-            "checks": [{"check": c[0], "passed": bool(c[1]), "detail": c[2]} for c in checks],
-            "totals": totals, "devices": devices, "service": service, "gateway": gateway,
-            "radio": (radio or {}).get("medium"), "timeline": fleet.events,
-            "workdir": str(fleet.dir)}
+        "elapsed_s": round(elapsed_s, 1),
+    }
+    return {
+        "scenario": scenario,
+        "config": {
+            "devices": fleet.n,
+            "loss": fleet.loss,
+            "latency_ms": fleet.latency_ms,
+            "seed": fleet.seed,
+            "mode": fleet.mode,
+            "suite": fleet.suite,
+            "mtu": (radio or {}).get("modules") and fleet.radio_state.get("np"),
+        },
+        "verdict": "pass" if verdict else "fail",
+        "checks": [{"check": c[0], "passed": bool(c[1]), "detail": c[2]} for c in checks],
+        "totals": totals,
+        "devices": devices,
+        "service": service,
+        "gateway": gateway,
+        "radio": (radio or {}).get("medium"),
+        "timeline": fleet.events,
+        "workdir": str(fleet.dir),
+    }
 
 
 def text(report):
     out = []
     t = report["totals"]
-    out.append("scenario %s — %s (%d devices, %.1f s)" % (
-        report["scenario"], report["verdict"].upper(), t["devices"], t["elapsed_s"]))
+    out.append(
+        "scenario %s — %s (%d devices, %.1f s)"
+        % (report["scenario"], report["verdict"].upper(), t["devices"], t["elapsed_s"])
+    )
     hdr = "%-8s %-6s %-5s %8s %6s %6s %6s %5s %6s %7s %8s %7s" % (
-        "device", "paired", "up", "hs_ms", "sent", "acked", "deliv", "dup", "forged",
-        "retrans", "air_B", "frames")
+        "device",
+        "paired",
+        "up",
+        "hs_ms",
+        "sent",
+        "acked",
+        "deliv",
+        "dup",
+        "forged",
+        "retrans",
+        "air_B",
+        "frames",
+    )
     out.append(hdr)
     for d in report["devices"]:
-        out.append("%-8s %-6s %-5s %8s %6d %6d %6d %5d %6d %7d %8d %7d" % (
-            d["device"], "yes" if d["paired"] else "no", "yes" if d["handshake_ok"] else "no",
-            d["handshake_ms"] if d["handshake_ms"] is not None else "-", d["sent"],
-            d["acknowledged"], d["delivered"], d["duplicated"], d["forged_accepted"],
-            d["retransmissions"], d["bytes_on_air"], d["frames_on_air"]))
-    out.append("handshake ms: median %s, p95 %s; messages sent %d, acknowledged %d, delivered "
-               "%d, duplicated (de-duplicated by the app) %d, forged accepted %d, acknowledged "
-               "but lost %d; on air %d bytes in %d frames" % (
-                   t["handshake_ms_median"], t["handshake_ms_p95"], t["sent"], t["acknowledged"],
-                   t["delivered"], t["duplicated"], t["forged_accepted"], t["lost_acknowledged"],
-                   t["bytes_on_air"], t["frames_on_air"]))
+        out.append(
+            "%-8s %-6s %-5s %8s %6d %6d %6d %5d %6d %7d %8d %7d"
+            % (
+                d["device"],
+                "yes" if d["paired"] else "no",
+                "yes" if d["handshake_ok"] else "no",
+                d["handshake_ms"] if d["handshake_ms"] is not None else "-",
+                d["sent"],
+                d["acknowledged"],
+                d["delivered"],
+                d["duplicated"],
+                d["forged_accepted"],
+                d["retransmissions"],
+                d["bytes_on_air"],
+                d["frames_on_air"],
+            )
+        )
+    out.append(
+        "handshake ms: median %s, p95 %s; messages sent %d, acknowledged %d, delivered "
+        "%d, duplicated (de-duplicated by the app) %d, forged accepted %d, acknowledged "
+        "but lost %d; on air %d bytes in %d frames"
+        % (
+            t["handshake_ms_median"],
+            t["handshake_ms_p95"],
+            t["sent"],
+            t["acknowledged"],
+            t["delivered"],
+            t["duplicated"],
+            t["forged_accepted"],
+            t["lost_acknowledged"],
+            t["bytes_on_air"],
+            t["frames_on_air"],
+        )
+    )
     for c in report["checks"]:
-        out.append("  [%s] %s%s" % ("ok" if c["passed"] else "FAIL", c["check"],
-                                    (" (%s)" % c["detail"]) if c["detail"] else ""))
+        out.append(
+            "  [%s] %s%s"
+            % (
+                "ok" if c["passed"] else "FAIL",
+                c["check"],
+                (" (%s)" % c["detail"]) if c["detail"] else "",
+            )
+        )
     return "\n".join(out)
 
 
@@ -138,20 +220,27 @@ def _bars(values, labels, width=640, height=220, unit=""):
     vmax = max(values) or 1
     n = len(values)
     bw = max(2, (width - 60) // n)
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">' % (
-        60 + bw * n, height + 40)]
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
+        % (60 + bw * n, height + 40)
+    ]
     for i, (v, lab) in enumerate(zip(values, labels)):
         h = int((height - 10) * v / vmax)
         x = 50 + i * bw
-        parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#4a7ab5">'
-                     '<title>%s: %s%s</title></rect>' % (
-                         x, height - h, bw - 2, h, html.escape(str(lab)), v, unit))
+        parts.append(
+            '<rect x="%d" y="%d" width="%d" height="%d" fill="#4a7ab5">'
+            "<title>%s: %s%s</title></rect>"
+            % (x, height - h, bw - 2, h, html.escape(str(lab)), v, unit)
+        )
         if n <= 30:
-            parts.append('<text x="%d" y="%d" font-size="9" transform="rotate(45 %d %d)">%s'
-                         '</text>' % (x, height + 10, x, height + 10, html.escape(str(lab))))
+            parts.append(
+                '<text x="%d" y="%d" font-size="9" transform="rotate(45 %d %d)">%s'
+                "</text>" % (x, height + 10, x, height + 10, html.escape(str(lab)))
+            )
     parts.append('<text x="0" y="12" font-size="11">%s%s</text>' % (vmax, unit))
-    parts.append('<line x1="48" y1="%d" x2="%d" y2="%d" stroke="#333"/>' % (
-        height, 50 + bw * n, height))
+    parts.append(
+        '<line x1="48" y1="%d" x2="%d" y2="%d" stroke="#333"/>' % (height, 50 + bw * n, height)
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -172,12 +261,31 @@ def html_page(report):
     devs = report["devices"]
     hs = [d["handshake_ms"] for d in devs if d["handshake_ms"] is not None]
     counts, labels = _histogram(hs)
-    rows = "".join("<tr>%s</tr>" % "".join("<td>%s</td>" % html.escape(str(d[k])) for k in (
-        "device", "paired", "handshake_ok", "handshake_ms", "sent", "acknowledged", "delivered",
-        "duplicated", "forged_accepted", "retransmissions", "bytes_on_air", "frames_on_air"))
-        for d in devs)
-    checks = "".join("<li>%s %s</li>" % ("✔" if c["passed"] else "✘", html.escape(c["check"]))
-                     for c in report["checks"])
+    rows = "".join(
+        "<tr>%s</tr>"
+        % "".join(
+            "<td>%s</td>" % html.escape(str(d[k]))
+            for k in (
+                "device",
+                "paired",
+                "handshake_ok",
+                "handshake_ms",
+                "sent",
+                "acknowledged",
+                "delivered",
+                "duplicated",
+                "forged_accepted",
+                "retransmissions",
+                "bytes_on_air",
+                "frames_on_air",
+            )
+        )
+        for d in devs
+    )
+    checks = "".join(
+        "<li>%s %s</li>" % ("✔" if c["passed"] else "✘", html.escape(c["check"]))
+        for c in report["checks"]
+    )
     return """<!doctype html><html><head><meta charset="utf-8"><title>atls-mcu simulation</title>
 <style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}
 .pass{color:#070}.fail{color:#b00}</style></head><body>
@@ -189,8 +297,13 @@ def html_page(report):
 <th>sent</th><th>acked</th><th>delivered</th><th>dup</th><th>forged</th><th>retrans</th>
 <th>bytes on air</th><th>frames</th></tr>%s</table>
 <h2>Totals</h2><pre>%s</pre></body></html>""" % (
-        html.escape(report["scenario"]), report["verdict"], report["verdict"].upper(),
-        html.escape(json.dumps(report["config"])), checks,
+        html.escape(report["scenario"]),
+        report["verdict"],
+        report["verdict"].upper(),
+        html.escape(json.dumps(report["config"])),
+        checks,
         _bars(counts, labels, unit=" devices"),
         _bars([d["airtime_ms"] for d in devs], [d["device"] for d in devs], unit=" ms"),
-        rows, html.escape(json.dumps(report["totals"], indent=1)))
+        rows,
+        html.escape(json.dumps(report["totals"], indent=1)),
+    )

@@ -9,6 +9,7 @@ plus what the scenario itself is about (devices come back after a reboot,
 keep working through a gateway restart, re-handshake after a service
 restart, a wrong PSK is refused while the others carry on, ...).
 """
+
 import threading
 import time
 
@@ -48,8 +49,10 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
         def cut():
             if not rebooted:
                 rebooted.append(fleet.devices[target].handshakes_ok)
-                threading.Thread(target=fleet.reboot_device, args=(target, 0.2),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=fleet.reboot_device, args=(target, 0.2), daemon=True
+                ).start()
+
         fleet.on_device_event(target, "handshaking", cut)
     names = fleet.start(wrong_psk=wrong)
     good = [n for n in names if n not in wrong]
@@ -65,15 +68,22 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
     if scenario == "reboot-stream" and target:
         fleet.wait(lambda: fleet.devices[target].acked >= 3, 30, live)
         fleet.reboot_device(target, down_s=0.3)
-        back = fleet.wait(lambda: fleet.devices[target].handshakes_ok >= 1 and
-                          fleet.devices[target].boots[-1]["acked"] >= 2, 60, live)
+        back = fleet.wait(
+            lambda: (
+                fleet.devices[target].handshakes_ok >= 1
+                and fleet.devices[target].boots[-1]["acked"] >= 2
+            ),
+            60,
+            live,
+        )
         checks.append(("%s came back after a reboot mid-stream" % target, back, ""))
     elif scenario == "gateway-restart":
         fleet.wait(lambda: acked_at_least(fleet, good, 2), 30, live)
         marks = {n: fleet.devices[n].acked for n in good}
         fleet.restart("gateway", down_s=1.0)
-        moved = fleet.wait(lambda: all(fleet.devices[n].acked >= marks[n] + 2 for n in good),
-                           60, live)
+        moved = fleet.wait(
+            lambda: all(fleet.devices[n].acked >= marks[n] + 2 for n in good), 60, live
+        )
         checks.append(("paired devices keep working after the gateway restart", moved, ""))
         codes = [e for e in fleet.events if e["event"] == "pair_confirm"]
         checks.append(("no device had to pair again", len(codes) <= len(names), ""))
@@ -81,16 +91,25 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
         fleet.wait(lambda: acked_at_least(fleet, good, 2), 30, live)
         marks = {n: fleet.devices[n].acked for n in good}
         fleet.restart("service", down_s=1.0)
-        again = fleet.wait(lambda: all(fleet.devices[n].handshakes_ok >= 2 and
-                                       fleet.devices[n].acked >= marks[n] + 2 for n in good),
-                           90, live)
-        checks.append(("devices re-handshook and carried on after the service restart",
-                       again, ""))
+        again = fleet.wait(
+            lambda: all(
+                fleet.devices[n].handshakes_ok >= 2 and fleet.devices[n].acked >= marks[n] + 2
+                for n in good
+            ),
+            90,
+            live,
+        )
+        checks.append(("devices re-handshook and carried on after the service restart", again, ""))
     elif scenario == "wrong-psk" and wrong:
         bad = wrong[0]
         refused = fleet.wait(lambda: fleet.devices[bad].failures >= 1, 60, live)
-        checks.append(("%s with a wrong PSK is refused" % bad,
-                       refused and fleet.devices[bad].handshakes_ok == 0, ""))
+        checks.append(
+            (
+                "%s with a wrong PSK is refused" % bad,
+                refused and fleet.devices[bad].handshakes_ok == 0,
+                "",
+            )
+        )
 
     # let traffic flow for the rest of the run (or until every good device
     # has had all of its `count` readings acknowledged and echoed)
@@ -99,12 +118,15 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
     def finished():
         return fleet.count is not None and all(
             fleet.devices[n].acked >= fleet.count and fleet.devices[n].received >= fleet.count
-            for n in good)
+            for n in good
+        )
+
     if remaining > 0:
         fleet.wait(finished, remaining, live)
     if fleet.count is not None:
-        checks.append(("every device's %d readings acknowledged and echoed" % fleet.count,
-                       finished(), ""))
+        checks.append(
+            ("every device's %d readings acknowledged and echoed" % fleet.count, finished(), "")
+        )
     # quiet period so in-flight messages settle before the counters are read
     fleet.settle(live)
     return names, good, wrong, checks

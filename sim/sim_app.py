@@ -9,6 +9,7 @@ the next session, and the link layer can only promise exactly-once within a
 session.  Records go to the JSON-lines file named by ATLS_SIM_RECORD, one
 line per delivery: {"id": identity, "boot": b, "n": k, "dup": bool, "ok": bool}.
 """
+
 import json
 import os
 
@@ -45,8 +46,7 @@ class RecordingEchoApp:
             n, boot, ok = None, None, False
         key = (ident, boot, n)
         dup = key in self.seen
-        self.out.write(json.dumps({"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok})
-                       + "\n")
+        self.out.write(json.dumps({"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok}) + "\n")
         if not ok:
             return
         self.seen.add(key)

@@ -6,6 +6,7 @@ the real MicroPython unix port.
 (helper scripts shared by MicroPython-side tests).  It returns the exit
 status and output; `mpy.check(source)` also asserts success.
 """
+
 import json
 import os
 import shutil
@@ -67,8 +68,17 @@ class MicroPython:
             env.update(extra)
         return env
 
-    def run(self, source=None, script=None, args=(), heapsize=None, timeout=120,
-            stdin=None, env=None, cwd=None):
+    def run(
+        self,
+        source=None,
+        script=None,
+        args=(),
+        heapsize=None,
+        timeout=120,
+        stdin=None,
+        env=None,
+        cwd=None,
+    ):
         """Run `source` (text) or `script` (a file path) and wait for it."""
         cmd = [self.binary]
         if heapsize:
@@ -82,8 +92,9 @@ class MicroPython:
         cmd.append(str(script))
         cmd += [str(a) for a in args]
         try:
-            proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
-                                  env=self.env(env), cwd=cwd)
+            proc = subprocess.run(
+                cmd, input=stdin, capture_output=True, timeout=timeout, env=self.env(env), cwd=cwd
+            )
         finally:
             if tmp is not None:
                 os.unlink(tmp.name)
@@ -94,17 +105,22 @@ class MicroPython:
     def check(self, source=None, **kw):
         res = self.run(source, **kw)
         assert res.returncode == 0, "micropython failed (%d):\n%s\n%s" % (
-            res.returncode, res.stdout[-4000:], res.stderr[-4000:])
+            res.returncode,
+            res.stdout[-4000:],
+            res.stderr[-4000:],
+        )
         return res
 
     def run_rows(self, source, rows, heapsize=None, timeout=300):
         """Run `source` with a row file (argv[1]) holding `rows`: one list of
         fields per test, bytes written as hex ("-" for empty).  Returns the
         JSON summary printed by tests/mpy/vecrun.py's Tally.report()."""
+
         def field(v):
             if isinstance(v, (bytes, bytearray)):
                 return v.hex() or "-"
             return str(v)
+
         with tempfile.NamedTemporaryFile("w", suffix=".rows", delete=False) as f:
             for row in rows:
                 f.write(" ".join(field(v) for v in row) + "\n")

@@ -1,17 +1,16 @@
 """Helpers for end-to-end tests: real service process (CPython), real device
 processes (MicroPython unix port), optional lossy relay, loopback UDP only."""
+
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import conftest
 from cryptography.hazmat.primitives import serialization
 
 from host_tools import pki
-
-import conftest
 
 ROOT = conftest.ROOT
 
@@ -22,8 +21,10 @@ def wait_file(path, proc, timeout=20):
         if path.exists() and path.read_text().strip():
             return path.read_text().strip()
         if proc.poll() is not None:
-            raise RuntimeError("process exited early: %s" % (proc.stderr.read()
-                                                           if proc.stderr else proc.returncode))
+            raise RuntimeError(
+                "process exited early: %s"
+                % (proc.stderr.read() if proc.stderr else proc.returncode)
+            )
         time.sleep(0.05)
     raise RuntimeError("timed out waiting for %s" % path)
 
@@ -35,16 +36,20 @@ def der_hex(cert):
 class ServiceProc:
     """The service as a real process, configured in `tmp`."""
 
-    def __init__(self, tmp, devices=None, server=None, device_ca=None, link=None, limits=None,
-                 extra=None):
+    def __init__(
+        self, tmp, devices=None, server=None, device_ca=None, link=None, limits=None, extra=None
+    ):
         self.tmp = Path(tmp)
         reg = {"devices": {k: {"psk": v.hex()} for k, v in (devices or {}).items()}}
         if device_ca is not None:
             (self.tmp / "device-ca.pem").write_bytes(pki.pem(device_ca.cert))
             reg["device_ca"] = "device-ca.pem"
         (self.tmp / "devices.json").write_text(json.dumps(reg))
-        cfg = {"listen": "127.0.0.1:0", "registry": "devices.json",
-               "link": link or {"mtu": 1200, "rto_ms": 300, "rto_max_ms": 2000}}
+        cfg = {
+            "listen": "127.0.0.1:0",
+            "registry": "devices.json",
+            "link": link or {"mtu": 1200, "rto_ms": 300, "rto_max_ms": 2000},
+        }
         if server is not None:
             (self.tmp / "server.pem").write_bytes(pki.pem(server.cert))
             (self.tmp / "server.key").write_bytes(pki.pem(server.key))
@@ -57,9 +62,21 @@ class ServiceProc:
         self.stats = self.tmp / "service.stats.json"
         self.log = open(self.tmp / "service.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_tools.service", "--config", str(self.tmp / "service.json"),
-             "--stats", str(self.stats), "--ready-file", str(self.ready)],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "host_tools.service",
+                "--config",
+                str(self.tmp / "service.json"),
+                "--stats",
+                str(self.stats),
+                "--ready-file",
+                str(self.ready),
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         host, port = wait_file(self.ready, self.proc).rsplit(":", 1)
         self.addr = (host, int(port))
 
@@ -85,9 +102,22 @@ class Relay:
         self.ready = Path(tmp) / ("relay-%d.ready" % seed)
         self.stats = Path(tmp) / ("relay-%d.stats" % seed)
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "lossy_relay.py"), "--target",
-             "%s:%d" % target, "--loss", str(loss), "--seed", str(seed), "--ready-file",
-             str(self.ready), "--stats", str(self.stats)], stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                str(ROOT / "tests" / "lossy_relay.py"),
+                "--target",
+                "%s:%d" % target,
+                "--loss",
+                str(loss),
+                "--seed",
+                str(seed),
+                "--ready-file",
+                str(self.ready),
+                "--stats",
+                str(self.stats),
+            ],
+            stderr=subprocess.PIPE,
+        )
         host, port = wait_file(self.ready, self.proc).rsplit(":", 1)
         self.addr = (host, int(port))
 
@@ -99,8 +129,12 @@ class Relay:
 def run_device(mpy, tmp, cfg, name="device", heapsize=None, timeout=120):
     path = Path(tmp) / (name + ".json")
     path.write_text(json.dumps(cfg))
-    res = mpy.run(script=ROOT / "tests" / "mpy" / "device_echo.py", args=[path],
-                  heapsize=heapsize, timeout=timeout)
+    res = mpy.run(
+        script=ROOT / "tests" / "mpy" / "device_echo.py",
+        args=[path],
+        heapsize=heapsize,
+        timeout=timeout,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.json()
 
@@ -108,5 +142,11 @@ def run_device(mpy, tmp, cfg, name="device", heapsize=None, timeout=120):
 def start_device(mpy, tmp, cfg, name="device", heapsize=None):
     path = Path(tmp) / (name + ".json")
     path.write_text(json.dumps(cfg))
-    return mpy.popen(ROOT / "tests" / "mpy" / "device_echo.py", args=[path], heapsize=heapsize,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return mpy.popen(
+        ROOT / "tests" / "mpy" / "device_echo.py",
+        args=[path],
+        heapsize=heapsize,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

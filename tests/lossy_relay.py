@@ -5,6 +5,7 @@ recovery is exercised with real sockets.  Counts what it dropped.
     python tests/lossy_relay.py --target 127.0.0.1:5684 --loss 0.2 --seed 1 \
         --ready-file ready.txt [--stats stats.json] [--duration 120]
 """
+
 import argparse
 import json
 import random

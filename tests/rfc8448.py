@@ -4,6 +4,7 @@
 the nth "{actor}  step" heading of that section whose text contains `step`,
 in the field called `label` ("complete record", "private key", ...).
 """
+
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _clean(text):
 class Trace:
     def __init__(self, section):
         start, end = _SECTIONS[section]
-        body = TEXT[TEXT.index("\n" + start) + 1:]
+        body = TEXT[TEXT.index("\n" + start) + 1 :]
         body = body[: body.index("\n" + end)]
         self.steps = []  # (heading, {label: bytes})
         current = None

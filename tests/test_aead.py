@@ -17,6 +17,7 @@ Sources:
 All rows are checked by tests/mpy/aead_check.py (and aead_flip.py) on both
 interpreters.
 """
+
 import hashlib
 import random
 import re
@@ -39,9 +40,15 @@ from atls.errors import AuthError, KeyLengthError, UsageError  # noqa: E402
 PURE = (ccm.CCM, gcm.GCM)
 FACADE = (aead.AESCCM, aead.AESGCM)  # native wrappers when backend.FAST
 
-_MODULES = ["atls/__init__.py", "atls/errors.py", "atls/crypto/__init__.py",
-            "atls/crypto/backend.py", "atls/crypto/ccm.py", "atls/crypto/gcm.py",
-            "atls/crypto/aead.py"]
+_MODULES = [
+    "atls/__init__.py",
+    "atls/errors.py",
+    "atls/crypto/__init__.py",
+    "atls/crypto/backend.py",
+    "atls/crypto/ccm.py",
+    "atls/crypto/gcm.py",
+    "atls/crypto/aead.py",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +82,19 @@ for i, f in lean_rows(sys.argv[1]):
 t.report()
 """
 
-FLIP_SCRIPT = ROWS_SCRIPT.replace("check_row, lean_rows",
-                                  "lean_rows\nfrom aead_flip import flip_check")
+FLIP_SCRIPT = ROWS_SCRIPT.replace(
+    "check_row, lean_rows", "lean_rows\nfrom aead_flip import flip_check"
+)
 FLIP_SCRIPT = FLIP_SCRIPT.replace("check_row(", "flip_check(")
 
 
 def _cpython(rows, cls, checker=check_row):
-    bad = [(i, why) for i, r in enumerate(rows)
-           for why in [checker([_field(v) for v in r], *cls)] if why is not None]
+    bad = [
+        (i, why)
+        for i, r in enumerate(rows)
+        for why in [checker([_field(v) for v in r], *cls)]
+        if why is not None
+    ]
     assert bad == []
 
 
@@ -156,8 +168,12 @@ def rfc3610_rows(text):
                 out = _hex_after(lines, j, int(mo.group(1)))
                 break
         assert out[:hl] == inp[:hl]
-        rows.append((int(m.group(1)), _row("ccm", key, nonce, inp[:hl], inp[hl:],
-                                           len(out) - len(inp), out[hl:])))
+        rows.append(
+            (
+                int(m.group(1)),
+                _row("ccm", key, nonce, inp[:hl], inp[hl:], len(out) - len(inp), out[hl:]),
+            )
+        )
     return rows
 
 
@@ -184,24 +200,49 @@ def test_rfc3610_s8_packet_vectors_micropython(mpyc, rfc3610):
 SP800_38C_KEY = bytes.fromhex("404142434445464748494a4b4c4d4e4f")
 SP800_38C = [
     ("C.1", 4, "10111213141516", "0001020304050607", "20212223", "7162015b4dac255d"),
-    ("C.2", 6, "1011121314151617", "000102030405060708090a0b0c0d0e0f",
-     "202122232425262728292a2b2c2d2e2f", "d2a1f0e051ea5f62081a7792073d593d1fc64fbfaccd"),
-    ("C.3", 8, "101112131415161718191a1b", "000102030405060708090a0b0c0d0e0f10111213",
-     "202122232425262728292a2b2c2d2e2f3031323334353637",
-     "e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951"),
+    (
+        "C.2",
+        6,
+        "1011121314151617",
+        "000102030405060708090a0b0c0d0e0f",
+        "202122232425262728292a2b2c2d2e2f",
+        "d2a1f0e051ea5f62081a7792073d593d1fc64fbfaccd",
+    ),
+    (
+        "C.3",
+        8,
+        "101112131415161718191a1b",
+        "000102030405060708090a0b0c0d0e0f10111213",
+        "202122232425262728292a2b2c2d2e2f3031323334353637",
+        "e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951",
+    ),
 ]
 # C.4: 14-byte tag, 13-byte nonce, A = 256 repetitions of 00..ff (65536 bytes,
 # so l(a) takes the 0xfffe || 4-byte encoding of RFC 3610 §2.2).
-SP800_38C_C4 = ("C.4", 14, "101112131415161718191a1b1c", None,
-                "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
-                "69915dad1e84c6376a68c2967e4dab615ae0fd1faec44cc484828529463ccf72"
-                "b4ac6bec93e8598e7f0dadbcea5b")
+SP800_38C_C4 = (
+    "C.4",
+    14,
+    "101112131415161718191a1b1c",
+    None,
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    "69915dad1e84c6376a68c2967e4dab615ae0fd1faec44cc484828529463ccf72b4ac6bec93e8598e7f0dadbcea5b",
+)
 C4_AAD = bytes(range(256)) * 256
 
 
 def _sp800_38c_rows():
-    return [_row("ccm", SP800_38C_KEY, bytes.fromhex(n), bytes.fromhex(a), bytes.fromhex(p),
-                 t, bytes.fromhex(c)) for _, t, n, a, p, c in SP800_38C]
+    return [
+        _row(
+            "ccm",
+            SP800_38C_KEY,
+            bytes.fromhex(n),
+            bytes.fromhex(a),
+            bytes.fromhex(p),
+            t,
+            bytes.fromhex(c),
+        )
+        for _, t, n, a, p, c in SP800_38C
+    ]
 
 
 def test_sp800_38c_appendix_c1_c3(impl):
@@ -222,33 +263,55 @@ def test_sp800_38c_appendix_c_micropython(mpyc):
     assert mpyc.run_rows(ROWS_SCRIPT, rows, heapsize="32K") == {"ok": 3, "failed": []}
     # C.4 needs its 64 KiB AAD in memory: run it with a larger heap
     _, t, n, _, p, c = SP800_38C_C4
-    src = ("from atls.crypto.aead import AESCCM\nfrom atls.errors import AuthError\n"
-           "a = AESCCM(bytes(range(64, 80)), %d)\naad = bytes(range(256)) * 256\n"
-           "assert a.seal(bytes.fromhex('%s'), aad, bytes.fromhex('%s')).hex() == '%s'\n"
-           "assert a.open(bytes.fromhex('%s'), aad, bytes.fromhex('%s')).hex() == '%s'\n"
-           "print('ok')\n") % (t, n, p, c, n, c, p)
+    src = (
+        "from atls.crypto.aead import AESCCM\nfrom atls.errors import AuthError\n"
+        "a = AESCCM(bytes(range(64, 80)), %d)\naad = bytes(range(256)) * 256\n"
+        "assert a.seal(bytes.fromhex('%s'), aad, bytes.fromhex('%s')).hex() == '%s'\n"
+        "assert a.open(bytes.fromhex('%s'), aad, bytes.fromhex('%s')).hex() == '%s'\n"
+        "print('ok')\n"
+    ) % (t, n, p, c, n, c, p)
     assert mpyc.check(src, heapsize="256K").stdout.strip() == "ok"
 
 
 # --- GCM spec (McGrew-Viega, Appendix B) test cases -----------------------------------
 _K3 = "feffe9928665731c6d6a8f9467308308"
 _IV3 = "cafebabefacedbaddecaf888"
-_P3 = ("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
-       "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255")
+_P3 = (
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+    "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+)
 _A4 = "feedfacedeadbeeffeedfacedeadbeefabaddad2"
-_C3 = ("42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
-       "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985")
-_C15 = ("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
-        "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad")
+_C3 = (
+    "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
+    "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985"
+)
+_C15 = (
+    "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+    "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad"
+)
 GCM_SPEC = [  # (test case, K, IV, A, P, C, T), transcribed; cross-checked with `cryptography`
     (1, "00" * 16, "00" * 12, "", "", "", "58e2fccefa7e3061367f1d57a4e7455a"),
-    (2, "00" * 16, "00" * 12, "", "00" * 16, "0388dace60b6a392f328c2b971b2fe78",
-     "ab6e47d42cec13bdf53a67b21257bddf"),
+    (
+        2,
+        "00" * 16,
+        "00" * 12,
+        "",
+        "00" * 16,
+        "0388dace60b6a392f328c2b971b2fe78",
+        "ab6e47d42cec13bdf53a67b21257bddf",
+    ),
     (3, _K3, _IV3, "", _P3, _C3, "4d5c2af327cd64a62cf35abd2ba6fab4"),
     (4, _K3, _IV3, _A4, _P3[:120], _C3[:120], "5bc94fbc3221a5db94fae95ae7121a47"),
     (13, "00" * 32, "00" * 12, "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"),
-    (14, "00" * 32, "00" * 12, "", "00" * 16, "cea7403d4d606b6e074ec5d3baf39d18",
-     "d0d1c8a799996bf0265b98b5d48ab919"),
+    (
+        14,
+        "00" * 32,
+        "00" * 12,
+        "",
+        "00" * 16,
+        "cea7403d4d606b6e074ec5d3baf39d18",
+        "d0d1c8a799996bf0265b98b5d48ab919",
+    ),
     (15, _K3 * 2, _IV3, "", _P3, _C15, "b094dac5d93471bdec1a502270e3cc6c"),
     (16, _K3 * 2, _IV3, _A4, _P3[:120], _C15[:120], "76fc6ece0f4e1768cddf8853bb2d551b"),
 ]
@@ -277,6 +340,7 @@ def test_gcm_hash_subkey_and_tables():
 
 # --- Wycheproof ----------------------------------------------------------------------
 
+
 def wycheproof_rows(data, kind):
     """Rows for every test the API can express, and the skipped counts by reason."""
     rows, skipped = [], {}
@@ -292,9 +356,22 @@ def wycheproof_rows(data, kind):
                 skipped[why] = skipped.get(why, 0) + 1
                 continue
             h = bytes.fromhex
-            rows.append((g["keySize"], t["tcId"], _row(
-                kind, h(t["key"]), h(t["iv"]), h(t["aad"]), h(t["msg"]), g["tagSize"] // 8,
-                h(t["ct"] + t["tag"]), t["result"])))
+            rows.append(
+                (
+                    g["keySize"],
+                    t["tcId"],
+                    _row(
+                        kind,
+                        h(t["key"]),
+                        h(t["iv"]),
+                        h(t["aad"]),
+                        h(t["msg"]),
+                        g["tagSize"] // 8,
+                        h(t["ct"] + t["tag"]),
+                        t["result"],
+                    ),
+                )
+            )
     return rows, skipped
 
 
@@ -314,8 +391,10 @@ def wp_gcm(vectors):
     # IVs that must raise KeyLengthError), 39 valid ones with other IV sizes skipped
     assert len([r for r in rows if r[0] == 128]) == 69
     assert len([r for r in rows if r[0] == 256]) == 68
-    assert skipped == {"AES-192 key (not offered: KeyLengthError)": 103,
-                       "valid non-96-bit GCM IV (API takes 12-byte nonces only)": 39 + 37}
+    assert skipped == {
+        "AES-192 key (not offered: KeyLengthError)": 103,
+        "valid non-96-bit GCM IV (API takes 12-byte nonces only)": 39 + 37,
+    }
     return [r[2] for r in rows]
 
 
@@ -344,8 +423,11 @@ def diff_rows(kind, count, seed):
     rows = []
     for i in range(count):
         key = rnd.randbytes(32 if i % 10 == 9 else 16)
-        n = SIZES[i % len(SIZES)] if i < 3 * len(SIZES) else rnd.choice(
-            [rnd.randrange(0, 80), rnd.randrange(0, 1600)])
+        n = (
+            SIZES[i % len(SIZES)]
+            if i < 3 * len(SIZES)
+            else rnd.choice([rnd.randrange(0, 80), rnd.randrange(0, 1600)])
+        )
         aad = rnd.randbytes(rnd.choice([0, 5, 13, rnd.randrange(0, 40), rnd.randrange(0, 300)]))
         msg, msg_field = _long(rnd, n) if n > 200 else (rnd.randbytes(n), None)
         if kind == "gcm":
@@ -367,7 +449,7 @@ def diff_rows(kind, count, seed):
             if cut == "short":
                 bad = bad[:-1]
             elif cut == "tiny":
-                bad = bad[:rnd.randrange(tag_len)]
+                bad = bad[: rnd.randrange(tag_len)]
             else:
                 bad[rnd.randrange(len(bad))] ^= 1 + rnd.randrange(255)
             rows.append(_row(k, key, nonce, aad, b"", tag_len, bytes(bad), "invalid"))
@@ -401,19 +483,29 @@ def test_differential_vs_cryptography_micropython(mpyc, diff, kind):
 
 # --- every single-bit change is rejected ------------------------------------------------
 
+
 def flip_rows():
     rnd = random.Random(7)
     rows = []
     for kind, tag_len, n, aad_len, step in [
-            ("ccm", 16, 3, 5, 1), ("ccm", 8, 16, 5, 1), ("ccm", 4, 0, 13, 1), ("ccm", 16, 0, 0, 1),
-            ("gcm", 16, 17, 5, 1), ("gcm", 16, 0, 0, 1), ("gcm", 16, 0, 20, 1),
-            ("ccm", 16, 1100, 300, 37), ("ccm", 8, 1500, 13, 41), ("gcm", 16, 1100, 300, 37)]:
+        ("ccm", 16, 3, 5, 1),
+        ("ccm", 8, 16, 5, 1),
+        ("ccm", 4, 0, 13, 1),
+        ("ccm", 16, 0, 0, 1),
+        ("gcm", 16, 17, 5, 1),
+        ("gcm", 16, 0, 0, 1),
+        ("gcm", 16, 0, 20, 1),
+        ("ccm", 16, 1100, 300, 37),
+        ("ccm", 8, 1500, 13, 41),
+        ("gcm", 16, 1100, 300, 37),
+    ]:
         nonce = rnd.randbytes(12)
         sealed_len = n + tag_len
         count = len(range(0, sealed_len * 8, step)) + len(range(0, aad_len * 8, step))
         msg = _long(rnd, n)[1] if n > 200 else rnd.randbytes(n)
-        rows.append([kind, rnd.randbytes(16), nonce, rnd.randbytes(aad_len), msg, tag_len,
-                     step, count])
+        rows.append(
+            [kind, rnd.randbytes(16), nonce, rnd.randbytes(aad_len), msg, tag_len, step, count]
+        )
     return rows
 
 
@@ -430,6 +522,7 @@ def test_flipped_bits_raise_auth_error_micropython(mpyc):
 
 
 # --- caller mistakes ---------------------------------------------------------------------
+
 
 class _Len:
     """Stands in for a buffer too long to allocate: only len() works."""
@@ -489,9 +582,9 @@ def test_too_long_is_usage_error(impl):
         c.seal(bytes(12), b"", _Len(1 << 24))  # L = 3
     g = G(key)
     with pytest.raises(UsageError):
-        g.seal(bytes(12), b"", _Len(2 ** 36 - 31))
+        g.seal(bytes(12), b"", _Len(2**36 - 31))
     with pytest.raises(UsageError):
-        g.open(bytes(12), b"", _Len(2 ** 36 - 31 + 16))
+        g.open(bytes(12), b"", _Len(2**36 - 31 + 16))
 
 
 def test_caller_mistakes_micropython(mpyc):
@@ -550,10 +643,13 @@ def test_tags_equal_scans_everything():
 def test_facade_is_the_pure_classes_without_native_backend():
     """With ATLS_PURE_CRYPTO=1 (and always on MicroPython) the facade names
     are the pure classes; otherwise they wrap `cryptography`."""
-    code = ("from atls.crypto import aead, ccm, gcm, backend\n"
-            "print(backend.FAST, aead.AESCCM is ccm.CCM, aead.AESGCM is gcm.GCM)\n")
+    code = (
+        "from atls.crypto import aead, ccm, gcm, backend\n"
+        "print(backend.FAST, aead.AESCCM is ccm.CCM, aead.AESGCM is gcm.GCM)\n"
+    )
     env = {"PYTHONPATH": str(FIRMWARE), "ATLS_PURE_CRYPTO": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False", "True", "True"]
     assert (aead.AESCCM is ccm.CCM) == (not backend.FAST)

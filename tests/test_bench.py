@@ -3,6 +3,7 @@
 sizes and produces its keys; `python -m host_tools.bench --quick --only ...`
 writes them into bench.json.  No timing is asserted; the byte counts that the
 protocol fixes (docs/PROTOCOL.md §1-§3) are."""
+
 import json
 
 import pytest
@@ -26,23 +27,48 @@ def test_link_overhead_quick():
     assert res["ack_bytes_ccm8"] == 11 + 8  # §1: ACK is 11 + tag bytes
     for mtu in system.MTUS:
         k = "hs_ccm8_mtu%d_" % mtu
-        _numbers(res, [k + s for s in ("up_tls_bytes", "up_wire_bytes", "down_tls_bytes",
-                                       "down_wire_bytes", "datagrams", "framing_pct")])
+        _numbers(
+            res,
+            [
+                k + s
+                for s in (
+                    "up_tls_bytes",
+                    "up_wire_bytes",
+                    "down_tls_bytes",
+                    "down_wire_bytes",
+                    "datagrams",
+                    "framing_pct",
+                )
+            ],
+        )
         # §2: every fragment costs 5 bytes and the client's Finished is HS_ACKed (5 bytes)
         frags = res[k + "datagrams"] - 1
-        assert res[k + "up_wire_bytes"] + res[k + "down_wire_bytes"] == \
-            res[k + "up_tls_bytes"] + res[k + "down_tls_bytes"] + 5 * frags + 5
-    assert res["hs_ccm8_tls_bytes"] == res["hs_ccm8_mtu64_up_tls_bytes"] + \
-        res["hs_ccm8_mtu64_down_tls_bytes"]
+        assert (
+            res[k + "up_wire_bytes"] + res[k + "down_wire_bytes"]
+            == res[k + "up_tls_bytes"] + res[k + "down_tls_bytes"] + 5 * frags + 5
+        )
+    assert (
+        res["hs_ccm8_tls_bytes"]
+        == res["hs_ccm8_mtu64_up_tls_bytes"] + res["hs_ccm8_mtu64_down_tls_bytes"]
+    )
     assert res["anchor_ietf_tls13_psk_ecdhe_bytes"] == 370
 
 
 def test_service_handshakes_quick():
     res = system.service_handshakes(quick=True)
-    _numbers(res, ["raw_openssl_server_hs_per_s", "raw_openssl_loop_hs_per_s",
-                   "bare_serverconnection_server_hs_per_s", "service_server_hs_per_s",
-                   "service_mtu66_server_hs_per_s", "service_udp_wall_hs_per_s",
-                   "ratio_service_vs_raw_openssl", "service_udp_handshakes"])
+    _numbers(
+        res,
+        [
+            "raw_openssl_server_hs_per_s",
+            "raw_openssl_loop_hs_per_s",
+            "bare_serverconnection_server_hs_per_s",
+            "service_server_hs_per_s",
+            "service_mtu66_server_hs_per_s",
+            "service_udp_wall_hs_per_s",
+            "ratio_service_vs_raw_openssl",
+            "service_udp_handshakes",
+        ],
+    )
     assert res["service_udp_handshakes"] > 0
     assert res["openssl"].startswith("OpenSSL")
 
@@ -51,16 +77,34 @@ def test_zigbee_quick():
     res = system.zigbee(quick=True)
     for np in (66, 84):
         k = "np%d_" % np
-        _numbers(res, [k + s for s in ("hs_frames_on_air", "hs_air_bytes", "hs_airtime_ms",
-                                       "msg16_up_frames", "msg16_up_air_bytes")])
+        _numbers(
+            res,
+            [
+                k + s
+                for s in (
+                    "hs_frames_on_air",
+                    "hs_air_bytes",
+                    "hs_airtime_ms",
+                    "msg16_up_frames",
+                    "msg16_up_air_bytes",
+                )
+            ],
+        )
         # sim/radio.py: every frame carries 30 bytes of PHY/MAC/NWK/APS overhead
-        assert res[k + "hs_air_bytes"] == res[k + "hs_payload_bytes"] + \
-            30 * res[k + "hs_frames_on_air"]
+        assert (
+            res[k + "hs_air_bytes"]
+            == res[k + "hs_payload_bytes"] + 30 * res[k + "hs_frames_on_air"]
+        )
         assert res[k + "msg16_up_frames"] == 2  # DATA up, ACK down
         assert res[k + "msg16_up_air_bytes"] == (16 + 13) + (11 + 8) + 2 * 30
     for path in ("gateway_zigbee", "gateway_udp", "relay_udp"):
-        _numbers(res, ["%s_66B_%s" % (path, s) for s in ("up_per_s", "down_per_s",
-                                                           "up_cpu_us", "down_cpu_us")])
+        _numbers(
+            res,
+            [
+                "%s_66B_%s" % (path, s)
+                for s in ("up_per_s", "down_per_s", "up_cpu_us", "down_cpu_us")
+            ],
+        )
     _numbers(res, ["ratio_gateway_zigbee_vs_relay_66B_wall"])
     assert "ratio_gateway_zigbee_vs_relay_66B_cpu" in res  # None when the phases are too short
     assert res["lost"] == 0
@@ -70,8 +114,19 @@ def test_sim_scale_quick():
     res = system.sim_scale(quick=True)
     for n in (2, 4):
         k = "n%d_" % n
-        _numbers(res, [k + s for s in ("wall_s", "all_up_s", "device_peak_rss_kb_max",
-                                       "devices_peak_rss_mb_total", "service_peak_rss_kb")])
+        _numbers(
+            res,
+            [
+                k + s
+                for s in (
+                    "wall_s",
+                    "all_up_s",
+                    "device_peak_rss_kb_max",
+                    "devices_peak_rss_mb_total",
+                    "service_peak_rss_kb",
+                )
+            ],
+        )
         assert res[k + "up"] == n
         assert res[k + "verdict"] == "pass", res.get(k + "failed_checks")
     _numbers(res, ["growth_wall_x", "growth_all_up_x"])
@@ -79,17 +134,28 @@ def test_sim_scale_quick():
 
 def test_boards():
     res = system.boards()
-    _numbers(res, ["mpy_bytes_esp32", "mpy_bytes_pico_w", "mpy_bytes_unix",
-                   "import_ram_bytes_unix", "import_modules"])
+    _numbers(
+        res,
+        [
+            "mpy_bytes_esp32",
+            "mpy_bytes_pico_w",
+            "mpy_bytes_unix",
+            "import_ram_bytes_unix",
+            "import_modules",
+        ],
+    )
     assert res["import_failed"] == 0
 
 
-@pytest.mark.parametrize("only, runs", [
-    ("link_overhead", ["link_overhead"]),
-    ("aead,zigbee", ["zigbee"]),     # sections by substring, several words
-    ("memory", []),
-    (None, [n for n, _ in system.SECTIONS]),
-])
+@pytest.mark.parametrize(
+    "only, runs",
+    [
+        ("link_overhead", ["link_overhead"]),
+        ("aead,zigbee", ["zigbee"]),  # sections by substring, several words
+        ("memory", []),
+        (None, [n for n, _ in system.SECTIONS]),
+    ],
+)
 def test_only_selects_sections(only, runs):
     assert [n for n, _ in system.SECTIONS if bench._wanted(n, only)] == runs
 

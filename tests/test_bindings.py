@@ -12,6 +12,7 @@ never the plaintext; CoAP flights and batches larger than one block go
 block-wise (RFC 7959 options seen on the wire); malformed requests get 4xx /
 4.xx, are counted by reason and leave a concurrent session alone; half-open
 and idle sessions time out."""
+
 import asyncio
 import json
 import os
@@ -22,19 +23,16 @@ import sys
 import time
 import types
 
-import aiohttp
 import aiocoap
+import aiohttp
+import conftest
 import pytest
 from aiohttp import web
-
-from host_tools import pki
-from host_tools import atls_http_client as hc
-
-from atls.tls.client import ClientConfig, TLSClient
-
 from e2e import ServiceProc
 
-import conftest
+from atls.tls.client import ClientConfig, TLSClient
+from host_tools import atls_http_client as hc
+from host_tools import pki
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,8 +59,15 @@ class Svc(ServiceProc):
         if creds is not None:  # the whole chain goes into server.pem
             server = types.SimpleNamespace(cert=creds["server"].chain, key=creds["server"].key)
         extra = dict({"http_listen": "127.0.0.1:0", "coap_listen": "127.0.0.1:0"}, **extra)
-        ServiceProc.__init__(self, tmp, devices={"device-1": PSK, "device-2": PSK[::-1]},
-                             server=server, link=link or LINK, limits=limits, extra=extra)
+        ServiceProc.__init__(
+            self,
+            tmp,
+            devices={"device-1": PSK, "device-2": PSK[::-1]},
+            server=server,
+            link=link or LINK,
+            limits=limits,
+            extra=extra,
+        )
         addrs = json.loads((self.tmp / "service.ready.json").read_text())
         self.http = "http://%s/atls" % addrs["http"]
         self.http_latest = "http://%s/.well-known/atls" % addrs["http"]
@@ -91,7 +96,7 @@ def records(body):
     pos = 0
     while pos < len(body):
         assert len(body) - pos >= 5 and body[pos + 1] == 3
-        n = int.from_bytes(body[pos + 3:pos + 5], "big")
+        n = int.from_bytes(body[pos + 3 : pos + 5], "big")
         out.append((body[pos], n))
         pos += 5 + n
     assert pos == len(body)
@@ -107,11 +112,28 @@ def svc(tmp_path, creds):
 
 # ---- HTTP sessions ---------------------------------------------------------------
 
+
 def test_http_psk_cli_100_each_way(svc):
     """draft §3.1 bootstrapping client (the CLI), PSK, 100 messages each way."""
-    p = subprocess.run([sys.executable, "-m", "host_tools.atls_http_client", "--url", svc.http,
-                        "--psk-id", "device-1", "--psk", PSK.hex(), "--count", "100"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "host_tools.atls_http_client",
+            "--url",
+            svc.http,
+            "--psk-id",
+            "device-1",
+            "--psk",
+            PSK.hex(),
+            "--count",
+            "100",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     lines = p.stdout.splitlines()
     s = json.loads(lines[-1])
@@ -140,6 +162,7 @@ def test_http_certificate_mode_latest_draft_names_100_each_way(svc, creds):
 
 
 # ---- §9.7 on the wire --------------------------------------------------------------
+
 
 class TcpRecorder:
     """A transparent TCP relay that keeps every byte of each connection."""
@@ -188,7 +211,7 @@ def parse_http(stream):
         head = stream[pos:end].decode("latin-1").split("\r\n")
         headers = [tuple(x.strip() for x in h.split(":", 1)) for h in head[1:]]
         n = int(dict((k.lower(), v) for k, v in headers).get("content-length", "0"))
-        body = bytes(stream[end + 4:end + 4 + n])
+        body = bytes(stream[end + 4 : end + 4 + n])
         assert len(body) == n
         out.append((head[0], headers, body))
         pos = end + 4 + n
@@ -204,6 +227,7 @@ def test_http_exchange_matches_section_9_7(svc):
     stream carrying the client's flight unmodified; 200 OK with the same type
     and the server's flight; Set-Cookie on the first response only, echoed on
     every later request; then the channel's packets (application/atls-data)."""
+
     async def go():
         rec = TcpRecorder(svc.http_hostport)
         addr = await rec.start()
@@ -245,7 +269,7 @@ def test_http_exchange_matches_section_9_7(svc):
     assert len(cookies) == 1
     m = re.match(r"atls-session=([0-9a-f]{32});", cookies[0])
     assert m, cookies
-    for line, h, _ in reqs[1:]:
+    for _line, h, _ in reqs[1:]:
         assert hdr(h, "Cookie") == ["atls-session=" + m.group(1)]
     for _, h, _ in resps[1:]:
         assert not hdr(h, "Set-Cookie")
@@ -292,14 +316,22 @@ class ReverseProxy:
     async def handle(self, request):
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-        async with self.session.request(request.method, self.upstream + request.path_qs,
-                                        data=body, headers=headers) as r:
+        async with self.session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as r:
             rbody = await r.read()
             rheaders = [(k, v) for k, v in r.headers.items() if k.lower() not in HOP]
             status = r.status
-        self.log.append({"secure": request.secure, "headers": dict(request.headers),
-                         "body": body, "status": status, "resp_headers": rheaders,
-                         "resp_body": rbody})
+        self.log.append(
+            {
+                "secure": request.secure,
+                "headers": dict(request.headers),
+                "body": body,
+                "status": status,
+                "resp_headers": rheaders,
+                "resp_body": rbody,
+            }
+        )
         resp = web.Response(status=status, body=rbody)
         for k, v in rheaders:
             resp.headers.add(k, v)
@@ -336,8 +368,12 @@ def test_tls_terminating_proxy_sees_only_atls(svc, creds, tmp_path):
         rtype = dict(e["resp_headers"])["Content-Type"]
         assert ctype == rtype and ctype in kinds and e["status"] == 200
         kinds[ctype] += 1
-        seen = e["body"] + e["resp_body"] + repr(e["headers"]).encode() + \
-            repr(e["resp_headers"]).encode()
+        seen = (
+            e["body"]
+            + e["resp_body"]
+            + repr(e["headers"]).encode()
+            + repr(e["resp_headers"]).encode()
+        )
         assert marker not in seen and marker.hex().encode() not in seen
         if ctype == "application/atls+octet-stream":
             records(e["body"]), records(e["resp_body"])  # whole TLS records only
@@ -351,6 +387,7 @@ def test_tls_terminating_proxy_sees_only_atls(svc, creds, tmp_path):
 
 # ---- malformed HTTP requests --------------------------------------------------------
 
+
 async def _post(session, url, body, ctype, cookie=None, method="POST", chunked=False):
     """(status, ATLS-Error, body, Set-Cookie value or None)"""
     headers = {"Content-Type": ctype} if ctype else {}
@@ -358,9 +395,11 @@ async def _post(session, url, body, ctype, cookie=None, method="POST", chunked=F
         headers["Cookie"] = "atls-session=" + cookie
     data = body
     if chunked:
+
         async def gen():
             for i in range(0, len(body), 4096):
-                yield body[i:i + 4096]
+                yield body[i : i + 4096]
+
         data = gen()
     async with session.request(method, url, data=data, headers=headers) as r:
         c = r.cookies.get("atls-session")
@@ -380,6 +419,7 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
     each gets its 4xx and short reason, counted by reason, while a session
     running at the same time completes 100 messages each way exactly once,
     in order."""
+
     async def barrage(tr, client):
         await _until(lambda: client.link is not None)
         good = tr.cookie
@@ -390,49 +430,66 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
             res["no_ctype"] = await _post(s, u, b"\x16\x03\x01", None)
             res["missing_cookie"] = await _post(s, u, b"", hc.CT_DATA)
             res["forged_cookie"] = await _post(s, u, b"", hc.CT_DATA, "ab" * 16)
-            res["forged_flight"] = await _post(s, u, client.flights_sent[0], hc.CT_FLIGHT,
-                                               "cd" * 16)
+            res["forged_flight"] = await _post(
+                s, u, client.flights_sent[0], hc.CT_FLIGHT, "cd" * 16
+            )
             res["junk_cookie"] = await _post(s, u, b"", hc.CT_DATA, "not-hex")
             res["too_big"] = await _post(s, u, os.urandom(20000), hc.CT_FLIGHT)
-            res["too_big_chunked"] = await _post(s, u, os.urandom(20000), hc.CT_DATA, good,
-                                                 chunked=True)
+            res["too_big_chunked"] = await _post(
+                s, u, os.urandom(20000), hc.CT_DATA, good, chunked=True
+            )
             res["garbage"] = await _post(s, u, os.urandom(300), hc.CT_FLIGHT)
             res["garbage_tls"] = await _post(s, u, b"\x16\x03\x01\x00\x05hello", hc.CT_FLIGHT)
             res["partial_record"] = await _post(s, u, b"\x16\x03\x01\x00\x50abc", hc.CT_FLIGHT)
             res["empty_flight"] = await _post(s, u, b"", hc.CT_FLIGHT)
             res["bad_framing"] = await _post(s, u, b"\x00\x09abc", hc.CT_DATA, good)
-            res["flight_on_established"] = await _post(s, u, client.flights_sent[0] + b"x",
-                                                       hc.CT_FLIGHT, good)
+            res["flight_on_established"] = await _post(
+                s, u, client.flights_sent[0] + b"x", hc.CT_FLIGHT, good
+            )
             res["get"] = await _post(s, u, b"", None, method="GET")
             # a second, half-open session (a fresh ClientHello), then link packets on it
             half = await _post(s, u, client.flights_sent[0], hc.CT_FLIGHT)
             assert half[0] == 200 and re.fullmatch("[0-9a-f]{32}", half[3])
             res["half_open_data"] = await _post(s, u, b"", hc.CT_DATA, half[3])
             # junk link packets in good framing on the good session: the link drops them
-            junk = hc.pack_packets([b"\x00junk", b"\xa3" + tr.sid.to_bytes(2, "big") +
-                                    (60000).to_bytes(2, "big") + os.urandom(20)])
+            junk = hc.pack_packets(
+                [
+                    b"\x00junk",
+                    b"\xa3"
+                    + tr.sid.to_bytes(2, "big")
+                    + (60000).to_bytes(2, "big")
+                    + os.urandom(20),
+                ]
+            )
             res["junk_packets"] = await _post(s, u, junk, hc.CT_DATA, good)
         return res
 
     async def go():
         tr = hc.HttpTransport(svc.http)
         client = hc.AtlsClient(tr, psk_config())
-        return await asyncio.gather(hc.run(tr, None, 100, client=client),
-                                    barrage(tr, client))
+        return await asyncio.gather(hc.run(tr, None, 100, client=client), barrage(tr, client))
 
     s, res = asyncio.run(go())
     check(s, 100)
-    expect = {"ctype": (415, "bad_content_type"), "no_ctype": (415, "bad_content_type"),
-              "missing_cookie": (400, "missing_cookie"),
-              "forged_cookie": (403, "unknown_session"),
-              "forged_flight": (403, "unknown_session"),
-              "junk_cookie": (403, "unknown_session"),
-              "too_big": (413, "too_big"), "too_big_chunked": (413, "too_big"),
-              "garbage": (400, "handshake_failed"), "garbage_tls": (400, "handshake_failed"),
-              "partial_record": (400, "handshake_failed"),
-              "empty_flight": (400, "empty_flight"), "bad_framing": (400, "bad_framing"),
-              "flight_on_established": (409, "established"), "get": (405, "bad_method"),
-              "half_open_data": (409, "not_established"), "junk_packets": (200, None)}
+    expect = {
+        "ctype": (415, "bad_content_type"),
+        "no_ctype": (415, "bad_content_type"),
+        "missing_cookie": (400, "missing_cookie"),
+        "forged_cookie": (403, "unknown_session"),
+        "forged_flight": (403, "unknown_session"),
+        "junk_cookie": (403, "unknown_session"),
+        "too_big": (413, "too_big"),
+        "too_big_chunked": (413, "too_big"),
+        "garbage": (400, "handshake_failed"),
+        "garbage_tls": (400, "handshake_failed"),
+        "partial_record": (400, "handshake_failed"),
+        "empty_flight": (400, "empty_flight"),
+        "bad_framing": (400, "bad_framing"),
+        "flight_on_established": (409, "established"),
+        "get": (405, "bad_method"),
+        "half_open_data": (409, "not_established"),
+        "junk_packets": (200, None),
+    }
     for k, (status, reason) in expect.items():
         got = res[k]
         assert got[:2] == (status, reason), (k, got)
@@ -441,9 +498,17 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
             assert got[3] is None  # no cookie handed out on a rejection
     c = svc.counters()
     assert c["http"]["rejected"] == {
-        "bad_content_type": 2, "missing_cookie": 1, "unknown_session": 3, "too_big": 2,
-        "handshake_failed": 3, "empty_flight": 1, "bad_framing": 1, "established": 1,
-        "bad_method": 1, "not_established": 1}, c["http"]["rejected"]
+        "bad_content_type": 2,
+        "missing_cookie": 1,
+        "unknown_session": 3,
+        "too_big": 2,
+        "handshake_failed": 3,
+        "empty_flight": 1,
+        "bad_framing": 1,
+        "established": 1,
+        "bad_method": 1,
+        "not_established": 1,
+    }, c["http"]["rejected"]
     # the sealed-looking junk fails the AEAD (auth), or, when the good session
     # already finished its 100 messages and closed, is dropped as "closed"
     assert c["drops"].get("not_atls") == 1
@@ -453,6 +518,7 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
 
 
 # ---- CoAP --------------------------------------------------------------------------
+
 
 class UdpRecorder:
     """A UDP relay between CoAP client(s) and the service that keeps every
@@ -492,7 +558,8 @@ class UdpRecorder:
                 rec.front.sendto(data, addr)
 
         t, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            Back, remote_addr=self.target)
+            Back, remote_addr=self.target
+        )
         self.up[addr] = t
         t.sendto(first)
 
@@ -545,8 +612,11 @@ def test_coap_psk_100_each_way_blockwise_batches(svc):
     assert {m.code for m in resps} <= {aiocoap.CREATED, aiocoap.CHANGED, aiocoap.CONTINUE}
     assert any(m.opt.block1 is not None and m.opt.block1.more for m in reqs)
     assert any(m.opt.block2 is not None and m.opt.block2.more for m in resps)
-    assert all(int(m.opt.content_format) == hc.CF_DATA for m in reqs[2:]
-               if m.opt.content_format is not None)
+    assert all(
+        int(m.opt.content_format) == hc.CF_DATA
+        for m in reqs[2:]
+        if m.opt.content_format is not None
+    )
     c = svc.counters()
     assert c["coap"]["sessions_total"] == 1 and c["messages_in"] == 100
     assert c["coap"]["rejected"] == {}
@@ -583,6 +653,7 @@ def test_coap_malformed_4xx_counted_session_unaffected(svc):
     unknown session resources, an oversized flight (refused at the first
     Block1 block past 16 KiB), garbage flights, a GET, packets on a half-open
     session: 4.xx with a reason; a concurrent session is unaffected."""
+
     async def barrage(tr, client):
         await _until(lambda: client.link is not None)
         ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
@@ -594,18 +665,19 @@ def test_coap_malformed_4xx_counted_session_unaffected(svc):
             res["no_cf"] = await _coap(ctx, base, b"\x16\x03\x01")
             res["missing_session"] = await _coap(ctx, base, b"", hc.CF_DATA)
             res["unknown"] = await _coap(ctx, base + "/" + "ab" * 16, b"", hc.CF_DATA)
-            res["unknown_flight"] = await _coap(ctx, base + "/" + "cd" * 16,
-                                                client.flights_sent[0], hc.CF_FLIGHT)
+            res["unknown_flight"] = await _coap(
+                ctx, base + "/" + "cd" * 16, client.flights_sent[0], hc.CF_FLIGHT
+            )
             res["too_big"] = await _coap(ctx, base, os.urandom(20000), hc.CF_FLIGHT)
             res["garbage"] = await _coap(ctx, base, os.urandom(300), hc.CF_FLIGHT)
-            res["bad_framing"] = await _coap(ctx, host + tr.location, b"\x00\x09ab",
-                                             hc.CF_DATA)
+            res["bad_framing"] = await _coap(ctx, host + tr.location, b"\x00\x09ab", hc.CF_DATA)
             res["get"] = await _coap(ctx, base, b"", code=aiocoap.GET)
             res["other_path"] = await _coap(ctx, host + "/elsewhere", b"x", hc.CF_FLIGHT)
             half = await _coap(ctx, base, client.flights_sent[0], hc.CF_FLIGHT)
             assert half[0].startswith("2.01") and len(half[2]) == 3
-            res["half_open_data"] = await _coap(ctx, host + "/" + "/".join(half[2]), b"",
-                                                hc.CF_DATA)
+            res["half_open_data"] = await _coap(
+                ctx, host + "/" + "/".join(half[2]), b"", hc.CF_DATA
+            )
         finally:
             await ctx.shutdown()
         return res
@@ -617,13 +689,19 @@ def test_coap_malformed_4xx_counted_session_unaffected(svc):
 
     s, res = asyncio.run(go())
     check(s, 100)
-    expect = {"cf": ("4.15", "bad_content_type"), "no_cf": ("4.15", "bad_content_type"),
-              "missing_session": ("4.00", "missing_cookie"),
-              "unknown": ("4.04", "unknown_session"),
-              "unknown_flight": ("4.04", "unknown_session"),
-              "too_big": ("4.13", "too_big"), "garbage": ("4.00", "handshake_failed"),
-              "bad_framing": ("4.00", "bad_framing"), "get": ("4.05", "bad_method"),
-              "other_path": ("4.04", ""), "half_open_data": ("4.09", "not_established")}
+    expect = {
+        "cf": ("4.15", "bad_content_type"),
+        "no_cf": ("4.15", "bad_content_type"),
+        "missing_session": ("4.00", "missing_cookie"),
+        "unknown": ("4.04", "unknown_session"),
+        "unknown_flight": ("4.04", "unknown_session"),
+        "too_big": ("4.13", "too_big"),
+        "garbage": ("4.00", "handshake_failed"),
+        "bad_framing": ("4.00", "bad_framing"),
+        "get": ("4.05", "bad_method"),
+        "other_path": ("4.04", ""),
+        "half_open_data": ("4.09", "not_established"),
+    }
     for k, (code, reason) in expect.items():
         got = res[k]
         assert got[0].startswith(code) and got[1].startswith(reason.encode()), (k, got)
@@ -631,13 +709,20 @@ def test_coap_malformed_4xx_counted_session_unaffected(svc):
     assert res["too_big"][3] == 16384  # Size1: the limit (RFC 7959 §4)
     c = svc.counters()
     assert c["coap"]["rejected"] == {
-        "bad_content_type": 2, "missing_cookie": 1, "unknown_session": 2, "too_big": 1,
-        "handshake_failed": 1, "bad_framing": 1, "bad_method": 1,
-        "not_established": 1}, c["coap"]["rejected"]
+        "bad_content_type": 2,
+        "missing_cookie": 1,
+        "unknown_session": 2,
+        "too_big": 1,
+        "handshake_failed": 1,
+        "bad_framing": 1,
+        "bad_method": 1,
+        "not_established": 1,
+    }, c["coap"]["rejected"]
     assert c["messages_in"] == 100 and c["messages_out"] == 100
 
 
 # ---- timeouts ----------------------------------------------------------------------
+
 
 def test_half_open_and_idle_sessions_time_out(tmp_path):
     """A half-open HTTP or CoAP session ends after the link's
@@ -645,6 +730,7 @@ def test_half_open_and_idle_sessions_time_out(tmp_path):
     idle_timeout_s; their cookie / resource is unknown afterwards."""
     svc = Svc(tmp_path, link=dict(LINK, handshake_timeout_ms=800), limits={"idle_timeout_s": 2})
     try:
+
         async def go():
             res = {}
             # half-open HTTP and CoAP sessions
@@ -684,8 +770,12 @@ def test_half_open_and_idle_sessions_time_out(tmp_path):
             return res
 
         res = asyncio.run(go())
-        assert res == {"http_half": "unknown_session", "coap_half": "unknown_session",
-                       "established_after_1.5s": "open", "idle": (403, "unknown_session")}
+        assert res == {
+            "http_half": "unknown_session",
+            "coap_half": "unknown_session",
+            "established_after_1.5s": "open",
+            "idle": (403, "unknown_session"),
+        }
         logs = svc.logs()
         assert logs.count('"reason": "handshake timeout"') == 2
         assert '"reason": "idle"' in logs
@@ -694,6 +784,7 @@ def test_half_open_and_idle_sessions_time_out(tmp_path):
 
 
 # ---- retries, long poll, limits, HTTPS on the service ------------------------------
+
 
 class TwiceTransport(hc.HttpTransport):
     """Posts every flight twice (a client retrying after a lost response)."""
@@ -720,6 +811,7 @@ def test_http_long_poll_returns_when_the_service_has_packets(svc):
     """ATLS-Wait: an empty batch waits until the service's link has something
     to send — here the retransmission of an echo the client did not ACK
     (rto_ms 300) — and a poll with nothing coming returns empty after the wait."""
+
     async def go():
         tr = hc.HttpTransport(svc.http)
         client = hc.AtlsClient(tr, psk_config())
@@ -752,6 +844,7 @@ def test_http_busy_and_rate_limits(tmp_path):
     """max_half_open -> 503 busy; the per-address token bucket -> 429 rate."""
     svc = Svc(tmp_path, limits={"max_half_open": 1, "rate_per_s": 1, "rate_burst": 5})
     try:
+
         async def go():
             tls = TLSClient(psk_config())
             tls.start(0)
@@ -760,8 +853,7 @@ def test_http_busy_and_rate_limits(tmp_path):
                 return [await _post(s, svc.http, ch, hc.CT_FLIGHT) for _ in range(6)]
 
         res = asyncio.run(go())
-        assert [(r[0], r[1]) for r in res] == [(200, None)] + [(503, "busy")] * 4 + \
-            [(429, "rate")]
+        assert [(r[0], r[1]) for r in res] == [(200, None)] + [(503, "busy")] * 4 + [(429, "rate")]
         c = svc.counters()
         assert c["http"]["rejected"] == {"busy": 4, "rate": 1}
     finally:
@@ -778,10 +870,28 @@ def test_service_https_listener(tmp_path, creds):
     svc = Svc(tmp_path, https={"cert": "h.pem", "key": "h.key"})
     try:
         url = svc.http.replace("http://", "https://")
-        p = subprocess.run([sys.executable, "-m", "host_tools.atls_http_client", "--url", url,
-                            "--psk-id", "device-1", "--psk", PSK.hex(), "--count", "20",
-                            "--https-ca", str(tmp_path / "h-ca.pem"), "--quiet"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "host_tools.atls_http_client",
+                "--url",
+                url,
+                "--psk-id",
+                "device-1",
+                "--psk",
+                PSK.hex(),
+                "--count",
+                "20",
+                "--https-ca",
+                str(tmp_path / "h-ca.pem"),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         s = json.loads(p.stdout.splitlines()[-1])
         check(s, 20)
 
@@ -790,8 +900,9 @@ def test_service_https_listener(tmp_path, creds):
             tls.start(0)
             ctx = ssl.create_default_context(cadata=pki.pem(creds["mb_ca"].cert).decode())
             async with aiohttp.ClientSession() as s:
-                async with s.post(url, data=tls.data_to_send(), ssl=ctx,
-                                  headers={"Content-Type": hc.CT_FLIGHT}) as r:
+                async with s.post(
+                    url, data=tls.data_to_send(), ssl=ctx, headers={"Content-Type": hc.CT_FLIGHT}
+                ) as r:
                     return r.status, r.headers.getall("Set-Cookie")
 
         status, set_cookie = asyncio.run(cookie())

@@ -14,6 +14,7 @@
 - every error case exits non-zero with its message (tool failures carry the
   tool's own message).
 """
+
 import json
 import os
 import re
@@ -28,12 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import pytest
+from e2e import wait_file
 
 from host_tools import boards, pki
-
-import conftest
-from e2e import wait_file
 
 ROOT = conftest.ROOT
 MICROPYTHON = conftest.micropython_binary()
@@ -43,8 +43,7 @@ APP = json.dumps({"count": 3, "period_ms": 50, "exit_when_done": True})
 def make(target, timeout=120, **variables):
     """`make -s TARGET K=V ...` in the repository (the venv stamp is taken as
     up to date: the tests never reinstall tools)."""
-    cmd = ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", target,
-           "PY=" + sys.executable]
+    cmd = ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", target, "PY=" + sys.executable]
     cmd += ["%s=%s" % (k, v) for k, v in variables.items()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
@@ -62,6 +61,7 @@ def failed(res, status, message):
 
 # -- firmware images (minimal, with the headers the checks read) -------------------
 
+
 def esp_image(path, chip_id=0, magic=0xE9):
     img = bytearray(256)
     img[0], img[1], img[2], img[3] = magic, 3, 2, 0x20  # magic, segments, DIO, 4MB/40MHz
@@ -74,8 +74,19 @@ def uf2_image(path, family=0xE48BFF56, blocks=4, bad_block=None):
     out = bytearray()
     for i in range(blocks):
         b = bytearray(512)
-        struct.pack_into("<8I", b, 0, 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * i,
-                         256, i, blocks, family)
+        struct.pack_into(
+            "<8I",
+            b,
+            0,
+            0x0A324655,
+            0x9E5D5157,
+            0x2000,
+            0x10000000 + 256 * i,
+            256,
+            i,
+            blocks,
+            family,
+        )
         struct.pack_into("<I", b, 508, 0x0AB16F30 if i != bad_block else 0)
         out += b
     Path(path).write_bytes(bytes(out))
@@ -84,20 +95,24 @@ def uf2_image(path, family=0xE48BFF56, blocks=4, bad_block=None):
 
 @pytest.fixture
 def images(tmp_path):
-    return {"bin": esp_image(tmp_path / "ESP32_GENERIC-20250415-v1.25.0.bin"),
-            "uf2": uf2_image(tmp_path / "RPI_PICO_W-20250415-v1.25.0.uf2")}
+    return {
+        "bin": esp_image(tmp_path / "ESP32_GENERIC-20250415-v1.25.0.bin"),
+        "uf2": uf2_image(tmp_path / "RPI_PICO_W-20250415-v1.25.0.uf2"),
+    }
 
 
 @pytest.fixture
 def drive(tmp_path):
     d = tmp_path / "media" / "RPI-RP2"
     d.mkdir(parents=True)
-    (d / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\n"
-                                    "Board-ID: RPI-RP2\n")
+    (d / "INFO_UF2.TXT").write_text(
+        "UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n"
+    )
     return d
 
 
 # -- board data ----------------------------------------------------------------------
+
 
 def test_board_data_is_complete_and_valid():
     assert boards.known_boards() == ["esp32", "pico_w", "unix"]
@@ -105,8 +120,13 @@ def test_board_data_is_complete_and_valid():
     assert (esp["port"], esp["mpy_arch"]) == ("esp32", "xtensawin")
     assert (pico["port"], pico["mpy_arch"]) == ("rp2", "armv6m")
     assert unix["port"] == "unix" and unix["mpy_arch"] in (None, "x64")
-    assert esp["flash"] == {"method": "esptool", "chip": "esp32", "offset": "0x1000",
-                            "baud": 460800, "erase": True}
+    assert esp["flash"] == {
+        "method": "esptool",
+        "chip": "esp32",
+        "offset": "0x1000",
+        "baud": 460800,
+        "erase": True,
+    }
     assert esp["firmware"]["extension"] == ".bin"
     assert esp["firmware"]["download"] == "https://micropython.org/download/ESP32_GENERIC/"
     assert pico["flash"]["method"] == "uf2" and pico["firmware"]["extension"] == ".uf2"
@@ -126,19 +146,22 @@ def test_code_never_tests_a_board_name():
     assert "pico_w" not in src
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda b: b.update(mpy_arch="xtensa-lx7"), "mpy_arch"),
-    (lambda b: b.update(port="stm32"), "port must be"),
-    (lambda b: b["flash"].update(method="dfu"), "flash.method"),
-    (lambda b: b["flash"].update(offset="at the start"), "flash.offset"),
-    (lambda b: b["firmware"].update(chip_id="esp32"), "chip_id"),
-    (lambda b: b["config"]["xbee"].pop("uart"), "xbee.uart"),
-    (lambda b: b["config"]["xbee"].update(ap=1), "escaped must match ap"),
-    (lambda b: b["config"]["link"].update(type="lora"), "link.type"),
-    (lambda b: b["config"].update(button={"gpio": 0}), "button"),
-    (lambda b: b["config"].update(wifi={"ssid": None}), "wifi"),
-    (lambda b: b.update(name="esp32s3"), "differs from its folder"),
-])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda b: b.update(mpy_arch="xtensa-lx7"), "mpy_arch"),
+        (lambda b: b.update(port="stm32"), "port must be"),
+        (lambda b: b["flash"].update(method="dfu"), "flash.method"),
+        (lambda b: b["flash"].update(offset="at the start"), "flash.offset"),
+        (lambda b: b["firmware"].update(chip_id="esp32"), "chip_id"),
+        (lambda b: b["config"]["xbee"].pop("uart"), "xbee.uart"),
+        (lambda b: b["config"]["xbee"].update(ap=1), "escaped must match ap"),
+        (lambda b: b["config"]["link"].update(type="lora"), "link.type"),
+        (lambda b: b["config"].update(button={"gpio": 0}), "button"),
+        (lambda b: b["config"].update(wifi={"ssid": None}), "wifi"),
+        (lambda b: b.update(name="esp32s3"), "differs from its folder"),
+    ],
+)
 def test_validation_names_each_problem(edit, problem):
     b = json.loads((ROOT / "boards/esp32/board.json").read_text())
     b["config"] = json.loads((ROOT / "boards/esp32/board_config.json").read_text())
@@ -190,6 +213,7 @@ def test_manifests_freeze_every_firmware_module():
 
 # -- mpy ------------------------------------------------------------------------------
 
+
 def test_mpy_cross_builds_every_module_for_each_board(tmp_path):
     mods = boards.firmware_modules()
     assert Path("atls/app.py") in mods and Path("main.py") not in mods
@@ -202,8 +226,9 @@ def test_mpy_cross_builds_every_module_for_each_board(tmp_path):
             assert head == b"M\x06", m  # .mpy version 6
             assert not (out / m).exists()
         assert (out / "main.py").read_text() == (ROOT / "firmware/main.py").read_text()
-        assert json.loads((out / "board_config.json").read_text()) == \
-            boards.load_board(name)["config"]
+        assert (
+            json.loads((out / "board_config.json").read_text()) == boards.load_board(name)["config"]
+        )
     sizes = boards.mpy_sizes()
     assert set(sizes) == {"esp32", "pico_w", "unix"} and min(sizes.values()) > 20000
 
@@ -217,11 +242,13 @@ def test_unix_port_imports_every_module_from_mpy():
 def test_make_mpy_reports_total_size():
     res = make("mpy", BOARD="pico_w")
     assert res.returncode == 0, res.stderr
-    assert re.search(r"pico_w\s+build/pico_w: \d+ modules, \d+ bytes of \.mpy \(arch armv6m\)",
-                     res.stdout), res.stdout
+    assert re.search(
+        r"pico_w\s+build/pico_w: \d+ modules, \d+ bytes of \.mpy \(arch armv6m\)", res.stdout
+    ), res.stdout
 
 
 # -- flash ------------------------------------------------------------------------------
+
 
 def test_flash_esp32_dry_run_erases_then_writes_at_0x1000(images):
     res = make("flash", BOARD="esp32", PORT="/dev/ttyUSB0", FIRMWARE=images["bin"], DRY_RUN=1)
@@ -231,10 +258,12 @@ def test_flash_esp32_dry_run_erases_then_writes_at_0x1000(images):
     base = ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800"]
     assert erase[1:] == base + ["erase-flash"]
     assert write[1:] == base + ["write-flash", "-z", "0x1000", images["bin"]]
-    res = make("flash", BOARD="esp32", PORT="/dev/ttyUSB1", FIRMWARE=images["bin"], DRY_RUN=1,
-               BAUD=115200)
-    assert [c[1:7] for c in commands(res)] == [["--chip", "esp32", "--port", "/dev/ttyUSB1",
-                                                "--baud", "115200"]] * 2
+    res = make(
+        "flash", BOARD="esp32", PORT="/dev/ttyUSB1", FIRMWARE=images["bin"], DRY_RUN=1, BAUD=115200
+    )
+    assert [c[1:7] for c in commands(res)] == [
+        ["--chip", "esp32", "--port", "/dev/ttyUSB1", "--baud", "115200"]
+    ] * 2
 
 
 def test_flash_pico_w_dry_run_copies_the_uf2_to_the_drive(images, drive):
@@ -253,6 +282,7 @@ def test_flash_pico_w_copies_for_real(images, drive):
 
 # -- errors ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("target", ["mpy", "flash", "deploy", "provision"])
 def test_unknown_board_lists_the_known_ones(target):
     res = make(target, BOARD="esp8266", PORT="/dev/ttyUSB0", DEVICE="d1", DRY_RUN=1)
@@ -261,8 +291,11 @@ def test_unknown_board_lists_the_known_ones(target):
 
 @pytest.mark.parametrize("target", ["flash", "deploy", "provision"])
 def test_missing_board(target):
-    failed(make(target, PORT="/dev/ttyUSB0", DRY_RUN=1), 2,
-           "BOARD is required: one of esp32, pico_w, unix")
+    failed(
+        make(target, PORT="/dev/ttyUSB0", DRY_RUN=1),
+        2,
+        "BOARD is required: one of esp32, pico_w, unix",
+    )
 
 
 @pytest.mark.parametrize("target", ["flash", "deploy", "provision"])
@@ -273,8 +306,9 @@ def test_missing_port(target, images):
 
 @pytest.mark.parametrize("target", ["flash", "deploy", "provision"])
 def test_port_not_present(target, images):
-    res = make(target, BOARD="esp32", PORT="/dev/ttyATLS-missing", FIRMWARE=images["bin"],
-               DEVICE="d1")
+    res = make(
+        target, BOARD="esp32", PORT="/dev/ttyATLS-missing", FIRMWARE=images["bin"], DEVICE="d1"
+    )
     failed(res, 2, "PORT /dev/ttyATLS-missing is not present")
 
 
@@ -286,54 +320,74 @@ def test_missing_firmware_says_where_to_download(board, port):
 
 
 def test_firmware_file_missing(tmp_path):
-    res = make("flash", BOARD="esp32", PORT="/dev/ttyUSB0", FIRMWARE=tmp_path / "nope.bin",
-               DRY_RUN=1)
+    res = make(
+        "flash", BOARD="esp32", PORT="/dev/ttyUSB0", FIRMWARE=tmp_path / "nope.bin", DRY_RUN=1
+    )
     failed(res, 2, "nope.bin: no such file")
 
 
-@pytest.mark.parametrize("board, kind, message", [
-    ("esp32", "uf2", "is not a .bin file: board esp32 takes a .bin image"),
-    ("pico_w", "bin", "is not a .uf2 file: board pico_w takes a .uf2 image"),
-    ("esp32", "bad_magic", "is not an ESP32 firmware image (first byte must be the image "
-                           "magic 0xE9)"),
-    ("esp32", "esp32s3", "is built for ESP32-S3 (chip id 9), not esp32 (chip id 0)"),
-    ("pico_w", "uf2_bad_block", "is not a UF2 file (block 2 lacks the UF2 magic"),
-    ("pico_w", "uf2_truncated", "is not a UF2 file (size is not a multiple of 512"),
-    ("pico_w", "uf2_rp2350", "is a UF2 for RP2350-ARM-S, not for board pico_w"),
-])
+@pytest.mark.parametrize(
+    "board, kind, message",
+    [
+        ("esp32", "uf2", "is not a .bin file: board esp32 takes a .bin image"),
+        ("pico_w", "bin", "is not a .uf2 file: board pico_w takes a .uf2 image"),
+        (
+            "esp32",
+            "bad_magic",
+            "is not an ESP32 firmware image (first byte must be the image magic 0xE9)",
+        ),
+        ("esp32", "esp32s3", "is built for ESP32-S3 (chip id 9), not esp32 (chip id 0)"),
+        ("pico_w", "uf2_bad_block", "is not a UF2 file (block 2 lacks the UF2 magic"),
+        ("pico_w", "uf2_truncated", "is not a UF2 file (size is not a multiple of 512"),
+        ("pico_w", "uf2_rp2350", "is a UF2 for RP2350-ARM-S, not for board pico_w"),
+    ],
+)
 def test_firmware_of_the_wrong_kind(tmp_path, drive, board, kind, message):
-    fw = {"uf2": lambda: uf2_image(tmp_path / "fw.uf2"),
-          "bin": lambda: esp_image(tmp_path / "fw.bin"),
-          "bad_magic": lambda: esp_image(tmp_path / "fw.bin", magic=0x7F),
-          "esp32s3": lambda: esp_image(tmp_path / "fw.bin", chip_id=9),
-          "uf2_bad_block": lambda: uf2_image(tmp_path / "fw.uf2", bad_block=2),
-          "uf2_rp2350": lambda: uf2_image(tmp_path / "fw.uf2", family=0xE48BFF59)}
+    fw = {
+        "uf2": lambda: uf2_image(tmp_path / "fw.uf2"),
+        "bin": lambda: esp_image(tmp_path / "fw.bin"),
+        "bad_magic": lambda: esp_image(tmp_path / "fw.bin", magic=0x7F),
+        "esp32s3": lambda: esp_image(tmp_path / "fw.bin", chip_id=9),
+        "uf2_bad_block": lambda: uf2_image(tmp_path / "fw.uf2", bad_block=2),
+        "uf2_rp2350": lambda: uf2_image(tmp_path / "fw.uf2", family=0xE48BFF59),
+    }
     if kind == "uf2_truncated":
         path = tmp_path / "fw.uf2"
         path.write_bytes(Path(uf2_image(path)).read_bytes()[:700])
         path = str(path)
     else:
         path = fw[kind]()
-    res = make("flash", BOARD=board, PORT="/dev/ttyUSB0", FIRMWARE=path, MOUNT=drive,
-               DRY_RUN=1)
+    res = make("flash", BOARD=board, PORT="/dev/ttyUSB0", FIRMWARE=path, MOUNT=drive, DRY_RUN=1)
     failed(res, 2, message)
     assert res.stdout == ""
 
 
 def test_unix_board_has_nothing_to_flash(images):
-    failed(make("flash", BOARD="unix", FIRMWARE=images["bin"], DRY_RUN=1), 2,
-           "board unix has no firmware to flash")
+    failed(
+        make("flash", BOARD="unix", FIRMWARE=images["bin"], DRY_RUN=1),
+        2,
+        "board unix has no firmware to flash",
+    )
 
 
 def test_pico_w_drive_problems(images, tmp_path):
-    failed(make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], MOUNT=tmp_path / "none",
-                DRY_RUN=1), 2, "is not a mounted drive")
-    failed(make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], MOUNT=tmp_path, DRY_RUN=1),
-           2, "is not a RPI-RP2 bootloader drive (no INFO_UF2.TXT)")
+    failed(
+        make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], MOUNT=tmp_path / "none", DRY_RUN=1),
+        2,
+        "is not a mounted drive",
+    )
+    failed(
+        make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], MOUNT=tmp_path, DRY_RUN=1),
+        2,
+        "is not a RPI-RP2 bootloader drive (no INFO_UF2.TXT)",
+    )
     board = boards.load_board("pico_w")
     if not boards.find_uf2_mount(board) and not shutil.which("picotool"):
-        failed(make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], DRY_RUN=1), 2,
-               "no RPI-RP2 drive found (looked in /media/*/RPI-RP2")
+        failed(
+            make("flash", BOARD="pico_w", FIRMWARE=images["uf2"], DRY_RUN=1),
+            2,
+            "no RPI-RP2 drive found (looked in /media/*/RPI-RP2",
+        )
 
 
 def test_esptool_failure_carries_its_message(images, tmp_path):
@@ -360,22 +414,35 @@ def test_provision_tool_failure_registers_nothing(tmp_path):
     assert not reg.exists() and not (ROOT / "build/esp32/device.json").exists()
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({}, "DEVICE is required"),
-    ({"DEVICE": "bad id!"}, "DEVICE 'bad id!': use 1..64 letters"),
-    ({"DEVICE": "d1", "MODE": "x509"}, "MODE must be psk or cert, not 'x509'"),
-    ({"DEVICE": "d1", "BOARD": "unix"}, "SERVICE=host:port is required"),
-    ({"DEVICE": "d1", "BOARD": "unix", "SERVICE": "localhost"}, "SERVICE must be host:port"),
-    ({"DEVICE": "d1", "SERVICE": "127.0.0.1:5684"}, "SERVICE is not used by board esp32"),
-    ({"DEVICE": "d1", "MODE": "cert"}, "SERVICE_CA is required in cert mode"),
-    ({"DEVICE": "d1", "MODE": "cert", "SERVICE_CA": "/nonexistent/ca.pem"},
-     "SERVICE_CA /nonexistent/ca.pem: No such file"),
-    ({"DEVICE": "d1", "APP": "{count: 3}"}, "APP must be a JSON object"),
-    ({"DEVICE": "d1", "APP": "[3]"}, "APP must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({}, "DEVICE is required"),
+        ({"DEVICE": "bad id!"}, "DEVICE 'bad id!': use 1..64 letters"),
+        ({"DEVICE": "d1", "MODE": "x509"}, "MODE must be psk or cert, not 'x509'"),
+        ({"DEVICE": "d1", "BOARD": "unix"}, "SERVICE=host:port is required"),
+        ({"DEVICE": "d1", "BOARD": "unix", "SERVICE": "localhost"}, "SERVICE must be host:port"),
+        ({"DEVICE": "d1", "SERVICE": "127.0.0.1:5684"}, "SERVICE is not used by board esp32"),
+        ({"DEVICE": "d1", "MODE": "cert"}, "SERVICE_CA is required in cert mode"),
+        (
+            {"DEVICE": "d1", "MODE": "cert", "SERVICE_CA": "/nonexistent/ca.pem"},
+            "SERVICE_CA /nonexistent/ca.pem: No such file",
+        ),
+        ({"DEVICE": "d1", "APP": "{count: 3}"}, "APP must be a JSON object"),
+        ({"DEVICE": "d1", "APP": "[3]"}, "APP must be a JSON object"),
+    ],
+)
 def test_provision_usage_errors(tmp_path, variables, message):
-    v = dict({"BOARD": "esp32", "PORT": "/dev/ttyUSB0", "DRY_RUN": 1,
-              "REGISTRY": tmp_path / "devices.json", "PKI": tmp_path / "pki"}, **variables)
+    v = dict(
+        {
+            "BOARD": "esp32",
+            "PORT": "/dev/ttyUSB0",
+            "DRY_RUN": 1,
+            "REGISTRY": tmp_path / "devices.json",
+            "PKI": tmp_path / "pki",
+        },
+        **variables,
+    )
     failed(make("provision", **v), 2, message)
     assert not (tmp_path / "devices.json").exists() and not (tmp_path / "pki").exists()
 
@@ -385,28 +452,71 @@ def test_provision_dry_run_writes_nothing(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_bytes(pki.pem(pki.make_ca("Service CA").cert))
     for mode in ("psk", "cert"):
-        res = make("provision", BOARD="pico_w", PORT="/dev/ttyACM0", DEVICE="d1", MODE=mode,
-                   SERVICE_CA=ca, REGISTRY=reg, PKI=pki_dir, DRY_RUN=1)
+        res = make(
+            "provision",
+            BOARD="pico_w",
+            PORT="/dev/ttyACM0",
+            DEVICE="d1",
+            MODE=mode,
+            SERVICE_CA=ca,
+            REGISTRY=reg,
+            PKI=pki_dir,
+            DRY_RUN=1,
+        )
         assert res.returncode == 0, res.stderr
         cmds = [c for c in commands(res) if c[0] != "#"]
         assert len(cmds) == 1
         assert Path(cmds[0][0]).name == "mpremote"
-        assert cmds[0][1:] == ["connect", "/dev/ttyACM0", "resume", "fs", "cp",
-                               "build/pico_w/device.json", ":device.json"]
+        assert cmds[0][1:] == [
+            "connect",
+            "/dev/ttyACM0",
+            "resume",
+            "fs",
+            "cp",
+            "build/pico_w/device.json",
+            ":device.json",
+        ]
         assert "register d1 (%s) in %s" % (mode, reg) in res.stdout
     assert not reg.parent.exists() and not pki_dir.exists()
     assert not (ROOT / "build/pico_w/device.json").exists()
 
 
 def test_exit_status_of_the_cli_itself(images, capsys):
-    assert boards.main(["flash", "--board", "esp32", "--port", "/dev/ttyUSB0",
-                        "--firmware", images["uf2"], "--dry-run"]) == 2
+    assert (
+        boards.main(
+            [
+                "flash",
+                "--board",
+                "esp32",
+                "--port",
+                "/dev/ttyUSB0",
+                "--firmware",
+                images["uf2"],
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     assert "not a .bin file" in capsys.readouterr().err
-    assert boards.main(["flash", "--board", "esp32", "--port", "/dev/ttyUSB0",
-                        "--firmware", images["bin"], "--dry-run"]) == 0
+    assert (
+        boards.main(
+            [
+                "flash",
+                "--board",
+                "esp32",
+                "--port",
+                "/dev/ttyUSB0",
+                "--firmware",
+                images["bin"],
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
 
 
 # -- for real: a MicroPython unix port behind a pty stands in for a board ----------------
+
 
 def _free_udp_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -430,8 +540,12 @@ def unix_board(tmp_path_factory):
     log = open(base / "socat.log", "w")
     proc = subprocess.Popen(
         ["socat", "pty,raw,echo=0,link=%s" % tty, "exec:%s -i,pty,raw,echo=0" % MICROPYTHON],
-        cwd=fs, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=dict(os.environ, MICROPYPATH=".frozen"))
+        cwd=fs,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ, MICROPYPATH=".frozen"),
+    )
     try:
         deadline = time.time() + 10
         while not tty.exists():
@@ -453,18 +567,24 @@ def _deployed(fs):
 
 def test_deploy_copies_mpy_main_and_board_config(unix_board):
     files = _deployed(unix_board["fs"])
-    want = sorted([m.with_suffix(".mpy").as_posix() for m in boards.firmware_modules()]
-                  + ["main.py", "board_config.json"])
+    want = sorted(
+        [m.with_suffix(".mpy").as_posix() for m in boards.firmware_modules()]
+        + ["main.py", "board_config.json"]
+    )
     got = [f for f in files if f != "device.json"]
     assert got == want  # the stale atls/app.py source is gone, nothing else came along
-    assert (unix_board["fs"] / "board_config.json").read_text() == \
-        (ROOT / "boards/unix/board_config.json").read_text()
+    assert (unix_board["fs"] / "board_config.json").read_text() == (
+        ROOT / "boards/unix/board_config.json"
+    ).read_text()
     assert "deployed %d modules" % len(boards.firmware_modules()) in unix_board["deploy"].stdout
 
 
 def _service(svc_dir, listen, cert=None):
-    cfg = {"listen": "127.0.0.1:%d" % listen, "registry": "devices.json",
-           "link": {"mtu": 1200, "rto_ms": 300, "rto_max_ms": 2000}}
+    cfg = {
+        "listen": "127.0.0.1:%d" % listen,
+        "registry": "devices.json",
+        "link": {"mtu": 1200, "rto_ms": 300, "rto_max_ms": 2000},
+    }
     if cert is not None:
         (svc_dir / "server.pem").write_bytes(pki.pem(cert.chain))
         (svc_dir / "server.key").write_bytes(pki.pem(cert.key))
@@ -472,9 +592,20 @@ def _service(svc_dir, listen, cert=None):
     (svc_dir / "service.json").write_text(json.dumps(cfg))
     ready = svc_dir / "service.ready"
     logf = open(svc_dir / "service.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "host_tools.service", "--config",
-                             str(svc_dir / "service.json"), "--ready-file", str(ready)],
-                            cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "host_tools.service",
+            "--config",
+            str(svc_dir / "service.json"),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+    )
     proc.logf = logf
     wait_file(ready, proc)
     return proc
@@ -494,8 +625,14 @@ def _run_deployed(unix_board, tmp_path):
     files = _deployed(run_dir)
     assert "device.json" in files and "main.py" in files
     assert [f for f in files if f.endswith(".py")] == ["main.py"]
-    p = subprocess.run([MICROPYTHON, "main.py"], cwd=run_dir, capture_output=True, text=True,
-                       timeout=90, env=dict(os.environ, MICROPYPATH=".frozen"))
+    p = subprocess.run(
+        [MICROPYTHON, "main.py"],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=dict(os.environ, MICROPYPATH=".frozen"),
+    )
     events = [json.loads(line[5:]) for line in p.stdout.splitlines() if line.startswith("ATLS ")]
     return p, events
 
@@ -507,31 +644,50 @@ def _check_session(p, events, device):
     assert boot == {"ev": "boot", "device": device, "board": "unix"}
     assert any(e["ev"] == "up" for e in events)
     done = [e for e in events if e["ev"] == "done"]
-    assert done and done[0]["sent"] == 3 and done[0]["delivered"] == 3 \
-        and done[0]["received"] == 3, events
+    assert (
+        done and done[0]["sent"] == 3 and done[0]["delivered"] == 3 and done[0]["received"] == 3
+    ), events
 
 
 def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     svc_dir = tmp_path / "svc"
     reg = svc_dir / "devices.json"
     port = _free_udp_port()
-    res = make("provision", BOARD="unix", PORT=unix_board["tty"], DEVICE="dev-9",
-               SERVICE="127.0.0.1:%d" % port, REGISTRY=reg, APP=APP)
+    res = make(
+        "provision",
+        BOARD="unix",
+        PORT=unix_board["tty"],
+        DEVICE="dev-9",
+        SERVICE="127.0.0.1:%d" % port,
+        REGISTRY=reg,
+        APP=APP,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (ROOT / "build/unix/device.json").exists()  # the staged copy is gone
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
     psk = json.loads(reg.read_text())["devices"]["dev-9"]["psk"]
     dev = json.loads((unix_board["fs"] / "device.json").read_text())
-    assert dev == {"device_id": "dev-9", "service": "default",
-                   "tls": {"psk": psk, "psk_identity": "dev-9"},
-                   "link": {"host": "127.0.0.1", "port": port}, "app": json.loads(APP)}
+    assert dev == {
+        "device_id": "dev-9",
+        "service": "default",
+        "tls": {"psk": psk, "psk_identity": "dev-9"},
+        "link": {"host": "127.0.0.1", "port": port},
+        "app": json.loads(APP),
+    }
     assert len(bytes.fromhex(psk)) == 32
     assert psk not in res.stdout + res.stderr  # never printed
 
     # a second provisioning of the same id is refused, the registry untouched
     before = reg.read_text()
-    res2 = make("provision", BOARD="unix", PORT=unix_board["tty"], DEVICE="dev-9",
-                SERVICE="127.0.0.1:%d" % port, REGISTRY=reg, APP=APP)
+    res2 = make(
+        "provision",
+        BOARD="unix",
+        PORT=unix_board["tty"],
+        DEVICE="dev-9",
+        SERVICE="127.0.0.1:%d" % port,
+        REGISTRY=reg,
+        APP=APP,
+    )
     failed(res2, 2, "device dev-9 is already registered in %s: FORCE=1" % reg)
     assert reg.read_text() == before
 
@@ -553,9 +709,17 @@ def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
     server = pki.make_cert("service.local", issuer=service_ca)
     (tmp_path / "service-ca.pem").write_bytes(pki.pem(service_ca.cert))
     port = _free_udp_port()
-    common = dict(BOARD="unix", PORT=unix_board["tty"], MODE="cert", REGISTRY=reg, PKI=pki_dir,
-                  SERVICE="127.0.0.1:%d" % port, SERVICE_CA=tmp_path / "service-ca.pem",
-                  SERVER_NAME="service.local", APP=APP)
+    common = dict(
+        BOARD="unix",
+        PORT=unix_board["tty"],
+        MODE="cert",
+        REGISTRY=reg,
+        PKI=pki_dir,
+        SERVICE="127.0.0.1:%d" % port,
+        SERVICE_CA=tmp_path / "service-ca.pem",
+        SERVER_NAME="service.local",
+        APP=APP,
+    )
     res = make("provision", DEVICE="dev-10", **common)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "created the device CA" in res.stdout

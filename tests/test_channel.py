@@ -10,6 +10,7 @@ bits anywhere, counter exhaustion.  CPython runs the pure AEADs
 (ATLS_PURE_CRYPTO path) and the native facade; MicroPython (mpy-cross
 compiled firmware, 32 KiB heap) checks the same rows.
 """
+
 import random
 
 import pytest
@@ -23,6 +24,7 @@ SUITES = {0x1301: ("gcm", 16), 0x1304: ("ccm", 16), 0x1305: ("ccm8", 8)}
 
 
 # ---- independent reference (§3) ----------------------------------------------
+
 
 def ref_keys(kb, role):
     """(write_key, write_iv, read_key, read_iv) of `role`, sliced per §3."""
@@ -66,6 +68,7 @@ def kb_random(r):
 
 # ---- CPython --------------------------------------------------------------------
 
+
 def test_s3_key_block_split():
     kb = bytes(range(56))
     assert channel.split_key_block(kb) == (kb[:16], kb[16:32], kb[32:44], kb[44:])
@@ -79,7 +82,7 @@ def test_s3_key_block_split():
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_s3_seal_matches_reference_both_directions(impl, suite):
     r = random.Random(suite)
-    for trial in range(12):
+    for _trial in range(12):
         kb = kb_random(r)
         sid = r.randrange(1, 65536)
         for role, peer in (("client", "server"), ("server", "client")):
@@ -142,6 +145,7 @@ def test_s3_nonce_uniqueness_across_spaces_and_directions():
     assert ref.decrypt(ref_nonce(iv, 1, 5), ack5[11:], ack5[:11]) == b""
     assert ref.decrypt(ref_nonce(iv, 0, 5), data5[5:], data5[:5]) == b""
     from cryptography.exceptions import InvalidTag
+
     with pytest.raises(InvalidTag):
         ref.decrypt(ref_nonce(iv, 0, 5), ack5[11:], ack5[:11])
 
@@ -193,8 +197,11 @@ def test_s3_single_bit_flips_never_open(impl, suite):
     kb = bytes(range(100, 156))
     a = channel.Channel(kb, suite, "client")
     b = channel.Channel(kb, suite, "server")
-    pkts = [a.seal(wire.DATA, 0x0102, 0, 0, b"sixteen byte msg"), a.seal(wire.ACK, 0x0102, 1, 0),
-            a.seal(wire.CLOSE, 0x0102, 0)]
+    pkts = [
+        a.seal(wire.DATA, 0x0102, 0, 0, b"sixteen byte msg"),
+        a.seal(wire.ACK, 0x0102, 1, 0),
+        a.seal(wire.CLOSE, 0x0102, 0),
+    ]
     outcomes = {}
     for pkt in pkts:
         for bit in range(8 * len(pkt)):
@@ -242,11 +249,13 @@ def test_s3_counters_never_wrap_and_seq_bounds():
 
 def test_s3_new_aead_matches_tls_keys():
     from atls.tls import keys
+
     for suite in SUITES:
         assert channel.suite_tag_len(suite) == keys.suite_tag_len(suite)
         n, key, pt = bytes(12), bytes(range(16)), b"abc"
-        assert channel.new_aead(suite, key).seal(n, b"x", pt) == \
-            keys.new_aead(suite, key).seal(n, b"x", pt)
+        assert channel.new_aead(suite, key).seal(n, b"x", pt) == keys.new_aead(suite, key).seal(
+            n, b"x", pt
+        )
 
 
 # ---- MicroPython -----------------------------------------------------------------
@@ -315,8 +324,9 @@ def test_s3_seal_open_flip_rows_micropython(mpyc, suite):
             want = ref_seal(kb, suite, role, 4, sid, counter, fields, b"")
         else:
             a, b, pt = r.randrange(3), 0, b""
-            want = ref_seal(kb, suite, role, 5, sid, counter, counter.to_bytes(2, "big") +
-                            bytes([a]), b"")
+            want = ref_seal(
+                kb, suite, role, 5, sid, counter, counter.to_bytes(2, "big") + bytes([a]), b""
+            )
         rows.append(["x", suite, role, t, sid, a, b, pt, kb, want, counter])
     summary = mpyc.run_rows(MPY_SEAL, rows, heapsize="64K" if suite == 0x1301 else "32K")
     assert summary == {"ok": len(rows), "failed": []}
@@ -338,5 +348,6 @@ print(out)
 
 def test_s3_replay_window_edges_micropython(mpyc):
     res = mpyc.check(MPY_WINDOW, heapsize="32K")
-    assert res.stdout.strip() == str([True, False, True, False, True, False, True, False,
-                                      False, True])
+    assert res.stdout.strip() == str(
+        [True, False, True, False, True, False, True, False, False, True]
+    )

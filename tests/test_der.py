@@ -6,6 +6,7 @@ independent encoders (`cryptography`'s DSS-signature DER encoder, calendar).
 Every table runs under CPython and under the MicroPython unix port (32K heap,
 firmware compiled with mpy-cross as deployed).
 """
+
 import calendar
 import os
 import random
@@ -13,12 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import TESTS
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from der_eval import der_op
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import TESTS
-from der_eval import der_op
 from mpycross import compiled
 
 from atls import der
@@ -101,10 +101,22 @@ def _time_vectors():
         ("GEN", "99991231235959Z", calendar.timegm((9999, 12, 31, 23, 59, 59))),
         ("GEN", "19691231235959Z", -1),
     ]
-    bad = ["230229000000Z", "240230000000Z", "241301000000Z", "240001000000Z",
-           "240100000000Z", "240101240000Z", "240101006000Z", "240101000060Z",
-           "2401010000Z", "240101000000", "240101000000+0100", "2401010000 0Z",
-           "24010100000aZ", "240431000000Z"]
+    bad = [
+        "230229000000Z",
+        "240230000000Z",
+        "241301000000Z",
+        "240001000000Z",
+        "240100000000Z",
+        "240101240000Z",
+        "240101006000Z",
+        "240101000060Z",
+        "2401010000Z",
+        "240101000000",
+        "240101000000+0100",
+        "2401010000 0Z",
+        "24010100000aZ",
+        "240431000000Z",
+    ]
     bad_gen = ["21000229000000Z", "20240101000000.5Z", "2024010100000Z", "20240101000000z"]
     out = []
     for kind, s, secs in good:
@@ -120,8 +132,9 @@ def _random_time_vectors(n, seed=5280):
     rnd = random.Random(seed)
     out = []
     for _ in range(n):
-        secs = rnd.randrange(calendar.timegm((1950, 1, 1, 0, 0, 0)),
-                             calendar.timegm((9999, 12, 31, 23, 59, 59)))
+        secs = rnd.randrange(
+            calendar.timegm((1950, 1, 1, 0, 0, 0)), calendar.timegm((9999, 12, 31, 23, 59, 59))
+        )
         tm = __import__("time").gmtime(secs)
         if tm.tm_year < 2050 and rnd.random() < 0.7:
             s = "%02d%02d%02d%02d%02d%02dZ" % (tm.tm_year % 100, *tm[1:6])
@@ -138,20 +151,23 @@ def _int_vectors(n, seed=690):
     rnd = random.Random(seed)
     out = []
     for k in [0, 1, 7, 8, 9, 15, 16, 17, 255, 256, 1000, 1016, 1024, 2048, 4096] + [
-            rnd.randrange(1, 4100) for _ in range(n)]:
+        rnd.randrange(1, 4100) for _ in range(n)
+    ]:
         v = rnd.getrandbits(k) if k else 0
         enc = encode_dss_signature(v, 1)
         body = der.Reader(enc).enter(0x30)
         s0 = body.pos
         body.read_tlv(0x02)
-        out.append(("int", enc[s0:body.pos].hex(), str(v)))
+        out.append(("int", enc[s0 : body.pos].hex(), str(v)))
     return out
 
 
-ALL = ([(op, bytes.fromhex(h.replace(" ", "")), want) for op, h, want in VECTORS]
-       + [(op, bytes.fromhex(h.replace(" ", "")), want) for op, h, want in _time_vectors()]
-       + [(op, bytes.fromhex(h), want) for op, h, want in _random_time_vectors(200)]
-       + [(op, bytes.fromhex(h), want) for op, h, want in _int_vectors(60)])
+ALL = (
+    [(op, bytes.fromhex(h.replace(" ", "")), want) for op, h, want in VECTORS]
+    + [(op, bytes.fromhex(h.replace(" ", "")), want) for op, h, want in _time_vectors()]
+    + [(op, bytes.fromhex(h), want) for op, h, want in _random_time_vectors(200)]
+    + [(op, bytes.fromhex(h), want) for op, h, want in _int_vectors(60)]
+)
 
 
 @pytest.mark.parametrize("op,data,want", ALL, ids=["%s-%d" % (v[0], i) for i, v in enumerate(ALL)])
@@ -206,8 +222,9 @@ def _trees(draw, depth=0):
     """Random DER trees from an independent encoder: (bytes, TLV count)."""
     if depth < 3 and draw(st.booleans()):
         kids = draw(st.lists(_trees(depth=depth + 1), max_size=4))
-        return _enc(draw(st.sampled_from([0x30, 0x31, 0xA0, 0xA3])),
-                    b"".join(k[0] for k in kids)), 1 + sum(k[1] for k in kids)
+        return _enc(
+            draw(st.sampled_from([0x30, 0x31, 0xA0, 0xA3])), b"".join(k[0] for k in kids)
+        ), 1 + sum(k[1] for k in kids)
     body = draw(st.binary(max_size=300))
     return _enc(draw(st.sampled_from([0x02, 0x04, 0x05, 0x06, 0x16, 0x80])), body), 1
 
@@ -220,8 +237,10 @@ def test_walk_counts_tlvs_of_generated_der(tree):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.binary(max_size=64), st.sampled_from(["tlv", "int", "uint", "oid", "bits",
-                                                 "bool", "time", "walk"]))
+@given(
+    st.binary(max_size=64),
+    st.sampled_from(["tlv", "int", "uint", "oid", "bits", "bool", "time", "walk"]),
+)
 def test_random_bytes_only_decode_error(data, op):
     der_op(op, data)  # returns a string; any exception other than DecodeError fails
 
@@ -237,13 +256,21 @@ def test_mutated_der_only_decode_error(tree, pos, val):
 
 # ---- MicroPython ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mpyc(mpy, tmp_path_factory):
     """Firmware compiled by mpy-cross (tests/mpy/mpycross.py), as deployed."""
     out = tmp_path_factory.mktemp("mpyc")
     m = compiled(mpy, out, ["atls/der.py"])
-    subprocess.run([str(Path(mpy.binary).with_name("mpy-cross")), "-o",
-                    str(out / "der_eval.mpy"), str(TESTS / "mpy" / "der_eval.py")], check=True)
+    subprocess.run(
+        [
+            str(Path(mpy.binary).with_name("mpy-cross")),
+            "-o",
+            str(out / "der_eval.mpy"),
+            str(TESTS / "mpy" / "der_eval.py"),
+        ],
+        check=True,
+    )
     return m
 
 
@@ -269,8 +296,13 @@ def test_fuzz_micropython_matches_cpython(mpyc):
     rnd = random.Random(50)
     rows = []
     for i in range(300):
-        data = os.urandom(rnd.randrange(0, 40)) if i % 3 == 0 else bytes(
-            _enc(0x30, _enc(0x02, b"\x01\x02") + _enc(0x04, os.urandom(rnd.randrange(0, 200)))))
+        data = (
+            os.urandom(rnd.randrange(0, 40))
+            if i % 3 == 0
+            else bytes(
+                _enc(0x30, _enc(0x02, b"\x01\x02") + _enc(0x04, os.urandom(rnd.randrange(0, 200))))
+            )
+        )
         if i % 3 == 2:
             m = bytearray(data)
             m[rnd.randrange(len(m))] = rnd.randrange(256)

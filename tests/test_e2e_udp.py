@@ -2,24 +2,31 @@
 port and the service process (OpenSSL) complete PSK+ECDHE and certificate
 sessions for each suite, then exchange 200 messages each way, every one
 exactly once and in order (the service echoes)."""
+
 import os
 
 import pytest
+from e2e import Relay, ServiceProc, der_hex, run_device
 
 from host_tools import pki
 
-from e2e import Relay, ServiceProc, der_hex, run_device
-
-SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
-          "TLS_AES_128_CCM_8_SHA256": 0x1305}
+SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_128_CCM_SHA256": 0x1304,
+    "TLS_AES_128_CCM_8_SHA256": 0x1305,
+}
 
 
 @pytest.fixture(scope="module")
 def creds():
     ca = pki.make_ca("E2E CA")
     dev_ca = pki.make_ca("E2E Device CA")
-    return {"ca": ca, "server": pki.make_cert("service.local", issuer=ca),
-            "dev_ca": dev_ca, "device": pki.make_cert("device-7", issuer=dev_ca, client=True)}
+    return {
+        "ca": ca,
+        "server": pki.make_cert("service.local", issuer=ca),
+        "dev_ca": dev_ca,
+        "device": pki.make_cert("device-7", issuer=dev_ca, client=True),
+    }
 
 
 def _check(summary, count):
@@ -33,9 +40,18 @@ def test_psk_session_200_each_way(mpyc, tmp_path, suite):
     psk = os.urandom(32)
     svc = ServiceProc(tmp_path, devices={"device-1": psk})
     try:
-        s = run_device(mpyc, tmp_path, {"host": svc.addr[0], "port": svc.addr[1],
-                                        "psk": psk.hex(), "psk_identity": "device-1",
-                                        "suites": [SUITES[suite]], "count": 200})
+        s = run_device(
+            mpyc,
+            tmp_path,
+            {
+                "host": svc.addr[0],
+                "port": svc.addr[1],
+                "psk": psk.hex(),
+                "psk_identity": "device-1",
+                "suites": [SUITES[suite]],
+                "count": 200,
+            },
+        )
         _check(s, 200)
         assert s["suite"] == SUITES[suite]
         c = svc.counters()
@@ -51,11 +67,20 @@ def test_certificate_session_200_each_way(mpyc, tmp_path, creds, suite):
     dev = creds["device"]
     key = dev.key.private_numbers().private_value.to_bytes(32, "big")
     try:
-        s = run_device(mpyc, tmp_path, {"host": svc.addr[0], "port": svc.addr[1],
-                                        "ca": der_hex(creds["ca"].cert),
-                                        "server_name": "service.local",
-                                        "cert": der_hex(dev.cert), "key": key.hex(),
-                                        "suites": [SUITES[suite]], "count": 200})
+        s = run_device(
+            mpyc,
+            tmp_path,
+            {
+                "host": svc.addr[0],
+                "port": svc.addr[1],
+                "ca": der_hex(creds["ca"].cert),
+                "server_name": "service.local",
+                "cert": der_hex(dev.cert),
+                "key": key.hex(),
+                "suites": [SUITES[suite]],
+                "count": 200,
+            },
+        )
         _check(s, 200)
         c = svc.counters()
         assert c["handshakes_ok"] == 1 and c["messages_in"] == 200
@@ -70,10 +95,22 @@ def test_mtu_64_with_20_percent_loss_both_ways(mpyc, tmp_path):
     svc = ServiceProc(tmp_path, devices={"device-1": psk}, link=link)
     relay = Relay(tmp_path, svc.addr, loss=0.2, seed=4)
     try:
-        s = run_device(mpyc, tmp_path, {"host": relay.addr[0], "port": relay.addr[1],
-                                        "psk": psk.hex(), "psk_identity": "device-1",
-                                        "mtu": 64, "rto_ms": 200, "rto_max_ms": 1000,
-                                        "count": 200, "timeout_ms": 120000}, timeout=180)
+        s = run_device(
+            mpyc,
+            tmp_path,
+            {
+                "host": relay.addr[0],
+                "port": relay.addr[1],
+                "psk": psk.hex(),
+                "psk_identity": "device-1",
+                "mtu": 64,
+                "rto_ms": 200,
+                "rto_max_ms": 1000,
+                "count": 200,
+                "timeout_ms": 120000,
+            },
+            timeout=180,
+        )
         _check(s, 200)
         assert s["link"]["retransmissions"] > 0
         c = svc.counters()
@@ -86,9 +123,18 @@ def test_mtu_64_with_20_percent_loss_both_ways(mpyc, tmp_path):
 def test_wrong_psk_is_refused_and_counted(mpyc, tmp_path):
     svc = ServiceProc(tmp_path, devices={"device-1": os.urandom(32)})
     try:
-        s = run_device(mpyc, tmp_path, {"host": svc.addr[0], "port": svc.addr[1],
-                                        "psk": os.urandom(32).hex(), "psk_identity": "device-1",
-                                        "count": 1, "timeout_ms": 20000})
+        s = run_device(
+            mpyc,
+            tmp_path,
+            {
+                "host": svc.addr[0],
+                "port": svc.addr[1],
+                "psk": os.urandom(32).hex(),
+                "psk_identity": "device-1",
+                "count": 1,
+                "timeout_ms": 20000,
+            },
+        )
         assert not s["ok"] and s["failed"] and s["received"] == 0
         c = svc.counters()
         assert c["handshakes_failed"] >= 1 and c["handshakes_ok"] == 0

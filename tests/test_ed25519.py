@@ -16,6 +16,7 @@ frozen firmware keeps those in flash); measured minimum heaps: Wycheproof
 run at HEAP = 40K.  Compiling ed25519.py from source needs 40K; checked once
 at 64K.
 """
+
 import hashlib
 import os
 import random
@@ -38,18 +39,24 @@ L = ed25519._L
 HEAP = "40K"  # Ed25519 verify runs; see the module docstring
 
 # FIPS 180-2 Appendix C.1 and C.2: SHA-512("abc") and the 896-bit message.
-SHA512_ABC = ("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
-              "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
-MSG_896 = (b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
-           b"ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu")
-SHA512_896 = ("8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
-              "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909")
+SHA512_ABC = (
+    "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+    "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+)
+MSG_896 = (
+    b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+    b"ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu"
+)
+SHA512_896 = (
+    "8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
+    "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909"
+)
 
 
 def rfc8032_7_1(text):
     """RFC 8032 §7.1 Ed25519 test blocks -> {name: {"pub", "msg", "sig"}}."""
     start = text.index("7.1.  Test Vectors for Ed25519\n")
-    sec = text[start:text.index("7.2.  Test Vectors for Ed25519ctx\n")]
+    sec = text[start : text.index("7.2.  Test Vectors for Ed25519ctx\n")]
     out = {}
     for block in sec.split("-----TEST ")[1:]:
         name = block.split("\n", 1)[0].strip()
@@ -78,8 +85,9 @@ def rfc_tests(vectors):
 
 @pytest.fixture(scope="module")
 def mpyc(mpy, tmp_path_factory):
-    return compiled(mpy, tmp_path_factory.mktemp("mpyc"),
-                    ["atls/crypto/sha512.py", "atls/crypto/ed25519.py"])
+    return compiled(
+        mpy, tmp_path_factory.mktemp("mpyc"), ["atls/crypto/sha512.py", "atls/crypto/ed25519.py"]
+    )
 
 
 @pytest.fixture(params=["pure", "native"])
@@ -101,12 +109,20 @@ def _wycheproof(vectors):
         pub = bytes.fromhex(g["publicKey"]["pk"])
         for t in g["tests"]:
             assert t["result"] in ("valid", "invalid")
-            rows.append((t["tcId"], pub, bytes.fromhex(t["msg"]), bytes.fromhex(t["sig"]),
-                         int(t["result"] == "valid")))
+            rows.append(
+                (
+                    t["tcId"],
+                    pub,
+                    bytes.fromhex(t["msg"]),
+                    bytes.fromhex(t["sig"]),
+                    int(t["result"] == "valid"),
+                )
+            )
     return rows
 
 
 # --- SHA-512 (FIPS 180-4) ---------------------------------------------------------
+
 
 def test_sha512_fips180_examples():
     assert sha512(b"abc").hex() == SHA512_ABC
@@ -138,11 +154,12 @@ def test_sha512_vs_hashlib_random_lengths_and_splits():
 
 # --- Ed25519 ----------------------------------------------------------------------
 
+
 def test_constants_rfc8032_5_1():
-    assert P == 2 ** 255 - 19
+    assert P == 2**255 - 19
     assert ed25519._D * 121666 % P == (-121665) % P
-    assert ed25519._SQRTM1 ** 2 % P == P - 1
-    assert L == 2 ** 252 + 27742317777372353535851937790883648493
+    assert ed25519._SQRTM1**2 % P == P - 1
+    assert L == 2**252 + 27742317777372353535851937790883648493
     x, y = ed25519._BX, ed25519._BY
     assert y * 5 % P == 4 and x % 2 == 0
     assert (-x * x + y * y - 1 - ed25519._D * x * x * y * y) % P == 0
@@ -172,7 +189,7 @@ def test_decode_rfc8032_5_1_3():
 
 
 def test_rfc8032_7_1_vectors(impl, rfc_tests):
-    for name, v in rfc_tests.items():
+    for _name, v in rfc_tests.items():
         impl.verify(v["pub"], v["msg"], v["sig"])
         with pytest.raises(AuthError):
             impl.verify(v["pub"], v["msg"] + b"\x00", v["sig"])
@@ -199,7 +216,7 @@ def test_wycheproof_ed25519_all_151(impl, vectors):
 
 def test_differential_vs_cryptography(impl):
     rnd = random.Random(7)
-    for i in range(200):
+    for _i in range(200):
         sk = Ed25519PrivateKey.generate()
         pub = _raw_pub(sk)
         msg = os.urandom(rnd.randrange(0, 300))
@@ -224,8 +241,8 @@ def test_malleability_and_encodings_rfc8032_8_4(impl):
     pub = _raw_pub(sk)
     sig = sk.sign(b"m")
     S = int.from_bytes(sig[32:], "little")
-    for s2 in (S + L, L, 2 ** 256 - 1):  # S >= L is rejected (§5.1.7, §8.4)
-        if s2 < 2 ** 256:
+    for s2 in (S + L, L, 2**256 - 1):  # S >= L is rejected (§5.1.7, §8.4)
+        if s2 < 2**256:
             with pytest.raises(AuthError):
                 impl.verify(pub, b"m", sig[:32] + s2.to_bytes(32, "little"))
     for bad_sig in (sig[:63], sig + b"\x00", b"", None):
@@ -233,11 +250,15 @@ def test_malleability_and_encodings_rfc8032_8_4(impl):
             impl.verify(pub, b"m", bad_sig)
     y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
     sign = pub[31] >> 7
-    bad_keys = [pub[:31], pub + b"\x00", b"",
-                (P | sign << 255).to_bytes(32, "little"),  # y = p, non-canonical
-                ((2 ** 255 - 1) | sign << 255).to_bytes(32, "little"),  # y >= p
-                (2).to_bytes(32, "little")]  # not on the curve
-    if y + P < 2 ** 255:
+    bad_keys = [
+        pub[:31],
+        pub + b"\x00",
+        b"",
+        (P | sign << 255).to_bytes(32, "little"),  # y = p, non-canonical
+        ((2**255 - 1) | sign << 255).to_bytes(32, "little"),  # y >= p
+        (2).to_bytes(32, "little"),
+    ]  # not on the curve
+    if y + P < 2**255:
         bad_keys.append((y + P | sign << 255).to_bytes(32, "little"))
     for k in bad_keys:
         with pytest.raises(InvalidPointError):
@@ -271,12 +292,12 @@ def test_mpy_wycheproof_ed25519_all_151(mpyc, vectors, tmp_path):
 
 def test_mpy_rfc8032_7_1_and_differential(mpyc, rfc_tests, tmp_path):
     rows, n = [], 0
-    for name, v in rfc_tests.items():
+    for _name, v in rfc_tests.items():
         rows.append((n, v["pub"], v["msg"], v["sig"], 1))
         rows.append((n + 1, v["pub"], v["msg"] + b"x", v["sig"], 0))
         n += 2
     rnd = random.Random(11)
-    for i in range(60):
+    for _i in range(60):
         sk = Ed25519PrivateKey.generate()
         msg = os.urandom(rnd.randrange(0, 200))
         sig = sk.sign(msg)
@@ -316,9 +337,12 @@ def test_mpy_sha512_vs_hashlib(mpyc):
 def test_mpy_from_source_rfc8032_test_1(mpy, rfc_tests):
     """The .py sources on MicroPython (compiling needs more than 32K)."""
     v = rfc_tests["1"]
-    src = ("from binascii import unhexlify as u\nfrom atls.crypto import ed25519\n"
-           "from atls.errors import AuthError\n"
-           "ed25519.verify(u('%s'), b'', u('%s'))\n" % (v["pub"].hex(), v["sig"].hex()) +
-           "try:\n    ed25519.verify(u('%s'), b'x', u('%s'))\n    print('accepted')\n"
-           "except AuthError:\n    print('ok')\n" % (v["pub"].hex(), v["sig"].hex()))
+    src = (
+        "from binascii import unhexlify as u\nfrom atls.crypto import ed25519\n"
+        "from atls.errors import AuthError\n"
+        "ed25519.verify(u('%s'), b'', u('%s'))\n"
+        % (v["pub"].hex(), v["sig"].hex())
+        + "try:\n    ed25519.verify(u('%s'), b'x', u('%s'))\n    print('accepted')\n"
+        "except AuthError:\n    print('ok')\n" % (v["pub"].hex(), v["sig"].hex())
+    )
     assert mpy.check(src, heapsize="64K").stdout.strip() == "ok"

@@ -11,6 +11,7 @@ driver, with real processes and real API frames.
   off, corrupt frames are dropped and counted without losing the next one.
 * The device driver over a socket stream fed corrupt frames.
 """
+
 import json
 import os
 import select
@@ -20,11 +21,10 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT
 
 from atls import pairing, xbee
 from atls.drivers.xbee import SocketStream, XBeeTransport
-
-from conftest import ROOT
 
 DEV = bytes.fromhex("0013A20041000001")
 OTHER = bytes.fromhex("0013A20041000002")
@@ -34,10 +34,33 @@ def test_end_to_end_100_each_way_10pct_loss_no_plaintext_at_gateway(tmp_path):
     report = tmp_path / "r.json"
     work = tmp_path / "work"
     proc = subprocess.run(
-        [sys.executable, "-m", "sim", "--devices", "1", "--loss", "0.1", "--count", "100",
-         "--period", "20", "--duration", "150", "--capture", "--seed", "5",
-         "--report", str(report), "--workdir", str(work)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "--devices",
+            "1",
+            "--loss",
+            "0.1",
+            "--count",
+            "100",
+            "--period",
+            "20",
+            "--duration",
+            "150",
+            "--capture",
+            "--seed",
+            "5",
+            "--report",
+            str(report),
+            "--workdir",
+            str(work),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     rep = json.loads(report.read_text())
     assert rep["verdict"] == "pass", proc.stdout[-3000:]
     d = rep["devices"][0]
@@ -93,10 +116,17 @@ class Coordinator:
 class GatewayProc:
     def __init__(self, tmp, serial, service_port):
         self.cfg = tmp / "gateway.json"
-        self.cfg.write_text(json.dumps({
-            "serial": serial, "escaped": True,
-            "services": {"default": "127.0.0.1:%d" % service_port},
-            "state_dir": "gw", "limits": {"max_payload": 84}}))
+        self.cfg.write_text(
+            json.dumps(
+                {
+                    "serial": serial,
+                    "escaped": True,
+                    "services": {"default": "127.0.0.1:%d" % service_port},
+                    "state_dir": "gw",
+                    "limits": {"max_payload": 84},
+                }
+            )
+        )
         self.tmp = tmp
         self.start()
 
@@ -106,17 +136,34 @@ class GatewayProc:
             ready.unlink()
         self.log = open(self.tmp / "gateway.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_tools.gateway", "run", "--config", str(self.cfg),
-             "--ready-file", str(ready)], cwd=ROOT, stdout=self.log, stderr=self.log)
+            [
+                sys.executable,
+                "-m",
+                "host_tools.gateway",
+                "run",
+                "--config",
+                str(self.cfg),
+                "--ready-file",
+                str(ready),
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=self.log,
+        )
         end = time.time() + 15
         while not ready.exists():
             assert self.proc.poll() is None and time.time() < end, "gateway did not start"
             time.sleep(0.05)
 
     def cli(self, *args):
-        return subprocess.run([sys.executable, "-m", "host_tools.gateway", args[0], "--config",
-                               str(self.cfg)] + list(args[1:]), cwd=ROOT, capture_output=True,
-                              text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "host_tools.gateway", args[0], "--config", str(self.cfg)]
+            + list(args[1:]),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def control(self, req):
         from host_tools.gateway import Config, control
@@ -213,13 +260,17 @@ def test_pairing_forwarding_restart_unpair(rig):
 def test_corrupt_frames_dropped_counted_next_frame_kept(rig):
     coord, gw, svc = rig
     _pair(coord, gw, DEV)
-    good = xbee.encode_frame(xbee.rx_packet(DEV, 0x1234, bytes([0xA0, 0, 0, 1, 0]) + b"ok"),
-                             True)
+    good = xbee.encode_frame(xbee.rx_packet(DEV, 0x1234, bytes([0xA0, 0, 0, 1, 0]) + b"ok"), True)
     bad_sum = bytearray(good)
     bad_sum[-1] ^= 0xFF
-    junk = [b"\x00\x11garbage\x42", bytes(bad_sum), b"\x7e\x00\x05\x90\x7d\x01\x02\x03\x04",
-            b"\x7e\x00\x10\x90\x00", b"\x7e\x7f\xff" + bytes(20),
-            xbee.encode_frame(b"\x55unknown-type", True)]
+    junk = [
+        b"\x00\x11garbage\x42",
+        bytes(bad_sum),
+        b"\x7e\x00\x05\x90\x7d\x01\x02\x03\x04",
+        b"\x7e\x00\x10\x90\x00",
+        b"\x7e\x7f\xff" + bytes(20),
+        xbee.encode_frame(b"\x55unknown-type", True),
+    ]
     for j in junk:
         coord.raw(j + good)
     got = []

@@ -19,6 +19,7 @@ HTTP(S) or CoAP (issue 8; host_tools/gateway_relay.py, docs/BINDINGS.md
   device restarting its handshake each end in the documented way.
 * Config: service specs, per-device routes, bad configs refused.
 """
+
 import asyncio
 import json
 import os
@@ -30,17 +31,15 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
+from e2e import ServiceProc
 
 from atls import wire
 from atls.link import LinkConfig
 from atls.session import DeviceSession
 from atls.tls.client import ClientConfig
-
 from host_tools import gateway as G
 from host_tools import gateway_relay as relay
 from host_tools import pki
-
-from e2e import ServiceProc
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -54,6 +53,7 @@ def _now():
 
 # ---- config ---------------------------------------------------------------------------
 
+
 def _config(tmp_path, services, **extra):
     p = tmp_path / "gw.json"
     p.write_text(json.dumps(dict({"services": services, "state_dir": "st"}, **extra)))
@@ -63,13 +63,22 @@ def _config(tmp_path, services, **extra):
 def test_config_services_udp_http_https_coap_and_routes(tmp_path):
     ca = pki.make_ca("Relay Test CA")
     (tmp_path / "ca.pem").write_bytes(pki.pem(ca.cert))
-    c = _config(tmp_path, {
-        "default": "127.0.0.1:5684", "udp2": {"udp": "10.0.0.1:7"},
-        "web": {"url": "https://user:secret@svc.example:8443/atls", "ca": "ca.pem",
-                "poll_ms": 5000},
-        "plain": {"url": "http://127.0.0.1:8080/atls"},
-        "coap": {"url": "coap://127.0.0.1:5683/.well-known/atls"}},
-        routes={"DEV-7": "coap", "0013a20041000001": "web"}, relay={"rto_ms": 500})
+    c = _config(
+        tmp_path,
+        {
+            "default": "127.0.0.1:5684",
+            "udp2": {"udp": "10.0.0.1:7"},
+            "web": {
+                "url": "https://user:secret@svc.example:8443/atls",
+                "ca": "ca.pem",
+                "poll_ms": 5000,
+            },
+            "plain": {"url": "http://127.0.0.1:8080/atls"},
+            "coap": {"url": "coap://127.0.0.1:5683/.well-known/atls"},
+        },
+        routes={"DEV-7": "coap", "0013a20041000001": "web"},
+        relay={"rto_ms": 500},
+    )
     assert c.services["default"] == ("127.0.0.1", 5684) and c.services["udp2"] == ("10.0.0.1", 7)
     web_t, coap_t = c.services["web"], c.services["coap"]
     assert web_t.kind == "http" and isinstance(web_t.ssl, ssl.SSLContext)
@@ -83,18 +92,21 @@ def test_config_services_udp_http_https_coap_and_routes(tmp_path):
     assert insecure.services["s"].ssl is False
 
 
-@pytest.mark.parametrize("services,extra,msg", [
-    ({"s": {"url": "ftp://h/atls"}}, {}, "url must be"),
-    ({"s": {"url": "http://h/atls", "ca": "ca.pem"}}, {}, "only apply to https"),
-    ({"s": {"url": "coap://h/x", "insecure": True}}, {}, "only apply to https"),
-    ({"s": {"url": "https://h/atls", "ca": "missing.pem"}}, {}, "service 's'"),
-    ({"s": {"url": "http://h/atls", "colour": 1}}, {}, "unknown keys"),
-    ({"s": {"url": "http://h/atls", "poll_ms": 40000}}, {}, "timeout_s must exceed"),
-    ({"s": {"url": "http://h/atls", "queue": 0}}, {}, "positive integer"),
-    ({"s": {"url": "http://h/atls"}}, {"relay": {"bogus": 1}}, "unknown keys"),
-    ({"s": "127.0.0.1:1"}, {"routes": {"dev-1": "nope"}}, "unknown service"),
-    ({"s": "no-port"}, {}, "host:port"),
-])
+@pytest.mark.parametrize(
+    "services,extra,msg",
+    [
+        ({"s": {"url": "ftp://h/atls"}}, {}, "url must be"),
+        ({"s": {"url": "http://h/atls", "ca": "ca.pem"}}, {}, "only apply to https"),
+        ({"s": {"url": "coap://h/x", "insecure": True}}, {}, "only apply to https"),
+        ({"s": {"url": "https://h/atls", "ca": "missing.pem"}}, {}, "service 's'"),
+        ({"s": {"url": "http://h/atls", "colour": 1}}, {}, "unknown keys"),
+        ({"s": {"url": "http://h/atls", "poll_ms": 40000}}, {}, "timeout_s must exceed"),
+        ({"s": {"url": "http://h/atls", "queue": 0}}, {}, "positive integer"),
+        ({"s": {"url": "http://h/atls"}}, {"relay": {"bogus": 1}}, "unknown keys"),
+        ({"s": "127.0.0.1:1"}, {"routes": {"dev-1": "nope"}}, "unknown service"),
+        ({"s": "no-port"}, {}, "host:port"),
+    ],
+)
 def test_config_rejects_bad_services(tmp_path, services, extra, msg):
     with pytest.raises(G.GatewayError) as e:
         _config(tmp_path, services, **extra)
@@ -103,13 +115,18 @@ def test_config_rejects_bad_services(tmp_path, services, extra, msg):
 
 # ---- in process: a device (CPython, the firmware's modules) and one RelayFlow ----------
 
+
 class Svc(ServiceProc):
     def __init__(self, tmp, devices=None, **kw):
         ServiceProc.__init__(
-            self, tmp, devices=devices or {"dev-a": PSK},
+            self,
+            tmp,
+            devices=devices or {"dev-a": PSK},
             link={"mtu": MTU, "rto_ms": 300, "rto_max_ms": 2000},
             limits={"rate_per_s": 5000, "rate_burst": 10000},
-            extra={"http_listen": "127.0.0.1:0", "coap_listen": "127.0.0.1:0"}, **kw)
+            extra={"http_listen": "127.0.0.1:0", "coap_listen": "127.0.0.1:0"},
+            **kw,
+        )
         addrs = json.loads((self.tmp / "service.ready.json").read_text())
         self.http = "http://%s/atls" % addrs["http"]
         self.coap = "coap://%s/.well-known/atls" % addrs["coap"]
@@ -124,6 +141,7 @@ def svc(tmp_path):
 
 class Recording:
     """Wraps the relay's transports: every flight posted and every answer."""
+
     flights = []
 
     @classmethod
@@ -137,6 +155,7 @@ class Recording:
                     answer = await _base.post_flight(self, flight)
                     Recording.flights.append((bytes(flight), bytes(answer)))
                     return answer
+
             monkeypatch.setattr(relay, name, Rec)
 
 
@@ -162,9 +181,12 @@ class Radio:
         self.counters = relay.new_counters()
         self.clients = relay.Clients()
         self.flow = self.new_flow(target)
-        self.dev = DeviceSession(ClientConfig(psk=psk, psk_identity=identity),
-                                 LinkConfig(mtu=MTU, rto_ms=300, rto_max_ms=2000),
-                                 retry_ms=200, retry_max_ms=1000)
+        self.dev = DeviceSession(
+            ClientConfig(psk=psk, psk_identity=identity),
+            LinkConfig(mtu=MTU, rto_ms=300, rto_max_ms=2000),
+            retry_ms=200,
+            retry_max_ms=1000,
+        )
         self.up = []  # every packet device -> relay
         self.down = []  # every packet relay -> device
         self.inbox = []
@@ -172,8 +194,9 @@ class Radio:
 
     def new_flow(self, target):
         """A fresh RelayFlow: what a restarted gateway has for this device."""
-        self.flow = relay.RelayFlow(("zb", bytes(8)), target, self._down, self.clients,
-                                    self.counters, MTU)
+        self.flow = relay.RelayFlow(
+            ("zb", bytes(8)), target, self._down, self.clients, self.counters, MTU
+        )
         return self.flow
 
     def _down(self, flow, pkt):
@@ -211,8 +234,11 @@ class Radio:
             while sent < n and len(self.dev.pending()) < 8:
                 self.dev.send(msgs[sent], _now())
                 sent += 1
-            return len(self.kinds("message")) - got0 >= n and \
-                len(self.kinds("delivered")) - acked0 >= n
+            return (
+                len(self.kinds("message")) - got0 >= n
+                and len(self.kinds("delivered")) - acked0 >= n
+            )
+
         await self.run(done)
         return msgs, [bytes(e[1]) for e in self.kinds("message")[got0:]]
 
@@ -228,8 +254,15 @@ def test_relay_in_process_flights_unmodified_sid_adopted(svc, kind, monkeypatch)
     most the MTU each); the device uses the session id the service named;
     then 40 messages each way through post_packets, in order, once."""
     Recording.install(monkeypatch)
-    target = relay.Target("svc", {"url": svc.http if kind == "http" else svc.coap,
-                                  "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
+    target = relay.Target(
+        "svc",
+        {
+            "url": svc.http if kind == "http" else svc.coap,
+            "rto_ms": 300,
+            "rto_max_ms": 2000,
+            "poll_ms": 2000,
+        },
+    )
 
     async def go():
         r = Radio(target)
@@ -267,8 +300,9 @@ def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(s
     unacknowledged messages go through the new session.  A restarted
     gateway (a fresh RelayFlow) answers the device's old session id with an
     ERROR unknown_session, and the device comes back the same way."""
-    target = relay.Target("svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000,
-                                  "poll_ms": 2000})
+    target = relay.Target(
+        "svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000}
+    )
 
     async def go():
         r = Radio(target)
@@ -289,16 +323,17 @@ def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(s
     for msgs, echoes in (a, b, c):
         assert sorted(set(echoes)) == msgs  # every message echoed (exactly once by the app)
     errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
-    assert errors == [wire.encode(wire.ERROR, sid1, b"\x01"),
-                      wire.encode(wire.ERROR, sid2, b"\x01")]
+    assert errors == [
+        wire.encode(wire.ERROR, sid1, b"\x01"),
+        wire.encode(wire.ERROR, sid2, b"\x01"),
+    ]
     downs = r.kinds("down")
     assert [e[1] for e in downs] == ["unknown_session", "unknown_session"]
     assert r.dev.handshakes_ok == 3 and len({sid1, sid2, r.dev.link.session_id}) == 3
     k = r.counters
     # whichever request met the forged cookie first: a batch ends the session with the
     # ERROR, the long poll ends it quietly and the device's next packet gets the ERROR
-    seen = k["errors"].get("batch_unknown_session", 0) + \
-        k["errors"].get("poll_unknown_session", 0)
+    seen = k["errors"].get("batch_unknown_session", 0) + k["errors"].get("poll_unknown_session", 0)
     assert 1 <= seen <= 2 and k["error_packets"] == 2
     assert k["drops"].get("unknown_session", 0) >= 1 and k["handshakes"] == 3
     s = svc.counters()
@@ -311,9 +346,11 @@ def test_relay_refused_handshake_and_device_restart(svc):
     and the device an ERROR handshake_failed (sid 0: it has none yet).  A
     device that starts a new handshake while its session is open gets a new
     relay session (the old one is dropped)."""
+
     async def go():
-        target = relay.Target("svc", {"url": svc.coap, "rto_ms": 300, "rto_max_ms": 2000,
-                                      "poll_ms": 2000})
+        target = relay.Target(
+            "svc", {"url": svc.coap, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000}
+        )
         bad = Radio(target, psk=bytes(32))
         try:
             await bad.run(lambda: bad.kinds("down"))
@@ -333,8 +370,7 @@ def test_relay_refused_handshake_and_device_restart(svc):
 
     bad, good, old, msgs, echoes = asyncio.run(go())
     assert bad.kinds("down")[0][1] == "handshake_failed"
-    assert [p for p in bad.down if p[0] & 7 == wire.ERROR][0] == \
-        wire.encode(wire.ERROR, 0, b"\x02")
+    assert [p for p in bad.down if p[0] & 7 == wire.ERROR][0] == wire.encode(wire.ERROR, 0, b"\x02")
     assert bad.counters["errors"] == {"flight_handshake_failed": 1}
     assert bad.counters["handshakes"] == 0 and bad.counters["active"] == 0
     assert echoes == msgs and old.state == relay._DEAD
@@ -388,6 +424,7 @@ class Taps:
                         def datagram_received(self, d, _):
                             taps._rec(leg, d)
                             front.sendto(d, addr)
+
                     ups[addr] = [None, [data]]
                     loop.create_task(self._open(addr, Back))
                 elif ups[addr][0] is None:
@@ -424,6 +461,7 @@ class Taps:
                     pass
                 finally:
                     w.close()
+
             await asyncio.gather(pipe(reader, uw), pipe(ur, writer))
 
         server = await asyncio.start_server(conn, "127.0.0.1", 0)
@@ -441,19 +479,31 @@ class Taps:
             body = await request.read()
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
             try:
-                async with session.request(request.method, upstream + request.path_qs,
-                                           data=body, headers=headers) as r:
+                async with session.request(
+                    request.method, upstream + request.path_qs, data=body, headers=headers
+                ) as r:
                     rbody = await r.read()
-                    rheaders = [(k, v) for k, v in r.headers.items()
-                                if k.lower() not in HOP]
+                    rheaders = [(k, v) for k, v in r.headers.items() if k.lower() not in HOP]
                     status = r.status
             except aiohttp.ClientError:  # the service went away (teardown)
                 return web.Response(status=502)
-            self.proxy_log.append({"secure": request.secure, "ctype": request.content_type,
-                                   "status": status, "rtype": r.content_type,
-                                   "body": body, "resp_body": rbody})
-            self._rec(leg, repr(sorted(request.headers.items())).encode() + body +
-                      repr(rheaders).encode() + rbody)
+            self.proxy_log.append(
+                {
+                    "secure": request.secure,
+                    "ctype": request.content_type,
+                    "status": status,
+                    "rtype": r.content_type,
+                    "body": body,
+                    "resp_body": rbody,
+                }
+            )
+            self._rec(
+                leg,
+                repr(sorted(request.headers.items())).encode()
+                + body
+                + repr(rheaders).encode()
+                + rbody,
+            )
             resp = web.Response(status=status, body=rbody)
             for k, v in rheaders:
                 resp.headers.add(k, v)
@@ -468,6 +518,7 @@ class Taps:
         async def close():
             await runner.cleanup()
             await session.close()
+
         self._aclose = close
         return runner.addresses[0][1]
 
@@ -477,6 +528,7 @@ class Taps:
                 c()
             if getattr(self, "_aclose", None):
                 await self._aclose()
+
         try:
             self.call(close())
         finally:
@@ -491,31 +543,54 @@ def _fleet_class():
         """sim.fleet.Fleet with the service's HTTP/CoAP listeners on, the
         taps in front of each, and one gateway service per transport."""
 
-        ROUTE = {"dev-01": "udp", "dev-02": "web", "dev-03": "coap", "dev-04": "mb",
-                 "dev-05": "mb-untrusted"}
+        ROUTE = {
+            "dev-01": "udp",
+            "dev-02": "web",
+            "dev-03": "coap",
+            "dev-04": "mb",
+            "dev-05": "mb-untrusted",
+        }
 
         def __init__(self, tmp, taps, creds, **kw):
             self.tmp = tmp
             self.taps = taps
             self.tls_creds = creds
-            Fleet.__init__(self, devices=len(self.ROUTE), workdir=tmp / "fleet", quiet=True,
-                           **kw)
+            Fleet.__init__(self, devices=len(self.ROUTE), workdir=tmp / "fleet", quiet=True, **kw)
 
         def start_service(self):
-            cfg = {"listen": "127.0.0.1:0", "http_listen": "127.0.0.1:0",
-                   "coap_listen": "127.0.0.1:0", "registry": "devices.json",
-                   "link": {"mtu": self.radio_state["np"], "rto_ms": 500, "rto_max_ms": 4000,
-                            "handshake_timeout_ms": 60000},
-                   # every HTTP/CoAP request of the gateway comes from one address
-                   "limits": {"idle_timeout_s": 600, "rate_per_s": 5000, "rate_burst": 10000},
-                   "app": "sim.sim_app:RecordingEchoApp"}
+            cfg = {
+                "listen": "127.0.0.1:0",
+                "http_listen": "127.0.0.1:0",
+                "coap_listen": "127.0.0.1:0",
+                "registry": "devices.json",
+                "link": {
+                    "mtu": self.radio_state["np"],
+                    "rto_ms": 500,
+                    "rto_max_ms": 4000,
+                    "handshake_timeout_ms": 60000,
+                },
+                # every HTTP/CoAP request of the gateway comes from one address
+                "limits": {"idle_timeout_s": 600, "rate_per_s": 5000, "rate_burst": 10000},
+                "app": "sim.sim_app:RecordingEchoApp",
+            }
             (self.dir / "service.json").write_text(json.dumps(cfg))
             ready = self.dir / "service.ready"
             env = dict(os.environ, ATLS_SIM_RECORD=str(self.dir / "deliveries.jsonl"))
-            p = self._spawn("service", [
-                sys.executable, "-m", "host_tools.service", "--config",
-                str(self.dir / "service.json"), "--stats", str(self.dir / "service-stats.json"),
-                "--ready-file", str(ready)], env=env)
+            p = self._spawn(
+                "service",
+                [
+                    sys.executable,
+                    "-m",
+                    "host_tools.service",
+                    "--config",
+                    str(self.dir / "service.json"),
+                    "--stats",
+                    str(self.dir / "service-stats.json"),
+                    "--ready-file",
+                    str(ready),
+                ],
+                env=env,
+            )
             deadline = time.time() + 20
             while not (ready.exists() and ready.read_text().strip()):
                 assert p.poll() is None and time.time() < deadline, "service did not start"
@@ -528,31 +603,52 @@ def _fleet_class():
             def hp(s):
                 h, p = s.rsplit(":", 1)
                 return h, int(p)
+
             t, c = self.taps, self.tls_creds
             udp = t.call(t.udp("udp", self.service_addr))
             web_port = t.call(t.tcp("http", hp(self.addrs["http"])))
             coap_port = t.call(t.udp("coap", hp(self.addrs["coap"])))
-            mb_port = t.call(t.tls_proxy("https", "http://" + self.addrs["http"], c["mb"],
-                                         self.dir))
+            mb_port = t.call(
+                t.tls_proxy("https", "http://" + self.addrs["http"], c["mb"], self.dir)
+            )
             (self.dir / "mb-ca.pem").write_bytes(pki.pem(c["mb_ca"].cert))
             (self.dir / "other-ca.pem").write_bytes(pki.pem(c["other_ca"].cert))
-            cfg = {"serial": self.radio_state["coordinator"]["pty"], "escaped": True,
-                   "services": {
-                       "udp": "127.0.0.1:%d" % udp,
-                       "web": {"url": "http://127.0.0.1:%d/atls" % web_port},
-                       "coap": {"url": "coap://127.0.0.1:%d/.well-known/atls" % coap_port},
-                       "mb": {"url": "https://127.0.0.1:%d/atls" % mb_port, "ca": "mb-ca.pem"},
-                       "mb-untrusted": {"url": "https://127.0.0.1:%d/atls" % mb_port,
-                                        "ca": "other-ca.pem"}},
-                   "relay": {"rto_ms": 500, "rto_max_ms": 4000, "poll_ms": 10000},
-                   "state_dir": "gateway-state",
-                   "limits": {"max_payload": self.radio_state["np"], "rate_per_s": 400,
-                              "rate_burst": 800}}
+            cfg = {
+                "serial": self.radio_state["coordinator"]["pty"],
+                "escaped": True,
+                "services": {
+                    "udp": "127.0.0.1:%d" % udp,
+                    "web": {"url": "http://127.0.0.1:%d/atls" % web_port},
+                    "coap": {"url": "coap://127.0.0.1:%d/.well-known/atls" % coap_port},
+                    "mb": {"url": "https://127.0.0.1:%d/atls" % mb_port, "ca": "mb-ca.pem"},
+                    "mb-untrusted": {
+                        "url": "https://127.0.0.1:%d/atls" % mb_port,
+                        "ca": "other-ca.pem",
+                    },
+                },
+                "relay": {"rto_ms": 500, "rto_max_ms": 4000, "poll_ms": 10000},
+                "state_dir": "gateway-state",
+                "limits": {
+                    "max_payload": self.radio_state["np"],
+                    "rate_per_s": 400,
+                    "rate_burst": 800,
+                },
+            }
             (self.dir / "gateway.json").write_text(json.dumps(cfg))
             ready = self.dir / "gateway.ready"
-            p = self._spawn("gateway", [sys.executable, "-m", "host_tools.gateway",
-                                        "run", "--config", str(self.dir / "gateway.json"),
-                                        "--ready-file", str(ready)])
+            p = self._spawn(
+                "gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "host_tools.gateway",
+                    "run",
+                    "--config",
+                    str(self.dir / "gateway.json"),
+                    "--ready-file",
+                    str(ready),
+                ],
+            )
             deadline = time.time() + 20
             while not ready.exists():
                 assert p.poll() is None and time.time() < deadline, "gateway did not start"
@@ -591,8 +687,9 @@ def test_zigbee_devices_through_gateway_over_udp_http_coap_and_https_proxy(tmp_p
         devs = fleet.devices
         up = fleet.wait(lambda: all(devs[n].handshakes_ok >= 1 for n in good), 40)
         assert up, {n: (d.status, d.last_error) for n, d in devs.items()}
-        done = fleet.wait(lambda: all(devs[n].acked >= 100 and devs[n].received >= 100
-                                      for n in good), 60)
+        done = fleet.wait(
+            lambda: all(devs[n].acked >= 100 and devs[n].received >= 100 for n in good), 60
+        )
         assert done, {n: (d.sent, d.acked, d.received) for n, d in devs.items()}
         fleet.settle(seconds=1.5)
         _, service, gateway, deliveries = fleet.collect()
@@ -637,8 +734,7 @@ def test_zigbee_devices_through_gateway_over_udp_http_coap_and_https_proxy(tmp_p
     # the HTTPS leg: TLS in, only ATLS bodies; exactly dev-04's two flights
     log = taps.proxy_log
     assert log and all(e["secure"] and e["status"] == 200 for e in log)
-    assert {e["ctype"] for e in log} == {"application/atls+octet-stream",
-                                         "application/atls-data"}
+    assert {e["ctype"] for e in log} == {"application/atls+octet-stream", "application/atls-data"}
     assert all(e["rtype"] == e["ctype"] for e in log)
     assert sum(e["ctype"] == "application/atls+octet-stream" for e in log) == 2
     # the plain HTTP leg carried the draft's requests, the others ATLS packets

@@ -12,6 +12,7 @@ row by row through tests/mpy/vecrun.py.  Sources:
                        schedule transcribed below and recomputed as a chain
   differential         random inputs vs CPython's hmac and cryptography's HKDF
 """
+
 import hashlib
 import hmac as std_hmac
 import os
@@ -153,7 +154,8 @@ def rfc4231(vectors):
     assert cases[1]["Key"] == b"Jefe"
     assert cases[1]["Data"] == b"what do ya want for nothing?"
     assert cases[1]["HMAC-SHA-256"] == H(
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
     assert [len(c["Key"]) for c in cases] == [20, 4, 20, 25, 20, 131, 131]
     assert len(cases[4]["HMAC-SHA-256"]) == 16  # §4.6: truncated to 128 bits
     return cases
@@ -166,7 +168,7 @@ def rfc4231_rows(cases):
 def test_rfc4231_s4_hmac_sha256_cases_1_to_7(rfc4231):
     for n, c in enumerate(rfc4231, 1):
         tag = c["HMAC-SHA-256"]
-        assert hmac_sha256(c["Key"], c["Data"])[:len(tag)] == tag, "test case %d" % n
+        assert hmac_sha256(c["Key"], c["Data"])[: len(tag)] == tag, "test case %d" % n
 
 
 def test_rfc4231_s4_under_micropython(mpy, rfc4231):
@@ -196,14 +198,15 @@ def test_wycheproof_hmac_sha256_all(wp_hmac):
     for t in wp_hmac:
         tag = H(t["tag"])
         mac = hmac_sha256(H(t["key"]), H(t["msg"]))
-        assert (mac[:len(tag)] == tag) == (t["result"] == "valid"), "tcId %d" % t["tcId"]
+        assert (mac[: len(tag)] == tag) == (t["result"] == "valid"), "tcId %d" % t["tcId"]
         counts[t["result"]] += 1
     assert counts == {"valid": 66, "invalid": 108}
 
 
 def test_wycheproof_hmac_sha256_under_micropython(mpy, wp_hmac):
-    rows = [["mac", H(t["key"]), H(t["msg"]), H(t["tag"]), int(t["result"] == "valid")]
-            for t in wp_hmac]
+    rows = [
+        ["mac", H(t["key"]), H(t["msg"]), H(t["tag"]), int(t["result"] == "valid")] for t in wp_hmac
+    ]
     run_mpy(mpy, rows)
 
 
@@ -223,8 +226,9 @@ def rfc5869(vectors):
     cases = [c for c in rfc5869_cases(vectors("rfc5869.txt")) if c["Hash"] == "SHA-256"]
     assert len(cases) == 3
     # RFC 5869 §A.1 OKM, transcribed, to check the parser
-    assert cases[0]["OKM"] == H("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c"
-                                "5db02d56ecc4c5bf34007208d5b887185865")
+    assert cases[0]["OKM"] == H(
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
     assert cases[2]["salt"] == b"" and cases[2]["info"] == b""  # §A.3
     return cases
 
@@ -239,8 +243,9 @@ def test_rfc5869_appendix_a1_to_a3(rfc5869):
 
 
 def test_rfc5869_appendix_a_under_micropython(mpy, rfc5869):
-    rows = [["hkdf", c["IKM"], c["salt"], c["info"], c["L"], c["PRK"], c["OKM"], "v"]
-            for c in rfc5869]
+    rows = [
+        ["hkdf", c["IKM"], c["salt"], c["info"], c["L"], c["PRK"], c["OKM"], "v"] for c in rfc5869
+    ]
     run_mpy(mpy, rows)
 
 
@@ -417,8 +422,9 @@ def test_rfc8448_s3_key_schedule_chain():
     bad = [i for i, r in enumerate(rows) if not eval_row(r)]
     assert bad == []
     # §7.1: Derive-Secret is HKDF-Expand-Label with Length = Hash.length
-    assert derive_secret(V["handshake"], b"c hs traffic", V["hash_ch_sh"]) == \
-        hkdf_expand_label(V["handshake"], b"c hs traffic", V["hash_ch_sh"], 32)
+    assert derive_secret(V["handshake"], b"c hs traffic", V["hash_ch_sh"]) == hkdf_expand_label(
+        V["handshake"], b"c hs traffic", V["hash_ch_sh"], 32
+    )
 
 
 def test_rfc8448_s3_key_schedule_under_micropython(mpy):
@@ -532,8 +538,11 @@ def differential_rows(seed=4231, n=300):
         label = rnd.randbytes(rnd.choice((1, 2, 5, 12, 100, 249)))
         ctx = rnd.randbytes(rnd.choice((0, 1, 32, 48, 255)))
         size = rnd.choice((0, 1, 12, 16, 32, 33, 100))
-        want = HKDFExpand(hashes.SHA256(), size, hkdf_label_info(label, ctx, size)).derive(secret) \
-            if size else b""
+        want = (
+            HKDFExpand(hashes.SHA256(), size, hkdf_label_info(label, ctx, size)).derive(secret)
+            if size
+            else b""
+        )
         rows.append(["label", secret, label, ctx, size, want])
     return rows
 

@@ -14,6 +14,7 @@ MicroPython: the device Link runs in the unix port (firmware compiled by
 mpy-cross) driven line by line by the CPython simulation, the attack script
 runs there too, and the whole two-link simulation runs in one process.
 """
+
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ from atls.link import DROP_REASONS, Link, LinkConfig, QueueFull, SeqExhausted
 
 # ---- the simulation (runs unchanged under CPython and MicroPython) ------------
 
-SIM_SRC = r'''
+SIM_SRC = r"""
 from hashlib import sha256
 from atls.link import Link, LinkConfig, QueueFull
 
@@ -187,11 +188,11 @@ def run(seed, sizes, n_msgs, mtu=64, loss=20, dup=5, latency=30, jitter=200, sui
     return {"got": got, "delivered": delivered, "flights": seen, "errors": errors, "now": now,
             "client": cli.counters, "server": srv.counters, "lost": up.lost + down.lost,
             "dups": up.dups + down.dups}
-'''
+"""
 
 # The device half of the lockstep test: one client Link in MicroPython, one
 # command per input line, one answer line per command.
-DEVICE_SRC = r'''
+DEVICE_SRC = r"""
 import sys
 from binascii import hexlify, unhexlify
 from hashlib import sha256
@@ -251,11 +252,11 @@ def main():
 
 
 main()
-'''
+"""
 
 # Attacks on a device Link whose peer is a bare Channel crafting packets.
 # Returns plain dicts, so CPython and MicroPython results compare directly.
-ATTACK_SRC = r'''
+ATTACK_SRC = r"""
 from atls import wire
 from atls.channel import Channel
 from atls.link import Link, LinkConfig
@@ -357,7 +358,7 @@ def run(suite):
     res["truncated_events"] = len(dev.events())
     res["state"] = dev.state
     return res
-'''
+"""
 
 
 def _module(name, src):
@@ -392,6 +393,7 @@ def _check_sim(res, n_msgs, n_flights):
 
 # ---- CPython: the lossy pipe ---------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_s2_s4_lossy_three_flights_200_messages_each_way(seed):
     res = sim.run(seed, SIZES_3, 200)
@@ -409,6 +411,7 @@ def test_s2_lossy_hrr_five_flights(seed):
 @pytest.mark.parametrize("suite", [0x1301, 0x1304, 0x1305])
 def test_s3_lossy_every_suite_pure_aead(monkeypatch, suite):
     from atls.crypto import backend
+
     monkeypatch.setattr(backend, "FAST", False)
     _check_sim(sim.run(100 + suite, SIZES_3, 40, suite=suite), 40, 3)
 
@@ -438,7 +441,7 @@ def test_s2_backoff_schedule_and_timers():
         if cli.datagrams(now):
             times.append(now)
         now = cli.next_timer_ms()
-    assert times == [500, 1500, 3500, 7500, 15500, 23500, 30500][:len(times)]
+    assert times == [500, 1500, 3500, 7500, 15500, 23500, 30500][: len(times)]
     assert times[-1] == 23500 and cli.state == "failed"
     assert cli.events() == [("error", "handshake_timeout")]
     assert cli.next_timer_ms() is None and cli.datagrams(99999) == []
@@ -636,18 +639,22 @@ def test_s3_s4_exactly_once_in_order_with_reordering_and_duplicates():
     assert cli.events() == [] and len(cli.unacked()) == 4  # SACK is not delivery
     assert [wire.decode(d)[2] for d in cli.datagrams(1010)] == [0]  # only seq 0 again
     srv.receive(pkts[0], 13)
-    assert srv.events() == [("message", b"m0"), ("message", b"m1"), ("message", b"m2"),
-                            ("message", b"m3")]
+    assert srv.events() == [
+        ("message", b"m0"),
+        ("message", b"m1"),
+        ("message", b"m2"),
+        ("message", b"m3"),
+    ]
     pump(cli, srv, 14)
-    assert cli.events() == [("delivered", 0), ("delivered", 1), ("delivered", 2),
-                            ("delivered", 3)]
+    assert cli.events() == [("delivered", 0), ("delivered", 1), ("delivered", 2), ("delivered", 3)]
     assert cli.unacked() == [] and srv.counters["messages_in"] == 4
 
 
 def test_s3_reorder_limit_and_ack_bitmap_reach():
     cli, srv = connect(window=16)
-    pkts = [Channel(KB, 0x1305, "client").seal(wire.DATA, 0x0BAD, s, 0, b"%d" % s)
-            for s in range(40)]
+    pkts = [
+        Channel(KB, 0x1305, "client").seal(wire.DATA, 0x0BAD, s, 0, b"%d" % s) for s in range(40)
+    ]
     for s in range(1, 10):  # 8 held, the 9th has no room
         srv.receive(pkts[s], 20)
     assert srv.drops["reorder_full"] == 1
@@ -682,9 +689,11 @@ def test_s4_forged_ack_cannot_forget_messages():
     for i in range(3):
         cli.send(b"keep%d" % i, 10)
     cli.datagrams(10)
-    forged = [wire.encode(wire.ACK, 0x0BAD, bytes([0, 0, 0, 3, 0, 0, 0, 0])) + bytes(8),
-              Channel(bytes(56), 0x1305, "server").seal(wire.ACK, 0x0BAD, 3, 0),
-              Channel(KB, 0x1305, "client").seal(wire.ACK, 0x0BAD, 3, 0)]  # wrong direction
+    forged = [
+        wire.encode(wire.ACK, 0x0BAD, bytes([0, 0, 0, 3, 0, 0, 0, 0])) + bytes(8),
+        Channel(bytes(56), 0x1305, "server").seal(wire.ACK, 0x0BAD, 3, 0),
+        Channel(KB, 0x1305, "client").seal(wire.ACK, 0x0BAD, 3, 0),
+    ]  # wrong direction
     for f in forged:
         cli.receive(f, 11)
     assert cli.drops["auth"] == 3
@@ -704,7 +713,7 @@ def test_s4_queue_full_window_and_message_size():
     cli, srv = connect()
     with pytest.raises(UsageError):
         cli.send(bytes(64 - 13 + 1), 10)
-    for i in range(4 + 16):
+    for _i in range(4 + 16):
         cli.send(b"q", 10)
     with pytest.raises(QueueFull):
         cli.send(b"q", 10)
@@ -773,8 +782,14 @@ def test_s5_close_after_messages_acked_both_sides():
         cli.send(b"more", 10)
     assert cli.state == "closing"
     lost = []
-    pump(cli, srv, 11, drop=lambda d, src: src is srv and wire.decode(d)[0] == wire.CLOSE and
-         not lost and not lost.append(d))
+    pump(
+        cli,
+        srv,
+        11,
+        drop=lambda d, src: (
+            src is srv and wire.decode(d)[0] == wire.CLOSE and not lost and not lost.append(d)
+        ),
+    )
     assert srv.events() == [("message", b"last"), ("closed", 0)]
     assert srv.state == "closed" and cli.state == "closing"  # the reply was lost
     out = cli.datagrams(1011)  # CLOSE again after the rto
@@ -822,9 +837,19 @@ def test_s4_peer_timeout():
 def test_s1_counters_account_for_every_packet():
     cli, srv = connect()
     c = cli.counters
-    assert set(c) == {"packets_in", "packets_out", "bytes_in", "bytes_out", "retransmissions",
-                      "flights_in", "flights_out", "messages_in", "messages_out", "duplicates",
-                      "drops"}
+    assert set(c) == {
+        "packets_in",
+        "packets_out",
+        "bytes_in",
+        "bytes_out",
+        "retransmissions",
+        "flights_in",
+        "flights_out",
+        "messages_in",
+        "messages_out",
+        "duplicates",
+        "drops",
+    }
     assert set(c["drops"]) == set(DROP_REASONS) and c["drops"] is cli.drops
     assert c["packets_out"] == srv.counters["packets_in"]
     assert c["bytes_in"] == srv.counters["bytes_out"]
@@ -832,34 +857,58 @@ def test_s1_counters_account_for_every_packet():
 
 # ---- the attack script (CPython, then MicroPython) -----------------------------
 
+
 def expected_attack(tag):
     d1, ack, close = 5 + 5 + tag, 11 + tag, 6 + tag
     return {
-        "flight0": 2, "hs_events": ["session_id", "flight"], "first": ["message"],
-        "replay": {"replay": 1}, "replay_events": 0,
+        "flight0": 2,
+        "hs_events": ["session_id", "flight"],
+        "first": ["message"],
+        "replay": {"replay": 1},
+        "replay_events": 0,
         # header bits: 4 marker, 1 version, 3 type, 16 session id; then the rest.
         # DATA seq 1: type bits make it HS_ACK (a stale ack of flight 0), HS_END
         # (flight 0 from the service: wrong parity) and 7 (reserved); flipping
         # the seq's last bit gives seq 0, already delivered: a replay.
-        "flip_data": {"not_atls": 4, "version": 1, "dup": 1, "bad_fragment": 1,
-                      "bad_type": 1, "unknown_session": 16, "replay": 1,
-                      "auth": 8 * d1 - 25},
+        "flip_data": {
+            "not_atls": 4,
+            "version": 1,
+            "dup": 1,
+            "bad_fragment": 1,
+            "bad_type": 1,
+            "unknown_session": 16,
+            "replay": 1,
+            "auth": 8 * d1 - 25,
+        },
         "flip_data_events": 0,
         # ACK: type bits give CLOSE and ERROR (too long for them: too_big) and
         # HS (flight 0 from the service: wrong parity); no other bit escapes
-        "flip_ack": {"not_atls": 4, "version": 1, "too_big": 2, "bad_fragment": 1,
-                     "unknown_session": 16, "auth": 8 * ack - 24},
+        "flip_ack": {
+            "not_atls": 4,
+            "version": 1,
+            "too_big": 2,
+            "bad_fragment": 1,
+            "unknown_session": 16,
+            "auth": 8 * ack - 24,
+        },
         "flip_ack_events": 0,
         # CLOSE (101): type bits give ACK (too short: truncated), 7 (reserved)
         # and HS_END (flight 0 from the service: wrong parity)
-        "flip_close": {"not_atls": 4, "version": 1, "truncated": 1, "bad_type": 1,
-                       "bad_fragment": 1, "unknown_session": 16, "auth": 8 * close - 24},
+        "flip_close": {
+            "not_atls": 4,
+            "version": 1,
+            "truncated": 1,
+            "bad_type": 1,
+            "bad_fragment": 1,
+            "unknown_session": 16,
+            "auth": 8 * close - 24,
+        },
         "flip_close_events": 0,
         "forged_ack": {"auth": 2, "bad_ack": 2},
-        "unacked_after_forgery": [b"m0", b"m1"], "forged_events": 0,
+        "unacked_after_forgery": [b"m0", b"m1"],
+        "forged_events": 0,
         "genuine": [("message", b"world"), ("delivered", 0), ("delivered", 1)],
-        "header": {"not_atls": 1, "version": 1, "unknown_session": 1, "bad_type": 1,
-                   "too_big": 1},
+        "header": {"not_atls": 1, "version": 1, "unknown_session": 1, "bad_type": 1, "too_big": 1},
     }
 
 
@@ -883,12 +932,12 @@ def _retype(res):
     """JSON from MicroPython back to the CPython shapes."""
     out = dict(res)
     out["unacked_after_forgery"] = [bytes.fromhex(h) for h in res["unacked_after_forgery"]]
-    out["genuine"] = [(k, bytes.fromhex(v) if isinstance(v, str) else v)
-                      for k, v in res["genuine"]]
+    out["genuine"] = [(k, bytes.fromhex(v) if isinstance(v, str) else v) for k, v in res["genuine"]]
     return out
 
 
 # ---- hypothesis: random bytes and mutated packets ------------------------------
+
 
 def _quiet_pair():
     cli, srv = connect()
@@ -914,15 +963,18 @@ def test_s6_random_bytes_never_raise_never_deliver(blobs):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2), st.integers(0, 10 ** 6), st.integers(1, 255), st.integers(0, 40))
+@given(st.integers(0, 2), st.integers(0, 10**6), st.integers(1, 255), st.integers(0, 40))
 def test_s6_mutated_sealed_packets_never_deliver(which, pos, xor, cut):
     cli, srv = _quiet_pair()
     peer = Channel(KB, 0x1305, "server")
-    pkt = [peer.seal(wire.DATA, 0x0BAD, 0, 0, b"forged?"), peer.seal(wire.ACK, 0x0BAD, 1, 0),
-           peer.seal(wire.CLOSE, 0x0BAD, 0)][which]
+    pkt = [
+        peer.seal(wire.DATA, 0x0BAD, 0, 0, b"forged?"),
+        peer.seal(wire.ACK, 0x0BAD, 1, 0),
+        peer.seal(wire.CLOSE, 0x0BAD, 0),
+    ][which]
     bad = bytearray(pkt)
     bad[pos % len(bad)] ^= xor
-    bad = bytes(bad[:len(bad) - cut % 3])
+    bad = bytes(bad[: len(bad) - cut % 3])
     before = dict(cli.drops)
     dup = cli.counters["duplicates"]
     cli.receive(bad, 30)
@@ -934,6 +986,7 @@ def test_s6_mutated_sealed_packets_never_deliver(which, pos, xor, cut):
 
 
 # ---- MicroPython ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mpyc(mpy, tmp_path_factory):
@@ -948,8 +1001,9 @@ def mpyc(mpy, tmp_path_factory):
             dst.with_suffix(".py").write_bytes(src.read_bytes())
     for name, src in (("simlink", SIM_SRC), ("simdevice", DEVICE_SRC), ("simattack", ATTACK_SRC)):
         (out / (name + ".py")).write_text(src)
-        subprocess.run([str(cross), "-o", str(out / (name + ".mpy")), str(out / (name + ".py"))],
-                       check=True)
+        subprocess.run(
+            [str(cross), "-o", str(out / (name + ".mpy")), str(out / (name + ".py"))], check=True
+        )
         (out / (name + ".py")).unlink()
     return MicroPython(binary=mpy.binary, path=[str(out), ".frozen", str(TESTS / "mpy")])
 
@@ -959,9 +1013,14 @@ class RemoteLink:
 
     def __init__(self, mpyc, heap, mtu):
         env = dict(os.environ, MICROPYPATH=":".join(mpyc.path))
-        self.p = subprocess.Popen([mpyc.binary, "-X", "heapsize=" + heap, "-c", "import simdevice"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                  text=True, bufsize=1)
+        self.p = subprocess.Popen(
+            [mpyc.binary, "-X", "heapsize=" + heap, "-c", "import simdevice"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
         self.channel = None
         self.state = "handshake"
         self.cmd("new %d" % mtu)
@@ -971,8 +1030,9 @@ class RemoteLink:
         self.p.stdin.flush()
         out = self.p.stdout.readline().strip()
         if not out or out.startswith("Traceback"):
-            raise RuntimeError("device failed on %r: %s %s" % (line[:40], out,
-                                                              self.p.stdout.read()[-600:]))
+            raise RuntimeError(
+                "device failed on %r: %s %s" % (line[:40], out, self.p.stdout.read()[-600:])
+            )
         return out
 
     def receive(self, d, now):
@@ -999,7 +1059,7 @@ class RemoteLink:
     def events(self):
         r = self.cmd("ev")
         out = []
-        for part in ([] if r == "-" else r.split()):
+        for part in [] if r == "-" else r.split():
             k, v = part.split(":", 1)
             if k == "flight":
                 out.append(("flight_sha256", bytes.fromhex(v)))
@@ -1047,30 +1107,33 @@ def test_s2_s4_device_link_in_micropython_lossy(mpyc, sizes, n_msgs, seed):
 
 
 def test_s2_s4_both_links_in_one_micropython_process(mpyc):
-    src = ("import json, simlink\n"
-           "r = simlink.run(5, %r, 40)\n"
-           "print(json.dumps(r))\n" % SIZES_HRR)
+    src = "import json, simlink\nr = simlink.run(5, %r, 40)\nprint(json.dumps(r))\n" % SIZES_HRR
     res = json.loads(mpyc.check(src, heapsize="128K", timeout=300).lines[-1])
     _check_sim(res, 40, 5)
 
 
 def test_s2_handshake_timeout_micropython(mpyc):
-    src = ("import json, simlink\n"
-           "r = simlink.run(3, [200, 700, 60], 5, loss=100)\n"
-           "print(json.dumps([r['errors'], r['client']['retransmissions']]))\n")
+    src = (
+        "import json, simlink\n"
+        "r = simlink.run(3, [200, 700, 60], 5, loss=100)\n"
+        "print(json.dumps([r['errors'], r['client']['retransmissions']]))\n"
+    )
     res = json.loads(mpyc.check(src, heapsize=DEVICE_HEAP).lines[-1])
     assert res == [[["client", "error", "handshake_timeout", 30000]], 20]
 
 
-@pytest.mark.parametrize("suite,tag,heap", [(0x1305, 8, DEVICE_HEAP), (0x1304, 16, DEVICE_HEAP),
-                                            (0x1301, 16, "80K")])
+@pytest.mark.parametrize(
+    "suite,tag,heap", [(0x1305, 8, DEVICE_HEAP), (0x1304, 16, DEVICE_HEAP), (0x1301, 16, "80K")]
+)
 def test_s6_attacks_micropython(mpyc, suite, tag, heap):
-    src = ("import json, simattack\n"
-           "r = simattack.run(%d)\n"
-           "for k in ('unacked_after_forgery',):\n"
-           "    r[k] = [bytes(m).hex() for m in r[k]]\n"
-           "r['genuine'] = [(a, b.hex() if isinstance(b, bytes) else b) for a, b in r['genuine']]\n"
-           "print(json.dumps(r))\n" % suite)
+    src = (
+        "import json, simattack\n"
+        "r = simattack.run(%d)\n"
+        "for k in ('unacked_after_forgery',):\n"
+        "    r[k] = [bytes(m).hex() for m in r[k]]\n"
+        "r['genuine'] = [(a, b.hex() if isinstance(b, bytes) else b) for a, b in r['genuine']]\n"
+        "print(json.dumps(r))\n" % suite
+    )
     res = _retype(json.loads(mpyc.check(src, heapsize=heap).lines[-1]))
     _check_attack(res, tag)
     assert res == _retype(json.loads(json.dumps(_jsonable(attack.run(suite)))))

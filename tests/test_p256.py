@@ -15,6 +15,7 @@ Wycheproof DER 39K, run at 48K, because its three 4 KiB signatures (tcId
 47/106/148, read from side files) need a 4 KiB buffer reserved up front.
 Compiling p256.py from source needs 72K; one test checks the source at 80K.
 """
+
 import hashlib
 import os
 import random
@@ -46,21 +47,27 @@ RFC6979_X = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"
 RFC6979_UX = "60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6"
 RFC6979_UY = "7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299"
 RFC6979_SIGS = [  # (message, k, r, s), "With SHA-256, message = ..."
-    (b"sample",
-     "A6E3C57DD01ABE90086538398355DD4C3B17AA873382B0F24D6129493D8AAD60",
-     "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
-     "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8"),
-    (b"test",
-     "D16B6AE827F17175E040871A1C7EC3500192C4C92677336EC2537ACAEE0008E0",
-     "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367",
-     "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083"),
+    (
+        b"sample",
+        "A6E3C57DD01ABE90086538398355DD4C3B17AA873382B0F24D6129493D8AAD60",
+        "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
+        "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
+    ),
+    (
+        b"test",
+        "D16B6AE827F17175E040871A1C7EC3500192C4C92677336EC2537ACAEE0008E0",
+        "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367",
+        "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083",
+    ),
 ]
+
 
 @pytest.fixture(scope="module")
 def mpyc(mpy, tmp_path_factory):
     """MicroPython with p256 (and hkdf for RFC 6979) precompiled by mpy-cross."""
-    return compiled(mpy, tmp_path_factory.mktemp("mpyc"),
-                    ["atls/crypto/hkdf.py", "atls/crypto/p256.py"])
+    return compiled(
+        mpy, tmp_path_factory.mktemp("mpyc"), ["atls/crypto/hkdf.py", "atls/crypto/p256.py"]
+    )
 
 
 @pytest.fixture(params=["pure", "native"])
@@ -93,16 +100,24 @@ def _wycheproof(vectors, name):
         pub = bytes.fromhex(g["publicKey"]["uncompressed"])
         for t in g["tests"]:
             assert t["result"] in ("valid", "invalid")  # no "acceptable" in these files
-            out.append((t["tcId"], pub, bytes.fromhex(t["msg"]), bytes.fromhex(t["sig"]),
-                        int(t["result"] == "valid")))
+            out.append(
+                (
+                    t["tcId"],
+                    pub,
+                    bytes.fromhex(t["msg"]),
+                    bytes.fromhex(t["sig"]),
+                    int(t["result"] == "valid"),
+                )
+            )
     return out
 
 
 # --- curve constants and group law ------------------------------------------------
 
+
 def test_domain_parameters_sec2_2_4_2(pure):
     gx, gy = p256._GX, p256._GY
-    assert (gy * gy - gx ** 3 + 3 * gx - p256._B) % P == 0
+    assert (gy * gy - gx**3 + 3 * gx - p256._B) % P == 0
     # (n - 1) * G == -G, and n * G is the point at infinity
     X, Y, Z = p256._mul2(N - 1, 0, gx, gy)
     assert p256._affine(X, Y, Z) == (gx, P - gy)
@@ -139,7 +154,7 @@ def test_private_key_checks(impl):
         impl.public_key(bytes(31))
     with pytest.raises(KeyLengthError):
         impl.ecdh(bytes(33), _pub(ec.generate_private_key(ec.SECP256R1())))
-    for bad in (0, N, N + 1, 2 ** 256 - 1):
+    for bad in (0, N, N + 1, 2**256 - 1):
         with pytest.raises(UsageError):
             impl.public_key(bad.to_bytes(32, "big"))
         with pytest.raises(UsageError):
@@ -157,6 +172,7 @@ def test_generate_keypair(impl):
 
 
 # --- ECDH (SEC 1 §3.3.1) ---------------------------------------------------------
+
 
 def test_ecdh_differential_vs_cryptography(impl):
     for _ in range(300):
@@ -179,9 +195,10 @@ def _invalid_points():
         ("off curve y+1", enc(x, (y + 1) % P)),
         ("off curve x+1", enc((x + 1) % P, y)),
         ("x = p: (p, sqrt b) is on the curve mod p", enc(P, SQRT_B)),
-        ("y = p - sqrt b + p", enc(0, P - SQRT_B + P)) if P - SQRT_B + P < 2 ** 256 else None,
-        ("x = p", enc(P, y)), ("y = p", enc(x, P)),
-        ("y = y + p", enc(x, y + P)) if y + P < 2 ** 256 else None,
+        ("y = p - sqrt b + p", enc(0, P - SQRT_B + P)) if P - SQRT_B + P < 2**256 else None,
+        ("x = p", enc(P, y)),
+        ("y = p", enc(x, P)),
+        ("y = y + p", enc(x, y + P)) if y + P < 2**256 else None,
         ("all ones", b"\x04" + b"\xff" * 64),
         ("infinity (0, 0)", b"\x04" + bytes(64)),
         ("infinity octet 0x00", b"\x00"),
@@ -189,7 +206,9 @@ def _invalid_points():
         ("compressed", bytes([2 + (y & 1)]) + good[1:33]),
         ("hybrid 0x06/07", bytes([6 + (y & 1)]) + good[1:]),
         ("prefix 0x05", b"\x05" + good[1:]),
-        ("truncated", good[:-1]), ("extended", good + b"\x00"), ("raw x||y", good[1:]),
+        ("truncated", good[:-1]),
+        ("extended", good + b"\x00"),
+        ("raw x||y", good[1:]),
         ("empty", b""),
     ]
     return [p for p in pts if p is not None]
@@ -200,7 +219,7 @@ def test_invalid_points_rejected_sec1_3_2_2(impl):
     sig = impl.ecdsa_sign(priv, b"m")
     pts = _invalid_points()
     assert len(pts) >= 16
-    for why, pt in pts:
+    for _why, pt in pts:
         with pytest.raises(InvalidPointError):
             impl.ecdh(priv, pt)
         with pytest.raises(InvalidPointError):
@@ -221,6 +240,7 @@ def test_ecdh_with_x_zero_point(impl):
 
 
 # --- ECDSA ------------------------------------------------------------------------
+
 
 def test_rfc6979_a_2_5_sha256_sign(impl, vectors):
     text = " ".join(vectors("rfc6979.txt").split())
@@ -258,8 +278,11 @@ def test_sign_verify_differential_vs_cryptography(impl):
         # flipped bits in signature / message / wrong key
         bad = bytearray(theirs)
         bad[random.randrange(len(bad))] ^= 1 << random.randrange(8)
-        for args in ((pub, msg, bytes(bad)), (pub, msg + b"\x00", theirs),
-                     (_pub(ec.generate_private_key(ec.SECP256R1())), msg, theirs)):
+        for args in (
+            (pub, msg, bytes(bad)),
+            (pub, msg + b"\x00", theirs),
+            (_pub(ec.generate_private_key(ec.SECP256R1())), msg, theirs),
+        ):
             with pytest.raises(AuthError):
                 impl.ecdsa_verify(*args)
 
@@ -298,7 +321,8 @@ def test_wycheproof_ecdsa_p1363_all_262(impl, vectors):
             sig = bytes.fromhex(t["sig"])
             digest = hashlib.sha256(bytes.fromhex(t["msg"])).digest()
             ok = len(sig) == 64 and impl.ecdsa_verify_raw(
-                pub, digest, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+                pub, digest, int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+            )
             assert ok == (t["result"] == "valid"), t["tcId"]
             n += 1
     assert n == 262
@@ -318,15 +342,14 @@ def test_der_parser_strict_and_total(pure):
         if op == 0:
             b[rnd.randrange(len(b))] = rnd.randrange(256)
         elif op == 1:
-            del b[rnd.randrange(len(b)):]
+            del b[rnd.randrange(len(b)) :]
         else:
             b.insert(rnd.randrange(len(b) + 1), rnd.randrange(256))
         try:
             p256.ecdsa_verify(pub, b"m", bytes(b))
         except AuthError:
             pass
-    for bad in (b"", b"\x30", b"\x30\x00", sig + b"\x00", b"\x30\x81" + sig[1:],
-                None, 12, "str"):
+    for bad in (b"", b"\x30", b"\x30\x00", sig + b"\x00", b"\x30\x81" + sig[1:], None, 12, "str"):
         with pytest.raises(AuthError):
             p256.ecdsa_verify(pub, b"m", bad)
 
@@ -334,6 +357,7 @@ def test_der_parser_strict_and_total(pure):
 def test_der_non_minimal_integers_rejected_x690_8_3_2(pure):
     """A superfluous 0x00 before an integer whose top bit is clear (33-byte
     INTEGER, within the length limit) is BER, not DER: rejected."""
+
     def integer(v, pad=b""):
         b = pad + v.to_bytes(33, "big").lstrip(b"\x00")
         if b[0] & 0x80:
@@ -346,14 +370,17 @@ def test_der_non_minimal_integers_rejected_x690_8_3_2(pure):
     while True:
         key = ec.generate_private_key(ec.SECP256R1())
         r, s = decode_dss_signature(key.sign(b"m", ec.ECDSA(hashes.SHA256())))
-        if r < 2 ** 248 * 128 and s < 2 ** 248 * 128:  # both top bits clear: 32-byte INTEGERs
+        if r < 2**248 * 128 and s < 2**248 * 128:  # both top bits clear: 32-byte INTEGERs
             break
     pub = _pub(key)
     p256.ecdsa_verify(pub, b"m", seq(integer(r) + integer(s)))
-    for bad in (seq(integer(r, b"\x00") + integer(s)), seq(integer(r) + integer(s, b"\x00")),
-                seq(integer(r) + integer(s) + b"\x02\x00"),  # extra empty INTEGER
-                seq(integer(r) + b"\x02\x00"),  # empty INTEGER
-                seq(b"\x02\x21" + (r | 1 << 263).to_bytes(33, "big") + integer(s))):  # negative
+    for bad in (
+        seq(integer(r, b"\x00") + integer(s)),
+        seq(integer(r) + integer(s, b"\x00")),
+        seq(integer(r) + integer(s) + b"\x02\x00"),  # extra empty INTEGER
+        seq(integer(r) + b"\x02\x00"),  # empty INTEGER
+        seq(b"\x02\x21" + (r | 1 << 263).to_bytes(33, "big") + integer(s)),
+    ):  # negative
         with pytest.raises(AuthError):
             p256.ecdsa_verify(pub, b"m", bad)
 
@@ -405,8 +432,15 @@ def test_mpy_wycheproof_ecdsa_p1363_all_262(mpyc, vectors):
     for g in vectors("ecdsa_secp256r1_sha256_p1363_test.json")["testGroups"]:
         pub = bytes.fromhex(g["publicKey"]["uncompressed"])
         for t in g["tests"]:
-            rows.append((t["tcId"], pub, bytes.fromhex(t["msg"]), bytes.fromhex(t["sig"]),
-                         int(t["result"] == "valid")))
+            rows.append(
+                (
+                    t["tcId"],
+                    pub,
+                    bytes.fromhex(t["msg"]),
+                    bytes.fromhex(t["sig"]),
+                    int(t["result"] == "valid"),
+                )
+            )
     assert mpyc.run_rows(_MPY_P1363, rows, heapsize=HEAP) == {"ok": 262, "failed": []}
 
 
@@ -458,8 +492,14 @@ def test_mpy_differential_ecdh_sign_verify(mpyc):
         b = ec.generate_private_key(ec.SECP256R1())
         rows.append(("ecdh", _priv(a), _pub(a), _pub(b), a.exchange(ec.ECDH(), b.public_key())))
         msg = os.urandom(i % 50)
-        rows.append(("sign", _priv(a), msg,
-                     a.sign(msg, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))))
+        rows.append(
+            (
+                "sign",
+                _priv(a),
+                msg,
+                a.sign(msg, ec.ECDSA(hashes.SHA256(), deterministic_signing=True)),
+            )
+        )
         sig = b.sign(msg, ec.ECDSA(hashes.SHA256()))
         rows.append(("verify", _pub(b), msg, sig, 1))
         bad = bytearray(sig)
@@ -467,11 +507,17 @@ def test_mpy_differential_ecdh_sign_verify(mpyc):
         rows.append(("verify", _pub(b), msg, bytes(bad), 0))
         expect += 5
     for k in (1, 2, 3, 15, 16, 17, N - 1, N - 2, N - 3, N - 16, N - 17):
-        rows.append(("ecdh", k.to_bytes(32, "big"),
-                     _pub(ec.derive_private_key(k, ec.SECP256R1())), _pub(a),
-                     ec.derive_private_key(k, ec.SECP256R1()).exchange(ec.ECDH(), a.public_key())))
+        rows.append(
+            (
+                "ecdh",
+                k.to_bytes(32, "big"),
+                _pub(ec.derive_private_key(k, ec.SECP256R1())),
+                _pub(a),
+                ec.derive_private_key(k, ec.SECP256R1()).exchange(ec.ECDH(), a.public_key()),
+            )
+        )
         expect += 2
-    for why, pt in _invalid_points():
+    for _why, pt in _invalid_points():
         rows.append(("badpoint", _priv(a), pt))
         expect += 2
     for bad in (bytes(32), N.to_bytes(32, "big"), b"\xff" * 32, bytes(31), bytes(33)):

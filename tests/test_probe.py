@@ -1,6 +1,7 @@
 """`make probe` against an independent TLS 1.3 server over TCP: OpenSSL's
 s_server prints the keying material it exports, and the probe (firmware client
 under the MicroPython unix port) must print the same bytes."""
+
 import json
 import re
 import socket
@@ -8,11 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from conftest import ROOT
 
 from host_tools import pki
-
-from conftest import ROOT
 
 OPENSSL = "openssl"
 
@@ -28,15 +27,26 @@ def free_port():
 class SServer:
     def __init__(self, args):
         self.port = free_port()
-        cmd = [OPENSSL, "s_server", "-accept", str(self.port), "-tls1_3",
-               "-keymatexport", "application-layer-tls", "-keymatexportlen", "56"] + args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            OPENSSL,
+            "s_server",
+            "-accept",
+            str(self.port),
+            "-tls1_3",
+            "-keymatexport",
+            "application-layer-tls",
+            "-keymatexportlen",
+            "56",
+        ] + args
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.head = []
         for line in self.proc.stdout:  # s_server says ACCEPT once it listens
             self.head.append(line)
             if line.startswith("ACCEPT"):
                 break
+
     def finish(self):
         try:
             out, _ = self.proc.communicate(timeout=10)
@@ -58,8 +68,19 @@ def keying_material(text):
 @pytest.mark.parametrize("suite", ["TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256"])
 def test_probe_psk_matches_s_server_exporter(suite):
     psk = "00112233445566778899aabbccddeeff"
-    srv = SServer(["-nocert", "-psk_identity", "device-1", "-psk", psk, "-ciphersuites", suite,
-                   "-naccept", "1"])
+    srv = SServer(
+        [
+            "-nocert",
+            "-psk_identity",
+            "device-1",
+            "-psk",
+            psk,
+            "-ciphersuites",
+            suite,
+            "-naccept",
+            "1",
+        ]
+    )
     res = run_probe(srv.port, "--psk-id", "device-1", "--psk", psk, "--suites", suite)
     out = srv.finish()
     assert res.returncode == 0, res.stdout + res.stderr
@@ -75,10 +96,28 @@ def test_probe_certificate_mode_and_groups(tmp_path):
     (tmp_path / "ca.pem").write_bytes(pki.pem(ca.cert))
     (tmp_path / "cert.pem").write_bytes(pki.pem(leaf.cert))
     (tmp_path / "key.pem").write_bytes(pki.pem(leaf.key))
-    srv = SServer(["-cert", str(tmp_path / "cert.pem"), "-key", str(tmp_path / "key.pem"),
-                   "-groups", "P-256", "-naccept", "1"])
-    res = run_probe(srv.port, "--ca", str(tmp_path / "ca.pem"), "--server-name", "localhost",
-                    "--check-hostname", "--groups", "x25519,secp256r1")
+    srv = SServer(
+        [
+            "-cert",
+            str(tmp_path / "cert.pem"),
+            "-key",
+            str(tmp_path / "key.pem"),
+            "-groups",
+            "P-256",
+            "-naccept",
+            "1",
+        ]
+    )
+    res = run_probe(
+        srv.port,
+        "--ca",
+        str(tmp_path / "ca.pem"),
+        "--server-name",
+        "localhost",
+        "--check-hostname",
+        "--groups",
+        "x25519,secp256r1",
+    )
     out = srv.finish()
     assert res.returncode == 0, res.stdout + res.stderr
     last = json.loads(res.stdout.strip().splitlines()[-1])

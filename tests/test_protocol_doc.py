@@ -4,6 +4,7 @@ packet -> fields), and the sealed ones against an independent AES-CCM from
 the `cryptography` package with the key, IV and nonce derived here from the
 block's key block (§3).  The same blocks are then checked under MicroPython.
 """
+
 import re
 
 import pytest
@@ -67,8 +68,9 @@ def _fields(ex):
     return None
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if TYPES[e["type"]] in (0, 1, 2, 6)],
-                         ids=lambda e: e["type"])
+@pytest.mark.parametrize(
+    "ex", [e for e in EXAMPLES if TYPES[e["type"]] in (0, 1, 2, 6)], ids=lambda e: e["type"]
+)
 def test_s7_unsealed_examples_both_ways(ex):
     t, sid = TYPES[ex["type"]], ex["session_id"]
     if t <= 1:
@@ -87,8 +89,9 @@ def _ref_keys(kb, sender):
     return (cwk, civ) if sender == "client" else (swk, siv)
 
 
-@pytest.mark.parametrize("ex", [e for e in EXAMPLES if TYPES[e["type"]] in (3, 4, 5)],
-                         ids=lambda e: e["type"])
+@pytest.mark.parametrize(
+    "ex", [e for e in EXAMPLES if TYPES[e["type"]] in (3, 4, 5)], ids=lambda e: e["type"]
+)
 def test_s7_sealed_examples_both_ways(ex):
     t, sid, kb, suite = TYPES[ex["type"]], ex["session_id"], ex["key_block"], ex["suite"]
     sender = ex["sender"]
@@ -103,8 +106,9 @@ def test_s7_sealed_examples_both_ways(ex):
         seq, pt = ex["ack_seq"], b""
         tx.ack_seq = seq
         assert tx.seal(t, sid, ex["next"], ex["bitmap"]) == pkt
-        fields = seq.to_bytes(2, "big") + ex["next"].to_bytes(2, "big") + \
-            ex["bitmap"].to_bytes(4, "big")
+        fields = (
+            seq.to_bytes(2, "big") + ex["next"].to_bytes(2, "big") + ex["bitmap"].to_bytes(4, "big")
+        )
     else:
         seq, pt = ex["close_seq"], b""
         tx.close_seq = seq
@@ -119,12 +123,13 @@ def test_s7_sealed_examples_both_ways(ex):
     nonce = (int.from_bytes(iv, "big") ^ (((t - 3) << 56) | seq)).to_bytes(12, "big")
     assert nonce == ex["nonce"]
     aad = bytes([0xA0 | t, sid >> 8, sid & 0xFF]) + fields
-    assert aad == pkt[:len(aad)]
+    assert aad == pkt[: len(aad)]
     if "aad" in ex:
         assert ex["aad"] == aad
-    aead = AESCCM(key, 8) if suite == 0x1305 else AESCCM(key, 16) if suite == 0x1304 \
-        else AESGCM(key)
-    assert aead.encrypt(nonce, pt, aad) == pkt[len(aad):]
+    aead = (
+        AESCCM(key, 8) if suite == 0x1305 else AESCCM(key, 16) if suite == 0x1304 else AESGCM(key)
+    )
+    assert aead.encrypt(nonce, pt, aad) == pkt[len(aad) :]
     if t == 3:
         assert len(pkt) == len(pt) + 13  # §3: 13 bytes of overhead with CCM_8
 
@@ -137,8 +142,10 @@ def test_s7_examples_are_consistent_with_each_other():
     first, last = by_type["HS"][0], by_type["HS_END"][0]
     assert len(first["packet"]) == 64 and len(first["fragment"]) == 59
     assert last["index"] * 59 + len(last["fragment"]) == 200
-    assert [a["bitmap"] for a in by_type["HS_ACK"]] == [wire.make_bitmap([0, 3], 4),
-                                                       wire.make_bitmap(range(4), 4)]
+    assert [a["bitmap"] for a in by_type["HS_ACK"]] == [
+        wire.make_bitmap([0, 3], 4),
+        wire.make_bitmap(range(4), 4),
+    ]
 
 
 # ---- MicroPython -----------------------------------------------------------------
@@ -186,12 +193,48 @@ def test_s7_examples_micropython(mpyc):
         elif t == 6:
             rows.append([t, sid, e["reason"], 0, 0, "-", b"", b"", pkt, 0])
         elif t == 3:
-            rows.append([t, sid, e["seq"], 0, e["suite"], e["sender"], e["key_block"],
-                         e["plaintext"], pkt, 0])
+            rows.append(
+                [
+                    t,
+                    sid,
+                    e["seq"],
+                    0,
+                    e["suite"],
+                    e["sender"],
+                    e["key_block"],
+                    e["plaintext"],
+                    pkt,
+                    0,
+                ]
+            )
         elif t == 4:
-            rows.append([t, sid, e["next"], e["bitmap"], e["suite"], e["sender"], e["key_block"],
-                         b"", pkt, e["ack_seq"]])
+            rows.append(
+                [
+                    t,
+                    sid,
+                    e["next"],
+                    e["bitmap"],
+                    e["suite"],
+                    e["sender"],
+                    e["key_block"],
+                    b"",
+                    pkt,
+                    e["ack_seq"],
+                ]
+            )
         else:
-            rows.append([t, sid, e["reason"], 0, e["suite"], e["sender"], e["key_block"], b"",
-                         pkt, e["close_seq"]])
+            rows.append(
+                [
+                    t,
+                    sid,
+                    e["reason"],
+                    0,
+                    e["suite"],
+                    e["sender"],
+                    e["key_block"],
+                    b"",
+                    pkt,
+                    e["close_seq"],
+                ]
+            )
     assert mpyc.run_rows(MPY_DOC, rows, heapsize="32K") == {"ok": len(rows), "failed": []}

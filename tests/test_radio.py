@@ -12,6 +12,7 @@ joined 0x22, unknown 0x24, coordinator to device, broadcast); taps (observe,
 tamper, drop) and forged frames; AP changes and command mode; the JSON
 stats.  Real time: the CLI with its pty, TCP ports and control port.
 """
+
 import json
 import math
 import os
@@ -26,8 +27,16 @@ import serial
 from conftest import ROOT
 
 from atls import xbee as X
-from sim.radio import (COORDINATOR_BASE, DEVICE_BASE, DROP, Medium, Module, VirtualClock,
-                       addr64, hex64)
+from sim.radio import (
+    COORDINATOR_BASE,
+    DEVICE_BASE,
+    DROP,
+    Medium,
+    Module,
+    VirtualClock,
+    addr64,
+    hex64,
+)
 
 
 class Net:
@@ -38,10 +47,20 @@ class Net:
         self.clock = VirtualClock()
         self.m = Medium(self.clock, **kw)
         self.out = {}
-        self.c = self._add(Module(self.m, COORDINATOR_BASE + 1, coordinator=True,
-                                  api_mode=coordinator_ap, ee=ee, pan_id=0x1234))
-        self.d = [self._add(Module(self.m, DEVICE_BASE + i + 1, api_mode=device_ap, ee=ee,
-                                   joined=joined)) for i in range(devices)]
+        self.c = self._add(
+            Module(
+                self.m,
+                COORDINATOR_BASE + 1,
+                coordinator=True,
+                api_mode=coordinator_ap,
+                ee=ee,
+                pan_id=0x1234,
+            )
+        )
+        self.d = [
+            self._add(Module(self.m, DEVICE_BASE + i + 1, api_mode=device_ap, ee=ee, joined=joined))
+            for i in range(devices)
+        ]
 
     def _add(self, mod):
         self.m.add(mod)
@@ -54,6 +73,7 @@ class Net:
                 return
             for f in decs[mod.ap].feed(data):
                 self.out[mod].append((self.clock.time(), X.parse(f)))
+
         mod.attach(sink)
         return mod
 
@@ -139,7 +159,7 @@ def test_delivery_time_is_airtime_plus_latency_and_channel_serialised():
     assert a[4] == b"\xa0" * 60 and b[4] == b"\xa1" * 20
     assert ta - t0 == pytest.approx(air60 + 0.005)
     assert tb - t0 == pytest.approx(air60 + air20 + 0.005)
-    (ts, s), = net.take(net.d[0], "tx_status")
+    ((ts, s),) = net.take(net.d[0], "tx_status")
     assert ts == pytest.approx(ta) and s[4] == X.DELIVERY_SUCCESS and s[2] == 0x0000
     c = net.d[0].counters
     assert (c["tx_frames"], c["tx_bytes"], c["air_bytes"]) == (1, 60, 90)
@@ -244,8 +264,7 @@ def test_restart_rejoins_without_window_and_leave_needs_one():
     assert not d.joined  # left: no network to rejoin
     assert net.at(d, b"FR")[0] == X.AT_OK
     net.clock.advance(1)
-    assert [f[1] for _, f in net.take(d, "modem_status")] == [X.HARDWARE_RESET,
-                                                              X.WATCHDOG_RESET]
+    assert [f[1] for _, f in net.take(d, "modem_status")] == [X.HARDWARE_RESET, X.WATCHDOG_RESET]
 
 
 def test_coordinator_reforming_network_makes_devices_leave():
@@ -269,8 +288,11 @@ def test_coordinator_to_device_broadcast_and_unknown_destination():
     net.write(net.c, X.tx_request(0, d2.addr64, b"\xa0nostatus"))
     net.clock.advance(0.1)
     st = {f[1]: (f[2], f[4]) for _, f in net.take(net.c, "tx_status")}
-    assert st == {5: (d1.my16, X.DELIVERY_SUCCESS), 6: (0xFFFE, X.ADDRESS_NOT_FOUND),
-                  7: (0xFFFD, X.DELIVERY_SUCCESS)}  # frame id 0: no status
+    assert st == {
+        5: (d1.my16, X.DELIVERY_SUCCESS),
+        6: (0xFFFE, X.ADDRESS_NOT_FOUND),
+        7: (0xFFFD, X.DELIVERY_SUCCESS),
+    }  # frame id 0: no status
     rx1 = [f for _, f in net.take(d1, "rx")]
     assert rx1[0] == ("rx", net.c.addr64, 0x0000, X.RX_ACKED, b"\xa0down")
     assert rx1[1] == ("rx", net.c.addr64, 0x0000, X.RX_BROADCAST, b"\xa0all")
@@ -303,8 +325,13 @@ def test_taps_observe_tamper_drop_and_forged_frames():
     net.m.taps.clear()
     net.m.inject(b"\x00\x13\xa2\x00\xba\xdb\xad\x00", X.COORDINATOR64, b"\xa0forged", 0x1111)
     net.clock.advance(0.1)
-    assert net.take(net.c, "rx")[0][1] == ("rx", b"\x00\x13\xa2\x00\xba\xdb\xad\x00", 0x1111,
-                                           X.RX_ACKED, b"\xa0forged")
+    assert net.take(net.c, "rx")[0][1] == (
+        "rx",
+        b"\x00\x13\xa2\x00\xba\xdb\xad\x00",
+        0x1111,
+        X.RX_ACKED,
+        b"\xa0forged",
+    )
 
 
 def test_stats_are_json():
@@ -344,8 +371,14 @@ def test_transparent_command_mode():
     assert net.out[d] == []  # guard time (GT = 1 s) not over yet
     clock.advance(0.6)
     assert net.out[d][-1][1] == ("text", b"OK\r")
-    for line, reply in ((b"ATNP\r", b"54\r"), (b"ATSH\r", b"13A200\r"), (b"ATEE1\r", b"OK\r"),
-                        (b"ATNP\r", b"42\r"), (b"ATZZ\r", b"ERROR\r"), (b"ATAP 2\r", b"OK\r")):
+    for line, reply in (
+        (b"ATNP\r", b"54\r"),
+        (b"ATSH\r", b"13A200\r"),
+        (b"ATEE1\r", b"OK\r"),
+        (b"ATNP\r", b"42\r"),
+        (b"ATZZ\r", b"ERROR\r"),
+        (b"ATAP 2\r", b"OK\r"),
+    ):
         d.serial_in(line)
         assert net.out[d][-1][1] == ("text", reply), line
     assert d.ap == 0  # applied when command mode ends
@@ -361,8 +394,9 @@ def test_transparent_command_mode():
 
 
 def test_addr64_helper():
-    assert addr64("0013A20041000001") == addr64(DEVICE_BASE + 1) == bytes.fromhex(
-        "0013A20041000001")
+    assert (
+        addr64("0013A20041000001") == addr64(DEVICE_BASE + 1) == bytes.fromhex("0013A20041000001")
+    )
     with pytest.raises(ValueError):
         addr64(b"\x00" * 7)
 
@@ -372,17 +406,42 @@ def test_cli_pty_tcp_control_port(tmp_path):
     state_file = tmp_path / "radio.json"
     stats_file = tmp_path / "stats.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "sim.radio", "--devices", "2", "--loss", "0.1",
-                             "--latency-ms", "5", "--seed", "1", "--state-file", str(state_file),
-                             "--stats-file", str(stats_file), "--stats-interval", "0.2",
-                             "--coordinator-ap", "2", "--joined"],
-                            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sim.radio",
+            "--devices",
+            "2",
+            "--loss",
+            "0.1",
+            "--latency-ms",
+            "5",
+            "--seed",
+            "1",
+            "--state-file",
+            str(state_file),
+            "--stats-file",
+            str(stats_file),
+            "--stats-interval",
+            "0.2",
+            "--coordinator-ap",
+            "2",
+            "--joined",
+        ],
+        cwd=str(ROOT),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         line = proc.stdout.readline()
         state = json.loads(line)
         assert json.loads(state_file.read_text()) == state
-        assert [d["address64"] for d in state["devices"]] == ["0013A20041000001",
-                                                               "0013A20041000002"]
+        assert [d["address64"] for d in state["devices"]] == [
+            "0013A20041000001",
+            "0013A20041000002",
+        ]
         ser = serial.Serial(state["coordinator"]["pty"], 9600, timeout=0)
         ser.reset_input_buffer()
         dec = X.FrameDecoder(True)

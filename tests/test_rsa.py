@@ -9,6 +9,7 @@ signatures >= n, wrong lengths, and encoded blocks crafted with the private
 exponent (s = EM^d mod n) that break exactly one rule of EMSA-PSS (§9.1.2)
 or of the PKCS#1 v1.5 block (§9.2).
 """
+
 import hashlib
 import os
 import random
@@ -29,7 +30,7 @@ from mpycross import compiled  # noqa: E402
 HEAP = "32K"
 # RFC 8017 §9.2 note 1: DigestInfo prefixes
 DI_SHA256 = bytes.fromhex("3031300d060960864801650304020105000420")
-DI_SHA256_NO_NULL = bytes.fromhex("302f300b0609608648016503040201" "0420")
+DI_SHA256_NO_NULL = bytes.fromhex("302f300b06096086480165030402010420")
 DI_SHA1 = bytes.fromhex("3021300906052b0e03021a05000414")
 
 
@@ -99,8 +100,9 @@ def _pkcs1_em(n, msg, prefix=DI_SHA256, bt=1, garbage=b"", fill=0xFF):
 
 # --- positive and differential -----------------------------------------------------
 
+
 def test_pss_and_pkcs1_from_cryptography_all_sizes(keys):
-    for bits, sk in keys.items():
+    for _bits, sk in keys.items():
         n, e = _ne(sk)
         for i in range(12):
             msg = os.urandom(i * 13)
@@ -126,6 +128,7 @@ def test_crafted_valid_blocks_verify(keys):
 
 
 # --- negatives -----------------------------------------------------------------------
+
 
 def test_flipped_bits_and_wrong_message(keys):
     rnd = random.Random(2)
@@ -154,14 +157,18 @@ def test_pss_wrong_salt_hash_mgf_and_padding(keys):
         sig = sk.sign(b"m", _pss(salt_len), hashes.SHA256())
         with pytest.raises(AuthError):
             rsa.verify_pss_sha256(n, e, b"m", sig)
-    for sig in (sk.sign(b"m", _pss(32, hashes.SHA1), hashes.SHA256()),  # MGF1-SHA1
-                sk.sign(b"m", padding.PSS(padding.MGF1(hashes.SHA384()), 48), hashes.SHA384()),
-                sk.sign(b"m", padding.PKCS1v15(), hashes.SHA256())):
+    for sig in (
+        sk.sign(b"m", _pss(32, hashes.SHA1), hashes.SHA256()),  # MGF1-SHA1
+        sk.sign(b"m", padding.PSS(padding.MGF1(hashes.SHA384()), 48), hashes.SHA384()),
+        sk.sign(b"m", padding.PKCS1v15(), hashes.SHA256()),
+    ):
         with pytest.raises(AuthError):
             rsa.verify_pss_sha256(n, e, b"m", sig)
-    for sig in (sk.sign(b"m", _pss(), hashes.SHA256()),
-                sk.sign(b"m", padding.PKCS1v15(), hashes.SHA384()),
-                sk.sign(b"m", padding.PKCS1v15(), hashes.SHA1())):
+    for sig in (
+        sk.sign(b"m", _pss(), hashes.SHA256()),
+        sk.sign(b"m", padding.PKCS1v15(), hashes.SHA384()),
+        sk.sign(b"m", padding.PKCS1v15(), hashes.SHA1()),
+    ):
         with pytest.raises(AuthError):
             rsa.verify_pkcs1_sha256(n, e, b"m", sig)
 
@@ -183,11 +190,25 @@ def test_pss_crafted_rule_breaks_rfc8017_9_1_2(keys, mutate):
     assert tested >= 2
 
 
-@pytest.mark.parametrize("kw", [
-    {"bt": 2}, {"bt": 0}, {"prefix": DI_SHA256_NO_NULL}, {"prefix": DI_SHA1},
-    {"garbage": b"\x00" * 8, "fill": 0xFF}, {"fill": 0xFE},
-], ids=["blocktype2", "blocktype0", "digestinfo-no-null", "sha1-digestinfo",
-        "trailing-garbage", "ps-not-ff"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bt": 2},
+        {"bt": 0},
+        {"prefix": DI_SHA256_NO_NULL},
+        {"prefix": DI_SHA1},
+        {"garbage": b"\x00" * 8, "fill": 0xFF},
+        {"fill": 0xFE},
+    ],
+    ids=[
+        "blocktype2",
+        "blocktype0",
+        "digestinfo-no-null",
+        "sha1-digestinfo",
+        "trailing-garbage",
+        "ps-not-ff",
+    ],
+)
 def test_pkcs1_crafted_blocks_rfc8017_9_2(keys, kw):
     sk = keys[2048]
     n, e = _ne(sk)
@@ -208,13 +229,21 @@ def test_signature_range_and_length_rfc8017_8_x_2_step1(keys):
         n, e = _ne(sk)
         k = _k(n)
         sig = sk.sign(b"m", _pss(), hashes.SHA256())
-        for bad in (n.to_bytes(k, "big"), (n + 1).to_bytes(k, "big"), b"\xff" * k,
-                    sig[1:], b"\x00" + sig, b"", None, 5):
+        for bad in (
+            n.to_bytes(k, "big"),
+            (n + 1).to_bytes(k, "big"),
+            b"\xff" * k,
+            sig[1:],
+            b"\x00" + sig,
+            b"",
+            None,
+            5,
+        ):
             for verify in (rsa.verify_pss_sha256, rsa.verify_pkcs1_sha256):
                 with pytest.raises(AuthError):
                     verify(n, e, b"m", bad)
         # s + n encodes the same residue but is >= n: rejected, not reduced
-        if n + int.from_bytes(sig, "big") < 256 ** k:
+        if n + int.from_bytes(sig, "big") < 256**k:
             with pytest.raises(AuthError):
                 big = (n + int.from_bytes(sig, "big")).to_bytes(k, "big")
                 rsa.verify_pss_sha256(n, e, b"m", big)
@@ -225,8 +254,15 @@ def test_unusable_keys():
     rsa_ok = (n, 65537)
     with pytest.raises(AuthError):  # a usable 1024-bit key, bad signature
         rsa.verify_pss_sha256(*rsa_ok, b"m", bytes(128))
-    for bad_n, bad_e in ((n + 1, 65537), (n >> 8, 65537), (n, 1), (n, 65536), (n, n),
-                         (n, n + 2), (3, 3)):
+    for bad_n, bad_e in (
+        (n + 1, 65537),
+        (n >> 8, 65537),
+        (n, 1),
+        (n, 65536),
+        (n, n),
+        (n, n + 2),
+        (3, 3),
+    ):
         for verify in (rsa.verify_pss_sha256, rsa.verify_pkcs1_sha256):
             with pytest.raises(InvalidPointError):
                 verify(bad_n, bad_e, b"m", bytes(128))
@@ -265,21 +301,29 @@ def test_mpy_rsa_pss_pkcs1(mpy, keys, tmp_path_factory):
     for bits, sk in keys.items():
         n, e = _ne(sk)
         rows.append(("key", "%x" % n, "%x" % e))
-        for i in range(8 if bits == 2048 else 3):
+        for _i in range(8 if bits == 2048 else 3):
             msg = os.urandom(rnd.randrange(0, 100))
-            for kind, sig in (("pss", sk.sign(msg, _pss(), hashes.SHA256())),
-                              ("pkcs1", sk.sign(msg, padding.PKCS1v15(), hashes.SHA256()))):
+            for kind, sig in (
+                ("pss", sk.sign(msg, _pss(), hashes.SHA256())),
+                ("pkcs1", sk.sign(msg, padding.PKCS1v15(), hashes.SHA256())),
+            ):
                 bad = bytearray(sig)
                 bad[rnd.randrange(len(bad))] ^= 1 << rnd.randrange(8)
-                rows += [(kind, msg, sig, 1), (kind, msg + b"x", sig, 0),
-                         (kind, msg, bytes(bad), 0)]
+                rows += [
+                    (kind, msg, sig, 1),
+                    (kind, msg + b"x", sig, 0),
+                    (kind, msg, bytes(bad), 0),
+                ]
                 checks += 3
         k = _k(n)
-        rows += [("pss", b"m", sk.sign(b"m", _pss(20), hashes.SHA256()), 0),
-                 ("pss", b"m", sk.sign(b"m", padding.PKCS1v15(), hashes.SHA256()), 0),
-                 ("pkcs1", b"m", sk.sign(b"m", _pss(), hashes.SHA256()), 0),
-                 ("pss", b"m", n.to_bytes(k, "big"), 0), ("pkcs1", b"m", b"\xff" * k, 0),
-                 ("pss", b"m", bytes(k - 1), 0)]
+        rows += [
+            ("pss", b"m", sk.sign(b"m", _pss(20), hashes.SHA256()), 0),
+            ("pss", b"m", sk.sign(b"m", padding.PKCS1v15(), hashes.SHA256()), 0),
+            ("pkcs1", b"m", sk.sign(b"m", _pss(), hashes.SHA256()), 0),
+            ("pss", b"m", n.to_bytes(k, "big"), 0),
+            ("pkcs1", b"m", b"\xff" * k, 0),
+            ("pss", b"m", bytes(k - 1), 0),
+        ]
         checks += 6
         for mutate in ("trailer", "ps_nonzero", "separator", "hash"):
             em = _pss_em(n, b"msg", os.urandom(32), mutate)
@@ -300,8 +344,10 @@ def test_mpy_from_source(mpy, keys):
     n, e = _ne(sk)
     sig = sk.sign(b"hello", _pss(), hashes.SHA256())
     sig2 = sk.sign(b"hello", padding.PKCS1v15(), hashes.SHA256())
-    src = ("from binascii import unhexlify as u\nfrom atls.crypto import rsa\n"
-           "n = 0x%x\nrsa.verify_pss_sha256(n, %d, b'hello', u('%s'))\n"
-           "rsa.verify_pkcs1_sha256(n, %d, b'hello', u('%s'))\nprint('ok')\n"
-           % (n, e, sig.hex(), e, sig2.hex()))
+    src = (
+        "from binascii import unhexlify as u\nfrom atls.crypto import rsa\n"
+        "n = 0x%x\nrsa.verify_pss_sha256(n, %d, b'hello', u('%s'))\n"
+        "rsa.verify_pkcs1_sha256(n, %d, b'hello', u('%s'))\nprint('ok')\n"
+        % (n, e, sig.hex(), e, sig2.hex())
+    )
     assert mpy.check(src, heapsize=HEAP).stdout.strip() == "ok"

@@ -3,16 +3,17 @@ random bytes, wrong magic, unknown session ids, truncated fragments,
 fragments with impossible offsets, replayed data packets and single flipped
 bits are each dropped and counted by reason, while a real device session on
 the same service carries on (real service process, loopback UDP)."""
+
 import os
 import random
 import socket
 import time
 
+from e2e import ServiceProc
+
 from atls import wire
 from atls.link import Link, LinkConfig
 from atls.tls.client import ClientConfig, TLSClient
-
-from e2e import ServiceProc
 
 PSK = bytes(range(32))
 
@@ -53,8 +54,9 @@ class Device:
                     if out:
                         self.link.send_flight(out, self.now())
                     if self.tls.connected and self.link.channel is None:
-                        self.link.start_channel(self.tls.exporter(
-                            b"application-layer-tls", b"", 56), self.tls.suite)
+                        self.link.start_channel(
+                            self.tls.exporter(b"application-layer-tls", b"", 56), self.tls.suite
+                        )
                 elif ev[0] == "message":
                     self.messages.append(ev[1])
 
@@ -69,8 +71,9 @@ class Device:
 
 
 def test_bad_input_is_dropped_and_counted(tmp_path):
-    svc = ServiceProc(tmp_path, devices={"dev-1": PSK},
-                      link={"mtu": 64, "rto_ms": 200, "rto_max_ms": 1000})
+    svc = ServiceProc(
+        tmp_path, devices={"dev-1": PSK}, link={"mtu": 64, "rto_ms": 200, "rto_max_ms": 1000}
+    )
     try:
         dev = Device(svc.addr)
         dev.connect()
@@ -85,17 +88,18 @@ def test_bad_input_is_dropped_and_counted(tmp_path):
         rng = random.Random(5)
         # from the device's own address (the worst case: the path is hostile)
         bad = []
-        bad += [os.urandom(rng.randrange(1, 80)) for _ in range(50)]           # random bytes
-        bad += [bytes([0x5A]) + os.urandom(20) for _ in range(10)]             # wrong magic
-        bad += [wire.encode(wire.DATA, (sid + 1) & 0xFFFF or 1, os.urandom(20))
-                for _ in range(10)]                                           # unknown session
-        bad += [bytes([0xA0, sid >> 8, sid & 0xFF])] * 5                      # truncated
-        bad += [wire.encode_hs(sid, 7, 255, b"x")] * 5                        # impossible index
-        bad += data[:3]                                                       # replays
+        bad += [os.urandom(rng.randrange(1, 80)) for _ in range(50)]  # random bytes
+        bad += [bytes([0x5A]) + os.urandom(20) for _ in range(10)]  # wrong magic
+        bad += [
+            wire.encode(wire.DATA, (sid + 1) & 0xFFFF or 1, os.urandom(20)) for _ in range(10)
+        ]  # unknown session
+        bad += [bytes([0xA0, sid >> 8, sid & 0xFF])] * 5  # truncated
+        bad += [wire.encode_hs(sid, 7, 255, b"x")] * 5  # impossible index
+        bad += data[:3]  # replays
         for k, d in enumerate(data[:3]):  # flipped bits: a fresh seq, one bit off
             b = bytearray(d)
             b[3:5] = (len(data) + 10 + k).to_bytes(2, "big")  # new seq: passes the replay
-            b[-1] ^= 0x01                                      # window, then fails the AEAD
+            b[-1] ^= 0x01  # window, then fails the AEAD
             bad.append(bytes(b))
         for d in bad:
             dev.sock.sendto(d, svc.addr)

@@ -3,23 +3,46 @@ traffic): each runs real processes (radio + emulated XBees, gateway,
 service, MicroPython devices running firmware/main.py) and must pass its
 verdict: nothing forged accepted, every acknowledged message delivered
 exactly once, plus the scenario's own checks."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
-SCENARIOS = ["default", "lossy10", "lossy30", "reboot-handshake", "reboot-stream",
-             "gateway-restart", "service-restart", "malicious-gateway", "wrong-psk"]
+SCENARIOS = [
+    "default",
+    "lossy10",
+    "lossy30",
+    "reboot-handshake",
+    "reboot-stream",
+    "gateway-restart",
+    "service-restart",
+    "malicious-gateway",
+    "wrong-psk",
+]
 
 
 def run_sim(tmp_path, scenario, *extra, devices=3, duration=5, seed=3):
     report = tmp_path / ("%s.json" % scenario)
-    cmd = [sys.executable, "-m", "sim", "--devices", str(devices), "--duration", str(duration),
-           "--scenario", scenario, "--seed", str(seed), "--report", str(report),
-           "--workdir", str(tmp_path / ("work-" + scenario))] + list(extra)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sim",
+        "--devices",
+        str(devices),
+        "--duration",
+        str(duration),
+        "--scenario",
+        scenario,
+        "--seed",
+        str(seed),
+        "--report",
+        str(report),
+        "--workdir",
+        str(tmp_path / ("work-" + scenario)),
+    ] + list(extra)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(report.read_text())
@@ -34,9 +57,19 @@ def test_scenario_verdict(tmp_path, scenario):
     assert t["forged_accepted"] == 0 and t["lost_acknowledged"] == 0
     assert t["acknowledged"] > 0 and t["bytes_on_air"] > 0 and t["frames_on_air"] > 0
     for d in rep["devices"]:
-        for key in ("paired", "handshake_ok", "handshake_ms", "sent", "acknowledged",
-                    "delivered", "duplicated", "forged_accepted", "retransmissions",
-                    "bytes_on_air", "frames_on_air"):
+        for key in (
+            "paired",
+            "handshake_ok",
+            "handshake_ms",
+            "sent",
+            "acknowledged",
+            "delivered",
+            "duplicated",
+            "forged_accepted",
+            "retransmissions",
+            "bytes_on_air",
+            "frames_on_air",
+        ):
             assert key in d
     if scenario == "wrong-psk":
         bad = [d for d in rep["devices"] if d["wrong_psk"]]
@@ -52,6 +85,11 @@ def test_certificate_mode_fleet(tmp_path):
 
 
 def test_bad_options_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sim", "--devices", "0"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim", "--devices", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--devices" in proc.stderr

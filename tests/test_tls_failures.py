@@ -8,9 +8,11 @@ the wire bytes; message-level damage (a bad signature, a wrong Finished) is
 done by decrypting the server's records with the handshake keys the client
 derived and sealing them again, as a man in the middle with those keys could.
 """
+
 import random
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,6 @@ from atls.tls import keys
 from atls.tls.client import CLOSED, CONNECTED, ClientConfig, TLSClient
 from host_tools import pki
 from host_tools.tls_server import ServerConfig, ServerConnection
-from cryptography.hazmat.primitives import serialization
 
 PSK = bytes(range(32))
 ALLOWED = {10, 20, 22, 40, 42, 43, 45, 46, 47, 48, 50, 51, 70, 109, 110}
@@ -36,8 +37,8 @@ class SeededRng:
 def records(data):
     out, pos = [], 0
     while pos + 5 <= len(data):
-        n = int.from_bytes(data[pos + 3:pos + 5], "big")
-        out.append(data[pos:pos + 5 + n])
+        n = int.from_bytes(data[pos + 3 : pos + 5], "big")
+        out.append(data[pos : pos + 5 + n])
         pos += 5 + n
     return out
 
@@ -63,8 +64,9 @@ def capture(mode, certs, seed=7):
         ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
 
     def make():
-        c = TLSClient(ClientConfig(suites=(keys.TLS_AES_128_CCM_SHA256,), **cfg),
-                      rng=SeededRng(seed))
+        c = TLSClient(
+            ClientConfig(suites=(keys.TLS_AES_128_CCM_SHA256,), **cfg), rng=SeededRng(seed)
+        )
         c.start()
         return c
 
@@ -181,8 +183,8 @@ class Mitm:
         self.messages = []
         pos = 0
         while pos < len(plain):
-            n = int.from_bytes(plain[pos + 1:pos + 4], "big")
-            self.messages.append(bytes(plain[pos:pos + 4 + n]))
+            n = int.from_bytes(plain[pos + 1 : pos + 4], "big")
+            self.messages.append(bytes(plain[pos : pos + 4 + n]))
             pos += 4 + n
         self.suite, self.secret = suite, secret
 

@@ -2,18 +2,22 @@
 against an unmodified OpenSSL server (memory BIOs, host_tools.tls_server),
 for every suite x group x authentication mode, HelloRetryRequest and
 resumption; both sides' exporter output must be equal (RFC 8446 §7.5)."""
+
 import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tlspeer import run_pair
 
 from host_tools import pki
 from host_tools.tls_server import ServerConfig
-from tlspeer import run_pair
 
 SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"]
-SUITE_CODES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
-               "TLS_AES_128_CCM_8_SHA256": 0x1305}
+SUITE_CODES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_128_CCM_SHA256": 0x1304,
+    "TLS_AES_128_CCM_8_SHA256": 0x1305,
+}
 GROUPS = {"x25519": 0x1D, "secp256r1": 0x17}
 LABEL = b"application-layer-tls"
 
@@ -25,7 +29,10 @@ def pkiset():
     ed_ca = pki.make_ca("ATLS Ed CA", key_type="ed25519")
     dev_ca = pki.make_ca("ATLS Device CA", key_type="p256")
     return {
-        "ca": ca, "rsa_ca": rsa_ca, "ed_ca": ed_ca, "dev_ca": dev_ca,
+        "ca": ca,
+        "rsa_ca": rsa_ca,
+        "ed_ca": ed_ca,
+        "dev_ca": dev_ca,
         "p256": pki.make_cert("service.local", issuer=ca, key_type="p256"),
         "rsa2048": pki.make_cert("service.local", issuer=rsa_ca, key_type="rsa2048"),
         "ed25519": pki.make_cert("service.local", issuer=ed_ca, key_type="ed25519"),
@@ -38,9 +45,12 @@ def _der(cert):
 
 
 def client_cfg(suite=None, group=None, **kw):
-    c = {"suites": [SUITE_CODES[suite]] if suite else list(SUITE_CODES.values()),
-         "groups": [GROUPS[g] for g in group] if group else [0x1D, 0x17],
-         "server_name": "service.local", "check_hostname": True}
+    c = {
+        "suites": [SUITE_CODES[suite]] if suite else list(SUITE_CODES.values()),
+        "groups": [GROUPS[g] for g in group] if group else [0x1D, 0x17],
+        "server_name": "service.local",
+        "check_hostname": True,
+    }
     c.update(kw)
     return c
 
@@ -97,19 +107,22 @@ def test_certificate_mode_groups(mpyc, pkiset, group):
 
 def test_client_certificate(mpyc, pkiset):
     leaf, dev = pkiset["p256"], pkiset["device"]
-    ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key,
-                       client_ca=[pkiset["dev_ca"].cert]).build()
+    ctx = ServerConfig(
+        cert_chain=[leaf.cert], key=leaf.key, client_ca=[pkiset["dev_ca"].cert]
+    ).build()
     key = dev.key.private_numbers().private_value.to_bytes(32, "big").hex()
-    out = run_pair(mpyc, client_cfg(ca=[_der(pkiset["ca"].cert)], cert=[_der(dev.cert)],
-                                    key=key), ctx)
+    out = run_pair(
+        mpyc, client_cfg(ca=[_der(pkiset["ca"].cert)], cert=[_der(dev.cert)], key=key), ctx
+    )
     _, info = check_result(out, mode="cert")
     assert info["client_cert"] == dev.cert
 
 
 def test_client_certificate_missing_is_refused(mpyc, pkiset):
     leaf = pkiset["p256"]
-    ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key,
-                       client_ca=[pkiset["dev_ca"].cert]).build()
+    ctx = ServerConfig(
+        cert_chain=[leaf.cert], key=leaf.key, client_ca=[pkiset["dev_ca"].cert]
+    ).build()
     out = run_pair(mpyc, client_cfg(ca=[_der(pkiset["ca"].cert)]), ctx)
     assert out["server_error"] is not None
     assert out["fail"] is not None and out["fail"][0] == 116  # certificate_required

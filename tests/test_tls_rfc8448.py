@@ -7,6 +7,7 @@ and emits the trace's client Finished record; exporter master, resumption
 master and the ticket PSK match.  §4: the resumption PSK from §3 is the IKM of
 §4's early secret and gives §4's binder.  §5: HelloRetryRequest to P-256.
 """
+
 import json
 
 import pytest
@@ -84,8 +85,11 @@ def test_rfc8448_s5_hello_retry_request_cpython():
 
 
 def _mpy_replay(mpy, func, v, heapsize):
-    src = ("import json\nfrom tls_replay import %s\n"
-           "print(json.dumps(%s(json.loads(%r))))\n" % (func, func, json.dumps(v)))
+    src = "import json\nfrom tls_replay import %s\nprint(json.dumps(%s(json.loads(%r))))\n" % (
+        func,
+        func,
+        json.dumps(v),
+    )
     return json.loads(mpy.check(src, heapsize=heapsize).lines[-1])
 
 
@@ -107,14 +111,20 @@ def test_rfc8448_s3_server_flight_split_anywhere(cut):
     """Records split at arbitrary points still reassemble (§5.1)."""
     v, expected = _inputs_s3()
     flight = bytes.fromhex(v["server_hello_record"]) + bytes.fromhex(v["server_flight_record"])
-    from atls.tls import keys
-    from atls.tls.client import ClientConfig, TLSClient
     from tls_replay import _AllowRsa1024, _Feed, _spki_pin
 
-    cfg = ClientConfig(spki_pins=[_spki_pin(bytes.fromhex(v["certificate"]))],
-                       suites=(keys.TLS_AES_128_GCM_SHA256,))
-    c = TLSClient(cfg, rng=_Feed([bytes.fromhex(v["client_private"])]),
-                  hello_override=[bytes.fromhex(v["client_hello"])])
+    from atls.tls import keys
+    from atls.tls.client import ClientConfig, TLSClient
+
+    cfg = ClientConfig(
+        spki_pins=[_spki_pin(bytes.fromhex(v["certificate"]))],
+        suites=(keys.TLS_AES_128_GCM_SHA256,),
+    )
+    c = TLSClient(
+        cfg,
+        rng=_Feed([bytes.fromhex(v["client_private"])]),
+        hello_override=[bytes.fromhex(v["client_hello"])],
+    )
     c.start()
     c.data_to_send()
     with _AllowRsa1024():

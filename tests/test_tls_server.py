@@ -7,6 +7,7 @@ ServerConnection.  Both ends print / compute
 TLS-Exporter("application-layer-tls", "", 56) (RFC 8446 §7.5) and must agree.
 Host-side CPython only: nothing here runs under MicroPython.
 """
+
 import os
 import random
 import re
@@ -21,9 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from host_tools import pki
-from host_tools.tls_server import ALERTS, EXPORTER_LABEL
+from host_tools.tls_server import (
+    ALERTS,
+    EXPORTER_LABEL,
+    ServerConnection,
+    TLSError,
+    openssl_version,
+)
 from host_tools.tls_server import ServerConfig as _ServerConfig
-from host_tools.tls_server import ServerConnection, TLSError, openssl_version
 
 
 def ServerConfig(*args, **kw):
@@ -31,6 +37,7 @@ def ServerConfig(*args, **kw):
     step after the handshake: keep OpenSSL's 2 tickets unless a test says."""
     kw.setdefault("tickets", 2)
     return _ServerConfig(*args, **kw)
+
 
 OPENSSL = "/usr/bin/openssl" if os.path.exists("/usr/bin/openssl") else shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI not installed")
@@ -43,6 +50,7 @@ HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e
 
 # ---------------------------------------------------------------------------
 # s_client over TCP loopback, pumped into a ServerConnection
+
 
 class ClientRun:
     def __init__(self, rc, out, err, server_error):
@@ -72,7 +80,10 @@ def s_client(conn, args, timeout=15):
     port = lsock.getsockname()[1]
     proc = subprocess.Popen(
         [OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % port, "-ign_eof"] + list(args),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     server_error = None
     try:
         sock, _ = lsock.accept()
@@ -100,13 +111,21 @@ def s_client(conn, args, timeout=15):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    return ClientRun(proc.returncode, out.decode(errors="replace"),
-                     err.decode(errors="replace"), server_error)
+    return ClientRun(
+        proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), server_error
+    )
 
 
 def psk_args(identity, key, suite="TLS_AES_128_GCM_SHA256"):
-    return ["-tls1_3", "-psk_identity", identity.decode(), "-psk", key.hex(),
-            "-ciphersuites", suite] + KEYMAT
+    return [
+        "-tls1_3",
+        "-psk_identity",
+        identity.decode(),
+        "-psk",
+        key.hex(),
+        "-ciphersuites",
+        suite,
+    ] + KEYMAT
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +151,21 @@ def certs(tmp_path_factory):
 
 
 def cert_args(certs, cafile="ca.pem"):
-    return ["-tls1_3", "-CAfile", str(certs["dir"] / cafile), "-verify_return_error",
-            "-verify_hostname", "service.local", "-servername", "service.local"] + KEYMAT
+    return [
+        "-tls1_3",
+        "-CAfile",
+        str(certs["dir"] / cafile),
+        "-verify_return_error",
+        "-verify_hostname",
+        "service.local",
+        "-servername",
+        "service.local",
+    ] + KEYMAT
 
 
 # ---------------------------------------------------------------------------
 # Interop with s_client
+
 
 @needs_openssl
 @pytest.mark.parametrize("suite", SUITES3)
@@ -150,8 +178,15 @@ def test_psk_dhe_interop_all_suites_rfc8446_s4_2_9(suite):
     run = s_client(conn, psk_args(ident, key, suite) + extra)
     assert run.server_error is None and run.rc == 0, run.err
     info = conn.info()
-    assert info == {"version": "TLSv1.3", "suite": suite, "group": "x25519", "mode": "psk_dhe",
-                    "psk_identity": ident, "client_cert": None, "hrr": False}
+    assert info == {
+        "version": "TLSv1.3",
+        "suite": suite,
+        "group": "x25519",
+        "mode": "psk_dhe",
+        "psk_identity": ident,
+        "client_cert": None,
+        "hrr": False,
+    }
     assert run.keymat == conn.export() and len(run.keymat) == 56
     assert ("Cipher is %s" % suite) in run.out
     # a different label / context gives different keys (§7.5)
@@ -175,8 +210,9 @@ def test_ccm8_needs_seclevel0_on_the_server_only():
     """OpenSSL rates CCM_8 (64-bit tag) at 64 bits: our server must add
     @SECLEVEL=0 (build() does); the 3.0 s_client offers it without."""
     ident, key = pki.make_psk(b"d")
-    conn = ServerConnection(ServerConfig(psks={ident: key},
-                                         suites=("TLS_AES_128_CCM_8_SHA256",)).build())
+    conn = ServerConnection(
+        ServerConfig(psks={ident: key}, suites=("TLS_AES_128_CCM_8_SHA256",)).build()
+    )
     run = s_client(conn, psk_args(ident, key, "TLS_AES_128_CCM_8_SHA256"))
     assert run.rc == 0, run.err
     assert conn.info()["suite"] == "TLS_AES_128_CCM_8_SHA256"
@@ -185,8 +221,9 @@ def test_ccm8_needs_seclevel0_on_the_server_only():
 @needs_openssl
 def test_server_suite_preference_order():
     ident, key = pki.make_psk(b"d")
-    cfg = ServerConfig(psks={ident: key},
-                       suites=("TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256"))
+    cfg = ServerConfig(
+        psks={ident: key}, suites=("TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256")
+    )
     conn = ServerConnection(cfg.build())
     run = s_client(conn, psk_args(ident, key, "TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256"))
     assert run.rc == 0, run.err
@@ -194,8 +231,9 @@ def test_server_suite_preference_order():
 
 
 @needs_openssl
-@pytest.mark.parametrize("key_type,sig", [("p256", "ECDSA"), ("rsa2048", "RSA-PSS"),
-                                          ("ed25519", "ed25519")])
+@pytest.mark.parametrize(
+    "key_type,sig", [("p256", "ECDSA"), ("rsa2048", "RSA-PSS"), ("ed25519", "ed25519")]
+)
 def test_cert_mode_interop(certs, key_type, sig):
     """Certificate authentication (RFC 8446 §4.4.2-4.4.3); RSA uses
     rsa_pss_rsae_sha256 (§4.2.3)."""
@@ -242,8 +280,9 @@ def test_client_certificate_required_and_accepted(certs):
     cfg = ServerConfig(cert_chain=leaf.chain, key=leaf.key, client_ca=[certs["ca"].cert])
     conn = ServerConnection(cfg.build())
     d = certs["dir"]
-    run = s_client(conn, cert_args(certs) + ["-cert", str(d / "device.pem"),
-                                             "-key", str(d / "device.key")])
+    run = s_client(
+        conn, cert_args(certs) + ["-cert", str(d / "device.pem"), "-key", str(d / "device.key")]
+    )
     assert run.server_error is None and run.rc == 0, run.err
     info = conn.info()
     assert info["mode"] == "cert" and info["client_cert"] == certs["device"].cert
@@ -265,7 +304,7 @@ def test_client_certificate_missing_is_rejected_rfc8446_s4_4_2_4(certs):
     assert err.alert == 116 and err.alert_name == "certificate_required"
     assert err.outgoing[:3] == b"\x17\x03\x03" and len(err.outgoing) == 5 + 2 + 1 + 16
     assert run.rc != 0 and "alert certificate required" in run.err
-    with pytest.raises(TLSError):       # a failed connection stays failed
+    with pytest.raises(TLSError):  # a failed connection stays failed
         conn.feed(b"")
 
 
@@ -275,8 +314,9 @@ def test_client_certificate_from_other_ca_is_rejected(certs):
     cfg = ServerConfig(cert_chain=leaf.chain, key=leaf.key, client_ca=[certs["ca"].cert])
     conn = ServerConnection(cfg.build())
     d = certs["dir"]
-    run = s_client(conn, cert_args(certs) + ["-cert", str(d / "rogue.pem"),
-                                             "-key", str(d / "rogue.key")])
+    run = s_client(
+        conn, cert_args(certs) + ["-cert", str(d / "rogue.pem"), "-key", str(d / "rogue.key")]
+    )
     err = run.server_error
     assert isinstance(err, TLSError) and not conn.done
     assert err.alert == 48 and "verify failed" in err.reason
@@ -290,8 +330,12 @@ def test_forced_hello_retry_request_rfc8446_s4_1_4(certs, psk):
     HelloRetryRequest, then a P-256 handshake."""
     leaf = certs["server_p256"]
     ident, key = pki.make_psk(b"d")
-    cfg = ServerConfig(cert_chain=leaf.chain, key=leaf.key, groups=("secp256r1",),
-                       psks={ident: key} if psk else None)
+    cfg = ServerConfig(
+        cert_chain=leaf.chain,
+        key=leaf.key,
+        groups=("secp256r1",),
+        psks={ident: key} if psk else None,
+    )
     conn = ServerConnection(cfg.build())
     args = cert_args(certs) + ["-groups", "X25519:P-256"]
     if psk:
@@ -310,8 +354,12 @@ def test_resumption_with_tickets_rfc8446_s4_6_1(certs, tmp_path, client_auth):
     """tickets=2: s_client stores a ticket (-sess_out) and resumes with it
     (-sess_in) on the same context: mode "resumed", fresh exporter."""
     leaf = certs["server_p256"]
-    cfg = ServerConfig(cert_chain=leaf.chain, key=leaf.key, tickets=2,
-                       client_ca=[certs["ca"].cert] if client_auth else None)
+    cfg = ServerConfig(
+        cert_chain=leaf.chain,
+        key=leaf.key,
+        tickets=2,
+        client_ca=[certs["ca"].cert] if client_auth else None,
+    )
     ctx = cfg.build()
     sess = tmp_path / "sess.pem"
     d = certs["dir"]
@@ -326,7 +374,7 @@ def test_resumption_with_tickets_rfc8446_s4_6_1(certs, tmp_path, client_auth):
     assert "Reused, TLSv1.3" in run2.out
     info = second.info()
     assert info["mode"] == "resumed" and info["psk_identity"] is None
-    assert info["group"] == "x25519"                # psk_dhe_ke resumption
+    assert info["group"] == "x25519"  # psk_dhe_ke resumption
     assert info["client_cert"] == (certs["device"].cert if client_auth else None)
     assert run2.keymat == second.export() != first.export()
     # a different context (other ticket keys) does not resume
@@ -341,15 +389,16 @@ def test_ticket_count(certs, tickets):
     """OpenSSL sends 2 tickets; fewer are withheld from the output, after
     which the TLS record layer is not used again (no close_notify)."""
     leaf = certs["server_p256"]
-    conn = ServerConnection(_ServerConfig(cert_chain=leaf.chain, key=leaf.key,
-                                          tickets=tickets).build())
+    conn = ServerConnection(
+        _ServerConfig(cert_chain=leaf.chain, key=leaf.key, tickets=tickets).build()
+    )
     run = s_client(conn, cert_args(certs) + ["-msg"])
     assert run.out.count(", NewSessionTicket") == tickets
     assert conn.records_usable == (tickets == 2)
     if tickets == 2:
         assert run.rc == 0, run.err
     else:
-        assert "unexpected eof" in run.err     # hung up without close_notify
+        assert "unexpected eof" in run.err  # hung up without close_notify
 
 
 def test_ticket_count_out_of_range():
@@ -410,8 +459,9 @@ def test_psk_table_is_consulted_live():
 def test_unknown_identity_falls_back_to_certificate(certs):
     leaf = certs["server_p256"]
     ident, key = pki.make_psk(b"device-1")
-    conn = ServerConnection(ServerConfig(psks={b"someone-else": key}, cert_chain=leaf.chain,
-                                         key=leaf.key).build())
+    conn = ServerConnection(
+        ServerConfig(psks={b"someone-else": key}, cert_chain=leaf.chain, key=leaf.key).build()
+    )
     run = s_client(conn, cert_args(certs) + ["-psk_identity", "device-1", "-psk", key.hex()])
     assert run.rc == 0, run.err
     assert conn.info()["mode"] == "cert" and conn.info()["psk_identity"] is None
@@ -420,6 +470,7 @@ def test_unknown_identity_falls_back_to_certificate(certs):
 
 # ---------------------------------------------------------------------------
 # Raw input: hand-built ClientHellos (RFC 8446 §4.1.2), fragments, garbage
+
 
 def _ext(etype, body):
     return etype.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
@@ -438,22 +489,33 @@ def client_hello(share_group=0x001D, groups=(0x001D, 0x0017), suites=(0x1301,), 
     if share_group == 0x001D:
         share = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
     else:
-        share = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    exts = (_ext(43, _v8(b"\x03\x04"))
-            + _ext(10, _v16(b"".join(g.to_bytes(2, "big") for g in groups)))
-            + _ext(13, _v16(bytes.fromhex("040308040807")))
-            + _ext(51, _v16(share_group.to_bytes(2, "big") + _v16(share))))
-    body = (b"\x03\x03" + os.urandom(32) + _v8(sid)
-            + _v16(b"".join(s.to_bytes(2, "big") for s in suites)) + b"\x01\x00" + _v16(exts))
+        share = (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        )
+    exts = (
+        _ext(43, _v8(b"\x03\x04"))
+        + _ext(10, _v16(b"".join(g.to_bytes(2, "big") for g in groups)))
+        + _ext(13, _v16(bytes.fromhex("040308040807")))
+        + _ext(51, _v16(share_group.to_bytes(2, "big") + _v16(share)))
+    )
+    body = (
+        b"\x03\x03"
+        + os.urandom(32)
+        + _v8(sid)
+        + _v16(b"".join(s.to_bytes(2, "big") for s in suites))
+        + b"\x01\x00"
+        + _v16(exts)
+    )
     return b"\x16\x03\x01" + _v16(b"\x01" + len(body).to_bytes(3, "big") + body)
 
 
 def records(data):
     out, i = [], 0
     while i < len(data):
-        n = int.from_bytes(data[i + 3:i + 5], "big")
-        out.append((data[i], data[i + 5:i + 5 + n]))
+        n = int.from_bytes(data[i + 3 : i + 5], "big")
+        out.append((data[i], data[i + 5 : i + 5 + n]))
         i += 5 + n
     return out
 
@@ -468,10 +530,10 @@ def test_byte_by_byte_client_hello_gets_server_flight(cert_ctx):
     """Any link: one byte per feed still yields the whole server flight."""
     conn = ServerConnection(cert_ctx)
     ch = client_hello()
-    outs = [conn.feed(ch[i:i + 1]) for i in range(len(ch))]
+    outs = [conn.feed(ch[i : i + 1]) for i in range(len(ch))]
     assert all(o == b"" for o in outs[:-1])
     recs = records(outs[-1])
-    assert recs[0][0] == 22 and recs[0][1][0] == 2          # ServerHello
+    assert recs[0][0] == 22 and recs[0][1][0] == 2  # ServerHello
     assert recs[0][1][6:38] != HRR_RANDOM and not conn.hrr
     assert all(t == 23 for t, _ in recs[1:]) and not conn.done  # no compat CCS
 
@@ -488,7 +550,7 @@ def test_compat_ccs_passed_on_when_asked(certs):
     ctx = ServerConfig(cert_chain=leaf.chain, key=leaf.key, compat_ccs=True).build()
     recs = records(ServerConnection(ctx).feed(client_hello()))
     assert [t for t, _ in recs] == [22, 20, 23, 23, 23, 23]
-    assert recs[1] == (20, b"\x01")                          # RFC 8446 §D.4
+    assert recs[1] == (20, b"\x01")  # RFC 8446 §D.4
 
 
 def test_hrr_seen_in_raw_output(certs):
@@ -511,12 +573,12 @@ def test_no_common_group_is_handshake_failure(certs):
 GARBAGE = [
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     b"\x00" * 64,
-    b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\xff",              # truncated ClientHello body
-    b"\x16\x03\x01\xff\xff" + b"\x01" * 300,                    # record length too long
-    b"\x17\x03\x03\x00\x10" + b"\x00" * 16,                     # app data before handshake
-    b"\x15\x03\x03\x00\x02\x02\x28",                            # fatal alert from peer
-    b"\x80\x2e\x01\x03\x01\x00\x15" + b"\x00" * 40,             # SSLv2-style hello
-    b"\x16\x03\x03\x00\x00" * 40,                   # 40 empty handshake records (§5.1)
+    b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\xff",  # truncated ClientHello body
+    b"\x16\x03\x01\xff\xff" + b"\x01" * 300,  # record length too long
+    b"\x17\x03\x03\x00\x10" + b"\x00" * 16,  # app data before handshake
+    b"\x15\x03\x03\x00\x02\x02\x28",  # fatal alert from peer
+    b"\x80\x2e\x01\x03\x01\x00\x15" + b"\x00" * 40,  # SSLv2-style hello
+    b"\x16\x03\x03\x00\x00" * 40,  # 40 empty handshake records (§5.1)
 ]
 
 
@@ -525,7 +587,7 @@ def test_garbage_raises_tlserror_only(cert_ctx, data):
     conn = ServerConnection(cert_ctx)
     with pytest.raises(TLSError) as ei:
         conn.feed(data)
-        conn.feed(b"\x16\x03\x03\x00\x00" * 2)     # in case OpenSSL is still waiting
+        conn.feed(b"\x16\x03\x03\x00\x00" * 2)  # in case OpenSSL is still waiting
     assert isinstance(ei.value.outgoing, bytes) and not conn.done
     with pytest.raises(TLSError):
         conn.feed(client_hello())
@@ -544,8 +606,9 @@ def test_fuzzed_client_hellos_never_raise_other_exceptions(cert_ctx):
             for _ in range(rng.randint(1, 8)):
                 data[rng.randrange(len(data))] = rng.randrange(256)
         elif kind == 1:
-            data = data[:rng.randrange(1, len(data))] + bytes(rng.randrange(256)
-                                                              for _ in range(rng.randint(0, 40)))
+            data = data[: rng.randrange(1, len(data))] + bytes(
+                rng.randrange(256) for _ in range(rng.randint(0, 40))
+            )
         elif kind == 2:
             pos = rng.randrange(5, len(data))
             data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
@@ -575,17 +638,20 @@ def test_api_misuse():
     assert conn.close() == b"" or conn.closed
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(),                                                         # nothing to authenticate
-    dict(psks={b"d": b"short"}),
-    dict(psks={b"d": b"k" * 65}),
-    dict(psks={b"": b"k" * 32}),
-    dict(psks={b"d": b"k" * 32}, suites=("TLS_AES_256_GCM_SHA384",)),
-    dict(psks={b"d": b"k" * 32}, suites=("TLS_RSA_WITH_RC4",)),
-    dict(psks={b"d": b"k" * 32}, groups=("ffdhe2048",)),
-    dict(psks={b"d": b"k" * 32}, tickets=-1),
-    dict(psks={b"d": b"k" * 32}, session_id_context=b"x" * 33),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),  # nothing to authenticate
+        dict(psks={b"d": b"short"}),
+        dict(psks={b"d": b"k" * 65}),
+        dict(psks={b"": b"k" * 32}),
+        dict(psks={b"d": b"k" * 32}, suites=("TLS_AES_256_GCM_SHA384",)),
+        dict(psks={b"d": b"k" * 32}, suites=("TLS_RSA_WITH_RC4",)),
+        dict(psks={b"d": b"k" * 32}, groups=("ffdhe2048",)),
+        dict(psks={b"d": b"k" * 32}, tickets=-1),
+        dict(psks={b"d": b"k" * 32}, session_id_context=b"x" * 33),
+    ],
+)
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         ServerConfig(**kwargs)
@@ -599,8 +665,10 @@ def test_config_cert_without_key_rejected(certs):
 # ---------------------------------------------------------------------------
 # pyOpenSSL in-memory client: application data, KeyUpdate-free close path
 
+
 def test_application_data_and_close_with_memory_client(certs):
     from OpenSSL import SSL
+
     leaf = certs["server_p256"]
     conn = ServerConnection(ServerConfig(cert_chain=leaf.chain, key=leaf.key).build())
     cctx = SSL.Context(SSL.TLS_METHOD)
@@ -643,18 +711,22 @@ def test_openssl_version_reported():
 # ---------------------------------------------------------------------------
 # PKI helpers
 
-SIG_OIDS = {"p256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
-            "rsa2048": SignatureAlgorithmOID.RSA_WITH_SHA256,       # PKCS#1 v1.5
-            "ed25519": SignatureAlgorithmOID.ED25519}
-KEY_CLASSES = {"p256": ec.EllipticCurvePrivateKey, "rsa2048": rsa.RSAPrivateKey,
-               "ed25519": ed25519.Ed25519PrivateKey}
+SIG_OIDS = {
+    "p256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+    "rsa2048": SignatureAlgorithmOID.RSA_WITH_SHA256,  # PKCS#1 v1.5
+    "ed25519": SignatureAlgorithmOID.ED25519,
+}
+KEY_CLASSES = {
+    "p256": ec.EllipticCurvePrivateKey,
+    "rsa2048": rsa.RSAPrivateKey,
+    "ed25519": ed25519.Ed25519PrivateKey,
+}
 
 
 def _verify_signature(issuer_key, cert):
     pub = issuer_key.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
-        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
-                   hashes.SHA256())
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256())
     elif isinstance(pub, ec.EllipticCurvePublicKey):
         pub.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
     else:
@@ -678,34 +750,41 @@ def test_pki_make_ca(key_type):
     assert bc.critical and bc.value.ca and bc.value.path_length == 1
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign
-    assert pki.make_ca("R", key_type=key_type).cert.extensions.get_extension_for_class(
-        x509.BasicConstraints).value.path_length is None
+    assert (
+        pki.make_ca("R", key_type=key_type)
+        .cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        .value.path_length
+        is None
+    )
 
 
 @pytest.mark.parametrize("issuer_type", pki.KEY_TYPES)
 @pytest.mark.parametrize("key_type", pki.KEY_TYPES)
 def test_pki_make_cert_signed_by_issuer(issuer_type, key_type):
     ca = pki.make_ca("Root", key_type=issuer_type)
-    leaf = pki.make_cert("service.local", issuer=ca, key_type=key_type,
-                         san=["service.local", "127.0.0.1"], days=30)
+    leaf = pki.make_cert(
+        "service.local", issuer=ca, key_type=key_type, san=["service.local", "127.0.0.1"], days=30
+    )
     cert = leaf.cert
     assert isinstance(leaf.key, KEY_CLASSES[key_type])
-    assert cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo) == \
-        leaf.key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == leaf.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert cert.issuer == ca.cert.subject
     assert cert.signature_algorithm_oid == SIG_OIDS[issuer_type]
     _verify_signature(ca.key, cert)
     cert.verify_directly_issued_by(ca.cert)
     with pytest.raises(Exception):
-        _verify_signature(pki.make_key(issuer_type), cert)     # negative: other key
+        _verify_signature(pki.make_key(issuer_type), cert)  # negative: other key
     ext = cert.extensions
     assert not ext.get_extension_for_class(x509.BasicConstraints).value.ca
     ku = ext.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
-    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
-        [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH
+    ]
     san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["service.local"]
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
@@ -717,10 +796,12 @@ def test_pki_client_cert_and_default_san():
     ca = pki.make_ca("Root")
     dev = pki.make_cert("device-7", issuer=ca, client=True)
     ext = dev.cert.extensions
-    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
-        [ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert ext.get_extension_for_class(x509.SubjectAlternativeName).value \
-        .get_values_for_type(x509.DNSName) == ["device-7"]
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert ext.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    ) == ["device-7"]
     nosan = pki.make_cert("x", issuer=ca, san=[])
     with pytest.raises(x509.ExtensionNotFound):
         nosan.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -744,13 +825,15 @@ def test_pki_chain_verifies_with_openssl_cli(certs, tmp_path):
     rogue.write_bytes(pki.pem(certs["rogue"]))
 
     def verify(*args):
-        return subprocess.run([OPENSSL, "verify", "-CAfile", str(root)] + list(args),
-                              capture_output=True, timeout=15)
+        return subprocess.run(
+            [OPENSSL, "verify", "-CAfile", str(root)] + list(args), capture_output=True, timeout=15
+        )
+
     assert verify("-untrusted", str(inter), "-purpose", "sslserver", str(leaf)).returncode == 0
     assert verify("-purpose", "sslclient", str(dev)).returncode == 0
-    assert verify("-purpose", "sslserver", str(dev)).returncode != 0      # EKU clientAuth only
+    assert verify("-purpose", "sslserver", str(dev)).returncode != 0  # EKU clientAuth only
     assert verify(str(rogue)).returncode != 0
-    assert verify(str(leaf)).returncode != 0                              # intermediate missing
+    assert verify(str(leaf)).returncode != 0  # intermediate missing
     # path_len=0 intermediate cannot issue another CA
     sub = pki.make_cert("Sub", issuer=certs["inter"], is_ca=True)
     leaf2 = pki.make_cert("deep", issuer=sub)
@@ -790,6 +873,6 @@ def test_pki_make_psk_and_errors():
     with pytest.raises(ValueError):
         pki.make_ca("x", key_type="rsa1024")
     with pytest.raises(ValueError):
-        pki.make_cert("x", issuer=pki.make_ca("r"), path_len=1)      # path_len needs is_ca
+        pki.make_cert("x", issuer=pki.make_ca("r"), path_len=1)  # path_len needs is_ca
     with pytest.raises(TypeError):
         pki.make_cert("x", issuer="not a credential")

@@ -11,6 +11,7 @@ come from hashlib over the concatenated bytes, or from the RFC 8448 traces:
                          client restarts with a new Transcript fed the
                          synthetic message_hash, as tested here)
 """
+
 import hashlib
 import os
 import random
@@ -51,7 +52,7 @@ def as_kind(data, how):
     if how == "a":
         return bytearray(data)
     if how == "m":
-        return memoryview(b"\x00" + data + b"\x00")[1:1 + len(data)]
+        return memoryview(b"\x00" + data + b"\x00")[1 : 1 + len(data)]
     return data
 
 
@@ -122,8 +123,14 @@ def check_mpy(mpy, ops):
 
 def trace_messages(steps):
     """Handshake messages of a trace in order, as (who, name, bytes)."""
-    names = ("ClientHello", "ServerHello", "EncryptedExtensions", "Certificate",
-             "CertificateVerify", "Finished")
+    names = (
+        "ClientHello",
+        "ServerHello",
+        "EncryptedExtensions",
+        "Certificate",
+        "CertificateVerify",
+        "Finished",
+    )
     out = []
     for heading, fields in steps:
         if "construct a" in heading:
@@ -146,8 +153,15 @@ def trace_hash(steps, label):
 def s3(vectors):
     steps = rfc8448_steps(vectors("rfc8448.txt"), "3")
     msgs = trace_messages(steps)
-    assert [m[1] for m in msgs] == ["ClientHello", "ServerHello", "EncryptedExtensions",
-                                    "Certificate", "CertificateVerify", "Finished", "Finished"]
+    assert [m[1] for m in msgs] == [
+        "ClientHello",
+        "ServerHello",
+        "EncryptedExtensions",
+        "Certificate",
+        "CertificateVerify",
+        "Finished",
+        "Finished",
+    ]
     return steps, [m[2] for m in msgs]
 
 
@@ -155,16 +169,23 @@ def rfc8448_s3_ops(s3):
     steps, (ch, sh, ee, cert, cv, sfin, cfin) = s3
     h_cv = sha(ch + sh + ee + cert + cv)  # Finished base, checked via the MAC below
     return [
-        ["new", 4], ["left", 4],
-        ["up", ch, "b"], ["up", sh, "m"],
+        ["new", 4],
+        ["left", 4],
+        ["up", ch, "b"],
+        ["up", sh, "m"],
         ["dig", trace_hash(steps, "c hs traffic")],  # 860c06ed...
-        ["up", ee, "a"], ["up", cert, "b"], ["up", cv, "b"],
+        ["up", ee, "a"],
+        ["up", cert, "b"],
+        ["up", cv, "b"],
         ["dig", h_cv],
         ["up", sfin, "b"],
         ["dig", trace_hash(steps, "c ap traffic")],  # 9608102a...
         ["up", cfin, "b"],
         ["dig", trace_hash(steps, "res master")],  # 209145a9...
-        ["left", 0], ["nodig"], ["up", b"more", "b"], ["left", 0],
+        ["left", 0],
+        ["nodig"],
+        ["up", b"more", "b"],
+        ["left", 0],
     ]
 
 
@@ -190,9 +211,17 @@ def test_rfc8448_s3_under_micropython(mpy, s3):
 def s5(vectors):
     steps = rfc8448_steps(vectors("rfc8448.txt"), "5")
     msgs = trace_messages(steps)
-    assert [m[1] for m in msgs] == ["ClientHello", "ServerHello", "ClientHello", "ServerHello",
-                                    "EncryptedExtensions", "Certificate", "CertificateVerify",
-                                    "Finished", "Finished"]
+    assert [m[1] for m in msgs] == [
+        "ClientHello",
+        "ServerHello",
+        "ClientHello",
+        "ServerHello",
+        "EncryptedExtensions",
+        "Certificate",
+        "CertificateVerify",
+        "Finished",
+        "Finished",
+    ]
     return steps, [m[2] for m in msgs]
 
 
@@ -207,9 +236,14 @@ def rfc8448_s5_ops(s5):
         ["up", bytes([254, 0, 0, 32]), "b"],
         ["up", sha(ch1), "a"],
         ["left", 3],
-        ["up", hrr, "b"], ["up", ch2, "b"], ["up", sh, "b"],
+        ["up", hrr, "b"],
+        ["up", ch2, "b"],
+        ["up", sh, "b"],
         ["dig", trace_hash(steps, "c hs traffic")],  # 8aa8e828...
-        ["up", ee, "b"], ["up", cert, "b"], ["up", cv, "b"], ["up", sfin, "b"],
+        ["up", ee, "b"],
+        ["up", cert, "b"],
+        ["up", cv, "b"],
+        ["up", sfin, "b"],
         ["dig", trace_hash(steps, "c ap traffic")],  # 50f63cbf...
         ["up", cfin, "b"],
         ["dig", trace_hash(steps, "res master")],  # 0e8b3491...
@@ -232,8 +266,13 @@ def rfc8448_s4_binder_ops(vectors):
     steps = rfc8448_steps(vectors("rfc8448.txt"), "4")
     f = [f for h, f in steps if h.startswith("{client}  calculate PSK binder:")][0]
     # §4.2.11.2 binder: Transcript-Hash(truncated ClientHello)
-    return [["new", 1], ["up", f["ClientHello prefix"], "m"],
-            ["dig", f["binder hash"]], ["nodig"], ["left", 0]]
+    return [
+        ["new", 1],
+        ["up", f["ClientHello prefix"], "m"],
+        ["dig", f["binder hash"]],
+        ["nodig"],
+        ["left", 0],
+    ]
 
 
 def test_rfc8448_s4_psk_binder_hash(vectors):
@@ -309,7 +348,7 @@ def test_random_chunking_many_digests_vs_hashlib():
         for p in points:
             while pos < p:  # random chunks up to the next digest point
                 step = min(p - pos, rnd.randrange(0, 200))
-                t.update(memoryview(data)[pos:pos + step])
+                t.update(memoryview(data)[pos : pos + step])
                 pos += step
             assert t.digest() == sha(data[:p])
         assert t.forks_left == 0

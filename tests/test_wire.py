@@ -8,6 +8,7 @@ order, encode/decode round trips, and random bytes (hypothesis): decode
 raises nothing but wire.Drop.  The MicroPython run streams the same rows
 through atls.wire (compiled by mpy-cross) in a 32 KiB heap.
 """
+
 import random
 
 from hypothesis import given, settings
@@ -19,9 +20,15 @@ from atls import wire
 
 TAGS = (None, 8, 16)
 # type: (name, fixed part after the 3-byte header, sealed?)
-TABLE = {0: ("HS", 2, False), 1: ("HS_END", 2, False), 2: ("HS_ACK", 1, False),
-         3: ("DATA", 2, True), 4: ("ACK", 8, True), 5: ("CLOSE", 3, True),
-         6: ("ERROR", 1, False)}
+TABLE = {
+    0: ("HS", 2, False),
+    1: ("HS_END", 2, False),
+    2: ("HS_ACK", 1, False),
+    3: ("DATA", 2, True),
+    4: ("ACK", 8, True),
+    5: ("CLOSE", 3, True),
+    6: ("ERROR", 1, False),
+}
 
 
 def ref_decode(d, tag_len=None, max_len=None):
@@ -121,17 +128,24 @@ ROWS = all_rows()
 
 # ---- CPython ------------------------------------------------------------------
 
+
 def test_s1_constants():
-    assert (wire.HS, wire.HS_END, wire.HS_ACK, wire.DATA, wire.ACK, wire.CLOSE, wire.ERROR) == \
-        tuple(range(7))
+    assert (
+        wire.HS,
+        wire.HS_END,
+        wire.HS_ACK,
+        wire.DATA,
+        wire.ACK,
+        wire.CLOSE,
+        wire.ERROR,
+    ) == tuple(range(7))
     assert wire.MARKER == 0xA0
     assert wire.MAX_SEQ == 65534 and wire.MAX_COUNTER == 65535
     assert wire.ERROR_NAMES == {1: "unknown_session", 2: "handshake_failed", 3: "busy"}
 
 
 def test_s1_reference_rows_cpython():
-    bad = [(d.hex(), t, m, want, got(d, t, m)) for d, t, m, want in ROWS
-           if got(d, t, m) != want]
+    bad = [(d.hex(), t, m, want, got(d, t, m)) for d, t, m, want in ROWS if got(d, t, m) != want]
     assert not bad, bad[:5]
     assert len(ROWS) > 1500
 
@@ -151,13 +165,19 @@ def test_s1_first_byte_classification():
 
 def test_s1_truncation_every_length_every_type():
     for name, pkt in sample_packets().items():
-        minimum = {"HS": 6, "HS_END": 6, "HS_ACK": 5, "DATA": 13, "ACK": 19, "CLOSE": 14,
-                   "ERROR": 4}[name]
+        minimum = {
+            "HS": 6,
+            "HS_END": 6,
+            "HS_ACK": 5,
+            "DATA": 13,
+            "ACK": 19,
+            "CLOSE": 14,
+            "ERROR": 4,
+        }[name]
         for n in range(len(pkt)):
             r = got(pkt[:n], 8)
             if n < minimum:
-                expect = "bad_fragment" if (n == 5 and name in ("HS", "HS_END")) else \
-                    "truncated"
+                expect = "bad_fragment" if (n == 5 and name in ("HS", "HS_END")) else "truncated"
                 assert r == expect, (name, n, r)
             else:
                 assert isinstance(r, tuple), (name, n)
@@ -186,7 +206,7 @@ def test_s1_encoders_roundtrip():
     assert wire.encode_hs(0x1234, 2, 5, b"abc") == bytes.fromhex("a0123402 05") + b"abc"
     assert wire.encode_hs(0x1234, 2, 5, b"abc", last=True)[0] == 0xA1
     assert wire.encode(wire.ERROR, 0xBEEF, b"\x02") == bytes.fromhex("a6beef02")
-    for name, pkt in sample_packets().items():
+    for _name, pkt in sample_packets().items():
         t, sid = pkt[0] & 7, int.from_bytes(pkt[1:3], "big")
         assert wire.encode(t, sid, pkt[3:]) == pkt
 
@@ -251,7 +271,8 @@ def _fmt(want):
 
 
 def test_s1_reference_rows_micropython(mpyc):
-    rows = [(d, "N" if t is None else t, "N" if m is None else m, _fmt(want))
-            for d, t, m, want in ROWS]
+    rows = [
+        (d, "N" if t is None else t, "N" if m is None else m, _fmt(want)) for d, t, m, want in ROWS
+    ]
     summary = mpyc.run_rows(MPY_ROWS, rows, heapsize="32K")
     assert summary == {"ok": len(rows), "failed": []}

@@ -13,6 +13,7 @@ Sources:
   Wycheproof      x25519_test.json, all 518 tests
   differential    random scalars and u-coordinates vs `cryptography`
 """
+
 import os
 import random
 import subprocess
@@ -39,12 +40,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # RFC 7748 §5.2, first type of test vector (scalar, u-coordinate, output)
 RFC7748_S52 = [
-    ("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
-     "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
-     "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"),
-    ("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
-     "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
-     "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"),
+    (
+        "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+        "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+        "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552",
+    ),
+    (
+        "4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+        "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+        "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957",
+    ),
 ]
 # RFC 7748 §5.2, second type: k = u = 9 initially; per iteration k, u = X25519(k, u), k
 RFC7748_ITER = {
@@ -59,8 +64,9 @@ BOB_PRIV = "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"
 BOB_PUB = "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
 SHARED_K = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
 
-BOTH = pytest.mark.parametrize("dh,base", [(x25519_pure, x25519_base_pure), (x25519, x25519_base)],
-                               ids=["pure", "facade"])
+BOTH = pytest.mark.parametrize(
+    "dh,base", [(x25519_pure, x25519_base_pure), (x25519, x25519_base)], ids=["pure", "facade"]
+)
 
 # --------------------------------------------------------------------------
 # MicroPython rows:
@@ -135,9 +141,12 @@ def eval_row(row, dh, base):
 
 def rfc7748_rows():
     rows = [["dh", H(k), H(u), H(out)] for k, u, out in RFC7748_S52]
-    rows += [["base", H(ALICE_PRIV), H(ALICE_PUB)], ["base", H(BOB_PRIV), H(BOB_PUB)],
-             ["dh", H(ALICE_PRIV), H(BOB_PUB), H(SHARED_K)],
-             ["dh", H(BOB_PRIV), H(ALICE_PUB), H(SHARED_K)]]
+    rows += [
+        ["base", H(ALICE_PRIV), H(ALICE_PUB)],
+        ["base", H(BOB_PRIV), H(BOB_PUB)],
+        ["dh", H(ALICE_PRIV), H(BOB_PUB), H(SHARED_K)],
+        ["dh", H(BOB_PRIV), H(ALICE_PUB), H(SHARED_K)],
+    ]
     return rows
 
 
@@ -149,8 +158,11 @@ def test_rfc7748_s5_2_and_s6_1(dh, base):
 
 def test_rfc7748_text_contains_transcribed_values(vectors):
     text = "".join(vectors("rfc7748.txt").split())  # the RFC prints them unbroken
-    values = [v for trio in RFC7748_S52 for v in trio] + list(RFC7748_ITER.values()) + [
-        ALICE_PRIV, ALICE_PUB, BOB_PRIV, BOB_PUB, SHARED_K]
+    values = (
+        [v for trio in RFC7748_S52 for v in trio]
+        + list(RFC7748_ITER.values())
+        + [ALICE_PRIV, ALICE_PUB, BOB_PRIV, BOB_PUB, SHARED_K]
+    )
     assert [v for v in values if v not in text] == []
 
 
@@ -167,15 +179,19 @@ def test_rfc7748_s5_2_iterated_1_and_1000(dh, base):
     assert iterate(1000, dh) == H(RFC7748_ITER[1000])
 
 
-@pytest.mark.skip(reason="RFC 7748 §5.2 1,000,000 iterations: ~17 min on CPython pure, "
-                         "~1 h under MicroPython (1-3.5 ms/op); 1 and 1,000 are checked")
+@pytest.mark.skip(
+    reason="RFC 7748 §5.2 1,000,000 iterations: ~17 min on CPython pure, "
+    "~1 h under MicroPython (1-3.5 ms/op); 1 and 1,000 are checked"
+)
 def test_rfc7748_s5_2_iterated_1000000():
     assert iterate(1000000, x25519_pure) == H(RFC7748_ITER[1000000])
 
 
 def test_rfc7748_under_micropython(mpy):
-    check_mpy(mpy, rfc7748_rows() + [["iter", 1, H(RFC7748_ITER[1])],
-                                     ["iter", 1000, H(RFC7748_ITER[1000])]])
+    check_mpy(
+        mpy,
+        rfc7748_rows() + [["iter", 1, H(RFC7748_ITER[1])], ["iter", 1000, H(RFC7748_ITER[1000])]],
+    )
 
 
 # --------------------------------------------------------------------------
@@ -187,10 +203,12 @@ def rfc8448_rows(text):
     pairs = [f for h, f in steps if "create an ephemeral x25519 key pair" in h]
     ikm = [f["IKM"] for h, f in steps if h.startswith('{server}  extract secret "handshake"')][0]
     (c, s) = pairs
-    return [["base", c["private key"], c["public key"]],
-            ["base", s["private key"], s["public key"]],
-            ["dh", c["private key"], s["public key"], ikm],
-            ["dh", s["private key"], c["public key"], ikm]]
+    return [
+        ["base", c["private key"], c["public key"]],
+        ["base", s["private key"], s["public key"]],
+        ["dh", c["private key"], s["public key"], ikm],
+        ["dh", s["private key"], c["public key"], ikm],
+    ]
 
 
 @BOTH
@@ -284,7 +302,7 @@ def differential_rows(seed=7748, n=300):
             if i % 3 == 2:
                 pub[31] |= 0x80
             if i % 30 == 1:
-                pub[:] = ((2 ** 255 - 19) + rnd.randrange(19)).to_bytes(32, "little")
+                pub[:] = ((2**255 - 19) + rnd.randrange(19)).to_bytes(32, "little")
             pub = bytes(pub)
         try:
             rows.append(["dh", priv, pub, cx_dh(priv, pub)])
@@ -326,7 +344,7 @@ def test_input_masking_and_clamping_rfc7748_s5():
     k2[31] ^= 0x40 if k2[31] & 0x40 else 0  # whatever bit 254 is, it is set
     assert x25519_pure(bytes(k2), bytes(u)) == want
     # non-canonical u: p + 9 is processed as 9 (RFC 7748 §5)
-    p9 = ((2 ** 255 - 19) + 9).to_bytes(32, "little")
+    p9 = ((2**255 - 19) + 9).to_bytes(32, "little")
     assert x25519_pure(k, p9) == x25519_base_pure(k) == x25519_pure(k, b"\x09" + bytes(31))
 
 
@@ -345,7 +363,7 @@ def test_key_length_errors(dh, base):
 @BOTH
 def test_low_order_points_raise_invalid_point(dh, base):
     # u = 0 and u = 1 (Wycheproof tcId 32, 33) and u = p (= 0 mod p, non-canonical)
-    for u in (bytes(32), b"\x01" + bytes(31), (2 ** 255 - 19).to_bytes(32, "little")):
+    for u in (bytes(32), b"\x01" + bytes(31), (2**255 - 19).to_bytes(32, "little")):
         with pytest.raises(InvalidPointError):
             dh(os.urandom(32), u)
 
@@ -359,17 +377,27 @@ def test_generate_keypair():
 
 
 def test_keypair_and_length_errors_under_micropython(mpy):
-    check_mpy(mpy, [["pair", b""], ["len", bytes(31), bytes(32)], ["len", bytes(32), bytes(33)],
-                    ["len", bytes(33), bytes(0)]])
+    check_mpy(
+        mpy,
+        [
+            ["pair", b""],
+            ["len", bytes(31), bytes(32)],
+            ["len", bytes(32), bytes(33)],
+            ["len", bytes(33), bytes(0)],
+        ],
+    )
 
 
 def test_facade_is_pure_when_fast_is_off():
     """ATLS_PURE_CRYPTO=1 makes the public names the pure functions."""
-    code = ("import atls.crypto.x25519 as x; from atls.crypto import backend; "
-            "print(backend.FAST, x.x25519 is x.x25519_pure, x.x25519_base is x.x25519_base_pure)")
+    code = (
+        "import atls.crypto.x25519 as x; from atls.crypto import backend; "
+        "print(backend.FAST, x.x25519 is x.x25519_pure, x.x25519_base is x.x25519_base_pure)"
+    )
     env = dict(os.environ, ATLS_PURE_CRYPTO="1", PYTHONPATH=os.path.join(ROOT, "firmware"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False", "True", "True"]
     if backend.FAST:
         assert x25519 is not x25519_pure

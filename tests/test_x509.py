@@ -10,6 +10,7 @@ checks run under CPython and under the MicroPython unix port (firmware as
 mpy-cross .mpy, as deployed); the fuzz tests check that nothing but
 atls.errors.AlertError escapes.
 """
+
 import datetime
 import hashlib
 import random
@@ -17,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import TESTS
 from cryptography import x509 as cx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -24,8 +26,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import TESTS
 from mpycross import compiled
 from x509_eval import digest, fuzz, summary
 
@@ -41,41 +41,82 @@ PSS32 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 
 def name(cn):
-    return cx.Name([cx.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
-                    cx.NameAttribute(NameOID.ORGANIZATION_NAME, "atls test"),
-                    cx.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return cx.Name(
+        [
+            cx.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            cx.NameAttribute(NameOID.ORGANIZATION_NAME, "atls test"),
+            cx.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def der_of(cert):
     return cert.public_bytes(Encoding.DER)
 
 
-def make(subject, key, issuer=None, ikey=None, ca=False, path_len=None, ku="auto", eku=("server",),
-         san=None, nb=T0, na=None, pss=False, hash_alg=None, extra=(), bc=True, bc_critical=True):
+def make(
+    subject,
+    key,
+    issuer=None,
+    ikey=None,
+    ca=False,
+    path_len=None,
+    ku="auto",
+    eku=("server",),
+    san=None,
+    nb=T0,
+    na=None,
+    pss=False,
+    hash_alg=None,
+    extra=(),
+    bc=True,
+    bc_critical=True,
+):
     """One certificate from `cryptography`; issuer defaults to self-signed."""
     issuer = issuer or subject
     ikey = ikey or key
-    b = (cx.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-         .public_key(key.public_key()).serial_number(cx.random_serial_number())
-         .not_valid_before(nb).not_valid_after(na or nb + datetime.timedelta(days=365)))
+    b = (
+        cx.CertificateBuilder()
+        .subject_name(name(subject))
+        .issuer_name(name(issuer))
+        .public_key(key.public_key())
+        .serial_number(cx.random_serial_number())
+        .not_valid_before(nb)
+        .not_valid_after(na or nb + datetime.timedelta(days=365))
+    )
     if bc:
         b = b.add_extension(cx.BasicConstraints(ca=ca, path_length=path_len), critical=bc_critical)
     if ku == "auto":
         ku = ("cert_sign", "crl_sign") if ca else ("digital_signature",)
     if ku is not None:
-        flags = dict.fromkeys(["digital_signature", "content_commitment", "key_encipherment",
-                               "data_encipherment", "key_agreement", "key_cert_sign",
-                               "crl_sign", "encipher_only", "decipher_only"], False)
+        flags = dict.fromkeys(
+            [
+                "digital_signature",
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "key_cert_sign",
+                "crl_sign",
+                "encipher_only",
+                "decipher_only",
+            ],
+            False,
+        )
         for k in ku:
             flags["key_cert_sign" if k == "cert_sign" else k] = True
         b = b.add_extension(cx.KeyUsage(**flags), critical=True)
     if san:
-        b = b.add_extension(cx.SubjectAlternativeName(
-            [cx.DNSName(s) if isinstance(s, str) else s for s in san]), critical=False)
+        b = b.add_extension(
+            cx.SubjectAlternativeName([cx.DNSName(s) if isinstance(s, str) else s for s in san]),
+            critical=False,
+        )
     if eku and not ca:
-        oids = {"server": ExtendedKeyUsageOID.SERVER_AUTH,
-                "client": ExtendedKeyUsageOID.CLIENT_AUTH,
-                "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+        oids = {
+            "server": ExtendedKeyUsageOID.SERVER_AUTH,
+            "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+            "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+        }
         b = b.add_extension(cx.ExtendedKeyUsage([oids[e] for e in eku]), critical=False)
     b = b.add_extension(cx.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     for ext, crit in extra:
@@ -117,8 +158,9 @@ def pki(keys):
     c["rsa_root"] = make("rsa root", k["rsa_root"], ca=True, path_len=2)
     c["rsa_root_pss"] = make("rsa root", k["rsa_root"], ca=True, pss=True)
     c["rsa_leaf_pkcs1"] = make("rsa leaf", k["rsa_leaf"], "rsa root", k["rsa_root"], san=SAN)
-    c["rsa_leaf_pss"] = make("rsa leaf", k["rsa_leaf"], "rsa root", k["rsa_root"], san=SAN,
-                             pss=True)
+    c["rsa_leaf_pss"] = make(
+        "rsa leaf", k["rsa_leaf"], "rsa root", k["rsa_root"], san=SAN, pss=True
+    )
     c["ed_root"] = make("ed root", k["ed_root"], ca=True)
     c["ed_leaf"] = make("ed leaf", k["ed_leaf"], "ed root", k["ed_root"], san=SAN)
     # mixed algorithms: a P-256 leaf under the RSA root, an Ed25519 leaf under P-256
@@ -127,21 +169,41 @@ def pki(keys):
     c["rsa_under_ed"] = make("rsa leaf", k["rsa_leaf"], "ed root", k["ed_root"], san=SAN, eku=None)
     c["inter_via_rsa"] = make("inter", k["p256_inter"], "rsa root", k["rsa_root"], ca=True)
     # dates on both sides of 2050: UTCTime vs GeneralizedTime (RFC 5280 §4.1.2.5)
-    c["far_dates"] = make("far", k["p256_leaf"], "root", k["p256_root"], san=SAN,
-                          nb=datetime.datetime(1955, 3, 1, 12, 30, 5, tzinfo=UTC),
-                          na=datetime.datetime(2061, 2, 28, 23, 59, 59, tzinfo=UTC))
+    c["far_dates"] = make(
+        "far",
+        k["p256_leaf"],
+        "root",
+        k["p256_root"],
+        san=SAN,
+        nb=datetime.datetime(1955, 3, 1, 12, 30, 5, tzinfo=UTC),
+        na=datetime.datetime(2061, 2, 28, 23, 59, 59, tzinfo=UTC),
+    )
     c["selfsigned"] = make("device", k["p256_leaf"], san=SAN)
-    c["no_ext_ku"] = make("bare", k["p256_leaf"], "root", k["p256_root"], ku=None, eku=None,
-                          bc=False)
+    c["no_ext_ku"] = make(
+        "bare", k["p256_leaf"], "root", k["p256_root"], ku=None, eku=None, bc=False
+    )
     return c
 
 
 # ---- field-by-field comparison with `cryptography` -----------------------
 
-_SIG = {"1.2.840.10045.4.3.2": "ecdsa_sha256", "1.2.840.113549.1.1.11": "rsa_pkcs1_sha256",
-        "1.2.840.113549.1.1.10": "rsa_pss_sha256", "1.3.101.112": "ed25519"}
-_KU = ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-       "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"]
+_SIG = {
+    "1.2.840.10045.4.3.2": "ecdsa_sha256",
+    "1.2.840.113549.1.1.11": "rsa_pkcs1_sha256",
+    "1.2.840.113549.1.1.10": "rsa_pss_sha256",
+    "1.3.101.112": "ed25519",
+}
+_KU = [
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+]
 
 
 def _ext(cc, cls):
@@ -178,21 +240,49 @@ def expected_fields(data):
     ekubits = None
     if eku is not None:
         ekubits = (1 if ExtendedKeyUsageOID.SERVER_AUTH in eku else 0) | (
-            2 if ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku else 0)
+            2 if ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku else 0
+        )
     san = _ext(cc, cx.SubjectAlternativeName)
     dns = san.get_values_for_type(cx.DNSName) if san is not None else []
     spki = pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    f = [cc.version.value + 1, cc.serial_number, _SIG[cc.signature_algorithm_oid.dotted_string],
-         kt, pk, int(cc.not_valid_before_utc.timestamp()), int(cc.not_valid_after_utc.timestamp()),
-         int(bool(bc and bc.ca)), bc.path_length if bc else None, kubits, ekubits,
-         ",".join(dns) or "-", sha(cc.tbs_certificate_bytes), sha(cc.signature),
-         sha(cc.issuer.public_bytes()), sha(cc.subject.public_bytes()), sha(spki)]
+    f = [
+        cc.version.value + 1,
+        cc.serial_number,
+        _SIG[cc.signature_algorithm_oid.dotted_string],
+        kt,
+        pk,
+        int(cc.not_valid_before_utc.timestamp()),
+        int(cc.not_valid_after_utc.timestamp()),
+        int(bool(bc and bc.ca)),
+        bc.path_length if bc else None,
+        kubits,
+        ekubits,
+        ",".join(dns) or "-",
+        sha(cc.tbs_certificate_bytes),
+        sha(cc.signature),
+        sha(cc.issuer.public_bytes()),
+        sha(cc.subject.public_bytes()),
+        sha(spki),
+    ]
     return "|".join(str(x) for x in f)
 
 
-FIELD_CERTS = ["root", "inter", "leaf", "rsa_root", "rsa_root_pss", "rsa_leaf_pkcs1",
-               "rsa_leaf_pss", "ed_root", "ed_leaf", "p256_under_rsa", "ed_under_p256",
-               "rsa_under_ed", "far_dates", "no_ext_ku"]
+FIELD_CERTS = [
+    "root",
+    "inter",
+    "leaf",
+    "rsa_root",
+    "rsa_root_pss",
+    "rsa_leaf_pkcs1",
+    "rsa_leaf_pss",
+    "ed_root",
+    "ed_leaf",
+    "p256_under_rsa",
+    "ed_under_p256",
+    "rsa_under_ed",
+    "far_dates",
+    "no_ext_ku",
+]
 
 
 @pytest.mark.parametrize("which", FIELD_CERTS)
@@ -224,9 +314,12 @@ def test_rebuild_public_key_and_check_signature_over_parsed_tbs(pki, which):
         pub = ed25519.Ed25519PublicKey.from_public_bytes(c.public_key)
     assert pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == c.spki
     cc = cx.load_der_x509_certificate(pki[which])
-    issuer = [x for x in pki.values()
-              if cx.load_der_x509_certificate(x).subject == cc.issuer
-              and _verifies(cx.load_der_x509_certificate(x).public_key(), c)]
+    issuer = [
+        x
+        for x in pki.values()
+        if cx.load_der_x509_certificate(x).subject == cc.issuer
+        and _verifies(cx.load_der_x509_certificate(x).public_key(), c)
+    ]
     assert issuer, "no issuer in the fixture verifies the parsed signature"
 
 
@@ -258,7 +351,7 @@ def test_rfc8448_certificate_needs_min_rsa_bits_1024(monkeypatch):
 
     msg = Trace(3).value("construct a Certificate handshake message", "Certificate")
     # Certificate message (RFC 8446 §4.4.2): type, len(3), ctx len 0, list len(3), cert len(3)
-    data = msg[11:11 + int.from_bytes(msg[8:11], "big")]
+    data = msg[11 : 11 + int.from_bytes(msg[8:11], "big")]
     monkeypatch.setattr(x509, "MIN_RSA_BITS", 2048)  # other tests may have lowered it
     with pytest.raises(AlertError) as ei:
         x509.Certificate(data)
@@ -271,10 +364,15 @@ def test_rfc8448_certificate_needs_min_rsa_bits_1024(monkeypatch):
 
 # ---- raw DER builder for what `cryptography` will not write --------------
 
+
 def _enc(tag, body):
     n = len(body)
-    ln = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes(
-        (n.bit_length() + 7) // 8, "big")
+    ln = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)])
+        + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
     return bytes([tag]) + ln + body
 
 
@@ -286,12 +384,17 @@ ECDSA_SHA256 = _enc(0x30, _enc(0x06, bytes.fromhex("2a8648ce3d040302")))
 
 
 def _ext_der(oid_hex, value, critical=False):
-    return _enc(0x30, _enc(0x06, bytes.fromhex(oid_hex)) + (b"\x01\x01\xff" if critical else b"")
-                + _enc(0x04, value))
+    return _enc(
+        0x30,
+        _enc(0x06, bytes.fromhex(oid_hex))
+        + (b"\x01\x01\xff" if critical else b"")
+        + _enc(0x04, value),
+    )
 
 
-def _raw_cert(key, ikey, exts=(), version=2, serial=7, subject="raw", issuer="root",
-              crit_false=False):
+def _raw_cert(
+    key, ikey, exts=(), version=2, serial=7, subject="raw", issuer="root", crit_false=False
+):
     """TBSCertificate assembled by hand (RFC 5280 §4.1) and signed ECDSA-SHA256."""
     tbs = b""
     if version is not None:
@@ -326,9 +429,21 @@ def test_rfc5280_s4_1_2_1_version1_certificate(keys):
     assert c.serial == 7 == cx.load_der_x509_certificate(data).serial_number
 
 
-@pytest.mark.parametrize("case", ["v1_explicit", "v4", "dup_ext", "bc_false_explicit",
-                                  "crit_false_explicit", "pathlen_no_ca", "empty_exts",
-                                  "ku_empty", "trailing_in_tbs", "long_serial"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "v1_explicit",
+        "v4",
+        "dup_ext",
+        "bc_false_explicit",
+        "crit_false_explicit",
+        "pathlen_no_ca",
+        "empty_exts",
+        "ku_empty",
+        "trailing_in_tbs",
+        "long_serial",
+    ],
+)
 def test_rfc5280_structural_rejections(keys, case):
     k, ik = keys["p256_leaf"], keys["p256_root"]
     ku = _ext_der("551d0f", _enc(0x03, b"\x07\x80"), True)
@@ -342,8 +457,13 @@ def test_rfc5280_structural_rejections(keys, case):
     elif case == "bc_false_explicit":
         data = _raw_cert(k, ik, exts=[_ext_der("551d13", _enc(0x30, b"\x01\x01\x00"))])
     elif case == "crit_false_explicit":
-        data = _raw_cert(k, ik, exts=[_enc(0x30, bytes.fromhex("0603551d0f010100")
-                                           + _enc(0x04, _enc(0x03, b"\x07\x80")))])
+        data = _raw_cert(
+            k,
+            ik,
+            exts=[
+                _enc(0x30, bytes.fromhex("0603551d0f010100") + _enc(0x04, _enc(0x03, b"\x07\x80")))
+            ],
+        )
     elif case == "pathlen_no_ca":
         data, want = _raw_cert(k, ik, exts=[_ext_der("551d13", _enc(0x30, _int(1)))]), 42
     elif case == "empty_exts":
@@ -363,17 +483,31 @@ def test_rfc5280_structural_rejections(keys, case):
 def test_negative_serial_and_ip_san_tolerated(keys):
     """§4.1.2.2 asks users to handle negative serials gracefully; iPAddress
     and URI SANs are skipped, only dNSName is kept (§4.2.1.6)."""
-    san = _ext_der("551d11", _enc(0x30, _enc(0x87, bytes([10, 0, 0, 1]))
-                                  + _enc(0x86, b"https://x") + _enc(0x82, b"a.example")))
+    san = _ext_der(
+        "551d11",
+        _enc(
+            0x30,
+            _enc(0x87, bytes([10, 0, 0, 1])) + _enc(0x86, b"https://x") + _enc(0x82, b"a.example"),
+        ),
+    )
     data = _raw_cert(keys["p256_leaf"], keys["p256_root"], serial=-5, exts=[san])
     c = x509.Certificate(data)
     assert c.serial == -5 and c.san_dns == ["a.example"]
 
 
-@pytest.mark.parametrize("case,want", [
-    ("p384_key", 43), ("ecdsa_sha384", 43), ("rsa_sha384", 43), ("pss_salt20", 43),
-    ("rsa_1024", 43), ("critical_unknown_ext", 43), ("too_many_san", 43), ("too_big", 43),
-])
+@pytest.mark.parametrize(
+    "case,want",
+    [
+        ("p384_key", 43),
+        ("ecdsa_sha384", 43),
+        ("rsa_sha384", 43),
+        ("pss_salt20", 43),
+        ("rsa_1024", 43),
+        ("critical_unknown_ext", 43),
+        ("too_many_san", 43),
+        ("too_big", 43),
+    ],
+)
 def test_unsupported_certificates_alert_43(keys, case, want, monkeypatch):
     monkeypatch.setattr(x509, "MIN_RSA_BITS", 2048)  # the defaults, whatever ran before
     monkeypatch.setattr(x509, "MAX_SAN", 16)
@@ -386,19 +520,30 @@ def test_unsupported_certificates_alert_43(keys, case, want, monkeypatch):
     elif case == "rsa_sha384":
         data = make("x", k["rsa_leaf"], "rsa root", k["rsa_root"], hash_alg=hashes.SHA384())
     elif case == "pss_salt20":
-        data = make("x", k["rsa_leaf"], "rsa root", k["rsa_root"],
-                    pss=padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20))
+        data = make(
+            "x",
+            k["rsa_leaf"],
+            "rsa root",
+            k["rsa_root"],
+            pss=padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20),
+        )
     elif case == "rsa_1024":
         data = make("x", rsa.generate_private_key(65537, 1024), "root", k["p256_root"])
     elif case == "critical_unknown_ext":  # RFC 5280 §4.2
         ext = cx.UnrecognizedExtension(cx.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
         data = make("x", k["p256_leaf"], "root", k["p256_root"], extra=[(ext, True)])
     elif case == "too_many_san":
-        data = make("x", k["p256_leaf"], "root", k["p256_root"],
-                    san=["h%d.example" % i for i in range(x509.MAX_SAN + 1)])
+        data = make(
+            "x",
+            k["p256_leaf"],
+            "root",
+            k["p256_root"],
+            san=["h%d.example" % i for i in range(x509.MAX_SAN + 1)],
+        )
     elif case == "too_big":
-        data = make("x", k["p256_leaf"], "root", k["p256_root"],
-                    san=["%s.example.com" % ("a" * 200)] * 12)
+        data = make(
+            "x", k["p256_leaf"], "root", k["p256_root"], san=["%s.example.com" % ("a" * 200)] * 12
+        )
         assert len(data) > x509.MAX_CERT_SIZE
     with pytest.raises(AlertError) as ei:
         x509.Certificate(data)
@@ -420,6 +565,7 @@ def test_bounds_are_adjustable(pki):
 
 # ---- chain validation -----------------------------------------------------
 
+
 def chain(pki, *names):
     return [pki[n] for n in names]
 
@@ -437,27 +583,31 @@ def backend_mode(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("names,anchor", [
-    (("leaf_root",), "root"),  # length 1, anchor not sent
-    (("leaf", "inter"), "root"),  # length 2
-    (("leaf", "inter", "root"), "root"),  # length 3, anchor sent too
-    (("selfsigned",), "selfsigned"),  # a self-signed server certificate as anchor
-    (("rsa_leaf_pkcs1",), "rsa_root"),
-    (("rsa_leaf_pss",), "rsa_root"),
-    (("rsa_leaf_pss", "rsa_root_pss"), "rsa_root"),
-    (("ed_leaf",), "ed_root"),
-    (("p256_under_rsa",), "rsa_root"),
-    (("ed_under_p256",), "root"),
-    (("leaf", "inter_via_rsa"), "rsa_root"),
-])
+@pytest.mark.parametrize(
+    "names,anchor",
+    [
+        (("leaf_root",), "root"),  # length 1, anchor not sent
+        (("leaf", "inter"), "root"),  # length 2
+        (("leaf", "inter", "root"), "root"),  # length 3, anchor sent too
+        (("selfsigned",), "selfsigned"),  # a self-signed server certificate as anchor
+        (("rsa_leaf_pkcs1",), "rsa_root"),
+        (("rsa_leaf_pss",), "rsa_root"),
+        (("rsa_leaf_pss", "rsa_root_pss"), "rsa_root"),
+        (("ed_leaf",), "ed_root"),
+        (("p256_under_rsa",), "rsa_root"),
+        (("ed_under_p256",), "root"),
+        (("leaf", "inter_via_rsa"), "rsa_root"),
+    ],
+)
 def test_rfc5280_s6_1_good_chains(pki, backend_mode, names, anchor):
     leaf = x509.verify_chain(chain(pki, *names), anchors=anchors(pki, anchor), now=NOW)
     assert leaf.subject_raw == x509.Certificate(pki[names[0]]).subject_raw
 
 
 def test_anchors_as_der_and_several_anchors(pki):
-    leaf = x509.verify_chain(chain(pki, "leaf", "inter"),
-                             anchors=[pki["ed_root"], pki["other_root"], pki["root"]])
+    leaf = x509.verify_chain(
+        chain(pki, "leaf", "inter"), anchors=[pki["ed_root"], pki["other_root"], pki["root"]]
+    )
     assert leaf.san_dns == SAN
 
 
@@ -482,16 +632,29 @@ def test_spki_pins(pki):
 
 
 def test_unknown_ca_alert_48(pki):
-    for names, anchor in [(("leaf", "inter"), "rsa_root"), (("leaf",), "root"),
-                          (("ed_leaf",), "root")]:
+    for names, anchor in [
+        (("leaf", "inter"), "rsa_root"),
+        (("leaf",), "root"),
+        (("ed_leaf",), "root"),
+    ]:
         with pytest.raises(AlertError) as ei:
             x509.verify_chain(chain(pki, *names), anchors=anchors(pki, anchor))
         assert ei.value.description == 48, names
 
 
-@pytest.mark.parametrize("which,where", [("leaf", -1), ("leaf", -20), ("inter", -3),
-                                         ("rsa_leaf_pss", -1), ("rsa_leaf_pkcs1", -100),
-                                         ("ed_leaf", -1), ("ed_leaf", -40), ("leaf", "tbs")])
+@pytest.mark.parametrize(
+    "which,where",
+    [
+        ("leaf", -1),
+        ("leaf", -20),
+        ("inter", -3),
+        ("rsa_leaf_pss", -1),
+        ("rsa_leaf_pkcs1", -100),
+        ("ed_leaf", -1),
+        ("ed_leaf", -40),
+        ("leaf", "tbs"),
+    ],
+)
 def test_tampered_signature_or_tbs_alert_42(pki, backend_mode, which, where):
     data = bytearray(pki[which])
     if where == "tbs":
@@ -499,10 +662,20 @@ def test_tampered_signature_or_tbs_alert_42(pki, backend_mode, which, where):
         data[bytes(data).index(subject) + len(subject) - 1] ^= 0x01  # last char of the CN
     else:
         data[where] ^= 0x01
-    names = {"leaf": ["inter"], "rsa_leaf_pss": [], "rsa_leaf_pkcs1": [], "ed_leaf": [],
-             "inter": []}[which]
-    anchor = {"leaf": "root", "inter": "root", "rsa_leaf_pss": "rsa_root",
-              "rsa_leaf_pkcs1": "rsa_root", "ed_leaf": "ed_root"}[which]
+    names = {
+        "leaf": ["inter"],
+        "rsa_leaf_pss": [],
+        "rsa_leaf_pkcs1": [],
+        "ed_leaf": [],
+        "inter": [],
+    }[which]
+    anchor = {
+        "leaf": "root",
+        "inter": "root",
+        "rsa_leaf_pss": "rsa_root",
+        "rsa_leaf_pkcs1": "rsa_root",
+        "ed_leaf": "ed_root",
+    }[which]
     if which == "inter":
         ch = [pki["leaf"], bytes(data)]
     else:
@@ -522,10 +695,18 @@ def test_wrong_issuer_name_alert_42(pki):
 def test_intermediate_not_ca_alert_42(keys):
     k = keys
     root = make("root", k["p256_root"], ca=True)
-    for inter in [make("inter", k["p256_inter"], "root", k["p256_root"], ca=False),
-                  make("inter", k["p256_inter"], "root", k["p256_root"], bc=False),
-                  make("inter", k["p256_inter"], "root", k["p256_root"], ca=True,
-                       ku=("digital_signature", "crl_sign"))]:
+    for inter in [
+        make("inter", k["p256_inter"], "root", k["p256_root"], ca=False),
+        make("inter", k["p256_inter"], "root", k["p256_root"], bc=False),
+        make(
+            "inter",
+            k["p256_inter"],
+            "root",
+            k["p256_root"],
+            ca=True,
+            ku=("digital_signature", "crl_sign"),
+        ),
+    ]:
         leaf = make("leaf", k["p256_leaf"], "inter", k["p256_inter"], san=SAN)
         with pytest.raises(AlertError) as ei:
             x509.verify_chain([leaf, inter], anchors=[root])
@@ -557,8 +738,13 @@ def test_path_len_rfc5280_s4_2_1_9(keys):
     with pytest.raises(AlertError) as ei:  # root pathLen 1 with two CAs below
         x509.verify_chain([leaf_sub, sub, inter], anchors=[root1], max_depth=4)
     assert ei.value.description == 42
-    assert x509.verify_chain([leaf_sub, sub, inter], anchors=[x509.Certificate(
-        make("root", k["p256_root"], ca=True))]).san_dns == SAN
+    assert (
+        x509.verify_chain(
+            [leaf_sub, sub, inter],
+            anchors=[x509.Certificate(make("root", k["p256_root"], ca=True))],
+        ).san_dns
+        == SAN
+    )
     # depth: four certificates exceed the default max_depth 3 (42) ...
     root = make("root", k["p256_root"], ca=True)
     with pytest.raises(AlertError) as ei:
@@ -571,24 +757,41 @@ def test_path_len_rfc5280_s4_2_1_9(keys):
 def test_leaf_key_usage_and_eku_rfc8446_s4_4_2_2(keys):
     k = keys
     root = x509.Certificate(make("root", k["p256_root"], ca=True))
-    for bad in [make("leaf", k["p256_leaf"], "root", k["p256_root"], ku=("key_encipherment",)),
-                make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("client",))]:
+    for bad in [
+        make("leaf", k["p256_leaf"], "root", k["p256_root"], ku=("key_encipherment",)),
+        make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("client",)),
+    ]:
         with pytest.raises(AlertError) as ei:
             x509.verify_chain([bad], anchors=[root])
         assert ei.value.description == 42
-    for good in [make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("any",)),
-                 make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=None, ku=None),
-                 make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("client", "server"))]:
+    for good in [
+        make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("any",)),
+        make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=None, ku=None),
+        make("leaf", k["p256_leaf"], "root", k["p256_root"], eku=("client", "server")),
+    ]:
         x509.verify_chain([good], anchors=[root])
 
 
 def test_validity_only_with_now(keys, pki):
     k = keys
     root = x509.Certificate(pki["root"])
-    old = make("leaf", k["p256_leaf"], "root", k["p256_root"], san=SAN,
-               nb=T0 - datetime.timedelta(days=800), na=T0 - datetime.timedelta(days=400))
-    new = make("leaf", k["p256_leaf"], "root", k["p256_root"], san=SAN,
-               nb=T0 + datetime.timedelta(days=400))
+    old = make(
+        "leaf",
+        k["p256_leaf"],
+        "root",
+        k["p256_root"],
+        san=SAN,
+        nb=T0 - datetime.timedelta(days=800),
+        na=T0 - datetime.timedelta(days=400),
+    )
+    new = make(
+        "leaf",
+        k["p256_leaf"],
+        "root",
+        k["p256_root"],
+        san=SAN,
+        nb=T0 + datetime.timedelta(days=400),
+    )
     for data in (old, new):
         x509.verify_chain([data], anchors=[root])  # no trusted clock: not checked
         with pytest.raises(AlertError) as ei:
@@ -601,8 +804,9 @@ def test_validity_only_with_now(keys, pki):
         with pytest.raises(AlertError):
             x509.verify_chain([pki["leaf_root"]], anchors=[root], now=edge)
     # expired intermediate and expired anchor count too
-    exp_root = x509.Certificate(make("root", k["p256_root"], ca=True,
-                                     na=T0 + datetime.timedelta(days=5)))
+    exp_root = x509.Certificate(
+        make("root", k["p256_root"], ca=True, na=T0 + datetime.timedelta(days=5))
+    )
     with pytest.raises(AlertError) as ei:
         x509.verify_chain([pki["leaf_root"]], anchors=[exp_root], now=NOW)
     assert ei.value.description == 45
@@ -613,13 +817,25 @@ def test_validity_only_with_now(keys, pki):
     assert ei.value.description == 45
 
 
-@pytest.mark.parametrize("host,ok", [
-    ("device.example.com", True), ("DEVICE.example.COM", True), ("device.example.com.", True),
-    ("a.example.org", True), ("xn--bcher-kva.example.org", True),
-    ("example.org", False), ("a.b.example.org", False), (".example.org", False),
-    ("mixed.example.net", True), ("other.example.com", False), ("example.com", False),
-    ("*.example.org", False), ("", False), ("device.example.com..", False),
-])
+@pytest.mark.parametrize(
+    "host,ok",
+    [
+        ("device.example.com", True),
+        ("DEVICE.example.COM", True),
+        ("device.example.com.", True),
+        ("a.example.org", True),
+        ("xn--bcher-kva.example.org", True),
+        ("example.org", False),
+        ("a.b.example.org", False),
+        (".example.org", False),
+        ("mixed.example.net", True),
+        ("other.example.com", False),
+        ("example.com", False),
+        ("*.example.org", False),
+        ("", False),
+        ("device.example.com..", False),
+    ],
+)
 def test_rfc6125_s6_4_hostnames(pki, host, ok):
     root = anchors(pki, "root")
     if ok:
@@ -630,18 +846,21 @@ def test_rfc6125_s6_4_hostnames(pki, host, ok):
         assert ei.value.description == 42
 
 
-@pytest.mark.parametrize("pattern,host,ok", [
-    ("*.com", "example.com", False),  # wildcard needs two labels after it
-    ("f*.example.com", "foo.example.com", False),  # partial wildcards not accepted
-    ("*oo.example.com", "foo.example.com", False),
-    ("a.*.example.com", "a.b.example.com", False),
-    ("*.*.example.com", "a.b.example.com", False),
-    ("*.example.com", "a.example.com", True),
-    ("*.Example.Com.", "A.EXAMPLE.com", True),
-    ("example.com", "example.com", True),
-    ("*", "localhost", False),
-    ("*.", "a.", False),
-])
+@pytest.mark.parametrize(
+    "pattern,host,ok",
+    [
+        ("*.com", "example.com", False),  # wildcard needs two labels after it
+        ("f*.example.com", "foo.example.com", False),  # partial wildcards not accepted
+        ("*oo.example.com", "foo.example.com", False),
+        ("a.*.example.com", "a.b.example.com", False),
+        ("*.*.example.com", "a.b.example.com", False),
+        ("*.example.com", "a.example.com", True),
+        ("*.Example.Com.", "A.EXAMPLE.com", True),
+        ("example.com", "example.com", True),
+        ("*", "localhost", False),
+        ("*.", "a.", False),
+    ],
+)
 def test_rfc6125_s6_4_3_wildcard_rules(pattern, host, ok):
     assert x509.hostname_matches(pattern, host) is ok
 
@@ -661,6 +880,7 @@ def test_chain_misuse(pki):
 
 # ---- fuzz -----------------------------------------------------------------
 
+
 def _chain_fn(pki, which):
     leaf, inter = pki["leaf"], pki["inter"]
     roots = anchors(pki, "root")
@@ -668,6 +888,7 @@ def _chain_fn(pki, which):
     def run(mutant):
         ch = [mutant, inter] if which == "leaf" else [leaf, mutant]
         x509.verify_chain(ch, anchors=roots, hostname="device.example.com", now=NOW)
+
     return run
 
 
@@ -677,8 +898,9 @@ def test_fuzz_truncations_and_mutations_only_alerts(pki, backend_mode, which):
     and intermediate the mutant also goes through verify_chain (pure and
     native signature code)."""
     chain_fn = _chain_fn(pki, which) if which in ("leaf", "inter") else None
-    parsed, rejected, escaped = fuzz(pki[which], step=1, xors=(0x01, 0x80, 0xFF),
-                                     chain_fn=chain_fn, chain_step=1)
+    parsed, rejected, escaped = fuzz(
+        pki[which], step=1, xors=(0x01, 0x80, 0xFF), chain_fn=chain_fn, chain_step=1
+    )
     assert escaped == []
     assert rejected > len(pki[which])  # every truncation at least is refused
     assert parsed > 0  # some mutations (e.g. in a signature or a name) still parse
@@ -713,8 +935,14 @@ def test_random_splices_only_alerts(pki, data):
 # compiling x509.py from source alone needs about 80K of heap.  Certificates
 # travel in side files ("@path", read by pkrows.field) to keep rows short.
 
-MPY_MODULES = ["atls/der.py", "atls/x509.py", "atls/crypto/p256.py", "atls/crypto/sha512.py",
-               "atls/crypto/ed25519.py", "atls/crypto/rsa.py"]
+MPY_MODULES = [
+    "atls/der.py",
+    "atls/x509.py",
+    "atls/crypto/p256.py",
+    "atls/crypto/sha512.py",
+    "atls/crypto/ed25519.py",
+    "atls/crypto/rsa.py",
+]
 FUZZ_HEAP = "72K"  # measured minimum 56K (P-256 chain checks on mutants)
 
 
@@ -722,8 +950,15 @@ FUZZ_HEAP = "72K"  # measured minimum 56K (P-256 chain checks on mutants)
 def mpyc(mpy, tmp_path_factory):
     out = tmp_path_factory.mktemp("mpyc")
     m = compiled(mpy, out, MPY_MODULES)
-    subprocess.run([str(Path(mpy.binary).with_name("mpy-cross")), "-o",
-                    str(out / "x509_eval.mpy"), str(TESTS / "mpy" / "x509_eval.py")], check=True)
+    subprocess.run(
+        [
+            str(Path(mpy.binary).with_name("mpy-cross")),
+            "-o",
+            str(out / "x509_eval.mpy"),
+            str(TESTS / "mpy" / "x509_eval.py"),
+        ],
+        check=True,
+    )
     m.side = out
     return m
 
@@ -762,8 +997,10 @@ t.report()
 
 
 def test_fields_micropython_32k(mpyc, pki):
-    rows = [(_files(mpyc, pki[w]), hashlib.sha256(expected_fields(pki[w]).encode()).hexdigest())
-            for w in FIELD_CERTS]
+    rows = [
+        (_files(mpyc, pki[w]), hashlib.sha256(expected_fields(pki[w]).encode()).hexdigest())
+        for w in FIELD_CERTS
+    ]
     assert mpyc.run_rows(FIELDS_SCRIPT, rows, heapsize="32K") == {"ok": len(rows), "failed": []}
 
 
@@ -839,7 +1076,9 @@ CHAIN_HEAP = {"p256": "60K", "rsa": "48K", "ed25519": "56K", "mixed": "80K"}
 def test_chains_micropython(mpyc, pki, family):
     rows = _chain_rows(mpyc, pki)[family]
     assert mpyc.run_rows(CHAIN_SCRIPT, rows, heapsize=CHAIN_HEAP[family]) == {
-        "ok": len(rows), "failed": []}
+        "ok": len(rows),
+        "failed": [],
+    }
 
 
 FUZZ_SCRIPT = """
@@ -863,12 +1102,15 @@ t.report()
 def test_fuzz_subset_micropython(mpyc, pki):
     """Every 3rd/5th offset truncated and mutated; chain checks on some."""
     p = pki
-    rows = [(_files(mpyc, p["leaf"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]), 3, 45),
-            (_files(mpyc, p["rsa_leaf_pss"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]),
-             5, 0),
-            (_files(mpyc, p["ed_leaf"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]), 3, 0)]
+    rows = [
+        (_files(mpyc, p["leaf"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]), 3, 45),
+        (_files(mpyc, p["rsa_leaf_pss"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]), 5, 0),
+        (_files(mpyc, p["ed_leaf"]), _files(mpyc, p["inter"]), _files(mpyc, p["root"]), 3, 0),
+    ]
     assert mpyc.run_rows(FUZZ_SCRIPT, rows, heapsize=FUZZ_HEAP, timeout=600) == {
-        "ok": len(rows), "failed": []}
+        "ok": len(rows),
+        "failed": [],
+    }
 
 
 MUTANT_SCRIPT = """

@@ -17,6 +17,7 @@ raises only DecodeError, feed never raises, output and counters do not depend
 on chunking, good frames survive random garbage.  The MicroPython run streams
 the same cases and Digi-built frames through atls.xbee (.mpy) in a 32 KiB heap.
 """
+
 import random
 
 import pytest
@@ -24,8 +25,14 @@ from digi.xbee.models.address import XBee16BitAddress, XBee64BitAddress
 from digi.xbee.models.mode import OperatingMode
 from digi.xbee.models.status import DiscoveryStatus, ModemStatus, TransmitStatus
 from digi.xbee.packets.base import XBeePacket
-from digi.xbee.packets.common import (ATCommPacket, ATCommResponsePacket, ModemStatusPacket,
-                                      ReceivePacket, TransmitPacket, TransmitStatusPacket)
+from digi.xbee.packets.common import (
+    ATCommPacket,
+    ATCommResponsePacket,
+    ModemStatusPacket,
+    ReceivePacket,
+    TransmitPacket,
+    TransmitStatusPacket,
+)
 from digi.xbee.packets.factory import build_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,13 +41,22 @@ from atls import xbee as X
 from atls.errors import DecodeError, UsageError
 
 # shared/vectors/README.md note D (XBee 3 802.15.4 user guide, Transmit Request example)
-NOTE_D = bytes.fromhex("7E 00 16 10 01 00 13 A2 00 40 0A 01 27 FF FE 00 00"
-                       "54 78 44 61 74 61 30 41 13")
-NOTE_D_AP2 = bytes.fromhex("7E 00 16 10 01 00 7D 33 A2 00 40 0A 01 27 FF FE 00 00"
-                           "54 78 44 61 74 61 30 41 7D 33")
+NOTE_D = bytes.fromhex(
+    "7E 00 16 10 01 00 13 A2 00 40 0A 01 27 FF FE 00 0054 78 44 61 74 61 30 41 13"
+)
+NOTE_D_AP2 = bytes.fromhex(
+    "7E 00 16 10 01 00 7D 33 A2 00 40 0A 01 27 FF FE 00 0054 78 44 61 74 61 30 41 7D 33"
+)
 MODES = {False: OperatingMode.API_MODE, True: OperatingMode.ESCAPED_API_MODE}
-COUNTER_KEYS = ("garbage_bytes", "bad_checksum", "bad_escape", "oversized", "empty",
-                "truncated", "frames")
+COUNTER_KEYS = (
+    "garbage_bytes",
+    "bad_checksum",
+    "bad_escape",
+    "oversized",
+    "empty",
+    "truncated",
+    "frames",
+)
 
 
 # ---- note D ----------------------------------------------------------------------------------
@@ -49,8 +65,15 @@ def test_note_d_transmit_request_ap1():
     assert X.encode_frame(fd) == NOTE_D
     assert X.checksum(fd) == 0x13
     assert X.FrameDecoder().feed(NOTE_D) == [fd]
-    assert X.parse(fd) == ("tx_request", 1, bytes.fromhex("0013A200400A0127"), 0xFFFE, 0, 0,
-                           b"TxData0A")
+    assert X.parse(fd) == (
+        "tx_request",
+        1,
+        bytes.fromhex("0013A200400A0127"),
+        0xFFFE,
+        0,
+        0,
+        b"TxData0A",
+    )
 
 
 def test_note_d_transmit_request_ap2_escapes_0x13():
@@ -82,6 +105,7 @@ def _pick(enum, rng):
 
 def random_case(kind, rng, max_payload=255):
     """(our frame data, the Digi packet, the expected parse tuple) for random fields."""
+
     def rb(n):
         return bytes(rng.randrange(256) for _ in range(n))
 
@@ -93,31 +117,46 @@ def random_case(kind, rng, max_payload=255):
     fid = rng.randrange(256)
     if kind == "at_command":
         cmd, par = _cmd(rng), payload()[:20]
-        return (X.at_command(fid, cmd, par),
-                ATCommPacket(fid, cmd.decode(), bytearray(par) or None),
-                ("at_command", fid, cmd, par))
+        return (
+            X.at_command(fid, cmd, par),
+            ATCommPacket(fid, cmd.decode(), bytearray(par) or None),
+            ("at_command", fid, cmd, par),
+        )
     if kind == "at_response":
         cmd, status, val = _cmd(rng), rng.randrange(5), payload()[:20]
-        return (X.at_response(fid, cmd, status, val),
-                ATCommResponsePacket(fid, cmd.decode(), status, bytearray(val) or None),
-                ("at_response", fid, cmd, status, val))
+        return (
+            X.at_response(fid, cmd, status, val),
+            ATCommResponsePacket(fid, cmd.decode(), status, bytearray(val) or None),
+            ("at_response", fid, cmd, status, val),
+        )
     if kind == "tx_request":
-        d64, d16, radius, opts, p = rb(8), rng.randrange(65536), rng.randrange(256), \
-            rng.randrange(256), payload()
-        return (X.tx_request(fid, d64, p, d16, radius, opts),
-                TransmitPacket(fid, _a64(d64), _a16(d16), radius, opts, bytearray(p) or None),
-                ("tx_request", fid, d64, d16, radius, opts, p))
+        d64, d16, radius, opts, p = (
+            rb(8),
+            rng.randrange(65536),
+            rng.randrange(256),
+            rng.randrange(256),
+            payload(),
+        )
+        return (
+            X.tx_request(fid, d64, p, d16, radius, opts),
+            TransmitPacket(fid, _a64(d64), _a16(d16), radius, opts, bytearray(p) or None),
+            ("tx_request", fid, d64, d16, radius, opts, p),
+        )
     if kind == "tx_status":
         d16, retries = rng.randrange(65536), rng.randrange(256)
         ts, ds = _pick(TransmitStatus, rng), _pick(DiscoveryStatus, rng)
-        return (X.tx_status(fid, d16, retries, ts.code, ds.code),
-                TransmitStatusPacket(fid, _a16(d16), retries, ts, ds),
-                ("tx_status", fid, d16, retries, ts.code, ds.code))
+        return (
+            X.tx_status(fid, d16, retries, ts.code, ds.code),
+            TransmitStatusPacket(fid, _a16(d16), retries, ts, ds),
+            ("tx_status", fid, d16, retries, ts.code, ds.code),
+        )
     if kind == "rx":
         s64, s16, opts, p = rb(8), rng.randrange(65536), rng.randrange(256), payload()
-        return (X.rx_packet(s64, s16, p, opts),
-                ReceivePacket(_a64(s64), _a16(s16), opts, bytearray(p) or None),
-                ("rx", s64, s16, opts, p))
+        return (
+            X.rx_packet(s64, s16, p, opts),
+            ReceivePacket(_a64(s64), _a16(s16), opts, bytearray(p) or None),
+            ("rx", s64, s16, opts, p),
+        )
     ms = _pick(ModemStatus, rng)
     return X.modem_status(ms.code), ModemStatusPacket(ms), ("modem_status", ms.code)
 
@@ -128,8 +167,12 @@ N_RANDOM = 150
 
 def digi_cases(seed=20240):
     rng = random.Random(seed)
-    return [(kind, esc) + random_case(kind, rng) for kind in KINDS for esc in (False, True)
-            for _ in range(N_RANDOM)]
+    return [
+        (kind, esc) + random_case(kind, rng)
+        for kind in KINDS
+        for esc in (False, True)
+        for _ in range(N_RANDOM)
+    ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -171,8 +214,14 @@ def test_digi_parses_our_frames(kind, escaped):
 # ---- builders and parse ----------------------------------------------------------------------
 def test_parse_unknown_type_and_short_frames():
     assert X.parse(b"\x95\x01\x02") == ("unknown", 0x95, b"\x95\x01\x02")
-    minimum = {X.RX_PACKET: 12, X.TX_STATUS: 7, X.AT_RESPONSE: 5, X.MODEM_STATUS: 2,
-               X.TX_REQUEST: 14, X.AT_COMMAND: 4}
+    minimum = {
+        X.RX_PACKET: 12,
+        X.TX_STATUS: 7,
+        X.AT_RESPONSE: 5,
+        X.MODEM_STATUS: 2,
+        X.TX_REQUEST: 14,
+        X.AT_COMMAND: 4,
+    }
     for t, n in minimum.items():
         assert X.parse(bytes((t,)) + bytes(n - 1))[0] != "unknown"
         for k in range(n - 1):  # every shorter length
@@ -248,39 +297,96 @@ def corrupt_cases(max_len=X.MAX_FRAME):
     for esc in (False, True):
         f1, f2, f3 = frame(G1, esc), frame(G2, esc), frame(G3, esc)
         out.append(("clean", esc, f1 + f2 + f3, [G1, G2, G3], counters(frames=3)))
-        out.append(("garbage_between", esc, b"\x00\x01garbage" + f1 + b"xyz" + f2 + b"\xff",
-                    [G1, G2], counters(garbage_bytes=13, frames=2)))
+        out.append(
+            (
+                "garbage_between",
+                esc,
+                b"\x00\x01garbage" + f1 + b"xyz" + f2 + b"\xff",
+                [G1, G2],
+                counters(garbage_bytes=13, frames=2),
+            )
+        )
         bad = bad_checksum_frame(G1, esc)
         # AP=1 rescans the dropped frame from its 2nd byte (no 0x7E in G1's bytes)
-        out.append(("bad_checksum", esc, bad + f2, [G2],
-                    counters(bad_checksum=1, garbage_bytes=len(bad) - 1, frames=1)))
+        out.append(
+            (
+                "bad_checksum",
+                esc,
+                bad + f2,
+                [G2],
+                counters(bad_checksum=1, garbage_bytes=len(bad) - 1, frames=1),
+            )
+        )
         cut = f1[:10]
-        out.append(("truncated", esc, cut + f2 + f3, [G2, G3],
-                    counters(truncated=1, garbage_bytes=9, frames=2)))
+        out.append(
+            (
+                "truncated",
+                esc,
+                cut + f2 + f3,
+                [G2, G3],
+                counters(truncated=1, garbage_bytes=9, frames=2),
+            )
+        )
         big = b"\x7e\x0f\xffabc"
-        out.append(("oversized", esc, big + f2, [G2],
-                    counters(oversized=1, garbage_bytes=5, frames=1)))
-        out.append(("empty", esc, b"\x7e\x00\x00\xff" + f3, [G3],
-                    counters(empty=1, garbage_bytes=3, frames=1)))
+        out.append(
+            ("oversized", esc, big + f2, [G2], counters(oversized=1, garbage_bytes=5, frames=1))
+        )
+        out.append(
+            (
+                "empty",
+                esc,
+                b"\x7e\x00\x00\xff" + f3,
+                [G3],
+                counters(empty=1, garbage_bytes=3, frames=1),
+            )
+        )
         unk = X.encode_frame(b"\x99\x01\x02", esc)
         out.append(("unknown_type", esc, unk + f1, [b"\x99\x01\x02", G1], counters(frames=2)))
         top = X.rx_packet(b"\x01" * 8, 1, b"\x7e" * (max_len - 12))
         over = X.rx_packet(b"\x01" * 8, 1, b"\x7d" * (max_len - 11))
         ovf = frame(over, esc)
-        out.append(("max_len", esc, frame(top, esc) + ovf + f3, [top, G3],
-                    counters(frames=2, oversized=1, garbage_bytes=len(ovf) - 1)))
+        out.append(
+            (
+                "max_len",
+                esc,
+                frame(top, esc) + ovf + f3,
+                [top, G3],
+                counters(frames=2, oversized=1, garbage_bytes=len(ovf) - 1),
+            )
+        )
         out.append(("garbage_only", esc, b"\x00" * 40, [], counters(garbage_bytes=40)))
     # AP=2 only: 0x7D before a byte that is not an escaped special
     f1e, f2e = frame(G1, True), frame(G2, True)
     badesc = f1e[:8] + b"\x7d\x41" + f1e[8:]
-    out.append(("bad_escape", True, badesc + f2e, [G2],
-                counters(bad_escape=1, garbage_bytes=len(badesc) - 1, frames=1)))
-    out.append(("escape_before_start", True, f1e[:8] + b"\x7d" + f2e, [G2],
-                counters(truncated=1, garbage_bytes=8, frames=1)))
+    out.append(
+        (
+            "bad_escape",
+            True,
+            badesc + f2e,
+            [G2],
+            counters(bad_escape=1, garbage_bytes=len(badesc) - 1, frames=1),
+        )
+    )
+    out.append(
+        (
+            "escape_before_start",
+            True,
+            f1e[:8] + b"\x7d" + f2e,
+            [G2],
+            counters(truncated=1, garbage_bytes=8, frames=1),
+        )
+    )
     # AP=1 only: raw 0x7E and 0x7D inside a frame are data
     raw7e = X.rx_packet(b"\x7e" * 8, 0x7E7E, b"~~}}")
-    out.append(("ap1_7e_in_data", False, frame(raw7e, False) + frame(G1, False), [raw7e, G1],
-                counters(frames=2)))
+    out.append(
+        (
+            "ap1_7e_in_data",
+            False,
+            frame(raw7e, False) + frame(G1, False),
+            [raw7e, G1],
+            counters(frames=2),
+        )
+    )
     return [c + (max_len,) for c in out]
 
 
@@ -296,10 +402,12 @@ def run_decoder(stream, esc, cuts, max_len=X.MAX_FRAME):
     return got, tuple(d.counters[k] for k in COUNTER_KEYS)
 
 
-@pytest.mark.parametrize("name,esc,stream,frames,expect,max_len", CASES,
-                         ids=["%s-AP%d" % (c[0], 2 if c[1] else 1) for c in CASES])
-def test_corrupt_input_dropped_counted_next_frame_kept(name, esc, stream, frames, expect,
-                                                       max_len):
+@pytest.mark.parametrize(
+    "name,esc,stream,frames,expect,max_len",
+    CASES,
+    ids=["%s-AP%d" % (c[0], 2 if c[1] else 1) for c in CASES],
+)
+def test_corrupt_input_dropped_counted_next_frame_kept(name, esc, stream, frames, expect, max_len):
     assert run_decoder(stream, esc, [], max_len) == (frames, expect)
     assert run_decoder(stream, esc, range(1, len(stream)), max_len) == (frames, expect)
     for k in range(1, len(stream)):  # one cut at every byte boundary
@@ -318,21 +426,26 @@ def test_parse_raises_only_decode_error(data):
         r = X.parse(data)
     except DecodeError:
         return
-    assert isinstance(r, tuple) and r[0] in ("rx", "tx_status", "at_response", "modem_status",
-                                              "tx_request", "at_command", "unknown")
+    assert isinstance(r, tuple) and r[0] in (
+        "rx",
+        "tx_status",
+        "at_response",
+        "modem_status",
+        "tx_request",
+        "at_command",
+        "unknown",
+    )
 
 
 def _frames_stream(draw_frames, esc):
     return b"".join(frame(f, esc) for f in draw_frames)
 
 
-fields = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2**32)), min_size=1,
-                  max_size=6)
+fields = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2**32)), min_size=1, max_size=6)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(noisy, st.booleans(), st.lists(st.integers(0, 400), max_size=8), fields,
-       st.integers(1, 3))
+@given(noisy, st.booleans(), st.lists(st.integers(0, 400), max_size=8), fields, st.integers(1, 3))
 def test_feed_never_raises_and_ignores_chunking(noise, esc, cuts, picks, where):
     frames = [random_case(k, random.Random(s), 90)[0] for k, s in picks]
     good = _frames_stream(frames, esc)
@@ -352,8 +465,12 @@ def test_feed_never_raises_and_ignores_chunking(noise, esc, cuts, picks, where):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x7e", b"")), min_size=2,
-                max_size=6), st.booleans(), fields, st.lists(st.integers(0, 600), max_size=6))
+@given(
+    st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x7e", b"")), min_size=2, max_size=6),
+    st.booleans(),
+    fields,
+    st.lists(st.integers(0, 600), max_size=6),
+)
 def test_good_frames_survive_garbage_without_start_bytes(garbage, esc, picks, cuts):
     frames = [random_case(k, random.Random(s), 90)[0] for k, s in picks]
     stream = b""
@@ -430,8 +547,10 @@ t.report()
 
 
 def _canon(t):
-    return "|".join(x if isinstance(x, str) else ("%d" % x if isinstance(x, int)
-                                                   else bytes(x).hex() or "-") for x in t)
+    return "|".join(
+        x if isinstance(x, str) else ("%d" % x if isinstance(x, int) else bytes(x).hex() or "-")
+        for x in t
+    )
 
 
 def mpy_rows():
@@ -439,12 +558,19 @@ def mpy_rows():
     # max_len 64 keeps the longest row small enough for the 32 KiB heap
     for _name, esc, stream, frames, expect, max_len in corrupt_cases(64):
         # ":" joins frames (each written as hex); counters as a comma list
-        rows.append(["D", int(esc), stream, ":".join(f.hex() for f in frames) or "-",
-                     ",".join(str(v) for v in expect), max_len])
+        rows.append(
+            [
+                "D",
+                int(esc),
+                stream,
+                ":".join(f.hex() for f in frames) or "-",
+                ",".join(str(v) for v in expect),
+                max_len,
+            ]
+        )
     for _kind, esc, _fd, pkt, fields in digi_cases()[::3]:
         rows.append(["P", int(esc), bytes(pkt.output(esc)), _canon(fields)])
-    for t in (X.RX_PACKET, X.TX_STATUS, X.AT_RESPONSE, X.MODEM_STATUS, X.TX_REQUEST,
-              X.AT_COMMAND):
+    for t in (X.RX_PACKET, X.TX_STATUS, X.AT_RESPONSE, X.MODEM_STATUS, X.TX_REQUEST, X.AT_COMMAND):
         rows.append(["E", bytes((t,))])  # too short for its type
     rows.append(["E", bytes((X.TX_STATUS,)) + bytes(7)])  # fixed size + a trailing byte
     rows.append(["E", bytes((X.MODEM_STATUS,)) + bytes(2)])

@@ -16,6 +16,7 @@ command mode, foreign sources counted and dropped, delivery failures by
 code, restart (0x00 then 0x02), AT helper errors, a closed link, and the
 board-config constructor with a stand-in `machine.UART`.
 """
+
 import json
 import os
 import queue
@@ -44,12 +45,17 @@ class Script:
         if interp == "micropython":
             # firmware as .mpy (mpy-cross), as deployed; codec + driver + script
             # need about 40 KiB on the x86-64 unix port
-            self.proc = mpy.popen(SCRIPT, args, heapsize="48K", stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+            self.proc = mpy.popen(
+                SCRIPT, args, heapsize="48K", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
         else:
             env = dict(os.environ, PYTHONPATH=str(FIRMWARE))
-            self.proc = subprocess.Popen([sys.executable, str(SCRIPT)] + [str(a) for a in args],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(SCRIPT)] + [str(a) for a in args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -63,9 +69,14 @@ class Script:
         if line is None or not line.startswith("{"):
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError("script failed: %s%s%s" % (
-                line or "", "".join(iter(self.lines.get, None))[-2000:],
-                self.proc.stderr.read().decode()[-2000:]))
+            raise AssertionError(
+                "script failed: %s%s%s"
+                % (
+                    line or "",
+                    "".join(iter(self.lines.get, None))[-2000:],
+                    self.proc.stderr.read().decode()[-2000:],
+                )
+            )
         d = json.loads(line)
         assert d["step"] == name, d
         return d
@@ -115,17 +126,22 @@ SCENARIOS = [
 ]
 
 
-@pytest.mark.parametrize("interp,ee,module_ap,escaped,coord_ap", SCENARIOS,
-                         ids=["%s-EE%d-module_AP%d-driver_AP%d" % (s[0], s[1], s[2],
-                                                                   2 if s[3] else 1)
-                              for s in SCENARIOS])
+@pytest.mark.parametrize(
+    "interp,ee,module_ap,escaped,coord_ap",
+    SCENARIOS,
+    ids=[
+        "%s-EE%d-module_AP%d-driver_AP%d" % (s[0], s[1], s[2], 2 if s[3] else 1) for s in SCENARIOS
+    ],
+)
 def test_driver_end_to_end(mpyc, interp, ee, module_ap, escaped, coord_ap):
-    with BackgroundRadio(devices=1, ee=ee, device_ap=module_ap, coordinator_ap=coord_ap,
-                         latency_ms=2, seed=3) as radio:
+    with BackgroundRadio(
+        devices=1, ee=ee, device_ap=module_ap, coordinator_ap=coord_ap, latency_ms=2, seed=3
+    ) as radio:
         dev = radio.state["devices"][0]
         coord = Coordinator(radio.state["coordinator"]["pty"], coord_ap == 2)
-        script = Script(interp, mpyc, ["scenario", "127.0.0.1", dev["port"], int(escaped),
-                                      500, 300])
+        script = Script(
+            interp, mpyc, ["scenario", "127.0.0.1", dev["port"], int(escaped), 500, 300]
+        )
         try:
             ready = script.step("ready")
             assert ready["mtu"] == (66 if ee else 84)  # NP
@@ -279,18 +295,31 @@ class _FakeUART:
 
 def test_from_board_builds_uart_from_config(monkeypatch):
     monkeypatch.setitem(sys.modules, "machine", types.SimpleNamespace(UART=_FakeUART))
-    t = from_board({"uart": 2, "baudrate": 115200, "tx": 17, "rx": 16, "ap": 2, "rxbuf": 512,
-                    "at_timeout_ms": 250, "coordinator64": "0013A20040000001"})
-    assert _FakeUART.made[-1].args == (2, {"baudrate": 115200, "timeout": 0, "tx": 17, "rx": 16,
-                                           "rxbuf": 512})
+    t = from_board(
+        {
+            "uart": 2,
+            "baudrate": 115200,
+            "tx": 17,
+            "rx": 16,
+            "ap": 2,
+            "rxbuf": 512,
+            "at_timeout_ms": 250,
+            "coordinator64": "0013A20040000001",
+        }
+    )
+    assert _FakeUART.made[-1].args == (
+        2,
+        {"baudrate": 115200, "timeout": 0, "tx": 17, "rx": 16, "rxbuf": 512},
+    )
     assert t.escaped is True and t.at_timeout_ms == 250
     assert t.coordinator64 == bytes.fromhex("0013A20040000001")
     for bad in ({"baudrate": 9600, "ap": 1}, {"uart": 1, "baudrate": 9600, "ap": 0}):
         with pytest.raises(UsageError):
             from_board(bad)
     # a module that never answers: bounded, clear error
-    t = from_board({"uart": 1, "baudrate": 9600, "ap": 1, "at_timeout_ms": 50,
-                    "at_retries": 0, "guard_ms": 50})
+    t = from_board(
+        {"uart": 1, "baudrate": 9600, "ap": 1, "at_timeout_ms": 50, "at_retries": 0, "guard_ms": 50}
+    )
     with pytest.raises(XBeeError, match="does not answer"):
         t.wait_ready(5000)
 

@@ -1,13 +1,14 @@
 """Pairs the firmware TLS client running under the MicroPython unix port
 (tests/mpy/tls_pipe.py) with an OpenSSL server in this process
 (host_tools.tls_server, memory BIOs).  Host side of the interop tests."""
+
 import json
 import subprocess
 import tempfile
 
-from host_tools.tls_server import ServerConnection, TLSError
-
 import conftest
+
+from host_tools.tls_server import ServerConnection, TLSError
 
 
 def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
@@ -18,12 +19,24 @@ def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
         json.dump(client_cfg, f)
     cmd = [mpy.binary] + (["-X", "heapsize=" + heapsize] if heapsize else [])
     cmd += [str(conftest.TESTS / "mpy" / "tls_pipe.py"), f.name]
-    env = mpy.env({"MICROPYPATH": ":".join(
-        list(mpy.path) + [str(conftest.ROOT / "host_tools" / "mpy")])})
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
-    out = {"results": [], "servers": [ServerConnection(server_ctx)], "fail": None,
-           "server_error": None, "wire": []}
+    env = mpy.env(
+        {"MICROPYPATH": ":".join(list(mpy.path) + [str(conftest.ROOT / "host_tools" / "mpy")])}
+    )
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    out = {
+        "results": [],
+        "servers": [ServerConnection(server_ctx)],
+        "fail": None,
+        "server_error": None,
+        "wire": [],
+    }
     try:
         for line in proc.stdout:
             line = line.strip()

@@ -11,6 +11,7 @@ so a person on the serial console, a test or the simulator can follow it.
 Nothing here knows whether it runs on a board, in the unix port or in the
 simulator: only the configuration differs.
 """
+
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -21,8 +22,11 @@ from atls.session import DeviceSession
 from atls.tls.client import ClientConfig
 from atls.tls.keys import SUITE_NAMES
 
-SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_128_CCM_SHA256": 0x1304,
-          "TLS_AES_128_CCM_8_SHA256": 0x1305}
+SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_128_CCM_SHA256": 0x1304,
+    "TLS_AES_128_CCM_8_SHA256": 0x1305,
+}
 GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017}
 
 
@@ -148,11 +152,18 @@ def run_app(board, dev, clock=None, until=None):
     clock = clock or Clock()
     transport, mtu = open_link(board, dev, clock)
     lk = dev.get("link") or {}
-    link_cfg = LinkConfig(mtu=mtu, rto_ms=int(lk.get("rto_ms", 1000)),
-                          rto_max_ms=int(lk.get("rto_max_ms", 8000)),
-                          handshake_timeout_ms=int(lk.get("handshake_timeout_ms", 30000)))
-    session = DeviceSession(tls_config(dev), link_cfg, retry_ms=int(lk.get("retry_ms", 1000)),
-                            retry_max_ms=int(lk.get("retry_max_ms", 30000)))
+    link_cfg = LinkConfig(
+        mtu=mtu,
+        rto_ms=int(lk.get("rto_ms", 1000)),
+        rto_max_ms=int(lk.get("rto_max_ms", 8000)),
+        handshake_timeout_ms=int(lk.get("handshake_timeout_ms", 30000)),
+    )
+    session = DeviceSession(
+        tls_config(dev),
+        link_cfg,
+        retry_ms=int(lk.get("retry_ms", 1000)),
+        retry_max_ms=int(lk.get("retry_max_ms", 30000)),
+    )
     app = dev.get("app") or {}
     period = int(app.get("period_ms", 10000))
     stats_every = int(app.get("stats_ms", 10000))
@@ -163,8 +174,12 @@ def run_app(board, dev, clock=None, until=None):
     def on_event(ev):
         kind = ev[0]
         if kind == "up":
-            status("up", suite=SUITE_NAMES.get(ev[1], ev[1]), handshake_ms=session.last_handshake_ms,
-                   handshakes=session.handshakes)
+            status(
+                "up",
+                suite=SUITE_NAMES.get(ev[1], ev[1]),
+                handshake_ms=session.last_handshake_ms,
+                handshakes=session.handshakes,
+            )
         elif kind == "message":
             state["received"] += 1
             status("rx", n=state["received"], data=bytes(ev[1]).decode("utf-8", "replace"))
@@ -180,7 +195,11 @@ def run_app(board, dev, clock=None, until=None):
         now = clock()
         if (limit is None or state["n"] < limit) and now >= state["next"]:
             reading = b'{"dev":"%s","boot":"%s","n":%d,"t":%d}' % (
-                dev["device_id"].encode(), boot, state["n"], now)
+                dev["device_id"].encode(),
+                boot,
+                state["n"],
+                now,
+            )
             try:
                 session.send(reading, now)
                 state["n"] += 1
@@ -192,13 +211,27 @@ def run_app(board, dev, clock=None, until=None):
         if now >= state["stats"]:
             state["stats"] = now + stats_every
             lc = session.link.counters if session.link is not None else {}
-            status("stats", retransmissions=session.counters["retransmissions"] +
-                   lc.get("retransmissions", 0), handshakes=session.handshakes,
-                   pending=len(session.pending()), state=session.state)
-        if limit is not None and state["n"] >= limit and not session.pending() and \
-                state["received"] >= limit and app.get("exit_when_done"):
-            status("done", sent=state["n"], delivered=state["delivered"],
-                   received=state["received"], counters=session.counters)
+            status(
+                "stats",
+                retransmissions=session.counters["retransmissions"] + lc.get("retransmissions", 0),
+                handshakes=session.handshakes,
+                pending=len(session.pending()),
+                state=session.state,
+            )
+        if (
+            limit is not None
+            and state["n"] >= limit
+            and not session.pending()
+            and state["received"] >= limit
+            and app.get("exit_when_done")
+        ):
+            status(
+                "done",
+                sent=state["n"],
+                delivered=state["delivered"],
+                received=state["received"],
+                counters=session.counters,
+            )
             return state
     return state
 

@@ -10,6 +10,7 @@ length-prefixed block must be consumed").  Nothing is copied except by
 plain bytes concatenation (atls.tls.messages): no writer class, fewer
 functions in RAM.
 """
+
 from atls.errors import DecodeError
 
 
@@ -32,7 +33,7 @@ class Buffer:
         if p + n > self.end:
             raise DecodeError()  # truncated
         self.pos = p + n
-        return self.data[p:p + n]
+        return self.data[p : p + n]
 
     def pull_uint(self, size):
         """A big-endian unsigned integer of `size` bytes."""
@@ -51,4 +52,4 @@ class Buffer:
     def pull_vector(self, size, minimum=0, maximum=None):
         """An opaque vector with a `size`-byte length prefix, copied to bytes."""
         b = self.pull_block(size, minimum, maximum)
-        return bytes(b.data[b.pos:b.end])
+        return bytes(b.data[b.pos : b.end])

@@ -1,4 +1,5 @@
 """The export-key channel (docs/PROTOCOL.md §3-§4, draft-friel-tls-atls §7)."""
+
 # Theory of operation.  After TLS, both ends export a 56-byte key block
 #   client_write_key || server_write_key || client_write_iv || server_write_iv
 # (RFC 8446 §7.5 exporter, label "application-layer-tls", empty context).
@@ -118,8 +119,7 @@ class Channel:
         if seq > wire.MAX_COUNTER:
             raise UsageError("counter exhausted")
         h = aad(t, sid, seq, a)
-        return h + self._w.seal((self._wiv ^ ((space << 56) | seq)).to_bytes(12, "big"), h,
-                                payload)
+        return h + self._w.seal((self._wiv ^ ((space << 56) | seq)).to_bytes(12, "big"), h, payload)
 
     def open(self, pkt, own=False):
         # Plaintext of a packet from wire.decode (b"" for ACK and CLOSE).
@@ -135,8 +135,9 @@ class Channel:
         elif space == 0 and not self.fresh(seq):
             raise wire.Drop("replay")
         try:
-            return aead.open((iv ^ ((space << 56) | seq)).to_bytes(12, "big"),
-                             aad(t, sid, seq, b), body)
+            return aead.open(
+                (iv ^ ((space << 56) | seq)).to_bytes(12, "big"), aad(t, sid, seq, b), body
+            )
         except (AuthError, ValueError):
             raise AuthError("channel packet failed authentication")
 

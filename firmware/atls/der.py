@@ -18,6 +18,7 @@ not frozen), so errors carry no message text and tags are private consts.
 Out of scope: BER, indefinite lengths, high tag numbers, REAL, string type
 checks beyond what x509 needs, and encoding (the device never writes DER).
 """
+
 from atls.errors import DecodeError
 
 try:
@@ -203,7 +204,8 @@ def read_time(r):
     n = e - s
     buf = r.buf
     if not ((tag == _UTC_TIME and n == 13) or (tag == _GENERALIZED_TIME and n == 15)) or (
-            buf[e - 1] != 0x5A):  # 'Z'
+        buf[e - 1] != 0x5A
+    ):  # 'Z'
         raise DecodeError()
     f = []  # (YY)YY MM DD HH MM SS as two-digit integers
     for i in range(s, e - 1, 2):
@@ -217,8 +219,7 @@ def read_time(r):
     else:
         y = f.pop(0) * 100 + f[0]
     mo, d, hh, mi, ss = f[1], f[2], f[3], f[4], f[5]
-    if (mo < 1 or mo > 12 or d < 1 or d > _MDAYS[mo - 1]
-            or hh > 23 or mi > 59 or ss > 59):
+    if mo < 1 or mo > 12 or d < 1 or d > _MDAYS[mo - 1] or hh > 23 or mi > 59 or ss > 59:
         raise DecodeError()
     if mo == 2 and d == 29 and (y % 4 or (y % 100 == 0 and y % 400)):
         raise DecodeError()

@@ -5,6 +5,7 @@ millisecond count (the cores compare plain integers).  `run()` is the
 blocking loop for scripts; `arun()` is the same loop for asyncio, so an
 application can run other tasks beside the session.
 """
+
 import time
 
 _MAX_WAIT_MS = 50

@@ -1,4 +1,5 @@
 """ATLS link state machine (docs/PROTOCOL.md §2-§5), sans-I/O, either role."""
+
 # Theory of operation.  A Link never touches a socket or a clock: the caller
 # feeds datagrams (`receive`), TLS flights (`send_flight`) and messages
 # (`send`) with the current millisecond tick, transmits `datagrams(now)`,
@@ -34,9 +35,21 @@ except ImportError:  # CPython
         return x
 
 
-DROP_REASONS = ("not_atls", "version", "truncated", "bad_type", "unknown_session",
-                "bad_fragment", "replay", "auth", "bad_ack", "reorder_full", "no_channel",
-                "too_big", "closed")
+DROP_REASONS = (
+    "not_atls",
+    "version",
+    "truncated",
+    "bad_type",
+    "unknown_session",
+    "bad_fragment",
+    "replay",
+    "auth",
+    "bad_ack",
+    "reorder_full",
+    "no_channel",
+    "too_big",
+    "closed",
+)
 
 _HS_END = const(1)  # wire packet types (§1)
 _HS_ACK = const(2)
@@ -59,9 +72,21 @@ class SeqExhausted(QueueFull):
 
 
 class LinkConfig:
-    def __init__(self, mtu=64, rto_ms=1000, rto_max_ms=8000, handshake_timeout_ms=30000,
-                 window=4, queue=16, reorder=8, idle_timeout_ms=None, max_flight=4096,
-                 rx_mtu=1280, replay_window=64, peer_timeout_ms=60000):
+    def __init__(
+        self,
+        mtu=64,
+        rto_ms=1000,
+        rto_max_ms=8000,
+        handshake_timeout_ms=30000,
+        window=4,
+        queue=16,
+        reorder=8,
+        idle_timeout_ms=None,
+        max_flight=4096,
+        rx_mtu=1280,
+        replay_window=64,
+        peer_timeout_ms=60000,
+    ):
         if mtu < 32 or mtu > 65535 or rx_mtu < 32 or replay_window < 64:
             raise UsageError("mtu, rx_mtu >= 32, replay_window >= 64")
         if rto_ms < 1 or rto_max_ms < rto_ms or handshake_timeout_ms < 1 or peer_timeout_ms < 1:
@@ -99,9 +124,19 @@ class Link:
         d = self.drops = {}
         for r in DROP_REASONS:
             d[r] = 0
-        self.counters = {"packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0,
-                         "retransmissions": 0, "flights_in": 0, "flights_out": 0,
-                         "messages_in": 0, "messages_out": 0, "duplicates": 0, "drops": d}
+        self.counters = {
+            "packets_in": 0,
+            "packets_out": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "retransmissions": 0,
+            "flights_in": 0,
+            "flights_out": 0,
+            "messages_in": 0,
+            "messages_out": 0,
+            "duplicates": 0,
+            "drops": d,
+        }
         self._ev = []
         self._now = 0
         self._hs_end = None  # handshake deadline
@@ -417,8 +452,9 @@ class Link:
             seq, pt = q.pop(0)
             if not inflight:
                 self._progress = self._now
-            inflight.append([seq, ch.seal(_DATA, self.session_id, seq, 0, pt), self._now,
-                             self.config.rto_ms, 0])
+            inflight.append(
+                [seq, ch.seal(_DATA, self.session_id, seq, 0, pt), self._now, self.config.rto_ms, 0]
+            )
             self._sealed = seq + 1
 
     def datagrams(self, now_ms):
@@ -433,8 +469,11 @@ class Link:
                 self._stop("failed", "peer_timeout")
             elif self._close and now >= self._close[2]:
                 self._stop("closed", self._reason)
-            elif st == "open" and cfg.idle_timeout_ms is not None and \
-                    now >= self._activity + cfg.idle_timeout_ms:
+            elif (
+                st == "open"
+                and cfg.idle_timeout_ms is not None
+                and now >= self._activity + cfg.idle_timeout_ms
+            ):
                 self.close(2)  # §5 reason 2: idle
             st = self.state
         if self._error:
@@ -469,8 +508,11 @@ class Link:
                 n = len(un)
                 for i in range(n):
                     if un[i]:
-                        out.append(wire.encode_hs(sid, self._tx_f, i,
-                                                  data[i * size:(i + 1) * size], i == n - 1))
+                        out.append(
+                            wire.encode_hs(
+                                sid, self._tx_f, i, data[i * size : (i + 1) * size], i == n - 1
+                            )
+                        )
                         if tx[3] is not None:
                             self.counters["retransmissions"] += 1
                 if tx[3] is not None:
@@ -508,8 +550,12 @@ class Link:
                 e[4] = _SENT
                 e[2] = now + e[3]
         cl = self._close
-        if self.state == "closing" and not self._inflight and not self._queue and \
-                (cl is None or now >= cl[0]):
+        if (
+            self.state == "closing"
+            and not self._inflight
+            and not self._queue
+            and (cl is None or now >= cl[0])
+        ):
             if ch.close_seq <= wire.MAX_COUNTER:
                 out.append(ch.seal(_CLOSE, sid, self._reason))
             if cl is None:

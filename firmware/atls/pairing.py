@@ -2,6 +2,7 @@
 §8), shared by the device and the gateway.  Pairing authorises the network
 path only; no key material is ever carried.  `decode` bounds every length
 and raises DecodeError on anything malformed."""
+
 from atls.crypto.backend import sha256
 from atls.errors import DecodeError
 
@@ -33,8 +34,7 @@ def encode_request(nonce, device_id, service):
     s = service.encode() if isinstance(service, str) else service
     if len(nonce) != NONCE_LEN or not 0 < len(d) <= MAX_NAME or not 0 < len(s) <= MAX_NAME:
         raise ValueError("nonce must be 8 bytes, names 1..32 bytes")
-    return bytes((MARKER | REQUEST, VERSION)) + nonce + bytes((len(d),)) + d + \
-        bytes((len(s),)) + s
+    return bytes((MARKER | REQUEST, VERSION)) + nonce + bytes((len(d),)) + d + bytes((len(s),)) + s
 
 
 def encode_reply(kind, nonce, reason=0):
@@ -55,12 +55,12 @@ def decode(packet):
         dl = packet[10]
         if dl == 0 or dl > MAX_NAME or n < 12 + dl:
             raise DecodeError("pairing request: device id length")
-        dev = bytes(packet[11:11 + dl])
+        dev = bytes(packet[11 : 11 + dl])
         sl = packet[11 + dl]
         if sl == 0 or sl > MAX_NAME or n != 12 + dl + sl:
             raise DecodeError("pairing request: service length")
         try:
-            return ("request", nonce, dev.decode(), bytes(packet[12 + dl:]).decode())
+            return ("request", nonce, dev.decode(), bytes(packet[12 + dl :]).decode())
         except UnicodeError:
             raise DecodeError("pairing request: names must be UTF-8")
     if t in (ACCEPT, REJECT, PENDING) and n == 10:

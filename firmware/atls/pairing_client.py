@@ -7,6 +7,7 @@ the 6-digit confirmation code on the console (and blinking it on a LED when
 the board has one), until the gateway accepts or rejects.  Pairing only
 opens the network path; it never touches the end-to-end keys.
 """
+
 import json
 
 from atls import pairing
@@ -25,7 +26,8 @@ def _is_paired(dev):
         with open(STATE_FILE) as f:
             st = json.load(f)
         return st.get("device") == dev["device_id"] and st.get("service") == dev.get(
-            "service", "default")
+            "service", "default"
+        )
     except (OSError, ValueError):
         return False
 
@@ -38,8 +40,14 @@ def _hex(b):
 
 def _save(dev, addr_hex):
     with open(STATE_FILE, "w") as f:
-        json.dump({"device": dev["device_id"], "service": dev.get("service", "default"),
-                   "address64": addr_hex}, f)
+        json.dump(
+            {
+                "device": dev["device_id"],
+                "service": dev.get("service", "default"),
+                "address64": addr_hex,
+            },
+            f,
+        )
 
 
 def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=None):
@@ -76,6 +84,7 @@ def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=N
                 return True
             if msg[0] == "reject":
                 status("pairing_rejected", reason=pairing.REASONS.get(msg[2], msg[2]))
-                raise PairingError("gateway refused pairing: %s" %
-                                   pairing.REASONS.get(msg[2], msg[2]))
+                raise PairingError(
+                    "gateway refused pairing: %s" % pairing.REASONS.get(msg[2], msg[2])
+                )
     raise PairingError("pairing timed out")

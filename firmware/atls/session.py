@@ -10,6 +10,7 @@ is never lost.  Events: ("up", suite_name), ("message", bytes),
 ("delivered", n), ("down", reason), ("failed", reason) when the TLS handshake
 itself was refused (a wrong PSK does not heal by retrying quickly).
 """
+
 from atls.errors import AlertError, UsageError
 from atls.link import Link, LinkConfig, QueueFull
 from atls.tls.client import TLSClient
@@ -19,8 +20,15 @@ KEY_BLOCK_LEN = 56  # 2 x (16-byte key + 12-byte IV), docs/PROTOCOL.md §3
 
 
 class DeviceSession:
-    def __init__(self, tls_config, link_config=None, max_pending=32, retry_ms=1000,
-                 retry_max_ms=30000, rng=None):
+    def __init__(
+        self,
+        tls_config,
+        link_config=None,
+        max_pending=32,
+        retry_ms=1000,
+        retry_max_ms=30000,
+        rng=None,
+    ):
         self.tls_config = tls_config
         self.link_config = link_config or LinkConfig()
         self.max_pending = max_pending
@@ -40,8 +48,14 @@ class DeviceSession:
         self.handshakes_ok = 0
         self.last_handshake_ms = None
         self._hs_started = 0
-        self.counters = {"sent": 0, "delivered": 0, "received": 0, "reconnects": 0,
-                         "tls_failures": 0, "retransmissions": 0}
+        self.counters = {
+            "sent": 0,
+            "delivered": 0,
+            "received": 0,
+            "reconnects": 0,
+            "tls_failures": 0,
+            "retransmissions": 0,
+        }
         self.last_error = None
 
     # -- driver entry points ----------------------------------------------------

@@ -1,4 +1,5 @@
 """ATLS link packets (docs/PROTOCOL.md §1): constants and a bounded codec."""
+
 # Theory of operation.  Every packet starts with a 3-byte header: byte 0 is
 # 1010 v ttt (marker 0xA, version bit, 3-bit type), bytes 1-2 the session id.
 # `decode` classifies a datagram without keys and bounds every length before

@@ -70,6 +70,7 @@ certificate keeps about 0.7K besides its DER; parsing runs in a 32K heap
 (tests/test_x509.py).  Chain checks need the signature modules too: minimum
 heaps measured 52K (P-256, two certificates), 48K (Ed25519), 40K (RSA-2048).
 """
+
 from atls import der
 from atls.errors import AlertError, ATLSError, DecodeError, UsageError
 
@@ -135,14 +136,16 @@ _OID_SERVER_AUTH = const(b"\x2b\x06\x01\x05\x05\x07\x03\x01")  # id-kp-serverAut
 # RSASSA-PSS-params {sha256, mgf1SHA256, saltLength 32} (RFC 4055 §3.1),
 # the SHA-256 AlgorithmIdentifiers with NULL parameters, then absent.
 _P256_PARAMS = const(b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07")
-_PSS_PARAMS = const((
-    b"\x30\x34\xa0\x0f\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00"
-    b"\xa1\x1c\x30\x1a\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x08"
-    b"\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\xa2\x03\x02\x01\x20",
-    b"\x30\x30\xa0\x0d\x30\x0b\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01"
-    b"\xa1\x1a\x30\x18\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x08"
-    b"\x30\x0b\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\xa2\x03\x02\x01\x20",
-))
+_PSS_PARAMS = const(
+    (
+        b"\x30\x34\xa0\x0f\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00"
+        b"\xa1\x1c\x30\x1a\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x08"
+        b"\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\xa2\x03\x02\x01\x20",
+        b"\x30\x30\xa0\x0d\x30\x0b\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01"
+        b"\xa1\x1a\x30\x18\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x08"
+        b"\x30\x0b\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\xa2\x03\x02\x01\x20",
+    )
+)
 
 
 class UnsupportedCertificate(AlertError):
@@ -172,7 +175,7 @@ def _alg(r):
     """AlgorithmIdentifier (§4.1.1.2) -> (OID octets, raw parameter octets)."""
     a = r.enter(_SEQUENCE)
     oid = der.read_oid(a)
-    return oid, bytes(a.buf[a.pos:a.end])
+    return oid, bytes(a.buf[a.pos : a.end])
 
 
 class Certificate:
@@ -233,7 +236,7 @@ class Certificate:
                 raise DecodeError()  # an explicit v1 is not DER (X.690 §11.5)
         self.serial = der.read_int(t, 20)  # §4.1.2.2: at most 20 octets
         s, e = t.read_raw(_SEQUENCE)
-        if mv[s:e] != mv[alg[0]:alg[1]]:
+        if mv[s:e] != mv[alg[0] : alg[1]]:
             raise AlertError(_BAD_CERTIFICATE)  # §4.1.2.3: must equal the outer one
         sp[_ISS], sp[_ISS + 1] = _name(t)
         v = t.enter(_SEQUENCE)  # Validity, §4.1.2.5
@@ -258,8 +261,9 @@ class Certificate:
             self.key_type = "ed25519"
             if e - s != 32:
                 raise AlertError(_BAD_CERTIFICATE)
-        elif (oid == _OID_RSA and p == b"\x05\x00") or (self.rsa_pss_only and (
-                not p or p in _PSS_PARAMS)):
+        elif (oid == _OID_RSA and p == b"\x05\x00") or (
+            self.rsa_pss_only and (not p or p in _PSS_PARAMS)
+        ):
             self.key_type = "rsa"
             r = der.Reader(mv, s, e).enter(_SEQUENCE)  # RSAPublicKey, RFC 8017 §A.1.1
             s, e = der.read_uint_span(r, MAX_RSA_BITS // 8)
@@ -374,7 +378,7 @@ class Certificate:
             seen |= bit
 
     def _raw(self, i):
-        return self.der[self._span[i]:self._span[i + 1]]
+        return self.der[self._span[i] : self._span[i + 1]]
 
     def __getattr__(self, name):
         # Byte-valued fields, sliced from the DER on each access (one function
@@ -424,8 +428,11 @@ def verify_signed_by(cert, issuer):
             from atls.crypto import ed25519
 
             ed25519.verify(issuer.public_key, tbs, sig)
-        elif kt == "rsa" and len(sig) == issuer.rsa_len and (
-                alg == "rsa_pss_sha256" or (alg == "rsa_pkcs1_sha256" and not issuer.rsa_pss_only)):
+        elif (
+            kt == "rsa"
+            and len(sig) == issuer.rsa_len
+            and (alg == "rsa_pss_sha256" or (alg == "rsa_pkcs1_sha256" and not issuer.rsa_pss_only))
+        ):
             from atls.crypto import rsa
 
             n, e = issuer.public_key
@@ -454,7 +461,7 @@ def hostname_matches(pattern, hostname):
         dot = h.find(".")
         if "*" in p or "." not in p or dot <= 0:
             return False
-        h = h[dot + 1:]
+        h = h[dot + 1 :]
     return "*" not in p and p == h
 
 
@@ -475,8 +482,16 @@ def _check(cert, below, now, floor):
         raise AlertError(_BAD_CERTIFICATE)  # pathLenConstraint; §6.1.4 (l), (m)
 
 
-def verify_chain(chain_der_list, anchors=(), pins=(), now=None, max_depth=3, hostname=None,
-                 time_floor=None, max_cert_size=None):
+def verify_chain(
+    chain_der_list,
+    anchors=(),
+    pins=(),
+    now=None,
+    max_depth=3,
+    hostname=None,
+    time_floor=None,
+    max_cert_size=None,
+):
     """Validate a TLS Certificate chain (leaf first); return the leaf Certificate.
 
     anchors: Certificate objects (or DER); pins: 32-byte SPKI SHA-256 values.
@@ -490,8 +505,7 @@ def verify_chain(chain_der_list, anchors=(), pins=(), now=None, max_depth=3, hos
         raise DecodeError()  # RFC 8446 §4.4.2.4
     if n > max_depth:
         raise AlertError(_BAD_CERTIFICATE)  # chain too long
-    anchors = [a if isinstance(a, Certificate) else Certificate(a, max_cert_size)
-               for a in anchors]
+    anchors = [a if isinstance(a, Certificate) else Certificate(a, max_cert_size) for a in anchors]
     leaf = cur = Certificate(chain_der_list[0], max_cert_size)
     if leaf.key_usage is not None and not leaf.key_usage & _KU_DIGITAL_SIGNATURE:
         raise AlertError(_BAD_CERTIFICATE)  # leaf lacks digitalSignature

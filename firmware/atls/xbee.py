@@ -1,4 +1,5 @@
 """XBee 3 Zigbee API frames (sans-I/O): encode, stream-decode, build, parse."""
+
 # Theory of operation (Digi XBee 3 Zigbee RF Module User Guide, 90001539,
 # "Operate in API mode" and "Frame descriptions").
 #
@@ -123,8 +124,11 @@ def escape(data):
     if not (b"\x7d" in data or b"\x7e" in data or b"\x11" in data or b"\x13" in data):
         return data
     data = bytes(data).replace(b"\x7d", b"\x7d\x5d")  # first: later ones insert 0x7D
-    return data.replace(b"\x7e", b"\x7d\x5e").replace(b"\x11", b"\x7d\x31").replace(
-        b"\x13", b"\x7d\x33")
+    return (
+        data.replace(b"\x7e", b"\x7d\x5e")
+        .replace(b"\x11", b"\x7d\x31")
+        .replace(b"\x13", b"\x7d\x33")
+    )
 
 
 def encode_frame(frame_data, escaped=False):
@@ -141,8 +145,15 @@ class FrameDecoder:
             raise UsageError("max_len must be 1..65535")
         self.escaped = escaped
         self.max_len = max_len
-        self.counters = {"garbage_bytes": 0, "bad_checksum": 0, "bad_escape": 0,
-                         "oversized": 0, "empty": 0, "truncated": 0, "frames": 0}
+        self.counters = {
+            "garbage_bytes": 0,
+            "bad_checksum": 0,
+            "bad_escape": 0,
+            "oversized": 0,
+            "empty": 0,
+            "truncated": 0,
+            "frames": 0,
+        }
         self.reset()
 
     def reset(self):
@@ -191,12 +202,12 @@ class FrameDecoder:
             end = i + 4 + ln
             if end > n:
                 return i
-            if (sum(mv[i + 3:end]) & 0xFF) != 0xFF:
+            if (sum(mv[i + 3 : end]) & 0xFF) != 0xFF:
                 c["truncated" if buf.find(_START, i + 3, end - 1) >= 0 else "bad_checksum"] += 1
                 i += 1
                 continue
             c["frames"] += 1
-            out.append(bytes(mv[i + 3:end - 1]))
+            out.append(bytes(mv[i + 3 : end - 1]))
             i = end
 
     # AP=2: a raw 0x7E always starts a frame; bytes after it are unescaped
@@ -237,7 +248,7 @@ class FrameDecoder:
                 k = data.find(_ESC, a, b)
                 take = min((b if k < 0 else k) - a, self._need - len(acc))
                 if take > 0:
-                    acc.extend(data[a:a + take])
+                    acc.extend(data[a : a + take])
                     a += take
                     self._raw += take
                 if len(acc) < self._need:
@@ -264,7 +275,7 @@ class FrameDecoder:
             self._drop("bad_checksum", 0)
         else:
             self.counters["frames"] += 1
-            out.append(bytes(acc[2:2 + ln]))
+            out.append(bytes(acc[2 : 2 + ln]))
             self._st = _DISCARD
         return True
 
@@ -306,8 +317,13 @@ def at_response(frame_id, command, status, value=b""):
 
 def tx_request(frame_id, dest64, payload, dest16=UNKNOWN16, radius=0, options=0):
     _check(frame_id, dest64)
-    return (bytes((TX_REQUEST, frame_id)) + bytes(dest64) + _u16(dest16)
-            + bytes((radius, options)) + bytes(payload))
+    return (
+        bytes((TX_REQUEST, frame_id))
+        + bytes(dest64)
+        + _u16(dest16)
+        + bytes((radius, options))
+        + bytes(payload)
+    )
 
 
 def tx_status(frame_id, dest16, retries, delivery, discovery=0):
@@ -355,8 +371,15 @@ def parse(d):
     if t == TX_REQUEST:
         if n < 14:
             raise DecodeError("short transmit request")
-        return ("tx_request", d[1], bytes(d[2:10]), (d[10] << 8) | d[11], d[12], d[13],
-                bytes(d[14:]))
+        return (
+            "tx_request",
+            d[1],
+            bytes(d[2:10]),
+            (d[10] << 8) | d[11],
+            d[12],
+            d[13],
+            bytes(d[14:]),
+        )
     if t == AT_COMMAND:
         if n < 4:
             raise DecodeError("short AT command")

@@ -7,6 +7,7 @@ Metrics (microseconds per seal+open pair):
 for n in 16, 64, 1024, with a 5-byte AAD (a TLS 1.3 record header) and a
 12-byte nonce, plus the cost of making each object (key setup).
 """
+
 from benchutil import emit, per_op
 
 from atls.crypto.aead import AESCCM, AESGCM
@@ -20,6 +21,7 @@ SIZES = (16, 64, 1024)
 def pair(aead, msg):
     def run():
         aead.open(NONCE, AAD, aead.seal(NONCE, AAD, msg))
+
     return run
 
 

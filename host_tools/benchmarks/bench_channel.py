@@ -8,6 +8,7 @@ Metrics:
                            HS fragments at MTU m (5-byte fragment header each)
   fragments_700B_mtu<m>    number of datagrams for that flight
 """
+
 from benchutil import emit, per_op
 
 from atls import wire

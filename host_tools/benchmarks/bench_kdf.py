@@ -9,6 +9,7 @@ Metrics (microseconds per operation):
 hkdf has no native switch, so cpython_pure and cpython_native measure the
 same code.
 """
+
 from benchutil import emit, per_op
 
 from atls.crypto.hkdf import hkdf_expand_label, hkdf_extract, hmac_sha256
@@ -26,9 +27,13 @@ def transcript_op():
     t.digest()
 
 
-emit({
-    "hmac_sha256_64B_us": per_op(lambda: hmac_sha256(KEY, MSG)),
-    "hkdf_extract_us": per_op(lambda: hkdf_extract(KEY, HASH)),
-    "hkdf_expand_label_32B_us": per_op(lambda: hkdf_expand_label(KEY, b"c hs traffic", HASH, 32)),
-    "transcript_update_digest_us": per_op(transcript_op),
-})
+emit(
+    {
+        "hmac_sha256_64B_us": per_op(lambda: hmac_sha256(KEY, MSG)),
+        "hkdf_extract_us": per_op(lambda: hkdf_extract(KEY, HASH)),
+        "hkdf_expand_label_32B_us": per_op(
+            lambda: hkdf_expand_label(KEY, b"c hs traffic", HASH, 32)
+        ),
+        "transcript_update_digest_us": per_op(transcript_op),
+    }
+)

@@ -10,6 +10,7 @@ Metrics (microseconds per handshake unless named otherwise):
   hs_psk_x25519_over_x25519_op      PSK+ECDHE handshake / one X25519 op,
                                     measured side by side in this run
 """
+
 import os
 
 from benchutil import emit, per_op
@@ -23,7 +24,9 @@ MODES = ("psk_x25519", "psk_p256", "cert_p256_chain2", "cert_rsa2048", "cert_ed2
 out = {}
 for mode in MODES:
     spec, flight = load(FIXTURES + "/" + mode + ".json")
-    out["hs_" + mode + "_us"] = per_op(lambda: handshake(spec, flight), min_us=1000000, max_iter=200)
+    out["hs_" + mode + "_us"] = per_op(
+        lambda: handshake(spec, flight), min_us=1000000, max_iter=200
+    )
 x = per_op(lambda: x25519(bytes(range(1, 33)), bytes(range(2, 34))), min_us=500000)
 out["x25519_op_us"] = x
 out["hs_psk_x25519_over_x25519_op"] = out["hs_psk_x25519_us"] / x

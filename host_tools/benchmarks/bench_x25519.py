@@ -5,6 +5,7 @@ Metric (microseconds per operation):
                  Montgomery ladder + one inversion in the pure code; the
                  `cryptography` backend in the cpython_native column)
 """
+
 from benchutil import emit, per_op
 
 from atls.crypto.x25519 import x25519

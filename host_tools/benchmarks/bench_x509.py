@@ -12,6 +12,7 @@ Metrics (microseconds per operation unless named otherwise):
 The certificates below were generated once with `cryptography`
 (tests/test_x509.py `make`), valid 2025-2125; validity is not checked here.
 """
+
 import gc
 from binascii import unhexlify
 
@@ -137,11 +138,14 @@ def main():
     r["parse_p256_leaf_us"] = per_op(lambda: x509.Certificate(P256_LEAF))
     r["parse_rsa_leaf_us"] = per_op(lambda: x509.Certificate(RSA_LEAF))
     r["chain_p256_2_us"] = per_op(
-        lambda: x509.verify_chain([P256_LEAF, P256_INTER], anchors=[root], hostname=host))
+        lambda: x509.verify_chain([P256_LEAF, P256_INTER], anchors=[root], hostname=host)
+    )
     r["chain_rsa_pss_us"] = per_op(
-        lambda: x509.verify_chain([RSA_LEAF], anchors=[rsa_root], hostname=host))
+        lambda: x509.verify_chain([RSA_LEAF], anchors=[rsa_root], hostname=host)
+    )
     r["chain_ed25519_us"] = per_op(
-        lambda: x509.verify_chain([ED_LEAF], anchors=[ed_root], hostname=host))
+        lambda: x509.verify_chain([ED_LEAF], anchors=[ed_root], hostname=host)
+    )
     r["chain_pin_us"] = per_op(lambda: x509.verify_chain([P256_LEAF, P256_INTER], pins=[pin]))
     if hasattr(gc, "mem_alloc"):
         gc.collect()
@@ -149,7 +153,7 @@ def main():
         c = x509.Certificate(P256_LEAF)
         gc.collect()
         r["cert_retained_bytes"] = gc.mem_alloc() - before
-        c = None
+        del c
     emit(r)
 
 

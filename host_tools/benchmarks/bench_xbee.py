@@ -8,6 +8,7 @@ Metrics (microseconds per frame):
   ap<m>_decode_16B_chunks_us   decode when the UART hands over 16 bytes at a time
 The payload is pseudo-random (like ciphertext) with 2 bytes that AP=2 escapes.
 """
+
 from benchutil import emit, per_op
 
 from atls import xbee as X
@@ -22,7 +23,7 @@ def main():
         esc = mode == 2
         dec = X.FrameDecoder(esc)
         raw = X.encode_frame(X.tx_request(1, DEST, PAYLOAD), esc)
-        chunks = [raw[i:i + 16] for i in range(0, len(raw), 16)]
+        chunks = [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
         def enc():
             return X.encode_frame(X.tx_request(1, DEST, PAYLOAD), esc)

@@ -6,6 +6,7 @@ last line of output mapping metric name -> value (microseconds per operation
 unless the name says otherwise).  `host_tools.bench` runs every script under
 the MicroPython unix port and under CPython and puts the columns side by side.
 """
+
 import sys
 
 try:

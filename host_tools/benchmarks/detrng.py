@@ -1,6 +1,7 @@
 """Deterministic byte source (SHA-256 in counter mode) for replaying a
 recorded handshake: the same seed gives the same client randoms and
 ephemeral keys under MicroPython and CPython.  Benchmarks and tests only."""
+
 from hashlib import sha256
 
 

@@ -19,6 +19,7 @@ per-primitive scripts and stores them in build/bench.json under `sections`.
 Helper processes started by the sections (`python -m
 host_tools.benchmarks.system relay|sim-child ...`) are defined here too.
 """
+
 import argparse
 import contextlib
 import json
@@ -45,9 +46,11 @@ if str(ROOT) not in sys.path:
 
 PSK = bytes(range(32))
 IDENTITY = b"dev-01"  # as the simulator names devices (the IETF anchor assumes 1 byte)
-SUITES = (("ccm8", 0x1305, "TLS_AES_128_CCM_8_SHA256"),
-          ("ccm", 0x1304, "TLS_AES_128_CCM_SHA256"),
-          ("gcm", 0x1301, "TLS_AES_128_GCM_SHA256"))
+SUITES = (
+    ("ccm8", 0x1305, "TLS_AES_128_CCM_8_SHA256"),
+    ("ccm", 0x1304, "TLS_AES_128_CCM_SHA256"),
+    ("gcm", 0x1301, "TLS_AES_128_GCM_SHA256"),
+)
 MTUS = (64, 66, 84, 1200)
 # draft-ietf-iotops-security-protocol-comparison (shared/reference/README.md):
 # TLS 1.3 PSK+ECDHE, x25519, CCM_8, 1-byte identifiers: flights 163 + 157 + 50
@@ -58,15 +61,15 @@ LABEL = b"application-layer-tls"
 
 NOTES = {
     "link_overhead": "real handshakes (firmware TLSClient + Link vs Service in-process, no "
-                     "sockets, no loss); TLS bytes = flights as TLS produced them; wire = every "
-                     "link datagram incl. HS_ACK; PSK+ECDHE x25519",
+    "sockets, no loss); TLS bytes = flights as TLS produced them; wire = every "
+    "link datagram incl. HS_ACK; PSK+ECDHE x25519",
     "service_handshakes": "PSK+ECDHE x25519 CCM_8; *_server_* = CPU time on the server side "
-                          "only (client excluded); ratio = service / raw OpenSSL server",
+    "only (client excluded); ratio = service / raw OpenSSL server",
     "zigbee": "air = payload + 30 B/frame (PHY+MAC+NWK+APS, sim/radio.py); gateway and relay "
-              "are separate processes, driven by this process over a pty / loopback UDP",
+    "are separate processes, driven by this process over a pty / loopback UDP",
     "sim_scale": "python -m sim (default scenario) as a subprocess; RSS from /proc VmHWM",
     "boards": "mpy-cross per board (host_tools.boards.mpy_sizes); import RAM = unix port "
-              "gc.mem_alloc() after importing every module (64-bit: ~2x a 32-bit MCU)",
+    "gc.mem_alloc() after importing every module (64-bit: ~2x a 32-bit MCU)",
 }
 
 
@@ -78,6 +81,7 @@ def _quiet_stderr():
 
 
 # -- in-process ATLS pair: firmware client + the service --------------------------------
+
 
 class _Transport:
     """Stands in for the service's asyncio UDP transport."""
@@ -94,8 +98,11 @@ def _service(suite_name, mtu, identity=IDENTITY):
     from host_tools.service import Service
     from host_tools.tls_server import ServerConfig
 
-    svc = Service(ServerConfig(psks={identity: PSK}, suites=(suite_name,)), LinkConfig(mtu=mtu),
-                  limits={"rate_per_s": 10 ** 9, "rate_burst": 10 ** 9})
+    svc = Service(
+        ServerConfig(psks={identity: PSK}, suites=(suite_name,)),
+        LinkConfig(mtu=mtu),
+        limits={"rate_per_s": 10**9, "rate_burst": 10**9},
+    )
     tr = _Transport()
     svc.connection_made(tr)
     return svc, tr
@@ -171,7 +178,7 @@ def link_overhead(quick=False):
 
     res = {}
     for short, suite, name in SUITES:
-        for mtu in ((64, 1200) if quick and short != "ccm8" else MTUS):
+        for mtu in (64, 1200) if quick and short != "ccm8" else MTUS:
             with _quiet_stderr():
                 svc, tr = _service(name, mtu)
                 dev = _Device(suite, mtu)
@@ -210,8 +217,9 @@ def link_overhead(quick=False):
                             res["ack_bytes_%s" % short] = len(acks[0])
                         else:
                             res["data_16B_wire_bytes_%s" % short] = len(data[0])
-    res["hs_ccm8_vs_anchor_pct"] = round((res["hs_ccm8_tls_bytes"] - ANCHOR_HS) * 100.0
-                                         / ANCHOR_HS, 1)
+    res["hs_ccm8_vs_anchor_pct"] = round(
+        (res["hs_ccm8_tls_bytes"] - ANCHOR_HS) * 100.0 / ANCHOR_HS, 1
+    )
     # the anchor's assumptions (1-byte PSK identity): what differs is then OpenSSL's
     # record layout (EncryptedExtensions and Finished in two records, +14 bytes)
     with _quiet_stderr():
@@ -229,6 +237,7 @@ def link_overhead(quick=False):
 
 
 # -- service handshakes per second ------------------------------------------------------
+
 
 def _openssl_client_ctx(suite_name, identity=IDENTITY):
     """A pyOpenSSL TLS 1.3 client offering an external PSK (psk_dhe_ke, x25519)
@@ -249,9 +258,11 @@ def _openssl_client_ctx(suite_name, identity=IDENTITY):
         sessp[0] = ffi.NULL
         cipher = lib.SSL_CIPHER_find(ssl, b"\x13\x01")  # SHA-256: the PSK's hash
         sess = lib.Cryptography_SSL_SESSION_new()
-        if (lib.SSL_SESSION_set1_master_key(sess, PSK, len(PSK)) != 1
-                or lib.SSL_SESSION_set_cipher(sess, cipher) != 1
-                or lib.SSL_SESSION_set_protocol_version(sess, lib.TLS1_3_VERSION) != 1):
+        if (
+            lib.SSL_SESSION_set1_master_key(sess, PSK, len(PSK)) != 1
+            or lib.SSL_SESSION_set_cipher(sess, cipher) != 1
+            or lib.SSL_SESSION_set_protocol_version(sess, lib.TLS1_3_VERSION) != 1
+        ):
             lib.SSL_SESSION_free(sess)
             return 0
         idp[0] = ident
@@ -259,8 +270,11 @@ def _openssl_client_ctx(suite_name, identity=IDENTITY):
         sessp[0] = sess
         return 1
 
-    cb = ffi.callback("int(SSL *, const EVP_MD *, const unsigned char **, size_t *, "
-                      "SSL_SESSION **)", use_session, error=0)
+    cb = ffi.callback(
+        "int(SSL *, const EVP_MD *, const unsigned char **, size_t *, SSL_SESSION **)",
+        use_session,
+        error=0,
+    )
     lib.SSL_CTX_set_psk_use_session_callback(ctx._context, cb)
     ctx._bench_keep = (cb, ident)
     return ctx
@@ -325,8 +339,7 @@ def _raw_openssl_handshake(cctx, sctx, server_time):
     server_time[0] += pc() - t
     from OpenSSL._util import lib
 
-    if not (c_done and s_done) or not lib.SSL_session_reused(s._ssl) or \
-            s.get_group_name() is None:
+    if not (c_done and s_done) or not lib.SSL_session_reused(s._ssl) or s.get_group_name() is None:
         raise RuntimeError("raw OpenSSL loop did not complete a PSK+ECDHE handshake")
 
 
@@ -388,16 +401,17 @@ def _openssl_server_ctx(suite_name, identity=IDENTITY):
         if key is None:
             return 1
         sess = lib.Cryptography_SSL_SESSION_new()
-        if (lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
-                or lib.SSL_SESSION_set_cipher(sess, lib.SSL_CIPHER_find(ssl, b"\x13\x01")) != 1
-                or lib.SSL_SESSION_set_protocol_version(sess, lib.TLS1_3_VERSION) != 1):
+        if (
+            lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
+            or lib.SSL_SESSION_set_cipher(sess, lib.SSL_CIPHER_find(ssl, b"\x13\x01")) != 1
+            or lib.SSL_SESSION_set_protocol_version(sess, lib.TLS1_3_VERSION) != 1
+        ):
             lib.SSL_SESSION_free(sess)
             return 0
         sessp[0] = sess
         return 1
 
-    cb = ffi.callback("int(SSL *, unsigned char *, size_t, SSL_SESSION **)", find_session,
-                      error=0)
+    cb = ffi.callback("int(SSL *, unsigned char *, size_t, SSL_SESSION **)", find_session, error=0)
     lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
     ctx._bench_keep = cb
     return ctx
@@ -421,16 +435,35 @@ def _service_udp(seconds, slots=16):
     tmp = Path(tempfile.mkdtemp(prefix="atls-bench-svc-"))
     reg = {"devices": {"dev-%02d" % k: {"psk": PSK.hex()} for k in range(slots)}}
     (tmp / "devices.json").write_text(json.dumps(reg))
-    big = 10 ** 9
-    (tmp / "service.json").write_text(json.dumps({
-        "listen": "127.0.0.1:0", "registry": "devices.json",
-        "suites": ["TLS_AES_128_CCM_8_SHA256"], "link": {"mtu": 1200},
-        "limits": {"rate_per_s": big, "rate_burst": big, "max_half_open": 4 * slots}}))
+    big = 10**9
+    (tmp / "service.json").write_text(
+        json.dumps(
+            {
+                "listen": "127.0.0.1:0",
+                "registry": "devices.json",
+                "suites": ["TLS_AES_128_CCM_8_SHA256"],
+                "link": {"mtu": 1200},
+                "limits": {"rate_per_s": big, "rate_burst": big, "max_half_open": 4 * slots},
+            }
+        )
+    )
     null = open(os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "host_tools.service", "--config",
-                             str(tmp / "service.json"), "--ready-file", str(tmp / "ready"),
-                             "--stats", str(tmp / "stats.json")], cwd=ROOT, stdout=null,
-                            stderr=null)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "host_tools.service",
+            "--config",
+            str(tmp / "service.json"),
+            "--ready-file",
+            str(tmp / "ready"),
+            "--stats",
+            str(tmp / "stats.json"),
+        ],
+        cwd=ROOT,
+        stdout=null,
+        stderr=null,
+    )
     sel = selectors.DefaultSelector()
     socks = []
     try:
@@ -559,19 +592,22 @@ def service_handshakes(quick=False):
         "ratio_service_vs_raw_openssl": round(med["service"] / med["raw"], 3),
         "ratio_service_mtu66_vs_raw_openssl": round(med["service_mtu66"] / med["raw"], 3),
         "ratio_service_udp_process_vs_raw_openssl": round(udp_cpu / med["raw"], 3)
-        if udp_cpu else None,
+        if udp_cpu
+        else None,
         "ratio_bare_serverconnection_vs_raw_openssl": round(med["bare"] / med["raw"], 3),
         "server_us_per_hs_raw_openssl": round(1e6 / med["raw"], 1),
         "server_us_per_hs_bare_serverconnection": round(1e6 / med["bare"], 1),
         "server_us_per_hs_service": round(1e6 / med["service"], 1),
-        "client_and_glue_us_per_hs_service_loop": round(1e6 / lmed["service"]
-                                                        - 1e6 / med["service"], 1),
+        "client_and_glue_us_per_hs_service_loop": round(
+            1e6 / lmed["service"] - 1e6 / med["service"], 1
+        ),
         "handshakes_measured_per_kind": rounds * per,
         "openssl": openssl_version(),
     }
 
 
 # -- ZigBee: on air, and the gateway against a plain relay ------------------------------
+
 
 class _Air:
     """One device module and the coordinator on sim.radio's Medium (virtual
@@ -584,8 +620,9 @@ class _Air:
         self.X = X
         self.clock = VirtualClock()
         self.medium = Medium(self.clock, loss=0.0, latency_ms=5.0, seed=1)
-        self.coord = self.medium.add(Module(self.medium, COORDINATOR_BASE + 1, coordinator=True,
-                                            ee=ee))
+        self.coord = self.medium.add(
+            Module(self.medium, COORDINATOR_BASE + 1, coordinator=True, ee=ee)
+        )
         self.dev = self.medium.add(Module(self.medium, DEVICE_BASE + 1, ee=ee, joined=True))
         self.np = self.coord.max_payload()
         self.rx = {"coord": [], "dev": []}
@@ -671,9 +708,11 @@ def _air_handshake(ee):
     # service -> device (DATA down, ACK up); the application is silenced so
     # that no echo mixes the two
     sess = next(iter(svc.sessions.values()))
-    sess.service.app = type("Quiet", (), {"on_message": lambda *a: None,
-                                           "on_connect": lambda *a: None,
-                                           "on_close": lambda *a: None})()
+    sess.service.app = type(
+        "Quiet",
+        (),
+        {"on_message": lambda *a: None, "on_connect": lambda *a: None, "on_close": lambda *a: None},
+    )()
     for direction in ("up", "down"):
         before = air.snapshot()
         if direction == "up":
@@ -688,8 +727,9 @@ def _air_handshake(ee):
         after = air.snapshot()
         res[k + "msg16_%s_frames" % direction] = after["frames"] - before["frames"]
         res[k + "msg16_%s_air_bytes" % direction] = after["air_bytes"] - before["air_bytes"]
-        res[k + "msg16_%s_airtime_ms" % direction] = round(after["airtime_ms"]
-                                                           - before["airtime_ms"], 2)
+        res[k + "msg16_%s_airtime_ms" % direction] = round(
+            after["airtime_ms"] - before["airtime_ms"], 2
+        )
     res[k + "msg_max_payload_bytes"] = mtu - 13  # DATA: 3 + 2 + 8-byte tag (CCM_8)
     return res
 
@@ -881,27 +921,66 @@ def _gateway_vs_relay(quick):
     dev64 = bytes.fromhex("0013A20041000001")
     state = tmp / "gw-state"
     state.mkdir()
-    (state / "pairing.json").write_text(json.dumps({"version": 1, "devices": {
-        dev64.hex(): {"device": "bench", "service": "default", "paired_at": 0}}}))
+    (state / "pairing.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "devices": {dev64.hex(): {"device": "bench", "service": "default", "paired_at": 0}},
+            }
+        )
+    )
     gw_udp = _free_port()
-    big = 10 ** 9
-    (tmp / "gateway.json").write_text(json.dumps({
-        "serial": ptyf.path, "escaped": False,
-        "services": {"default": "127.0.0.1:%d" % sink.addr[1]},
-        "udp_listen": "127.0.0.1:%d" % gw_udp, "state_dir": "gw-state",
-        "limits": {"rate_per_s": big, "rate_burst": big, "max_payload": 84}}))
+    big = 10**9
+    (tmp / "gateway.json").write_text(
+        json.dumps(
+            {
+                "serial": ptyf.path,
+                "escaped": False,
+                "services": {"default": "127.0.0.1:%d" % sink.addr[1]},
+                "udp_listen": "127.0.0.1:%d" % gw_udp,
+                "state_dir": "gw-state",
+                "limits": {"rate_per_s": big, "rate_burst": big, "max_payload": 84},
+            }
+        )
+    )
     py = sys.executable
     logs = open(tmp / "procs.log", "w")
     env = dict(os.environ, **PINNED_MALLOC)
-    gw = subprocess.Popen([py, "-m", "host_tools.gateway", "run", "--config",
-                           str(tmp / "gateway.json"), "--ready-file", str(tmp / "gw.ready")],
-                          cwd=ROOT, stdout=logs, stderr=logs, env=env)
+    gw = subprocess.Popen(
+        [
+            py,
+            "-m",
+            "host_tools.gateway",
+            "run",
+            "--config",
+            str(tmp / "gateway.json"),
+            "--ready-file",
+            str(tmp / "gw.ready"),
+        ],
+        cwd=ROOT,
+        stdout=logs,
+        stderr=logs,
+        env=env,
+    )
     relay_port = _free_port()
-    relay = subprocess.Popen([py, "-m", "host_tools.benchmarks.system", "relay", "--listen",
-                              "127.0.0.1:%d" % relay_port, "--target",
-                              "127.0.0.1:%d" % sink.addr[1], "--ready-file",
-                              str(tmp / "relay.ready")], cwd=ROOT, stdout=logs, stderr=logs,
-                             env=env)
+    relay = subprocess.Popen(
+        [
+            py,
+            "-m",
+            "host_tools.benchmarks.system",
+            "relay",
+            "--listen",
+            "127.0.0.1:%d" % relay_port,
+            "--target",
+            "127.0.0.1:%d" % sink.addr[1],
+            "--ready-file",
+            str(tmp / "relay.ready"),
+        ],
+        cwd=ROOT,
+        stdout=logs,
+        stderr=logs,
+        env=env,
+    )
     dev = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dev.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     dev.bind(("127.0.0.1", 0))
@@ -931,26 +1010,38 @@ def _gateway_vs_relay(quick):
             for size in sizes:
                 payload = bytes([0xA3]) + os.urandom(size - 1)  # an ATLS DATA packet's shape
                 frame = X.encode_frame(X.rx_packet(dev64, 0x1234, payload))
-                paths = (("gateway_zigbee", lambda i, f=frame: ptyf.write(f), ptyf.master,
-                          tx_requests),
-                         ("gateway_udp", lambda i, p=payload: dev.sendto(p, ("127.0.0.1", gw_udp)),
-                          dev.fileno(), udp_recv_all),
-                         ("relay_udp",
-                          lambda i, p=payload: dev.sendto(p, ("127.0.0.1", relay_port)),
-                          dev.fileno(), udp_recv_all))
+                paths = (
+                    ("gateway_zigbee", lambda i, f=frame: ptyf.write(f), ptyf.master, tx_requests),
+                    (
+                        "gateway_udp",
+                        lambda i, p=payload: dev.sendto(p, ("127.0.0.1", gw_udp)),
+                        dev.fileno(),
+                        udp_recv_all,
+                    ),
+                    (
+                        "relay_udp",
+                        lambda i, p=payload: dev.sendto(p, ("127.0.0.1", relay_port)),
+                        dev.fileno(),
+                        udp_recv_all,
+                    ),
+                )
                 for name, send_up, down_fd, down_collect in paths:
                     pid = procs[name].pid
-                    r = results.setdefault((name, size), {"up": [], "down": [], "cpu_up": [],
-                                                          "cpu_down": []})
+                    r = results.setdefault(
+                        (name, size), {"up": [], "down": [], "cpu_up": [], "cpu_down": []}
+                    )
                     sink.recv_all()
                     c0 = _proc_cpu_s(pid)
-                    t_up, got_up = _windowed(n, window, send_up, sink.sock.fileno(),
-                                             sink.recv_all)
+                    t_up, got_up = _windowed(n, window, send_up, sink.sock.fileno(), sink.recv_all)
                     c1 = _proc_cpu_s(pid)
                     peer = sink.peer
                     t_dn, got_dn = _windowed(
-                        n, window, lambda i, p=payload, a=peer: sink.sock.sendto(p, a), down_fd,
-                        down_collect)
+                        n,
+                        window,
+                        lambda i, p=payload, a=peer: sink.sock.sendto(p, a),
+                        down_fd,
+                        down_collect,
+                    )
                     c2 = _proc_cpu_s(pid)
                     r["up"].append(got_up / t_up if t_up > 0 else 0.0)
                     r["down"].append(got_dn / t_dn if t_dn > 0 else 0.0)
@@ -971,11 +1062,14 @@ def _gateway_vs_relay(quick):
                 # (/proc counts CPU in 10 ms ticks: too coarse for --quick's short phases)
                 g_cpu = res[gk + "up_cpu_us"] + res[gk + "down_cpu_us"]
                 r_cpu = res[rk + "up_cpu_us"] + res[rk + "down_cpu_us"]
-                res["ratio_%s_vs_relay_%dB_cpu" % (gwn, size)] = \
+                res["ratio_%s_vs_relay_%dB_cpu" % (gwn, size)] = (
                     round(r_cpu / g_cpu, 3) if g_cpu and r_cpu else None
+                )
                 # wall clock, both directions: 2 packets in 1/up + 1/down seconds
-                both = {x: 2.0 / (1.0 / res[x + "up_per_s"] + 1.0 / res[x + "down_per_s"])
-                        for x in (gk, rk)}
+                both = {
+                    x: 2.0 / (1.0 / res[x + "up_per_s"] + 1.0 / res[x + "down_per_s"])
+                    for x in (gk, rk)
+                }
                 res["ratio_%s_vs_relay_%dB_wall" % (gwn, size)] = round(both[gk] / both[rk], 3)
         res["packets_per_phase"] = n
         res["window"] = window
@@ -1005,6 +1099,7 @@ def zigbee(quick=False):
 
 # -- the simulator at scale -------------------------------------------------------------
 
+
 def _proc_status(pid):
     """{'VmHWM': kB, 'VmRSS': kB} of a live process, or None."""
     try:
@@ -1025,8 +1120,14 @@ def _sim_child(a, rest):
     import sim.__main__ as sm
     import sim.fleet as sf
 
-    probe = {"up": {}, "paired": {}, "peak_kb": {}, "peak_total_kb": 0,
-             "peak_devices_kb": 0, "fleet": None}
+    probe = {
+        "up": {},
+        "paired": {},
+        "peak_kb": {},
+        "peak_total_kb": 0,
+        "peak_devices_kb": 0,
+        "fleet": None,
+    }
     feed = sf.DeviceState.feed
 
     def probe_feed(self, ev):
@@ -1077,19 +1178,24 @@ def _sim_child(a, rest):
     started = fleet.started if fleet is not None else t0
     dev_peaks = [v for k, v in probe["peak_kb"].items() if k.startswith("dev-")]
     host = {k.split(":")[0]: v for k, v in probe["peak_kb"].items() if not k.startswith("dev-")}
-    out = {"rc": rc, "wall_s": round(wall, 2),
-           "up": len(probe["up"]),
-           "all_up_s": round(max(probe["up"].values()) - started, 2)
-           if fleet is not None and len(probe["up"]) == fleet.n else None,
-           "first_up_s": round(min(probe["up"].values()) - started, 2) if probe["up"] else None,
-           "all_paired_s": round(max(probe["paired"].values()) - started, 2)
-           if fleet is not None and len(probe["paired"]) == fleet.n else None,
-           "device_peak_rss_kb_max": max(dev_peaks) if dev_peaks else None,
-           "device_peak_rss_kb_mean": round(statistics.mean(dev_peaks)) if dev_peaks else None,
-           "devices_peak_rss_kb_sum": sum(dev_peaks),
-           "devices_concurrent_rss_kb_peak": probe["peak_devices_kb"],
-           "all_concurrent_rss_kb_peak": probe["peak_total_kb"],
-           "host_peak_rss_kb": host}
+    out = {
+        "rc": rc,
+        "wall_s": round(wall, 2),
+        "up": len(probe["up"]),
+        "all_up_s": round(max(probe["up"].values()) - started, 2)
+        if fleet is not None and len(probe["up"]) == fleet.n
+        else None,
+        "first_up_s": round(min(probe["up"].values()) - started, 2) if probe["up"] else None,
+        "all_paired_s": round(max(probe["paired"].values()) - started, 2)
+        if fleet is not None and len(probe["paired"]) == fleet.n
+        else None,
+        "device_peak_rss_kb_max": max(dev_peaks) if dev_peaks else None,
+        "device_peak_rss_kb_mean": round(statistics.mean(dev_peaks)) if dev_peaks else None,
+        "devices_peak_rss_kb_sum": sum(dev_peaks),
+        "devices_concurrent_rss_kb_peak": probe["peak_devices_kb"],
+        "all_concurrent_rss_kb_peak": probe["peak_total_kb"],
+        "host_peak_rss_kb": host,
+    }
     Path(a.out).write_text(json.dumps(out))
     return 0
 
@@ -1097,13 +1203,32 @@ def _sim_child(a, rest):
 def _sim_run(n, duration, period, tmp):
     report = Path(tmp) / ("report-%d.json" % n)
     out = Path(tmp) / ("probe-%d.json" % n)
-    cmd = [sys.executable, "-m", "host_tools.benchmarks.system", "sim-child", "--out", str(out),
-           "--", "--devices", str(n), "--duration", str(duration), "--period", str(period),
-           "--seed", "1", "--report", str(report), "--workdir", str(Path(tmp) / ("sim-%d" % n))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "host_tools.benchmarks.system",
+        "sim-child",
+        "--out",
+        str(out),
+        "--",
+        "--devices",
+        str(n),
+        "--duration",
+        str(duration),
+        "--period",
+        str(period),
+        "--seed",
+        "1",
+        "--report",
+        str(report),
+        "--workdir",
+        str(Path(tmp) / ("sim-%d" % n)),
+    ]
     r0 = os.times()
     t0 = time.time()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       timeout=max(900, 20 * n + duration * 3))
+    p = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(900, 20 * n + duration * 3)
+    )
     wall = time.time() - t0
     r1 = os.times()
     if not out.exists():
@@ -1112,23 +1237,26 @@ def _sim_run(n, duration, period, tmp):
     rep = json.loads(report.read_text()) if report.exists() else {}
     tot = rep.get("totals", {})
     k = "n%d_" % n
-    res = {k + "wall_s": round(wall, 1),
-           k + "cpu_s": round((r1.children_user - r0.children_user)
-                              + (r1.children_system - r0.children_system), 1),
-           k + "all_paired_s": probe["all_paired_s"], k + "first_up_s": probe["first_up_s"],
-           k + "all_up_s": probe["all_up_s"],
-           k + "up": probe["up"], k + "verdict": rep.get("verdict", "no report"),
-           k + "handshake_ms_median": tot.get("handshake_ms_median"),
-           k + "handshake_ms_p95": tot.get("handshake_ms_p95"),
-           k + "messages_acknowledged": tot.get("acknowledged"),
-           k + "retransmissions": tot.get("retransmissions"),
-           k + "service_busy_drops": (rep.get("service") or {}).get("drops", {}).get("busy", 0),
-           k + "device_peak_rss_kb_max": probe["device_peak_rss_kb_max"],
-           k + "device_peak_rss_kb_mean": probe["device_peak_rss_kb_mean"],
-           k + "devices_peak_rss_mb_total": round(probe["devices_concurrent_rss_kb_peak"] / 1024,
-                                                  1),
-           k + "all_processes_peak_rss_mb_total": round(probe["all_concurrent_rss_kb_peak"]
-                                                        / 1024, 1)}
+    res = {
+        k + "wall_s": round(wall, 1),
+        k + "cpu_s": round(
+            (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system), 1
+        ),
+        k + "all_paired_s": probe["all_paired_s"],
+        k + "first_up_s": probe["first_up_s"],
+        k + "all_up_s": probe["all_up_s"],
+        k + "up": probe["up"],
+        k + "verdict": rep.get("verdict", "no report"),
+        k + "handshake_ms_median": tot.get("handshake_ms_median"),
+        k + "handshake_ms_p95": tot.get("handshake_ms_p95"),
+        k + "messages_acknowledged": tot.get("acknowledged"),
+        k + "retransmissions": tot.get("retransmissions"),
+        k + "service_busy_drops": (rep.get("service") or {}).get("drops", {}).get("busy", 0),
+        k + "device_peak_rss_kb_max": probe["device_peak_rss_kb_max"],
+        k + "device_peak_rss_kb_mean": probe["device_peak_rss_kb_mean"],
+        k + "devices_peak_rss_mb_total": round(probe["devices_concurrent_rss_kb_peak"] / 1024, 1),
+        k + "all_processes_peak_rss_mb_total": round(probe["all_concurrent_rss_kb_peak"] / 1024, 1),
+    }
     for name, kb in sorted(probe["host_peak_rss_kb"].items()):
         res[k + "%s_peak_rss_kb" % name] = kb
     failed = [c["check"] for c in rep.get("checks", []) if not c["passed"]]
@@ -1160,6 +1288,7 @@ def sim_scale(quick=False):
 
 # -- boards ------------------------------------------------------------------------------
 
+
 def boards(quick=False):
     from host_tools import boards as B
 
@@ -1173,8 +1302,13 @@ def boards(quick=False):
     return res
 
 
-SECTIONS = (("link_overhead", link_overhead), ("service_handshakes", service_handshakes),
-            ("zigbee", zigbee), ("sim_scale", sim_scale), ("boards", boards))
+SECTIONS = (
+    ("link_overhead", link_overhead),
+    ("service_handshakes", service_handshakes),
+    ("zigbee", zigbee),
+    ("sim_scale", sim_scale),
+    ("boards", boards),
+)
 
 
 def main(argv=None):

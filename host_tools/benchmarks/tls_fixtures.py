@@ -5,6 +5,7 @@ measurements use them.  CPython only.
 
     python -m host_tools.benchmarks.tls_fixtures OUTDIR    (one NAME.json per case)
 """
+
 import json
 import sys
 from pathlib import Path
@@ -52,9 +53,12 @@ def record(name, spec, server_cfg):
     server.feed(fin)
     assert client.connected and server.done
     assert client.exporter(b"application-layer-tls", b"", 56) == server.export()
-    spec = dict(spec, seed=name, server_flight=flight.hex(),
-                wire={"client_hello": len(ch), "server_flight": len(flight),
-                      "client_finished": len(fin)})
+    spec = dict(
+        spec,
+        seed=name,
+        server_flight=flight.hex(),
+        wire={"client_hello": len(ch), "server_flight": len(flight), "client_finished": len(fin)},
+    )
     return spec
 
 
@@ -68,16 +72,26 @@ def build():
     ed_leaf = pki.make_cert("service.local", issuer=ed_ca, key_type="ed25519")
     psk = {"psk": PSK.hex(), "psk_identity": "device-1"}
     cases = {
-        "psk_x25519": (dict(psk, suites=[0x1305], groups=[0x1D]),
-                       ServerConfig(psks={b"device-1": PSK})),
-        "psk_p256": (dict(psk, suites=[0x1305], groups=[0x17]),
-                     ServerConfig(psks={b"device-1": PSK})),
-        "cert_p256_chain2": (dict(ca=_der(root.cert).hex(), suites=[CCM], groups=[0x1D]),
-                             ServerConfig(cert_chain=[leaf.cert, inter.cert], key=leaf.key)),
-        "cert_rsa2048": (dict(ca=_der(rsa_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
-                         ServerConfig(cert_chain=[rsa_leaf.cert], key=rsa_leaf.key)),
-        "cert_ed25519": (dict(ca=_der(ed_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
-                         ServerConfig(cert_chain=[ed_leaf.cert], key=ed_leaf.key)),
+        "psk_x25519": (
+            dict(psk, suites=[0x1305], groups=[0x1D]),
+            ServerConfig(psks={b"device-1": PSK}),
+        ),
+        "psk_p256": (
+            dict(psk, suites=[0x1305], groups=[0x17]),
+            ServerConfig(psks={b"device-1": PSK}),
+        ),
+        "cert_p256_chain2": (
+            dict(ca=_der(root.cert).hex(), suites=[CCM], groups=[0x1D]),
+            ServerConfig(cert_chain=[leaf.cert, inter.cert], key=leaf.key),
+        ),
+        "cert_rsa2048": (
+            dict(ca=_der(rsa_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
+            ServerConfig(cert_chain=[rsa_leaf.cert], key=rsa_leaf.key),
+        ),
+        "cert_ed25519": (
+            dict(ca=_der(ed_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
+            ServerConfig(cert_chain=[ed_leaf.cert], key=ed_leaf.key),
+        ),
     }
     return {name: record(name, spec, cfg) for name, (spec, cfg) in cases.items()}
 

@@ -2,6 +2,7 @@
 client; dialect-neutral.  Used by bench_tls.py for timing and, as a script,
 by the heap measurement:  micropython tls_replay_run.py FIXTURE.json
 (one recorded handshake per file, as written by tls_fixtures.py)."""
+
 import json
 import sys
 from binascii import unhexlify

@@ -5,6 +5,7 @@ which turns the user's options into the JSON config file given as argv[1].
 Prints one line per handshake, then as its last line a JSON object for the
 last handshake; exits 1 with a one-line error on failure.
 """
+
 import json
 import socket
 import sys
@@ -12,9 +13,9 @@ import time
 from binascii import hexlify, unhexlify
 
 from atls.errors import AlertError
+from atls.tls.auth import GROUP_NAMES
 from atls.tls.client import ClientConfig, TLSClient
 from atls.tls.keys import SUITE_NAMES
-from atls.tls.auth import GROUP_NAMES
 
 LABEL = b"application-layer-tls"
 
@@ -25,8 +26,13 @@ def now_ms():
 
 def make_config(c, ticket=None):
     u = unhexlify
-    kw = {"suites": c["suites"], "groups": c["groups"], "ticket": ticket,
-          "server_name": c.get("server_name"), "check_hostname": c.get("check_hostname", False)}
+    kw = {
+        "suites": c["suites"],
+        "groups": c["groups"],
+        "ticket": ticket,
+        "server_name": c.get("server_name"),
+        "check_hostname": c.get("check_hostname", False),
+    }
     if c.get("psk"):
         kw["psk"] = u(c["psk"])
         kw["psk_identity"] = c["psk_identity"].encode()
@@ -77,10 +83,17 @@ def handshake(c, ticket=None):
                 if not data:
                     break
                 cl.receive(data, now_ms())
-        result = {"version": "TLSv1.3", "suite": SUITE_NAMES[cl.suite],
-                  "group": GROUP_NAMES.get(cl.group), "mode": cl.mode,
-                  "hrr": cl.hrr, "exporter": hexlify(cl.exporter(LABEL, b"", 56)).decode(),
-                  "handshake_ms": ms, "bytes_sent": sent, "bytes_received": recvd}
+        result = {
+            "version": "TLSv1.3",
+            "suite": SUITE_NAMES[cl.suite],
+            "group": GROUP_NAMES.get(cl.group),
+            "mode": cl.mode,
+            "hrr": cl.hrr,
+            "exporter": hexlify(cl.exporter(LABEL, b"", 56)).decode(),
+            "handshake_ms": ms,
+            "bytes_sent": sent,
+            "bytes_received": recvd,
+        }
         cl.close()
         s.send(cl.data_to_send())
         return result, (cl.tickets[-1] if cl.tickets else None)

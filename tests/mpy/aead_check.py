@@ -14,6 +14,7 @@ Row (hex fields, "-" = empty; "@<n>.<seed>" = expand(seed, n), see below):
              "invalid": constructing, or opening `out`, must raise AuthError
              or KeyLengthError and return nothing.
 """
+
 from binascii import unhexlify
 from hashlib import sha256
 
@@ -25,7 +26,7 @@ def expand(seed, n):
     out = bytearray(n)
     for i in range(0, n, 32):
         d = sha256(seed + i.to_bytes(4, "big")).digest()
-        out[i:i + 32] = d[:n - i]
+        out[i : i + 32] = d[: n - i]
     return bytes(out)
 
 

@@ -5,9 +5,10 @@ Seal msg, then flip bits 0, step, 2*step, ... of ciphertext||tag and of the
 AAD: every open must raise AuthError and return nothing; `count` is the
 number of flips expected (so a loop that never ran cannot pass).
 """
-from atls.errors import AuthError
 
 from aead_check import field, make
+
+from atls.errors import AuthError
 
 
 def flip_check(f, ccm_cls, gcm_cls):

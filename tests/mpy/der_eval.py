@@ -1,6 +1,7 @@
 """Dialect-neutral helper for tests/test_der.py: one atls.der helper applied
 to some bytes, the result as a string ("E" for DecodeError), so CPython and
 MicroPython are held to the same expected output."""
+
 from binascii import hexlify
 
 from atls import der

@@ -4,6 +4,7 @@ argv[1] is a JSON config: host, port, mode ("psk" | "cert"), psk/psk_identity
 or ca (+ cert/key), suites, mtu, count, timeout_ms.  Sends `count` numbered
 messages, expects each echoed back, and prints a JSON summary as the last
 line: sent, delivered, received (in order?), duplicates, counters."""
+
 import json
 import sys
 from binascii import unhexlify
@@ -25,9 +26,12 @@ if c.get("ca"):
 if c.get("cert"):
     kw["client_certs"] = [unhexlify(c["cert"])]
     kw["client_key"] = unhexlify(c["key"])
-link_cfg = LinkConfig(mtu=c.get("mtu", 1200), rto_ms=c.get("rto_ms", 300),
-                      rto_max_ms=c.get("rto_max_ms", 2000),
-                      handshake_timeout_ms=c.get("handshake_timeout_ms", 30000))
+link_cfg = LinkConfig(
+    mtu=c.get("mtu", 1200),
+    rto_ms=c.get("rto_ms", 300),
+    rto_max_ms=c.get("rto_max_ms", 2000),
+    handshake_timeout_ms=c.get("handshake_timeout_ms", 30000),
+)
 session = DeviceSession(ClientConfig(**kw), link_cfg, retry_ms=c.get("retry_ms", 500))
 udp = UDPTransport(c["host"], c["port"])
 count = c.get("count", 10)
@@ -62,10 +66,21 @@ clock = Clock()
 ok = run(session, udp, on_event, done, clock=clock, timeout_ms=c.get("timeout_ms", 60000))
 expected = [b"msg-%05d" % i for i in range(count)]
 got = state["received"]
-print(json.dumps({
-    "ok": ok and got == expected, "failed": state["failed"], "ups": state["up"],
-    "sent": state["next_send"], "delivered": state["delivered"], "received": len(got),
-    "in_order": got == expected[:len(got)], "duplicates": len(got) - len(set(got)),
-    "handshake_ms": session.last_handshake_ms, "counters": session.counters,
-    "link": session.link.counters if session.link else None,
-    "suite": session.suite}))
+print(
+    json.dumps(
+        {
+            "ok": ok and got == expected,
+            "failed": state["failed"],
+            "ups": state["up"],
+            "sent": state["next_send"],
+            "delivered": state["delivered"],
+            "received": len(got),
+            "in_order": got == expected[: len(got)],
+            "duplicates": len(got) - len(set(got)),
+            "handshake_ms": session.last_handshake_ms,
+            "counters": session.counters,
+            "link": session.link.counters if session.link else None,
+            "suite": session.suite,
+        }
+    )
+)

@@ -6,14 +6,14 @@ firmware/, e.g. "atls/crypto/p256.py") plus the row helpers vecrun.py and
 pkrows.py into tmpdir and returns a conftest.MicroPython whose path puts
 tmpdir first.  side_files(rows, tmpdir) moves long bytes fields of a row set
 into files named "@path" (read back by pkrows.field on the device side)."""
+
 import subprocess
 from pathlib import Path
 
 import conftest
 
 ROW_HELPERS = ("vecrun.py", "pkrows.py")
-BASE = ["atls/__init__.py", "atls/errors.py", "atls/crypto/__init__.py",
-        "atls/crypto/backend.py"]
+BASE = ["atls/__init__.py", "atls/errors.py", "atls/crypto/__init__.py", "atls/crypto/backend.py"]
 
 
 def compiled(mpy, out, modules):

@@ -6,6 +6,7 @@ values too long to sit in one row line under a small heap (Wycheproof's
 Side files are read into one buffer reserved up front with reserve(n), before
 the heap fragments, and returned as a memoryview that is only valid until
 the next "@" field is read."""
+
 from vecrun import unhex
 
 _buf = None

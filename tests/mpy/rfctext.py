@@ -11,6 +11,7 @@ only, so the module is also valid MicroPython.
                        [(heading, {field: bytes})], heading e.g.
                        '{server}  derive secret "tls13 c hs traffic":'
 """
+
 from binascii import unhexlify
 
 
@@ -114,8 +115,13 @@ def rfc5869_cases(text):
 def rfc8448_steps(text, section):
     """Trace steps of RFC 8448 section `section` ("3", "4", ...)."""
     lines = _pages(text)
-    heads = {"3": "3.  Simple 1-RTT", "4": "4.  Resumed 0-RTT", "5": "5.  HelloRetryRequest",
-             "6": "6.  Client Authentication", "7": "7.  Compatibility Mode"}
+    heads = {
+        "3": "3.  Simple 1-RTT",
+        "4": "4.  Resumed 0-RTT",
+        "5": "5.  HelloRetryRequest",
+        "6": "6.  Client Authentication",
+        "7": "7.  Compatibility Mode",
+    }
     body = _section(lines, heads[section], ("%d.  " % (int(section) + 1),))
     steps = []
     sizes = {}

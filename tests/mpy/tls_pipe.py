@@ -8,6 +8,7 @@ every OUT with "IN <hex>" (possibly empty hex, "-").
 Config: argv[1] is a JSON file (make_config in host_tools/mpy/probe.py, which
 the test puts on MICROPYPATH).
 """
+
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -48,9 +49,14 @@ def handshake(c, ticket=None):
             break
         if not data and not out:
             raise AlertError(80, "stalled: server sent nothing")
-    res = {"suite": SUITE_NAMES[cl.suite], "group": GROUP_NAMES.get(cl.group), "mode": cl.mode,
-           "hrr": cl.hrr, "exporter": hexlify(cl.exporter(b"application-layer-tls", b"", 56)).decode(),
-           "tickets": len(cl.tickets)}
+    res = {
+        "suite": SUITE_NAMES[cl.suite],
+        "group": GROUP_NAMES.get(cl.group),
+        "mode": cl.mode,
+        "hrr": cl.hrr,
+        "exporter": hexlify(cl.exporter(b"application-layer-tls", b"", 56)).decode(),
+        "tickets": len(cl.tickets),
+    }
     sys.stdout.write("RESULT " + json.dumps(res) + "\n")
     return cl.tickets[-1] if cl.tickets else None
 

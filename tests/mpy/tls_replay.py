@@ -4,6 +4,7 @@ same code runs under CPython (imported by pytest) and under MicroPython.
 Each function takes a dict of hex strings (cut from the trace by pytest) and
 returns a dict of hex strings produced by the client, for pytest to compare.
 """
+
 from binascii import hexlify, unhexlify
 
 from atls.tls import keys
@@ -61,11 +62,13 @@ def replay_simple_1rtt(v):
 
 def _replay_simple_1rtt(v):
     u = unhexlify
-    cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
-                       check_hostname=False,
-                       suites=(keys.TLS_AES_128_GCM_SHA256,))
-    c = TLSClient(cfg, rng=_Feed([u(v["client_private"])]),
-                  hello_override=[u(v["client_hello"])])
+    cfg = ClientConfig(
+        spki_pins=[_spki_pin(u(v["certificate"]))],
+        server_name="server",
+        check_hostname=False,
+        suites=(keys.TLS_AES_128_GCM_SHA256,),
+    )
+    c = TLSClient(cfg, rng=_Feed([u(v["client_private"])]), hello_override=[u(v["client_hello"])])
     c.start()
     out = {"client_hello_record": _hex(c.data_to_send())}
     c.receive(u(v["server_hello_record"]))
@@ -85,8 +88,10 @@ def binder_for(psk, prefix, resumption=True):
     from atls.crypto.backend import sha256
 
     ks = keys.KeySchedule(psk)
-    return {"early": _hex(ks.early),
-            "binder": _hex(keys.finished_mac(ks.binder_key(resumption), sha256(prefix).digest()))}
+    return {
+        "early": _hex(ks.early),
+        "binder": _hex(keys.finished_mac(ks.binder_key(resumption), sha256(prefix).digest())),
+    }
 
 
 def replay_hello_retry(v):
@@ -99,11 +104,18 @@ def _replay_hello_retry(v):
     u = unhexlify
     from atls.tls import auth
 
-    cfg = ClientConfig(spki_pins=[_spki_pin(u(v["certificate"]))], server_name="server",
-                       check_hostname=False, suites=(keys.TLS_AES_128_GCM_SHA256,),
-                       groups=(auth.X25519, auth.SECP256R1))
-    c = TLSClient(cfg, rng=_Feed([u(v["client_private_x25519"]), u(v["client_private_p256"])]),
-                  hello_override=[u(v["client_hello1"]), u(v["client_hello2"])])
+    cfg = ClientConfig(
+        spki_pins=[_spki_pin(u(v["certificate"]))],
+        server_name="server",
+        check_hostname=False,
+        suites=(keys.TLS_AES_128_GCM_SHA256,),
+        groups=(auth.X25519, auth.SECP256R1),
+    )
+    c = TLSClient(
+        cfg,
+        rng=_Feed([u(v["client_private_x25519"]), u(v["client_private_p256"])]),
+        hello_override=[u(v["client_hello1"]), u(v["client_hello2"])],
+    )
     c.start()
     out = {"client_hello1_record": _hex(c.data_to_send())}
     c.receive(u(v["hrr_record"]))

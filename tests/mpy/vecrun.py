@@ -5,6 +5,7 @@ Each row is one line of space-separated fields; hex fields are decoded by the
 caller with `unhex`.  A script reports with `report(ok, failures)`, whose last
 line of output is JSON read back by pytest.
 """
+
 import sys
 from binascii import unhexlify
 

@@ -10,6 +10,7 @@ fuzz(data, ...) truncations and byte mutations of a DER certificate;
                 returns (parsed, rejected, escaped): escaped lists anything
                 raised that is not an atls.errors.AlertError.
 """
+
 from binascii import hexlify
 from hashlib import sha256
 
@@ -31,8 +32,7 @@ def fields(c):
         yield _sha(n.to_bytes(c.rsa_len, "big")) + ":" + str(e)
     else:
         yield _sha(c.public_key)
-    for v in (c.not_before, c.not_after, int(c.is_ca), c.path_len, c.key_usage,
-              c.ext_key_usage):
+    for v in (c.not_before, c.not_after, int(c.is_ca), c.path_len, c.key_usage, c.ext_key_usage):
         yield str(v)
     yield ",".join(c.san_dns) or "-"
     yield _sha(c.tbs)

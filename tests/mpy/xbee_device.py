@@ -8,6 +8,7 @@ mode "scenario": ready -> joined -> send 60 B and 90 B -> receive -> left ->
                  send while not joined -> done
 mode "silent":   configure against a module that never answers -> error
 """
+
 import json
 import sys
 import time
@@ -16,12 +17,14 @@ from binascii import hexlify
 from atls.drivers.xbee import XBeeError, open_tcp
 
 if hasattr(time, "ticks_ms"):
+
     def now():
         return time.ticks_ms()
 
     def since(t):
         return time.ticks_diff(time.ticks_ms(), t)
 else:
+
     def now():
         return int(time.monotonic() * 1000)
 
@@ -58,8 +61,12 @@ def until(t, cond, ms):
 
 
 mode, host, port, esc = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-kw = {"escaped": esc, "at_timeout_ms": int(sys.argv[5]), "at_retries": 1,
-      "guard_ms": int(sys.argv[6])}
+kw = {
+    "escaped": esc,
+    "at_timeout_ms": int(sys.argv[5]),
+    "at_retries": 1,
+    "guard_ms": int(sys.argv[6]),
+}
 t0 = now()
 t = open_tcp(host, port, **kw)
 if mode == "silent":
@@ -71,8 +78,16 @@ if mode == "silent":
     sys.exit(0)
 
 t.wait_ready(10000)
-out({"step": "ready", "mtu": t.mtu, "address64": h(t.address64), "joined": t.joined,
-     "module_ap": t.module_ap, "ms": since(t0)})
+out(
+    {
+        "step": "ready",
+        "mtu": t.mtu,
+        "address64": h(t.address64),
+        "joined": t.joined,
+        "module_ap": t.module_ap,
+        "ms": since(t0),
+    }
+)
 out({"step": "joined", "joined": t.wait_joined(10000)})
 t.send(b"\xa0" + bytes(range(59)))  # 60 bytes: fits 84 and 66
 t.send(b"\xa1" * 90)  # 90 bytes: above NP, Transmit Status 0x74

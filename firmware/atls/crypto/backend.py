@@ -12,14 +12,16 @@ Exports:
                    CBC-MAC of CCM so the chaining runs in C.
   random_bytes(n)  n bytes from the OS CSPRNG.
 """
+
 import sys
 from hashlib import sha256  # noqa: F401  (MicroPython and CPython both have it)
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
 if IS_MICROPYTHON:
-    import cryptolib
     from os import urandom as random_bytes  # noqa: F401
+
+    import cryptolib
 
     FAST = False
 

@@ -16,6 +16,7 @@ Theory of operation
   Open: decrypt, MAC the recovered plaintext, compare tags in constant shape
   (`tags_equal`) and release the plaintext only if they match.
 """
+
 from atls.crypto.backend import aes_cbc, aes_ecb
 from atls.errors import AuthError, KeyLengthError, UsageError
 
@@ -83,7 +84,7 @@ def ctr_parts(ecb, ctr, src, ks):
             run = ctr * (_ONES >> sh) + (_STEPS >> sh)
         ecb.encrypt(run.to_bytes((take + 15) & ~15, "big"), ks)
         k = int.from_bytes(kv[:take], "big")
-        parts.append((int.from_bytes(mv[off:off + take], "big") ^ k).to_bytes(take, "big"))
+        parts.append((int.from_bytes(mv[off : off + take], "big") ^ k).to_bytes(take, "big"))
         off += take
         ctr += _BLOCKS
     return parts
@@ -110,7 +111,7 @@ def _feed(cbc, data, scratch):
         take = n - off
         if take > _CHUNK:
             take = _CHUNK
-        cbc.encrypt(mv[off:off + take], scratch)
+        cbc.encrypt(mv[off : off + take], scratch)
         off += take
     return take
 
@@ -170,10 +171,10 @@ class CCM:
             end = _feed(cbc, msg[:full] if full < n else msg, buf)
         if full < n:
             last = bytearray(16)
-            last[:n - full] = msg[full:]
+            last[: n - full] = msg[full:]
             cbc.encrypt(last, buf)
             end = 16
-        t = int.from_bytes(buf[end - 16:end], "big")
+        t = int.from_bytes(buf[end - 16 : end], "big")
         a0 = ((q - 1) << 120) | nv  # A0 = flags(L-1) || nonce || 0 (RFC 3610 §2.3)
         s0 = self._ecb.encrypt(a0.to_bytes(16, "big"))
         return t ^ int.from_bytes(s0, "big"), a0

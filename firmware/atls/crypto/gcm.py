@@ -19,6 +19,7 @@ GHASH multiply (Shoup's 4-bit table, without his per-step reduction)
   A second, pre-shifted table would save one shift per byte (about 20%
   of GHASH time) for another ~1 KiB of heap per key: not worth it here.
 """
+
 from atls.crypto.backend import aes_ecb
 from atls.crypto.ccm import ctr_parts, join, tags_equal
 from atls.errors import AuthError, KeyLengthError, UsageError

@@ -1,5 +1,6 @@
 """HMAC-SHA-256 (RFC 2104), HKDF (RFC 5869) and TLS 1.3 HKDF-Expand-Label /
 Derive-Secret (RFC 8446 §7.1), pure Python over hashlib on every interpreter."""
+
 # Theory of operation.  HMAC(K, m) = H((K' ^ opad) || H((K' ^ ipad) || m)),
 # K' = the key (hashed first when longer than the 64-byte block), zero-padded
 # to 64 bytes.  MicroPython's hashlib.sha256 has no copy() and its digest()
@@ -31,8 +32,8 @@ _MAX_CONTEXT = const(255)  # opaque context<0..255> (RFC 8446 §7.1)
 
 # RFC 2104 §2: ipad = 0x36 and opad = 0x5C repeated B times, as 512-bit ints
 # (0x0101..01 = (2^512 - 1) / 255 times the byte).
-_IPAD = const(0x36 * ((2 ** 512 - 1) // 255))
-_OPAD = const(0x5C * ((2 ** 512 - 1) // 255))
+_IPAD = const(0x36 * ((2**512 - 1) // 255))
+_OPAD = const(0x5C * ((2**512 - 1) // 255))
 _LABEL_PREFIX = const(b"tls13 ")  # RFC 8446 §7.1
 
 
@@ -89,7 +90,7 @@ def hkdf_expand(prk, info, length):
         t = _mac(ipad, opad, t, info, bytes((i,)))
         k = length - pos
         if k >= HASH_LEN:
-            out[pos:pos + HASH_LEN] = t
+            out[pos : pos + HASH_LEN] = t
             pos += HASH_LEN
         else:
             out[pos:] = t[:k]
@@ -113,9 +114,9 @@ def hkdf_expand_label(secret, label, context, length):
     hl[1] = length & 0xFF
     hl[2] = 6 + n
     hl[3:9] = _LABEL_PREFIX
-    hl[9:9 + n] = label
+    hl[9 : 9 + n] = label
     hl[9 + n] = len(context)
-    hl[10 + n:] = context
+    hl[10 + n :] = context
     return hkdf_expand(secret, hl, length)
 
 

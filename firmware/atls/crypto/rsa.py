@@ -23,6 +23,7 @@ AuthError.  Verification handles only public data, so nothing here needs to
 be constant time; the combined-checks structure is hygiene, not a defence.
 RAM: a 2048-bit pow() needs a few KiB of heap on MicroPython.
 """
+
 from atls.crypto import backend
 from atls.errors import AuthError, InvalidPointError
 

@@ -13,10 +13,19 @@ secret in the Ed25519 verify use, so no constant-time care is taken.
 API (hashlib-like): SHA512(data=b"") with update(data) and digest() (which
 does not disturb the running state), and sha512(data) -> 64-byte digest.
 """
+
 _M = 0xFFFFFFFFFFFFFFFF
 # FIPS 180-4 §5.3.5: initial hash value H(0).
-_H0 = (0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
-       0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179)
+_H0 = (
+    0x6A09E667F3BCC908,
+    0xBB67AE8584CAA73B,
+    0x3C6EF372FE94F82B,
+    0xA54FF53A5F1D36F1,
+    0x510E527FADE682D1,
+    0x9B05688C2B3E6C1F,
+    0x1F83D9ABFB41BD6B,
+    0x5BE0CD19137E2179,
+)
 # FIPS 180-4 §4.2.3: K_0..K_79, big-endian 64-bit words.
 _K = (
     b"\x42\x8a\x2f\x98\xd7\x28\xae\x22\x71\x37\x44\x91\x23\xef\x65\xcd"
@@ -66,23 +75,31 @@ def _compress(h, blk, off):
     """FIPS 180-4 §6.4.2 on the 128-byte block blk[off:off+128]; h is updated."""
     M = _M
     K = _K
-    w = [int.from_bytes(blk[off + 8 * i:off + 8 * i + 8], "big") for i in range(16)]
+    w = [int.from_bytes(blk[off + 8 * i : off + 8 * i + 8], "big") for i in range(16)]
     a, b, c, d, e, f, g, hh = h
     for t in range(80):
         j = t & 15
         if t >= 16:
             x = w[(t - 15) & 15]
             y = w[(t - 2) & 15]
-            w[j] = (w[j] + w[(t - 7) & 15]
-                    + ((((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56))) & M ^ (x >> 7))  # σ0
-                    + ((((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3))) & M ^ (y >> 6))  # σ1
-                    ) & M
-        t1 = (hh + int.from_bytes(K[8 * t:8 * t + 8], "big") + w[j]
-              + ((((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46))
-                  ^ ((e >> 41) | (e << 23))) & M)  # Σ1
-              + (g ^ (e & (f ^ g))))  # Ch
-        t2 = ((((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30))
-               ^ ((a >> 39) | (a << 25))) & M) + ((a & b) | (c & (a | b)))  # Σ0 + Maj
+            w[j] = (
+                w[j]
+                + w[(t - 7) & 15]
+                + ((((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56))) & M ^ (x >> 7))  # σ0
+                + ((((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3))) & M ^ (y >> 6))  # σ1
+            ) & M
+        t1 = (
+            hh
+            + int.from_bytes(K[8 * t : 8 * t + 8], "big")
+            + w[j]
+            + (
+                (((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))) & M
+            )  # Σ1
+            + (g ^ (e & (f ^ g)))
+        )  # Ch
+        t2 = ((((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))) & M) + (
+            (a & b) | (c & (a | b))
+        )  # Σ0 + Maj
         hh = g
         g = f
         f = e

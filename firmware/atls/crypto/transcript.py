@@ -1,5 +1,6 @@
 """TLS 1.3 transcript hash (RFC 8446 §4.4.1) over SHA-256 without hash copies:
 Transcript(forks=N) keeps N+1 live hash objects fed the same bytes."""
+
 # Theory of operation.  The handshake needs Transcript-Hash(M1..Mn) at several
 # points while the transcript keeps growing.  CPython would copy() the running
 # hash and finalise the copy, but MicroPython's hashlib.sha256 has no copy()

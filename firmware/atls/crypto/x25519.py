@@ -1,5 +1,6 @@
 """X25519 Diffie-Hellman (RFC 7748 §5, §6.1): Montgomery ladder on Python
 ints, one final inversion; all-zero shared secrets raise InvalidPointError."""
+
 # Theory of operation.  Field elements are plain ints mod p = 2^255 - 19 (big
 # ints are C code on MicroPython and CPython, so the 255-step ladder costs a
 # few ms).  _ladder follows the RFC 7748 §5 pseudo-code: projective (X:Z)
@@ -34,8 +35,8 @@ except ImportError:  # CPython
 _KEY_LEN = const(32)  # scalars and u-coordinates are 32 bytes (RFC 7748 §5)
 _A24 = const(121665)  # (A - 2) / 4, A = 486662 (RFC 7748 §4.1, §5)
 _BASE_U = const(9)  # base point u = 9 (RFC 7748 §4.1)
-_P = const(2 ** 255 - 19)  # field prime (RFC 7748 §4.1)
-_U_MASK = const(2 ** 255 - 1)  # clears the u-coordinate's top bit (RFC 7748 §5)
+_P = const(2**255 - 19)  # field prime (RFC 7748 §4.1)
+_U_MASK = const(2**255 - 1)  # clears the u-coordinate's top bit (RFC 7748 §5)
 
 
 def _ladder(k, u):

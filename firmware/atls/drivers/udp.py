@@ -3,6 +3,7 @@
 send(datagram) and recv(timeout_ms) -> list of datagrams; datagrams from any
 other address are dropped and counted (the session must not see them).
 """
+
 import socket
 
 try:

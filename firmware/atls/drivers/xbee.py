@@ -1,4 +1,5 @@
 """XBee 3 Zigbee transport: ATLS datagrams as API frames to the coordinator."""
+
 # Theory of operation.  Same shape as drivers/udp.py: send(datagram) puts one
 # Transmit Request (0x10) to the coordinator (dest64 0, dest16 0x0000) on the
 # stream; recv(timeout_ms) returns the payloads of Receive Packets (0x90)
@@ -58,8 +59,16 @@ def _sleep_ms(ms):
 
 
 class XBeeTransport:
-    def __init__(self, stream, escaped=False, coordinator64=None, at_timeout_ms=500,
-                 at_retries=2, guard_ms=1100, clock=None):
+    def __init__(
+        self,
+        stream,
+        escaped=False,
+        coordinator64=None,
+        at_timeout_ms=500,
+        at_retries=2,
+        guard_ms=1100,
+        clock=None,
+    ):
         self.stream = stream
         self.clock = clock or Clock()  # monotonic ms; configure(now_ms) takes its readings
         self.escaped = escaped  # the AP the board wants: 2 if escaped else 1
@@ -131,11 +140,21 @@ class XBeeTransport:
             c()
 
     def stats(self):
-        s = {"sent": self.sent, "received": self.received, "foreign": self.foreign,
-             "delivered": self.delivered, "too_large": self.too_large,
-             "failures": dict(self.failures), "modem": dict(self.modem), "other": self.other,
-             "write_errors": self.write_errors, "rx_overflow": self.rx_overflow,
-             "state": self.state, "mtu": self.mtu, "joined": self.joined}
+        s = {
+            "sent": self.sent,
+            "received": self.received,
+            "foreign": self.foreign,
+            "delivered": self.delivered,
+            "too_large": self.too_large,
+            "failures": dict(self.failures),
+            "modem": dict(self.modem),
+            "other": self.other,
+            "write_errors": self.write_errors,
+            "rx_overflow": self.rx_overflow,
+            "state": self.state,
+            "mtu": self.mtu,
+            "joined": self.joined,
+        }
         s["decoder"] = dict(self._dec.counters)
         return s
 
@@ -267,9 +286,12 @@ class XBeeTransport:
         want = b"2" if self.escaped else b"1"
         self.state = "cmd"
         # (bytes to send, expect "OK\r" within ms) after a guard-time silence
-        self._steps = [[b"+++", self.guard_ms + self.at_timeout_ms],
-                       [b"ATAP" + want + b"\r", self.at_timeout_ms],
-                       [b"ATWR\r", self.at_timeout_ms], [b"ATCN\r", self.at_timeout_ms]]
+        self._steps = [
+            [b"+++", self.guard_ms + self.at_timeout_ms],
+            [b"ATAP" + want + b"\r", self.at_timeout_ms],
+            [b"ATWR\r", self.at_timeout_ms],
+            [b"ATCN\r", self.at_timeout_ms],
+        ]
         self._cmd_at = now + self.guard_ms  # when to send the first step
         self._text = b""
 

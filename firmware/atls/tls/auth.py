@@ -13,6 +13,7 @@ not fit the key); the leaf is dropped once its signature is checked.
 `client_auth` builds our Certificate (empty without a usable device
 identity) and an ecdsa_secp256r1_sha256 CertificateVerify.
 """
+
 from atls import x509
 from atls.buffer import Buffer
 from atls.errors import AlertError, CryptoError
@@ -74,10 +75,15 @@ def on_message(c, mtype, msg):
             raise AlertError(_ILLEGAL_PARAMETER)  # certificate_request_context
         if not certs:
             raise AlertError(_DECODE_ERROR)  # empty server certificate; §4.4.2.4
-        c._leaf = x509.verify_chain(certs, anchors=cfg.ca_certs, pins=cfg.spki_pins,
-                                    now=cfg.now, max_depth=cfg.max_chain,
-                                    hostname=cfg.server_name if cfg.check_hostname else None,
-                                    time_floor=cfg.time_floor)
+        c._leaf = x509.verify_chain(
+            certs,
+            anchors=cfg.ca_certs,
+            pins=cfg.spki_pins,
+            now=cfg.now,
+            max_depth=cfg.max_chain,
+            hostname=cfg.server_name if cfg.check_hostname else None,
+            time_floor=cfg.time_floor,
+        )
         c.state = WAIT_CV
     elif st == WAIT_CV and mtype == _CERTIFICATE_VERIFY:
         scheme = b.pull_uint(2)
@@ -104,7 +110,7 @@ def pull_certificate(body, max_entries):
         if len(certs) >= max_entries:
             raise AlertError(_BAD_CERTIFICATE)  # certificate chain too long
         c = lst.pull_block(3, 1)  # opaque cert_data<1..2^24-1>
-        certs.append(c.data[c.pos:c.end])
+        certs.append(c.data[c.pos : c.end])
         lst.pull_block(2)  # CertificateEntry.extensions, ignored
     return context, certs
 
@@ -145,7 +151,7 @@ def client_auth(c):
     cfg = c.config
     usable = cfg.client_key is not None and _ECDSA_SECP256R1_SHA256 in schemes
     body = bytearray()
-    for cert in (cfg.client_certs if usable else ()):
+    for cert in cfg.client_certs if usable else ():
         body += vec(3, cert) + b"\x00\x00"  # no CertificateEntry extensions
     out = push_handshake(_CERTIFICATE, vec(1, context) + vec(3, body))
     c._th.update(out)

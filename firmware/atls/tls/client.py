@@ -22,6 +22,7 @@ the received bytes (a tail is kept only when a record or message is split);
 each key schedule stage, the transcript and the handshake record keys are
 dropped as soon as the next stage exists.
 """
+
 from atls.buffer import Buffer
 from atls.crypto.backend import random_bytes, sha256
 from atls.crypto.transcript import Transcript
@@ -67,8 +68,16 @@ _EXT_COOKIE = const(44)
 _EXT_PSK_KEY_EXCHANGE_MODES = const(45)
 _EXT_KEY_SHARE = const(51)
 # extensions a server must not put in EncryptedExtensions (§4.2 table)
-_EE_FORBIDDEN = const((_EXT_KEY_SHARE, _EXT_PRE_SHARED_KEY, _EXT_SUPPORTED_VERSIONS,
-                       _EXT_COOKIE, _EXT_PSK_KEY_EXCHANGE_MODES, _EXT_SIGNATURE_ALGORITHMS))
+_EE_FORBIDDEN = const(
+    (
+        _EXT_KEY_SHARE,
+        _EXT_PRE_SHARED_KEY,
+        _EXT_SUPPORTED_VERSIONS,
+        _EXT_COOKIE,
+        _EXT_PSK_KEY_EXCHANGE_MODES,
+        _EXT_SIGNATURE_ALGORITHMS,
+    )
+)
 # signature_algorithms we offer (§4.2.3): ecdsa_secp256r1_sha256,
 # rsa_pss_rsae_sha256, ed25519, and rsa_pkcs1_sha256 for certificates only;
 # atls.tls.auth verifies exactly these
@@ -82,8 +91,11 @@ _DECODE_ERROR = const(50)
 _DECRYPT_ERROR = const(51)
 _MISSING_EXTENSION = const(109)
 
-DEFAULT_SUITES = (keys.TLS_AES_128_CCM_8_SHA256, keys.TLS_AES_128_CCM_SHA256,
-                  keys.TLS_AES_128_GCM_SHA256)
+DEFAULT_SUITES = (
+    keys.TLS_AES_128_CCM_8_SHA256,
+    keys.TLS_AES_128_CCM_SHA256,
+    keys.TLS_AES_128_GCM_SHA256,
+)
 DEFAULT_GROUPS = (keys.X25519, keys.SECP256R1)
 
 
@@ -94,10 +106,25 @@ class ClientConfig:
     (P-256 device identity).  `ticket` (an atls.tls.rare.Ticket from
     TLSClient.tickets) resumes an earlier session once."""
 
-    def __init__(self, suites=DEFAULT_SUITES, groups=DEFAULT_GROUPS, psk_identity=None,
-                 psk=None, ca_certs=(), spki_pins=(), server_name=None, check_hostname=True,
-                 client_certs=(), client_key=None, ticket=None, now=None, time_floor=None,
-                 max_handshake=4096, max_chain=3, max_ticket=512):
+    def __init__(
+        self,
+        suites=DEFAULT_SUITES,
+        groups=DEFAULT_GROUPS,
+        psk_identity=None,
+        psk=None,
+        ca_certs=(),
+        spki_pins=(),
+        server_name=None,
+        check_hostname=True,
+        client_certs=(),
+        client_key=None,
+        ticket=None,
+        now=None,
+        time_floor=None,
+        max_handshake=4096,
+        max_chain=3,
+        max_ticket=512,
+    ):
         if not suites or [s for s in suites if s not in keys.SUITE_NAMES]:
             raise UsageError("suites must be a non-empty list of supported suites")
         if not groups or [g for g in groups if g not in keys.GROUP_NAMES]:
@@ -217,8 +244,8 @@ class TLSClient:
                     raise AlertError(_RECORD_OVERFLOW)  # record too long
                 if end > n:
                     break
-                header = bytes(mv[pos:pos + 5])
-                body = mv[pos + 5:end]
+                header = bytes(mv[pos : pos + 5])
+                body = mv[pos + 5 : end]
                 pos = end
                 if ctype == _CT_CCS:
                     # §5: tolerated only while the handshake runs, and only as 0x01
@@ -279,7 +306,7 @@ class TLSClient:
         try:
             while n - pos >= 4:
                 mtype = mv[pos]
-                end = pos + 4 + int.from_bytes(mv[pos + 1:pos + 4], "big")
+                end = pos + 4 + int.from_bytes(mv[pos + 1 : pos + 4], "big")
                 if end - pos - 4 > self.config.max_handshake:
                     raise AlertError(_DECODE_ERROR)  # handshake message too large
                 if end > n:
@@ -391,7 +418,7 @@ class TLSClient:
         for _, _, psk, resumption in self._psks:
             bk = keys.KeySchedule(psk).binder_key(resumption)
             msg[pos] = 32
-            msg[pos + 1:pos + 33] = keys.finished_mac(bk, thash)
+            msg[pos + 1 : pos + 33] = keys.finished_mac(bk, thash)
             pos += 33
 
     # ---- server flight ------------------------------------------------------

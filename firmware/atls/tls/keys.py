@@ -10,6 +10,7 @@ is validated by the curve code and a bad one is illegal_parameter.  Curve
 and AEAD modules are imported only when a handshake selects them (their
 bytecode sits in the heap when loaded from .mpy).
 """
+
 from atls.crypto.backend import FAST, sha256
 from atls.crypto.hkdf import derive_secret, hkdf_expand_label, hkdf_extract, hmac_sha256
 from atls.errors import AlertError, CryptoError
@@ -141,8 +142,11 @@ class KeySchedule:
     def application_traffic(self, th):
         """(client, server, exporter master) from the hash through server Finished."""
         m = self.master
-        return (derive_secret(m, b"c ap traffic", th), derive_secret(m, b"s ap traffic", th),
-                derive_secret(m, b"exp master", th))
+        return (
+            derive_secret(m, b"c ap traffic", th),
+            derive_secret(m, b"s ap traffic", th),
+            derive_secret(m, b"exp master", th),
+        )
 
     def resumption_master(self, th):
         rms = derive_secret(self.master, b"res master", th)

@@ -11,6 +11,7 @@ imported when a handshake needs them (RAM: .mpy bytecode sits in the heap).
 Builders return bytes; every constant is a private const (folded into the
 bytecode, no RAM).
 """
+
 from atls.buffer import Buffer
 from atls.errors import AlertError
 
@@ -38,8 +39,10 @@ _LEGACY_VERSION = const(0x0303)
 _MAX_EXTENSIONS = const(32)  # more than any sane server sends in one block
 _MAX_SHARE = const(133)  # largest key_exchange we accept (§4.2.8.2 has 65 for P-256)
 # §4.1.3: ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest")
-_HRR_RANDOM = const(b"\xcf\x21\xad\x74\xe5\x9a\x61\x11\xbe\x1d\x8c\x02\x1e\x65\xb8\x91"
-                    b"\xc2\xa2\x11\x16\x7a\xbb\x8c\x5e\x07\x9e\x09\xe2\xc8\xa8\x33\x9c")
+_HRR_RANDOM = const(
+    b"\xcf\x21\xad\x74\xe5\x9a\x61\x11\xbe\x1d\x8c\x02\x1e\x65\xb8\x91"
+    b"\xc2\xa2\x11\x16\x7a\xbb\x8c\x5e\x07\x9e\x09\xe2\xc8\xa8\x33\x9c"
+)
 
 
 def push_handshake(msg_type, body):
@@ -72,8 +75,10 @@ def u16_list(values):
 def client_hello(random, suites, extensions):
     """ClientHello (§4.1.2), empty legacy_session_id, null compression;
     `extensions` is the encoded list, pre_shared_key last when present."""
-    return push_handshake(_CLIENT_HELLO, b"\x03\x03" + random + b"\x00" + u16_list(suites)
-                          + b"\x01\x00" + vec(2, extensions))
+    return push_handshake(
+        _CLIENT_HELLO,
+        b"\x03\x03" + random + b"\x00" + u16_list(suites) + b"\x01\x00" + vec(2, extensions),
+    )
 
 
 def pull_extensions(buf, allowed=None):
@@ -112,8 +117,9 @@ def server_hello(body):
     suite = b.pull_uint(2)
     if b.pull_uint(1) != 0:
         raise AlertError(_ILLEGAL_PARAMETER)  # compression
-    exts = pull_extensions(b, (_EXT_SUPPORTED_VERSIONS, _EXT_KEY_SHARE,
-                               _EXT_COOKIE if hrr else _EXT_PRE_SHARED_KEY))
+    exts = pull_extensions(
+        b, (_EXT_SUPPORTED_VERSIONS, _EXT_KEY_SHARE, _EXT_COOKIE if hrr else _EXT_PRE_SHARED_KEY)
+    )
     sv = exts.get(_EXT_SUPPORTED_VERSIONS)
     if sv is None:
         # a TLS 1.2 (or older) server: we speak only 1.3 (§4.1.3 downgrade)

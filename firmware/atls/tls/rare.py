@@ -7,6 +7,7 @@ message, or when a ticket is offered for resumption; a plain handshake never
 loads its bytecode.  Functions take the client as their first argument and
 update its state exactly as the Appendix A.1 state machine says.
 """
+
 from atls.buffer import Buffer
 from atls.crypto.hkdf import hkdf_expand_label
 from atls.crypto.transcript import Transcript
@@ -109,8 +110,9 @@ def on_message(c, mtype, msg):
             raise AlertError(_ILLEGAL_PARAMETER)  # key_update value
         c._read = keys.RecordProtection(c.suite, _next_secret(c._read.secret))
         if requested:
-            c._out.extend(c._write.seal(_CT_HANDSHAKE, push_handshake(_KEY_UPDATE, b"\x00"),
-                                        c._tag_len))
+            c._out.extend(
+                c._write.seal(_CT_HANDSHAKE, push_handshake(_KEY_UPDATE, b"\x00"), c._tag_len)
+            )
             c._write = keys.RecordProtection(c.suite, _next_secret(c._write.secret))
     else:
         raise AlertError(_UNEXPECTED_MESSAGE, "message %d in state %s" % (mtype, c.state))
