@@ -14,10 +14,28 @@ When backend.FAST, they wrap ``cryptography``'s AESCCM/AESGCM after
 checking lengths with the same rules (ccm/gcm.check_*), mapping InvalidTag
 to AuthError and the host's own size limits to UsageError.
 """
+
 from atls.crypto import backend, ccm, gcm
+from atls.protocol import TLS_AES_128_GCM_SHA256, suite_tag_len
 
 AESCCM = ccm.CCM
 AESGCM = gcm.GCM
 
 if backend.FAST:  # CPython: the host's `cryptography` (host_tools.crypto_native)
     from host_tools.crypto_native import AESCCM, AESGCM  # noqa: F401,F811
+
+
+def new(suite, key):
+    """The AEAD of a TLS 1.3 suite (atls.protocol) with `key`, for the record
+    layer and the export-key channel alike.  Only that suite's module is
+    imported (pure classes on MicroPython, `cryptography` when backend.FAST)."""
+    tag = suite_tag_len(suite)  # ValueError for a suite the device does not speak
+    if backend.FAST:
+        return AESGCM(key) if suite == TLS_AES_128_GCM_SHA256 else AESCCM(key, tag)
+    if suite == TLS_AES_128_GCM_SHA256:
+        from atls.crypto.gcm import GCM
+
+        return GCM(key)
+    from atls.crypto.ccm import CCM
+
+    return CCM(key, tag)
