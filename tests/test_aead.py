@@ -43,6 +43,7 @@ FACADE = (aead.AESCCM, aead.AESGCM)  # native wrappers when backend.FAST
 _MODULES = [
     "atls/__init__.py",
     "atls/errors.py",
+    "atls/protocol.py",
     "atls/crypto/__init__.py",
     "atls/crypto/backend.py",
     "atls/crypto/ccm.py",

@@ -16,7 +16,6 @@ to AuthError and the host's own size limits to UsageError.
 """
 
 from atls.crypto import backend, ccm, gcm
-from atls.protocol import TLS_AES_128_GCM_SHA256, suite_tag_len
 
 AESCCM = ccm.CCM
 AESGCM = gcm.GCM
@@ -29,6 +28,8 @@ def new(suite, key):
     """The AEAD of a TLS 1.3 suite (atls.protocol) with `key`, for the record
     layer and the export-key channel alike.  Only that suite's module is
     imported (pure classes on MicroPython, `cryptography` when backend.FAST)."""
+    from atls.protocol import TLS_AES_128_GCM_SHA256, suite_tag_len
+
     tag = suite_tag_len(suite)  # ValueError for a suite the device does not speak
     if backend.FAST:
         return AESGCM(key) if suite == TLS_AES_128_GCM_SHA256 else AESCCM(key, tag)
