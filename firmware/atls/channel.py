@@ -63,6 +63,13 @@ def new_aead(suite, key):
     return CCM(key, tag)
 
 
+def key_block(tls):
+    # The one glue between a finished TLS 1.3 client and the channel: the
+    # 56-byte key block TLS-Exporter("application-layer-tls", "", 56) (§3).
+    # The session, the HTTP/CoAP client, the probe and the benchmarks use it.
+    return tls.exporter(EXPORTER_LABEL, b"", KEY_BLOCK_LEN)
+
+
 def split_key_block(kb):
     # (client_write_key, server_write_key, client_write_iv, server_write_iv)
     if len(kb) != KEY_BLOCK_LEN:
