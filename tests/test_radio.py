@@ -1,4 +1,4 @@
-"""The simulated ZigBee medium and the emulated XBee 3 modules (sim/radio.py).
+"""The simulated ZigBee medium and the emulated XBee 3 modules (sim/radio/).
 
 Most tests run the medium on VirtualClock (deterministic time) and talk to
 the modules in real API frames through atls.xbee.  Checked: loss rate near
@@ -359,7 +359,7 @@ def test_ap_change_applies_after_response_and_escapes():
     assert net.at(d, b"XX")[0] == X.AT_INVALID_COMMAND
     assert net.at(d, b"CE") == (X.AT_OK, b"\x00") and net.at(net.c, b"CE") == (X.AT_OK, b"\x01")
     assert net.at(d, b"CE", b"\x01")[0] == X.AT_INVALID_PARAMETER
-    assert d._decoder.counters["bad_checksum"] == 0
+    assert d.decoder_counters()["bad_checksum"] == 0
 
 
 def test_transparent_command_mode():

@@ -1,0 +1,5 @@
+import sys
+
+from sim.radio.cli import main
+
+sys.exit(main())
