@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from atls.protocol import SUITES
+from host_tools.toolchain import ROOT
 from sim import report as rep
-from sim.fleet import ROOT, SUITES, Fleet
+from sim.fleet import Fleet
 from sim.scenarios import DEFAULT_LOSS, EVIL, SCENARIOS, run_scenario
 
 
@@ -74,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of traffic once up")
     ap.add_argument("--mode", choices=("psk", "cert"), default="psk")
-    ap.add_argument("--suite", choices=SUITES)
+    ap.add_argument("--suite", choices=sorted(SUITES))
     ap.add_argument("--scenario", default="default", choices=sorted(SCENARIOS))
     ap.add_argument("--period", type=int, default=1000, help="ms between readings")
     ap.add_argument("--count", type=int, help="readings per device (default: until the end)")
