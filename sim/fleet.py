@@ -1,13 +1,16 @@
-"""The simulator: a fleet of MicroPython devices, an emulated ZigBee radio,
-the gateway and the service, all as real processes on this machine.
+"""The simulator's fleet: a set of MicroPython devices, an emulated ZigBee
+radio, the gateway and the service, all as real processes on this machine.
+`python -m sim` (sim/__main__.py) runs one through a scenario:
 
-    python -m sim.fleet [--devices 5] [--loss 0.0] [--latency 5] [--seed 1]
-                        [--duration 20] [--mode psk|cert] [--suite NAME]
-                        [--scenario NAME] [--report report.json] [--html report.html]
+    python -m sim [--devices 5] [--loss 0.0] [--latency 5] [--seed 1]
+                  [--duration 20] [--mode psk|cert] [--suite NAME]
+                  [--scenario NAME] [--report report.json] [--html report.html]
 
 Every device is a separate MicroPython unix-port process running the real
 firmware entry point (firmware/main.py) with the boards/unix configuration;
 only its configuration says that its XBee is an emulated one on a TCP port.
+The radio (`python -m sim.radio`), the service (`python -m host_tools.service`)
+and the gateway (`python -m host_tools.gateway run`) run through their CLIs.
 The simulator plays the person who pairs devices: it opens the gateway's
 join window and confirms each request whose code matches the one the device
 printed.  See sim/scenarios.py for the scenarios and their verdicts.
@@ -17,22 +20,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "firmware"))
-
-SUITES = ("TLS_AES_128_CCM_8_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256")
-
-
-def micropython():
-    here = Path(sys.executable).parent / "micropython"
-    return str(here) if here.exists() else (shutil.which("micropython") or "micropython")
+from host_tools.toolchain import FIRMWARE, ROOT, micropython_binary
+from sim.device_state import DeviceState
 
 
 def _wait_file(path, proc, what, timeout=30):
@@ -47,73 +42,6 @@ def _wait_file(path, proc, what, timeout=30):
             raise RuntimeError("%s exited early (code %s)" % (what, proc.returncode))
         time.sleep(0.05)
     raise RuntimeError("%s did not start within %d s" % (what, timeout))
-
-
-class DeviceState:
-    """What one device reported on its console ("ATLS {json}" lines)."""
-
-    def __init__(self, name):
-        self.name = name
-        self.status = "booting"
-        self.code = None
-        self.address = None
-        self.paired = False
-        self.handshakes_ok = 0
-        self.handshake_ms = []
-        self.boot = None
-        self.sent = 0
-        self.acked = 0
-        self.received = 0
-        self.retransmissions = 0
-        self.failures = 0
-        self.boots = []  # (boot id, sent, acked) per boot
-        self.lines = 0
-        self.last_error = None
-        self.lock = threading.Lock()
-
-    def feed(self, ev):
-        kind = ev.get("ev")
-        with self.lock:
-            self.lines += 1
-            if kind == "boot":
-                self.boot = ev.get("boot")
-                self.boots.append({"boot": self.boot, "sent": 0, "acked": 0})
-                self.status = "booting"
-            elif kind == "xbee":
-                self.address = ev.get("address")
-            elif kind == "pairing":
-                self.status = "pairing"
-                self.code = ev.get("code")
-            elif kind == "paired":
-                self.paired = True
-            elif kind == "handshaking":
-                self.status = "handshaking"
-                self.paired = self.paired or self.address is not None
-            elif kind == "up":
-                self.status = "up"
-                self.handshakes_ok += 1
-                if ev.get("handshake_ms") is not None:
-                    self.handshake_ms.append(ev["handshake_ms"])
-            elif kind == "tx":
-                self.sent += 1
-                if self.boots:
-                    self.boots[-1]["sent"] = ev.get("n", 0)
-            elif kind == "ack":
-                self.acked += 1
-                if self.boots:
-                    self.boots[-1]["acked"] = ev.get("n", 0)
-            elif kind == "rx":
-                self.received += 1
-            elif kind == "stats":
-                self.retransmissions = ev.get("retransmissions", self.retransmissions)
-            elif kind in ("down", "failed"):
-                self.status = "down" if kind == "down" else "failed"
-                self.last_error = ev.get("reason")
-                if kind == "failed":
-                    self.failures += 1
-            elif kind in ("config_error", "pairing_rejected", "crash"):
-                self.status = kind
-                self.last_error = ev.get("error") or ev.get("reason")
 
 
 class Fleet:
@@ -167,7 +95,8 @@ class Fleet:
         self.events.append(dict({"t": round(time.time() - self.started, 2), "event": what}, **kw))
 
     # -- processes ------------------------------------------------------------------
-    def _spawn(self, name, cmd, cwd=None, env=None, stdout=None):
+    def spawn(self, name, cmd, cwd=None, env=None, stdout=None):
+        """Start process `name` in its own session, logging to <name>.log."""
         log = open(self.dir / (name + ".log"), "a")
         self.logs[name] = log
         p = subprocess.Popen(
@@ -181,6 +110,8 @@ class Fleet:
         )
         self.procs[name] = p
         return p
+
+    _spawn = spawn  # tests/test_gateway_bindings.py still calls it by this name
 
     def stop_proc(self, name, sig=signal.SIGTERM):
         p = self.procs.get(name)
@@ -219,7 +150,7 @@ class Fleet:
             "--stats-file",
             str(self.dir / "radio-stats.json"),
         ]
-        p = self._spawn("radio", cmd)
+        p = self.spawn("radio", cmd)
         self.radio_state = _wait_file(state, p, "radio")
         self.note("radio_up", devices=self.n, loss=self.loss)
 
@@ -283,7 +214,7 @@ class Fleet:
             "--ready-file",
             str(ready),
         ] + (["--listen", listen] if listen else [])
-        p = self._spawn("service", cmd, env=env)
+        p = self.spawn("service", cmd, env=env)
         deadline = time.time() + 20
         while not (ready.exists() and ready.read_text().strip()):
             if p.poll() is not None or time.time() > deadline:
@@ -323,7 +254,7 @@ class Fleet:
         env = dict(os.environ)
         if self.evil:
             env["ATLS_EVIL"] = json.dumps(dict(self.evil, seed=self.seed))
-        p = self._spawn("gateway", cmd, env=env)
+        p = self.spawn("gateway", cmd, env=env)
         deadline = time.time() + 20
         while not ready.exists():
             if p.poll() is not None or time.time() > deadline:
@@ -373,10 +304,10 @@ class Fleet:
 
     def start_device(self, name):
         d = self.device_dir(name)
-        env = dict(os.environ, MICROPYPATH=".frozen:" + str(ROOT / "firmware"))
-        p = self._spawn(
+        env = dict(os.environ, MICROPYPATH=".frozen:" + str(FIRMWARE))
+        p = self.spawn(
             name,
-            [micropython(), str(ROOT / "firmware" / "main.py")],
+            [micropython_binary(), str(FIRMWARE / "main.py")],
             cwd=d,
             env=env,
             stdout=subprocess.PIPE,
@@ -508,11 +439,3 @@ class Fleet:
                 log.close()
             except Exception:
                 pass
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
