@@ -43,17 +43,20 @@ import os
 from collections import deque
 
 from host_tools import service as _svc
-from host_tools.atls_http_client import (
+from host_tools.http_binding import (
     CF_DATA,
     CF_FLIGHT,
+    COAP_PATH,
     COOKIE,
     CT_DATA,
     ERROR_HEADER,
     FLIGHT_TYPES,
+    HTTP_PATHS,
     MAX_BODY,
     SID_HEADER,
     SID_OPTION,
     WAIT_HEADER,
+    WAIT_QUERY,
     FramingError,
     pack_packets,
     unpack_packets,
@@ -62,8 +65,6 @@ from host_tools.tls_server import TLSError
 
 __all__ = ["Bindings", "BindingCore", "Reject", "REASONS", "HTTP_PATHS", "COAP_PATH"]
 
-HTTP_PATHS = ("/atls", "/.well-known/atls")  # draft-00 §9.7; latest draft
-COAP_PATH = (".well-known", "atls")
 _OUTBOX = 256  # packets kept for a peer between requests
 _SWEEP_S = 0.25
 
@@ -397,9 +398,9 @@ class _CoapSite:
                             core.reject("missing_cookie", "post to the session resource")
                         wait = 0
                         for q in request.opt.uri_query:
-                            if q.startswith("wait="):
+                            if q.startswith(WAIT_QUERY + "="):
                                 try:
-                                    wait = int(q[5:])
+                                    wait = int(q[len(WAIT_QUERY) + 1 :])
                                 except ValueError:
                                     pass
                         peer, out = await core.batch(token, request.payload, wait)
