@@ -16,6 +16,7 @@ from pathlib import Path
 from atls.channel import key_block
 from atls.errors import AlertError
 from atls.link import Link, LinkConfig, QueueFull
+from atls.protocol import TLS_AES_128_CCM_8_SHA256
 from atls.tls.client import ClientConfig, TLSClient
 from host_tools.atls_http_client.transports import TransportError, make_transport
 
@@ -214,7 +215,10 @@ def main(argv=None):
     ap.add_argument("--psk", help="PSK (hex)")
     ap.add_argument("--ca", help="PEM CA certificate(s) for the service's ATLS certificate")
     ap.add_argument("--server-name", help="name the service's certificate must carry")
-    ap.add_argument("--suites", help="comma-separated suite code points, e.g. 0x1305")
+    ap.add_argument(
+        "--suites",
+        help="comma-separated suite code points, e.g. 0x%04x" % TLS_AES_128_CCM_8_SHA256,
+    )
     ap.add_argument("--count", type=int, default=10, help="messages to send (default 10)")
     ap.add_argument("--size", type=int, default=0, help="pad messages to this many bytes")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
