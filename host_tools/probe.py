@@ -5,8 +5,8 @@ against any TLS 1.3 server over TCP and print what was negotiated.
     make probe HOST=127.0.0.1 PORT=4433 PSK_ID=dev1 PSK=00112233... RESUME=1
 
 The last line of output is a JSON object for the last handshake: version,
-suite, group, mode (psk_dhe, cert or resumed) and exporter (56 bytes of
-TLS-Exporter("application-layer-tls", "", 56) in hex).
+suite, group, mode (psk_dhe, cert or resumed) and exporter (the ATLS key
+block, TLS-Exporter(atls.protocol.EXPORTER_LABEL, "", KEY_BLOCK_LEN), in hex).
 """
 
 import argparse
@@ -21,13 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITES = {
-    "TLS_AES_128_GCM_SHA256": 0x1301,
-    "TLS_AES_128_CCM_SHA256": 0x1304,
-    "TLS_AES_128_CCM_8_SHA256": 0x1305,
-}
-GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017, "P-256": 0x0017, "prime256v1": 0x0017}
+from atls import protocol
+from host_tools.toolchain import FIRMWARE, ROOT, ToolMissing, micropython_binary
+
+SUITES = protocol.SUITES  # the firmware client's suites: name -> code point
+# group names -> code point, with OpenSSL's names for P-256
+GROUPS = dict(protocol.GROUPS, **{"P-256": protocol.SECP256R1, "prime256v1": protocol.SECP256R1})
 
 
 class ProbeError(Exception):
@@ -91,11 +90,6 @@ def build_config(a):
     return c
 
 
-def micropython():
-    here = Path(sys.executable).parent / "micropython"
-    return str(here) if here.exists() else "micropython"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="ATLS interop probe (firmware TLS client under MicroPython)"
@@ -119,14 +113,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         cfg = build_config(a)
-    except ProbeError as e:
+        mpy = micropython_binary()
+    except (ProbeError, ToolMissing) as e:
         print("probe: %s" % e, file=sys.stderr)
         return 2
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg, f)
     env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([".frozen", str(ROOT / "firmware")])
-    cmd = [micropython()]
+    env["MICROPYPATH"] = ":".join([".frozen", str(FIRMWARE)])
+    cmd = [mpy]
     if a.heapsize:
         cmd += ["-X", "heapsize=" + a.heapsize]
     cmd += [str(ROOT / "host_tools" / "mpy" / "probe.py"), f.name]

@@ -30,6 +30,7 @@ import pytest
 from aiohttp import web
 from e2e import ServiceProc
 
+from atls.protocol import TLS_AES_128_CCM_8_SHA256
 from atls.tls.client import ClientConfig, TLSClient
 from host_tools import atls_http_client as hc
 from host_tools import pki
@@ -138,7 +139,7 @@ def test_http_psk_cli_100_each_way(svc):
     lines = p.stdout.splitlines()
     s = json.loads(lines[-1])
     check(s, 100)
-    assert s["flights"] == 2 and s["suite"] == 0x1305
+    assert s["flights"] == 2 and s["suite"] == TLS_AES_128_CCM_8_SHA256
     echoes = [ln for ln in lines if ln.startswith("echo ")]
     assert echoes[0] == "echo 0: atls-http-client message 00000" and len(echoes) == 100
     c = svc.counters()

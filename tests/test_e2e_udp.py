@@ -8,13 +8,8 @@ import os
 import pytest
 from e2e import Relay, ServiceProc, der_hex, run_device
 
+from atls.protocol import SUITES  # the device's suites: name -> code point
 from host_tools import pki
-
-SUITES = {
-    "TLS_AES_128_GCM_SHA256": 0x1301,
-    "TLS_AES_128_CCM_SHA256": 0x1304,
-    "TLS_AES_128_CCM_8_SHA256": 0x1305,
-}
 
 
 @pytest.fixture(scope="module")

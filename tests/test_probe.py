@@ -11,22 +11,16 @@ import sys
 import pytest
 from conftest import ROOT
 
+from atls.protocol import EXPORTER_LABEL, KEY_BLOCK_LEN
 from host_tools import pki
+from host_tools.toolchain import free_port
 
 OPENSSL = "openssl"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class SServer:
     def __init__(self, args):
-        self.port = free_port()
+        self.port = free_port(socket.SOCK_STREAM)
         cmd = [
             OPENSSL,
             "s_server",
@@ -34,9 +28,9 @@ class SServer:
             str(self.port),
             "-tls1_3",
             "-keymatexport",
-            "application-layer-tls",
+            EXPORTER_LABEL.decode(),
             "-keymatexportlen",
-            "56",
+            str(KEY_BLOCK_LEN),
         ] + args
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

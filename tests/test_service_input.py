@@ -12,6 +12,7 @@ import time
 from e2e import ServiceProc
 
 from atls import wire
+from atls.channel import key_block
 from atls.link import Link, LinkConfig
 from atls.tls.client import ClientConfig, TLSClient
 
@@ -54,9 +55,7 @@ class Device:
                     if out:
                         self.link.send_flight(out, self.now())
                     if self.tls.connected and self.link.channel is None:
-                        self.link.start_channel(
-                            self.tls.exporter(b"application-layer-tls", b"", 56), self.tls.suite
-                        )
+                        self.link.start_channel(key_block(self.tls), self.tls.suite)
                 elif ev[0] == "message":
                     self.messages.append(ev[1])
 

@@ -20,7 +20,7 @@ from atls.errors import AlertError
 from atls.tls import keys
 from atls.tls.client import CLOSED, CONNECTED, ClientConfig, TLSClient
 from host_tools import pki
-from host_tools.tls_server import ServerConfig, ServerConnection
+from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
 PSK = bytes(range(32))
 ALLOWED = {10, 20, 22, 40, 42, 43, 45, 46, 47, 48, 50, 51, 70, 109, 110}

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from tlspeer import run_pair
 
 from host_tools import pki
-from host_tools.tls_server import ServerConfig
+from host_tools.service.tls_engine import ServerConfig
 
 SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"]
 SUITE_CODES = {

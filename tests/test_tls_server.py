@@ -1,4 +1,4 @@
-"""host_tools/tls_server.py (OpenSSL through memory BIOs) and host_tools/pki.py.
+"""host_tools/service/tls_engine.py (OpenSSL through memory BIOs) and host_tools/pki.py.
 
 Interop is checked against an independent client: the system's
 `openssl s_client` (/usr/bin/openssl, a separate OpenSSL build and process)
@@ -21,15 +21,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from host_tools import pki
-from host_tools.tls_server import (
-    ALERTS,
+from atls.protocol import (
     EXPORTER_LABEL,
+    KEY_BLOCK_LEN,
+    SECP256R1,
+    TLS_AES_128_GCM_SHA256,
+    X25519,
+)
+from host_tools import pki
+from host_tools.service.tls_engine import (
+    ALERTS,
     ServerConnection,
     TLSError,
     openssl_version,
 )
-from host_tools.tls_server import ServerConfig as _ServerConfig
+from host_tools.service.tls_engine import ServerConfig as _ServerConfig
 
 
 def ServerConfig(*args, **kw):
@@ -44,7 +50,7 @@ needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI not inst
 pytestmark = pytest.mark.timeout(60)
 
 SUITES3 = ("TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")
-KEYMAT = ["-keymatexport", EXPORTER_LABEL.decode(), "-keymatexportlen", "56"]
+KEYMAT = ["-keymatexport", EXPORTER_LABEL.decode(), "-keymatexportlen", str(KEY_BLOCK_LEN)]
 HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
 
@@ -484,9 +490,11 @@ def _v16(b):
     return len(b).to_bytes(2, "big") + b
 
 
-def client_hello(share_group=0x001D, groups=(0x001D, 0x0017), suites=(0x1301,), sid=b""):
+def client_hello(
+    share_group=X25519, groups=(X25519, SECP256R1), suites=(TLS_AES_128_GCM_SHA256,), sid=b""
+):
     """A minimal TLS 1.3 ClientHello record for certificate mode."""
-    if share_group == 0x001D:
+    if share_group == X25519:
         share = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
     else:
         share = (
@@ -557,7 +565,7 @@ def test_hrr_seen_in_raw_output(certs):
     leaf = certs["server_p256"]
     ctx = ServerConfig(cert_chain=leaf.chain, key=leaf.key, groups=("secp256r1",)).build()
     conn = ServerConnection(ctx)
-    recs = records(conn.feed(client_hello(share_group=0x001D)))
+    recs = records(conn.feed(client_hello(share_group=X25519)))
     assert recs[0][1][0] == 2 and recs[0][1][6:38] == HRR_RANDOM and conn.hrr
 
 
@@ -566,7 +574,7 @@ def test_no_common_group_is_handshake_failure(certs):
     ctx = ServerConfig(cert_chain=leaf.chain, key=leaf.key, groups=("secp256r1",)).build()
     conn = ServerConnection(ctx)
     with pytest.raises(TLSError) as ei:
-        conn.feed(client_hello(groups=(0x001D,)))
+        conn.feed(client_hello(groups=(X25519,)))
     assert ei.value.alert == 40 and ei.value.outgoing == bytes.fromhex("15030300020228")
 
 
@@ -695,7 +703,7 @@ def test_application_data_and_close_with_memory_client(certs):
     assert conn.feed(client.bio_read(65536)) == b"" and conn.recv() == b"ping"
     client.bio_write(conn.send(b"pong"))
     assert client.recv(100) == b"pong"
-    assert client.export_keying_material(EXPORTER_LABEL, 56) == conn.export()
+    assert client.export_keying_material(EXPORTER_LABEL, KEY_BLOCK_LEN) == conn.export()
     client.bio_write(conn.close())
     with pytest.raises(SSL.ZeroReturnError):
         client.recv(100)

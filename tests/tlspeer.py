@@ -8,7 +8,7 @@ import tempfile
 
 import conftest
 
-from host_tools.tls_server import ServerConnection, TLSError
+from host_tools.service.tls_engine import ServerConnection, TLSError
 
 
 def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):

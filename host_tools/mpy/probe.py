@@ -12,12 +12,10 @@ import sys
 import time
 from binascii import hexlify, unhexlify
 
+from atls.channel import key_block
 from atls.errors import AlertError
-from atls.tls.auth import GROUP_NAMES
+from atls.protocol import GROUP_NAMES, SUITE_NAMES
 from atls.tls.client import ClientConfig, TLSClient
-from atls.tls.keys import SUITE_NAMES
-
-LABEL = b"application-layer-tls"
 
 
 def now_ms():
@@ -89,7 +87,7 @@ def handshake(c, ticket=None):
             "group": GROUP_NAMES.get(cl.group),
             "mode": cl.mode,
             "hrr": cl.hrr,
-            "exporter": hexlify(cl.exporter(LABEL, b"", 56)).decode(),
+            "exporter": hexlify(key_block(cl)).decode(),
             "handshake_ms": ms,
             "bytes_sent": sent,
             "bytes_received": recvd,

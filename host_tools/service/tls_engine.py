@@ -6,8 +6,8 @@ that TLS flights can be carried over any link (draft-friel-tls-atls).
     ctx  = cfg.build()                  # OpenSSL.SSL.Context, TLS 1.3 only
     conn = ServerConnection(ctx)
     out  = conn.feed(flight_from_client)    # bytes to send back (maybe b"")
-    ...until conn.done; then conn.export() -> TLS-Exporter("application-layer-tls",
-                                              "", 56)   (RFC 8446 §7.5)
+    ...until conn.done; then conn.export() -> the ATLS key block,
+        TLS-Exporter(protocol.EXPORTER_LABEL, "", protocol.KEY_BLOCK_LEN) (RFC 8446 §7.5)
 
 Theory of operation
 -------------------
@@ -18,14 +18,8 @@ Theory of operation
   produced is in `TLSError.outgoing` so the caller can still deliver it.
 * Server authentication is either a certificate (cert_chain + key; OpenSSL
   picks the CertificateVerify scheme, rsa_pss_rsae_* for RSA keys) or an
-  external PSK (RFC 8446 §4.2.11).  pyOpenSSL has no PSK API, so the cffi
-  binding's SSL_CTX_set_psk_find_session_callback is used: for a known
-  identity the callback builds an SSL_SESSION holding the key as "master key",
-  protocol TLS 1.3 and cipher TLS_AES_128_GCM_SHA256 — only its hash matters:
-  external PSKs are SHA-256 (RFC 8446 §4.2.11 default), so they work with the
-  SHA-256 suites only.  Unknown identities return no session: OpenSSL then
-  falls back to a certificate handshake, or fails with an alert if there is no
-  certificate.  SSL_OP_ALLOW_NO_DHE_KEX stays off, so a PSK handshake is
+  external PSK (RFC 8446 §4.2.11, SHA-256 suites only; the callback is in
+  tls_hooks).  SSL_OP_ALLOW_NO_DHE_KEX stays off, so a PSK handshake is
   always psk_dhe_ke (§4.2.9) with a key share.
 * Cipher suites are set with SSL_CTX_set_ciphersuites, in server preference
   order (SSL_OP_CIPHER_SERVER_PREFERENCE).  TLS_AES_128_CCM_8_SHA256 has a
@@ -52,112 +46,32 @@ Theory of operation
   shifts the peer's record sequence, so afterwards `records_usable` is False:
   send() refuses and close() sends no close_notify.  Tickets are encrypted
   under keys of the SSL_CTX: resume on the same context.
-* A context-wide message callback watches handshake and alert messages (type
-  bytes, the ServerHello's extensions; it never keeps key material) to report
-  HelloRetryRequest, the selected PSK identity and alerts; it is keyed by the
-  SSL* of each ServerConnection.  cffi callbacks are kept alive on the
-  context object.
+* HelloRetryRequest, the selected PSK identity and alerts are reported by a
+  context-wide message callback (tls_hooks), per connection.
 
 Nothing here logs or stores secrets beyond what OpenSSL holds; TLSError
 messages carry OpenSSL reason strings and alert names only.
 """
 
-import threading
-import weakref
-
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
+
+from atls import protocol
+from host_tools.service import tls_hooks
+from host_tools.service.tls_names import ALERTS, GROUP_ALIASES, GROUPS, SHA256_SUITES, SUITES
 
 __all__ = [
     "ServerConfig",
     "ServerConnection",
     "TLSError",
-    "EXPORTER_LABEL",
     "SUITES",
     "GROUPS",
     "ALERTS",
     "openssl_version",
 ]
 
-EXPORTER_LABEL = b"application-layer-tls"
-
-# RFC 8446 §B.4 cipher suites (name -> code point); OpenSSL uses these names.
-SUITES = {
-    "TLS_AES_128_GCM_SHA256": 0x1301,
-    "TLS_AES_256_GCM_SHA384": 0x1302,
-    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
-    "TLS_AES_128_CCM_SHA256": 0x1304,
-    "TLS_AES_128_CCM_8_SHA256": 0x1305,
-}
-_SHA256_SUITES = (
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_AES_128_CCM_SHA256",
-    "TLS_AES_128_CCM_8_SHA256",
-)
-_PSK_CIPHER_ID = b"\x13\x01"  # TLS_AES_128_GCM_SHA256: SHA-256 PSK hash
-
-# RFC 8446 §4.2.7 group names -> OpenSSL group list names.
-GROUPS = {
-    "x25519": "X25519",
-    "secp256r1": "P-256",
-    "secp384r1": "P-384",
-    "secp521r1": "P-521",
-    "x448": "X448",
-}
-_GROUP_ALIASES = {
-    "x25519": "x25519",
-    "prime256v1": "secp256r1",
-    "p-256": "secp256r1",
-    "secp256r1": "secp256r1",
-    "p-384": "secp384r1",
-    "secp384r1": "secp384r1",
-    "p-521": "secp521r1",
-    "secp521r1": "secp521r1",
-    "x448": "x448",
-}
-
-# RFC 8446 §6 AlertDescription.
-ALERTS = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    22: "record_overflow",
-    40: "handshake_failure",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    49: "access_denied",
-    50: "decode_error",
-    51: "decrypt_error",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    90: "user_canceled",
-    109: "missing_extension",
-    110: "unsupported_extension",
-    112: "unrecognized_name",
-    113: "bad_certificate_status_response",
-    115: "unknown_psk_identity",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
-
-# RFC 8446 §4.1.3: ServerHello.random of a HelloRetryRequest.
-_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
-_HS_CLIENT_HELLO = 1
-_HS_SERVER_HELLO = 2
-_EXT_PRE_SHARED_KEY = 41
-_CT_ALERT = 21
 _SSL_MODE_NO_AUTO_CHAIN = 0x8  # openssl/ssl.h; not exported by the binding
-_CT_HANDSHAKE = 22
 
 
 def openssl_version():
@@ -187,134 +101,6 @@ class TLSError(Exception):
         if peer_alert is not None:
             text += " (peer alert %s/%d)" % (ALERTS.get(peer_alert, "?"), peer_alert)
         Exception.__init__(self, text)
-
-
-# ---------------------------------------------------------------------------
-# Per-connection observations, reached from context-wide callbacks by SSL*.
-
-
-class _Watch:
-    """What the callbacks saw on one connection (no key material)."""
-
-    def __init__(self):
-        self.client_hellos = 0
-        self.psk_calls = []  # identity (bytes) if known else None, per offer
-        self.selected_identity = None
-        self.hrr = False
-        self.alert_sent = None
-        self.alert_received = None
-        self.callback_error = None
-
-
-_WATCHES = weakref.WeakValueDictionary()
-_WATCH_LOCK = threading.Lock()
-
-
-def _watch_for(ssl):
-    with _WATCH_LOCK:
-        return _WATCHES.get(int(_ffi.cast("uintptr_t", ssl)))
-
-
-def _server_hello(watch, msg):
-    """Note HRR and the selected PSK identity from our own ServerHello
-    (RFC 8446 §4.1.3, §4.2.11)."""
-    try:
-        if msg[6:38] == _HRR_RANDOM:
-            watch.hrr = True
-            return
-        pos = 38
-        pos += 1 + msg[pos]  # legacy_session_id_echo
-        pos += 3  # cipher_suite, compression
-        end = pos + 2 + int.from_bytes(msg[pos : pos + 2], "big")
-        pos += 2
-        while pos + 4 <= end:
-            etype = int.from_bytes(msg[pos : pos + 2], "big")
-            elen = int.from_bytes(msg[pos + 2 : pos + 4], "big")
-            if etype == _EXT_PRE_SHARED_KEY and elen == 2:
-                watch.selected_identity = int.from_bytes(msg[pos + 4 : pos + 6], "big")
-            pos += 4 + elen
-    except Exception as e:  # never raise into OpenSSL
-        watch.callback_error = repr(e)
-
-
-def _on_message(write_p, version, content_type, buf, length, ssl, arg):
-    # OpenSSL calls this for every record header and message: filter on the
-    # cheap fields first, look up the connection's watch only when it matters
-    if length < 1 or (content_type != _CT_HANDSHAKE and content_type != _CT_ALERT):
-        return
-    if content_type == _CT_HANDSHAKE:
-        mtype = _ffi.cast("unsigned char *", buf)[0]
-        if mtype != (_HS_SERVER_HELLO if write_p else _HS_CLIENT_HELLO):
-            return
-    watch = _watch_for(ssl)
-    if watch is None:
-        return
-    if content_type == _CT_HANDSHAKE:
-        if not write_p:
-            watch.client_hellos += 1
-            watch.psk_calls = []
-        elif write_p and mtype == _HS_SERVER_HELLO and length >= 38:
-            _server_hello(watch, bytes(_ffi.buffer(buf, min(length, 4096))))
-    elif content_type == _CT_ALERT and length >= 2:
-        desc = _ffi.cast("unsigned char *", buf)[1]
-        if write_p:
-            if watch.alert_sent is None or desc != 0:
-                watch.alert_sent = desc
-        else:
-            watch.alert_received = desc
-
-
-_on_message_cb = _ffi.callback("void(int, int, int, void *, size_t, SSL *, void *)", _on_message)
-
-
-def _valid_psk(key):
-    return isinstance(key, (bytes, bytearray)) and 16 <= len(key) <= 64
-
-
-def _make_psk_callback(psks):
-    """SSL_psk_find_session_cb_func for the identity -> key table `psks`."""
-
-    def find_session(ssl, identity, identity_len, sessptr):
-        sessptr[0] = _ffi.NULL
-        watch = _watch_for(ssl)
-        try:
-            ident = bytes(_ffi.buffer(identity, identity_len))
-            key = psks.get(ident)
-            if watch is not None:
-                watch.psk_calls.append(ident if key is not None else None)
-            if key is None:
-                return 1  # not ours: try tickets / next identity
-            if not _valid_psk(key):
-                if watch is not None:
-                    watch.callback_error = "invalid PSK table entry"
-                return 0
-            key = bytes(key)
-            cipher = _lib.SSL_CIPHER_find(ssl, _PSK_CIPHER_ID)
-            if cipher == _ffi.NULL:
-                return 0
-            sess = _lib.Cryptography_SSL_SESSION_new()
-            if sess == _ffi.NULL:
-                return 0
-            if (
-                _lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
-                or _lib.SSL_SESSION_set_cipher(sess, cipher) != 1
-                or _lib.SSL_SESSION_set_protocol_version(sess, _lib.TLS1_3_VERSION) != 1
-            ):
-                _lib.SSL_SESSION_free(sess)
-                return 0
-            sessptr[0] = sess  # OpenSSL takes ownership
-            return 1
-        except Exception as e:
-            if watch is not None:  # type only: messages might carry secrets
-                watch.callback_error = type(e).__name__
-            return 0  # fatal: internal_error alert
-
-    return _ffi.callback(
-        "int(SSL *, unsigned char *, size_t, SSL_SESSION **)", find_session, error=0
-    )
-
-
-# ---------------------------------------------------------------------------
 
 
 class ServerConfig:
@@ -372,7 +158,7 @@ class ServerConfig:
             for ident, key in getattr(self.psks, "items", dict().items)():
                 if not isinstance(ident, bytes) or not 1 <= len(ident) <= 0xFFFF:
                     raise ValueError("PSK identities must be 1..65535 bytes")
-                if not _valid_psk(key):
+                if not tls_hooks.valid_psk(key):
                     raise ValueError("PSK keys must be 16..64 bytes")
         if bool(self.cert_chain) != (self.key is not None):
             raise ValueError("cert_chain and key go together")
@@ -382,7 +168,7 @@ class ServerConfig:
             raise TypeError("certificates must be cryptography x509.Certificate objects")
         if not self.suites or any(s not in SUITES for s in self.suites):
             raise ValueError("suites must be from %s" % ", ".join(SUITES))
-        if self.psks is not None and not any(s in _SHA256_SUITES for s in self.suites):
+        if self.psks is not None and not any(s in SHA256_SUITES for s in self.suites):
             raise ValueError("external PSKs (SHA-256) need a SHA-256 suite")
         if not self.groups or any(g not in GROUPS for g in self.groups):
             raise ValueError("groups must be from %s" % ", ".join(GROUPS))
@@ -401,7 +187,6 @@ class ServerConfig:
         ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
         ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
         ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)  # send cert_chain exactly, no store lookup
-        keep = [_on_message_cb]
         if "TLS_AES_128_CCM_8_SHA256" in self.suites:
             ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")  # CCM_8: 64-bit tag
         ctx.set_tls13_ciphersuites(":".join(self.suites).encode())
@@ -422,14 +207,9 @@ class ServerConfig:
                 ctx.add_client_ca(ca)
             ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
             ctx.set_verify_depth(self.verify_depth)
-        if self.psks is not None:
-            cb = _make_psk_callback(self.psks)
-            _lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
-            keep.append(cb)
         if not self.tickets:
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
-        ctx._atls_keepalive = keep  # cffi callbacks live as long as ctx
+        ctx._atls_keepalive = tls_hooks.install(ctx, self.psks)  # cffi callbacks live with ctx
         ctx._atls_config = self
         return ctx
 
@@ -455,9 +235,7 @@ class ServerConnection:
             raise TypeError("ctx must be an OpenSSL.SSL.Context from ServerConfig.build()")
         self._conn = SSL.Connection(ctx, None)  # None: memory BIOs
         self._conn.set_accept_state()
-        self._watch = _Watch()
-        with _WATCH_LOCK:
-            _WATCHES[int(_ffi.cast("uintptr_t", self._conn._ssl))] = self._watch
+        self._watch = tls_hooks.watch(self._conn)
         self.done = False
         self.failed = None  # the TLSError, once failed
         self.peer_closed = False
@@ -597,9 +375,10 @@ class ServerConnection:
         return self._drain()
 
     # -- results -------------------------------------------------------------
-    def export(self, label=EXPORTER_LABEL, length=56, context=None):
+    def export(self, label=protocol.EXPORTER_LABEL, length=protocol.KEY_BLOCK_LEN, context=None):
         """TLS-Exporter(label, context, length), RFC 8446 §7.5 (context None
-        and b"" are the same in TLS 1.3)."""
+        and b"" are the same in TLS 1.3); by default the ATLS key block
+        (docs/PROTOCOL.md §3)."""
         if not self.done:
             raise RuntimeError("handshake not complete")
         if not isinstance(label, bytes) or not 1 <= len(label) <= 249:
@@ -621,7 +400,7 @@ class ServerConnection:
         w = self._watch
         group = conn.get_group_name() if self.done else None
         if group is not None:
-            group = _GROUP_ALIASES.get(group.lower(), group)
+            group = GROUP_ALIASES.get(group.lower(), group)
         mode = psk_identity = None
         client_cert = None
         if self.done:

@@ -1,0 +1,175 @@
+"""One ATLS session's requests over HTTP/1.1 (draft-friel-tls-atls §9) or
+CoAP (the latest draft's CoAP binding): `post_flight(bytes) -> bytes` carries
+a TLS flight, `post_packets([bytes], wait_ms) -> [bytes]` a batch of link
+packets.  The transport keeps the session reference (cookie or Location-Path)
+and the session id the service names; a non-success answer raises
+TransportError.  aiohttp / aiocoap are imported only when a transport is used.
+"""
+
+import asyncio
+
+from host_tools.http_binding import (
+    CF_DATA,
+    CF_FLIGHT,
+    COAP_PATH,
+    COOKIE,
+    CT_DATA,
+    CT_FLIGHT,
+    ERROR_HEADER,
+    SID_HEADER,
+    SID_OPTION,
+    WAIT_HEADER,
+    WAIT_QUERY,
+    pack_packets,
+    unpack_packets,
+)
+
+__all__ = ["TransportError", "HttpTransport", "CoapTransport", "make_transport"]
+
+
+class TransportError(Exception):
+    """A non-success answer: status (HTTP int or CoAP code string), reason
+    (the service's short reason, e.g. unknown_session) and detail text."""
+
+    def __init__(self, status, reason, detail=""):
+        Exception.__init__(self, "%s %s %s" % (status, reason, detail))
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+class HttpTransport:
+    """One ATLS session over HTTP/1.1 (draft §9): keeps the session cookie
+    and the session id.  `ssl`: None (default verification for https), an
+    ssl.SSLContext, or False (no verification of the HTTPS leg)."""
+
+    def __init__(self, url, ssl=None, session=None, timeout_s=30.0, flight_type=CT_FLIGHT):
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.url = url
+        self.ssl = ssl
+        self.flight_type = flight_type
+        self._own = session is None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.cookie = None
+        self.sid = None
+        self.requests = 0
+
+    def reset(self):
+        """Forget the session (the next flight starts a new one)."""
+        self.cookie = None
+        self.sid = None
+
+    async def _post(self, body, ctype, extra=None):
+        aiohttp = self._aiohttp
+        if self._session is None:
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        headers = {"Content-Type": ctype}
+        if self.cookie is not None:
+            headers["Cookie"] = "%s=%s" % (COOKIE, self.cookie)
+        if extra:
+            headers.update(extra)
+        self.requests += 1
+        kw = {} if self.ssl is None else {"ssl": self.ssl}
+        async with self._session.post(
+            self.url, data=body, headers=headers, timeout=self._timeout, **kw
+        ) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise TransportError(
+                    resp.status,
+                    resp.headers.get(ERROR_HEADER, "http"),
+                    data[:200].decode("utf-8", "replace"),
+                )
+            morsel = resp.cookies.get(COOKIE)
+            if morsel is not None:
+                self.cookie = morsel.value
+            sid = resp.headers.get(SID_HEADER)
+            if sid is not None:
+                self.sid = int(sid)
+            got = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if got != (CT_DATA if ctype == CT_DATA else ctype):
+                raise TransportError(resp.status, "bad_content_type", got)
+            return data
+
+    async def post_flight(self, flight):
+        """POST one TLS flight; return the service's flight (maybe b"")."""
+        return await self._post(bytes(flight), self.flight_type)
+
+    async def post_packets(self, packets, wait_ms=0):
+        """POST a batch of link packets; return the packets in the answer."""
+        extra = {WAIT_HEADER: str(int(wait_ms))} if wait_ms else None
+        return unpack_packets(await self._post(pack_packets(packets), CT_DATA, extra))
+
+    async def close(self):
+        if self._own and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+
+class CoapTransport:
+    """One ATLS session over CoAP (latest draft): POST to /.well-known/atls,
+    2.01 Created + Location-Path names the session resource, 2.04 after.
+    aiocoap does block-wise transfer (RFC 7959) for large flights."""
+
+    def __init__(self, uri, context=None, timeout_s=30.0):
+        self.uri = uri.rstrip("/")
+        if self.uri.count("/") < 3:
+            self.uri += "/" + "/".join(COAP_PATH)
+        self._base = self.uri.split("/", 3)[:3]  # coap: '' host:port
+        self._own = context is None
+        self._ctx = context
+        self.timeout_s = timeout_s
+        self.location = None
+        self.sid = None
+        self.requests = 0
+
+    def reset(self):
+        self.location = None
+        self.sid = None
+
+    async def _post(self, body, cf, query=()):
+        import aiocoap
+        from aiocoap.numbers.optionnumbers import OptionNumber
+
+        if self._ctx is None:
+            self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+        uri = self.uri if self.location is None else "/".join(self._base) + self.location
+        msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf)
+        if query:
+            msg.opt.uri_query = tuple(query)
+        self.requests += 1
+        resp = await asyncio.wait_for(self._ctx.request(msg).response, self.timeout_s)
+        if not resp.code.is_successful():
+            text = resp.payload[:200].decode("utf-8", "replace")
+            raise TransportError(str(resp.code), text.split(":")[0], text)
+        if resp.opt.location_path:
+            self.location = "/" + "/".join(resp.opt.location_path)
+        sid = resp.opt.get_option(OptionNumber(SID_OPTION))
+        if sid:
+            self.sid = int.from_bytes(sid[0].value, "big")
+        if resp.opt.content_format is not None and int(resp.opt.content_format) != cf:
+            raise TransportError(str(resp.code), "bad_content_type", str(resp.opt.content_format))
+        return resp.payload
+
+    async def post_flight(self, flight):
+        return await self._post(flight, CF_FLIGHT)
+
+    async def post_packets(self, packets, wait_ms=0):
+        q = ("%s=%d" % (WAIT_QUERY, int(wait_ms)),) if wait_ms else ()
+        return unpack_packets(await self._post(pack_packets(packets), CF_DATA, q))
+
+    async def close(self):
+        if self._own and self._ctx is not None:
+            await self._ctx.shutdown()
+        self._ctx = None
+
+
+def make_transport(url, https_ssl=None):
+    if url.startswith("coap://"):
+        return CoapTransport(url)
+    if url.startswith("http://") or url.startswith("https://"):
+        return HttpTransport(url, ssl=https_ssl)
+    raise ValueError("url must be http://, https:// or coap://")

@@ -1,0 +1,248 @@
+"""What the HTTP and CoAP bindings share (host_tools.service.bindings runs
+the listeners): sessions by token, handshake flights, packet batches,
+rejects and counters, on the service's public API.
+
+Both listeners share the service's OpenSSL context, session table (ids,
+limits, identity replacement), registry, application and counters with the
+UDP listener; the wire conventions are host_tools.http_binding's
+(docs/BINDINGS.md).
+
+Theory of operation
+-------------------
+* A session is created by a request that carries a TLS flight and no session
+  reference (no `atls-session` cookie; CoAP: a POST to /.well-known/atls).
+  The service makes a normal `Session` (same id space as UDP sessions, its
+  `addr` is ("http:<ip>", port) or ("coap:<ip>", port) so it never matches a
+  UDP peer) and a `_Peer` here holding a 128-bit random token: the cookie
+  value (HTTP) or the last Location-Path segment (CoAP).
+* Handshake: the request body goes to ServerConnection.feed() unmodified and
+  OpenSSL's answer is the response body unmodified (§9.1).  A body after
+  which OpenSSL has nothing to say and is not done is not a whole flight and
+  fails the session (§9.1: a body holds a full flight).  A repeated flight
+  (the client retrying after a lost response) gets the stored answer again
+  instead of being fed twice.  When TLS is done, Service.established()
+  exports the key block and starts the session's server Link.
+* Data: a body is a batch of length-prefixed link packets; they go through
+  Service.deliver() exactly like UDP datagrams (replay window, acks,
+  exactly-once, the app's on_message), and whatever the link transmits -
+  now or later from the service's timers - lands in the peer's outbox
+  (`Session.sink`), which the next response drains.  The outbox is bounded
+  (identical retransmissions are stored once; beyond `_OUTBOX` the oldest
+  go, the link retransmits them).  A request may wait (`ATLS-Wait`, CoAP
+  `wait=`) up to max_wait_ms for the outbox to fill.
+* Everything malformed is answered with a 4xx / 4.xx and a short reason
+  (body "reason: detail", HTTP header ATLS-Error), counted in
+  counters[<binding>]["rejected"][reason]; only a bad handshake flight
+  for a session ends that session, nothing else touches any session.
+* Half-open sessions end after the link's handshake_timeout_ms; established
+  ones after the service's idle_timeout_s (Service.tick) or when their link
+  ends.
+"""
+
+import asyncio
+import os
+from collections import deque
+
+from host_tools.http_binding import MAX_BODY, FramingError, pack_packets, unpack_packets
+from host_tools.service.tls_engine import TLSError
+
+__all__ = ["BindingCore", "Reject", "REASONS"]
+
+_OUTBOX = 256  # packets kept for a peer between requests
+
+# reason -> (HTTP status, CoAP code name)
+REASONS = {
+    "bad_method": (405, "METHOD_NOT_ALLOWED"),
+    "bad_content_type": (415, "UNSUPPORTED_CONTENT_FORMAT"),
+    "too_big": (413, "REQUEST_ENTITY_TOO_LARGE"),
+    "missing_cookie": (400, "BAD_REQUEST"),
+    "unknown_session": (403, "NOT_FOUND"),
+    "empty_flight": (400, "BAD_REQUEST"),
+    "handshake_failed": (400, "BAD_REQUEST"),
+    "bad_framing": (400, "BAD_REQUEST"),
+    "not_established": (409, "CONFLICT"),
+    "established": (409, "CONFLICT"),
+    "rate": (429, "TOO_MANY_REQUESTS"),
+    "busy": (503, "SERVICE_UNAVAILABLE"),
+}
+
+
+class Reject(Exception):
+    def __init__(self, reason, detail=""):
+        Exception.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Peer:
+    """Binding state of one service Session."""
+
+    def __init__(self, token, sess):
+        self.token = token
+        self.sess = sess
+        self.outbox = deque()
+        self.event = asyncio.Event()
+        self.last_req = None  # last handshake flight and our answer to it
+        self.last_resp = None
+        self.dropped = 0
+
+    def push(self, pkt):
+        ob = self.outbox
+        if pkt in ob:  # a retransmission of something not yet fetched
+            return
+        if len(ob) >= _OUTBOX:
+            ob.popleft()
+            self.dropped += 1
+        ob.append(pkt)
+        self.event.set()
+
+    def drain(self, max_bytes):
+        out = []
+        size = 0
+        ob = self.outbox
+        while ob and (not out or size + 2 + len(ob[0]) <= max_bytes):
+            p = ob.popleft()
+            size += 2 + len(p)
+            out.append(p)
+        if not ob:
+            self.event.clear()
+        return out
+
+
+class BindingCore:
+    """What HTTP and CoAP share: sessions by token, flights, packet batches,
+    rejects and counters (service.counters[kind])."""
+
+    def __init__(self, service, kind, max_body=MAX_BODY, max_wait_ms=25000):
+        self.service = service
+        self.kind = kind
+        self.max_body = max_body
+        self.max_wait_ms = max_wait_ms
+        self.peers = {}  # token -> _Peer
+        self.counters = service.counters.setdefault(
+            kind,
+            {
+                "requests": 0,
+                "flights": 0,
+                "batches": 0,
+                "sessions_total": 0,
+                "packets_in": 0,
+                "packets_out": 0,
+                "outbox_dropped": 0,
+                "rejected": {},
+            },
+        )
+
+    def reject(self, reason, detail=""):
+        r = self.counters["rejected"]
+        r[reason] = r.get(reason, 0) + 1  # counted, not logged: a flood must not fill logs
+        raise Reject(reason, detail)
+
+    def check_rate(self, ip):
+        if not self.service.rate_ok(("%s:%s" % (self.kind, ip), 0), self.service.now_ms()):
+            self.reject("rate")
+
+    def lookup(self, token):
+        peer = self.peers.get(token) if token else None
+        if peer is None or not self.service.is_live(peer.sess):
+            if peer is not None:
+                del self.peers[token]
+            self.reject("unknown_session", "no such session")
+        return peer
+
+    def _open(self, addr):
+        svc = self.service
+        if svc.at_capacity():
+            svc.drop("busy")
+            self.reject("busy", "too many sessions")
+        now = svc.now_ms()
+        sess = svc.new_session(addr, now)
+        token = os.urandom(16).hex()
+        peer = _Peer(token, sess)
+        sess.sink = peer.push
+        self.peers[token] = peer
+        self.counters["sessions_total"] += 1
+        return peer
+
+    def flight(self, token, body, addr):
+        """A handshake flight; returns (peer, answer flight, created)."""
+        self.counters["flights"] += 1
+        if not body:
+            self.reject("empty_flight", "a request body holds a whole TLS flight")
+        created = token is None
+        if created:
+            peer = self._open(addr)
+        else:
+            peer = self.lookup(token)
+            if body == peer.last_req:  # a retry after a lost answer: never feed TLS twice
+                return peer, peer.last_resp, False
+            if peer.sess.link.channel is not None:
+                self.reject("established", "handshake already complete: post link packets")
+        sess = peer.sess
+        svc = self.service
+        now = svc.now_ms()
+        sess.last_seen_ms = now
+        try:
+            out = sess.tls.feed(body)
+            if not out and not sess.tls.done:
+                raise TLSError("incomplete flight")
+        except TLSError as e:
+            svc.handshake_failed(sess, e)
+            self._end(peer, "handshake failed")
+            self.reject("handshake_failed", e.alert_name or e.reason)
+        if sess.tls.done:
+            svc.established(sess, now)
+        peer.last_req, peer.last_resp = body, out
+        return peer, out, created
+
+    async def batch(self, token, body, wait_ms=0):
+        """A batch of link packets; returns the answer batch (bytes)."""
+        self.counters["batches"] += 1
+        peer = self.lookup(token)
+        sess = peer.sess
+        if sess.link.channel is None:
+            self.reject("not_established", "finish the handshake first")
+        try:
+            packets = unpack_packets(body)
+        except FramingError as e:
+            self.reject("bad_framing", str(e))
+        self.counters["packets_in"] += len(packets)
+        svc = self.service
+        if packets:
+            svc.deliver(sess, packets, svc.now_ms())
+            if svc.is_live(sess):
+                # the app's answers were queued at a later tick than deliver's `now`:
+                # send them in this response rather than from the next timer tick
+                svc.transmit(sess, svc.now_ms())
+        else:
+            sess.last_seen_ms = svc.now_ms()
+        wait_ms = min(max(int(wait_ms or 0), 0), self.max_wait_ms)
+        if wait_ms and not peer.outbox and svc.is_live(sess):
+            try:
+                await asyncio.wait_for(peer.event.wait(), wait_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+        out = peer.drain(self.max_body)
+        self.counters["packets_out"] += len(out)
+        self.counters["outbox_dropped"] += peer.dropped
+        peer.dropped = 0
+        return peer, pack_packets(out)
+
+    def _end(self, peer, reason):
+        self.peers.pop(peer.token, None)
+        peer.event.set()
+        self.service.end(peer.sess, reason)
+
+    def sweep(self):
+        """Forget ended sessions; end handshakes older than the link's
+        handshake_timeout_ms."""
+        svc = self.service
+        now = svc.now_ms()
+        limit = svc.link_config.handshake_timeout_ms
+        for token, peer in list(self.peers.items()):
+            sess = peer.sess
+            if not svc.is_live(sess):
+                del self.peers[token]
+                peer.event.set()
+            elif sess.link.channel is None and now - sess.started_ms > limit:
+                self._end(peer, "handshake timeout")

@@ -1,0 +1,97 @@
+"""Running the service: `serve` (UDP, the HTTP/CoAP bindings if configured,
+timers, the stats file) and the CLI `main`:
+
+    python -m host_tools.service --config service.json [--stats F] [--ready-file F]
+        [--listen host:port] [--http-listen host:port] [--coap-listen host:port]
+
+--ready-file gets "host:port" of the UDP listener once everything listens
+(with bindings, F.json first: {"udp": ..., "http": ..., "coap": ...}); --stats
+gets the counters (JSON) every second and at the end.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from host_tools.common import log
+from host_tools.service.config import build_from_config
+from host_tools.service.errors import ConfigError
+
+__all__ = ["serve", "main"]
+
+
+async def serve(service, host, port, stats=None, ready=None):
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: service, local_addr=(host, port))
+    bound = transport.get_extra_info("sockname")
+    log("listening", addr="%s:%d" % bound[:2])
+    bindings = None
+    if service.binding_config:
+        # aiohttp/aiocoap only when configured
+        from host_tools.service.bindings import Bindings
+
+        bindings = Bindings(service, **service.binding_config)
+        addrs = await bindings.start()
+        if ready:  # written before the ready file: once that exists, all are listening
+            _write_json(str(ready) + ".json", dict(addrs, udp="%s:%d" % bound[:2]))
+    if ready:
+        Path(ready).write_text("%s:%d\n" % bound[:2])
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    timers = asyncio.ensure_future(service.run_timers())
+
+    async def write_stats():
+        while True:
+            if stats:
+                _write_json(stats, service.counters)
+            await asyncio.sleep(1)
+
+    st = asyncio.ensure_future(write_stats())
+    try:
+        await stop.wait()
+    finally:
+        timers.cancel()
+        st.cancel()
+        if bindings is not None:
+            await bindings.stop()
+        if stats:
+            _write_json(stats, service.counters)
+        transport.close()
+        log("stopped", **{k: v for k, v in service.counters.items() if k != "drops"})
+
+
+def _write_json(path, obj):
+    tmp = str(path) + ".tmp"
+    Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m host_tools.service",
+        description="ATLS service (UDP, and HTTP/CoAP if configured)",
+    )
+    ap.add_argument("--config", required=True, help="service config (JSON)")
+    ap.add_argument("--listen", help="host:port, overrides the config")
+    ap.add_argument("--http-listen", help="host:port for ATLS over HTTP (draft §9)")
+    ap.add_argument("--coap-listen", help="host:port for ATLS over CoAP")
+    ap.add_argument("--stats", help="write counters (JSON) here every second")
+    ap.add_argument("--ready-file", help="write the bound address here once listening")
+    a = ap.parse_args(argv)
+    try:
+        service, (host, port) = build_from_config(
+            a.config, listen=a.listen, http_listen=a.http_listen, coap_listen=a.coap_listen
+        )
+    except ConfigError as e:
+        print("service: %s" % e, file=sys.stderr)
+        return 2
+    asyncio.run(serve(service, host, port, a.stats, a.ready_file))
+    return 0

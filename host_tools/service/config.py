@@ -1,0 +1,137 @@
+"""The service's config file and its loader, `build_from_config`.
+
+Config (JSON; paths relative to the config file):
+    {"listen": "127.0.0.1:5684",
+     "registry": "devices.json",            # host_tools.service.registry
+     "cert": "server.pem", "key": "server.key",        # optional: certificate mode
+     "suites": [...], "groups": [...], "tickets": 0,
+     "link": {"mtu": 1200, "rto_ms": 1000, ...},       # atls.link.LinkConfig
+     "limits": {"max_half_open": 64, "idle_timeout_s": 300,
+                "rate_per_s": 200, "rate_burst": 400, "max_sessions": 10000},
+     "app": "echo",                          # or "module:Class"
+     "http_listen": "127.0.0.1:8080",        # optional: ATLS over HTTP (draft §9),
+     "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
+     "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
+     "bindings": {"max_body": 16384, "max_wait_ms": 25000}}  # see docs/BINDINGS.md
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from atls.link import LinkConfig
+from host_tools.common import parse_hostport
+from host_tools.service.core import EchoApp, Service
+from host_tools.service.errors import ConfigError
+from host_tools.service.registry import Registry
+from host_tools.service.tls_engine import ServerConfig
+
+__all__ = ["build_from_config", "load_app", "split_hostport", "DEFAULT_LISTEN"]
+
+DEFAULT_LISTEN = "127.0.0.1:5684"
+# devices offer CCM_8 first (smallest tag on the radio); the service agrees
+_DEFAULT_SUITES = ("TLS_AES_128_CCM_8_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256")
+
+
+def load_app(spec):
+    """The application object named by the config's "app"."""
+    if spec in (None, "", "echo"):
+        return EchoApp()
+    mod, _, cls = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), cls)()
+    except (ImportError, AttributeError) as e:
+        raise ConfigError("app %r: %s" % (spec, e))
+
+
+def split_hostport(s):
+    """'host:port' -> (host, port); host defaults to 0.0.0.0."""
+    try:
+        return parse_hostport(s, "0.0.0.0")
+    except ValueError:
+        raise ConfigError("listen must be host:port, got %r" % s)
+
+
+def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
+    """(Service, (host, port)) from the config file at `path`.  `listen`,
+    `http_listen`, `coap_listen` ("host:port") override the file's listeners
+    (the CLI's --listen, --http-listen, --coap-listen).  ConfigError if the
+    files cannot be read or are invalid."""
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError("config %s: %s" % (path, e))
+    base = path.parent
+    registry = Registry(base / cfg.get("registry", "devices.json"))
+    cert_chain = key = None
+    if cfg.get("cert"):
+        cert_chain = x509.load_pem_x509_certificates((base / cfg["cert"]).read_bytes())
+        key = serialization.load_pem_private_key((base / cfg["key"]).read_bytes(), None)
+    kw = {"suites": _DEFAULT_SUITES}
+    for name in ("suites", "groups", "tickets"):
+        if name in cfg:
+            kw[name] = tuple(cfg[name]) if isinstance(cfg[name], list) else cfg[name]
+    try:
+        tls_cfg = ServerConfig(
+            psks=registry.psks,
+            cert_chain=cert_chain,
+            key=key,
+            client_ca=registry.device_ca or None,
+            **kw,
+        )
+        link_cfg = LinkConfig(**dict({"mtu": 1200}, **cfg.get("link", {})))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e))
+    app = load_app(cfg.get("app"))
+    bindings = _binding_config(cfg, base)
+    addr = split_hostport(cfg.get("listen", DEFAULT_LISTEN))
+    if listen:
+        addr = split_hostport(listen)
+    if http_listen or coap_listen:
+        bindings = bindings or {"http_listen": None, "coap_listen": None, "ssl_context": None}
+        if http_listen:
+            bindings["http_listen"] = split_hostport(http_listen)
+        if coap_listen:
+            bindings["coap_listen"] = split_hostport(coap_listen)
+    service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings)
+    return service, addr
+
+
+def _binding_config(cfg, base):
+    """Keyword arguments of service.bindings.Bindings (HTTP/CoAP listeners)
+    from the config, or None."""
+    if not (cfg.get("http_listen") or cfg.get("coap_listen")):
+        if cfg.get("https"):
+            raise ConfigError("https needs http_listen")
+        return None
+    out = {"http_listen": None, "coap_listen": None, "ssl_context": None}
+    for key in ("http_listen", "coap_listen"):
+        if cfg.get(key):
+            out[key] = split_hostport(cfg[key])
+    https = cfg.get("https")
+    if https:
+        if not out["http_listen"] or not isinstance(https, dict) or "cert" not in https:
+            raise ConfigError('https must be {"cert": ..., "key": ...} with http_listen')
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(
+                base / https["cert"], base / https["key"] if https.get("key") else None
+            )
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError("https: %s" % e)
+        out["ssl_context"] = ctx
+    extra = cfg.get("bindings") or {}
+    if (
+        not isinstance(extra, dict)
+        or set(extra) - {"max_body", "max_wait_ms"}
+        or not all(isinstance(v, int) and v > 0 for v in extra.values())
+    ):
+        raise ConfigError("bindings: only max_body and max_wait_ms, positive integers")
+    out.update(extra)
+    return out

@@ -1,0 +1,186 @@
+"""What pyOpenSSL does not expose, reached through its cffi binding: the
+external-PSK callback and a message callback that watches each connection.
+
+* External PSK (RFC 8446 §4.2.11): pyOpenSSL has no PSK API, so the
+  binding's SSL_CTX_set_psk_find_session_callback is used: for a known
+  identity the callback builds an SSL_SESSION holding the key as "master key",
+  protocol TLS 1.3 and cipher TLS_AES_128_GCM_SHA256 - only its hash matters:
+  external PSKs are SHA-256 (RFC 8446 §4.2.11 default), so they work with the
+  SHA-256 suites only.  Unknown identities return no session: OpenSSL then
+  falls back to a certificate handshake, or fails with an alert if there is no
+  certificate.  The identity -> key table is consulted live, per handshake.
+* A context-wide message callback watches handshake and alert messages (type
+  bytes, the ServerHello's extensions; it never keeps key material) to report
+  HelloRetryRequest, the selected PSK identity and alerts; it is keyed by the
+  SSL* of each connection (`watch(conn)`).  cffi callbacks must outlive the
+  context: `install` returns them for the caller to keep.
+
+Nothing here raises into OpenSSL, logs, or stores secrets.
+"""
+
+import threading
+import weakref
+
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from atls import protocol
+
+__all__ = ["Watch", "watch", "install", "valid_psk"]
+
+# RFC 8446 §4.1.3: ServerHello.random of a HelloRetryRequest.
+_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+_HS_CLIENT_HELLO = 1
+_HS_SERVER_HELLO = 2
+_EXT_PRE_SHARED_KEY = 41
+_CT_ALERT = 21
+_CT_HANDSHAKE = 22
+# the cipher of the PSK session: TLS_AES_128_GCM_SHA256, for its SHA-256 hash
+_PSK_CIPHER_ID = protocol.TLS_AES_128_GCM_SHA256.to_bytes(2, "big")
+
+
+class Watch:
+    """What the callbacks saw on one connection (no key material)."""
+
+    def __init__(self):
+        self.client_hellos = 0
+        self.psk_calls = []  # identity (bytes) if known else None, per offer
+        self.selected_identity = None
+        self.hrr = False
+        self.alert_sent = None
+        self.alert_received = None
+        self.callback_error = None
+
+
+_WATCHES = weakref.WeakValueDictionary()
+_WATCH_LOCK = threading.Lock()
+
+
+def _key(ssl):
+    return int(_ffi.cast("uintptr_t", ssl))
+
+
+def watch(conn):
+    """A new Watch for an OpenSSL.SSL.Connection, filled in by the callbacks
+    for as long as the caller keeps it."""
+    w = Watch()
+    with _WATCH_LOCK:
+        _WATCHES[_key(conn._ssl)] = w
+    return w
+
+
+def _watch_for(ssl):
+    with _WATCH_LOCK:
+        return _WATCHES.get(_key(ssl))
+
+
+def _server_hello(watch, msg):
+    """Note HRR and the selected PSK identity from our own ServerHello
+    (RFC 8446 §4.1.3, §4.2.11)."""
+    try:
+        if msg[6:38] == _HRR_RANDOM:
+            watch.hrr = True
+            return
+        pos = 38
+        pos += 1 + msg[pos]  # legacy_session_id_echo
+        pos += 3  # cipher_suite, compression
+        end = pos + 2 + int.from_bytes(msg[pos : pos + 2], "big")
+        pos += 2
+        while pos + 4 <= end:
+            etype = int.from_bytes(msg[pos : pos + 2], "big")
+            elen = int.from_bytes(msg[pos + 2 : pos + 4], "big")
+            if etype == _EXT_PRE_SHARED_KEY and elen == 2:
+                watch.selected_identity = int.from_bytes(msg[pos + 4 : pos + 6], "big")
+            pos += 4 + elen
+    except Exception as e:  # never raise into OpenSSL
+        watch.callback_error = repr(e)
+
+
+def _on_message(write_p, version, content_type, buf, length, ssl, arg):
+    # OpenSSL calls this for every record header and message: filter on the
+    # cheap fields first, look up the connection's watch only when it matters
+    if length < 1 or (content_type != _CT_HANDSHAKE and content_type != _CT_ALERT):
+        return
+    if content_type == _CT_HANDSHAKE:
+        mtype = _ffi.cast("unsigned char *", buf)[0]
+        if mtype != (_HS_SERVER_HELLO if write_p else _HS_CLIENT_HELLO):
+            return
+    watch = _watch_for(ssl)
+    if watch is None:
+        return
+    if content_type == _CT_HANDSHAKE:
+        if not write_p:
+            watch.client_hellos += 1
+            watch.psk_calls = []
+        elif write_p and mtype == _HS_SERVER_HELLO and length >= 38:
+            _server_hello(watch, bytes(_ffi.buffer(buf, min(length, 4096))))
+    elif content_type == _CT_ALERT and length >= 2:
+        desc = _ffi.cast("unsigned char *", buf)[1]
+        if write_p:
+            if watch.alert_sent is None or desc != 0:
+                watch.alert_sent = desc
+        else:
+            watch.alert_received = desc
+
+
+_on_message_cb = _ffi.callback("void(int, int, int, void *, size_t, SSL *, void *)", _on_message)
+
+
+def valid_psk(key):
+    return isinstance(key, (bytes, bytearray)) and 16 <= len(key) <= 64
+
+
+def _make_psk_callback(psks):
+    """SSL_psk_find_session_cb_func for the identity -> key table `psks`."""
+
+    def find_session(ssl, identity, identity_len, sessptr):
+        sessptr[0] = _ffi.NULL
+        watch = _watch_for(ssl)
+        try:
+            ident = bytes(_ffi.buffer(identity, identity_len))
+            key = psks.get(ident)
+            if watch is not None:
+                watch.psk_calls.append(ident if key is not None else None)
+            if key is None:
+                return 1  # not ours: try tickets / next identity
+            if not valid_psk(key):
+                if watch is not None:
+                    watch.callback_error = "invalid PSK table entry"
+                return 0
+            key = bytes(key)
+            cipher = _lib.SSL_CIPHER_find(ssl, _PSK_CIPHER_ID)
+            if cipher == _ffi.NULL:
+                return 0
+            sess = _lib.Cryptography_SSL_SESSION_new()
+            if sess == _ffi.NULL:
+                return 0
+            if (
+                _lib.SSL_SESSION_set1_master_key(sess, key, len(key)) != 1
+                or _lib.SSL_SESSION_set_cipher(sess, cipher) != 1
+                or _lib.SSL_SESSION_set_protocol_version(sess, _lib.TLS1_3_VERSION) != 1
+            ):
+                _lib.SSL_SESSION_free(sess)
+                return 0
+            sessptr[0] = sess  # OpenSSL takes ownership
+            return 1
+        except Exception as e:
+            if watch is not None:  # type only: messages might carry secrets
+                watch.callback_error = type(e).__name__
+            return 0  # fatal: internal_error alert
+
+    return _ffi.callback(
+        "int(SSL *, unsigned char *, size_t, SSL_SESSION **)", find_session, error=0
+    )
+
+
+def install(ctx, psks):
+    """Hook an OpenSSL.SSL.Context: the PSK callback for the table `psks`
+    (None: no PSK) and the message callback.  Returns the cffi callbacks,
+    which must live as long as the context."""
+    keep = [_on_message_cb]
+    if psks is not None:
+        cb = _make_psk_callback(psks)
+        _lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
+        keep.append(cb)
+    _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
+    return keep
