@@ -12,10 +12,11 @@ import os
 import random
 import sys
 
-from host_tools import gateway as G
+from host_tools.gateway.bridge import Gateway
+from host_tools.gateway.cli import main
 
 
-class EvilGateway(G.Gateway):
+class EvilGateway(Gateway):
     def __init__(self, config):
         super().__init__(config)
         p = json.loads(os.environ.get("ATLS_EVIL", "{}"))
@@ -69,13 +70,13 @@ class EvilGateway(G.Gateway):
     def upstream(self, key, payload):
         if not payload or (payload[0] & 0xF0) != 0xA0 or key[0] != "zb":
             return super().upstream(key, payload)
-        self._attack("up", key, payload, lambda k, p: G.Gateway.upstream(self, k, p))
+        self._attack("up", key, payload, lambda k, p: Gateway.upstream(self, k, p))
 
     def downstream(self, flow, data):
         if not data or (data[0] & 0xF0) != 0xA0:
             return super().downstream(flow, data)
-        self._attack("down", flow, data, lambda f, p: G.Gateway.downstream(self, f, p))
+        self._attack("down", flow, data, lambda f, p: Gateway.downstream(self, f, p))
 
 
 if __name__ == "__main__":
-    sys.exit(G.main(gateway_class=EvilGateway))
+    sys.exit(main(gateway_class=EvilGateway))
