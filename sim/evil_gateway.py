@@ -12,6 +12,7 @@ import os
 import random
 import sys
 
+from atls import protocol
 from host_tools.gateway.bridge import Gateway
 from host_tools.gateway.cli import main
 
@@ -39,9 +40,9 @@ class EvilGateway(Gateway):
         if r() < self.p["drop"]:
             self._did("drop")
             return
-        if r() < self.p["tamper"] and len(packet) > 3:
+        if r() < self.p["tamper"] and len(packet) > protocol.HEADER_LEN:
             b = bytearray(packet)
-            i = self.rng.randrange(3, len(b))  # keep the marker and session id
+            i = self.rng.randrange(protocol.HEADER_LEN, len(b))  # keep the marker and session id
             b[i] ^= 1 << self.rng.randrange(8)
             packet = bytes(b)
             self._did("tamper")
@@ -68,12 +69,12 @@ class EvilGateway(Gateway):
             self._did("inject")
 
     def upstream(self, key, payload):
-        if not payload or (payload[0] & 0xF0) != 0xA0 or key[0] != "zb":
+        if not protocol.is_atls(payload) or key[0] != "zb":
             return super().upstream(key, payload)
         self._attack("up", key, payload, lambda k, p: Gateway.upstream(self, k, p))
 
     def downstream(self, flow, data):
-        if not data or (data[0] & 0xF0) != 0xA0:
+        if not protocol.is_atls(data):
             return super().downstream(flow, data)
         self._attack("down", flow, data, lambda f, p: Gateway.downstream(self, f, p))
 

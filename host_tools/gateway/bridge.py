@@ -15,13 +15,14 @@ import asyncio
 import socket
 import time
 
-from atls import pairing, xbee
+from atls import pairing, protocol, xbee
 from atls.errors import DecodeError
 from host_tools.common import log
 from host_tools.gateway import relay
 from host_tools.gateway.capture import DOWN, SERIAL_IN, SERIAL_OUT, UP, Capture
 from host_tools.gateway.config import GatewayError, is_relay
 from host_tools.gateway.pairing_table import PairingTable
+from host_tools.ratelimit import TokenBuckets
 
 __all__ = ["Gateway", "Flow"]
 
@@ -55,7 +56,10 @@ class Gateway:
         self.decoder = xbee.FrameDecoder(escaped=config.escaped)
         self.serial = None
         self.flows = {}
-        self.buckets = {}
+        # the table is cleared when a new device finds more than 4 x max_devices in it
+        self.buckets = TokenBuckets(
+            self.limits["rate_per_s"], self.limits["rate_burst"], 4 * self.limits["max_devices"] + 1
+        )
         self.join_until = 0.0
         self.pending = {}  # addr64 -> {"device", "service", "nonce", "code", "confirmed"}
         self.frame_id = 0
@@ -165,28 +169,13 @@ class Gateway:
         )
 
     # -- forwarding ---------------------------------------------------------------------
-    def _rate_ok(self, key):
-        now = time.monotonic()
-        rate, burst = self.limits["rate_per_s"], self.limits["rate_burst"]
-        b = self.buckets.get(key)
-        if b is None:
-            if len(self.buckets) > 4 * self.limits["max_devices"]:
-                self.buckets.clear()
-            b = self.buckets[key] = [burst, now]
-        b[0] = min(burst, b[0] + (now - b[1]) * rate)
-        b[1] = now
-        if b[0] < 1:
-            return False
-        b[0] -= 1
-        return True
-
     def upstream(self, key, payload):
         """A packet from a device (ZigBee or WiFi UDP)."""
         if not payload:
             return self.drop("empty")
         if key[0] == "zb" and pairing.is_pairing(payload):
             return self._on_pairing(key[1], payload)
-        if (payload[0] & 0xF0) != 0xA0:
+        if not protocol.is_atls(payload):
             return self.drop("not_atls")
         if len(payload) > self.limits["max_payload"] and key[0] == "zb":
             return self.drop("too_big")
@@ -200,7 +189,7 @@ class Gateway:
                 or self.config.routes.get(str(entry["device"]).lower())
                 or entry["service"]
             )
-        if not self._rate_ok(key):
+        if not self.buckets.allow(key, time.monotonic()):
             return self.drop("rate")
         flow = self.flows.get(key)
         if flow is None:
@@ -255,7 +244,7 @@ class Gateway:
     def downstream(self, flow, data):
         """A packet from the service for one device."""
         self._capture(DOWN, data)
-        if not data or (data[0] & 0xF0) != 0xA0:
+        if not protocol.is_atls(data):
             return self.drop("not_atls_down")
         key = flow.key
         if key[0] == "zb":

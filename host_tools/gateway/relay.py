@@ -53,16 +53,13 @@ import asyncio
 import time
 from collections import deque
 
-from atls import wire
+from atls import protocol, wire
 from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
 from host_tools.atls_http_client import CoapTransport, HttpTransport, TransportError
 
 __all__ = ["Clients", "RelayFlow", "Session", "new_counters", "HANDSHAKE", "OPEN", "DEAD"]
 
-_ERR_UNKNOWN = 1  # ERROR reasons, docs/PROTOCOL.md §5
-_ERR_HANDSHAKE = 2
-_ERR_BUSY = 3
 _ERROR_GAP_S = 0.5  # at most one unsolicited ERROR per device per this long
 _PLACEHOLDER_SID = 0xFFFF  # the relay link's id until the service names one (never sent)
 _FATAL = ("unknown_session", "not_established", "missing_cookie")
@@ -163,11 +160,13 @@ class RelayFlow:
             return
         if len(pkt) < 5:  # shorter than any packet a device sends (§1)
             return _bump(self.c["drops"], "truncated")
+        # the clear header (§1); the gateway checked the marker.  Not protocol.peek:
+        # its version/type drops would change what the relay forwards
         t = pkt[0] & 7
         sid = (pkt[1] << 8) | pkt[2]
         s = self.sess
         if sid == 0:
-            if t > wire.HS_END or pkt[3] != 0:  # §1: sid 0 only on fragments of flight 0
+            if t > protocol.HS_END or pkt[3] != 0:  # §1: sid 0 only on fragments of flight 0
                 return _bump(self.c["drops"], "unknown_session")
             if s is None or not s.continues(pkt):
                 if s is not None:
@@ -181,15 +180,15 @@ class RelayFlow:
             _bump(self.c["drops"], "unknown_session")
             # while a new handshake runs, an ERROR would kill it (a device without
             # an id accepts any ERROR): stale packets of an old session just go
-            if (s is None or s.state == OPEN) and t != wire.ERROR:
+            if (s is None or s.state == OPEN) and t != protocol.ERROR:
                 now = time.monotonic()
                 if now - self._error_at >= _ERROR_GAP_S:
                     self._error_at = now
-                    self.error(sid, _ERR_UNKNOWN)
+                    self.error(sid, protocol.UNKNOWN_SESSION)
 
     def error(self, sid, reason):
         self.c["error_packets"] += 1
-        self.down(wire.encode(wire.ERROR, sid, bytes((reason,))))
+        self.down(wire.encode(protocol.ERROR, sid, bytes((reason,))))
 
     def close(self):
         self.closed = True
@@ -236,13 +235,13 @@ class Session:
 
     def from_device(self, pkt, t):
         self.last_up = time.monotonic()
-        if t <= wire.HS_ACK:
-            if t <= wire.HS_END and pkt[3] == 0 and pkt[4] == 0 and self.frag0 is None:
+        if t <= protocol.HS_ACK:
+            if t <= protocol.HS_END and pkt[3] == 0 and pkt[4] == 0 and self.frag0 is None:
                 self.frag0 = bytes(pkt[5:])
             self.link.receive(pkt, _now_ms())
             self._events()
             self._flush()
-        elif t <= wire.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
+        elif t <= protocol.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
             if len(self.upq) >= self.opts["queue"]:
                 self.upq.popleft()
                 self.c["queue_dropped"] += 1
@@ -312,20 +311,20 @@ class Session:
                 answer = await tr.post_flight(flight)
         except TransportError as e:
             code = (
-                _ERR_HANDSHAKE
+                protocol.HANDSHAKE_FAILED
                 if e.reason == "handshake_failed"
-                else _ERR_BUSY
+                else protocol.BUSY
                 if e.reason in _TRANSIENT
-                else _ERR_UNKNOWN
+                else protocol.UNKNOWN_SESSION
             )
             return self.fail(code, "flight_" + str(e.reason))
         except Exception as e:
-            return self.fail(_ERR_BUSY, "flight_" + _net_reason(e))
+            return self.fail(protocol.BUSY, "flight_" + _net_reason(e))
         if self.state == DEAD:
             return
         sid = tr.sid
         if sid is None or not 0 < sid <= 0xFFFF or (self.sid is not None and sid != self.sid):
-            return self.fail(_ERR_UNKNOWN, "no_session_id")
+            return self.fail(protocol.UNKNOWN_SESSION, "no_session_id")
         self.sid = self.link.session_id = sid
         self.busy = False
         if answer:
@@ -333,7 +332,7 @@ class Session:
             try:
                 self.link.send_flight(answer, _now_ms())
             except ATLSError:  # larger than max_flight: the device could not take it
-                return self.fail(_ERR_HANDSHAKE, "flight_too_big")
+                return self.fail(protocol.HANDSHAKE_FAILED, "flight_too_big")
         else:  # the service finished TLS: the channel runs end to end
             self.state = OPEN
             self.c["handshakes"] += 1
@@ -362,7 +361,7 @@ class Session:
                 answer = await tr.post_packets(batch)
             except TransportError as e:
                 if e.reason in _FATAL:
-                    return self.fail(_ERR_UNKNOWN, "batch_" + str(e.reason))
+                    return self.fail(protocol.UNKNOWN_SESSION, "batch_" + str(e.reason))
                 _bump(self.c["errors"], "batch_" + str(e.reason))
                 await asyncio.sleep(0.2)  # dropped: the links retransmit
                 continue
