@@ -93,6 +93,32 @@ def test_config_services_udp_http_https_coap_and_routes(tmp_path):
     assert insecure.services["s"].ssl is False
 
 
+def test_config_defaults_as_documented(tmp_path):
+    """A config naming only a service gets the defaults config.py documents."""
+    from host_tools.gateway.config import DEFAULT_LIMITS, DEFAULT_RELAY
+
+    p = tmp_path / "gw.json"
+    p.write_text(json.dumps({"services": {"default": ":5684"}}))
+    c = G.Config(p)
+    assert c.services == {"default": ("127.0.0.1", 5684)}
+    assert (c.serial, c.baudrate, c.escaped, c.routes) == (None, 115200, False, {})
+    assert (c.udp_listen, c.capture, c.join_window_s, c.auto_confirm) == (None, None, 60, False)
+    assert c.state_dir == tmp_path / "gateway-state"
+    assert c.pairing_path == tmp_path / "gateway-state" / "pairing.json"
+    assert (
+        c.limits
+        == DEFAULT_LIMITS
+        == {
+            "rate_per_s": 50,
+            "rate_burst": 100,
+            "max_devices": 1000,
+            "max_payload": 84,
+            "max_pending_pairings": 32,
+        }
+    )
+    assert c.relay == DEFAULT_RELAY and DEFAULT_RELAY["poll_ms"] == 15000
+
+
 @pytest.mark.parametrize(
     "services,extra,msg",
     [
