@@ -1,7 +1,7 @@
 """The gateway's configuration: one JSON file, loaded and checked by `Config`.
 
 Paths in it (state_dir, capture, a service's ca/cert/key) are relative to the
-file.  A bad file raises GatewayError naming the key.  Example:
+file.  A bad file raises GatewayError saying what is wrong.  Example:
 
     {"serial": "/dev/ttyUSB0", "baudrate": 115200, "escaped": false,
      "services": {"default": "127.0.0.1:5684",                        # UDP
@@ -31,27 +31,33 @@ Keys (default in brackets):
                              authenticates the service end to end)
                    plus any "relay" key below, for this service only.
                  ca/cert/key/insecure apply to https:// urls only.
-  routes         device id or 64-bit address (hex) -> service name, overriding
-                 what the device asked for; case-insensitive [{}]
-  relay          settings of the HTTP/CoAP relay (DEFAULT_RELAY), positive integers:
+  routes         ZigBee device id or 64-bit address (hex) -> service name,
+                 overriding what the device asked for; case-insensitive [{}]
+  relay          settings of the HTTP/CoAP relay (DEFAULT_RELAY), positive integers,
+                 unknown keys refused:
                    poll_ms 15000            long poll for packets the service sends
                    timeout_s 30             per request; >= poll_ms + 2 s
                    rto_ms 1000, rto_max_ms 8000   the relay link's retransmission
-                   handshake_timeout_ms 60000     timer for the device's flights
+                   handshake_timeout_ms 60000     the relay link gives up a handshake
                    idle_timeout_s 600       a relay session without device packets ends
                    queue 64                 device packets waiting (oldest dropped)
                    max_batch 32             packets per POST
-                   max_flight 4096          largest flight sent to the device
+                   max_flight 4096          largest flight either way (at most
+                                            255 fragments of the radio MTU)
   udp_listen     "host:port" for WiFi devices on UDP (empty host: 127.0.0.1)
                  [none: no WiFi side]
   state_dir      pairing.json, gateway.sock (control socket), stats.json
                  ["gateway-state"]
-  limits         (DEFAULT_LIMITS)
+  limits         (DEFAULT_LIMITS; given keys replace defaults, none is checked)
                    rate_per_s 50, rate_burst 100   token bucket per device
-                   max_devices 1000         flows toward services
-                   max_payload 84           largest ZigBee payload either way
+                   max_devices 1000         flows toward services (also bounds the
+                                            bucket table and the relay's connections)
+                   max_payload 84           largest ZigBee payload either way, and
+                                            the relay's fragment size toward ZigBee
+                                            devices (WiFi devices: 1200)
                    max_pending_pairings 32  pairing requests awaiting confirmation
-  join_window_s  how long `pair` / open_join keeps the join window open [60]
+  join_window_s  the join window of a control "open_join" that names no seconds
+                 [60] (`pair` always names its --window)
   auto_confirm   confirm every pairing request without a code (tests, the
                  simulator) [false]
   capture        debugging: append every byte the gateway handles to this file
