@@ -12,10 +12,12 @@ import os
 import random
 import sys
 
-from host_tools import gateway as G
+from atls import protocol
+from host_tools.gateway.bridge import Gateway
+from host_tools.gateway.cli import main
 
 
-class EvilGateway(G.Gateway):
+class EvilGateway(Gateway):
     def __init__(self, config):
         super().__init__(config)
         p = json.loads(os.environ.get("ATLS_EVIL", "{}"))
@@ -38,9 +40,9 @@ class EvilGateway(G.Gateway):
         if r() < self.p["drop"]:
             self._did("drop")
             return
-        if r() < self.p["tamper"] and len(packet) > 3:
+        if r() < self.p["tamper"] and len(packet) > protocol.HEADER_LEN:
             b = bytearray(packet)
-            i = self.rng.randrange(3, len(b))  # keep the marker and session id
+            i = self.rng.randrange(protocol.HEADER_LEN, len(b))  # keep the marker and session id
             b[i] ^= 1 << self.rng.randrange(8)
             packet = bytes(b)
             self._did("tamper")
@@ -67,15 +69,15 @@ class EvilGateway(G.Gateway):
             self._did("inject")
 
     def upstream(self, key, payload):
-        if not payload or (payload[0] & 0xF0) != 0xA0 or key[0] != "zb":
+        if not protocol.is_atls(payload) or key[0] != "zb":
             return super().upstream(key, payload)
-        self._attack("up", key, payload, lambda k, p: G.Gateway.upstream(self, k, p))
+        self._attack("up", key, payload, lambda k, p: Gateway.upstream(self, k, p))
 
     def downstream(self, flow, data):
-        if not data or (data[0] & 0xF0) != 0xA0:
+        if not protocol.is_atls(data):
             return super().downstream(flow, data)
-        self._attack("down", flow, data, lambda f, p: G.Gateway.downstream(self, f, p))
+        self._attack("down", flow, data, lambda f, p: Gateway.downstream(self, f, p))
 
 
 if __name__ == "__main__":
-    sys.exit(G.main(gateway_class=EvilGateway))
+    sys.exit(main(gateway_class=EvilGateway))

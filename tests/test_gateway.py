@@ -12,6 +12,7 @@ driver, with real processes and real API frames.
 * The device driver over a socket stream fed corrupt frames.
 """
 
+import asyncio
 import json
 import os
 import select
@@ -283,6 +284,43 @@ def test_corrupt_frames_dropped_counted_next_frame_kept(rig):
     assert fe["garbage_bytes"] > 0 and fe["bad_checksum"] >= 1
     assert fe["bad_escape"] + fe["truncated"] + fe["oversized"] >= 2
     assert st["drops"].get("unknown_frame", 0) >= 1
+
+
+def test_wifi_side_in_process_marker_rate_and_one_flow_per_device(tmp_path):
+    """A WiFi device's packets (Gateway in process, real UDP service socket):
+    no marker, dropped as not_atls; a burst of 2 per device, the third
+    dropped as rate; each device its own flow (source address)."""
+    from host_tools.gateway import Config, Gateway
+
+    svc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    svc.bind(("127.0.0.1", 0))
+    cfg = tmp_path / "gateway.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "services": {"default": "127.0.0.1:%d" % svc.getsockname()[1]},
+                "state_dir": "gw",
+                "limits": {"rate_per_s": 1, "rate_burst": 2},
+            }
+        )
+    )
+    pkt = bytes([0xA0, 0, 0, 0, 0]) + b"hello"
+    a, b = ("udp", ("10.0.0.1", 1)), ("udp", ("10.0.0.2", 2))
+
+    async def go():
+        gw = Gateway(Config(cfg))
+        gw.upstream(a, b"\x42plain text")
+        for _ in range(3):
+            gw.upstream(a, pkt)
+        gw.upstream(b, pkt)
+        return gw.stats()
+
+    st = asyncio.run(go())
+    assert st["drops"] == {"not_atls": 1, "rate": 1}
+    assert st["up_packets"] == 3 and st["up_bytes"] == 3 * len(pkt) and st["flows"] == 2
+    got = [_recv(svc) for _ in range(3)]
+    assert [d for d, _ in got] == [pkt] * 3 and len({addr for _, addr in got}) == 2
+    svc.close()
 
 
 def test_device_driver_survives_corrupt_frames():

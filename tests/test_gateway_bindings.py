@@ -1,5 +1,5 @@
 """The gateway forwards ZigBee devices' ATLS traffic to the service over UDP,
-HTTP(S) or CoAP (issue 8; host_tools/gateway_relay.py, docs/BINDINGS.md
+HTTP(S) or CoAP (issue 8; host_tools/gateway/relay.py, docs/BINDINGS.md
 "Gateway").  Real processes, loopback only.
 
 * End to end (sim.fleet: emulated 802.15.4 radio and XBees, the gateway
@@ -38,8 +38,9 @@ from atls.link import LinkConfig
 from atls.session import DeviceSession
 from atls.tls.client import ClientConfig
 from host_tools import gateway as G
-from host_tools import gateway_relay as relay
 from host_tools import pki
+from host_tools.gateway import relay
+from host_tools.gateway.config import Target
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -90,6 +91,32 @@ def test_config_services_udp_http_https_coap_and_routes(tmp_path):
     assert c.routes == {"dev-7": "coap", "0013a20041000001": "web"}
     insecure = _config(tmp_path, {"s": {"url": "https://h/atls", "insecure": True}})
     assert insecure.services["s"].ssl is False
+
+
+def test_config_defaults_as_documented(tmp_path):
+    """A config naming only a service gets the defaults config.py documents."""
+    from host_tools.gateway.config import DEFAULT_LIMITS, DEFAULT_RELAY
+
+    p = tmp_path / "gw.json"
+    p.write_text(json.dumps({"services": {"default": ":5684"}}))
+    c = G.Config(p)
+    assert c.services == {"default": ("127.0.0.1", 5684)}
+    assert (c.serial, c.baudrate, c.escaped, c.routes) == (None, 115200, False, {})
+    assert (c.udp_listen, c.capture, c.join_window_s, c.auto_confirm) == (None, None, 60, False)
+    assert c.state_dir == tmp_path / "gateway-state"
+    assert c.pairing_path == tmp_path / "gateway-state" / "pairing.json"
+    assert (
+        c.limits
+        == DEFAULT_LIMITS
+        == {
+            "rate_per_s": 50,
+            "rate_burst": 100,
+            "max_devices": 1000,
+            "max_payload": 84,
+            "max_pending_pairings": 32,
+        }
+    )
+    assert c.relay == DEFAULT_RELAY and DEFAULT_RELAY["poll_ms"] == 15000
 
 
 @pytest.mark.parametrize(
@@ -254,7 +281,7 @@ def test_relay_in_process_flights_unmodified_sid_adopted(svc, kind, monkeypatch)
     most the MTU each); the device uses the session id the service named;
     then 40 messages each way through post_packets, in order, once."""
     Recording.install(monkeypatch)
-    target = relay.Target(
+    target = Target(
         "svc",
         {
             "url": svc.http if kind == "http" else svc.coap,
@@ -300,9 +327,7 @@ def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(s
     unacknowledged messages go through the new session.  A restarted
     gateway (a fresh RelayFlow) answers the device's old session id with an
     ERROR unknown_session, and the device comes back the same way."""
-    target = relay.Target(
-        "svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000}
-    )
+    target = Target("svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
 
     async def go():
         r = Radio(target)
@@ -348,7 +373,7 @@ def test_relay_refused_handshake_and_device_restart(svc):
     relay session (the old one is dropped)."""
 
     async def go():
-        target = relay.Target(
+        target = Target(
             "svc", {"url": svc.coap, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000}
         )
         bad = Radio(target, psk=bytes(32))
@@ -373,7 +398,7 @@ def test_relay_refused_handshake_and_device_restart(svc):
     assert [p for p in bad.down if p[0] & 7 == wire.ERROR][0] == wire.encode(wire.ERROR, 0, b"\x02")
     assert bad.counters["errors"] == {"flight_handshake_failed": 1}
     assert bad.counters["handshakes"] == 0 and bad.counters["active"] == 0
-    assert echoes == msgs and old.state == relay._DEAD
+    assert echoes == msgs and old.state == relay.DEAD
     assert good.counters["errors"].get("device_restarted") == 1
     assert good.counters["sessions"] == 2 and good.counters["handshakes"] == 2
     s = svc.counters()

@@ -7,8 +7,9 @@ HTTP/CoAP bindings want whole TLS flights, then batches of link packets.  The
 relay translates between the two framings and holds no keys: it never sees a
 TLS secret, never calls start_channel and never opens a sealed packet.
 
-Theory of operation (one `RelayFlow` per device, at most one `_Session` at a
-time, one HttpTransport / CoapTransport per session):
+Theory of operation (one `RelayFlow` per device, at most one `Session` at a
+time, one HttpTransport / CoapTransport per session; the service is a
+`config.Target`, the relay settings are config.DEFAULT_RELAY's keys):
 
 * Handshake.  A server-role `Link` is used only for flight transport: it
   reassembles the device's fragments (the device's first flight has session
@@ -49,38 +50,21 @@ time, one HttpTransport / CoapTransport per session):
 """
 
 import asyncio
-import ssl as _ssl
 import time
 from collections import deque
-from pathlib import Path
 
-from atls import wire
+from atls import protocol, wire
 from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
 from host_tools.atls_http_client import CoapTransport, HttpTransport, TransportError
 
-__all__ = ["DEFAULT_RELAY", "Target", "Clients", "RelayFlow", "new_counters", "is_relay"]
+__all__ = ["Clients", "RelayFlow", "Session", "new_counters", "HANDSHAKE", "OPEN", "DEAD"]
 
-DEFAULT_RELAY = {
-    "poll_ms": 15000,
-    "timeout_s": 30,
-    "rto_ms": 1000,
-    "rto_max_ms": 8000,
-    "handshake_timeout_ms": 60000,
-    "idle_timeout_s": 600,
-    "queue": 64,
-    "max_batch": 32,
-    "max_flight": 4096,
-}
-_TARGET_KEYS = {"url", "ca", "cert", "key", "insecure"}
-_ERR_UNKNOWN = 1  # ERROR reasons, docs/PROTOCOL.md §5
-_ERR_HANDSHAKE = 2
-_ERR_BUSY = 3
 _ERROR_GAP_S = 0.5  # at most one unsolicited ERROR per device per this long
 _PLACEHOLDER_SID = 0xFFFF  # the relay link's id until the service names one (never sent)
 _FATAL = ("unknown_session", "not_established", "missing_cookie")
 _TRANSIENT = ("busy", "rate", "network", "timeout", "http")
-_HS, _OPEN, _DEAD = 0, 1, 2
+HANDSHAKE, OPEN, DEAD = 0, 1, 2  # Session.state
 
 
 def _now_ms():
@@ -108,77 +92,6 @@ def new_counters():
 
 def _bump(d, key, n=1):
     d[key] = d.get(key, 0) + n
-
-
-class Target:
-    """An HTTP(S) or CoAP service from the gateway config:
-    {"url": "https://host:8443/atls", "ca": "ca.pem"} (ca: PEM file for the
-    HTTPS leg, e.g. a TLS-terminating middlebox's CA; "cert"/"key": a client
-    certificate for that leg; "insecure": true skips its verification -
-    ATLS still authenticates the service end to end) plus optional relay
-    settings (DEFAULT_RELAY keys) overriding the config's "relay" block."""
-
-    def __init__(self, name, spec, base=Path("."), defaults=None):
-        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
-            raise ValueError('service %r: expected {"url": ...}' % name)
-        unknown = set(spec) - _TARGET_KEYS - set(DEFAULT_RELAY)
-        if unknown:
-            raise ValueError("service %r: unknown keys %s" % (name, sorted(unknown)))
-        url = spec["url"]
-        self.name = name
-        self.url = url
-        if url.startswith("coap://"):
-            self.kind = "coap"
-        elif url.startswith("http://") or url.startswith("https://"):
-            self.kind = "http"
-        else:
-            raise ValueError("service %r: url must be http://, https:// or coap://" % name)
-        self.ssl = None
-        tls_keys = [k for k in ("ca", "cert", "key", "insecure") if spec.get(k)]
-        if tls_keys and not url.startswith("https://"):
-            raise ValueError("service %r: %s only apply to https:// urls" % (name, tls_keys))
-        if spec.get("insecure"):
-            self.ssl = False
-        elif spec.get("ca") or spec.get("cert"):
-            try:
-                ctx = _ssl.create_default_context(
-                    cafile=str(Path(base) / spec["ca"]) if spec.get("ca") else None
-                )
-                if spec.get("cert"):
-                    ctx.load_cert_chain(
-                        str(Path(base) / spec["cert"]),
-                        str(Path(base) / spec["key"]) if spec.get("key") else None,
-                    )
-            except (OSError, _ssl.SSLError) as e:
-                raise ValueError("service %r: %s" % (name, e))
-            self.ssl = ctx
-        opts = dict(DEFAULT_RELAY, **(defaults or {}))
-        opts.update({k: spec[k] for k in DEFAULT_RELAY if k in spec})
-        check_relay_options(opts, "service %r" % name)
-        self.opts = opts
-
-    def describe(self):
-        """The URL without any user:password part (for logs)."""
-        scheme, sep, rest = self.url.partition("://")
-        host, slash, path = rest.partition("/")
-        return scheme + sep + host.rpartition("@")[2] + slash + path
-
-
-def check_relay_options(opts, where="relay"):
-    unknown = set(opts) - set(DEFAULT_RELAY)
-    if unknown:
-        raise ValueError("%s: unknown keys %s" % (where, sorted(unknown)))
-    for k, v in opts.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError("%s: %s must be a positive integer" % (where, k))
-    if opts["timeout_s"] * 1000 < opts["poll_ms"] + 2000:
-        raise ValueError("%s: timeout_s must exceed poll_ms by 2 s or more" % where)
-    if opts["rto_max_ms"] < opts["rto_ms"]:
-        raise ValueError("%s: rto_max_ms < rto_ms" % where)
-
-
-def is_relay(target):
-    return isinstance(target, Target)
 
 
 class Clients:
@@ -247,17 +160,19 @@ class RelayFlow:
             return
         if len(pkt) < 5:  # shorter than any packet a device sends (§1)
             return _bump(self.c["drops"], "truncated")
+        # the clear header (§1); the gateway checked the marker.  Not protocol.peek:
+        # its version/type drops would change what the relay forwards
         t = pkt[0] & 7
         sid = (pkt[1] << 8) | pkt[2]
         s = self.sess
         if sid == 0:
-            if t > wire.HS_END or pkt[3] != 0:  # §1: sid 0 only on fragments of flight 0
+            if t > protocol.HS_END or pkt[3] != 0:  # §1: sid 0 only on fragments of flight 0
                 return _bump(self.c["drops"], "unknown_session")
             if s is None or not s.continues(pkt):
                 if s is not None:
                     _bump(self.c["errors"], "device_restarted")
                     s.stop()
-                s = self.sess = _Session(self)
+                s = self.sess = Session(self)
             s.from_device(pkt, t)
         elif s is not None and s.sid == sid:
             s.from_device(pkt, t)
@@ -265,15 +180,15 @@ class RelayFlow:
             _bump(self.c["drops"], "unknown_session")
             # while a new handshake runs, an ERROR would kill it (a device without
             # an id accepts any ERROR): stale packets of an old session just go
-            if (s is None or s.state == _OPEN) and t != wire.ERROR:
+            if (s is None or s.state == OPEN) and t != protocol.ERROR:
                 now = time.monotonic()
                 if now - self._error_at >= _ERROR_GAP_S:
                     self._error_at = now
-                    self.error(sid, _ERR_UNKNOWN)
+                    self.error(sid, protocol.UNKNOWN_SESSION)
 
     def error(self, sid, reason):
         self.c["error_packets"] += 1
-        self.down(wire.encode(wire.ERROR, sid, bytes((reason,))))
+        self.down(wire.encode(protocol.ERROR, sid, bytes((reason,))))
 
     def close(self):
         self.closed = True
@@ -281,7 +196,7 @@ class RelayFlow:
             self.sess.stop()
 
 
-class _Session:
+class Session:
     def __init__(self, flow):
         self.flow = flow
         self.c = flow.c
@@ -297,7 +212,7 @@ class _Session:
         )
         self.link = Link("server", cfg, _PLACEHOLDER_SID)
         self.sid = None
-        self.state = _HS
+        self.state = HANDSHAKE
         self.busy = False  # a flight is being posted
         self.frag0 = None
         self.tr = None
@@ -312,7 +227,7 @@ class _Session:
     # -- from the device ------------------------------------------------------------
     def continues(self, pkt):
         """Is this sid-0 fragment part of this session's first flight?"""
-        if self.state != _HS:
+        if self.state != HANDSHAKE:
             return False
         if pkt[4] == 0 and self.frag0 is not None:
             return bytes(pkt[5:]) == self.frag0
@@ -320,13 +235,13 @@ class _Session:
 
     def from_device(self, pkt, t):
         self.last_up = time.monotonic()
-        if t <= wire.HS_ACK:
-            if t <= wire.HS_END and pkt[3] == 0 and pkt[4] == 0 and self.frag0 is None:
+        if t <= protocol.HS_ACK:
+            if t <= protocol.HS_END and pkt[3] == 0 and pkt[4] == 0 and self.frag0 is None:
                 self.frag0 = bytes(pkt[5:])
             self.link.receive(pkt, _now_ms())
             self._events()
             self._flush()
-        elif t <= wire.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
+        elif t <= protocol.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
             if len(self.upq) >= self.opts["queue"]:
                 self.upq.popleft()
                 self.c["queue_dropped"] += 1
@@ -338,7 +253,7 @@ class _Session:
     # -- relay link: flights ------------------------------------------------------
     def _events(self):
         for ev in self.link.events():
-            if self.state != _HS:
+            if self.state != HANDSHAKE:
                 continue  # after the handshake the link only repeats HS_ACKs
             if ev[0] == "flight" and not self.busy:
                 self.busy = True
@@ -349,7 +264,7 @@ class _Session:
 
     def _flush(self):
         """Send what the relay link has for the device, re-arm its timer."""
-        if self.state == _DEAD or self.busy or self.sid is None:
+        if self.state == DEAD or self.busy or self.sid is None:
             return
         now = _now_ms()
         for d in self.link.datagrams(now):
@@ -360,7 +275,7 @@ class _Session:
             self.timer.cancel()
             self.timer = None
         t = self.link.next_timer_ms()
-        if t is not None and self.state != _DEAD:
+        if t is not None and self.state != DEAD:
             self.timer = asyncio.get_running_loop().call_later(
                 max(0, t - now) / 1000 + 0.001, self._flush
             )
@@ -396,20 +311,20 @@ class _Session:
                 answer = await tr.post_flight(flight)
         except TransportError as e:
             code = (
-                _ERR_HANDSHAKE
+                protocol.HANDSHAKE_FAILED
                 if e.reason == "handshake_failed"
-                else _ERR_BUSY
+                else protocol.BUSY
                 if e.reason in _TRANSIENT
-                else _ERR_UNKNOWN
+                else protocol.UNKNOWN_SESSION
             )
             return self.fail(code, "flight_" + str(e.reason))
         except Exception as e:
-            return self.fail(_ERR_BUSY, "flight_" + _net_reason(e))
-        if self.state == _DEAD:
+            return self.fail(protocol.BUSY, "flight_" + _net_reason(e))
+        if self.state == DEAD:
             return
         sid = tr.sid
         if sid is None or not 0 < sid <= 0xFFFF or (self.sid is not None and sid != self.sid):
-            return self.fail(_ERR_UNKNOWN, "no_session_id")
+            return self.fail(protocol.UNKNOWN_SESSION, "no_session_id")
         self.sid = self.link.session_id = sid
         self.busy = False
         if answer:
@@ -417,9 +332,9 @@ class _Session:
             try:
                 self.link.send_flight(answer, _now_ms())
             except ATLSError:  # larger than max_flight: the device could not take it
-                return self.fail(_ERR_HANDSHAKE, "flight_too_big")
+                return self.fail(protocol.HANDSHAKE_FAILED, "flight_too_big")
         else:  # the service finished TLS: the channel runs end to end
-            self.state = _OPEN
+            self.state = OPEN
             self.c["handshakes"] += 1
             self._spawn(self._sender())
             self._spawn(self._poller())
@@ -428,14 +343,14 @@ class _Session:
     # -- channel: packets both ways -------------------------------------------------
     def _deliver(self, packets):
         for p in packets:
-            if self.state == _DEAD:
+            if self.state == DEAD:
                 return
             self.c["packets_down"] += 1
             self.flow.down(p)
 
     async def _sender(self):
         tr = self.tr
-        while self.state == _OPEN:
+        while self.state == OPEN:
             if not self.upq:
                 self.wake.clear()
                 await self.wake.wait()
@@ -446,7 +361,7 @@ class _Session:
                 answer = await tr.post_packets(batch)
             except TransportError as e:
                 if e.reason in _FATAL:
-                    return self.fail(_ERR_UNKNOWN, "batch_" + str(e.reason))
+                    return self.fail(protocol.UNKNOWN_SESSION, "batch_" + str(e.reason))
                 _bump(self.c["errors"], "batch_" + str(e.reason))
                 await asyncio.sleep(0.2)  # dropped: the links retransmit
                 continue
@@ -461,7 +376,7 @@ class _Session:
     async def _poller(self):
         tr = self.tr
         backoff = 0.5
-        while self.state == _OPEN:
+        while self.state == OPEN:
             if time.monotonic() - self.last_up > self.opts["idle_timeout_s"]:
                 _bump(self.c["errors"], "idle")
                 return self.stop()
@@ -499,7 +414,7 @@ class _Session:
 
     def fail(self, code, reason):
         """End the session; with an ERROR code, tell the device (it re-handshakes)."""
-        if self.state == _DEAD:
+        if self.state == DEAD:
             return
         _bump(self.c["errors"], reason)
         sid = self.sid or 0
@@ -508,9 +423,9 @@ class _Session:
             self.flow.error(sid, code)
 
     def stop(self):
-        if self.state == _DEAD:
+        if self.state == DEAD:
             return
-        self.state = _DEAD
+        self.state = DEAD
         self.c["active"] -= 1
         self.wake.set()
         if self.timer is not None:
