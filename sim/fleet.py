@@ -111,7 +111,6 @@ class Fleet:
         self.procs[name] = p
         return p
 
-    _spawn = spawn  # tests/test_gateway_bindings.py still calls it by this name
 
     def stop_proc(self, name, sig=signal.SIGTERM):
         p = self.procs.get(name)

@@ -601,7 +601,7 @@ def _fleet_class():
             (self.dir / "service.json").write_text(json.dumps(cfg))
             ready = self.dir / "service.ready"
             env = dict(os.environ, ATLS_SIM_RECORD=str(self.dir / "deliveries.jsonl"))
-            p = self._spawn(
+            p = self.spawn(
                 "service",
                 [
                     sys.executable,
@@ -661,7 +661,7 @@ def _fleet_class():
             }
             (self.dir / "gateway.json").write_text(json.dumps(cfg))
             ready = self.dir / "gateway.ready"
-            p = self._spawn(
+            p = self.spawn(
                 "gateway",
                 [
                     sys.executable,
