@@ -111,7 +111,6 @@ class Fleet:
         self.procs[name] = p
         return p
 
-
     def stop_proc(self, name, sig=signal.SIGTERM):
         p = self.procs.get(name)
         if p is None or p.poll() is not None:
