@@ -141,9 +141,12 @@ def test_board_data_is_complete_and_valid():
 
 
 def test_code_never_tests_a_board_name():
-    src = (ROOT / "host_tools" / "boards.py").read_text()
-    assert not re.search(r"""(==|!=|\bin)\s*\(?["'](esp32|pico_w|unix)["']""", src)
-    assert "pico_w" not in src
+    files = sorted((ROOT / "host_tools" / "boards").glob("*.py"))
+    assert files
+    for f in files:
+        src = f.read_text()
+        assert not re.search(r"""(==|!=|\bin)\s*\(?["'](esp32|pico_w|unix)["']""", src), f
+        assert "pico_w" not in src, f
 
 
 @pytest.mark.parametrize(
@@ -231,6 +234,20 @@ def test_mpy_cross_builds_every_module_for_each_board(tmp_path):
         )
     sizes = boards.mpy_sizes()
     assert set(sizes) == {"esp32", "pico_w", "unix"} and min(sizes.values()) > 20000
+
+
+def test_mpy_skips_the_host_only_crypto_backend(tmp_path):
+    """firmware/atls/crypto/cpython.py (the CPython backend, it imports
+    `cryptography`) never goes to a device."""
+    src = tmp_path / "fw"
+    (src / "atls" / "crypto").mkdir(parents=True)
+    for rel in ("main.py", "atls/__init__.py", "atls/crypto/aead.py", "atls/crypto/cpython.py"):
+        (src / rel).write_text("x = 1\n")
+    assert boards.firmware_modules(src) == [Path("atls/__init__.py"), Path("atls/crypto/aead.py")]
+    b = boards.build_mpy("pico_w", out_root=tmp_path / "out", src=src)
+    assert b["modules"] == 2
+    assert (tmp_path / "out/pico_w/atls/crypto/aead.mpy").exists()
+    assert not (tmp_path / "out/pico_w/atls/crypto/cpython.mpy").exists()
 
 
 def test_unix_port_imports_every_module_from_mpy():
