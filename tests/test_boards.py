@@ -134,7 +134,8 @@ def test_board_data_is_complete_and_valid():
     for b in (esp, pico):
         cfg = b["config"]
         assert cfg["link"] == {"type": "xbee"}
-        assert {"uart", "tx", "rx", "baudrate", "ap", "escaped"} <= set(cfg["xbee"])
+        assert {"uart", "tx", "rx", "baudrate", "ap"} <= set(cfg["xbee"])
+        assert cfg["xbee"]["ap"] == 2 and "escaped" not in cfg["xbee"]  # AP=2 is escaping
         assert cfg["led"]["pin"] is not None and cfg["button"]["pin"] is not None
         assert cfg["wifi"] == {"ssid": "", "password": ""}
     assert unix["config"]["link"] == {"type": "udp"}
@@ -158,7 +159,7 @@ def test_code_never_tests_a_board_name():
         (lambda b: b["flash"].update(offset="at the start"), "flash.offset"),
         (lambda b: b["firmware"].update(chip_id="esp32"), "chip_id"),
         (lambda b: b["config"]["xbee"].pop("uart"), "xbee.uart"),
-        (lambda b: b["config"]["xbee"].update(ap=1), "escaped must match ap"),
+        (lambda b: b["config"]["xbee"].update(ap=3), "xbee.ap must be 1 or 2"),
         (lambda b: b["config"]["link"].update(type="lora"), "link.type"),
         (lambda b: b["config"].update(button={"gpio": 0}), "button"),
         (lambda b: b["config"].update(wifi={"ssid": None}), "wifi"),

@@ -138,8 +138,6 @@ def _config_problems(cfg):
                     p.append("board_config xbee.%s is required" % k)
             if x.get("ap") not in (1, 2):
                 p.append("board_config xbee.ap must be 1 or 2")
-            elif "escaped" in x and bool(x["escaped"]) != (x["ap"] == 2):
-                p.append("board_config xbee.escaped must match ap (escaped is AP=2)")
     for k in ("led", "button"):
         if k not in cfg or not _pin_ok(cfg[k]):
             p.append('board_config %s must be null or {"pin": ...}' % k)
