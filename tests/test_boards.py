@@ -7,7 +7,8 @@
 - `make flash ... DRY_RUN=1` prints the esptool erase + write at 0x1000 and
   the UF2 copy; the UF2 copy also runs for real into a stand-in drive;
 - `make deploy` and `make provision` run for real against a MicroPython unix
-  port behind a pty (socat): the deployed files alone then run the firmware
+  port behind a pty (host_tools.boards.ptyboard, Python's own pty handling; no
+  socat): the deployed files alone then run the firmware
   (`micropython main.py`, firmware/ not on the path) and complete an ATLS
   session with a real service process that reads the registry provision wrote,
   in PSK and in certificate mode;
@@ -21,7 +22,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -34,6 +34,7 @@ import pytest
 from e2e import wait_file
 
 from host_tools import boards, pki
+from host_tools.toolchain import free_port
 
 ROOT = conftest.ROOT
 MICROPYTHON = conftest.micropython_binary()
@@ -536,28 +537,27 @@ def test_exit_status_of_the_cli_itself(images, capsys):
 # -- for real: a MicroPython unix port behind a pty stands in for a board ----------------
 
 
-def _free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def unix_board(tmp_path_factory):
-    """The unix port's REPL on a pty (socat raw,echo=0), its working directory
-    standing in for the board's filesystem; deployed once with `make deploy`."""
-    if not shutil.which("socat"):
-        pytest.fail("socat is required (apt-get install socat; .ci/run installs it)")
+    """The unix port's REPL behind a pty (python -m host_tools.boards.ptyboard:
+    Python's own pty handling, no socat), its working directory standing in for
+    the board's filesystem; deployed once with `make deploy`."""
     base = tmp_path_factory.mktemp("board")
     fs = base / "fs"
     (fs / "atls").mkdir(parents=True)
     (fs / "atls" / "app.py").write_text("raise SystemExit('stale source must not be run')\n")
     tty = base / "ttyV0"
-    log = open(base / "socat.log", "w")
+    log = open(base / "ptyboard.log", "w")
     proc = subprocess.Popen(
-        ["socat", "pty,raw,echo=0,link=%s" % tty, "exec:%s -i,pty,raw,echo=0" % MICROPYTHON],
+        [
+            sys.executable,
+            "-m",
+            "host_tools.boards.ptyboard",
+            "--link",
+            str(tty),
+            "--micropython",
+            MICROPYTHON,
+        ],
         cwd=fs,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -565,9 +565,11 @@ def unix_board(tmp_path_factory):
         env=dict(os.environ, MICROPYPATH=".frozen"),
     )
     try:
-        deadline = time.time() + 10
+        deadline = time.time() + 15
         while not tty.exists():
-            assert proc.poll() is None and time.time() < deadline, (base / "socat.log").read_text()
+            assert proc.poll() is None and time.time() < deadline, (
+                base / "ptyboard.log"
+            ).read_text()
             time.sleep(0.05)
         res = make("deploy", BOARD="unix", PORT=tty)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr
@@ -670,7 +672,7 @@ def _check_session(p, events, device):
 def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     svc_dir = tmp_path / "svc"
     reg = svc_dir / "devices.json"
-    port = _free_udp_port()
+    port = free_port()
     res = make(
         "provision",
         BOARD="unix",
@@ -726,7 +728,7 @@ def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
     service_ca = pki.make_ca("Service CA")
     server = pki.make_cert("service.local", issuer=service_ca)
     (tmp_path / "service-ca.pem").write_bytes(pki.pem(service_ca.cert))
-    port = _free_udp_port()
+    port = free_port()
     common = dict(
         BOARD="unix",
         PORT=unix_board["tty"],

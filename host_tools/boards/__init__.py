@@ -12,7 +12,7 @@ The modules here know firmware *formats* (ESP image, UF2) and flash *methods*
   config     board data: load and validate           mpy        `make mpy`, bench figures
   flash      image checks, flash commands            deploy     `make deploy` (mpremote)
   provision  device identity + service registry      cli        `python -m host_tools.boards`
-  tools      running esptool/mpremote/cp
+  tools      running esptool/mpremote/cp             ptyboard   a unix port behind a pty
 """
 
 from host_tools.boards.cli import main
