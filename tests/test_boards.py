@@ -34,10 +34,10 @@ import pytest
 from e2e import wait_file
 
 from host_tools import boards, pki
-from host_tools.toolchain import free_port
+from host_tools.toolchain import free_port, micropython_binary
 
 ROOT = conftest.ROOT
-MICROPYTHON = conftest.micropython_binary()
+MICROPYTHON = micropython_binary()
 APP = json.dumps({"count": 3, "period_ms": 50, "exit_when_done": True})
 
 
