@@ -1,5 +1,5 @@
 """Smoke test of the system-level `make bench` sections
-(host_tools/benchmarks/system.py, docs/BENCHMARKS.md): each runs with tiny
+(host_tools/bench/, one module per section; docs/BENCHMARKS.md): each runs with tiny
 sizes and produces its keys; `python -m host_tools.bench --quick --only ...`
 writes them into bench.json.  No timing is asserted; the byte counts that the
 protocol fixes (docs/PROTOCOL.md §1-§3) are."""
@@ -9,7 +9,13 @@ import json
 import pytest
 
 from host_tools import bench
-from host_tools.benchmarks import system
+from host_tools.bench.boards import boards
+from host_tools.bench.link_overhead import MTUS, link_overhead
+from host_tools.bench.runner import wanted
+from host_tools.bench.sections import SECTIONS
+from host_tools.bench.service_handshakes import service_handshakes
+from host_tools.bench.sim_scale import sim_scale
+from host_tools.bench.zigbee import zigbee
 
 
 def _numbers(res, keys):
@@ -19,13 +25,13 @@ def _numbers(res, keys):
 
 
 def test_link_overhead_quick():
-    res = system.link_overhead(quick=True)
+    res = link_overhead(quick=True)
     # PROTOCOL.md §3: DATA = 3-byte header + 2-byte seq + tag; the channel's share is seq + tag
     assert res["data_overhead_bytes_ccm8"] == 13
     assert res["data_overhead_bytes_ccm"] == res["data_overhead_bytes_gcm"] == 21
     assert res["channel_share_bytes_ccm8"] == 10
     assert res["ack_bytes_ccm8"] == 11 + 8  # §1: ACK is 11 + tag bytes
-    for mtu in system.MTUS:
+    for mtu in MTUS:
         k = "hs_ccm8_mtu%d_" % mtu
         _numbers(
             res,
@@ -55,7 +61,7 @@ def test_link_overhead_quick():
 
 
 def test_service_handshakes_quick():
-    res = system.service_handshakes(quick=True)
+    res = service_handshakes(quick=True)
     _numbers(
         res,
         [
@@ -74,7 +80,7 @@ def test_service_handshakes_quick():
 
 
 def test_zigbee_quick():
-    res = system.zigbee(quick=True)
+    res = zigbee(quick=True)
     for np in (66, 84):
         k = "np%d_" % np
         _numbers(
@@ -111,7 +117,7 @@ def test_zigbee_quick():
 
 
 def test_sim_scale_quick():
-    res = system.sim_scale(quick=True)
+    res = sim_scale(quick=True)
     for n in (2, 4):
         k = "n%d_" % n
         _numbers(
@@ -133,7 +139,7 @@ def test_sim_scale_quick():
 
 
 def test_boards():
-    res = system.boards()
+    res = boards()
     _numbers(
         res,
         [
@@ -153,11 +159,11 @@ def test_boards():
         ("link_overhead", ["link_overhead"]),
         ("aead,zigbee", ["zigbee"]),  # sections by substring, several words
         ("memory", []),
-        (None, [n for n, _ in system.SECTIONS]),
+        (None, [n for n, _ in SECTIONS]),
     ],
 )
 def test_only_selects_sections(only, runs):
-    assert [n for n, _ in system.SECTIONS if bench._wanted(n, only)] == runs
+    assert [n for n, _ in SECTIONS if wanted(n, only)] == runs
 
 
 def test_bench_main_quick_writes_sections(tmp_path, capsys):

@@ -7,7 +7,8 @@
 - `make flash ... DRY_RUN=1` prints the esptool erase + write at 0x1000 and
   the UF2 copy; the UF2 copy also runs for real into a stand-in drive;
 - `make deploy` and `make provision` run for real against a MicroPython unix
-  port behind a pty (socat): the deployed files alone then run the firmware
+  port behind a pty (host_tools.boards.ptyboard, Python's own pty handling; no
+  socat): the deployed files alone then run the firmware
   (`micropython main.py`, firmware/ not on the path) and complete an ATLS
   session with a real service process that reads the registry provision wrote,
   in PSK and in certificate mode;
@@ -21,7 +22,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -34,9 +34,10 @@ import pytest
 from e2e import wait_file
 
 from host_tools import boards, pki
+from host_tools.toolchain import free_port, micropython_binary
 
 ROOT = conftest.ROOT
-MICROPYTHON = conftest.micropython_binary()
+MICROPYTHON = micropython_binary()
 APP = json.dumps({"count": 3, "period_ms": 50, "exit_when_done": True})
 
 
@@ -134,16 +135,20 @@ def test_board_data_is_complete_and_valid():
     for b in (esp, pico):
         cfg = b["config"]
         assert cfg["link"] == {"type": "xbee"}
-        assert {"uart", "tx", "rx", "baudrate", "ap", "escaped"} <= set(cfg["xbee"])
+        assert {"uart", "tx", "rx", "baudrate", "ap"} <= set(cfg["xbee"])
+        assert cfg["xbee"]["ap"] == 2 and "escaped" not in cfg["xbee"]  # AP=2 is escaping
         assert cfg["led"]["pin"] is not None and cfg["button"]["pin"] is not None
         assert cfg["wifi"] == {"ssid": "", "password": ""}
     assert unix["config"]["link"] == {"type": "udp"}
 
 
 def test_code_never_tests_a_board_name():
-    src = (ROOT / "host_tools" / "boards.py").read_text()
-    assert not re.search(r"""(==|!=|\bin)\s*\(?["'](esp32|pico_w|unix)["']""", src)
-    assert "pico_w" not in src
+    files = sorted((ROOT / "host_tools" / "boards").glob("*.py"))
+    assert files
+    for f in files:
+        src = f.read_text()
+        assert not re.search(r"""(==|!=|\bin)\s*\(?["'](esp32|pico_w|unix)["']""", src), f
+        assert "pico_w" not in src, f
 
 
 @pytest.mark.parametrize(
@@ -155,7 +160,7 @@ def test_code_never_tests_a_board_name():
         (lambda b: b["flash"].update(offset="at the start"), "flash.offset"),
         (lambda b: b["firmware"].update(chip_id="esp32"), "chip_id"),
         (lambda b: b["config"]["xbee"].pop("uart"), "xbee.uart"),
-        (lambda b: b["config"]["xbee"].update(ap=1), "escaped must match ap"),
+        (lambda b: b["config"]["xbee"].update(ap=3), "xbee.ap must be 1 or 2"),
         (lambda b: b["config"]["link"].update(type="lora"), "link.type"),
         (lambda b: b["config"].update(button={"gpio": 0}), "button"),
         (lambda b: b["config"].update(wifi={"ssid": None}), "wifi"),
@@ -231,6 +236,20 @@ def test_mpy_cross_builds_every_module_for_each_board(tmp_path):
         )
     sizes = boards.mpy_sizes()
     assert set(sizes) == {"esp32", "pico_w", "unix"} and min(sizes.values()) > 20000
+
+
+def test_mpy_skips_the_host_only_crypto_backend(tmp_path):
+    """firmware/atls/crypto/cpython.py (the CPython backend, it imports
+    `cryptography`) never goes to a device."""
+    src = tmp_path / "fw"
+    (src / "atls" / "crypto").mkdir(parents=True)
+    for rel in ("main.py", "atls/__init__.py", "atls/crypto/aead.py", "atls/crypto/cpython.py"):
+        (src / rel).write_text("x = 1\n")
+    assert boards.firmware_modules(src) == [Path("atls/__init__.py"), Path("atls/crypto/aead.py")]
+    b = boards.build_mpy("pico_w", out_root=tmp_path / "out", src=src)
+    assert b["modules"] == 2
+    assert (tmp_path / "out/pico_w/atls/crypto/aead.mpy").exists()
+    assert not (tmp_path / "out/pico_w/atls/crypto/cpython.mpy").exists()
 
 
 def test_unix_port_imports_every_module_from_mpy():
@@ -518,28 +537,27 @@ def test_exit_status_of_the_cli_itself(images, capsys):
 # -- for real: a MicroPython unix port behind a pty stands in for a board ----------------
 
 
-def _free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def unix_board(tmp_path_factory):
-    """The unix port's REPL on a pty (socat raw,echo=0), its working directory
-    standing in for the board's filesystem; deployed once with `make deploy`."""
-    if not shutil.which("socat"):
-        pytest.fail("socat is required (apt-get install socat; .ci/run installs it)")
+    """The unix port's REPL behind a pty (python -m host_tools.boards.ptyboard:
+    Python's own pty handling, no socat), its working directory standing in for
+    the board's filesystem; deployed once with `make deploy`."""
     base = tmp_path_factory.mktemp("board")
     fs = base / "fs"
     (fs / "atls").mkdir(parents=True)
     (fs / "atls" / "app.py").write_text("raise SystemExit('stale source must not be run')\n")
     tty = base / "ttyV0"
-    log = open(base / "socat.log", "w")
+    log = open(base / "ptyboard.log", "w")
     proc = subprocess.Popen(
-        ["socat", "pty,raw,echo=0,link=%s" % tty, "exec:%s -i,pty,raw,echo=0" % MICROPYTHON],
+        [
+            sys.executable,
+            "-m",
+            "host_tools.boards.ptyboard",
+            "--link",
+            str(tty),
+            "--micropython",
+            MICROPYTHON,
+        ],
         cwd=fs,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -547,9 +565,11 @@ def unix_board(tmp_path_factory):
         env=dict(os.environ, MICROPYPATH=".frozen"),
     )
     try:
-        deadline = time.time() + 10
+        deadline = time.time() + 15
         while not tty.exists():
-            assert proc.poll() is None and time.time() < deadline, (base / "socat.log").read_text()
+            assert proc.poll() is None and time.time() < deadline, (
+                base / "ptyboard.log"
+            ).read_text()
             time.sleep(0.05)
         res = make("deploy", BOARD="unix", PORT=tty)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr
@@ -652,7 +672,7 @@ def _check_session(p, events, device):
 def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     svc_dir = tmp_path / "svc"
     reg = svc_dir / "devices.json"
-    port = _free_udp_port()
+    port = free_port()
     res = make(
         "provision",
         BOARD="unix",
@@ -708,7 +728,7 @@ def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
     service_ca = pki.make_ca("Service CA")
     server = pki.make_cert("service.local", issuer=service_ca)
     (tmp_path / "service-ca.pem").write_bytes(pki.pem(service_ca.cert))
-    port = _free_udp_port()
+    port = free_port()
     common = dict(
         BOARD="unix",
         PORT=unix_board["tty"],

@@ -11,12 +11,17 @@ Metrics:
 
 from benchutil import emit, per_op
 
+from atls import protocol as P
 from atls import wire
 from atls.channel import Channel
 from atls.link import Link, LinkConfig
 
-SUITES = (("gcm", 0x1301), ("ccm", 0x1304), ("ccm8", 0x1305))
-KB = bytes(range(56))
+SUITES = (
+    ("gcm", P.TLS_AES_128_GCM_SHA256),
+    ("ccm", P.TLS_AES_128_CCM_SHA256),
+    ("ccm8", P.TLS_AES_128_CCM_8_SHA256),
+)
+KB = bytes(range(P.KEY_BLOCK_LEN))
 
 
 def bench_suite(name, suite, out):

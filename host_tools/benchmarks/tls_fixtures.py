@@ -12,18 +12,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent / "firmware"))
-
-from detrng import DetRng  # noqa: E402
-
-from atls.tls.client import ClientConfig, TLSClient  # noqa: E402
-from host_tools import pki  # noqa: E402
-from host_tools.tls_server import ServerConfig, ServerConnection  # noqa: E402
+from atls.channel import key_block
+from atls.protocol import SECP256R1, TLS_AES_128_CCM_8_SHA256, TLS_AES_128_CCM_SHA256, X25519
+from atls.tls.client import ClientConfig, TLSClient
+from host_tools import pki
+from host_tools.benchmarks.detrng import DetRng
+from host_tools.tls_server import ServerConfig, ServerConnection
 
 PSK = bytes(range(1, 33))
-CCM = 0x1304
+CCM = TLS_AES_128_CCM_SHA256
+CCM8 = TLS_AES_128_CCM_8_SHA256
 
 
 def _der(cert):
@@ -52,7 +50,7 @@ def record(name, spec, server_cfg):
     fin = client.data_to_send()
     server.feed(fin)
     assert client.connected and server.done
-    assert client.exporter(b"application-layer-tls", b"", 56) == server.export()
+    assert key_block(client) == server.export()
     spec = dict(
         spec,
         seed=name,
@@ -73,23 +71,23 @@ def build():
     psk = {"psk": PSK.hex(), "psk_identity": "device-1"}
     cases = {
         "psk_x25519": (
-            dict(psk, suites=[0x1305], groups=[0x1D]),
+            dict(psk, suites=[CCM8], groups=[X25519]),
             ServerConfig(psks={b"device-1": PSK}),
         ),
         "psk_p256": (
-            dict(psk, suites=[0x1305], groups=[0x17]),
+            dict(psk, suites=[CCM8], groups=[SECP256R1]),
             ServerConfig(psks={b"device-1": PSK}),
         ),
         "cert_p256_chain2": (
-            dict(ca=_der(root.cert).hex(), suites=[CCM], groups=[0x1D]),
+            dict(ca=_der(root.cert).hex(), suites=[CCM], groups=[X25519]),
             ServerConfig(cert_chain=[leaf.cert, inter.cert], key=leaf.key),
         ),
         "cert_rsa2048": (
-            dict(ca=_der(rsa_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
+            dict(ca=_der(rsa_ca.cert).hex(), suites=[CCM], groups=[X25519]),
             ServerConfig(cert_chain=[rsa_leaf.cert], key=rsa_leaf.key),
         ),
         "cert_ed25519": (
-            dict(ca=_der(ed_ca.cert).hex(), suites=[CCM], groups=[0x1D]),
+            dict(ca=_der(ed_ca.cert).hex(), suites=[CCM], groups=[X25519]),
             ServerConfig(cert_chain=[ed_leaf.cert], key=ed_leaf.key),
         ),
     }

@@ -1,0 +1,5 @@
+import sys
+
+from host_tools.boards.cli import main
+
+sys.exit(main())
