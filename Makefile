@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test lint bench sim clean probe pair
+.PHONY: help setup system-deps test lint bench sim clean probe pair
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
@@ -27,7 +27,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# System components the tests need (tools/system-deps.sh lists them): installed
+# with apt when this is root on a machine with apt, else the exact command is shown.
+system-deps:
+	@tools/system-deps.sh install
+
 test: $(STAMP)
+	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 lint: $(STAMP)

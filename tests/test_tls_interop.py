@@ -1,5 +1,5 @@
 """Interop: the firmware TLS 1.3 client under the MicroPython unix port
-against an unmodified OpenSSL server (memory BIOs, host_tools.tls_server),
+against an unmodified OpenSSL server (memory BIOs, host_tools.service.tls_engine),
 for every suite x group x authentication mode, HelloRetryRequest and
 resumption; both sides' exporter output must be equal (RFC 8446 §7.5)."""
 

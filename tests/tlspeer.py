@@ -1,6 +1,6 @@
 """Pairs the firmware TLS client running under the MicroPython unix port
 (tests/mpy/tls_pipe.py) with an OpenSSL server in this process
-(host_tools.tls_server, memory BIOs).  Host side of the interop tests."""
+(host_tools.service.tls_engine, memory BIOs).  Host side of the interop tests."""
 
 import json
 import subprocess

@@ -40,7 +40,7 @@ def make_service(suite_name, mtu, identity=IDENTITY, app=None):
     """(Service, Transport): the service with one PSK device and no rate limit."""
     from atls.link import LinkConfig
     from host_tools.service import Service
-    from host_tools.tls_server import ServerConfig
+    from host_tools.service.tls_engine import ServerConfig
 
     svc = Service(
         ServerConfig(psks={identity: PSK}, suites=(suite_name,)),

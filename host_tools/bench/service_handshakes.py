@@ -27,10 +27,10 @@ NOTE = (
 
 
 def _bare_handshake(sctx, server_time):
-    """Firmware client (native crypto) <-> host_tools.tls_server.ServerConnection,
+    """Firmware client (native crypto) <-> host_tools.service.tls_engine.ServerConnection,
     no link: server side timed = ServerConnection + feed() + export()."""
     from atls.tls.client import ClientConfig, TLSClient
-    from host_tools.tls_server import ServerConnection
+    from host_tools.service.tls_engine import ServerConnection
 
     pc = time.perf_counter
     cl = TLSClient(ClientConfig(suites=(CCM8,), psk=PSK, psk_identity=IDENTITY))
@@ -176,7 +176,7 @@ def _service_udp(seconds, slots=16):
 
 def service_handshakes(quick=False):
     """Handshakes/s: the service path vs a raw pyOpenSSL loop, interleaved."""
-    from host_tools.tls_server import ServerConfig, openssl_version
+    from host_tools.service.tls_engine import ServerConfig, openssl_version
 
     name = SUITE_NAMES[CCM8]
     rounds, per = (1, 3) if quick else (7, 150)

@@ -17,7 +17,7 @@ from atls.protocol import SECP256R1, TLS_AES_128_CCM_8_SHA256, TLS_AES_128_CCM_S
 from atls.tls.client import ClientConfig, TLSClient
 from host_tools import pki
 from host_tools.benchmarks.detrng import DetRng
-from host_tools.tls_server import ServerConfig, ServerConnection
+from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
 PSK = bytes(range(1, 33))
 CCM = TLS_AES_128_CCM_SHA256

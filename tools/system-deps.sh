@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The system components the tests truly need, installed with apt in one place.
+#   tools/system-deps.sh check    exit 1 and print the install command when one is missing
+#   tools/system-deps.sh install  install the missing ones (root and apt-get needed)
+# Each entry is "command:debian-package".  Python packages never go here: they
+# come from pip into .venv (make setup).
+set -euo pipefail
+NEEDED="openssl:openssl"
+
+missing_pkgs() {
+  local out="" entry cmd pkg
+  for entry in $NEEDED; do
+    cmd=${entry%%:*}
+    pkg=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || out="$out $pkg"
+  done
+  echo "$out"
+}
+
+missing=$(missing_pkgs)
+case "${1:-check}" in
+  check)
+    if [ -n "$missing" ]; then
+      echo "missing system packages:$missing" >&2
+      echo "install them with:  sudo apt-get update && sudo apt-get install -y$missing" >&2
+      echo "(or run: make system-deps)" >&2
+      exit 1
+    fi
+    ;;
+  install)
+    [ -z "$missing" ] && exit 0
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "missing system packages:$missing" >&2
+      echo "install them with:  sudo apt-get update && sudo apt-get install -y$missing" >&2
+      exit 1
+    fi
+    echo "installing system packages:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+    ;;
+  *)
+    echo "usage: $0 check|install" >&2
+    exit 2
+    ;;
+esac
