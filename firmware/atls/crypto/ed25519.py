@@ -247,6 +247,5 @@ def verify(pub, message, sig):
         raise AuthError()  # Ed25519: signature does not verify
 
 
-native = None  # the host's `cryptography` (CPython, backend.FAST) or None
-if backend.FAST:
-    from host_tools.crypto_native import Ed25519 as native  # noqa: F811
+# the host's `cryptography` (CPython, backend.FAST) or None
+native = backend.native.Ed25519 if backend.FAST else None

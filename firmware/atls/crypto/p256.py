@@ -427,6 +427,5 @@ def ecdsa_sign(priv, message):
             return b"\x30" + bytes([len(body)]) + body
 
 
-native = None  # the host's `cryptography` (CPython, backend.FAST) or None
-if backend.FAST:
-    from host_tools.crypto_native import P256 as native  # noqa: F811
+# the host's `cryptography` (CPython, backend.FAST) or None
+native = backend.native.P256 if backend.FAST else None
