@@ -247,15 +247,28 @@ def test_s3_counters_never_wrap_and_seq_bounds():
         channel.Channel(bytes(56), 0x1305, "gateway")
 
 
-def test_s3_new_aead_matches_tls_keys():
-    from atls.tls import keys
+def test_s3_channel_aead_is_aead_new_of_the_suite(impl):
+    """The channel seals with atls.crypto.aead.new(suite, key): the pure
+    class of the suite (ccm.CCM with its tag length, gcm.GCM) or, with the
+    native backend, the same bytes (reference: `cryptography`)."""
+    from atls.crypto import aead, ccm, gcm
+    from atls.protocol import suite_tag_len
 
-    for suite in SUITES:
-        assert channel.suite_tag_len(suite) == keys.suite_tag_len(suite)
+    for suite, (name, tag) in SUITES.items():
+        assert channel.suite_tag_len(suite) == suite_tag_len(suite) == tag
         n, key, pt = bytes(12), bytes(range(16)), b"abc"
-        assert channel.new_aead(suite, key).seal(n, b"x", pt) == keys.new_aead(suite, key).seal(
-            n, b"x", pt
+        a = aead.new(suite, key)
+        pure = gcm.GCM(key) if name == "gcm" else ccm.CCM(key, tag)
+        if impl == "pure":
+            assert type(a) is type(pure)
+        assert (
+            a.seal(n, b"x", pt)
+            == pure.seal(n, b"x", pt)
+            == ref_aead(suite, key).encrypt(n, pt, b"x")
         )
+        assert a.open(n, b"x", pure.seal(n, b"x", pt)) == pt
+    with pytest.raises(ValueError):
+        aead.new(0x1303, bytes(16))  # ChaCha20-Poly1305: not a device suite
 
 
 # ---- MicroPython -----------------------------------------------------------------
