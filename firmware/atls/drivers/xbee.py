@@ -21,14 +21,14 @@
 # time, "OK\r", then ATAP<n>, ATWR, ATCN, and probes again.  Every wait is
 # bounded (at_timeout_ms x at_retries per command, guard_ms for command
 # mode); a module that stays silent raises XBeeError.  Time is a monotonic
-# millisecond clock (atls.device.Clock unless one is given: pass the
+# millisecond clock (atls.eventloop.Clock unless one is given: pass the
 # session's so that configure(now_ms) can take its readings).  UART id,
 # pins, speed and AP come from the board config (from_board), never from
 # constants here.
 import time
 
 from atls import xbee as X
-from atls.device import Clock
+from atls.eventloop import Clock
 from atls.xbee import XBeeError
 
 try:
