@@ -102,16 +102,19 @@ def open_link(board, dev, clock):
             raise ConfigError("udp link needs link.host and link.port")
         return UDPTransport(link["host"], int(link.get("port", 5684))), int(link.get("mtu", 1200))
     if kind == "xbee":
-        from atls.drivers import xbee as xdrv
         from atls.pairing_client import ensure_paired
 
         x = dict(board.get("xbee") or {})
         x.update(link.get("xbee") or {})
         if x.get("tcp"):  # an emulated module (sim/radio.py) instead of a UART
             host, port = x["tcp"].rsplit(":", 1)
-            drv = xdrv.open_tcp(host, int(port), escaped=x.get("ap", 1) == 2)
+            from atls.drivers.xbee_tcp import open_tcp
+
+            drv = open_tcp(host, int(port), escaped=x.get("ap", 1) == 2)
         else:
-            drv = xdrv.from_board(x)
+            from atls.drivers.xbee import from_board
+
+            drv = from_board(x)
         drv.wait_ready(int(x.get("ready_timeout_ms", 15000)))
         status("xbee", address=hexlify(drv.address64).decode(), mtu=drv.mtu)
         force = bool(dev.get("pairing_mode")) or _button_held(board.get("button"))
