@@ -8,7 +8,7 @@ both directions, the replay window edges (64 behind, 65 behind, far ahead),
 per-message overhead (13 bytes with CCM_8, 21 with CCM/GCM), single flipped
 bits anywhere, counter exhaustion.  CPython runs the pure AEADs
 (ATLS_PURE_CRYPTO path) and the native facade; MicroPython (mpy-cross
-compiled firmware, 32 KiB heap) checks the same rows.
+compiled firmware, 32-35 KiB heap) checks the same rows.
 """
 
 import random
@@ -316,9 +316,11 @@ t.report()
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_s3_seal_open_flip_rows_micropython(mpyc, suite):
-    """One suite per run.  CCM suites in 32 KiB; AES-GCM needs 64 KiB: one
-    pure GCM object (atls.crypto.gcm, with its GHASH tables) takes ~6 KiB on
-    the 64-bit unix port and a channel holds two (write and read key)."""
+    """One suite per run.  CCM suites in 35 KiB (measured minimum 34 KiB;
+    32 before the channel imported atls.protocol and atls.crypto.aead);
+    AES-GCM needs 64 KiB: one pure GCM object (atls.crypto.gcm, with its GHASH
+    tables) takes ~6 KiB on the 64-bit unix port and a channel holds two
+    (write and read key)."""
     r = random.Random(suite)
     rows = []
     for n in range(12):
@@ -341,7 +343,7 @@ def test_s3_seal_open_flip_rows_micropython(mpyc, suite):
                 kb, suite, role, 5, sid, counter, counter.to_bytes(2, "big") + bytes([a]), b""
             )
         rows.append(["x", suite, role, t, sid, a, b, pt, kb, want, counter])
-    summary = mpyc.run_rows(MPY_SEAL, rows, heapsize="64K" if suite == 0x1301 else "32K")
+    summary = mpyc.run_rows(MPY_SEAL, rows, heapsize="64K" if suite == 0x1301 else "35K")
     assert summary == {"ok": len(rows), "failed": []}
 
 
