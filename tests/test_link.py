@@ -476,12 +476,14 @@ def connect(suite=0x1305, mtu=64, **cfg):
     pump(cli, srv, 1)
     assert cli.events() == [("session_id", 0x0BAD), ("flight", b"\x17" * 300)]
     cli.send_flight(b"\x18" * 50, 2)
+    assert cli.flight_pending()
     cli.start_channel(KB, suite)
     pump(cli, srv, 2)
     assert srv.events() == [("flight", b"\x18" * 50)]
     srv.start_channel(KB, suite)
     pump(cli, srv, 3)
     assert cli.state == srv.state == "open"
+    assert not cli.flight_pending() and not srv.flight_pending()  # HS_ACKed
     if "idle_timeout_ms" not in cfg:
         assert cli.next_timer_ms() is None and srv.next_timer_ms() is None
     return cli, srv

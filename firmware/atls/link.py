@@ -169,6 +169,11 @@ class Link(Messages):
         if self._hs_end is None:
             self._hs_end = now_ms + self.config.handshake_timeout_ms
 
+    def flight_pending(self):
+        """True while our latest flight is not yet acknowledged: once the
+        channel is up and this is False, the peer has completed TLS too."""
+        return self._tx is not None
+
     def abort(self, reason):
         """Service only: fail the link and send ERROR(reason) (§5)."""
         if self._odd:
