@@ -9,8 +9,9 @@ code point is spelled out anywhere else in the product code.
 The name tables SUITE_NAMES (code -> name), SUITES (name -> code),
 GROUP_NAMES and GROUPS are read here like the other names but live in
 atls.protocol_names, imported on first use (module __getattr__, PEP 562;
-MicroPython has it since 1.18): configuration and logs need them, moving
-packets does not, and on a device their strings cost heap (~1.5 KiB as .mpy).
+MicroPython's MICROPY_MODULE_GETATTR, on from the "core features" level that
+every supported port has): configuration and logs need them, moving packets
+does not, and on a device their strings cost heap (~1.5 KiB as .mpy).
 """
 
 from atls.errors import DecodeError

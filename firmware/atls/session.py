@@ -11,7 +11,6 @@ is never lost.  Events: ("up", suite_name), ("message", bytes),
 itself was refused (a wrong PSK does not heal by retrying quickly).
 """
 
-from atls.channel import key_block
 from atls.errors import AlertError, UsageError
 from atls.link import Link, LinkConfig, QueueFull
 from atls.protocol import CLOSE_NORMAL, CLOSE_REKEY
@@ -195,6 +194,8 @@ class DeviceSession:
         if out:
             self.link.send_flight(out, now_ms)
         if tls.connected and self.link.channel is None:
+            from atls.channel import key_block  # loaded once TLS is done, like the channel
+
             self.link.start_channel(key_block(tls), tls.suite)
             self.state = "up"
             self.suite = tls.suite
