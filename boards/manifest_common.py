@@ -3,4 +3,16 @@
 # rules: each manifest runs from its own directory), so this works from any
 # checkout location.  main.py, board_config.json and device.json stay on the
 # board's filesystem (`make deploy` / `make provision` put them there).
-package("atls", base_path="../firmware")
+# Every module of firmware/atls is frozen except the CPython crypto backend
+# (atls/crypto/cpython.py imports `cryptography`; a device never loads it).
+import os
+
+_HOST_ONLY = ("crypto/cpython.py",)
+_files = []
+for _dir, _subdirs, _names in os.walk("../firmware/atls"):
+    _subdirs[:] = sorted(d for d in _subdirs if d != "__pycache__")
+    for _n in sorted(_names):
+        _rel = os.path.relpath(os.path.join(_dir, _n), "../firmware/atls").replace(os.sep, "/")
+        if _n.endswith(".py") and _rel not in _HOST_ONLY:
+            _files.append(_rel)
+package("atls", files=_files, base_path="../firmware")

@@ -34,8 +34,14 @@ from atls.errors import AuthError, InvalidPointError
 sys.path.insert(0, str(Path(__file__).resolve().parent / "mpy"))
 from mpycross import compiled, side_files  # noqa: E402
 
-P = ed25519._P
-L = ed25519._L
+# RFC 8032 §5.1 parameters, written out here so the tests do not read the
+# module's own copies.
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, P - 2, P) % P
+BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+NEUTRAL = (1).to_bytes(32, "little")  # the encoding of (0, 1)
 HEAP = "40K"  # Ed25519 verify runs; see the module docstring
 
 # FIPS 180-2 Appendix C.1 and C.2: SHA-512("abc") and the 896-bit message.
@@ -99,6 +105,12 @@ def impl(request, monkeypatch):
     return ed25519
 
 
+@pytest.fixture
+def pure(monkeypatch):
+    monkeypatch.setattr(ed25519, "native", None)
+    return ed25519
+
+
 def _raw_pub(sk):
     return sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -155,37 +167,69 @@ def test_sha512_vs_hashlib_random_lengths_and_splits():
 # --- Ed25519 ----------------------------------------------------------------------
 
 
-def test_constants_rfc8032_5_1():
-    assert P == 2**255 - 19
-    assert ed25519._D * 121666 % P == (-121665) % P
-    assert ed25519._SQRTM1**2 % P == P - 1
-    assert L == 2**252 + 27742317777372353535851937790883648493
-    x, y = ed25519._BX, ed25519._BY
-    assert y * 5 % P == 4 and x % 2 == 0
-    assert (-x * x + y * y - 1 - ed25519._D * x * x * y * y) % P == 0
-    # L * B is the neutral element: [L - 1]B + [1]B through the verify multiplier
-    X, Y, Z = ed25519._mul2(L - 1, 1, ed25519._odd_table(x, y))
-    assert X % P == 0 and (Y - Z) % P == 0
-    X, Y, Z = ed25519._mul2(L - 2, 1, ed25519._odd_table(x, y))  # -B
-    assert ed25519._encode(X, Y, Z) == ((y | 1 << 255) if x & 1 == 0 else y).to_bytes(32, "little")
+def _ref_add(p1, p2):
+    """RFC 8032 §5.1.4 addition in affine coordinates (a slow reference)."""
+    (x1, y1), (x2, y2) = p1, p2
+    t = D * x1 * x2 * y1 * y2 % P
+    return (
+        (x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P,
+        (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P,
+    )
 
 
-def test_fixed_base_table_is_odd_multiples_of_b():
-    """_BT[i] = (y-x, y+x, 2d*x*y) of (2i+1)B, recomputed by scalar multiplication."""
-    assert len(ed25519._BT) == 8
-    for i, q in enumerate(ed25519._BT):
-        X, Y, Z = ed25519._mul2(0, 2 * i + 1, ed25519._odd_table(ed25519._BX, ed25519._BY))
-        zi = pow(Z, P - 2, P)
-        x, y = X * zi % P, Y * zi % P
-        assert q == ((y - x) % P, (y + x) % P, 2 * ed25519._D * x * y % P)
+def _ref_mul(k, pt=(BX, BY)):
+    q = (0, 1)
+    while k:
+        if k & 1:
+            q = _ref_add(q, pt)
+        pt = _ref_add(pt, pt)
+        k >>= 1
+    return q
 
 
-def test_decode_rfc8032_5_1_3():
-    assert ed25519._decode((ed25519._BY).to_bytes(32, "little")) == (ed25519._BX, ed25519._BY)
-    assert ed25519._decode((P + 1).to_bytes(32, "little")) is None  # y >= p
-    assert ed25519._decode((1).to_bytes(32, "little")) == (0, 1)  # neutral element
-    assert ed25519._decode((1 | 1 << 255).to_bytes(32, "little")) is None  # x = 0, sign 1
-    assert ed25519._decode((2).to_bytes(32, "little")) is None  # y = 2: x^2 not a square
+def _ref_enc(pt):
+    """RFC 8032 §5.1.2 encoding."""
+    return (pt[1] | (pt[0] & 1) << 255).to_bytes(32, "little")
+
+
+def _o_key_sig(s):
+    """A signature (R, S) that verifies under the neutral element as public
+    key A, for any message: [S]B - [k]A = [S]B, so R = enc([S]B)."""
+    return _ref_enc(_ref_mul(s)) + s.to_bytes(32, "little")
+
+
+def test_constants_rfc8032_5_1(pure):
+    assert D * 121666 % P == (-121665) % P
+    assert BY * 5 % P == 4 and BX % 2 == 0
+    assert (-BX * BX + BY * BY - 1 - D * BX * BX * BY * BY) % P == 0
+    assert pow(2, (P - 1) // 4, P) ** 2 % P == P - 1  # sqrt(-1) exists (p = 5 mod 8)
+    assert _ref_mul(L) == (0, 1)  # B has order L
+    # [L - 1]B = -B and [L - 2]B = -2B through the verify multiplier
+    assert _ref_enc(_ref_mul(L - 1)) == _ref_enc((P - BX, BY))
+    for s in (L - 1, L - 2):
+        pure.verify(NEUTRAL, b"m", _o_key_sig(s))
+
+
+def test_fixed_base_table_is_odd_multiples_of_b(pure):
+    """The fixed-base table holds B, 3B, .., 15B: [S]B for those S (one
+    table entry each) and for random S (every entry) verify; a wrong R does not."""
+    rnd = random.Random(5)
+    for s in list(range(1, 16, 2)) + [rnd.randrange(1, L) for _ in range(8)]:
+        pure.verify(NEUTRAL, b"table", _o_key_sig(s))
+        with pytest.raises(AuthError):
+            pure.verify(NEUTRAL, b"table", _o_key_sig(s)[:32] + (s + 1).to_bytes(32, "little"))
+
+
+def test_decode_rfc8032_5_1_3(pure):
+    pure.verify(NEUTRAL, b"m", _o_key_sig(1))  # (0, 1): x = 0 with sign 0 decodes
+    bad = [
+        (P + 1).to_bytes(32, "little"),  # y >= p
+        (1 | 1 << 255).to_bytes(32, "little"),  # x = 0 with sign 1
+        (2).to_bytes(32, "little"),  # y = 2: x^2 is not a square
+    ]
+    for pub in bad:
+        with pytest.raises(InvalidPointError):
+            pure.verify(pub, b"m", _o_key_sig(1))
 
 
 def test_rfc8032_7_1_vectors(impl, rfc_tests):

@@ -26,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
@@ -36,8 +37,13 @@ from atls.errors import AuthError, InvalidPointError, KeyLengthError, UsageError
 sys.path.insert(0, str(Path(__file__).resolve().parent / "mpy"))
 from mpycross import compiled, side_files  # noqa: E402
 
-N = p256._N
-P = p256._P
+# SEC 2 v2 §2.4.2 (= FIPS 186-4 §D.1.2.3) domain parameters, written out here
+# so the tests do not read the module's own copies.
+P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 HEAP = "40K"  # see the module docstring for the measured minimum per test
 _X962 = (serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
@@ -115,28 +121,51 @@ def _wycheproof(vectors, name):
 # --- curve constants and group law ------------------------------------------------
 
 
+def _enc(x, y):
+    """SEC 1 §2.3.3 uncompressed point (no validation: tests build bad ones too)."""
+    return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
 def test_domain_parameters_sec2_2_4_2(pure):
-    gx, gy = p256._GX, p256._GY
-    assert (gy * gy - gx**3 + 3 * gx - p256._B) % P == 0
-    # (n - 1) * G == -G, and n * G is the point at infinity
-    X, Y, Z = p256._mul2(N - 1, 0, gx, gy)
-    assert p256._affine(X, Y, Z) == (gx, P - gy)
-    assert p256._mul2(N - 1, 1, gx, gy)[2] == 0
+    assert (GY * GY - GX**3 + 3 * GX - B) % P == 0
+    assert pure.public_key((1).to_bytes(32, "big")) == _enc(GX, GY)
+    # (n - 1) * G == -G (the regular window over the fixed-base table)
+    assert pure.public_key((N - 1).to_bytes(32, "big")) == _enc(GX, P - GY)
 
 
-def test_inversions_match_fermat():
-    for m in (P, N):
-        for a in [1, 2, m - 1, m - 2] + [random.randrange(1, m) for _ in range(200)]:
-            want = pow(a, m - 2, m)
-            assert p256._inv(a, m) == want
-            assert p256._inv_blind(a, m) == want
+def test_fixed_base_table_is_odd_multiples_of_g(pure):
+    """The fixed-base table holds G, 3G, .., 15G: k * G for those k (one
+    table entry each) and for random k (every entry) match `cryptography`."""
+    rnd = random.Random(6)
+    for k in list(range(1, 16, 2)) + [rnd.randrange(1, N) for _ in range(20)]:
+        want = _pub(ec.derive_private_key(k, ec.SECP256R1()))
+        assert pure.public_key(k.to_bytes(32, "big")) == want, k
 
 
-def test_fixed_base_table_is_odd_multiples_of_g():
-    assert len(p256._GT) == 8
-    for i, (x, y) in enumerate(p256._GT):
-        want = _pub(ec.derive_private_key(2 * i + 1, ec.SECP256R1()))
-        assert p256._encode_point(x, y) == want
+def _signature_with_s(d, k, s):
+    """(digest, r) so that (r, s) is the valid signature of the key d with
+    nonce k over that digest: e = s*k - r*d mod n (SEC 1 §4.1.3 step 6)."""
+    x = int.from_bytes(_pub(ec.derive_private_key(k, ec.SECP256R1()))[1:33], "big")
+    r = x % N
+    return ((s * k - r * d) % N).to_bytes(32, "big"), r
+
+
+def test_verify_at_the_edges_of_s_and_r_sec1_4_1_4(pure):
+    """w = s^-1 mod n for s = 1, 2, n-1, n-2 (the inversion's edge values)
+    and random s; then u1*G + u2*Q at infinity: R = O is rejected (step 5)."""
+    rnd = random.Random(7)
+    key = ec.generate_private_key(ec.SECP256R1())
+    d, pub = key.private_numbers().private_value, _pub(key)
+    for s in [1, 2, N - 1, N - 2] + [rnd.randrange(1, N) for _ in range(20)]:
+        digest, r = _signature_with_s(d, rnd.randrange(1, N), s)
+        assert pure.ecdsa_verify_raw(pub, digest, r, s), s
+        key.public_key().verify(
+            encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(hashes.SHA256()))
+        )
+        assert not pure.ecdsa_verify_raw(pub, digest, r, s - 1 or 2)
+    # Q = G, s = 1: R = (e + r) * G, the point at infinity when r = n - e
+    e = rnd.randrange(1, N)
+    assert not pure.ecdsa_verify_raw(_enc(GX, GY), e.to_bytes(32, "big"), N - e, 1)
 
 
 def test_public_key_matches_cryptography_incl_edge_scalars(impl):
@@ -184,13 +213,13 @@ def test_ecdh_differential_vs_cryptography(impl):
         assert impl.public_key(_priv(a)) == _pub(a)
 
 
-SQRT_B = pow(p256._B, (P + 1) // 4, P)  # (0, sqrt(b)) is on the curve (p = 3 mod 4)
+SQRT_B = pow(B, (P + 1) // 4, P)  # (0, sqrt(b)) is on the curve (p = 3 mod 4)
 
 
 def _invalid_points():
     good = _pub(ec.generate_private_key(ec.SECP256R1()))
     x, y = int.from_bytes(good[1:33], "big"), int.from_bytes(good[33:], "big")
-    enc = p256._encode_point
+    enc = _enc
     pts = [
         ("off curve y+1", enc(x, (y + 1) % P)),
         ("off curve x+1", enc((x + 1) % P, y)),
@@ -234,7 +263,7 @@ def test_ecdh_with_x_zero_point(impl):
     """(0, sqrt(b)) is a valid point of order n: accepted, same result as cryptography."""
     k = ec.generate_private_key(ec.SECP256R1())
     for y in (SQRT_B, P - SQRT_B):
-        pt = p256._encode_point(0, y)
+        pt = _enc(0, y)
         peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pt)
         assert impl.ecdh(_priv(k), pt) == k.exchange(ec.ECDH(), peer)
 
@@ -253,7 +282,8 @@ def test_rfc6979_a_2_5_sha256_sign(impl, vectors):
         for h in (k, r, s):
             assert "= " + h in text
         h1 = hashlib.sha256(msg).digest()
-        assert next(p256._rfc6979(priv, h1)) == int(k, 16)  # §3.2 step h, first candidate
+        # §3.2 step h: the first candidate k is the RFC's, so r = x(k * G) mod n
+        assert int.from_bytes(impl.public_key(bytes.fromhex(k))[1:33], "big") % N == int(r, 16)
         sig = impl.ecdsa_sign(priv, msg)
         assert decode_dss_signature(sig) == (int(r, 16), int(s, 16))
         assert sig == encode_dss_signature(int(r, 16), int(s, 16))
@@ -334,7 +364,8 @@ def test_der_parser_strict_and_total(pure):
     pub = _pub(key)
     sig = key.sign(b"m", ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(sig)
-    assert p256._parse_der(sig) == (r, s)
+    assert pure.ecdsa_verify_raw(pub, hashlib.sha256(b"m").digest(), r, s)
+    pure.ecdsa_verify(pub, b"m", sig)  # the strict DER parser takes the genuine one
     rnd = random.Random(1)
     for _ in range(400):
         b = bytearray(sig)

@@ -237,4 +237,7 @@ def test_s7_examples_micropython(mpyc):
                     e["close_seq"],
                 ]
             )
-    assert mpyc.run_rows(MPY_DOC, rows, heapsize="32K") == {"ok": len(rows), "failed": []}
+    # 36 KiB: passes from 33 KiB, but not at 34 (heap fragmentation); 31 KiB
+    # sufficed before atls.protocol and atls.crypto.aead were loaded by the
+    # wire codec and the channel
+    assert mpyc.run_rows(MPY_DOC, rows, heapsize="36K") == {"ok": len(rows), "failed": []}

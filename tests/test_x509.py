@@ -938,6 +938,7 @@ def test_random_splices_only_alerts(pki, data):
 MPY_MODULES = [
     "atls/der.py",
     "atls/x509.py",
+    "atls/x509_chain.py",
     "atls/crypto/p256.py",
     "atls/crypto/sha512.py",
     "atls/crypto/ed25519.py",

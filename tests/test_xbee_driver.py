@@ -293,6 +293,16 @@ class _FakeUART:
         return None
 
 
+def test_tcp_names_are_reexported_from_the_driver():
+    """open_tcp and SocketStream live in atls.drivers.xbee_tcp (a board never
+    loads it) and are still read as atls.drivers.xbee.<name>."""
+    from atls.drivers import xbee, xbee_tcp
+
+    assert xbee.open_tcp is xbee_tcp.open_tcp and xbee.SocketStream is xbee_tcp.SocketStream
+    with pytest.raises(AttributeError):
+        xbee.no_such_name  # noqa: B018
+
+
 def test_from_board_builds_uart_from_config(monkeypatch):
     monkeypatch.setitem(sys.modules, "machine", types.SimpleNamespace(UART=_FakeUART))
     t = from_board(

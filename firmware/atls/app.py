@@ -3,7 +3,8 @@ the link (UDP over WiFi/loopback, or ZigBee through an XBee module, pairing
 with the gateway first when needed), keep an ATLS session with the service,
 send a sensor reading every `period_ms`, and print what the service sends.
 
-Configuration is data (docs/DEVICE.md):
+Configuration is data (docs/BOARDS.md: "Board data" and "make provision";
+how the parts fit: docs/ARCHITECTURE.md):
   board_config.json   what the board has: link type, XBee UART and pins, LED, button, WiFi
   device.json         who the device is: id, service, credentials, link overrides, app
 Status goes to the console as lines "ATLS {json}" (state changes and counters),
@@ -16,18 +17,11 @@ import json
 import sys
 from binascii import hexlify, unhexlify
 
-from atls.device import Clock, step
+from atls.eventloop import Clock, step
 from atls.link import LinkConfig, QueueFull
+from atls.protocol import GROUPS, SUITE_NAMES, SUITES
 from atls.session import DeviceSession
 from atls.tls.client import ClientConfig
-from atls.tls.keys import SUITE_NAMES
-
-SUITES = {
-    "TLS_AES_128_GCM_SHA256": 0x1301,
-    "TLS_AES_128_CCM_SHA256": 0x1304,
-    "TLS_AES_128_CCM_8_SHA256": 0x1305,
-}
-GROUPS = {"x25519": 0x001D, "secp256r1": 0x0017}
 
 
 def _boot_id():
@@ -108,16 +102,19 @@ def open_link(board, dev, clock):
             raise ConfigError("udp link needs link.host and link.port")
         return UDPTransport(link["host"], int(link.get("port", 5684))), int(link.get("mtu", 1200))
     if kind == "xbee":
-        from atls.drivers import xbee as xdrv
         from atls.pairing_client import ensure_paired
 
         x = dict(board.get("xbee") or {})
         x.update(link.get("xbee") or {})
         if x.get("tcp"):  # an emulated module (sim/radio.py) instead of a UART
             host, port = x["tcp"].rsplit(":", 1)
-            drv = xdrv.open_tcp(host, int(port), escaped=x.get("ap", 1) == 2)
+            from atls.drivers.xbee_tcp import open_tcp
+
+            drv = open_tcp(host, int(port), escaped=x.get("ap", 1) == 2)
         else:
-            drv = xdrv.from_board(x)
+            from atls.drivers.xbee import from_board
+
+            drv = from_board(x)
         drv.wait_ready(int(x.get("ready_timeout_ms", 15000)))
         status("xbee", address=hexlify(drv.address64).decode(), mtu=drv.mtu)
         force = bool(dev.get("pairing_mode")) or _button_held(board.get("button"))

@@ -1,24 +1,28 @@
-"""The export-key channel (docs/PROTOCOL.md §3-§4, draft-friel-tls-atls §7)."""
+"""The export-key channel (docs/PROTOCOL.md §3-§4, draft-friel-tls-atls §7).
 
-# Theory of operation.  After TLS, both ends export a 56-byte key block
-#   client_write_key || server_write_key || client_write_iv || server_write_iv
-# (RFC 8446 §7.5 exporter, label "application-layer-tls", empty context).
-# Each direction has its own AEAD (the negotiated suite's: AES-128-GCM, -CCM
-# or -CCM_8) and IV.  Three counter spaces per direction keep nonces unique:
-#   nonce = write_iv XOR (space << 56 | seq) as 12 big-endian bytes,
-#   space 0 = DATA (seq), 1 = ACK (ack_seq), 2 = CLOSE (close_seq);
-# the AAD is the packet bytes before the ciphertext.  The channel counts its
-# own ACK and CLOSE seqs (each used once, never wrapped); DATA seqs come from
-# the link (a retransmission re-sends the same sealed bytes).
-# Receiving DATA: a replay window (`top` = highest seq accepted, `bits` bit k
-# = seq top-k accepted, k <= `window`) is checked before the AEAD and updated
-# only when the link keeps the message (`accept`), so a message dropped for
-# lack of reorder room can come again.  Anything more than `window` below
-# top is a replay.  A failed open raises AuthError and returns nothing.
-# Comments rather than docstrings keep the compiled module small (32 KiB heap).
+After TLS, both ends export a 56-byte key block
+  client_write_key || server_write_key || client_write_iv || server_write_iv
+(RFC 8446 §7.5 exporter, label "application-layer-tls", empty context: the
+label and length are atls.protocol facts, `key_block(tls)` reads it).
+Each direction has its own AEAD (the negotiated suite's: AES-128-GCM, -CCM
+or -CCM_8, from atls.crypto.aead.new) and IV.  Three counter spaces per
+direction keep nonces unique:
+  nonce = write_iv XOR (space << 56 | seq) as 12 big-endian bytes,
+  space 0 = DATA (seq), 1 = ACK (ack_seq), 2 = CLOSE (close_seq);
+the AAD is the packet bytes before the ciphertext.  The channel counts its
+own ACK and CLOSE seqs (each used once, never wrapped); DATA seqs come from
+the link (a retransmission re-sends the same sealed bytes).
+Receiving DATA: a replay window (`top` = highest seq accepted, `bits` bit k
+= seq top-k accepted, k <= `window`) is checked before the AEAD and updated
+only when the link keeps the message (`accept`), so a message dropped for
+lack of reorder room can come again.  Anything more than `window` below
+top is a replay.  A failed open raises AuthError and returns nothing.
+"""
+
 from atls import wire
-from atls.crypto import backend
+from atls.crypto import aead
 from atls.errors import AuthError, UsageError
+from atls.protocol import EXPORTER_LABEL, KEY_BLOCK_LEN, suite_tag_len
 
 try:
     from micropython import const
@@ -28,50 +32,18 @@ except ImportError:  # CPython
         return x
 
 
-EXPORTER_LABEL = b"application-layer-tls"  # §3, draft §7
-KEY_BLOCK_LEN = const(56)  # 2 * (16-byte key + 12-byte IV), RFC 8446 §B.4, §5.3
-_GCM = const(0x1301)  # RFC 8446 §B.4
-_CCM = const(0x1304)
-_CCM_8 = const(0x1305)
-_FIELDS = b"\x02\x08\x03"  # bytes after the header: DATA seq; ACK; CLOSE (§1)
-
-
-def suite_tag_len(suite):
-    if suite == _CCM_8:
-        return 8
-    if suite == _GCM or suite == _CCM:
-        return 16
-    raise UsageError("unsupported suite")
-
-
-def new_aead(suite, key):
-    # Same mapping as atls.tls.keys.new_aead.  With the pure classes
-    # (MicroPython, ATLS_PURE_CRYPTO=1) only the suite's own module is
-    # imported: the TLS key schedule and both AEADs would cost ~10 KiB more
-    # of a 32 KiB heap when the channel runs alone.
-    tag = suite_tag_len(suite)
-    if backend.FAST:
-        from atls.tls.keys import new_aead as native
-
-        return native(suite, key)
-    if suite == _GCM:
-        from atls.crypto.gcm import GCM
-
-        return GCM(key)
-    from atls.crypto.ccm import CCM
-
-    return CCM(key, tag)
+_FIELDS = const(b"\x02\x08\x03")  # bytes after the header: DATA seq; ACK; CLOSE (§1)
 
 
 def key_block(tls):
-    # The one glue between a finished TLS 1.3 client and the channel: the
-    # 56-byte key block TLS-Exporter("application-layer-tls", "", 56) (§3).
-    # The session, the HTTP/CoAP client, the probe and the benchmarks use it.
+    """The one glue between a finished TLS 1.3 client and the channel: the
+    56-byte key block TLS-Exporter("application-layer-tls", "", 56) (§3).
+    The session, the HTTP/CoAP client, the probe and the benchmarks use it."""
     return tls.exporter(EXPORTER_LABEL, b"", KEY_BLOCK_LEN)
 
 
 def split_key_block(kb):
-    # (client_write_key, server_write_key, client_write_iv, server_write_iv)
+    """(client_write_key, server_write_key, client_write_iv, server_write_iv)"""
     if len(kb) != KEY_BLOCK_LEN:
         raise UsageError("key block must be 56 bytes")
     kb = bytes(kb)
@@ -79,8 +51,8 @@ def split_key_block(kb):
 
 
 def aad(t, sid, seq, b):
-    # header || seq (DATA), ack_seq || next || bitmap (ACK, b = next << 32 |
-    # bitmap), close_seq || reason (CLOSE, b = reason): the decoded fields back
+    """header || seq (DATA), ack_seq || next || bitmap (ACK, b = next << 32 |
+    bitmap), close_seq || reason (CLOSE, b = reason): the decoded fields back."""
     n = _FIELDS[t - wire.DATA]
     return wire.encode(t, sid, ((seq << ((n - 2) << 3)) | b).to_bytes(n, "big"))
 
@@ -94,10 +66,13 @@ class Channel:
             raise UsageError("role must be client or server")
         if window < 64:
             raise UsageError("replay window must be >= 64 (§3)")
-        self.tag_len = suite_tag_len(suite)
+        try:
+            self.tag_len = suite_tag_len(suite)
+        except ValueError:
+            raise UsageError("unsupported suite")
         self.overhead = 5 + self.tag_len  # §3: header + seq + tag = 13 with CCM_8
-        self._w = new_aead(suite, ck)
-        self._r = new_aead(suite, sk)
+        self._w = aead.new(suite, ck)
+        self._r = aead.new(suite, sk)
         self._wiv = int.from_bytes(civ, "big")
         self._riv = int.from_bytes(siv, "big")
         self.window = window
@@ -107,7 +82,8 @@ class Channel:
         self.close_seq = 0  # next CLOSE counter (space 2)
 
     def seal(self, t, sid, a, b=0, payload=b""):
-        # DATA: a = seq, payload.  ACK: a = next, b = bitmap.  CLOSE: a = reason.
+        """The packet bytes.  DATA: a = seq, payload.  ACK: a = next, b =
+        bitmap.  CLOSE: a = reason."""
         space = t - wire.DATA
         if space == 0:
             seq = a
@@ -129,9 +105,9 @@ class Channel:
         return h + self._w.seal((self._wiv ^ ((space << 56) | seq)).to_bytes(12, "big"), h, payload)
 
     def open(self, pkt, own=False):
-        # Plaintext of a packet from wire.decode (b"" for ACK and CLOSE).
-        # DATA: Drop("replay") for a seq already accepted, before any crypto.
-        # own=True opens a DATA packet this side sealed (for re-sending).
+        """Plaintext of a packet from wire.decode (b"" for ACK and CLOSE).
+        DATA: Drop("replay") for a seq already accepted, before any crypto.
+        own=True opens a DATA packet this side sealed (for re-sending)."""
         t, sid, seq, b, body = pkt
         space = t - wire.DATA
         if space < 0 or space > 2:

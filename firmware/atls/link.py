@@ -1,31 +1,35 @@
-"""ATLS link state machine (docs/PROTOCOL.md §2-§5), sans-I/O, either role."""
+"""ATLS link state machine (docs/PROTOCOL.md §2-§5), sans-I/O, either role.
 
-# Theory of operation.  A Link never touches a socket or a clock: the caller
-# feeds datagrams (`receive`), TLS flights (`send_flight`) and messages
-# (`send`) with the current millisecond tick, transmits `datagrams(now)`,
-# acts on `events()` and sleeps until `next_timer_ms()`.  now_ms must never
-# go back or wrap (on MicroPython accumulate time.ticks_diff, not ticks_ms).
-# Handshake (§2): our flight is one bytes object plus a bytearray of "not yet
-# acknowledged" flags, one per mtu-5 byte fragment, re-sent on exponential
-# backoff (restarted whenever an HS_ACK shows progress) until HS_ACK bitmaps,
-# any fragment of the peer's next flight or any authenticated channel packet
-# acknowledge it.  The peer's flight is reassembled in a dict index -> bytes
-# whose lengths are checked before storing (equal non-last fragments, last
-# one no longer, total <= max_flight), then joined once.  Only the last
-# completed peer flight is remembered; its HS_ACK can be repeated any time.
-# Channel (§3-§5): messages get seqs at send(); up to `window` are sealed and
-# in flight as [seq, packet, due, rto, state] (the sealed bytes are all that
-# is kept: unacked() decrypts them), `queue` more wait as plaintext.  The
-# receiver delivers in seq order, holds up to `reorder` early ones (within
-# the ACK's 32-seq bitmap) and ACKs with next + bitmap.  Answers that only
-# repeat state (HS_ACK, ACK or CLOSE after a duplicate) wait rto_ms/4 after
-# the previous such answer, so replayed packets cannot burn the counters.
-# Every bad datagram raises wire.Drop / AuthError inside `receive`, which
-# counts it in `drops[reason]` and changes nothing else.
-# Comments rather than docstrings keep the compiled module small (32 KiB heap).
+A Link never touches a socket or a clock: the caller feeds datagrams
+(`receive`), TLS flights (`send_flight`) and messages (`send`) with the
+current millisecond tick, transmits `datagrams(now)`, acts on `events()` and
+sleeps until `next_timer_ms()`.  now_ms must never go back or wrap (on
+MicroPython accumulate time.ticks_diff, not ticks_ms).
+
+Handshake (§2), in this module: our flight is one bytes object plus a
+bytearray of "not yet acknowledged" flags, one per mtu-5 byte fragment,
+re-sent on exponential backoff (restarted whenever an HS_ACK shows progress)
+until HS_ACK bitmaps, any fragment of the peer's next flight or any
+authenticated channel packet acknowledge it.  The peer's flight is
+reassembled in a dict index -> bytes whose lengths are checked before
+storing (equal non-last fragments, last one no longer, total <= max_flight),
+then joined once.  Only the last completed peer flight is remembered; its
+HS_ACK can be repeated any time (at most once per rto_ms/4 when it only
+repeats state).
+Channel (§3-§5): the sealed data path (DATA, ACK, CLOSE) is the mixin
+atls.link_data.Messages, one object with the Link.
+Every bad datagram raises wire.Drop / AuthError inside `receive`, which
+counts it in `drops[reason]` and changes nothing else.
+
+Events: ("flight", bytes), ("session_id", sid) (a client adopting the
+service's), ("message", bytes), ("delivered", seq), ("rekey",),
+("closed", reason) and ("error", reason).
+"""
+
 from atls import wire
-from atls.channel import Channel
-from atls.errors import ATLSError, AuthError, UsageError
+from atls.errors import AuthError, UsageError
+from atls.link_data import Messages, QueueFull, SeqExhausted  # noqa: F401  (re-exported)
+from atls.protocol import CLOSE, CLOSE_IDLE, ERROR, ERROR_NAMES, HS_ACK, HS_END
 
 try:
     from micropython import const
@@ -34,6 +38,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+
+_FAR = const(-(1 << 29))  # "long ago": an HS_ACK due at once
 
 DROP_REASONS = (
     "not_atls",
@@ -50,25 +56,6 @@ DROP_REASONS = (
     "too_big",
     "closed",
 )
-
-_HS_END = const(1)  # wire packet types (§1)
-_HS_ACK = const(2)
-_DATA = const(3)
-_ACK = const(4)
-_CLOSE = const(5)
-_ERROR = const(6)
-_SPAN = const(32)  # §4: the ACK bitmap covers next+1 .. next+32
-_SENT = const(1)  # in-flight message states (0 = not sent yet)
-_SACKED = const(2)
-_FAR = const(-(1 << 29))
-
-
-class QueueFull(ATLSError):
-    pass
-
-
-class SeqExhausted(QueueFull):
-    pass  # seq 65534 was used: start a new session (the link said rekey)
 
 
 class LinkConfig:
@@ -91,7 +78,13 @@ class LinkConfig:
             raise UsageError("mtu, rx_mtu >= 32, replay_window >= 64")
         if rto_ms < 1 or rto_max_ms < rto_ms or handshake_timeout_ms < 1 or peer_timeout_ms < 1:
             raise UsageError("bad timers")
-        if window < 1 or window > _SPAN or queue < 0 or reorder < 0 or reorder > _SPAN:
+        if (
+            window < 1
+            or window > wire.ACK_SPAN
+            or queue < 0
+            or reorder < 0
+            or reorder > wire.ACK_SPAN
+        ):
             raise UsageError("window and reorder must be 1..32, queue >= 0")
         if max_flight < 1 or max_flight > (mtu - 5) * 255:
             raise UsageError("max_flight must fit 255 fragments")
@@ -109,7 +102,7 @@ class LinkConfig:
         self.replay_window = replay_window
 
 
-class Link:
+class Link(Messages):
     def __init__(self, role, config=None, session_id=0):
         if role != "client" and role != "server":
             raise UsageError("role must be client or server")
@@ -148,19 +141,7 @@ class Link:
         self._hs_ack = -1  # flight to HS_ACK and when
         self._hs_ack_at = 0
         self._last_rep = _FAR  # when we last repeated an HS_ACK / ACK / CLOSE
-        self._seq = 0  # next seq to give a message
-        self._sealed = 0  # seqs below this have been sealed (sent)
-        self._queue = []  # (seq, plaintext) waiting for the window
-        self._inflight = []  # [seq, packet, due, rto, state]
-        self._progress = 0  # when the in-flight messages last moved
-        self._rx_next = 0  # every seq below was delivered
-        self._held = {}  # seq -> plaintext, early arrivals
-        self._ack_at = None
-        self._activity = 0
-        self._reason = 0  # CLOSE reason
-        self._peer_closed = False
-        self._close = None  # once our CLOSE is sent: [due, rto, deadline]
-        self._reply_at = None  # closed: answer a repeated CLOSE then
+        self._init_messages()
         self._error = None  # ERROR packet to send (service)
 
     # -- entry points ----------------------------------------------------------
@@ -170,6 +151,7 @@ class Link:
         return ev
 
     def send_flight(self, data, now_ms):
+        """Queue our next TLS flight (bytes); it goes out with datagrams()."""
         self._now = now_ms
         f = self._rx_done + 1  # §2: flights alternate, device even, service odd
         if self.state != "handshake" or self.channel or (f & 1) == self._odd or f <= self._tx_f:
@@ -187,56 +169,17 @@ class Link:
         if self._hs_end is None:
             self._hs_end = now_ms + self.config.handshake_timeout_ms
 
-    def start_channel(self, key_block, suite):
-        if self.state != "handshake":
-            raise UsageError("channel already started or link ended")
-        self.channel = Channel(key_block, suite, self.role, self.config.replay_window)
-        self.state = "open"
-        self._activity = self._now
-        if self._tx is None:
-            self._hs_end = None
-        self._fill()
-
-    def send(self, payload, now_ms):
-        self._now = now_ms
-        if self.state != "handshake" and self.state != "open":
-            raise UsageError("link is closing or closed")
-        if self._seq > wire.MAX_SEQ:
-            raise SeqExhausted("seq space used up: start a new session")
-        cfg = self.config
-        if len(self._queue) + len(self._inflight) >= cfg.window + cfg.queue:
-            raise QueueFull("message queue full")
-        if len(payload) > cfg.mtu - (self.channel.overhead if self.channel else 21):
-            raise UsageError("message larger than mtu - DATA overhead")
-        seq = self._seq
-        self._seq = seq + 1
-        self._queue.append((seq, bytes(payload)))
-        if seq == wire.MAX_SEQ:
-            self._ev.append(("rekey",))
-        self._activity = now_ms
-        self._fill()
-        return seq
-
-    def close(self, reason=0):
-        st = self.state
-        if st == "handshake" or st == "open":
-            self._reason = reason
-            if self.channel is None:
-                self._stop("closed", reason)
-            else:
-                self.state = "closing"
+    def flight_pending(self):
+        """True while our latest flight is not yet acknowledged: once the
+        channel is up and this is False, the peer has completed TLS too."""
+        return self._tx is not None
 
     def abort(self, reason):
+        """Service only: fail the link and send ERROR(reason) (§5)."""
         if self._odd:
             raise UsageError("only the service sends ERROR")
-        self._error = wire.encode(_ERROR, self.session_id, bytes((reason,)))
-        self._stop("failed", wire.ERROR_NAMES.get(reason, "error_%d" % reason))
-
-    def unacked(self):
-        out = [self.channel.open(wire.decode(e[1]), True) for e in self._inflight]
-        for e in self._queue:
-            out.append(e[1])
-        return out
+        self._error = wire.encode(ERROR, self.session_id, bytes((reason,)))
+        self._stop("failed", ERROR_NAMES.get(reason, "error_%d" % reason))
 
     def receive(self, datagram, now_ms):
         self._now = now_ms
@@ -248,28 +191,28 @@ class Link:
             p = wire.decode(datagram, ch.tag_len if ch else None, self.config.rx_mtu)
             t, psid = p[0], p[1]
             st = self.state
-            if st == "failed" or (st == "closed" and t != _CLOSE):
+            if st == "failed" or (st == "closed" and t != CLOSE):
                 raise wire.Drop("closed")
             sid = self.session_id
             learn = False
             if psid != sid:
                 if self._odd:  # client: adopt the service's sid from its first packets
-                    if sid or (t > _HS_ACK and t != _ERROR):
+                    if sid or (t > HS_ACK and t != ERROR):
                         raise wire.Drop("unknown_session")
-                    learn = t != _ERROR
-                elif psid or t > _HS_END or p[2]:  # service: sid 0 only on flight 0
+                    learn = t != ERROR
+                elif psid or t > HS_END or p[2]:  # service: sid 0 only on flight 0
                     raise wire.Drop("unknown_session")
-            elif not sid and t != _ERROR:
+            elif not sid and t != ERROR:
                 raise wire.Drop("unknown_session")  # §1: the service never uses sid 0
             n = len(self._ev)
-            if t <= _HS_END:
+            if t <= HS_END:
                 self._fragment(p)
-            elif t == _HS_ACK:
+            elif t == HS_ACK:
                 self._hs_acked(p[2], p[4])
-            elif t == _ERROR:
+            elif t == ERROR:
                 if not self._odd:
                     raise wire.Drop("bad_type")  # §1: ERROR is service -> device
-                self._stop("failed", wire.ERROR_NAMES.get(p[2], "error_%d" % p[2]))
+                self._stop("failed", ERROR_NAMES.get(p[2], "error_%d" % p[2]))
             else:
                 self._sealed_in(p)
             if learn:  # the packet was good: adopt its sid, reported first
@@ -280,7 +223,63 @@ class Link:
         except AuthError:
             self.drops["auth"] += 1
 
-    # -- handshake in ----------------------------------------------------------
+    def datagrams(self, now_ms):
+        self._now = now = now_ms
+        cfg = self.config
+        st = self.state
+        out = []
+        if st != "failed" and st != "closed":  # timers
+            if self._hs_end is not None and now >= self._hs_end:
+                self._stop("failed", "handshake_timeout")
+            elif self._inflight and now >= self._progress + cfg.peer_timeout_ms:
+                self._stop("failed", "peer_timeout")
+            elif self._close and now >= self._close[2]:
+                self._stop("closed", self._reason)
+            elif (
+                st == "open"
+                and cfg.idle_timeout_ms is not None
+                and now >= self._activity + cfg.idle_timeout_ms
+            ):
+                self.close(CLOSE_IDLE)
+            st = self.state
+        if self._error:
+            out.append(self._error)
+            self._error = None
+        if st == "closed":
+            self._close_reply(now, out)
+        elif st != "failed":
+            self._flights_out(now, out)
+            if self.channel:
+                self._channel_out(now, out)
+        c = self.counters
+        for d in out:
+            c["packets_out"] += 1
+            c["bytes_out"] += len(d)
+        return out
+
+    def next_timer_ms(self):
+        now = self._now
+        st = self.state
+        if st == "failed":
+            return now if self._error else None
+        if st == "closed":
+            return self._reply_at
+        tx = self._tx
+        if tx is not None and tx[3] is None:
+            return now
+        ts = [self._hs_end, self._ack_at]
+        if self._hs_ack >= 0:
+            ts.append(self._hs_ack_at)
+        if tx is not None:
+            ts.append(tx[3])
+        self._data_timers(ts, now, st)
+        t = None
+        for x in ts:
+            if x is not None and (t is None or x < t):
+                t = x
+        return t
+
+    # -- handshake in (§2) -----------------------------------------------------
     def _fragment(self, p):
         t, _, f, i, data = p
         c = self.counters
@@ -305,7 +304,7 @@ class Link:
             return
         n = len(data)
         mf = self.config.max_flight
-        if t == _HS_END:
+        if t == HS_END:
             if end >= 0 or i < top or (size and n > size):
                 raise wire.Drop("bad_fragment")
             if (i * size + n if size else (i + 1) * n) > mf:
@@ -324,7 +323,7 @@ class Link:
         frags[i] = bytes(data)
         if end >= 0:
             if len(frags) <= end:
-                self._ack_hs(f, _FAR if t == _HS_END else self._last_rep)
+                self._ack_hs(f, _FAR if t == HS_END else self._last_rep)
                 return
             self._rx = None
             self._rx_done = f
@@ -369,236 +368,42 @@ class Link:
         if self.channel:
             self._hs_end = None
 
-    # -- channel in ------------------------------------------------------------
-    def _sealed_in(self, p):
-        ch = self.channel
-        if ch is None:
-            raise wire.Drop("no_channel")
-        t, _, seq, b, _ = p
-        now = self._now
-        try:
-            pt = ch.open(p)
-        except wire.Drop:  # replayed DATA: repeat our ACK (rate-limited)
-            if self._ack_at is None:
-                self._ack_at = max(now, self._last_rep + self.config.rto_ms // 4)
-            raise
-        self._tx_acked()  # authenticated: the peer has finished TLS
-        if t == _DATA:
-            held = self._held
-            nxt = self._rx_next
-            if seq < nxt or seq in held:  # (the window already said so)
-                raise wire.Drop("replay")
-            if seq == nxt:
-                ch.accept(seq)
-                while True:
-                    self.counters["messages_in"] += 1
-                    self._ev.append(("message", pt))
-                    nxt += 1
-                    if nxt not in held:
-                        break
-                    pt = held.pop(nxt)
-                self._rx_next = nxt
-                self._activity = now
-            else:
-                if seq - nxt > _SPAN or len(held) >= self.config.reorder:
-                    raise wire.Drop("reorder_full")  # not acknowledged: it comes again
-                ch.accept(seq)
-                held[seq] = pt
-            self._ack_at = now
-        elif t == _ACK:
-            nxt = b >> 32
-            b &= 0xFFFFFFFF
-            m = self._sealed - 1 - nxt  # how many seqs after next were sent
-            if nxt > self._sealed or (m < _SPAN and b & ((1 << (_SPAN - m)) - 1)):
-                raise wire.Drop("bad_ack")  # acknowledges something never sent
-            keep = []
-            for e in self._inflight:
-                s = e[0]
-                if s < nxt:
-                    self.counters["messages_out"] += 1
-                    self._ev.append(("delivered", s))
-                else:
-                    if s > nxt and s - nxt <= _SPAN and (b >> (_SPAN - s + nxt)) & 1:
-                        e[4] = _SACKED
-                    keep.append(e)
-            if len(keep) < len(self._inflight):  # progress: restart the backoff
-                rto = self.config.rto_ms
-                for e in keep:
-                    e[3] = rto
-                    if e[2] > now + rto:
-                        e[2] = now + rto
-                self._inflight = keep
-                self._progress = now
-                self._fill()
-        elif self.state == "closed":  # CLOSE again: our answer was lost
-            if self._reply_at is None:
-                self._reply_at = max(now, self._last_rep + self.config.rto_ms // 4)
-        else:
-            self._peer_closed = True
-            if self.state == "open":
-                self._reason = b
-                self.state = "closing"
-            elif self._close:
-                self._stop("closed", self._reason)
-
-    # -- out -------------------------------------------------------------------
-    def _fill(self):
-        ch = self.channel
-        if ch is None or (self.state != "open" and self.state != "closing"):
-            return
-        q = self._queue
-        inflight = self._inflight
-        while q and len(inflight) < self.config.window:
-            seq, pt = q.pop(0)
-            if not inflight:
-                self._progress = self._now
-            inflight.append(
-                [seq, ch.seal(_DATA, self.session_id, seq, 0, pt), self._now, self.config.rto_ms, 0]
-            )
-            self._sealed = seq + 1
-
-    def datagrams(self, now_ms):
-        self._now = now = now_ms
-        cfg = self.config
-        st = self.state
-        out = []
-        if st != "failed" and st != "closed":  # timers
-            if self._hs_end is not None and now >= self._hs_end:
-                self._stop("failed", "handshake_timeout")
-            elif self._inflight and now >= self._progress + cfg.peer_timeout_ms:
-                self._stop("failed", "peer_timeout")
-            elif self._close and now >= self._close[2]:
-                self._stop("closed", self._reason)
-            elif (
-                st == "open"
-                and cfg.idle_timeout_ms is not None
-                and now >= self._activity + cfg.idle_timeout_ms
-            ):
-                self.close(2)  # §5 reason 2: idle
-            st = self.state
-        if self._error:
-            out.append(self._error)
-            self._error = None
+    # -- handshake out (§2) ----------------------------------------------------
+    def _flights_out(self, now, out):
+        # the HS_ACK that is due (partial for the flight in reassembly), then
+        # our flight's unacknowledged fragments when they are due
         sid = self.session_id
-        ch = self.channel
-        if st == "closed":
-            if self._reply_at is not None and now >= self._reply_at:
-                self._reply_at = None
-                if ch.close_seq <= wire.MAX_COUNTER:
-                    out.append(ch.seal(_CLOSE, sid, self._reason))
-                    self._last_rep = now
-        elif st != "failed":
-            f = self._hs_ack
-            if f >= 0 and now >= self._hs_ack_at:  # HS_ACK (partial for the current flight)
-                self._hs_ack = -1
-                self._last_rep = now
-                rx = self._rx
-                bm = None
-                if f == self._rx_done:
-                    bm = wire.make_bitmap(range(self._rx_n), self._rx_n)
-                elif rx is not None and rx[0] == f:  # partial, for the flight in reassembly
-                    fr = rx[1]
-                    bm = wire.make_bitmap(fr, rx[3] + 1 if rx[3] >= 0 else max(fr) + 1)
-                if bm:
-                    out.append(wire.encode(_HS_ACK, sid, bytes((f,)) + bm))
-            tx = self._tx
-            if tx is not None and (tx[3] is None or now >= tx[3]):
-                size = cfg.mtu - 5
-                data, un = tx[0], tx[1]
-                n = len(un)
-                for i in range(n):
-                    if un[i]:
-                        out.append(
-                            wire.encode_hs(
-                                sid, self._tx_f, i, data[i * size : (i + 1) * size], i == n - 1
-                            )
-                        )
-                        if tx[3] is not None:
-                            self.counters["retransmissions"] += 1
-                if tx[3] is not None:
-                    tx[4] = min(tx[4] * 2, cfg.rto_max_ms)
-                tx[3] = now + tx[4]
-            if ch:
-                self._channel_out(now, out)
-        c = self.counters
-        for d in out:
-            c["packets_out"] += 1
-            c["bytes_out"] += len(d)
-        return out
-
-    def _channel_out(self, now, out):
-        ch = self.channel
-        sid = self.session_id
-        cfg = self.config
-        if self._ack_at is not None and now >= self._ack_at:
-            self._ack_at = None
-            if ch.ack_seq <= wire.MAX_COUNTER:
-                bm = 0
-                nxt = self._rx_next
-                for s in self._held:
-                    bm |= 1 << (_SPAN - s + nxt)
-                out.append(ch.seal(_ACK, sid, nxt, bm))
-                self._last_rep = now
-                if ch.ack_seq > wire.MAX_COUNTER:  # that was the last ACK nonce
-                    self._ev.append(("rekey",))
-        for e in self._inflight:
-            if e[4] != _SACKED and now >= e[2]:
-                out.append(e[1])
-                if e[4] == _SENT:
-                    self.counters["retransmissions"] += 1
-                    e[3] = min(e[3] * 2, cfg.rto_max_ms)
-                e[4] = _SENT
-                e[2] = now + e[3]
-        cl = self._close
-        if (
-            self.state == "closing"
-            and not self._inflight
-            and not self._queue
-            and (cl is None or now >= cl[0])
-        ):
-            if ch.close_seq <= wire.MAX_COUNTER:
-                out.append(ch.seal(_CLOSE, sid, self._reason))
-            if cl is None:
-                cl = self._close = [0, cfg.rto_ms, now + cfg.handshake_timeout_ms]
-            else:
-                self.counters["retransmissions"] += 1
-                cl[1] = min(cl[1] * 2, cfg.rto_max_ms)
-            cl[0] = now + cl[1]
-            if self._peer_closed:
-                self._stop("closed", self._reason)
-
-    def next_timer_ms(self):
-        now = self._now
-        st = self.state
-        if st == "failed":
-            return now if self._error else None
-        if st == "closed":
-            return self._reply_at
+        f = self._hs_ack
+        if f >= 0 and now >= self._hs_ack_at:
+            self._hs_ack = -1
+            self._last_rep = now
+            rx = self._rx
+            bm = None
+            if f == self._rx_done:
+                bm = wire.make_bitmap(range(self._rx_n), self._rx_n)
+            elif rx is not None and rx[0] == f:  # partial, for the flight in reassembly
+                fr = rx[1]
+                bm = wire.make_bitmap(fr, rx[3] + 1 if rx[3] >= 0 else max(fr) + 1)
+            if bm:
+                out.append(wire.encode(HS_ACK, sid, bytes((f,)) + bm))
         tx = self._tx
-        if tx is not None and tx[3] is None:
-            return now
-        ts = [self._hs_end, self._ack_at]
-        if self._hs_ack >= 0:
-            ts.append(self._hs_ack_at)
-        if tx is not None:
-            ts.append(tx[3])
-        inflight = self._inflight
-        for e in inflight:
-            if e[4] != _SACKED:
-                ts.append(e[2])
-        if inflight:
-            ts.append(self._progress + self.config.peer_timeout_ms)
-        idle = self.config.idle_timeout_ms
-        if idle is not None and st == "open":
-            ts.append(self._activity + idle)
-        if st == "closing" and not inflight and not self._queue:
-            cl = self._close
-            ts.append(min(cl[0], cl[2]) if cl else now)
-        t = None
-        for x in ts:
-            if x is not None and (t is None or x < t):
-                t = x
-        return t
+        if tx is not None and (tx[3] is None or now >= tx[3]):
+            cfg = self.config
+            size = cfg.mtu - 5
+            data, un = tx[0], tx[1]
+            n = len(un)
+            for i in range(n):
+                if un[i]:
+                    out.append(
+                        wire.encode_hs(
+                            sid, self._tx_f, i, data[i * size : (i + 1) * size], i == n - 1
+                        )
+                    )
+                    if tx[3] is not None:
+                        self.counters["retransmissions"] += 1
+            if tx[3] is not None:
+                tx[4] = min(tx[4] * 2, cfg.rto_max_ms)
+            tx[3] = now + tx[4]
 
     def _stop(self, state, reason):
         self.state = state

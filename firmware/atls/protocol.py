@@ -5,6 +5,13 @@ Nothing here does work beyond reading a header.  The link packet codec is
 and so do the service, the gateway, the relay, the probe and the benchmarks.
 A test (tests/test_protocol_facts.py) fails if the exporter label or a suite
 code point is spelled out anywhere else in the product code.
+
+The name tables SUITE_NAMES (code -> name), SUITES (name -> code),
+GROUP_NAMES and GROUPS are read here like the other names but live in
+atls.protocol_names, imported on first use (module __getattr__, PEP 562;
+MicroPython's MICROPY_MODULE_GETATTR, on from the "core features" level that
+every supported port has): configuration and logs need them, moving packets
+does not, and on a device their strings cost heap (~1.5 KiB as .mpy).
 """
 
 from atls.errors import DecodeError
@@ -25,12 +32,6 @@ KEY_BLOCK_LEN = const(56)  # 2 x (16-byte key + 12-byte IV): RFC 8446 §B.4, §5
 TLS_AES_128_GCM_SHA256 = const(0x1301)
 TLS_AES_128_CCM_SHA256 = const(0x1304)
 TLS_AES_128_CCM_8_SHA256 = const(0x1305)
-SUITE_NAMES = {
-    TLS_AES_128_GCM_SHA256: "TLS_AES_128_GCM_SHA256",
-    TLS_AES_128_CCM_SHA256: "TLS_AES_128_CCM_SHA256",
-    TLS_AES_128_CCM_8_SHA256: "TLS_AES_128_CCM_8_SHA256",
-}
-SUITES = {name: code for code, name in SUITE_NAMES.items()}  # name -> code point
 
 
 def suite_tag_len(suite):
@@ -45,8 +46,6 @@ def suite_tag_len(suite):
 # -- TLS 1.3 named groups (RFC 8446 §4.2.7) ------------------------------------
 X25519 = const(0x001D)
 SECP256R1 = const(0x0017)
-GROUP_NAMES = {X25519: "x25519", SECP256R1: "secp256r1"}
-GROUPS = {name: code for code, name in GROUP_NAMES.items()}  # name -> code point
 
 # -- link packet header (docs/PROTOCOL.md §1) ----------------------------------
 # byte 0 = 1010 v ttt: marker nibble 0xA (draft-friel-tls-atls §6.1.2), version
@@ -63,6 +62,11 @@ ACK = const(4)
 CLOSE = const(5)
 ERROR = const(6)
 
+# -- CLOSE reasons (docs/PROTOCOL.md §5) ---------------------------------------
+CLOSE_NORMAL = const(0)
+CLOSE_REKEY = const(1)  # the seq or counter space is used up: a new session follows
+CLOSE_IDLE = const(2)  # LinkConfig.idle_timeout_ms passed without a message
+
 # -- ERROR reasons (docs/PROTOCOL.md §5) ---------------------------------------
 UNKNOWN_SESSION = const(1)
 HANDSHAKE_FAILED = const(2)
@@ -72,6 +76,17 @@ ERROR_NAMES = {
     HANDSHAKE_FAILED: "handshake_failed",
     BUSY: "busy",
 }
+
+
+def __getattr__(name):
+    # SUITE_NAMES, SUITES, GROUP_NAMES, GROUPS: from atls.protocol_names
+    if name[:1] == "_":  # __path__, __all__, ...: not a fact
+        raise AttributeError(name)
+    from atls import protocol_names
+
+    value = getattr(protocol_names, name)
+    globals()[name] = value  # later reads find it here
+    return value
 
 
 class Drop(DecodeError):

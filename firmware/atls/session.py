@@ -13,10 +13,8 @@ itself was refused (a wrong PSK does not heal by retrying quickly).
 
 from atls.errors import AlertError, UsageError
 from atls.link import Link, LinkConfig, QueueFull
+from atls.protocol import CLOSE_NORMAL, CLOSE_REKEY
 from atls.tls.client import TLSClient
-
-LABEL = b"application-layer-tls"
-KEY_BLOCK_LEN = 56  # 2 x (16-byte key + 12-byte IV), docs/PROTOCOL.md §3
 
 
 class DeviceSession:
@@ -125,7 +123,7 @@ class DeviceSession:
     def close(self):
         self._closing = True
         if self.link is not None:
-            self.link.close(0)
+            self.link.close(CLOSE_NORMAL)
 
     # -- internals ----------------------------------------------------------------
     def _harvest(self):
@@ -172,7 +170,7 @@ class DeviceSession:
                 self.counters["delivered"] += 1
                 self._ev.append(ev)
             elif kind == "rekey":
-                link.close(1)  # finish what is in flight, then a new session
+                link.close(CLOSE_REKEY)  # finish what is in flight, then a new session
             elif kind == "error" or kind == "closed":
                 self._down(ev[1], now_ms)
                 return
@@ -196,7 +194,9 @@ class DeviceSession:
         if out:
             self.link.send_flight(out, now_ms)
         if tls.connected and self.link.channel is None:
-            self.link.start_channel(tls.exporter(LABEL, b"", KEY_BLOCK_LEN), tls.suite)
+            from atls.channel import key_block  # loaded once TLS is done, like the channel
+
+            self.link.start_channel(key_block(tls), tls.suite)
             self.state = "up"
             self.suite = tls.suite
             self.handshakes_ok += 1

@@ -1,21 +1,38 @@
-"""ATLS link packets (docs/PROTOCOL.md §1): constants and a bounded codec."""
+"""ATLS link packets (docs/PROTOCOL.md §1): a bounded codec.
 
-# Theory of operation.  Every packet starts with a 3-byte header: byte 0 is
-# 1010 v ttt (marker 0xA, version bit, 3-bit type), bytes 1-2 the session id.
-# `decode` classifies a datagram without keys and bounds every length before
-# anything is copied; bad input raises `Drop(reason)` (a DecodeError) whose
-# reason names one of the link's drop counters.  It returns a tuple
-#   (type, sid, a, b, c), per type:
-#   HS, HS_END  a = flight,  b = index,  c = fragment (memoryview, >= 1 byte)
-#   HS_ACK      a = flight,  b = None,   c = bitmap (memoryview, 1..32 bytes)
-#   DATA        a = seq,     b = 0,      c = ciphertext || tag
-#   ACK         a = ack_seq, b = (next << 32) | bitmap, c = tag
-#   CLOSE       a = close_seq, b = reason, c = tag
-#   ERROR       a = reason,  b = None,   c = None
-# For a sealed packet the bytes before c are the AAD (§3).  `encode(type,
-# sid, body)` is the inverse: header || body.
-# Comments rather than docstrings keep the compiled module small (32 KiB heap).
-from atls.errors import DecodeError
+Every packet starts with a 3-byte header: byte 0 is 1010 v ttt (marker 0xA,
+version bit, 3-bit type), bytes 1-2 the session id.  The header layout, the
+packet types, the ERROR reasons and `Drop` are protocol facts defined in
+atls.protocol; they are re-exported here (wire.HS, wire.DATA, wire.Drop,
+wire.ERROR_NAMES, ...).
+`decode` classifies a datagram without keys and bounds every length before
+anything is copied; bad input raises `Drop(reason)` (a DecodeError) whose
+reason names one of the link's drop counters.  It returns a tuple
+  (type, sid, a, b, c), per type:
+  HS, HS_END  a = flight,  b = index,  c = fragment (memoryview, >= 1 byte)
+  HS_ACK      a = flight,  b = None,   c = bitmap (memoryview, 1..32 bytes)
+  DATA        a = seq,     b = 0,      c = ciphertext || tag
+  ACK         a = ack_seq, b = (next << 32) | bitmap, c = tag
+  CLOSE       a = close_seq, b = reason, c = tag
+  ERROR       a = reason,  b = None,   c = None
+For a sealed packet the bytes before c are the AAD (§3).  `encode(type,
+sid, body)` is the inverse: header || body.
+"""
+
+from atls.protocol import (  # noqa: F401  (re-exported: wire.<NAME>)
+    ACK,
+    CLOSE,
+    DATA,
+    ERROR,
+    ERROR_NAMES,
+    HS,
+    HS_ACK,
+    HS_END,
+    MARKER,
+    MARKER_MASK,
+    VERSION_BIT,
+    Drop,
+)
 
 try:
     from micropython import const
@@ -25,41 +42,27 @@ except ImportError:  # CPython
         return x
 
 
-MARKER = const(0xA0)  # §1 high nibble 0xA (draft-friel-tls-atls §6.1.2)
-HS = const(0)  # §1 packet types
-HS_END = const(1)
-HS_ACK = const(2)
-DATA = const(3)
-ACK = const(4)
-CLOSE = const(5)
-ERROR = const(6)
 MAX_SEQ = const(65534)  # §3: last DATA seq (so that next <= 65535 fits 16 bits)
 MAX_COUNTER = const(65535)  # §3: last ACK / CLOSE counter
-ERROR_NAMES = {1: "unknown_session", 2: "handshake_failed", 3: "busy"}  # §5
-_VERSION = const(0x08)  # §1: version bit set = a later version
+ACK_SPAN = const(32)  # §4: the ACK bitmap covers next+1 .. next+32
 
 # per type: shortest packet without the tag, longest (0: no limit) (§1)
-_MIN = b"\x05\x05\x05\x05\x0b\x06\x04"
-_MAX = b"\x00\x00\x24\x00\x0b\x06\x04"
-
-
-class Drop(DecodeError):
-    def __init__(self, reason):
-        DecodeError.__init__(self, reason)
-        self.reason = reason
+_MIN = const(b"\x05\x05\x05\x05\x0b\x06\x04")
+_MAX = const(b"\x00\x00\x24\x00\x0b\x06\x04")
 
 
 def decode(d, tag_len=None, max_len=None):
-    # With tag_len the sealed types are length-checked against the tag too
-    # (short: truncated; long ACK/CLOSE: too_big; a longer DATA is a longer
-    # message).  Without it only their minimum length is checked.
+    """(type, sid, a, b, c) as the module docstring says, or Drop(reason).
+    With tag_len the sealed types are length-checked against the tag too
+    (short: truncated; long ACK/CLOSE: too_big; a longer DATA is a longer
+    message).  Without it only their minimum length is checked."""
     n = len(d)
     if n == 0:
         raise Drop("truncated")
     b0 = d[0]
-    if (b0 & 0xF0) != MARKER:
+    if (b0 & MARKER_MASK) != MARKER:
         raise Drop("not_atls")
-    if b0 & _VERSION:
+    if b0 & VERSION_BIT:
         raise Drop("version")
     if max_len is not None and n > max_len:
         raise Drop("too_big")
@@ -101,7 +104,7 @@ def encode_hs(sid, flight, index, fragment, last=False):
 
 
 def make_bitmap(indexes, count):
-    # HS_ACK bitmap (§2): bit 7 of byte 0 = fragment 0
+    """HS_ACK bitmap (§2): bit 7 of byte 0 = fragment 0."""
     bm = bytearray((count + 7) >> 3)
     for i in indexes:
         bm[i >> 3] |= 0x80 >> (i & 7)

@@ -1,5 +1,10 @@
-"""X.509 certificate reader and chain validation for the TLS 1.3 client
-(an RFC 5280 subset sized for devices).
+"""X.509 certificate reader for the TLS 1.3 client (an RFC 5280 subset
+sized for devices); chain validation is atls.x509_chain.
+
+Public names: Certificate, UnsupportedCertificate, the bounds below, and
+verify_chain, verify_signed_by, spki_sha256 and hostname_matches, which live
+in atls.x509_chain and are read here on first use (module __getattr__, PEP
+562): a device that only parses (or a PSK handshake) never loads them.
 
 Parsing: `Certificate(der)` walks the DER once (atls.der) and keeps offsets
 into the caller's buffer, not copies: `.tbs` is a memoryview; `.signature`,
@@ -34,45 +39,15 @@ MAX_EXTENSIONS, MAX_SAN GeneralNames (each exceeded: 43), MIN_RSA_BITS
 (2048; the RFC 8448 trace's RSA-1024 certificate needs 1024), MAX_RSA_BITS;
 dNSName at most 253 printable ASCII octets (42).
 
-Chain validation, `verify_chain` (RFC 5280 §6.1 subset, RFC 8446 §4.4.2):
-the chain is leaf first and in issuing order; certificates after the point
-where trust is reached are ignored, unparsed.  Names chain by raw DER
-equality (issuer of one == subject of the next).  Trust is reached at the
-first certificate that (a) has a pinned SPKI SHA-256, (b) equals an anchor
-(same subject and SPKI), or (c) is correctly signed by an anchor whose
-subject is its issuer.  Every issuer (intermediate or anchor) must be a CA
-(basicConstraints cA), have keyCertSign when keyUsage is present, and
-respect pathLenConstraint (self-issued certificates do not count).  The leaf
-needs digitalSignature when keyUsage is present (RFC 8446 §4.4.2.2) and
-serverAuth or anyExtendedKeyUsage when extKeyUsage is present; it need not
-be a CA.  Alerts: more than max_depth certificates, bad signature, name
-mismatch, unusable issuer, hostname mismatch: 42 bad_certificate; no trust
-reached: 48 unknown_ca; outside validity: 45 certificate_expired; empty
-chain: 50 decode_error (RFC 8446 §4.4.2.4).
-
-Validity dates -- the device has no trusted clock: with `now=None` (the
-default) validity periods are NOT checked.  Pass `now` (seconds since
-1970-01-01 UTC) only from a trusted time source; notBefore <= now <= notAfter
-is then required of every certificate used, anchors included (alert 45).
-Without a trusted clock, pass `time_floor`, a lower bound on the current time
-such as the firmware build time: a certificate whose notAfter is before it is
-rejected (45); notBefore is not checked against it.
-
-Hostnames (RFC 6125 §6.4): matched against dNSName SANs only, never the
-subject CN; ASCII case-insensitive; one trailing dot ignored; a wildcard only
-as the whole left-most label of a name with at least two more labels
-("*.example.com" matches "a.example.com", not "example.com" nor
-"a.b.example.com").  IP address SANs are not supported.
-
 RAM (unix port, 64-bit): this module with atls.der and atls.errors holds
 about 16K of bytecode when loaded as .mpy (nothing when frozen); a parsed
 certificate keeps about 0.7K besides its DER; parsing runs in a 32K heap
-(tests/test_x509.py).  Chain checks need the signature modules too: minimum
-heaps measured 52K (P-256, two certificates), 48K (Ed25519), 40K (RSA-2048).
+(tests/test_x509.py).  Chain checks (atls.x509_chain) need the signature
+modules too: see there.
 """
 
 from atls import der
-from atls.errors import AlertError, ATLSError, DecodeError, UsageError
+from atls.errors import AlertError, DecodeError
 
 try:
     from micropython import const
@@ -85,8 +60,6 @@ except ImportError:  # CPython
 # RFC 8446 §6.2 alert descriptions.
 _BAD_CERTIFICATE = const(42)
 _UNSUPPORTED_CERTIFICATE = const(43)
-_CERTIFICATE_EXPIRED = const(45)
-_UNKNOWN_CA = const(48)
 # DER tags (X.680 §8.4; context tags of RFC 5280 §4.1).
 _BOOLEAN = const(0x01)
 _INTEGER = const(0x02)
@@ -112,10 +85,8 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 4096
 _MAX_DNS_LEN = const(253)
 
-# keyUsage flags: 1 << bit number of RFC 5280 §4.2.1.3.
-_KU_DIGITAL_SIGNATURE = const(0x01)
-_KU_KEY_CERT_SIGN = const(0x20)
-# extKeyUsage flags (RFC 5280 §4.2.1.12; only the purposes we look at).
+# extKeyUsage flags (RFC 5280 §4.2.1.12; only the purposes we look at),
+# Certificate.ext_key_usage (atls.x509_chain reads them).
 _EKU_SERVER_AUTH = const(1)
 _EKU_ANY = const(2)
 
@@ -377,22 +348,13 @@ class Certificate:
                 raise AlertError(_BAD_CERTIFICATE)  # §4.2: at most one instance
             seen |= bit
 
-    def _raw(self, i):
-        return self.der[self._span[i] : self._span[i + 1]]
-
-    def __getattr__(self, name):
-        # Byte-valued fields, sliced from the DER on each access (one function
-        # rather than six properties: bytecode costs RAM when not frozen).
-        # tbs: memoryview; public_key: 65-byte P-256 point, 32-byte Ed25519
-        # key or RSA (n, e); signature, issuer_raw, subject_raw, spki: bytes.
+    def view(self, name):
+        """A DER field as a memoryview into .der, without a copy: name is
+        "tbs", "signature", "issuer_raw", "subject_raw" or "spki" (the chain
+        checks compare names and keys this way)."""
         if name == "tbs":
-            return self._raw(_TBS)
-        if name == "public_key":
-            k = bytes(self._raw(_KEY))
-            if self.key_type == "rsa":
-                return int.from_bytes(k, "big"), self._rsa_e
-            return k
-        if name == "signature":
+            i = _TBS
+        elif name == "signature":
             i = _SIG
         elif name == "issuer_raw":
             i = _ISS
@@ -402,148 +364,30 @@ class Certificate:
             i = _SPKI
         else:
             raise AttributeError(name)
-        return bytes(self._raw(i))
+        return self.der[self._span[i] : self._span[i + 1]]
+
+    def __getattr__(self, name):
+        # Byte-valued fields, sliced from the DER on each access (one function
+        # rather than six properties: bytecode costs RAM when not frozen).
+        # tbs: memoryview; public_key: 65-byte P-256 point, 32-byte Ed25519
+        # key or RSA (n, e); signature, issuer_raw, subject_raw, spki: bytes.
+        if name == "public_key":
+            k = bytes(self.der[self._span[_KEY] : self._span[_KEY + 1]])
+            if self.key_type == "rsa":
+                return int.from_bytes(k, "big"), self._rsa_e
+            return k
+        if name == "tbs":
+            return self.view(name)
+        return bytes(self.view(name))
 
 
-def spki_sha256(cert):
-    """SHA-256 of the DER SubjectPublicKeyInfo (the usual SPKI pin)."""
-    from atls.crypto.backend import sha256
+def __getattr__(name):
+    # verify_chain, verify_signed_by, spki_sha256, hostname_matches: from
+    # atls.x509_chain, loaded on first use (PEP 562)
+    if name[:1] == "_":  # __path__, __all__, ...
+        raise AttributeError(name)
+    from atls import x509_chain
 
-    return sha256(cert._raw(_SPKI)).digest()
-
-
-def verify_signed_by(cert, issuer):
-    """Check cert's signature with issuer's public key (alert 42 if not)."""
-    alg = cert.sig_alg
-    kt = issuer.key_type
-    sig = cert.signature
-    tbs = cert.tbs
-    try:
-        if alg == "ecdsa_sha256" and kt == "p256":
-            # p256 parses the Ecdsa-Sig-Value (RFC 5480 §2.2) as strict DER
-            from atls.crypto import p256
-
-            p256.ecdsa_verify(issuer.public_key, tbs, sig)
-        elif alg == "ed25519" and kt == "ed25519" and len(sig) == 64:
-            from atls.crypto import ed25519
-
-            ed25519.verify(issuer.public_key, tbs, sig)
-        elif (
-            kt == "rsa"
-            and len(sig) == issuer.rsa_len
-            and (alg == "rsa_pss_sha256" or (alg == "rsa_pkcs1_sha256" and not issuer.rsa_pss_only))
-        ):
-            from atls.crypto import rsa
-
-            n, e = issuer.public_key
-            if alg == "rsa_pss_sha256":
-                rsa.verify_pss_sha256(n, e, tbs, sig)
-            else:
-                rsa.verify_pkcs1_sha256(n, e, tbs, sig)
-        else:
-            raise AlertError(_BAD_CERTIFICATE)  # key and signature algorithm do not fit
-    except (ATLSError, UsageError):
-        raise AlertError(_BAD_CERTIFICATE)  # bad certificate signature
-
-
-def hostname_matches(pattern, hostname):
-    """RFC 6125 §6.4 dNSName match (rules in the module docstring)."""
-    p = pattern.lower()
-    h = hostname.lower()
-    if p.endswith("."):
-        p = p[:-1]
-    if h.endswith("."):
-        h = h[:-1]
-    if not h or not p or "*" in h or ".." in h or h[0] == "." or ".." in p:
-        return False
-    if p.startswith("*."):
-        p = p[2:]
-        dot = h.find(".")
-        if "*" in p or "." not in p or dot <= 0:
-            return False
-        h = h[dot + 1 :]
-    return "*" not in p and p == h
-
-
-def _check(cert, below, now, floor):
-    """Validity (when a clock or floor is given); for an issuer (below is
-    the count of non-self-issued intermediates under it) the CA rules."""
-    if now is not None and (now < cert.not_before or now > cert.not_after):
-        raise AlertError(_CERTIFICATE_EXPIRED)  # outside validity period
-    if floor is not None and cert.not_after < floor:
-        raise AlertError(_CERTIFICATE_EXPIRED)  # expired before the time floor
-    if below is None:
-        return
-    if not cert.is_ca:
-        raise AlertError(_BAD_CERTIFICATE)  # issuer not a CA; RFC 5280 §6.1.4 (k)
-    if cert.key_usage is not None and not cert.key_usage & _KU_KEY_CERT_SIGN:
-        raise AlertError(_BAD_CERTIFICATE)  # issuer lacks keyCertSign; §6.1.4 (n)
-    if cert.path_len is not None and below > cert.path_len:
-        raise AlertError(_BAD_CERTIFICATE)  # pathLenConstraint; §6.1.4 (l), (m)
-
-
-def verify_chain(
-    chain_der_list,
-    anchors=(),
-    pins=(),
-    now=None,
-    max_depth=3,
-    hostname=None,
-    time_floor=None,
-    max_cert_size=None,
-):
-    """Validate a TLS Certificate chain (leaf first); return the leaf Certificate.
-
-    anchors: Certificate objects (or DER); pins: 32-byte SPKI SHA-256 values.
-    Raises AlertError as the module docstring says; UsageError if neither
-    anchors nor pins are given.
-    """
-    if not anchors and not pins:
-        raise UsageError("no trust anchors or pins")
-    n = len(chain_der_list)
-    if n == 0:
-        raise DecodeError()  # RFC 8446 §4.4.2.4
-    if n > max_depth:
-        raise AlertError(_BAD_CERTIFICATE)  # chain too long
-    anchors = [a if isinstance(a, Certificate) else Certificate(a, max_cert_size) for a in anchors]
-    leaf = cur = Certificate(chain_der_list[0], max_cert_size)
-    if leaf.key_usage is not None and not leaf.key_usage & _KU_DIGITAL_SIGNATURE:
-        raise AlertError(_BAD_CERTIFICATE)  # leaf lacks digitalSignature
-    if leaf.ext_key_usage is not None and not leaf.ext_key_usage & (_EKU_SERVER_AUTH | _EKU_ANY):
-        raise AlertError(_BAD_CERTIFICATE)  # leaf not for serverAuth
-    if hostname is not None:
-        for name in leaf.san_dns:
-            if hostname_matches(name, hostname):
-                break
-        else:
-            raise AlertError(_BAD_CERTIFICATE)  # hostname mismatch
-    _check(leaf, None, now, time_floor)
-    below = 0  # non-self-issued intermediates under cur's issuer
-    i = 0
-    while True:
-        if pins and spki_sha256(cur) in pins:
-            return leaf
-        failure = None
-        for a in anchors:
-            if cur._raw(_SUB) == a._raw(_SUB) and cur._raw(_SPKI) == a._raw(_SPKI):
-                return leaf
-            if a._raw(_SUB) == cur._raw(_ISS):
-                try:
-                    _check(a, below, now, time_floor)
-                    verify_signed_by(cur, a)
-                    return leaf
-                except AlertError as exc:
-                    failure = exc
-        if failure is not None:
-            raise failure
-        i += 1
-        if i >= n:
-            raise AlertError(_UNKNOWN_CA)  # no trust anchor
-        nxt = Certificate(chain_der_list[i], max_cert_size)
-        if nxt._raw(_SUB) != cur._raw(_ISS):
-            raise AlertError(_BAD_CERTIFICATE)  # issuer name mismatch
-        _check(nxt, below, now, time_floor)
-        verify_signed_by(cur, nxt)
-        if nxt._raw(_SUB) != nxt._raw(_ISS):
-            below += 1
-        cur = nxt
+    value = getattr(x509_chain, name)
+    globals()[name] = value  # later reads find it here
+    return value

@@ -9,8 +9,8 @@ import json
 import sys
 from binascii import unhexlify
 
-from atls.device import Clock, run
 from atls.drivers.udp import UDPTransport
+from atls.eventloop import Clock, run
 from atls.link import LinkConfig, QueueFull
 from atls.session import DeviceSession
 from atls.tls.client import ClientConfig

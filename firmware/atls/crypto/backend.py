@@ -5,25 +5,31 @@ Exports:
   FAST             True when the host's ``cryptography`` package may replace a
                    pure algorithm by a native one (CPython only, and not when
                    ATLS_PURE_CRYPTO=1 is set, which the differential tests use).
+  native           the CPython backend module atls.crypto.cpython when FAST,
+                   else None: x25519, p256, ed25519 and aead take their native
+                   implementations from it, never import it themselves.
   sha256(data=b"") a hashlib-style SHA-256 object (update/digest).
   aes_ecb(key)     an object whose encrypt(src[, dst]) encrypts whole 16-byte
                    blocks in ECB mode (cryptolib semantics on both sides).
   aes_cbc(key, iv) a one-shot CBC encryptor (cryptolib mode 2), used for the
                    CBC-MAC of CCM so the chaining runs in C.
   random_bytes(n)  n bytes from the OS CSPRNG.
+MicroPython: cryptolib, hashlib and os.urandom.  CPython: hashlib, os.urandom
+and `cryptography` (AES, and the native algorithms) via atls.crypto.cpython,
+a module that is never part of a device build.
 """
 
 import sys
 from hashlib import sha256  # noqa: F401  (MicroPython and CPython both have it)
+from os import urandom as random_bytes  # noqa: F401
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
 if IS_MICROPYTHON:
-    from os import urandom as random_bytes  # noqa: F401
-
     import cryptolib
 
     FAST = False
+    native = None
 
     def aes_ecb(key):
         return cryptolib.aes(key, 1)
@@ -32,7 +38,10 @@ if IS_MICROPYTHON:
         """One-shot CBC encryptor (MicroPython cryptolib mode 2)."""
         return cryptolib.aes(key, 2, iv)
 
-else:  # CPython: the host's `cryptography` (host_tools.crypto_native, never on a device)
-    from os import urandom as random_bytes  # noqa: F401
+else:  # CPython: the host's `cryptography`
+    from atls.crypto import cpython as _host
 
-    from host_tools.crypto_native import FAST, aes_cbc, aes_ecb  # noqa: F401
+    FAST = _host.FAST
+    native = _host if FAST else None
+    aes_ecb = _host.aes_ecb
+    aes_cbc = _host.aes_cbc

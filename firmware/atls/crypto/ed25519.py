@@ -42,7 +42,7 @@ _BY = 0x6666666666666666666666666666666666666666666666666666666666666658  # 4/5
 
 # Affine "niels" odd multiples of B, (y-x, y+x, 2d*x*y) for 1B, 3B, .., 15B:
 # the fixed-base table as constants, so a frozen module keeps it in flash
-# (tests/test_ed25519.py recomputes it).
+# (tests/test_ed25519.py checks [S]B for each).
 _BT = (
     (
         0x44FD2F9298F81267A5C18434688F8A09FD399F05D140BEB39D103905D740913E,
@@ -247,6 +247,5 @@ def verify(pub, message, sig):
         raise AuthError()  # Ed25519: signature does not verify
 
 
-native = None  # the host's `cryptography` (CPython, backend.FAST) or None
-if backend.FAST:
-    from host_tools.crypto_native import Ed25519 as native  # noqa: F811
+# the host's `cryptography` (CPython, backend.FAST) or None
+native = backend.native.Ed25519 if backend.FAST else None

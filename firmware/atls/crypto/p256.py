@@ -54,7 +54,7 @@ _B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 
 _INF = (1, 1, 0)
 # Affine odd multiples G, 3G, .., 15G (the fixed-base table; constants so a
-# frozen module keeps them in flash).  tests/test_p256.py recomputes them.
+# frozen module keeps them in flash).  tests/test_p256.py checks k*G for each.
 _GT = (
     (
         0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
@@ -427,6 +427,5 @@ def ecdsa_sign(priv, message):
             return b"\x30" + bytes([len(body)]) + body
 
 
-native = None  # the host's `cryptography` (CPython, backend.FAST) or None
-if backend.FAST:
-    from host_tools.crypto_native import P256 as native  # noqa: F811
+# the host's `cryptography` (CPython, backend.FAST) or None
+native = backend.native.P256 if backend.FAST else None

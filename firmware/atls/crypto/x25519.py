@@ -102,8 +102,9 @@ def x25519_base_pure(scalar):
     return _ladder(_scalar(scalar), _BASE_U).to_bytes(_KEY_LEN, "little")
 
 
-if backend.FAST:  # CPython with `cryptography` (host_tools.crypto_native)
-    from host_tools.crypto_native import x25519, x25519_base  # noqa: F401
+if backend.FAST:  # CPython with `cryptography` (backend.native)
+    x25519 = backend.native.x25519
+    x25519_base = backend.native.x25519_base
 else:
     x25519 = x25519_pure
     x25519_base = x25519_base_pure

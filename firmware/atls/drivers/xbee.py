@@ -1,35 +1,30 @@
-"""XBee 3 Zigbee transport: ATLS datagrams as API frames to the coordinator."""
+"""XBee 3 Zigbee transport: ATLS datagrams as API frames to the coordinator.
 
-# Theory of operation.  Same shape as drivers/udp.py: send(datagram) puts one
-# Transmit Request (0x10) to the coordinator (dest64 0, dest16 0x0000) on the
-# stream; recv(timeout_ms) returns the payloads of Receive Packets (0x90)
-# from the coordinator (source 16-bit address 0x0000, and the coordinator's
-# 64-bit address when one was given) and counts any other source as foreign.
-# Transmit Status (0x8B) frames are only counted (delivered, too_large for
-# 0x74, failures by delivery code): the ATLS link layer retransmits, this
-# driver never does.  Modem Status 0x02/0x03 set `joined` True/False (a reset,
-# 0x00/0x01, sets False until the module rejoins).
-#
-# configure(now_ms) is a small state machine stepped without blocking:
-#   probe     AT AP (frame id 1: its frames never contain bytes that AP=2
-#             escapes, so it works whatever AP the module has)
-#   set_ap    AT AP <1|2> when the module's AP differs from the board's
-#   query     AT NP (max payload -> mtu), SH + SL (-> address64), AI (-> joined)
-#   ready
-# When the probe gets no answer (a factory-fresh module is in transparent
-# mode, AP=0) it falls back once to command mode: guard time, "+++", guard
-# time, "OK\r", then ATAP<n>, ATWR, ATCN, and probes again.  Every wait is
-# bounded (at_timeout_ms x at_retries per command, guard_ms for command
-# mode); a module that stays silent raises XBeeError.  Time is a monotonic
-# millisecond clock (atls.device.Clock unless one is given: pass the
-# session's so that configure(now_ms) can take its readings).  UART id,
-# pins, speed and AP come from the board config (from_board), never from
-# constants here.
+Same shape as drivers/udp.py: send(datagram) puts one Transmit Request (0x10)
+to the coordinator (dest64 0, dest16 0x0000) on the stream; recv(timeout_ms)
+returns the payloads of Receive Packets (0x90) from the coordinator (source
+16-bit address 0x0000, and the coordinator's 64-bit address when one was
+given) and counts any other source as foreign.  Transmit Status (0x8B)
+frames are only counted (delivered, too_large for 0x74, failures by delivery
+code): the ATLS link layer retransmits, this driver never does.  Modem
+Status 0x02/0x03 set `joined` True/False (a reset, 0x00/0x01, sets False
+until the module rejoins).
+
+The AT configuration (configure, wait_ready, wait_joined, at) is the mixin
+atls.drivers.xbee_at.XBeeConfig.  Time is a monotonic millisecond clock
+(atls.eventloop.Clock unless one is given: pass the session's so that
+configure(now_ms) can take its readings).  UART id, pins, speed and AP come
+from the board config (from_board), never from constants here.
+open_tcp and SocketStream (an emulated module over TCP, atls.drivers.xbee_tcp)
+are read here on first use (module __getattr__, PEP 562).
+"""
+
 import time
 
 from atls import xbee as X
-from atls.device import Clock
-from atls.xbee import XBeeError
+from atls.drivers.xbee_at import XBeeConfig
+from atls.eventloop import Clock
+from atls.xbee import XBeeError  # noqa: F401  (re-exported)
 
 try:
     import select
@@ -44,11 +39,8 @@ except ImportError:  # CPython
         return x
 
 
-_PROBE_ID = const(1)  # 08 01 41 50 / 88 01 41 50 00 0v: nothing to escape
-_SET_AP_ID = const(2)
 _RXQ_MAX = const(32)
 _CHUNKS = const(16)
-_SILENT = "XBee module does not answer (API probe, +++ fallback)"
 
 
 def _sleep_ms(ms):
@@ -58,7 +50,7 @@ def _sleep_ms(ms):
         time.sleep(ms / 1000)
 
 
-class XBeeTransport:
+class XBeeTransport(XBeeConfig):
     def __init__(
         self,
         stream,
@@ -158,164 +150,7 @@ class XBeeTransport:
         s["decoder"] = dict(self._dec.counters)
         return s
 
-    # -- configuration ---------------------------------------------------------------------------
-    def configure(self, now_ms=None):
-        # One non-blocking step; True once ready.  Raises XBeeError when the
-        # module does not answer within the bounded retries.
-        now = self.clock() if now_ms is None else now_ms
-        self._pump(self._rxq)
-        st = self.state
-        if st == "ready":
-            return True
-        if st == "cmd":
-            self._command_mode(now)
-            return False
-        if st == "probe":
-            try:
-                r = self._request(now, b"AP", b"", _PROBE_ID)
-            except XBeeError:
-                if self._tried_cmd:
-                    raise XBeeError(_SILENT)
-                self._tried_cmd = True
-                self._enter_command_mode(now)
-                return False
-            if r is None:
-                return False
-            self.module_ap = r[1][0] if r[1] else None
-            if self.module_ap == (2 if self.escaped else 1):
-                self._start_query()
-            else:
-                self.state = "set_ap"
-            return False
-        if st == "set_ap":
-            want = 2 if self.escaped else 1
-            r = self._request(now, b"AP", bytes((want,)), _SET_AP_ID)
-            if r is not None:
-                self.module_ap = want
-                self._dec = X.FrameDecoder(self.escaped)
-                self._start_query()
-            return False
-        # query: one AT command at a time, in order
-        cmd = self._steps[0]
-        r = self._request(now, cmd, b"")
-        if r is None:
-            return False
-        v = r[1]
-        if cmd == b"NP":
-            self.mtu = int.from_bytes(v, "big")
-        elif cmd == b"SH":
-            self._sh = bytes(v)
-        elif cmd == b"SL":
-            self.address64 = self._sh + bytes(v)
-        self._steps = self._steps[1:]
-        if not self._steps:
-            self.state = "ready"
-            return True
-        return False
-
-    def wait_ready(self, timeout_ms=15000):
-        t0 = self.clock()
-        while not self.configure():
-            if (self.clock() - t0) > timeout_ms:
-                raise XBeeError("XBee module not configured within %d ms" % timeout_ms)
-            self._wait(10)
-        return self
-
-    def wait_joined(self, timeout_ms, poll_ms=1000):
-        # Waits for Modem Status 0x02, asking AI again every poll_ms.
-        t0 = self.clock()
-        last = t0 - poll_ms
-        while not self.joined:
-            now = self.clock()
-            if (now - t0) >= timeout_ms:
-                break
-            if (now - last) >= poll_ms:
-                last = now
-                self._write(X.encode_frame(X.at_command(self._next_fid(), b"AI"), self.escaped))
-            self._wait(min(50, timeout_ms))
-            self._pump(self._rxq)
-        return bool(self.joined)
-
-    def at(self, command, parameter=b""):
-        # Blocking AT command, bounded by at_timeout_ms x (at_retries + 1):
-        # returns the value; XBeeError on an error status or no answer.
-        if isinstance(command, str):
-            command = command.encode()
-        self._req = None
-        while True:
-            r = self._request(self.clock(), command, parameter)
-            if r is not None:
-                return r[1]
-            self._wait(20)
-            self._pump(self._rxq)
-
     # -- internals -------------------------------------------------------------------------------
-    def _next_fid(self):
-        self._fid = self._fid % 255 + 1
-        if self._fid <= _SET_AP_ID:
-            self._fid = _SET_AP_ID + 1
-        return self._fid
-
-    def _start_query(self):
-        self.state = "query"
-        self._steps = [b"NP", b"SH", b"SL", b"AI"]
-
-    def _request(self, now, cmd, param, fid=None):
-        # Sends cmd once and again on timeout; (status, value) when answered
-        # OK, None while waiting, XBeeError on an error status or no answer.
-        q = self._req
-        if q is None or q[1] != cmd:
-            q = self._req = [fid or self._next_fid(), cmd, param, now, self.at_retries + 1]
-            self._resp = None
-        r = self._resp
-        if r is not None and r[0] == q[0]:
-            self._req = self._resp = None
-            if r[1] != X.AT_OK:
-                raise XBeeError("AT %s failed with status %d" % (cmd.decode(), r[1]))
-            return (r[1], r[2])
-        if (now - q[3]) >= 0:
-            if q[4] == 0:
-                self._req = None
-                raise XBeeError("no answer to AT %s" % cmd.decode())
-            q[4] -= 1
-            q[3] = now + self.at_timeout_ms
-            self._write(X.encode_frame(X.at_command(q[0], cmd, param), self.escaped))
-        return None
-
-    def _enter_command_mode(self, now):
-        want = b"2" if self.escaped else b"1"
-        self.state = "cmd"
-        # (bytes to send, expect "OK\r" within ms) after a guard-time silence
-        self._steps = [
-            [b"+++", self.guard_ms + self.at_timeout_ms],
-            [b"ATAP" + want + b"\r", self.at_timeout_ms],
-            [b"ATWR\r", self.at_timeout_ms],
-            [b"ATCN\r", self.at_timeout_ms],
-        ]
-        self._cmd_at = now + self.guard_ms  # when to send the first step
-        self._text = b""
-
-    def _command_mode(self, now):
-        if self._cmd_at is not None:
-            if (now - self._cmd_at) < 0:
-                return
-            self._text = b""
-            self._write(self._steps[0][0])
-            self._deadline = now + self._steps[0][1]
-            self._cmd_at = None
-            return
-        if b"OK\r" in self._text:
-            self._steps = self._steps[1:]
-            if not self._steps:
-                self.state = "probe"
-                self._dec = X.FrameDecoder(self.escaped)
-                self._req = None
-                return
-            self._cmd_at = now
-            return
-        if b"ERROR" in self._text or (now - self._deadline) >= 0:
-            raise XBeeError(_SILENT)
-
     def _write(self, data):
         try:
             self.stream.write(data)
@@ -389,66 +224,22 @@ class XBeeTransport:
             self.other += 1
 
 
-class SocketStream:
-    # A TCP socket as a non-blocking byte stream (unix port and CPython):
-    # the device modules of sim/radio.py listen on loopback ports.
-    def __init__(self, sock):
-        sock.setblocking(False)
-        self.sock = sock
-        self.poll_target = sock
-        self._into = getattr(sock, "recv_into", None) or sock.readinto
-        self.closed = False
+def __getattr__(name):
+    # open_tcp, SocketStream: from atls.drivers.xbee_tcp, loaded on first use
+    if name == "open_tcp" or name == "SocketStream":
+        from atls.drivers import xbee_tcp
 
-    def write(self, data):
-        mv = memoryview(data)
-        done = 0
-        spins = 0
-        while done < len(mv):
-            try:
-                n = self.sock.send(mv[done:])
-            except OSError:
-                n = 0
-            if n:
-                done += n
-                continue
-            spins += 1
-            if spins > 100:
-                raise OSError("socket send buffer full")
-            _sleep_ms(1)
-        return done
-
-    def readinto(self, buf):
-        if self.closed:
-            raise XBeeError("connection to the XBee module closed")
-        try:
-            n = self._into(buf)
-        except OSError:
-            return None
-        if n == 0:
-            self.closed = True
-            raise XBeeError("connection to the XBee module closed")
-        return n
-
-    def close(self):
-        self.sock.close()
-
-
-def open_tcp(host, port, **kw):
-    import socket
-
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], socket.SOCK_STREAM)
-    s.connect(ai[-1])
-    return XBeeTransport(SocketStream(s), **kw)
+        return getattr(xbee_tcp, name)
+    raise AttributeError(name)
 
 
 _UART_KEYS = ("tx", "rx", "rts", "cts", "flow", "rxbuf", "txbuf")
 
 
 def from_board(cfg, **kw):
-    # cfg: the board config's "xbee" section, e.g.
-    #   {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "ap": 2,
-    #    "at_timeout_ms": 500, "guard_ms": 1100, "coordinator64": "0013A200..."}
+    """An XBeeTransport on the board's UART.  cfg: the board config's "xbee"
+    section, e.g. {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "ap": 2,
+    "at_timeout_ms": 500, "guard_ms": 1100, "coordinator64": "0013A200..."}"""
     from machine import UART
 
     for k in ("uart", "baudrate", "ap"):

@@ -1,11 +1,11 @@
-"""CPython only: the host's ``cryptography`` package behind the pure modules.
+"""The CPython crypto backend: the host's ``cryptography`` package.
 
-atls.crypto.backend imports this module on CPython (never on MicroPython);
-it lives with the host tools, so it is never built or deployed for a device
-and firmware/ stays pure MicroPython.  It provides
+atls.crypto.backend imports this module on CPython only; on MicroPython it
+is never imported, and a device build leaves it out (boards/manifest_common.py
+freezes every module but this one; `make mpy` skips it too).  It provides
   FAST                  False when ATLS_PURE_CRYPTO=1 (differential tests);
   aes_ecb, aes_cbc      cryptolib.aes(key, 1) / (key, 2, iv) look-alikes;
-and, used by the curve modules only when FAST, arithmetic on inputs the
+and, used through backend.native only when FAST, arithmetic on inputs the
 pure code has already validated:
   x25519, x25519_base   (atls.crypto.x25519: length checks here, all-zero
                         result -> InvalidPointError);

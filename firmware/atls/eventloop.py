@@ -1,9 +1,10 @@
 """The device's event loop around a DeviceSession and a transport.
 
 `Clock` turns MicroPython's wrapping `time.ticks_ms()` into a monotonic
-millisecond count (the cores compare plain integers).  `run()` is the
-blocking loop for scripts; `arun()` is the same loop for asyncio, so an
-application can run other tasks beside the session.
+millisecond count (the cores compare plain integers).  `step()` is one turn
+of the loop (send what is due, hand events over, wait for input until the
+next timer); `run()` loops it until a condition holds.  The session and the
+link stay sans-I/O: only this module and the drivers touch time and I/O.
 """
 
 import time
@@ -59,19 +60,3 @@ def run(session, transport, on_event, until, clock=None, timeout_ms=None):
             break
         step(session, transport, clock, on_event)
     return until()
-
-
-async def arun(session, transport, on_event, until, clock=None):
-    """asyncio flavour of run(): never blocks the event loop."""
-    try:
-        import asyncio
-    except ImportError:  # pragma: no cover
-        import uasyncio as asyncio
-    clock = clock or Clock()
-    if session.state == "idle":
-        session.connect(clock())
-    while not until():
-        step(session, transport, clock, on_event, block=False)
-        t = session.next_timer_ms()
-        wait = 10 if t is None else max(1, min(10, t - clock()))
-        await asyncio.sleep(wait / 1000)
