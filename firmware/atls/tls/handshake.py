@@ -9,11 +9,12 @@ transition; atls.tls.client looks every received message up in it
 takes (HandshakeContext, message): it may read and write the context's
 fields and nothing else, raises AlertError for anything the peer got wrong,
 and returns None to enter the row's next state or, where the row names
-several (a tuple), the one it chose.  Handlers in other modules (certificates: atls.tls.auth,
-HelloRetryRequest: atls.tls.retry, NewSessionTicket: atls.tls.tickets,
-KeyUpdate: atls.tls.keyupdate) are imported on first use, so a PSK
-handshake never loads their bytecode.  The diagram in docs/ARCHITECTURE.md
-is generated from TRANSITIONS (python -m host_tools.tls_diagram).
+several (a tuple), the one it chose.  Handlers in other modules
+(certificates: atls.tls.auth, HelloRetryRequest: atls.tls.retry,
+NewSessionTicket: atls.tls.tickets, KeyUpdate: atls.tls.keyupdate) are
+imported on first use, so a PSK handshake never loads their bytecode.  The
+diagram in docs/ARCHITECTURE.md is generated from TRANSITIONS
+(python -m host_tools.tls_diagram).
 """
 
 from atls.buffer import Buffer
@@ -96,13 +97,13 @@ class HandshakeContext:
     In: config (atls.tls.client.ClientConfig), rng(n), now_ms,
     hello_override (tests).  Negotiated (TLSClient mirrors them after each
     transition): suite, group, mode ("psk_dhe", "resumed" or "cert"), hrr,
-    and tickets (atls.tls.tickets.Ticket, newest last: the client's own list,
-    changed in place).  Handshake secrets, dropped as
-    soon as they are used: th (Transcript), ks (KeySchedule), share (group,
-    private, public), psks [(identity, obfuscated_age, psk, is_resumption)]
-    offered, cookie and hrr_prefix (after a HelloRetryRequest, §4.2.2,
-    §4.4.1), cert_request (context, schemes), leaf (the server's certificate
-    until its CertificateVerify).  Records: read and write
+    and tickets (atls.tls.tickets.Ticket, newest last; the client's own list,
+    changed in place).  Handshake secrets, dropped as soon as they are used:
+    th (Transcript), ks (KeySchedule), share (group, private, public), psks
+    [(identity, obfuscated_age, psk, is_resumption)] offered, cookie and
+    hrr_prefix (after a HelloRetryRequest, §4.2.2, §4.4.1), cert_request
+    (context, schemes), leaf (the server's certificate until its
+    CertificateVerify).  Records: read and write
     (atls.tls.record.RecordProtection, None without keys), tag_len, out
     (bytes queued for the peer).  After Finished: exp_master, res_master."""
 
