@@ -32,7 +32,7 @@ except ImportError:
 _CERTIFICATE = const(11)
 _CERTIFICATE_VERIFY = const(15)
 _EXT_SIGNATURE_ALGORITHMS = const(13)
-# §4.2.3 SignatureScheme (what the client offers: see client._SIG_ALGS)
+# §4.2.3 SignatureScheme (what the client offers: see handshake._SIG_ALGS)
 _ECDSA_SECP256R1_SHA256 = const(0x0403)
 _RSA_PSS_RSAE_SHA256 = const(0x0804)
 _ED25519 = const(0x0807)
