@@ -7,18 +7,26 @@ then replay that flight with one thing wrong.  Record-level damage is done on
 the wire bytes; message-level damage (a bad signature, a wrong Finished) is
 done by decrypting the server's records with the handshake keys the client
 derived and sealing them again, as a man in the middle with those keys could.
+The man in the middle derives the handshake keys itself, from the
+deterministic client's ephemeral key (its seeded rng), the PSK and the
+ServerHello, as RFC 8446 §7.1 says: no private client state is read.
 """
 
+import hashlib
 import random
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atls.errors import AlertError
-from atls.tls import keys
+from atls.protocol import TLS_AES_128_CCM_SHA256, X25519, suite_tag_len
 from atls.tls.client import CLOSED, CONNECTED, ClientConfig, TLSClient
+from atls.tls.messages import server_hello
+from atls.tls.record import RecordProtection
+from atls.tls.schedule import KeySchedule
 from host_tools import pki
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
@@ -64,11 +72,11 @@ def capture(mode, certs, seed=7):
         ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
 
     def make():
-        c = TLSClient(
-            ClientConfig(suites=(keys.TLS_AES_128_CCM_SHA256,), **cfg), rng=SeededRng(seed)
-        )
+        c = TLSClient(ClientConfig(suites=(TLS_AES_128_CCM_SHA256,), **cfg), rng=SeededRng(seed))
         c.start()
         return c
+
+    make.psk, make.seed = cfg.get("psk"), seed
 
     client = make()
     flight = ServerConnection(ctx).feed(client.data_to_send())
@@ -163,18 +171,28 @@ def test_application_data_before_keys_is_unexpected(certs):
     expect_alert(make, b"\x17\x03\x03\x00\x05hello", {10})
 
 
+def server_handshake_secret(make, client_hello, server_hello_msg):
+    """server_handshake_traffic_secret (RFC 8446 §7.1) of the deterministic
+    client `make` builds: its x25519 key is the first 32 bytes of its rng."""
+    suite, _, group, peer, _, _ = server_hello(server_hello_msg[4:])
+    assert group == X25519
+    priv = X25519PrivateKey.from_private_bytes(SeededRng(make.seed)(32))
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(bytes(peer)))
+    th = hashlib.sha256(client_hello + server_hello_msg).digest()
+    _, s_hs = KeySchedule(make.psk).handshake_traffic(shared, th)
+    return suite, s_hs
+
+
 class Mitm:
-    """Decrypts the server's protected records with the client's handshake
-    keys and re-seals edited messages."""
+    """Decrypts the server's protected records with the handshake keys it
+    derives as the client does, and re-seals edited messages."""
 
     def __init__(self, make, flight):
         recs = records(flight)
         self.sh = recs[0]
-        self.client = make()
-        self.client.data_to_send()
-        self.client.receive(self.sh)
-        suite, secret = self.client.suite, self.client._read.secret
-        opener = keys.RecordProtection(suite, secret)
+        client_hello = make().data_to_send()[5:]
+        suite, secret = server_handshake_secret(make, client_hello, self.sh[5:])
+        opener = RecordProtection(suite, secret)
         plain = bytearray()
         for r in recs[1:]:
             if r[0] == 23:
@@ -192,8 +210,8 @@ class Mitm:
         return [m[0] for m in self.messages]
 
     def flight(self, messages):
-        sealer = keys.RecordProtection(self.suite, self.secret)
-        return self.sh + sealer.seal(22, b"".join(messages), keys.suite_tag_len(self.suite))
+        sealer = RecordProtection(self.suite, self.secret)
+        return self.sh + sealer.seal(22, b"".join(messages), suite_tag_len(self.suite))
 
     def send(self, make, messages, codes):
         return expect_alert(make, self.flight(messages), codes)

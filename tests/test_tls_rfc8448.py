@@ -3,16 +3,46 @@ under the MicroPython unix port.
 
 §3 Simple 1-RTT: with the trace's ClientHello and client x25519 key injected,
 the client verifies the server flight (RSA-PSS CertificateVerify, Finished)
-and emits the trace's client Finished record; exporter master, resumption
-master and the ticket PSK match.  §4: the resumption PSK from §3 is the IKM of
-§4's early secret and gives §4's binder.  §5: HelloRetryRequest to P-256.
+and emits the trace's client Finished record; its exporter output is the one
+the trace's exporter master secret gives (§7.5), and the ticket's PSK the one
+the trace's resumption master secret and ticket nonce give (§4.6.1), both
+derived here with the standard library's HMAC.  §4: the resumption PSK from
+§3 is the IKM of §4's early secret and gives §4's binder.  §5:
+HelloRetryRequest to P-256.
 """
 
+import hashlib
+import hmac
 import json
 
 import pytest
 from rfc8448 import Trace
-from tls_replay import binder_for, replay_hello_retry, replay_simple_1rtt
+from tls_replay import (
+    EXPORT_CONTEXT,
+    EXPORT_LABEL,
+    binder_for,
+    replay_hello_retry,
+    replay_simple_1rtt,
+)
+
+
+def _expand_label(secret, label, context, length):
+    """HKDF-Expand-Label (RFC 8446 §7.1, RFC 5869 §2.3) on hashlib/hmac: an
+    implementation independent of the firmware's."""
+    label = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes([len(label)]) + label + bytes([len(context)]) + context
+    okm, t, i = b"", b"", 1
+    while len(okm) < length:
+        t = hmac.new(secret, t + info + bytes([i]), hashlib.sha256).digest()
+        okm, i = okm + t, i + 1
+    return okm[:length]
+
+
+def _exporter(exp_master, label, context, length):
+    """TLS-Exporter (RFC 8446 §7.5)."""
+    empty = hashlib.sha256(b"").digest()
+    secret = _expand_label(exp_master, label, empty, 32)
+    return _expand_label(secret, b"exporter", hashlib.sha256(context).digest(), length)
 
 
 def _inputs_s3():
@@ -28,11 +58,24 @@ def _inputs_s3():
     expected = {
         "client_hello_record": t.value("{client}  send handshake record", "complete record", 0),
         "client_finished_record": t.value("{client}  send handshake record", "complete record", 1),
-        "exp_master": t.value('derive secret "tls13 exp master"', "expanded"),
-        "res_master": t.value('derive secret "tls13 res master"', "expanded"),
         "ticket_psk": t.value('generate resumption secret "tls13 resumption"', "expanded"),
     }
+    # §7.5: the exporter master secret, checked through exporter output
+    exp_master = t.value('derive secret "tls13 exp master"', "expanded")
+    expected["exporter"] = _exporter(exp_master, EXPORT_LABEL, EXPORT_CONTEXT, 32)
     return {k: b.hex() for k, b in v.items()}, {k: b.hex() for k, b in expected.items()}
+
+
+def test_rfc8448_s3_resumption_master_gives_the_ticket_psk():
+    """§4.6.1: the ticket PSK the replay checks is HKDF-Expand-Label(resumption
+    master, "resumption", ticket_nonce): so a matching ticket PSK checks the
+    client's resumption master secret (RFC 8448 §3)."""
+    t = Trace(3)
+    res_master = t.value('derive secret "tls13 res master"', "expanded")
+    nst = t.value("construct a NewSessionTicket", "NewSessionTicket")
+    nonce = nst[13 : 13 + nst[12]]  # type, uint24 length, lifetime, age_add, nonce<0..255>
+    psk = t.value('generate resumption secret "tls13 resumption"', "expanded")
+    assert _expand_label(res_master, b"resumption", nonce, 32) == psk
 
 
 def _inputs_s5():
@@ -113,12 +156,12 @@ def test_rfc8448_s3_server_flight_split_anywhere(cut):
     flight = bytes.fromhex(v["server_hello_record"]) + bytes.fromhex(v["server_flight_record"])
     from tls_replay import _AllowRsa1024, _Feed, _spki_pin
 
-    from atls.tls import keys
+    from atls.protocol import TLS_AES_128_GCM_SHA256
     from atls.tls.client import ClientConfig, TLSClient
 
     cfg = ClientConfig(
         spki_pins=[_spki_pin(bytes.fromhex(v["certificate"]))],
-        suites=(keys.TLS_AES_128_GCM_SHA256,),
+        suites=(TLS_AES_128_GCM_SHA256,),
     )
     c = TLSClient(
         cfg,

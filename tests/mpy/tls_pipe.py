@@ -16,9 +16,8 @@ from binascii import hexlify, unhexlify
 from probe import make_config  # host_tools/mpy/probe.py: the same JSON -> ClientConfig
 
 from atls.errors import AlertError
-from atls.tls.auth import GROUP_NAMES
+from atls.protocol import GROUP_NAMES, SUITE_NAMES
 from atls.tls.client import TLSClient
-from atls.tls.keys import SUITE_NAMES
 
 
 def exchange(out):

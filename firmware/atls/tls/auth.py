@@ -1,24 +1,23 @@
 """Certificate-mode handshake states of the TLS 1.3 client (RFC 8446 §4.3.2,
 §4.4.2, §4.4.3, Appendix A.1 WAIT_CERT_CR / WAIT_CERT / WAIT_CV).
 
-Imported by atls.tls.client only when a handshake authenticates the server
-with a certificate, so PSK handshakes never load this code, atls.x509 or
-the signature modules.  `on_message` takes the client and one handshake
-message in those states: CertificateRequest is recorded for the client
-flight; the server's chain is validated by atls.x509 (anchors, SPKI pins,
-hostname) and its CertificateVerify checked against the leaf for
-ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256 or ed25519 (decrypt_error on a
-bad signature, illegal_parameter on a scheme that was not offered or does
-not fit the key); the leaf is dropped once its signature is checked.
-`client_auth` builds our Certificate (empty without a usable device
-identity) and an ecdsa_secp256r1_sha256 CertificateVerify.
+Imported only when a handshake authenticates the server with a certificate,
+so PSK handshakes never load this code, atls.x509 or the signature modules.
+The handlers are rows of atls.tls.handshake.TRANSITIONS and work on its
+HandshakeContext: CertificateRequest is recorded (ctx.cert_request) for the
+client flight; the server's chain is validated by atls.x509 (anchors, SPKI
+pins, hostname) and its CertificateVerify checked against the leaf
+(ctx.leaf) for ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256 or ed25519
+(decrypt_error on a bad signature, illegal_parameter on a scheme that was
+not offered or does not fit the key); the leaf is dropped once its
+signature is checked.  `client_auth` builds our Certificate (empty without
+a usable device identity) and an ecdsa_secp256r1_sha256 CertificateVerify.
 """
 
 from atls import x509
 from atls.buffer import Buffer
 from atls.errors import AlertError, CryptoError
-from atls.tls.client import WAIT_CERT, WAIT_CERT_CR, WAIT_CV, WAIT_FINISHED
-from atls.tls.keys import GROUP_NAMES, SECP256R1, X25519  # noqa: F401  (re-exported)
+from atls.protocol import GROUP_NAMES  # noqa: F401  (host_tools/mpy/probe.py imports it from here)
 from atls.tls.messages import pull_extensions, push_handshake, vec
 
 try:
@@ -31,15 +30,13 @@ except ImportError:
 
 # §4 HandshakeType
 _CERTIFICATE = const(11)
-_CERTIFICATE_REQUEST = const(13)
 _CERTIFICATE_VERIFY = const(15)
 _EXT_SIGNATURE_ALGORITHMS = const(13)
-# §4.2.3 SignatureScheme (what the client offers: see client._SIG_ALGS)
+# §4.2.3 SignatureScheme (what the client offers: see handshake._SIG_ALGS)
 _ECDSA_SECP256R1_SHA256 = const(0x0403)
 _RSA_PSS_RSAE_SHA256 = const(0x0804)
 _ED25519 = const(0x0807)
 # §6 AlertDescription
-_UNEXPECTED_MESSAGE = const(10)
 _ILLEGAL_PARAMETER = const(47)
 _DECODE_ERROR = const(50)
 _DECRYPT_ERROR = const(51)
@@ -52,49 +49,54 @@ _SERVER_CV_CONTEXT = const(b"TLS 1.3, server CertificateVerify\x00")
 _CLIENT_CV_CONTEXT = const(b"TLS 1.3, client CertificateVerify\x00")
 
 
-def on_message(c, mtype, msg):
-    """One handshake message for client `c` in WAIT_CERT_CR, WAIT_CERT or WAIT_CV."""
-    st = c.state
+def certificate_request(ctx, msg):
+    """WAIT_CERT_CR + CertificateRequest (§4.3.2): remember its context and
+    signature schemes for our Certificate (sent with our Finished)."""
     b = Buffer(msg[4:])
-    if st == WAIT_CERT_CR and mtype == _CERTIFICATE_REQUEST:
-        context = b.pull_vector(1)
-        sa = pull_extensions(b).get(_EXT_SIGNATURE_ALGORITHMS)
-        if sa is None:
-            raise AlertError(_MISSING_EXTENSION)  # certificate_request without signature_algorithms
-        lst = sa.pull_block(2, 2)
-        sa.expect_end()
-        schemes = []
-        while not lst.eof():
-            schemes.append(lst.pull_uint(2))
-        c._cert_request = (context, schemes)
-        c.state = WAIT_CERT
-    elif mtype == _CERTIFICATE and st != WAIT_CV:
-        cfg = c.config
-        context, certs = pull_certificate(msg[4:], cfg.max_chain + 1)
-        if context != b"":
-            raise AlertError(_ILLEGAL_PARAMETER)  # certificate_request_context
-        if not certs:
-            raise AlertError(_DECODE_ERROR)  # empty server certificate; §4.4.2.4
-        c._leaf = x509.verify_chain(
-            certs,
-            anchors=cfg.ca_certs,
-            pins=cfg.spki_pins,
-            now=cfg.now,
-            max_depth=cfg.max_chain,
-            hostname=cfg.server_name if cfg.check_hostname else None,
-            time_floor=cfg.time_floor,
-        )
-        c.state = WAIT_CV
-    elif st == WAIT_CV and mtype == _CERTIFICATE_VERIFY:
-        scheme = b.pull_uint(2)
-        sig = b.pull_vector(2, 1, 600)
-        b.expect_end()
-        verify_certificate_verify(c._leaf, scheme, sig, c._th.digest())
-        c._leaf = None
-        c.state = WAIT_FINISHED
-    else:
-        raise AlertError(_UNEXPECTED_MESSAGE, "message %d in state %s" % (mtype, st))
-    c._th.update(msg)
+    context = b.pull_vector(1)
+    sa = pull_extensions(b).get(_EXT_SIGNATURE_ALGORITHMS)
+    if sa is None:
+        raise AlertError(_MISSING_EXTENSION)  # certificate_request without signature_algorithms
+    lst = sa.pull_block(2, 2)
+    sa.expect_end()
+    schemes = []
+    while not lst.eof():
+        schemes.append(lst.pull_uint(2))
+    ctx.cert_request = (context, schemes)
+    ctx.th.update(msg)
+
+
+def certificate(ctx, msg):
+    """WAIT_CERT_CR or WAIT_CERT + Certificate (§4.4.2): validate the server's
+    chain (atls.x509) and keep the leaf for its CertificateVerify."""
+    cfg = ctx.config
+    context, certs = pull_certificate(msg[4:], cfg.max_chain + 1)
+    if context != b"":
+        raise AlertError(_ILLEGAL_PARAMETER)  # certificate_request_context
+    if not certs:
+        raise AlertError(_DECODE_ERROR)  # empty server certificate; §4.4.2.4
+    ctx.leaf = x509.verify_chain(
+        certs,
+        anchors=cfg.ca_certs,
+        pins=cfg.spki_pins,
+        now=cfg.now,
+        max_depth=cfg.max_chain,
+        hostname=cfg.server_name if cfg.check_hostname else None,
+        time_floor=cfg.time_floor,
+    )
+    ctx.th.update(msg)
+
+
+def certificate_verify(ctx, msg):
+    """WAIT_CV + CertificateVerify (§4.4.3): the leaf's signature over the
+    transcript; the leaf is dropped afterwards."""
+    b = Buffer(msg[4:])
+    scheme = b.pull_uint(2)
+    sig = b.pull_vector(2, 1, 600)
+    b.expect_end()
+    verify_certificate_verify(ctx.leaf, scheme, sig, ctx.th.digest())
+    ctx.leaf = None
+    ctx.th.update(msg)
 
 
 def pull_certificate(body, max_entries):
@@ -144,22 +146,22 @@ def verify_certificate_verify(leaf, scheme, signature, transcript_hash):
         raise AlertError(_DECRYPT_ERROR)  # bad CertificateVerify signature
 
 
-def client_auth(c):
+def client_auth(ctx):
     """Our Certificate and, with a usable device key, CertificateVerify
     (§4.4.2, §4.4.3), fed into the transcript; returns their bytes."""
-    context, schemes = c._cert_request
-    cfg = c.config
+    context, schemes = ctx.cert_request
+    cfg = ctx.config
     usable = cfg.client_key is not None and _ECDSA_SECP256R1_SHA256 in schemes
     body = bytearray()
     for cert in cfg.client_certs if usable else ():
         body += vec(3, cert) + b"\x00\x00"  # no CertificateEntry extensions
     out = push_handshake(_CERTIFICATE, vec(1, context) + vec(3, body))
-    c._th.update(out)
+    ctx.th.update(out)
     if usable:
         from atls.crypto import p256
 
-        sig = p256.ecdsa_sign(cfg.client_key, _CV_PAD + _CLIENT_CV_CONTEXT + c._th.digest())
+        sig = p256.ecdsa_sign(cfg.client_key, _CV_PAD + _CLIENT_CV_CONTEXT + ctx.th.digest())
         cv = push_handshake(_CERTIFICATE_VERIFY, b"\x04\x03" + vec(2, sig))
-        c._th.update(cv)
+        ctx.th.update(cv)
         out += cv
     return out

@@ -6,8 +6,9 @@ ServerHello / HelloRetryRequest (§4.1.3, §4.1.4).  Parsers work on a Buffer
 over one message body and must consume it exactly; every length is bounded
 before use, unknown extensions are skipped by the caller, duplicates are an
 illegal_parameter alert (§4.2).  The certificate-mode codecs live in
-atls.tls.auth and the post-handshake ones in atls.tls.rare, which are only
-imported when a handshake needs them (RAM: .mpy bytecode sits in the heap).
+atls.tls.auth and the post-handshake ones in atls.tls.tickets and
+atls.tls.keyupdate, which are only imported when a handshake needs them
+(RAM: .mpy bytecode sits in the heap).
 Builders return bytes; every constant is a private const (folded into the
 bytecode, no RAM).
 """
@@ -98,6 +99,12 @@ def pull_extensions(buf, allowed=None):
         exts[t] = data
     buf.expect_end()
     return exts
+
+
+def is_hello_retry(msg):
+    """True when a ServerHello handshake message (header included) carries the
+    HelloRetryRequest random (§4.1.3); a short one is left to server_hello."""
+    return msg[6:38] == _HRR_RANDOM
 
 
 def server_hello(body):
