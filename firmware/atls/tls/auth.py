@@ -17,7 +17,6 @@ a usable device identity) and an ecdsa_secp256r1_sha256 CertificateVerify.
 from atls import x509
 from atls.buffer import Buffer
 from atls.errors import AlertError, CryptoError
-from atls.protocol import GROUP_NAMES  # noqa: F401  (host_tools/mpy/probe.py imports it from here)
 from atls.tls.messages import pull_extensions, push_handshake, vec
 
 try:
