@@ -13,8 +13,8 @@ several (a tuple), the one it chose.  Handlers in other modules
 (certificates: atls.tls.auth, HelloRetryRequest: atls.tls.retry,
 NewSessionTicket: atls.tls.tickets, KeyUpdate: atls.tls.keyupdate) are
 imported on first use, so a PSK handshake never loads their bytecode.  The
-diagram in docs/ARCHITECTURE.md is generated from TRANSITIONS
-(python -m host_tools.tls_diagram).
+diagram in docs/ARCHITECTURE.md is generated from TRANSITIONS, and
+tests/test_tls_diagram.py checks that the two agree.
 """
 
 from atls.buffer import Buffer
