@@ -72,7 +72,9 @@ RFC6979_SIGS = [  # (message, k, r, s), "With SHA-256, message = ..."
 def mpyc(mpy, tmp_path_factory):
     """MicroPython with p256 (and hkdf for RFC 6979) precompiled by mpy-cross."""
     return compiled(
-        mpy, tmp_path_factory.mktemp("mpyc"), ["atls/crypto/hkdf.py", "atls/crypto/p256.py"]
+        mpy,
+        tmp_path_factory.mktemp("mpyc"),
+        ["atls/crypto/hkdf.py", "atls/crypto/p256.py", "atls/crypto/p256_sign.py"],
     )
 
 

@@ -27,7 +27,7 @@ from atls.tls.client import (
     TLSClient,
 )
 from host_tools import pki
-from host_tools.tls_server import ServerConfig, ServerConnection
+from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
 HRR = handshake.HELLO_RETRY_REQUEST
 STATES = (START, WAIT_SH, WAIT_EE, WAIT_CERT_CR, WAIT_CERT, WAIT_CV, WAIT_FINISHED, CONNECTED)
