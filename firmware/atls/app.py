@@ -94,13 +94,14 @@ def open_link(board, dev, clock):
     link.update(dev.get("link") or {})
     kind = link.get("type", "udp")
     if kind == "udp":
+        from atls.drivers import wifi
         from atls.drivers.udp import UDPTransport
 
-        if board.get("wifi") and board["wifi"].get("ssid"):
-            _wifi_up(board["wifi"])
         if not link.get("host"):
             raise ConfigError("udp link needs link.host and link.port")
-        return UDPTransport(link["host"], int(link.get("port", 5684))), int(link.get("mtu", 1200))
+        station = wifi.start(board.get("wifi"))  # None: no ssid, or the unix port
+        udp = UDPTransport(link["host"], int(link.get("port", 5684)), wifi=station)
+        return udp, int(link.get("mtu", 1200))
     if kind == "xbee":
         from atls.pairing_client import ensure_paired
 
@@ -136,13 +137,15 @@ def _button_held(button):
     return pin.value() == (0 if button.get("active_low", True) else 1)
 
 
-def _wifi_up(wifi):  # pragma: no cover - boards only
-    import network
+def _cpu_freq(mhz):
+    from atls.drivers.cpu import apply_freq
 
-    sta = network.WLAN(network.STA_IF)
-    sta.active(True)
-    if not sta.isconnected():
-        sta.connect(wifi["ssid"], wifi.get("password", ""))
+    try:
+        got = apply_freq(mhz)
+    except (ValueError, TypeError):
+        raise ConfigError("board_config cpu_freq_mhz %r is not a frequency this CPU runs at" % mhz)
+    if got is not None:
+        status("cpu", mhz=got)
 
 
 def run_app(board, dev, clock=None, until=None):
@@ -240,6 +243,7 @@ def main(board_path="board_config.json", device_path="device.json"):
         if "device_id" not in dev:
             raise ConfigError("device.json needs device_id")
         status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
+        _cpu_freq(board.get("cpu_freq_mhz"))
         run_app(board, dev)
     except ConfigError as e:
         status("config_error", error=str(e))
