@@ -54,6 +54,27 @@ def test_xbee_short_uart_writes_complete_every_frame(mpyc, interp):
         assert r[ap]["short_writes"] == 10, r
 
 
+def test_xbee_payload_above_the_api_limit_is_counted_not_raised():
+    """A datagram no XBee takes (> 255 bytes) is dropped and counted like a
+    0x74 answer; send() never raises into the session."""
+    from atls.drivers.xbee import XBeeTransport
+
+    class UART:
+        out = b""
+
+        def write(self, data):
+            UART.out += bytes(data)
+            return len(data)
+
+        def readinto(self, buf):
+            return None
+
+    t = XBeeTransport(UART())
+    t.send(b"\xa0" * 256)
+    t.send(b"\xa0" * 255)
+    assert t.too_large == 1 and t.sent == 1 and len(UART.out) == 255 + 18
+
+
 @pytest.mark.parametrize("interp", INTERPS)
 def test_xbee_stuck_uart_gives_up_after_write_timeout_without_spinning(mpyc, interp):
     r = run_case(mpyc, interp, "stuck_uart")

@@ -197,6 +197,31 @@ def test_silent_module_raises_xbee_error_in_bounded_time(mpyc, interp):
     assert 800 <= r["ms"] < 5000, r
 
 
+def test_module_reset_is_reconfigured_under_micropython(mpyc):
+    """The same re-configuration in the unix port, from .mpy at 48 KiB."""
+    with BackgroundRadio(devices=1, joined=True, device_ap=1) as radio:
+        mod = radio.net.medium.module(radio.state["devices"][0]["address64"])
+        script = Script(
+            "micropython",
+            mpyc,
+            ["reset", "127.0.0.1", radio.state["devices"][0]["port"], 1, 300, 300],
+        )
+        try:
+            assert script.step("ready")["module_ap"] == 2
+            assert mod.saved_ap == 2  # WR after the AP change
+
+            def factory_reset():
+                mod.saved_ap = 1
+                mod.restart()
+
+            radio.call(factory_reset)
+            r = script.step("reconfigured")
+        finally:
+            script.close()
+        assert r["state"] == "ready" and r["stats"]["reconfigures"] == 1
+        assert mod.ap == 2 and mod.saved_ap == 2
+
+
 # ---- in-process (CPython) --------------------------------------------------------------------
 def _driver(radio, i=0, **kw):
     kw.setdefault("at_timeout_ms", 300)

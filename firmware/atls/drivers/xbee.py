@@ -132,6 +132,9 @@ class XBeeTransport(XBeeConfig):
         if self.state != "ready" and self.reconfigures:
             self.not_ready += 1  # a reset module: the link layer retransmits
             return
+        if len(datagram) > _TX_MAX:
+            self.too_large += 1  # no module takes it (0x74): never sent
+            return
         if self._write(self._tx_frame(datagram)):
             self.sent += 1
 
@@ -185,8 +188,6 @@ class XBeeTransport(XBeeConfig):
         # Transmit Request (0x10) to the coordinator in the preallocated buffer;
         # AP=2 escapes it (a new object only when a byte needs escaping).
         n = len(payload)
-        if n > _TX_MAX:
-            raise X.UsageError("payload longer than %d bytes" % _TX_MAX)
         b = self._tbuf
         ln = n + _TX_HEAD - 3
         b[0] = 0x7E
