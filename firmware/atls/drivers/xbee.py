@@ -185,8 +185,8 @@ class XBeeTransport(XBeeConfig):
 
     # -- internals -------------------------------------------------------------------------------
     def _tx_frame(self, payload):
-        # Transmit Request (0x10) to the coordinator in the preallocated buffer;
-        # AP=2 escapes it (a new object only when a byte needs escaping).
+        # Transmit Request (0x10) to the coordinator in the preallocated buffer
+        # (AP=1: sent from there; AP=2: escaped into a copy).
         n = len(payload)
         b = self._tbuf
         ln = n + _TX_HEAD - 3
