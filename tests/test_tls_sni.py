@@ -16,7 +16,7 @@ from OpenSSL._util import lib as _lib
 from atls import x509
 from atls.errors import AlertError
 from atls.tls.client import CONNECTED, ClientConfig, TLSClient
-from atls.tls.handshake import offered, sni
+from atls.tls import handshake
 from host_tools import pki
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
@@ -89,11 +89,11 @@ def run(ca, leaf, server_name, seen):
     ],
 )
 def test_rfc6066_s3_no_ip_literal_in_server_name(name, sent):
-    assert sni(name) == sent
+    assert handshake.sni(name) == sent
     c = TLSClient(ClientConfig(psk=bytes(32), psk_identity=b"d", server_name=name))
     c.start(0)
     hello = c.data_to_send()[5:]
-    assert (0 in offered(hello)) == (sent is not None)
+    assert (0 in handshake.offered(hello)) == (sent is not None)
     if sent is None:
         assert b"127.0.0.1" not in hello
 
