@@ -15,8 +15,8 @@ from OpenSSL._util import lib as _lib
 
 from atls import x509
 from atls.errors import AlertError
-from atls.tls.client import CONNECTED, ClientConfig, TLSClient
 from atls.tls import handshake
+from atls.tls.client import CONNECTED, ClientConfig, TLSClient
 from host_tools import pki
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
 
@@ -204,6 +204,8 @@ def test_ip_address_parses_like_the_python_stdlib(text):
         "a.b.c.d",
         "1:2:3:4:5:6:7",
         "",
+        "010.0.0.1",  # a leading zero reads as octal elsewhere
+        "1.2.3.04",
     ],
 )
 def test_ip_address_rejects_what_is_not_an_address(text):

@@ -136,8 +136,14 @@ def ip_address(text):
             return None
         out = bytearray()
         for p in parts:
-            if not p or len(p) > 3 or not p.isdigit() or int(p) > 255:
-                return None
+            if (
+                not p
+                or len(p) > 3
+                or not p.isdigit()
+                or int(p) > 255
+                or (len(p) > 1 and p[0] == "0")
+            ):
+                return None  # (a leading zero reads as octal elsewhere: refused)
             out.append(int(p))
         return bytes(out)
     if text.startswith("[") and text.endswith("]"):
@@ -168,12 +174,10 @@ def ip_address(text):
         return None
     else:
         words = groups[0]
-    out = bytearray()
+    out = b""
     for w in words:
         out += int(w, 16).to_bytes(2, "big")
-    if tail:
-        out[12:] = tail
-    return bytes(out)
+    return out[:12] + tail if tail else out
 
 
 def _name_matches(leaf, hostname):

@@ -2,15 +2,18 @@
 API (ClientConfig, TLSClient) and the record layer.
 
 Bytes in (`receive`), bytes out (`data_to_send`), no sockets and no clock: the
-caller passes `now_ms` where ticket ages need it.  States are those of
+caller passes `now_ms` (the device clock, ms) to start() and receive(), which
+measure a ticket's age against its lifetime (§4.6.1).  States are those of
 Appendix A.1 plus CLOSED (atls.tls.handshake, re-exported here).  Records
 are split here (§5.1) and each handshake message is looked up in
 atls.tls.handshake.TRANSITIONS by (state, type); anything not there is
 unexpected_message, and the row's handler works on the HandshakeContext the
 client hands it.  Any failure the peer caused raises AlertError (with the
 alert record, if one is due, queued in `data_to_send`) and leaves the client
-CLOSED; a mistake of the caller (UsageError, e.g. an unusable client_key) is
-raised as it is, after internal_error went to the peer.
+CLOSED; so does any alert from the peer before CONNECTED, close_notify
+included (afterwards close_notify closes quietly), and receive() on a closed
+client.  A mistake of the caller (UsageError, e.g. an unusable client_key)
+is raised as it is, after internal_error went to the peer.
 
 Scope: full handshakes with (EC)DHE only (psk_dhe_ke for PSKs, never psk_ke),
 no 0-RTT, no middlebox-compatibility mode (empty session id, no CCS sent; a
