@@ -240,6 +240,12 @@ def main(board_path="board_config.json", device_path="device.json"):
         if "device_id" not in dev:
             raise ConfigError("device.json needs device_id")
         status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
+        from atls import entropy  # once per boot: seeds the DRBG behind random_bytes
+
+        failure = entropy.start(board, dev)
+        if failure is not None:  # a stuck noise source: no handshake with weak keys
+            status("entropy_failed", **failure)
+            return
         run_app(board, dev)
     except ConfigError as e:
         status("config_error", error=str(e))
