@@ -103,6 +103,9 @@ def test_sp800_90b_4_4_1_repetition_count_fires_at_the_cutoff():
         assert t.feed(3)  # 4 in a row
     assert not t.feed(3) and t.failed == "repetition_count"  # the fifth 3 in a row
     assert not t.feed(4)  # stays failed
+    t = entropy.HealthTest(3, 4, window=8)
+    assert [t.feed(x) for x in (1, 1, 1, 1)] == [True, True, False, False]
+    assert t.failed == "repetition_count"  # the first failure is the one reported
 
 
 def test_sp800_90b_4_4_2_adaptive_proportion_counts_the_windows_first_value():

@@ -109,7 +109,7 @@ class HealthTest:
         if x == self._last:  # §4.4.1: B = B + 1; fail when B >= C
             self._run += 1
             if self._run >= self.rct_cutoff:
-                self.failed = "repetition_count"
+                self.failed = self.failed or "repetition_count"  # the first failure stays
         else:
             self._last = x
             self._run = 1
@@ -119,7 +119,7 @@ class HealthTest:
         elif x == self._ref:
             self._count += 1
             if self._count >= self.apt_cutoff:
-                self.failed = "adaptive_proportion"
+                self.failed = self.failed or "adaptive_proportion"
         self._pos += 1
         if self._pos == self.window:
             self._pos = 0
