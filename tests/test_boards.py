@@ -504,6 +504,7 @@ def test_provision_dry_run_writes_nothing(tmp_path):
             ":device.json",
         ]
         assert "register d1 (%s) in %s" % (mode, reg) in res.stdout
+        assert "a fresh 32-byte random seed" in res.stdout  # named, never shown
     assert not reg.parent.exists() and not pki_dir.exists()
     assert not (ROOT / "build/pico_w/device.json").exists()
 
@@ -695,6 +696,9 @@ def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
     psk = json.loads(reg.read_text())["devices"]["dev-9"]["psk"]
     dev = json.loads((unix_board["fs"] / "device.json").read_text())
+    seed = dev.pop("seed")
+    assert len(bytes.fromhex(seed)) == 32 and seed not in reg.read_text()
+    assert seed not in res.stdout + res.stderr  # never printed
     assert dev == {
         "device_id": "dev-9",
         "service": "default",
@@ -727,6 +731,7 @@ def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     _check_session(p, events, "dev-9")
     log = (svc_dir / "service.log").read_text()
     assert '"identity": "dev-9"' in log and psk not in log
+    assert seed not in p.stdout + p.stderr  # the device never logs its seed
 
 
 def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
@@ -757,6 +762,7 @@ def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
     assert registry["device_ca"] == "../pki/device-ca.pem"
     assert set(registry["devices"]["dev-10"]) == {"cert_sha256"}
     dev = json.loads((unix_board["fs"] / "device.json").read_text())
+    assert len(bytes.fromhex(dev["seed"])) == 32
     tls = dev["tls"]
     assert set(tls) == {"ca", "cert", "key", "server_name"}
     assert bytes.fromhex(tls["ca"]) == pki.der(service_ca.cert)
@@ -772,10 +778,14 @@ def test_provision_cert_then_run_the_deployed_firmware(unix_board, tmp_path):
     _check_session(p, events, "dev-10")
     assert '"identity": "dev-10"' in (svc_dir / "service.log").read_text()
 
+    assert dev["seed"] not in p.stdout + p.stderr + res.stdout + res.stderr
+
     # the next device reuses the same CA; FORCE=1 re-provisions an id
     ca_pem = (pki_dir / "device-ca.pem").read_bytes()
     res = make("provision", DEVICE="dev-10", FORCE=1, **common)
     assert res.returncode == 0, res.stderr
+    again = json.loads((unix_board["fs"] / "device.json").read_text())
+    assert again["seed"] != dev["seed"]  # a fresh seed every provisioning
     assert "created the device CA" not in res.stdout
     assert (pki_dir / "device-ca.pem").read_bytes() == ca_pem
     assert json.loads(reg.read_text())["devices"]["dev-10"] != registry["devices"]["dev-10"]

@@ -248,6 +248,12 @@ def main(board_path="board_config.json", device_path="device.json"):
             raise ConfigError("device.json needs device_id")
         status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
         _cpu_freq(board.get("cpu_freq_mhz"))
+        from atls import entropy  # once per boot: seeds the DRBG behind random_bytes
+
+        failure = entropy.start(board, dev)
+        if failure is not None:  # a stuck noise source: no handshake with weak keys
+            status("entropy_failed", **failure)
+            return
         run_app(board, dev)
     except ConfigError as e:
         status("config_error", error=str(e))

@@ -7,6 +7,9 @@ device.json and registered with the *service's* registry (the file
         CA in PKI/ (device-ca.pem + device-ca.key, created on first use, key 0600);
         registry device_ca = that CA, devices[ID] = {"cert_sha256": ...}; the
         device gets the service's CA (SERVICE_CA) to check the server.
+In both modes device.json also gets `seed`: 32 fresh random bytes (hex), mixed
+into the device's random generator at every boot (atls.entropy); only the
+device has it (not the registry).
 
 Secrets are never printed; files holding them are written 0600 (the registry,
 the CA key, the staged device.json, which is removed once copied); an existing
@@ -232,7 +235,8 @@ def provision(
     copy = mpremote(port, dry_run) + ["fs", "cp", rel(staged), ":device.json"]
     if dry_run:
         print(
-            "# provision %s (%s) for board %s; device.json is staged in %s (mode 0600)"
+            "# provision %s (%s) for board %s; device.json (the credential and a fresh "
+            "32-byte random seed) is staged in %s (mode 0600)"
             % (device, mode, board["name"], rel(staged))
         )
         print(shlex.join(copy))
@@ -251,6 +255,7 @@ def provision(
 
     tls, entry, cert = _credential(device, mode, server_name, ca_cert, pki_d)
     dev = {"device_id": device, "service": service_name or "default", "tls": tls}
+    dev["seed"] = os.urandom(32).hex()  # the device's own; never printed, not registered
     if link:
         dev["link"] = link
     if app_cfg is not None:

@@ -13,7 +13,16 @@ Exports:
                    blocks in ECB mode (cryptolib semantics on both sides).
   aes_cbc(key, iv) a one-shot CBC encryptor (cryptolib mode 2), used for the
                    CBC-MAC of CCM so the chaining runs in C.
-  random_bytes(n)  n bytes from the OS CSPRNG.
+  random_bytes(n)  n random bytes: os.urandom, or the generator that
+                   install_random() put in its place.
+  install_random(fn)  serve random_bytes from fn(n) from now on (the device
+                   does this at boot with its seeded HMAC_DRBG, atls.entropy);
+                   None goes back to os.urandom.  Returns the previous source.
+                   Host tools never call it: on CPython random_bytes stays
+                   os.urandom unless a caller installs a generator explicitly.
+Every caller (ECDHE keys, ClientHello randoms, pairing nonces, P-256 blinding)
+goes through random_bytes, also those that imported the name: the function
+stays, the source behind it changes.
 MicroPython: cryptolib, hashlib and os.urandom.  CPython: hashlib, os.urandom
 and `cryptography` (AES, and the native algorithms) via atls.crypto.cpython,
 a module that is never part of a device build.
@@ -21,9 +30,22 @@ a module that is never part of a device build.
 
 import sys
 from hashlib import sha256  # noqa: F401  (MicroPython and CPython both have it)
-from os import urandom as random_bytes  # noqa: F401
+from os import urandom as _urandom
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
+_source = _urandom
+
+
+def random_bytes(n):
+    return _source(n)
+
+
+def install_random(fn):
+    global _source
+    prev = _source
+    _source = fn or _urandom
+    return prev
+
 
 if IS_MICROPYTHON:
     import cryptolib
