@@ -205,3 +205,136 @@ def test_issue12_step_rebases_the_clock_and_tells_the_session(monkeypatch):
     eventloop.step(dev, T(), clock, got.append, block=False)
     assert clock() < 100 and ("rebase", Clock.REBASE_AT + 10) in got
     assert dev.state == "handshaking" and dev.handshakes == 2  # a fresh session at the new base
+
+
+# -- atls.supervisor (what firmware/main.py runs) -------------------------------
+from atls.supervisor import CONFIG_BLINK, Supervisor, Watchdog  # noqa: E402
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Board:
+    """Everything a board gives the supervisor, recorded."""
+
+    def __init__(self):
+        self.lines = []
+        self.slept = 0
+        self.resets = 0
+        self.led = []
+        self.fed = 0
+
+    def status(self, ev, **kw):
+        kw["ev"] = ev
+        self.lines.append(kw)
+
+    def sleep_ms(self, ms):
+        self.slept += ms
+
+    def reset(self):
+        self.resets += 1
+        raise SystemExit  # machine.reset() does not return
+
+    def set(self, on):
+        self.led.append(on)
+
+    def feed(self):
+        self.fed += 1
+
+
+def _sup(b, load, run, reset=True, **kw):
+    wd = Watchdog()
+    wd.feed = b.feed
+    return Supervisor(
+        load,
+        run,
+        b.status,
+        sleep_ms=b.sleep_ms,
+        reset=b.reset if reset else None,
+        led=b,
+        watchdog=wd,
+        now_ms=lambda: b.slept,
+        elapsed=lambda t0: b.slept - t0,
+        **kw,
+    )
+
+
+def test_issue12_supervisor_restarts_after_any_error_with_backoff():
+    b = _Board()
+    runs = []
+
+    def run(board, dev, wd):
+        runs.append(1)
+        if len(runs) < 4:
+            raise [OSError, MemoryError, RuntimeError][len(runs) - 1]("x")
+        return "done"
+
+    sup = _sup(b, lambda: ({}, {}), run, reset=False)
+    assert sup.run(ConfigError) == "done"
+    errs = [e for e in b.lines if e["ev"] == "error"]
+    assert [e["error"] for e in errs] == ["OSError: x", "MemoryError: x", "RuntimeError: x"]
+    assert [e["restart_ms"] for e in errs] == [1000, 2000, 4000]
+    assert b.slept == 7000 and b.fed >= 70  # the watchdog is fed while waiting
+    assert b.resets == 0  # the unix port is never reset
+
+
+def test_issue12_supervisor_resets_a_board_after_repeated_failures():
+    b = _Board()
+
+    def run(board, dev, wd):
+        raise ValueError("bug")
+
+    with pytest.raises(SystemExit):
+        _sup(b, lambda: ({"max_failures": 3}, {}), run).run(ConfigError)
+    assert b.resets == 1
+    assert [e["ev"] for e in b.lines] == ["error", "error", "reset"]
+
+
+def test_issue12_config_error_waits_blinking_never_resets():
+    b = _Board()
+    tries = []
+
+    def load():
+        tries.append(1)
+        if len(tries) < 4:
+            raise ConfigError("device.json is not valid JSON")
+        return {}, {}
+
+    assert _sup(b, load, lambda *a: "ok", poll_ms=1200).run(ConfigError) == "ok"
+    assert [e["ev"] for e in b.lines] == ["config_error"]  # once per distinct message
+    assert b.resets == 0 and b.slept == 3600
+    assert b.led[: len(CONFIG_BLINK)] == list(CONFIG_BLINK)
+
+
+def test_issue12_ctrl_c_leaves_to_the_repl():
+    b = _Board()
+
+    def run(board, dev, wd):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _sup(b, lambda: ({}, {}), run).run(ConfigError)
+
+
+def test_issue12_watchdog_from_board_config():
+    made = []
+
+    class WDT:
+        def __init__(self, timeout):
+            made.append(timeout)
+
+        def feed(self):
+            made.append("fed")
+
+    wd = Watchdog(8000, factory=WDT)
+    wd.feed()  # not started: nothing
+    wd.start()
+    wd.start()
+    wd.feed()
+    assert made == [8000, "fed"]
+    lines = []
+    bad = Watchdog(9000, factory=lambda timeout: 1 / 0)
+    bad.start(lambda ev, **kw: lines.append(ev))
+    bad.feed()
+    assert lines == ["watchdog_error"]
