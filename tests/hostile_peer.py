@@ -57,7 +57,7 @@ def big_certificate_flight(size=4000):
 class HostilePeer:
     """Plays the service's side of the link with hostile TLS flights."""
 
-    def __init__(self, attacks, mtu=1200, seed=1):
+    def __init__(self, attacks, mtu=1200, seed=1, forward_to=None):
         self.attacks = list(attacks)
         self.done = []  # attacks used so far
         self.mtu = mtu
@@ -65,7 +65,8 @@ class HostilePeer:
         self.link = None
         self.attack = None
         self.sid = 0x4000
-        self.forward_to = None
+        self.forward_to = forward_to  # relay there once the attacks are used up
+        self.forwarding = False
         self.first = None
         self.stop = False
 
@@ -84,6 +85,9 @@ class HostilePeer:
             return []
         if p[1] == 0 and p[0] <= 1 and p[2] == 0 and p[3] == 0 and datagram != self.first:
             self.first = datagram  # fragment 0 of a new ClientHello: a new attempt
+            if not self.attacks and self.forward_to is not None:
+                self.forwarding = True
+                return []
             self.new_attack()
         if self.attack is None:
             return []
@@ -135,23 +139,24 @@ class HostilePeer:
                 continue
             except OSError:
                 return
-            if self.forward_to is not None:
+            if not self.forwarding and addr != self.forward_to:
+                device = addr
+                out = self.handle(data, int((time.monotonic() - t0) * 1000))
+                for d in out:
+                    sock.sendto(d, addr)
+            if self.forwarding:
                 if addr == self.forward_to:
                     if device is not None:
                         sock.sendto(data, device)
                 else:
                     device = addr
                     sock.sendto(data, self.forward_to)
-                continue
-            device = addr
-            for d in self.handle(data, int((time.monotonic() - t0) * 1000)):
-                sock.sendto(d, addr)
 
 
-def start(attacks, host="127.0.0.1"):
+def start(attacks, host="127.0.0.1", forward_to=None):
     """A HostilePeer serving in a daemon thread: (peer, (host, port), sock)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((host, 0))
-    peer = HostilePeer(attacks)
+    peer = HostilePeer(attacks, forward_to=forward_to)
     threading.Thread(target=peer.serve, args=(sock,), daemon=True).start()
     return peer, sock.getsockname(), sock

@@ -26,14 +26,17 @@ GOOD = {
 
 
 class Device:
-    """firmware/main.py in `d` (board_config.json + device.json there)."""
+    """firmware/main.py run in `d` (board_config.json + device.json there),
+    the firmware imported from mpy.path (.py, or .mpy with the mpyc fixture)."""
 
     def __init__(self, mpy, d, heapsize=None):
+        path = [p for p in mpy.path if "tests" not in p]  # .frozen, firmware (.py or .mpy)
         cmd = [mpy.binary] + (["-X", "heapsize=%s" % heapsize] if heapsize else [])
+        shutil.copy(FIRMWARE / "main.py", d / "main.py")  # as deployed: main.py beside the configs
         self.proc = subprocess.Popen(
-            cmd + [str(FIRMWARE / "main.py")],
+            cmd + ["main.py"],
             cwd=d,
-            env=dict(os.environ, MICROPYPATH=".frozen:" + str(FIRMWARE)),
+            env=dict(os.environ, MICROPYPATH=":".join(path)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -50,6 +53,8 @@ class Device:
                 self.stderr.append(line)
             elif line.startswith("ATLS "):
                 self.lines.put(json.loads(line[5:]))
+            else:
+                self.stderr.append(line)  # MicroPython prints a traceback on stdout
 
     def wait_for(self, pred, timeout=20):
         end = time.time() + timeout
