@@ -13,8 +13,9 @@ XBeeError within a bounded time.
 
 In-process (CPython): transparent-mode (AP=0) fallback through "+++"
 command mode, foreign sources counted and dropped, delivery failures by
-code, restart (0x00 then 0x02), AT helper errors, a closed link, and the
-board-config constructor with a stand-in `machine.UART`.
+code, restart (0x00 then 0x02), an AP change written with WR, a module reset
+mid-session re-configured (its AP put back), AT helper errors, a closed
+link, and the board-config constructor with a stand-in `machine.UART`.
 """
 
 import json
@@ -196,6 +197,31 @@ def test_silent_module_raises_xbee_error_in_bounded_time(mpyc, interp):
     assert 800 <= r["ms"] < 5000, r
 
 
+def test_module_reset_is_reconfigured_under_micropython(mpyc):
+    """The same re-configuration in the unix port, from .mpy at 48 KiB."""
+    with BackgroundRadio(devices=1, joined=True, device_ap=1) as radio:
+        mod = radio.net.medium.module(radio.state["devices"][0]["address64"])
+        script = Script(
+            "micropython",
+            mpyc,
+            ["reset", "127.0.0.1", radio.state["devices"][0]["port"], 1, 300, 300],
+        )
+        try:
+            assert script.step("ready")["module_ap"] == 2
+            assert mod.saved_ap == 2  # WR after the AP change
+
+            def factory_reset():
+                mod.saved_ap = 1
+                mod.restart()
+
+            radio.call(factory_reset)
+            r = script.step("reconfigured")
+        finally:
+            script.close()
+        assert r["state"] == "ready" and r["stats"]["reconfigures"] == 1
+        assert mod.ap == 2 and mod.saved_ap == 2
+
+
 # ---- in-process (CPython) --------------------------------------------------------------------
 def _driver(radio, i=0, **kw):
     kw.setdefault("at_timeout_ms", 300)
@@ -260,6 +286,54 @@ def test_restart_reports_reset_then_rejoin():
         t.close()
 
 
+def test_ap_change_is_written_to_flash():
+    """The driver sets AP over an API frame and sends WR after it: the module's
+    saved AP is the board's, so a reset does not bring the old mode back."""
+    with BackgroundRadio(devices=1, joined=True, device_ap=1) as radio:
+        mod = radio.net.medium.module(radio.state["devices"][0]["address64"])
+        t = _driver(radio, escaped=True).wait_ready(5000)
+        assert t.module_ap == 2 and mod.ap == 2 and mod.saved_ap == 2
+        radio.call(mod.restart)
+        _wait(lambda: t.recv(10) or X.HARDWARE_RESET in t.modem, 3)
+        assert mod.ap == 2
+        t.close()
+
+
+def test_module_reset_mid_session_is_reconfigured():
+    """Modem Status 0x00 (and 0x01, a watchdog reset) mid-session: the driver
+    runs its configuration again from recv(), drops datagrams meanwhile, and
+    carries on.  A module that came back in its factory AP (replaced, or
+    settings lost) is put back into the board's AP=2."""
+    with BackgroundRadio(devices=1, joined=True, device_ap=1) as radio:
+        mod = radio.net.medium.module(radio.state["devices"][0]["address64"])
+        t = _driver(radio, escaped=True).wait_ready(5000)
+        tricky = b"\xa0\x7e\x7d\x11\x13 escaped"
+        t.send(tricky)
+        assert _wait(lambda: t.recv(10) or t.delivered == 1, 3)
+
+        def factory_reset():
+            mod.saved_ap = 1  # as a fresh module: API without escaping
+            mod.restart()
+
+        ats = mod.counters["at_commands"]
+        radio.call(factory_reset)
+        assert _wait(lambda: t.recv(10) or t.reconfigures == 1, 3)
+        assert t.joined is False and mod.ap == 1
+        t.send(b"\xa0while configuring")  # dropped: the link layer retransmits
+        assert t.not_ready == 1
+        assert _wait(lambda: t.recv(10) or (t.state == "ready" and t.joined), 5)
+        assert mod.ap == 2 and mod.saved_ap == 2 and t.module_ap == 2
+        assert mod.counters["at_commands"] - ats >= 7  # AP?, AP=2, WR, NP, SH, SL, AI
+        t.send(tricky)
+        assert _wait(lambda: t.recv(10) or t.delivered == 2, 3)
+        assert t.sent == 2 and t.failures == {}
+
+        radio.call(mod.restart, X.WATCHDOG_RESET)  # settings kept: configured again anyway
+        assert _wait(lambda: t.recv(10) or (t.reconfigures == 2 and t.state == "ready"), 5)
+        assert t.stats()["reconfigures"] == 2 and t.modem.get(X.WATCHDOG_RESET) == 1
+        t.close()
+
+
 def test_at_helper_and_errors():
     with BackgroundRadio(devices=1) as radio:
         t = _driver(radio).wait_ready(5000)
@@ -313,13 +387,14 @@ def test_from_board_builds_uart_from_config(monkeypatch):
             "rx": 16,
             "ap": 2,
             "rxbuf": 512,
+            "txbuf": 2048,
             "at_timeout_ms": 250,
             "coordinator64": "0013A20040000001",
         }
     )
     assert _FakeUART.made[-1].args == (
         2,
-        {"baudrate": 115200, "timeout": 0, "tx": 17, "rx": 16, "rxbuf": 512},
+        {"baudrate": 115200, "timeout": 0, "tx": 17, "rx": 16, "rxbuf": 512, "txbuf": 2048},
     )
     assert t.escaped is True and t.at_timeout_ms == 250
     assert t.coordinator64 == bytes.fromhex("0013A20040000001")

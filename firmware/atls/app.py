@@ -130,17 +130,17 @@ def open_link(board, dev, clock):
     link.update(dev.get("link") or {})
     kind = link.get("type", "udp")
     if kind == "udp":
+        from atls.drivers import wifi
         from atls.drivers.udp import UDPTransport
 
-        if board.get("wifi") and board["wifi"].get("ssid"):
-            _wifi_up(board["wifi"])
         if not link.get("host"):
             raise ConfigError("udp link needs link.host and link.port")
+        station = wifi.start(board.get("wifi"))  # None: no ssid, or the unix port
         try:
-            t = UDPTransport(link["host"], int(link.get("port", 5684)))
-        except OSError as e:
+            udp = UDPTransport(link["host"], int(link.get("port", 5684)), wifi=station)
+        except OSError as e:  # the name does not resolve (lookups were retried)
             raise ConfigError("cannot reach link.host %s (%s)" % (link["host"], e))
-        return t, int(link.get("mtu", 1200))
+        return udp, int(link.get("mtu", 1200))
     if kind == "xbee":
         from atls.pairing_client import ensure_paired
 
@@ -176,13 +176,23 @@ def _button_held(button):
     return pin.value() == (0 if button.get("active_low", True) else 1)
 
 
-def _wifi_up(wifi):  # pragma: no cover - boards only
-    import network
+def boot(board, dev, first=True):
+    """After the configuration loaded: the boot line (`first`: once per
+    power-up) and the CPU frequency (one the CPU cannot run at is a ConfigError)."""
+    if first:
+        status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
+    _cpu_freq(board.get("cpu_freq_mhz"))
 
-    sta = network.WLAN(network.STA_IF)
-    sta.active(True)
-    if not sta.isconnected():
-        sta.connect(wifi["ssid"], wifi.get("password", ""))
+
+def _cpu_freq(mhz):
+    from atls.drivers.cpu import apply_freq
+
+    try:
+        got = apply_freq(mhz)
+    except (ValueError, TypeError):
+        raise ConfigError("board_config cpu_freq_mhz %r is not a frequency this CPU runs at" % mhz)
+    if got is not None:
+        status("cpu", mhz=got)
 
 
 def run_app(board, dev, clock=None, until=None, watchdog=None):

@@ -212,9 +212,8 @@ def main(board_path="board_config.json", device_path="device.json"):
 
     def load():
         board, dev = app.load_config(board_path, device_path)
-        if not booted:
-            app.status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=app.BOOT)
-            booted.append(1)
+        app.boot(board, dev, first=not booted)
+        booted.append(1)
         return board, dev
 
     def run(board, dev, watchdog):

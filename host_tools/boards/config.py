@@ -28,6 +28,10 @@ MPY_ARCHS = (
 FLASH_METHODS = ("esptool", "uf2", "none")
 FIRMWARE_FORMATS = ("esp-image", "uf2")
 LINK_TYPES = ("udp", "xbee")
+# board_config cpu_freq_mhz a port accepts (machine.freq); a port not listed
+# takes any positive number and the firmware reports a refused one at boot
+CPU_FREQS_MHZ = {"esp32": (80, 160, 240)}
+UART_BUF_RANGE = (256, 32768)  # xbee.txbuf / rxbuf bytes (ESP32: txbuf > 128 or 0)
 
 
 class BoardError(Exception):
@@ -119,8 +123,12 @@ def _flash_problems(method, flash):
     return p
 
 
-def _config_problems(cfg):
-    """board_config.json: the link, the XBee UART, LED, button and WiFi."""
+def _count_ok(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _config_problems(cfg, port=None):
+    """board_config.json: the link, the XBee UART, LED, button, WiFi, CPU."""
     if not isinstance(cfg, dict):
         return ["board_config.json must be a JSON object"]
     p = []
@@ -138,6 +146,11 @@ def _config_problems(cfg):
                     p.append("board_config xbee.%s is required" % k)
             if x.get("ap") not in (1, 2):
                 p.append("board_config xbee.ap must be 1 or 2")
+            for k in ("txbuf", "rxbuf"):
+                if k in x and not _count_ok(x[k], *UART_BUF_RANGE):
+                    p.append("board_config xbee.%s must be %d..%d bytes" % ((k,) + UART_BUF_RANGE))
+            if "write_timeout_ms" in x and not _count_ok(x["write_timeout_ms"], 1, 60000):
+                p.append("board_config xbee.write_timeout_ms must be 1..60000")
     for k in ("led", "button"):
         if k not in cfg or not _pin_ok(cfg[k]):
             p.append('board_config %s must be null or {"pin": ...}' % k)
@@ -148,6 +161,14 @@ def _config_problems(cfg):
         and isinstance(wifi.get("password"), str)
     ):
         p.append('board_config wifi must be null or {"ssid": str, "password": str}')
+    if "cpu_freq_mhz" in cfg:
+        mhz = cfg["cpu_freq_mhz"]
+        allowed = CPU_FREQS_MHZ.get(port)
+        if not _count_ok(mhz, 1, 1000) or (allowed and mhz not in allowed):
+            p.append(
+                "board_config cpu_freq_mhz must be %s"
+                % (" or ".join(str(f) for f in allowed) if allowed else "a number of MHz")
+            )
     return p
 
 
@@ -172,4 +193,4 @@ def validate_board(board, name):
     if method in ("esptool", "uf2"):
         p += _firmware_problems(board.get("firmware"))
     p += _flash_problems(method, flash)
-    return p + _config_problems(board.get("config"))
+    return p + _config_problems(board.get("config"), board.get("port"))

@@ -15,7 +15,7 @@ command mode (sim/radio/command_mode.py):
   CB  commissioning button: 2 on the coordinator opens joining for 60 s;
       1 on a device starts a join attempt; 4 on a device leaves the network
   EE ID CE NI DH DL GT CT VR HV  stored/reported; NR (device: leave and
-      rescan), AC WR (no-op), FR (software reset)
+      rescan), AC (no-op), WR (the AP survives a restart), FR (software reset)
   anything else: status 2 (invalid command); a bad value: status 3
 
 COMMANDS maps the two command letters to a Command(get, put, text):
@@ -159,6 +159,11 @@ def _no_op(m, p, n):
     return OK
 
 
+def _write_settings(m, p, n):
+    m.write_settings()
+    return OK
+
+
 COMMANDS = {
     b"AP": Command(lambda m: bytes((m.ap,)), _put_ap),
     b"NP": _read_only(lambda m: m.max_payload().to_bytes(2, "big")),
@@ -182,6 +187,6 @@ COMMANDS = {
     b"GT": _number("gt_ms", 2, ok=lambda m, n: n >= 2),
     b"CT": _number("ct_ms", 2, scale=100, ok=lambda m, n: n >= 2),
     b"AC": _action(_no_op),
-    b"WR": _action(_no_op),
+    b"WR": _action(_write_settings),
     b"FR": _action(_software_reset),
 }

@@ -14,6 +14,11 @@ coordinator's and its EE equals the coordinator's; it then emits Modem Status
 0x02.  A module that was joined before rejoins after a restart without a
 window (ZigBee rejoin); one that left (0x03) needs a window again.  A module
 created with joined=True starts joined (as if paired earlier).
+
+Settings: a restart (power cycle, watchdog, FR) comes back with the API
+mode last written to flash with WR (`saved_ap`; the mode it was created
+with until then), as a real module reverts every unsaved setting; the other
+settings are kept across restarts here.
 """
 
 import random
@@ -71,6 +76,7 @@ class Module:
         self.addr64 = addr64(address)
         self.coordinator = coordinator
         self.ap = api_mode
+        self.saved_ap = api_mode  # what WR wrote to flash: the AP after a restart
         self.ee = ee
         self.pan_id = pan_id
         self.ni = ni.encode() if isinstance(ni, str) else bytes(ni)
@@ -160,6 +166,10 @@ class Module:
         """Switch to API mode `mode` once the current response is out."""
         self._pending_ap = mode
 
+    def write_settings(self):
+        """WR: the API mode (a change still pending included) survives a restart."""
+        self.saved_ap = self.ap if self._pending_ap is None else self._pending_ap
+
     def apply_deferred(self):
         if self._pending_ap is not None:
             self._set_ap(self._pending_ap)
@@ -244,8 +254,9 @@ class Module:
         if self._joining is not None:
             self._joining.cancel()
             self._joining = None
-        self._decoder = X.FrameDecoder(self.ap == 2)
         self._command_mode.reset()
+        self._pending_ap = None
+        self._set_ap(self.saved_ap)  # unsaved settings are lost
         self.counters["restarts"] += 1
         if not self.coordinator:
             self.joined = False

@@ -7,6 +7,7 @@ argv: mode host port escaped(0|1) at_timeout_ms guard_ms
 mode "scenario": ready -> joined -> send 60 B and 90 B -> receive -> left ->
                  send while not joined -> done
 mode "silent":   configure against a module that never answers -> error
+mode "reset":    ready -> (the test resets the module) -> reconfigured
 """
 
 import json
@@ -78,6 +79,11 @@ if mode == "silent":
     sys.exit(0)
 
 t.wait_ready(10000)
+if mode == "reset":
+    out({"step": "ready", "module_ap": t.module_ap})
+    until(t, lambda g: t.reconfigures and t.state == "ready" and t.joined, 15000)
+    out({"step": "reconfigured", "state": t.state, "module_ap": t.module_ap, "stats": stats(t)})
+    sys.exit(0)
 out(
     {
         "step": "ready",

@@ -7,8 +7,18 @@ returns the payloads of Receive Packets (0x90) from the coordinator (source
 given) and counts any other source as foreign.  Transmit Status (0x8B)
 frames are only counted (delivered, too_large for 0x74, failures by delivery
 code): the ATLS link layer retransmits, this driver never does.  Modem
-Status 0x02/0x03 set `joined` True/False (a reset, 0x00/0x01, sets False
-until the module rejoins).
+Status 0x02/0x03 set `joined` True/False.  A module reset (Modem Status
+0x00 hardware / 0x01 watchdog) sets `joined` False and re-runs the AT
+configuration (counted in `reconfigures`): recv() steps it without
+blocking, and send() drops datagrams (counted in `not_ready`) until the
+module is ready again; the link layer retransmits them.
+
+Every byte of a frame goes out: a UART opened with timeout=0 (rp2: a
+256-byte TX ring) accepts only what fits and returns that count, so _write
+loops, sleeping about the time the UART needs to drain, until the frame is
+out or write_timeout_ms passed (then write_errors counts it; a cut frame is
+dropped by the module's decoder at the next start delimiter).  Frames are
+built in one preallocated buffer; received bytes land in another.
 
 The AT configuration (configure, wait_ready, wait_joined, at) is the mixin
 atls.drivers.xbee_at.XBeeConfig.  Time is a monotonic millisecond clock
@@ -41,6 +51,9 @@ except ImportError:  # CPython
 
 _RXQ_MAX = const(32)
 _CHUNKS = const(16)
+_TX_HEAD = const(17)  # 0x7E, length (2), 0x10, frame id, dest64 (8), dest16 (2), radius, options
+_TX_MAX = const(255)  # the largest API payload (NP is smaller: 84, 66 encrypted)
+_DRAIN_BYTES = const(64)  # a short write waits about the time this many bytes need
 
 
 def _sleep_ms(ms):
@@ -60,6 +73,8 @@ class XBeeTransport(XBeeConfig):
         at_retries=2,
         guard_ms=1100,
         clock=None,
+        write_timeout_ms=1000,
+        baudrate=9600,
     ):
         self.stream = stream
         self.clock = clock or Clock()  # monotonic ms; configure(now_ms) takes its readings
@@ -68,9 +83,14 @@ class XBeeTransport(XBeeConfig):
         self.at_timeout_ms = at_timeout_ms
         self.at_retries = at_retries
         self.guard_ms = guard_ms
+        self.write_timeout_ms = write_timeout_ms
+        # ms the UART needs to drain _DRAIN_BYTES at 10 bits a byte, at least 1
+        self._drain_ms = max(1, _DRAIN_BYTES * 10000 // max(1, int(baudrate)))
         self._dec = X.FrameDecoder(escaped)
         self._rbuf = bytearray(128)
         self._rmv = memoryview(self._rbuf)
+        self._tbuf = bytearray(_TX_HEAD + _TX_MAX + 1)
+        self._tmv = memoryview(self._tbuf)
         self._rxq = []
         self._fid = 2
         self._req = None  # [frame id, command, parameter, deadline, tries left]
@@ -93,7 +113,10 @@ class XBeeTransport(XBeeConfig):
         self.modem = {}  # modem status -> count
         self.other = 0  # frames of other types, stray AT answers, malformed frames
         self.write_errors = 0
+        self.short_writes = 0  # writes the UART took in more than one call
         self.rx_overflow = 0
+        self.reconfigures = 0  # module resets (0x00/0x01) after which configure ran again
+        self.not_ready = 0  # datagrams dropped while the module was being configured
         self._poll = None
         target = getattr(stream, "poll_target", stream)
         if select is not None:
@@ -106,14 +129,21 @@ class XBeeTransport(XBeeConfig):
 
     # -- datagrams -------------------------------------------------------------------------
     def send(self, datagram):
-        fd = X.tx_request(self._next_fid(), X.COORDINATOR64, datagram, 0x0000)
-        if self._write(X.encode_frame(fd, self.escaped)):
+        if self.state != "ready" and self.reconfigures:
+            self.not_ready += 1  # a reset module: the link layer retransmits
+            return
+        if len(datagram) > _TX_MAX:
+            self.too_large += 1  # no module takes it (0x74): never sent
+            return
+        if self._write(self._tx_frame(datagram)):
             self.sent += 1
 
     def recv(self, timeout_ms):
         out = self._rxq
         self._rxq = []
         self._pump(out)
+        if self.state != "ready" and self.reconfigures:
+            self.configure()  # one non-blocking step after a module reset
         if out or timeout_ms <= 0:
             return out
         t0 = self.clock()
@@ -142,7 +172,10 @@ class XBeeTransport(XBeeConfig):
             "modem": dict(self.modem),
             "other": self.other,
             "write_errors": self.write_errors,
+            "short_writes": self.short_writes,
             "rx_overflow": self.rx_overflow,
+            "reconfigures": self.reconfigures,
+            "not_ready": self.not_ready,
             "state": self.state,
             "mtu": self.mtu,
             "joined": self.joined,
@@ -151,13 +184,56 @@ class XBeeTransport(XBeeConfig):
         return s
 
     # -- internals -------------------------------------------------------------------------------
+    def _tx_frame(self, payload):
+        # Transmit Request (0x10) to the coordinator in the preallocated buffer
+        # (AP=1: sent from there; AP=2: escaped into a copy).
+        n = len(payload)
+        b = self._tbuf
+        ln = n + _TX_HEAD - 3
+        b[0] = 0x7E
+        b[1] = ln >> 8
+        b[2] = ln & 0xFF
+        b[3] = X.TX_REQUEST
+        b[4] = self._next_fid()
+        for i in range(5, 15):  # dest64 0 (the coordinator), dest16 0x0000
+            b[i] = 0
+        b[15] = 0  # radius
+        b[16] = 0  # options
+        end = _TX_HEAD + n
+        b[_TX_HEAD:end] = payload
+        b[end] = X.checksum(self._tmv[3:end])
+        frame = self._tmv[: end + 1]
+        if self.escaped:
+            body = bytes(frame[1:])
+            esc = X.escape(body)
+            if esc is not body:
+                return b"\x7e" + esc
+        return frame
+
     def _write(self, data):
-        try:
-            self.stream.write(data)
-            return True
-        except OSError:
-            self.write_errors += 1
-            return False
+        # All of data, or False (counted) after write_timeout_ms
+        mv = memoryview(data)
+        total = len(mv)
+        done = 0
+        deadline = None
+        while True:
+            try:
+                n = self.stream.write(mv[done:] if done else mv)
+            except OSError:
+                self.write_errors += 1
+                return False
+            done += n or 0  # None: nothing taken (a non-blocking stream's EAGAIN)
+            if done >= total:
+                return True
+            now = self.clock()
+            if deadline is None:
+                self.short_writes += 1
+                deadline = now + self.write_timeout_ms
+            elif (now - deadline) >= 0:
+                self.write_errors += 1
+                return False
+            if not n:
+                _sleep_ms(min(self._drain_ms, max(1, deadline - now)))
 
     def _wait(self, ms):
         if self._poll is not None:
@@ -209,8 +285,11 @@ class XBeeTransport(XBeeConfig):
             self.modem[s] = self.modem.get(s, 0) + 1
             if s == X.JOINED:
                 self.joined = True
-            elif s == X.DISASSOCIATED or s == X.HARDWARE_RESET or s == X.WATCHDOG_RESET:
+            elif s == X.DISASSOCIATED:
                 self.joined = False
+            elif s == X.HARDWARE_RESET or s == X.WATCHDOG_RESET:
+                self.joined = False
+                self._module_reset()
         elif k == "at_response":
             self.last_at[f[2]] = (f[3], f[4])
             if f[2] == b"AI" and f[3] == X.AT_OK and f[4]:
@@ -234,12 +313,14 @@ def __getattr__(name):
 
 
 _UART_KEYS = ("tx", "rx", "rts", "cts", "flow", "rxbuf", "txbuf")
+_DRIVER_KEYS = ("at_timeout_ms", "at_retries", "guard_ms", "write_timeout_ms", "baudrate")
 
 
 def from_board(cfg, **kw):
     """An XBeeTransport on the board's UART.  cfg: the board config's "xbee"
     section, e.g. {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "ap": 2,
-    "at_timeout_ms": 500, "guard_ms": 1100, "coordinator64": "0013A200..."}"""
+    "txbuf": 2048, "rxbuf": 2048, "at_timeout_ms": 500, "guard_ms": 1100,
+    "write_timeout_ms": 1000, "coordinator64": "0013A200..."}"""
     from machine import UART
 
     for k in ("uart", "baudrate", "ap"):
@@ -252,7 +333,7 @@ def from_board(cfg, **kw):
         if k in cfg:
             args[k] = cfg[k]
     uart = UART(cfg["uart"], **args)
-    for k in ("at_timeout_ms", "at_retries", "guard_ms"):
+    for k in _DRIVER_KEYS:
         if k in cfg:
             kw[k] = cfg[k]
     if cfg.get("coordinator64"):

@@ -5,6 +5,7 @@ configure(now_ms) is a small state machine stepped without blocking:
   probe     AT AP (frame id 1: its frames never contain bytes that AP=2
             escapes, so it works whatever AP the module has)
   set_ap    AT AP <1|2> when the module's AP differs from the board's
+  save      AT WR after set_ap: the AP survives a module reset
   query     AT NP (max payload -> mtu), SH + SL (-> address64), AI (-> joined)
   ready
 When the probe gets no answer (a factory-fresh module is in transparent
@@ -13,7 +14,9 @@ time, "OK\\r", then ATAP<n>, ATWR, ATCN, and probes again.  Every wait is
 bounded (at_timeout_ms x at_retries per command, guard_ms for command mode);
 a module that stays silent raises XBeeError.  wait_ready, wait_joined and
 at() are the blocking forms.  Frame ids 1 and 2 are reserved for the probe
-and the AP change; _next_fid hands out the others.
+and the AP change; _next_fid hands out the others.  A module reset (Modem
+Status 0x00/0x01, see _module_reset) once configured, or while set_ap, save
+or query ran, starts the configuration again from probe.
 """
 
 from atls import xbee as X
@@ -67,6 +70,10 @@ class XBeeConfig:
             if r is not None:
                 self.module_ap = want
                 self._dec = X.FrameDecoder(self.escaped)
+                self.state = "save"
+            return False
+        if st == "save":
+            if self._request(now, b"WR", b"") is not None:
                 self._start_query()
             return False
         # query: one AT command at a time, in order
@@ -129,6 +136,16 @@ class XBeeConfig:
         if self._fid <= _SET_AP_ID:
             self._fid = _SET_AP_ID + 1
         return self._fid
+
+    def _module_reset(self):
+        # Modem Status 0x00/0x01: the module restarted with its saved settings
+        # (an AP set without WR, a replaced module): configure it again.
+        if self.state == "probe" or self.state == "cmd":
+            return  # configuring already (a module sends 0x00 at power-up)
+        self.reconfigures += 1
+        self.state = "probe"
+        self._req = self._resp = None
+        self._tried_cmd = False
 
     def _start_query(self):
         self.state = "query"
