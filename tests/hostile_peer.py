@@ -6,7 +6,10 @@ Attacks (each a function flight-in -> flight-out, or a raw datagram list):
   hrr_close  HelloRetryRequest + plaintext warning close_notify, then any
              bytes as flight 3 (issue 12: killed main.py with a UsageError)
   random     random bytes as the server's flight
-  bigcert    a maximum-size flight holding one huge Certificate message
+  bigcert    a real ServerHello (the path can do ECDHE: no PSK, certificate
+             mode) and, encrypted under the handshake keys, EncryptedExtensions
+             and a Certificate as large as the device's limits allow
+             (random DER): the client decrypts it and parses it
   error      a forged ERROR(handshake_failed) for the device's session id
   garbage    random datagrams, ATLS-marked and not
 `HostilePeer.serve()` runs in a thread over one UDP socket; `forward_to`
@@ -22,7 +25,7 @@ import threading
 
 from atls import wire
 from atls.link import Link, LinkConfig
-from atls.protocol import ERROR, HANDSHAKE_FAILED, SECP256R1, TLS_AES_128_GCM_SHA256
+from atls.protocol import ERROR, HANDSHAKE_FAILED, SECP256R1, TLS_AES_128_GCM_SHA256, X25519
 
 HRR_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()  # RFC 8446 §4.1.3
 
@@ -46,12 +49,69 @@ def hrr_close_flight():
     return hello_retry_request() + CLOSE_NOTIFY
 
 
-def big_certificate_flight(size=4000):
-    """One handshake record holding a Certificate (§4.4.2) of `size` bytes."""
+def _handshake(mtype, body):
+    return bytes((mtype,)) + len(body).to_bytes(3, "big") + body
+
+
+def _client_hello(flight):
+    """(ClientHello message, offered suites, x25519 share or None)."""
+    msg = flight[5 : 5 + int.from_bytes(flight[3:5], "big")]
+    b = msg[4 + 2 + 32 :]
+    b = b[1 + b[0] :]  # legacy_session_id
+    n = int.from_bytes(b[:2], "big")
+    suites = [int.from_bytes(b[2 + i : 4 + i], "big") for i in range(0, n, 2)]
+    b = b[2 + n :]
+    b = b[1 + b[0] :]  # compression methods
+    exts, share = b[2 : 2 + int.from_bytes(b[:2], "big")], None
+    while exts:
+        t, n = int.from_bytes(exts[:2], "big"), int.from_bytes(exts[2:4], "big")
+        if t == 0x0033:  # key_share: client_shares<2..>
+            ks = exts[6 : 4 + n]
+            while ks:
+                g, k = int.from_bytes(ks[:2], "big"), int.from_bytes(ks[2:4], "big")
+                if g == X25519:
+                    share = ks[4 : 4 + k]
+                ks = ks[4 + k :]
+        exts = exts[4 + n :]
+    return msg, suites, share
+
+
+def big_certificate_flight(ch_flight, size=3800):
+    """ServerHello, then {EncryptedExtensions, Certificate of `size` random
+    bytes} under the server handshake traffic keys (RFC 8446 §7.1, §5.2):
+    what a man in the middle can send without any credential."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from atls.crypto.hkdf import derive_secret, hkdf_expand_label, hkdf_extract
+
+    ch, suites, client_share = _client_hello(ch_flight)
+    suite = [s for s in suites if s in (0x1301, 0x1304, 0x1305)][0]
+    priv = X25519PrivateKey.generate()
+    pub = priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    exts = struct.pack("!HHH", 0x002B, 2, 0x0304)
+    exts += struct.pack("!HHHH", 0x0033, 36, X25519, 32) + pub
+    sh_body = b"\x03\x03" + os.urandom(32) + b"\x00" + struct.pack("!HBH", suite, 0, len(exts))
+    sh = _handshake(2, sh_body + exts)
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(bytes(client_share)))
+    zero = bytes(32)
+    early = hkdf_extract(zero, zero)
+    hs = hkdf_extract(derive_secret(early, b"derived", hashlib.sha256(b"").digest()), shared)
+    s_hs = derive_secret(hs, b"s hs traffic", hashlib.sha256(bytes(ch) + sh).digest())
+    key = hkdf_expand_label(s_hs, b"key", b"", 16)
+    iv = hkdf_expand_label(s_hs, b"iv", b"", 12)
+    aead = AESGCM(key) if suite == 0x1301 else AESCCM(key, 8 if suite == 0x1305 else 16)
+    tag = 8 if suite == 0x1305 else 16
     cert = os.urandom(size)
     entry = len(cert).to_bytes(3, "big") + cert + b"\x00\x00"
-    body = b"\x00" + len(entry).to_bytes(3, "big") + entry
-    return record(22, b"\x0b" + len(body).to_bytes(3, "big") + body)
+    certificate = _handshake(11, b"\x00" + len(entry).to_bytes(3, "big") + entry)
+    inner = _handshake(8, b"\x00\x00") + certificate + b"\x16"
+    header = struct.pack("!BHH", 23, 0x0303, len(inner) + tag)
+    return record(22, sh) + header + aead.encrypt(iv, inner, header)  # seq 0: nonce = iv
 
 
 class HostilePeer:
@@ -109,7 +169,7 @@ class HostilePeer:
         elif a == "random":
             self.link.send_flight(os.urandom(self.rng.randrange(1, 3000)), now_ms)
         elif a == "bigcert":
-            self.link.send_flight(big_certificate_flight(), now_ms)
+            self.link.send_flight(big_certificate_flight(flight), now_ms)
         elif a == "error":
             return [wire.encode(ERROR, 0, bytes((HANDSHAKE_FAILED,)))]
         elif a == "garbage":

@@ -60,6 +60,24 @@ def test_issue12_hrr_close_notify_is_a_tls_failure():
     assert dev.next_timer_ms() == 100  # backoff
 
 
+def test_issue12_huge_encrypted_certificate_is_a_tls_failure():
+    """The path declines the PSK, does ECDHE itself and sends a Certificate as
+    large as the limits allow, encrypted: decrypted, parsed, refused."""
+    from cryptography.hazmat.primitives import serialization
+
+    from host_tools import pki
+
+    der = pki.make_ca("T").cert.public_bytes(serialization.Encoding.DER)
+    cfg = ClientConfig(psk=PSK, psk_identity=b"dev-1", ca_certs=[der])
+    dev = DeviceSession(cfg, LinkConfig(mtu=1200), retry_ms=100)
+    dev.connect(0)
+    _exchange(dev, HostilePeer(["bigcert"]), 0)
+    evs = dev.events()
+    assert evs[-1][0] == "failed" and evs[-1][1].startswith("tls alert"), evs
+    assert evs[-1][1] != "tls alert 20"  # not bad_record_mac: it was decrypted
+    assert dev.state == "waiting"
+
+
 class _Boom:
     """A TLS client whose receive() raises what a tiny heap or a bug raises."""
 
