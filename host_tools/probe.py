@@ -4,6 +4,10 @@ against any TLS 1.3 server over TCP and print what was negotiated.
     make probe HOST=example.net PORT=443 CA=ca.pem
     make probe HOST=127.0.0.1 PORT=4433 PSK_ID=dev1 PSK=00112233... RESUME=1
 
+SERVER_NAME (default HOST) is sent as SNI unless it is an IPv4/IPv6 literal
+(RFC 6066 §3 forbids those: nothing is sent); --check-hostname then matches
+the certificate's iPAddress SAN.
+
 The last line of output is a JSON object for the last handshake: version,
 suite, group, mode (psk_dhe, cert or resumed) and exporter (the ATLS key
 block, TLS-Exporter(atls.protocol.EXPORTER_LABEL, "", KEY_BLOCK_LEN), in hex).

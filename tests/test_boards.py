@@ -445,6 +445,8 @@ def test_provision_tool_failure_registers_nothing(tmp_path):
         ({"DEVICE": "d1", "BOARD": "unix", "SERVICE": "localhost"}, "SERVICE must be host:port"),
         ({"DEVICE": "d1", "SERVICE": "127.0.0.1:5684"}, "SERVICE is not used by board esp32"),
         ({"DEVICE": "d1", "MODE": "cert"}, "SERVICE_CA is required in cert mode"),
+        # issue 13 item 5: a CA without a name to check accepts any certificate it issued
+        ({"DEVICE": "d1", "MODE": "cert", "SERVICE_CA": "ca.pem"}, "SERVER_NAME is required"),
         (
             {"DEVICE": "d1", "MODE": "cert", "SERVICE_CA": "/nonexistent/ca.pem"},
             "SERVICE_CA /nonexistent/ca.pem: No such file",
@@ -464,6 +466,9 @@ def test_provision_usage_errors(tmp_path, variables, message):
         },
         **variables,
     )
+    if v.get("SERVICE_CA") == "ca.pem":  # a real CA file
+        v["SERVICE_CA"] = tmp_path / "ca.pem"
+        v["SERVICE_CA"].write_bytes(pki.pem(pki.make_ca("Service CA").cert))
     failed(make("provision", **v), 2, message)
     assert not (tmp_path / "devices.json").exists() and not (tmp_path / "pki").exists()
 
@@ -480,6 +485,7 @@ def test_provision_dry_run_writes_nothing(tmp_path):
             DEVICE="d1",
             MODE=mode,
             SERVICE_CA=ca,
+            SERVER_NAME="service.local",
             REGISTRY=reg,
             PKI=pki_dir,
             DRY_RUN=1,

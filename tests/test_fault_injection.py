@@ -34,6 +34,7 @@ def test_issue12_main_py_survives_a_hostile_path_then_delivers(mpyc, tmp_path):
             "psk": PSK.hex(),
             "psk_identity": "dev-1",
             "ca": der_hex(pki.make_ca("FI CA").cert),
+            "server_name": "service.local",
         },
         "link": {
             "host": addr[0],

@@ -147,3 +147,66 @@ def test_probe_usage_errors():
     assert res.returncode == 2 and "give PSK_ID and PSK, or CA" in res.stderr
     res = run_probe(1, "--psk", "00" * 16, "--psk-id", "x", "--suites", "TLS_FOO")
     assert res.returncode == 2 and "unknown suite" in res.stderr
+
+
+class StrictServer:
+    """A TLS 1.3 server that insists on RFC 6066 §3 (OpenSSL through
+    pyOpenSSL over a real socket, in a thread): an IP literal as SNI is
+    aborted with illegal_parameter (tests/test_tls_sni.py); one handshake."""
+
+    def __init__(self, leaf):
+        import threading
+
+        from OpenSSL import SSL
+        from test_tls_sni import strict_rfc6066
+
+        from host_tools.service.tls_engine import ServerConfig
+
+        self.seen, self.exported, self.error = [], None, None
+        ctx = strict_rfc6066(ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build(), self.seen)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.sock.settimeout(60)
+        self.port = self.sock.getsockname()[1]
+
+        def serve():
+            try:
+                s, _ = self.sock.accept()
+                s.setblocking(True)  # pyOpenSSL: a timeout would make it non-blocking
+                conn = SSL.Connection(ctx, s)
+                conn.set_accept_state()
+                conn.do_handshake()
+                self.exported = conn.export_keying_material(EXPORTER_LABEL, KEY_BLOCK_LEN).hex()
+                try:
+                    conn.recv(1)  # the probe's close_notify
+                except SSL.Error:
+                    pass
+                s.close()
+            except Exception as e:  # reported by the test
+                self.error = e
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def finish(self):
+        self.thread.join(60)
+        self.sock.close()
+
+
+def test_make_probe_host_ip_sends_no_sni_to_a_strict_rfc6066_server(tmp_path):
+    """Issue 13 item 6: `make probe HOST=127.0.0.1 CA=...` against a server
+    that aborts on an IP-literal SNI completes; the name is checked against
+    the certificate's iPAddress SAN."""
+    import ipaddress
+
+    ca = pki.make_ca("Probe CA")
+    leaf = pki.make_cert("service", issuer=ca, san=[ipaddress.ip_address("127.0.0.1")])
+    (tmp_path / "ca.pem").write_bytes(pki.pem(ca.cert))
+    srv = StrictServer(leaf)
+    res = run_probe(srv.port, "--ca", str(tmp_path / "ca.pem"), "--check-hostname")
+    srv.finish()
+    assert res.returncode == 0, res.stdout + res.stderr + repr(srv.error)
+    last = json.loads(res.stdout.strip().splitlines()[-1])
+    assert last["mode"] == "cert" and srv.seen == [None]
+    assert last["exporter"] == srv.exported

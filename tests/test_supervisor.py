@@ -68,7 +68,7 @@ def test_issue12_huge_encrypted_certificate_is_a_tls_failure():
     from host_tools import pki
 
     der = pki.make_ca("T").cert.public_bytes(serialization.Encoding.DER)
-    cfg = ClientConfig(psk=PSK, psk_identity=b"dev-1", ca_certs=[der])
+    cfg = ClientConfig(psk=PSK, psk_identity=b"dev-1", ca_certs=[der], server_name="service.local")
     dev = DeviceSession(cfg, LinkConfig(mtu=1200), retry_ms=100)
     dev.connect(0)
     _exchange(dev, HostilePeer(["bigcert"]), 0)

@@ -261,7 +261,7 @@ def test_unknown_ca_is_unknown_ca(certs):
     other = pki.make_ca("Other CA")
     ca, leaf = certs
     ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
-    c = TLSClient(ClientConfig(ca_certs=[_der(other.cert)]))
+    c = TLSClient(ClientConfig(ca_certs=[_der(other.cert)], server_name="service.local"))
     c.start()
     flight = ServerConnection(ctx).feed(c.data_to_send())
     with pytest.raises(AlertError) as ei:
@@ -284,13 +284,58 @@ def test_forbidden_extension_in_encrypted_extensions(certs):
     m.send(make, [b"\x08\x00\x00\x08" + ee, m.messages[1]], {47})
 
 
-def test_unknown_extension_in_encrypted_extensions_is_skipped_then_finished_fails(certs):
-    """Unknown extensions are skipped (§4.2); the transcript then differs, so
-    the Finished no longer verifies: decrypt_error, not decode_error."""
+def _ee(*exts):
+    """An EncryptedExtensions message holding (type, data) extensions."""
+    body = b"".join(t.to_bytes(2, "big") + len(d).to_bytes(2, "big") + d for t, d in exts)
+    body = len(body).to_bytes(2, "big") + body
+    return b"\x08" + len(body).to_bytes(3, "big") + body
+
+
+# RFC 8446 §4.2: "Implementations MUST NOT send extension responses if the
+# remote endpoint did not send the corresponding extension requests, with the
+# exception of the "cookie" extension in the HelloRetryRequest.  Upon
+# receiving such an extension, an endpoint MUST abort the handshake with an
+# "unsupported_extension" alert."  EncryptedExtensions carries responses only
+# (§4.2: "the server sends its extension responses in the ServerHello,
+# EncryptedExtensions, ..."), so an unknown type there answers nothing we
+# sent: unsupported_extension (110), no longer skipped.
+@pytest.mark.parametrize(
+    "ext, name",
+    [
+        ((42, b""), "early_data"),
+        ((16, b"\x00\x03\x02h2"), "application_layer_protocol_negotiation"),
+        ((1, b"\x01"), "max_fragment_length"),
+        ((0xFEFE, b"ab"), "an unknown extension"),
+        ((0, b""), "server_name without SNI sent"),
+    ],
+)
+def test_rfc8446_s4_2_unsolicited_extension_in_encrypted_extensions(certs, ext, name):
+    make, flight = capture("psk", certs)  # no server_name: no SNI offered
+    m = Mitm(make, flight)
+    m.send(make, [_ee(ext), m.messages[1]], {110})
+
+
+def test_rfc8446_s4_2_offered_extensions_in_encrypted_extensions_pass_ee(certs):
+    """supported_groups (offered, CH/EE in the §4.2 table) and an empty
+    server_name after our SNI (RFC 6066 §3) pass EE; the edited transcript
+    then fails Finished (51), not EE.  A non-empty server_name answer is a
+    decode_error (RFC 6066 §3: "SHALL be empty")."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    rest = m.messages[1:]
+    m.send(make, [_ee((10, b"\x00\x02\x00\x1d"), (0, b""))] + rest, {51})
+    m.send(make, [_ee((0, b"\x00"))] + rest, {50})
+
+
+def test_rfc8446_s4_2_recognized_extension_not_for_ee_is_illegal_parameter(certs):
+    """§4.2: "If an implementation receives an extension which it recognizes
+    and which is not specified for the message in which it appears, it MUST
+    abort the handshake with an "illegal_parameter" alert": padding (CH
+    only), signature_algorithms (CH, CR), key_share (CH, SH, HRR)."""
     make, flight = capture("psk", certs)
     m = Mitm(make, flight)
-    ee = b"\x00\x06\xfe\xfe\x00\x02ab"
-    m.send(make, [b"\x08\x00\x00\x08" + ee, m.messages[1]], {51})
+    for ext in ((21, b"\x00"), (13, b"\x00\x02\x04\x03"), (51, b"\x00\x1d")):
+        m.send(make, [_ee(ext), m.messages[1]], {47})
 
 
 @settings(max_examples=300, deadline=None)

@@ -225,8 +225,9 @@ def test_usage_error_reaches_the_caller(pkiset):
     assert c.state == CLOSED and c.error is ei.value
     alert = c.data_to_send()
     assert alert[:3] == b"\x17\x03\x03"  # the alert, under the handshake keys
-    with pytest.raises(UsageError):
-        c.receive(b"\x15\x03\x03\x00\x02\x02\x28")  # closed stays closed
+    with pytest.raises(AlertError) as ei:  # closed stays closed (issue 12)
+        c.receive(b"\x15\x03\x03\x00\x02\x02\x28")
+    assert ei.value.description == 80
 
 
 _MPY_MODULES = """
@@ -277,3 +278,47 @@ def test_psk_handshake_loads_no_certificate_ticket_or_key_update_code(mpy, serve
     assert state == CONNECTED
     lazy = {"atls.tls.auth", "atls.tls.retry", "atls.tls.tickets", "atls.tls.keyupdate"}
     assert sorted(lazy & set(modules)) == loaded
+
+
+def test_issue12_hrr_then_plaintext_warning_close_notify_is_fatal():
+    """Issue 12: the path answers ClientHello with a HelloRetryRequest plus a
+    plaintext *warning* close_notify.  Before the handshake completes every
+    alert, close_notify included, is fatal: AlertError(0) from the peer, the
+    client CLOSED; the next flight then raises AlertError, never UsageError
+    (which the device session did not catch)."""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev", groups=(X25519, SECP256R1)))
+    c.start(0)
+    server = ServerConnection(ServerConfig(psks={b"dev": PSK}, groups=("secp256r1",)).build())
+    hrr = server.feed(c.data_to_send())
+    assert hrr[5] == 2 and hrr[11:43] == HRR_RANDOM
+    with pytest.raises(AlertError) as ei:
+        c.receive(hrr + b"\x15\x03\x03\x00\x02\x01\x00")  # warning(1) close_notify(0)
+    assert ei.value.description == 0 and c.state == CLOSED and not c.connected
+    c.data_to_send()  # ClientHello2, queued before the alert: nothing else
+    with pytest.raises(AlertError) as ei:
+        c.receive(b"\x16\x03\x03\x00\x04\x14\x00\x00\x00")  # the next fragment of the flight
+    assert ei.value.description == 0 and c.state == CLOSED
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_close_notify_before_connected_is_fatal_after_is_quiet(level):
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start(0)
+    with pytest.raises(AlertError) as ei:
+        c.receive(bytes((21, 3, 3, 0, 2, level, 0)))
+    assert ei.value.description == 0 and c.state == CLOSED
+    # after the handshake, the peer's close_notify ends quietly; then closed
+    c, server, _ = run(ServerConfig(psks={b"dev": PSK}, tickets=2), psk=PSK, psk_identity=b"dev")
+    assert c.connected
+    c.receive(server.close())
+    assert c.state == CLOSED and c.error.description == 0
+    with pytest.raises(AlertError):
+        c.receive(b"\x17\x03\x03\x00\x01\x00")
+
+
+def test_receive_after_close_is_an_alert_error():
+    c, _, _ = run(ServerConfig(psks={b"dev": PSK}), psk=PSK, psk_identity=b"dev")
+    c.close()
+    with pytest.raises(AlertError) as ei:
+        c.receive(b"\x17\x03\x03\x00\x01\x00")
+    assert ei.value.description == 0 and not isinstance(ei.value, UsageError)

@@ -481,8 +481,8 @@ def test_rfc5280_structural_rejections(keys, case):
 
 
 def test_negative_serial_and_ip_san_tolerated(keys):
-    """§4.1.2.2 asks users to handle negative serials gracefully; iPAddress
-    and URI SANs are skipped, only dNSName is kept (§4.2.1.6)."""
+    """§4.1.2.2 asks users to handle negative serials gracefully; URI SANs
+    are skipped, dNSName and iPAddress are kept (§4.2.1.6)."""
     san = _ext_der(
         "551d11",
         _enc(
@@ -493,6 +493,21 @@ def test_negative_serial_and_ip_san_tolerated(keys):
     data = _raw_cert(keys["p256_leaf"], keys["p256_root"], serial=-5, exts=[san])
     c = x509.Certificate(data)
     assert c.serial == -5 and c.san_dns == ["a.example"]
+    assert c.san_ip == [bytes([10, 0, 0, 1])]
+
+
+@pytest.mark.parametrize("n", [0, 3, 5, 8, 15, 32])
+def test_rfc5280_s4_2_1_6_ip_san_is_4_or_16_octets(keys, n):
+    """§4.2.1.6: in subjectAltName an iPAddress is 4 (IPv4) or 16 (IPv6)
+    octets; 8 and 32 are the name-constraints form, anything else is
+    malformed: bad_certificate (42)."""
+    ok = _ext_der("551d11", _enc(0x30, _enc(0x87, bytes(range(16))) + _enc(0x87, b"\x7f\0\0\1")))
+    c = x509.Certificate(_raw_cert(keys["p256_leaf"], keys["p256_root"], exts=[ok]))
+    assert c.san_ip == [bytes(range(16)), b"\x7f\0\0\1"] and c.san_dns == []
+    bad = _ext_der("551d11", _enc(0x30, _enc(0x87, bytes(n))))
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(_raw_cert(keys["p256_leaf"], keys["p256_root"], exts=[bad]))
+    assert ei.value.description == 42
 
 
 @pytest.mark.parametrize(

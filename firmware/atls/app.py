@@ -84,9 +84,13 @@ def tls_config(dev):
         kw["psk"] = _read_blob(t["psk"], "psk")
         kw["psk_identity"] = (t.get("psk_identity") or dev["device_id"]).encode()
     if t.get("ca"):
+        if not t.get("server_name"):
+            # a CA vouches for names: without one, anyone it certified passes
+            raise ConfigError(
+                "tls.ca needs tls.server_name (the name in the service's certificate)"
+            )
         kw["ca_certs"] = [_read_blob(t["ca"], "ca")]
-        kw["server_name"] = t.get("server_name")
-        kw["check_hostname"] = bool(t.get("server_name"))
+        kw["server_name"] = t["server_name"]
     if bool(t.get("cert")) != bool(t.get("key")):
         raise ConfigError("tls.cert and tls.key go together")
     if t.get("cert"):

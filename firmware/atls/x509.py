@@ -23,7 +23,7 @@ Supported algorithms (anything else: UnsupportedCertificate, alert 43):
                keys (which then verify only PSS) of MIN_RSA_BITS..MAX_RSA_BITS
                bits; Ed25519 (RFC 8410).
 Extensions understood: basicConstraints, keyUsage, subjectAltName (dNSName
-kept, other GeneralName forms skipped), extKeyUsage.  Unknown extensions
+and iPAddress kept, other GeneralName forms skipped), extKeyUsage.  Unknown extensions
 are skipped when non-critical; an unknown critical one rejects the
 certificate with alert 43 (RFC 5280 §4.2).  A repeated known one: 42.
 
@@ -37,7 +37,8 @@ Bounds (module variables, adjustable): MAX_CERT_SIZE bytes per certificate
 (also `max_size=`), MAX_NAME_LEN bytes per issuer/subject Name,
 MAX_EXTENSIONS, MAX_SAN GeneralNames (each exceeded: 43), MIN_RSA_BITS
 (2048; the RFC 8448 trace's RSA-1024 certificate needs 1024), MAX_RSA_BITS;
-dNSName at most 253 printable ASCII octets (42).
+dNSName at most 253 printable ASCII octets, iPAddress 4 or 16 octets
+(RFC 5280 §4.2.1.6) (else 42).
 
 RAM (unix port, 64-bit): this module with atls.der and atls.errors holds
 about 16K of bytecode when loaded as .mpy (nothing when frozen); a parsed
@@ -68,6 +69,7 @@ _OID = const(0x06)
 _SEQUENCE = const(0x30)
 _SET = const(0x31)
 _DNS_NAME = const(0x82)  # GeneralName dNSName [2] IA5String, §4.2.1.6
+_IP_ADDRESS = const(0x87)  # GeneralName iPAddress [7] OCTET STRING, §4.2.1.6
 # Certificate._span: (start, end) offsets in .der, two entries per field.
 _TBS = const(0)
 _SIG = const(2)
@@ -154,7 +156,8 @@ class Certificate:
 
     Plain attributes: version (1..3), serial (int), sig_alg, not_before and
     not_after (seconds since 1970 UTC), key_type ('p256', 'rsa', 'ed25519'),
-    is_ca, path_len (None or int), san_dns (list of str), der (memoryview of
+    is_ca, path_len (None or int), san_dns (list of str), san_ip (list of
+    4- or 16-byte bytes, network order), der (memoryview of
     the input), rsa_len and rsa_pss_only (RSA keys); key_usage: None when
     absent, else bit (1 << n) set for KeyUsage bit n of §4.2.1.3
     (digitalSignature 0x01, keyCertSign 0x20, cRLSign 0x40); ext_key_usage:
@@ -177,6 +180,7 @@ class Certificate:
         self.rsa_len = self._rsa_e = 0
         self.path_len = self.key_usage = self.ext_key_usage = None
         self.san_dns = []
+        self.san_ip = []
         r = der.Reader(mv)
         c = r.enter(_SEQUENCE)  # Certificate, RFC 5280 §4.1
         r.expect_end()
@@ -308,7 +312,7 @@ class Certificate:
                     raise AlertError(_BAD_CERTIFICATE)  # §4.2.1.3: some bit set
                 self.key_usage = ku
             elif oid == _OID_SAN:
-                bit = 4  # GeneralNames: keep dNSName, skip the other forms
+                bit = 4  # GeneralNames: keep dNSName and iPAddress, skip the other forms
                 g = r.enter(_SEQUENCE)
                 n = 0
                 if g.eof():
@@ -327,6 +331,10 @@ class Certificate:
                             if mv[i] < 0x21 or mv[i] > 0x7E:
                                 raise AlertError(_BAD_CERTIFICATE)
                         self.san_dns.append(bytes(mv[s:e]).decode())
+                    elif tag == _IP_ADDRESS:
+                        if e - s not in (4, 16):
+                            raise AlertError(_BAD_CERTIFICATE)  # §4.2.1.6: 4 or 16 octets
+                        self.san_ip.append(bytes(mv[s:e]))
             elif oid == _OID_EKU:
                 bit = 8
                 k = r.enter(_SEQUENCE)

@@ -1,7 +1,7 @@
 """X.509 chain validation for the TLS 1.3 client (RFC 5280 §6.1 subset,
 RFC 8446 §4.4.2) on certificates parsed by atls.x509; the names are also
 read as atls.x509.<name> (verify_chain, verify_signed_by, spki_sha256,
-hostname_matches).
+hostname_matches, ip_address).
 
 Chain validation, `verify_chain` (RFC 5280 §6.1 subset, RFC 8446 §4.4.2):
 the chain is leaf first and in issuing order; certificates after the point
@@ -31,7 +31,11 @@ Hostnames (RFC 6125 §6.4): matched against dNSName SANs only, never the
 subject CN; ASCII case-insensitive; one trailing dot ignored; a wildcard only
 as the whole left-most label of a name with at least two more labels
 ("*.example.com" matches "a.example.com", not "example.com" nor
-"a.b.example.com").  IP address SANs are not supported.
+"a.b.example.com").  A hostname that is an IP literal (a colon: IPv6, RFC 4291
+§2.2 text forms, an embedded IPv4 tail included; only digits and dots:
+IPv4 dotted quad) is matched against iPAddress SANs instead, byte for byte
+(RFC 5280 §4.2.1.6, RFC 6125 §6.2.1 and §1.7.2: never a dNSName); a
+literal that does not parse matches nothing.
 
 RAM (unix port, 64-bit): chain checks need the signature modules too:
 minimum heaps measured 52K (P-256, two certificates), 48K (Ed25519), 40K
@@ -121,6 +125,75 @@ def hostname_matches(pattern, hostname):
     return "*" not in p and p == h
 
 
+def ip_address(text):
+    """The 4 or 16 bytes of an IPv4 dotted quad or an IPv6 text address
+    (RFC 4291 §2.2), or None if `text` is neither."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode()
+    if ":" not in text:
+        parts = text.split(".")
+        if len(parts) != 4:
+            return None
+        out = bytearray()
+        for p in parts:
+            if (
+                not p
+                or len(p) > 3
+                or not p.isdigit()
+                or int(p) > 255
+                or (len(p) > 1 and p[0] == "0")
+            ):
+                return None  # (a leading zero reads as octal elsewhere: refused)
+            out.append(int(p))
+        return bytes(out)
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    tail = b""
+    last = text.rfind(":")
+    if "." in text[last + 1 :]:  # ::ffff:192.0.2.1
+        tail = ip_address(text[last + 1 :])
+        if tail is None:
+            return None
+        text = text[: last + 1] + "0:0"
+    halves = text.split("::")
+    if len(halves) > 2:
+        return None
+    groups = []
+    for half in halves:
+        words = half.split(":") if half else []
+        for w in words:
+            if not 1 <= len(w) <= 4 or w.strip("0123456789abcdefABCDEF"):
+                return None
+        groups.append(words)
+    n = sum(len(g) for g in groups)
+    if len(halves) == 2:
+        if n > 7:
+            return None
+        words = groups[0] + ["0"] * (8 - n) + groups[1]
+    elif n != 8:
+        return None
+    else:
+        words = groups[0]
+    out = b""
+    for w in words:
+        out += int(w, 16).to_bytes(2, "big")
+    return out[:12] + tail if tail else out
+
+
+def _name_matches(leaf, hostname):
+    """hostname against the leaf's SANs: iPAddress for an IP literal (see
+    atls.tls.handshake.sni), dNSName otherwise."""
+    if isinstance(hostname, (bytes, bytearray)):
+        hostname = hostname.decode()
+    if ":" in hostname or not hostname.strip("0123456789."):
+        ip = ip_address(hostname)
+        return ip is not None and ip in leaf.san_ip
+    for name in leaf.san_dns:
+        if hostname_matches(name, hostname):
+            return True
+    return False
+
+
 def _check(cert, below, now, floor):
     """Validity (when a clock or floor is given); for an issuer (below is
     the count of non-self-issued intermediates under it) the CA rules."""
@@ -167,12 +240,8 @@ def verify_chain(
         raise AlertError(_BAD_CERTIFICATE)  # leaf lacks digitalSignature
     if leaf.ext_key_usage is not None and not leaf.ext_key_usage & (_EKU_SERVER_AUTH | _EKU_ANY):
         raise AlertError(_BAD_CERTIFICATE)  # leaf not for serverAuth
-    if hostname is not None:
-        for name in leaf.san_dns:
-            if hostname_matches(name, hostname):
-                break
-        else:
-            raise AlertError(_BAD_CERTIFICATE)  # hostname mismatch
+    if hostname is not None and not _name_matches(leaf, hostname):
+        raise AlertError(_BAD_CERTIFICATE)  # hostname mismatch
     _check(leaf, None, now, time_floor)
     below = 0  # non-self-issued intermediates under cur's issuer
     i = 0

@@ -118,8 +118,10 @@ def tls_config_from_args(a):
 
         certs = x509.load_pem_x509_certificates(Path(a.ca).read_bytes())
         kw["ca_certs"] = [c.public_bytes(serialization.Encoding.DER) for c in certs]
+        if not a.server_name:
+            raise ValueError("--ca needs --server-name (the service's name in its certificate)")
         kw["server_name"] = a.server_name
-        kw["check_hostname"] = a.server_name is not None
+        kw["check_hostname"] = True
     if a.suites:
         kw["suites"] = [int(s, 0) for s in a.suites.split(",")]
     return ClientConfig(**kw)

@@ -214,6 +214,13 @@ def provision(
     check_port(port, dry_run)
     link, app_cfg = _check_request(board, device, mode, service, app)
     ca_cert = load_service_ca(service_ca) if mode == "cert" else None
+    if mode == "cert" and not server_name:
+        # the device checks the service's certificate against this name: a CA
+        # without it would accept any certificate that CA issued
+        raise BoardError(
+            "SERVER_NAME is required in cert mode: the DNS name (or IP address) "
+            "in the service's certificate"
+        )
     reg_path = Path(registry)
     reg = load_registry(reg_path)
     pki_d = Path(pki_dir)

@@ -6,7 +6,8 @@ so PSK handshakes never load this code, atls.x509 or the signature modules.
 The handlers are rows of atls.tls.handshake.TRANSITIONS and work on its
 HandshakeContext: CertificateRequest is recorded (ctx.cert_request) for the
 client flight; the server's chain is validated by atls.x509 (anchors, SPKI
-pins, hostname) and its CertificateVerify checked against the leaf
+pins, hostname or IP address; anchors only with a name to check when pins
+are given) and its CertificateVerify checked against the leaf
 (ctx.leaf) for ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256 or ed25519
 (decrypt_error on a bad signature, illegal_parameter on a scheme that was
 not offered or does not fit the key); the leaf is dropped once its
@@ -74,13 +75,16 @@ def certificate(ctx, msg):
         raise AlertError(_ILLEGAL_PARAMETER)  # certificate_request_context
     if not certs:
         raise AlertError(_DECODE_ERROR)  # empty server certificate; §4.4.2.4
+    hostname = cfg.server_name if cfg.check_hostname else None
     ctx.leaf = x509.verify_chain(
         certs,
-        anchors=cfg.ca_certs,
+        # a CA vouches for names: with no name to check (spki_pins and
+        # check_hostname=False, or no server_name) only the pins authenticate
+        anchors=cfg.ca_certs if hostname or not cfg.spki_pins else (),
         pins=cfg.spki_pins,
         now=cfg.now,
         max_depth=cfg.max_chain,
-        hostname=cfg.server_name if cfg.check_hostname else None,
+        hostname=hostname,
         time_floor=cfg.time_floor,
     )
     ctx.th.update(msg)

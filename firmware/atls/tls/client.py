@@ -2,15 +2,18 @@
 API (ClientConfig, TLSClient) and the record layer.
 
 Bytes in (`receive`), bytes out (`data_to_send`), no sockets and no clock: the
-caller passes `now_ms` where ticket ages need it.  States are those of
+caller passes `now_ms` (the device clock, ms) to start() and receive(), which
+measure a ticket's age against its lifetime (§4.6.1).  States are those of
 Appendix A.1 plus CLOSED (atls.tls.handshake, re-exported here).  Records
 are split here (§5.1) and each handshake message is looked up in
 atls.tls.handshake.TRANSITIONS by (state, type); anything not there is
 unexpected_message, and the row's handler works on the HandshakeContext the
 client hands it.  Any failure the peer caused raises AlertError (with the
 alert record, if one is due, queued in `data_to_send`) and leaves the client
-CLOSED; a mistake of the caller (UsageError, e.g. an unusable client_key) is
-raised as it is, after internal_error went to the peer.
+CLOSED; so does any alert from the peer before CONNECTED, close_notify
+included (afterwards close_notify closes quietly), and receive() on a closed
+client.  A mistake of the caller (UsageError, e.g. an unusable client_key)
+is raised as it is, after internal_error went to the peer.
 
 Scope: full handshakes with (EC)DHE only (psk_dhe_ke for PSKs, never psk_ke),
 no 0-RTT, no middlebox-compatibility mode (empty session id, no CCS sent; a
@@ -76,7 +79,12 @@ class ClientConfig:
     """What a device is configured with.  Authentication mode follows from it:
     `psk` (external PSK, psk_dhe_ke), `ca_certs`/`spki_pins` (server
     certificate, `cert_mode`), plus optionally `client_certs`/`client_key`
-    (P-256 device identity).  `ticket` (an atls.tls.tickets.Ticket from
+    (P-256 device identity).  `ca_certs` need `server_name` (checked against
+    the certificate's dNSName SANs, or its iPAddress SANs for an IPv4/IPv6
+    literal, which is then not sent as SNI: RFC 6066 §3) unless `spki_pins`
+    authenticate the server; `check_hostname=False` (with a server_name) is
+    an explicit opt-out of the name check, and without a name checked only
+    the pins, not the CAs, authenticate.  `ticket` (an atls.tls.tickets.Ticket from
     TLSClient.tickets) resumes an earlier session once.  `trace`, when given,
     is called as trace(old_state, message_type, new_state) on every state
     change: message_type is the handshake type sent or received (a
@@ -113,6 +121,12 @@ class ClientConfig:
             raise UsageError("psk must be 16..64 bytes")
         if psk is None and ticket is None and not ca_certs and not spki_pins:
             raise UsageError("no way to authenticate the server: give a psk, ca_certs or spki_pins")
+        # a CA vouches for names: without one to check, any certificate it
+        # issued would pass (certificate mode needs server_name or spki_pins)
+        if ca_certs and not server_name and not spki_pins:
+            raise UsageError("ca_certs need server_name (or spki_pins) to authenticate the server")
+        if ca_certs and check_hostname and not server_name:
+            raise UsageError("check_hostname needs server_name")
         if bool(client_certs) != (client_key is not None):
             raise UsageError("client_certs and client_key go together")
         if trace is not None and not callable(trace):
@@ -182,9 +196,14 @@ class TLSClient:
 
     def receive(self, data, now_ms=None):
         """Feed bytes from the server.  Raises AlertError on any failure the
-        peer caused, UsageError on the caller's."""
+        peer caused, UsageError on the caller's; on a closed client an
+        AlertError: the one that closed it, close_notify (0) after close()
+        or the peer's close_notify, internal_error (80) after a UsageError."""
         if self.state == CLOSED:
-            raise UsageError("connection is closed")
+            err = self.error
+            if isinstance(err, AlertError):
+                raise AlertError(err.description, "connection is closed")
+            raise AlertError(_INTERNAL_ERROR if err else 0, "connection is closed")
         if self.state == START:
             raise UsageError("start() first")
         ctx = self._ctx
@@ -228,9 +247,12 @@ class TLSClient:
                         raise AlertError(_DECODE_ERROR)  # alert length
                     err = AlertError(body[1])  # the peer's alert
                     err.from_peer = True
-                    self._close(err)
-                    if body[1] != 0:  # close_notify ends quietly; anything else is fatal
+                    # close_notify after the handshake ends quietly; any other
+                    # alert, and any alert before CONNECTED (§6: the handshake
+                    # did not complete), is fatal
+                    if body[1] != 0 or self.state != CONNECTED:
                         raise err
+                    self._close(err)
                 elif ctype != _CT_APPDATA or self.state != CONNECTED:
                     raise AlertError(_UNEXPECTED_MESSAGE)  # content type
                 # ATLS carries no application data in TLS records: ignored

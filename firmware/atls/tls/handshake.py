@@ -20,7 +20,7 @@ tests/test_tls_diagram.py checks that the two agree.
 from atls.buffer import Buffer
 from atls.crypto.backend import sha256
 from atls.crypto.transcript import Transcript
-from atls.errors import AlertError
+from atls.errors import AlertError, UsageError
 from atls.protocol import suite_tag_len
 from atls.tls import messages as m
 from atls.tls.keyshare import shared_secret
@@ -67,17 +67,12 @@ _EXT_SUPPORTED_VERSIONS = const(43)
 _EXT_COOKIE = const(44)
 _EXT_PSK_KEY_EXCHANGE_MODES = const(45)
 _EXT_KEY_SHARE = const(51)
-# extensions a server must not put in EncryptedExtensions (§4.2 table)
-_EE_FORBIDDEN = const(
-    (
-        _EXT_KEY_SHARE,
-        _EXT_PRE_SHARED_KEY,
-        _EXT_SUPPORTED_VERSIONS,
-        _EXT_COOKIE,
-        _EXT_PSK_KEY_EXCHANGE_MODES,
-        _EXT_SIGNATURE_ALGORITHMS,
-    )
-)
+# §4.2 table: extensions we recognize that EncryptedExtensions may not carry
+# (status_request, signature_algorithms, signed_certificate_timestamp,
+# padding, pre_shared_key, supported_versions, cookie,
+# psk_key_exchange_modes, certificate_authorities, oid_filters,
+# post_handshake_auth, signature_algorithms_cert, key_share): illegal_parameter
+_EE_FORBIDDEN = const((5, 13, 18, 21, 41, 43, 44, 45, 47, 48, 49, 50, 51))
 # signature_algorithms we offer (§4.2.3): ecdsa_secp256r1_sha256,
 # rsa_pss_rsae_sha256, ed25519, and rsa_pkcs1_sha256 for certificates only;
 # atls.tls.auth verifies exactly these
@@ -89,6 +84,8 @@ _HANDSHAKE_FAILURE = const(40)
 _ILLEGAL_PARAMETER = const(47)
 _DECRYPT_ERROR = const(51)
 _MISSING_EXTENSION = const(109)
+_UNSUPPORTED_EXTENSION = const(110)
+_DECODE_ERROR = const(50)
 
 
 class HandshakeContext:
@@ -100,7 +97,8 @@ class HandshakeContext:
     and tickets (atls.tls.tickets.Ticket, newest last; the client's own list,
     changed in place).  Handshake secrets, dropped as soon as they are used:
     th (Transcript), ks (KeySchedule), share (group, private, public), psks
-    [(identity, obfuscated_age, psk, is_resumption)] offered, cookie and
+    [(identity, obfuscated_age, psk, is_resumption)] offered, offered (the
+    extension types of our ClientHello, until EncryptedExtensions), cookie and
     hrr_prefix (after a HelloRetryRequest, §4.2.2, §4.4.1), cert_request
     (context, schemes), leaf (the server's certificate until its
     CertificateVerify).  Records: read and write
@@ -124,11 +122,25 @@ class HandshakeContext:
         self.th = Transcript(4 + 2 * config.cert_mode + bool(config.client_certs))
         self.ks = self.share = self.cookie = self.cert_request = self.leaf = None
         self.psks = []
+        self.offered = None  # extension types of our last ClientHello
         self.hrr_prefix = b""
         self.read = self.write = None
         self.tag_len = 0
         self.out = bytearray()
         self.exp_master = self.res_master = None
+
+
+def sni(name):
+    """The HostName to send as server_name (RFC 6066 §3), as bytes, or None:
+    "Literal IPv4 and IPv6 addresses are not permitted in HostName", so a
+    name with a colon (IPv6) or only digits and dots (IPv4) is not sent."""
+    if not name:
+        return None
+    if isinstance(name, str):
+        name = name.encode()
+    if b":" in name or not name.strip(b"0123456789."):
+        return None
+    return name
 
 
 def client_hello(ctx):
@@ -144,14 +156,16 @@ def client_hello(ctx):
             if cfg.ticket is not None:
                 from atls.tls import tickets
 
-                psks.append(tickets.ticket_offer(cfg.ticket, ctx.now_ms))
+                offer = tickets.ticket_offer(cfg.ticket, ctx.now_ms, cfg)
+                if offer is not None:
+                    psks.append(offer)
+                elif cfg.psk is None and not cfg.cert_mode:
+                    raise UsageError("ticket expired or not for this server")
             if cfg.psk is not None:
                 psks.append((cfg.psk_identity, 0, cfg.psk, False))
         exts = bytearray()
-        name = cfg.server_name
+        name = sni(cfg.server_name)
         if name:
-            if isinstance(name, str):
-                name = name.encode()
             exts += m.ext(_EXT_SERVER_NAME, m.vec(2, b"\x00" + m.vec(2, name)))
         exts += m.ext(_EXT_SUPPORTED_VERSIONS, b"\x02\x03\x04")
         exts += m.ext(_EXT_SUPPORTED_GROUPS, m.u16_list(cfg.groups))
@@ -171,8 +185,24 @@ def client_hello(ctx):
         msg = bytearray(m.client_hello(ctx.rng(32), cfg.suites, exts))
         if psks:
             _patch_binders(ctx, msg, binders_len)
+    ctx.offered = offered(msg)
     ctx.th.update(msg)
     return msg
+
+
+def offered(msg):
+    """The extension types of a ClientHello handshake message (§4.1.2), the
+    ones a server may answer (whoever built it: hello_override too)."""
+    b = Buffer(msg[38:])
+    b.pull_vector(1)  # legacy_session_id
+    b.pull_vector(2)  # cipher_suites
+    b.pull_vector(1)  # legacy_compression_methods
+    block = b.pull_block(2)
+    out = []
+    while not block.eof():
+        out.append(block.pull_uint(2))
+        block.pull_block(2)
+    return out
 
 
 def _patch_binders(ctx, msg, binders_len):
@@ -230,9 +260,18 @@ def encrypted_extensions(ctx, msg):
     """WAIT_EE + EncryptedExtensions (§4.3.1): certificates follow unless a
     PSK was accepted."""
     exts = m.pull_extensions(Buffer(msg[4:]))
-    for t in _EE_FORBIDDEN:
-        if t in exts:
-            raise AlertError(_ILLEGAL_PARAMETER)  # extension t in EE
+    for t in exts:
+        if t in _EE_FORBIDDEN:
+            raise AlertError(_ILLEGAL_PARAMETER)  # §4.2: extension t not for EE
+    for t in exts:
+        # §4.2: EE holds responses only, so an extension our ClientHello did
+        # not carry (early_data, ALPN, max_fragment_length, an unknown type, a
+        # server_name answer to no SNI) is unsupported_extension
+        if t not in ctx.offered:
+            raise AlertError(_UNSUPPORTED_EXTENSION)  # extension t was not offered
+        if t == _EXT_SERVER_NAME and not exts[t].eof():
+            raise AlertError(_DECODE_ERROR)  # server_name answer not empty (RFC 6066 §3)
+    ctx.offered = None
     ctx.th.update(msg)
     return WAIT_CERT_CR if ctx.mode == "cert" else WAIT_FINISHED
 
