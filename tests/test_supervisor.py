@@ -356,3 +356,40 @@ def test_issue12_watchdog_from_board_config():
     bad.start(lambda ev, **kw: lines.append(ev))
     bad.feed()
     assert lines == ["watchdog_error"]
+
+
+def test_issue12_config_error_blinks_the_board_led_when_only_device_json_is_bad(monkeypatch):
+    import sys
+    import types
+
+    values = []
+
+    class Pin:
+        OUT = 1
+
+        def __init__(self, pin, mode):
+            assert pin == "LED"
+
+        def value(self, v):
+            values.append(v)
+
+    monkeypatch.setitem(sys.modules, "machine", types.SimpleNamespace(Pin=Pin))
+    b = _Board()
+    tries = []
+
+    def load():
+        tries.append(1)
+        if len(tries) < 2:
+            raise ConfigError("device.json is not valid JSON")
+        return {}, {}
+
+    sup = Supervisor(
+        load,
+        lambda *a: "ok",
+        b.status,
+        sleep_ms=b.sleep_ms,
+        poll_ms=1200,
+        led_config=lambda: {"pin": "LED", "active_high": True},
+    )
+    assert sup.run(ConfigError) == "ok"
+    assert values == list(CONFIG_BLINK) + [0]

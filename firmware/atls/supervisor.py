@@ -126,9 +126,11 @@ class Supervisor:
         watchdog=None,
         now_ms=_now_ms,
         elapsed=_elapsed,
+        led_config=None,
     ):
         """load() -> (board, dev) or raises ConfigError; run(board, dev,
-        watchdog) runs the application (returns when it is done)."""
+        watchdog) runs the application (returns when it is done);
+        led_config() -> the board's "led" entry, for a device.json error."""
         self.load = load
         self.run_app = run
         self.status = status
@@ -140,6 +142,7 @@ class Supervisor:
         self.watchdog = watchdog
         self.now_ms = now_ms
         self.elapsed = elapsed
+        self.led_config = led_config
         self.failures = 0
         self.restarts = 0
 
@@ -175,6 +178,11 @@ class Supervisor:
                 return self.run_app(board, dev, self.watchdog)
             except config_error as e:
                 msg = str(e)
+                if self.led is None and self.led_config is not None:
+                    try:
+                        self.led = Led(self.led_config())
+                    except Exception:
+                        pass  # no readable board config: no LED to blink
                 if msg != last_config:
                     self.status("config_error", error=msg, retry_ms=self.poll_ms)
                     last_config = msg
@@ -219,5 +227,8 @@ def main(board_path="board_config.json", device_path="device.json"):
     def run(board, dev, watchdog):
         return app.run_app(board, dev, watchdog=watchdog)
 
-    sup = Supervisor(load, run, app.status, reset=reset)
+    def led_config():
+        return app.load_json(board_path).get("led")
+
+    sup = Supervisor(load, run, app.status, reset=reset, led_config=led_config)
     return sup.run(app.ConfigError)
