@@ -1,3 +1,3 @@
-from atls.app import main
+from atls.supervisor import main
 
 main()

@@ -9,12 +9,14 @@ how the parts fit: docs/ARCHITECTURE.md):
   device.json         who the device is: id, service, credentials, link overrides, app
 Status goes to the console as lines "ATLS {json}" (state changes and counters),
 so a person on the serial console, a test or the simulator can follow it.
+`load_config` checks both files whole, so a bad one is one ConfigError with
+a clear message (never a traceback); main.py runs `run_app` under
+atls.supervisor, which restarts it after any failure (docs/BOARDS.md).
 Nothing here knows whether it runs on a board, in the unix port or in the
 simulator: only the configuration differs.
 """
 
 import json
-import sys
 from binascii import hexlify, unhexlify
 
 from atls.eventloop import Clock, step
@@ -52,12 +54,20 @@ def load_json(path):
         raise ConfigError("%s is not valid JSON" % path)
 
 
-def _read_blob(value):
+def _read_blob(value, name):
     """Credentials are hex strings in device.json, or "file:NAME" for a DER file."""
+    if not isinstance(value, str):
+        raise ConfigError("tls.%s must be a hex string or file:NAME" % name)
     if value.startswith("file:"):
-        with open(value[5:], "rb") as f:
-            return f.read()
-    return unhexlify(value)
+        try:
+            with open(value[5:], "rb") as f:
+                return f.read()
+        except OSError:
+            raise ConfigError("tls.%s: cannot read %s" % (name, value[5:]))
+    try:
+        return unhexlify(value)
+    except ValueError:
+        raise ConfigError("tls.%s is not valid hex" % name)
 
 
 def tls_config(dev):
@@ -71,7 +81,7 @@ def tls_config(dev):
     except KeyError as e:
         raise ConfigError("unknown suite or group %s" % e)
     if t.get("psk"):
-        kw["psk"] = _read_blob(t["psk"])
+        kw["psk"] = _read_blob(t["psk"], "psk")
         kw["psk_identity"] = (t.get("psk_identity") or dev["device_id"]).encode()
     if t.get("ca"):
         if not t.get("server_name"):
@@ -79,17 +89,43 @@ def tls_config(dev):
             raise ConfigError(
                 "tls.ca needs tls.server_name (the name in the service's certificate)"
             )
-        kw["ca_certs"] = [_read_blob(t["ca"])]
+        kw["ca_certs"] = [_read_blob(t["ca"], "ca")]
         kw["server_name"] = t["server_name"]
+    if bool(t.get("cert")) != bool(t.get("key")):
+        raise ConfigError("tls.cert and tls.key go together")
     if t.get("cert"):
-        kw["client_certs"] = [_read_blob(t["cert"])]
-        kw["client_key"] = _read_blob(t["key"])
-    if t.get("time_floor"):
-        kw["time_floor"] = int(t["time_floor"])
+        kw["client_certs"] = [_read_blob(t["cert"], "cert")]
+        kw["client_key"] = _read_blob(t["key"], "key")
     try:
+        if t.get("time_floor"):
+            kw["time_floor"] = int(t["time_floor"])
         return ClientConfig(**kw)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ConfigError("tls: %s" % e)
+
+
+_INTS = ("port", "mtu", "rto_ms", "rto_max_ms", "handshake_timeout_ms", "retry_ms", "retry_max_ms")
+
+
+def load_config(board_path="board_config.json", device_path="device.json"):
+    """(board, dev) from the two files, checked whole: raises ConfigError."""
+    board = load_json(board_path)
+    dev = load_json(device_path)
+    if not isinstance(board, dict) or not isinstance(dev, dict):
+        raise ConfigError("%s and %s must hold JSON objects" % (board_path, device_path))
+    if not isinstance(dev.get("device_id"), str) or not dev["device_id"]:
+        raise ConfigError("device.json needs device_id")
+    tls_config(dev)
+    try:
+        for part in (board.get("link") or {}, dev.get("link") or {}, dev.get("app") or {}):
+            for k in _INTS + ("period_ms", "stats_ms", "count", "watchdog_ms"):
+                if part.get(k) is not None:
+                    int(part[k])
+        if board.get("watchdog_ms") is not None:
+            int(board["watchdog_ms"])
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigError("%s: link, app and watchdog_ms values must be numbers" % device_path)
+    return board, dev
 
 
 def open_link(board, dev, clock):
@@ -104,7 +140,10 @@ def open_link(board, dev, clock):
         if not link.get("host"):
             raise ConfigError("udp link needs link.host and link.port")
         station = wifi.start(board.get("wifi"))  # None: no ssid, or the unix port
-        udp = UDPTransport(link["host"], int(link.get("port", 5684)), wifi=station)
+        try:
+            udp = UDPTransport(link["host"], int(link.get("port", 5684)), wifi=station)
+        except OSError as e:  # the name does not resolve (lookups were retried)
+            raise ConfigError("cannot reach link.host %s (%s)" % (link["host"], e))
         return udp, int(link.get("mtu", 1200))
     if kind == "xbee":
         from atls.pairing_client import ensure_paired
@@ -141,6 +180,27 @@ def _button_held(button):
     return pin.value() == (0 if button.get("active_low", True) else 1)
 
 
+class Halt(Exception):
+    """The device must not go on (its entropy sources failed): main() returns
+    to the REPL instead of restarting, so no handshake uses weak keys."""
+
+
+def boot(board, dev, first=True):
+    """After the configuration loaded: the boot line, the CPU frequency (one
+    the CPU cannot run at is a ConfigError) and, once per power-up (`first`),
+    the seeding of the DRBG behind random_bytes (a stuck source: Halt)."""
+    if first:
+        status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
+    _cpu_freq(board.get("cpu_freq_mhz"))
+    if first:
+        from atls import entropy
+
+        failure = entropy.start(board, dev)
+        if failure is not None:  # a stuck noise source: no handshake with weak keys
+            status("entropy_failed", **failure)
+            raise Halt(failure)
+
+
 def _cpu_freq(mhz):
     from atls.drivers.cpu import apply_freq
 
@@ -152,9 +212,24 @@ def _cpu_freq(mhz):
         status("cpu", mhz=got)
 
 
-def run_app(board, dev, clock=None, until=None):
+def run_app(board, dev, clock=None, until=None, watchdog=None):
+    """Run the application; `watchdog` (atls.supervisor.Watchdog) starts once
+    the link is open and is fed from the loop and inside handshakes."""
     clock = clock or Clock()
     transport, mtu = open_link(board, dev, clock)
+    try:
+        return _run(board, dev, clock, until, watchdog, transport, mtu)
+    finally:
+        close = getattr(transport, "close", None)
+        if close is not None:
+            close()
+
+
+def _run(board, dev, clock, until, watchdog, transport, mtu):
+    feed = None
+    if watchdog is not None:
+        watchdog.start(status)
+        feed = watchdog.feed
     lk = dev.get("link") or {}
     link_cfg = LinkConfig(
         mtu=mtu,
@@ -167,6 +242,7 @@ def run_app(board, dev, clock=None, until=None):
         link_cfg,
         retry_ms=int(lk.get("retry_ms", 1000)),
         retry_max_ms=int(lk.get("retry_max_ms", 30000)),
+        feed=feed,
     )
     app = dev.get("app") or {}
     period = int(app.get("period_ms", 10000))
@@ -192,6 +268,9 @@ def run_app(board, dev, clock=None, until=None):
             status("ack", n=state["delivered"])
         elif kind in ("down", "failed"):
             status(kind, reason=ev[1])
+        elif kind == "rebase":  # the clock went back by ev[1] ms: so do our timers
+            state["next"] = max(0, state["next"] - ev[1])
+            state["stats"] = max(0, state["stats"] - ev[1])
 
     session.connect(clock())
     status("handshaking")
@@ -211,7 +290,7 @@ def run_app(board, dev, clock=None, until=None):
             except QueueFull:
                 status("queue_full", n=state["n"])
             state["next"] = now + period
-        step(session, transport, clock, on_event)
+        step(session, transport, clock, on_event, feed=feed)
         if now >= state["stats"]:
             state["stats"] = now + stats_every
             lc = session.link.counters if session.link is not None else {}
@@ -241,20 +320,7 @@ def run_app(board, dev, clock=None, until=None):
 
 
 def main(board_path="board_config.json", device_path="device.json"):
-    try:
-        board = load_json(board_path)
-        dev = load_json(device_path)
-        if "device_id" not in dev:
-            raise ConfigError("device.json needs device_id")
-        status("boot", device=dev["device_id"], board=board.get("name", "?"), boot=BOOT)
-        _cpu_freq(board.get("cpu_freq_mhz"))
-        from atls import entropy  # once per boot: seeds the DRBG behind random_bytes
+    """The application under the supervisor (what firmware/main.py runs)."""
+    from atls.supervisor import main as supervised
 
-        failure = entropy.start(board, dev)
-        if failure is not None:  # a stuck noise source: no handshake with weak keys
-            status("entropy_failed", **failure)
-            return
-        run_app(board, dev)
-    except ConfigError as e:
-        status("config_error", error=str(e))
-        sys.exit(2)
+    return supervised(board_path, device_path)

@@ -9,12 +9,30 @@ message not yet acknowledged over to the new session, so an accepted message
 is never lost.  Events: ("up", suite_name), ("message", bytes),
 ("delivered", n), ("down", reason), ("failed", reason) when the TLS handshake
 itself was refused (a wrong PSK does not heal by retrying quickly).
+
+Never dies (issue 12): every exception out of the TLS client, the link or the
+channel (AlertError, UsageError, MemoryError, a parser bug) ends the current
+session as ("failed", reason) and starts a new one after the backoff; after a
+MemoryError the garbage is collected first.  Once the channel is up the TLS
+client is dropped (`tls` is None): its exporter, resumption and traffic
+secrets go with it, only the channel keys stay.  `feed`, when given, is
+called between the long computing steps (a watchdog); the longest step left
+is one `TLSClient.receive()` of the server's certificate flight (ECDHE plus
+signature and chain checks: seconds on an RP2040).  `rebase(delta, now)`
+follows a Clock rebase (atls.eventloop): the link's timers cannot move, so a
+live link is dropped and a new session started, nothing lost.
 """
+
+import gc
 
 from atls.errors import AlertError, UsageError
 from atls.link import Link, LinkConfig, QueueFull
 from atls.protocol import CLOSE_NORMAL, CLOSE_REKEY
-from atls.tls.client import TLSClient
+from atls.tls.client import CLOSED, TLSClient
+
+
+def _nothing():
+    pass
 
 
 class DeviceSession:
@@ -26,6 +44,7 @@ class DeviceSession:
         retry_ms=1000,
         retry_max_ms=30000,
         rng=None,
+        feed=None,
     ):
         self.tls_config = tls_config
         self.link_config = link_config or LinkConfig()
@@ -33,6 +52,7 @@ class DeviceSession:
         self.retry_ms = retry_ms
         self.retry_max_ms = retry_max_ms
         self._rng = rng
+        self._feed = feed or _nothing
         self.state = "idle"  # idle | handshaking | up | waiting | closed
         self.tls = None
         self.link = None
@@ -61,28 +81,50 @@ class DeviceSession:
         """Start (or restart) a handshake."""
         if self.link is not None:
             self._harvest()
-        self.tls = TLSClient(self.tls_config, rng=self._rng)
-        self.link = Link("client", self.link_config)
-        self.tls.start(now_ms)
-        self.link.send_flight(self.tls.data_to_send(), now_ms)
         self.state = "handshaking"
         self.handshakes += 1
         self._hs_started = now_ms
         self._retry_at = None
+        try:
+            self._feed()
+            self.tls = TLSClient(self.tls_config, rng=self._rng)
+            self.link = Link("client", self.link_config)
+            self.tls.start(now_ms)  # the key share: a long step
+            self._feed()
+            self.link.send_flight(self.tls.data_to_send(), now_ms)
+        except Exception as e:
+            self._fail(e, now_ms)
 
     def receive(self, datagram, now_ms):
         if self.link is not None:
-            self.link.receive(datagram, now_ms)
-            self._pump(now_ms)
+            try:
+                self.link.receive(datagram, now_ms)
+                self._pump(now_ms)
+            except Exception as e:
+                self._fail(e, now_ms)
 
     def datagrams(self, now_ms):
         if self._retry_at is not None and now_ms >= self._retry_at and not self._closing:
             self.connect(now_ms)
         if self.link is None:
             return []
-        out = self.link.datagrams(now_ms)
-        self._pump(now_ms)
+        try:
+            out = self.link.datagrams(now_ms)
+            self._pump(now_ms)
+        except Exception as e:
+            self._fail(e, now_ms)
+            return []
         return out
+
+    def rebase(self, delta, now_ms):
+        """The clock went back by `delta` ms (Clock.rebase): shift our timers;
+        a link (its timers are its own) is dropped and a new session starts."""
+        self._hs_started -= delta
+        if self._retry_at is not None:
+            self._retry_at = max(now_ms, self._retry_at - delta)
+        if self.link is not None and not self._closing:
+            self._down("clock_rebase", now_ms)
+            self._retry_at = now_ms
 
     def next_timer_ms(self):
         t = self.link.next_timer_ms() if self.link is not None else None
@@ -126,6 +168,17 @@ class DeviceSession:
             self.link.close(CLOSE_NORMAL)
 
     # -- internals ----------------------------------------------------------------
+    def _fail(self, e, now_ms):
+        """Anything raised inside a session ends it (never the device)."""
+        if isinstance(e, MemoryError):
+            self._harvest()
+            gc.collect()
+        if isinstance(e, AlertError):
+            reason = "tls alert %d" % e.description
+        else:
+            reason = "%s %s" % (type(e).__name__, e)
+        self._down(reason, now_ms, tls_failed=self.state == "handshaking")
+
     def _harvest(self):
         """Take over the unacknowledged messages of the link being dropped."""
         link = self.link
@@ -178,8 +231,12 @@ class DeviceSession:
 
     def _on_flight(self, data, now_ms):
         tls = self.tls
+        if tls is None:
+            return  # the channel is up: nothing more for TLS
         try:
-            tls.receive(data, now_ms)
+            self._feed()
+            tls.receive(data, now_ms)  # the longest step (see the docstring)
+            self._feed()
         except AlertError as e:
             alert = tls.data_to_send()
             if alert:
@@ -191,18 +248,25 @@ class DeviceSession:
             self._down("tls alert %d" % e.description, now_ms, tls_failed=True)
             return
         out = tls.data_to_send()
-        if out:
-            self.link.send_flight(out, now_ms)
-        if tls.connected and self.link.channel is None:
+        if tls.connected:
             from atls.channel import key_block  # loaded once TLS is done, like the channel
 
+            if out:
+                self.link.send_flight(out, now_ms)
             self.link.start_channel(key_block(tls), tls.suite)
             self.state = "up"
             self.suite = tls.suite
+            self.tls = tls = None  # its secrets go; only the channel keys stay
+            gc.collect()
+            self._feed()
             self.handshakes_ok += 1
             self.last_handshake_ms = now_ms - self._hs_started
             self._backoff = self.retry_ms
-            self._ev.append(("up", tls.suite))
+            self._ev.append(("up", self.suite))
+        elif tls.state == CLOSED:  # closed without an error (close_notify)
+            self._down("tls closed", now_ms, tls_failed=True)
+        elif out:
+            self.link.send_flight(out, now_ms)
 
     def _flush_pending(self, now_ms):
         if self.state != "up":
