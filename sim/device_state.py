@@ -66,6 +66,6 @@ class DeviceState:
                 self.last_error = ev.get("reason")
                 if kind == "failed":
                     self.failures += 1
-            elif kind in ("config_error", "pairing_rejected", "crash"):
+            elif kind in ("config_error", "pairing_rejected", "crash", "error", "reset"):
                 self.status = kind
                 self.last_error = ev.get("error") or ev.get("reason")

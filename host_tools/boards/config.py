@@ -161,6 +161,12 @@ def _config_problems(cfg, port=None):
         and isinstance(wifi.get("password"), str)
     ):
         p.append('board_config wifi must be null or {"ssid": str, "password": str}')
+    # the supervisor: hardware watchdog (RP2040 tops out at ~8.3 s) and the
+    # failures in a row before machine.reset()
+    if "watchdog_ms" in cfg and not _count_ok(cfg["watchdog_ms"], 1000, 8300):
+        p.append("board_config watchdog_ms must be 1000..8300 (the RP2040 watchdog's limit)")
+    if "max_failures" in cfg and not _count_ok(cfg["max_failures"], 1, 1000):
+        p.append("board_config max_failures must be 1..1000")
     if "cpu_freq_mhz" in cfg:
         mhz = cfg["cpu_freq_mhz"]
         allowed = CPU_FREQS_MHZ.get(port)
