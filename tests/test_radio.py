@@ -28,18 +28,7 @@ import time
 import pytest
 import serial
 from conftest import ROOT
-from digi.xbee.models.address import XBee16BitAddress, XBee64BitAddress
-from digi.xbee.models.mode import OperatingMode
-from digi.xbee.packets.base import XBeePacket
-from digi.xbee.packets.common import (
-    ATCommPacket,
-    ATCommResponsePacket,
-    ModemStatusPacket,
-    ReceivePacket,
-    TransmitPacket,
-    TransmitStatusPacket,
-)
-from digi.xbee.packets.factory import build_frame
+from digi_codec import DigiStream, digi_encode
 
 from atls import xbee as X
 from sim.radio import (
@@ -53,82 +42,6 @@ from sim.radio import (
     hex64,
 )
 
-# ---- the test's end of each UART: Digi's codec -----------------------------------------------
-MODES = {False: OperatingMode.API_MODE, True: OperatingMode.ESCAPED_API_MODE}
-
-
-def _int(addr):
-    return int.from_bytes(bytes(addr.address), "big")
-
-
-def from_digi(pkt):
-    """A Digi packet as atls.xbee.parse's tuple (so both decoders compare)."""
-    if isinstance(pkt, ATCommResponsePacket):
-        val = bytes(pkt.command_value or b"")
-        return ("at_response", pkt.frame_id, pkt.command.encode(), pkt.real_status, val)
-    if isinstance(pkt, TransmitStatusPacket):
-        return (
-            "tx_status",
-            pkt.frame_id,
-            _int(pkt.x16bit_dest_addr),
-            pkt.transmit_retry_count,
-            pkt.transmit_status.code,
-            pkt.discovery_status.code,
-        )
-    if isinstance(pkt, ReceivePacket):
-        return (
-            "rx",
-            bytes(pkt.x64bit_source_addr.address),
-            _int(pkt.x16bit_source_addr),
-            pkt.receive_options,
-            bytes(pkt.rf_data or b""),
-        )
-    if isinstance(pkt, ModemStatusPacket):
-        return ("modem_status", pkt.modem_status.code)
-    raise AssertionError("unexpected frame from a module: %r" % pkt)
-
-
-def to_digi(frame_data):
-    """What the test sends to a module, as a Digi packet."""
-    f = X.parse(frame_data)
-    if f[0] == "at_command":
-        return ATCommPacket(f[1], f[2].decode(), bytearray(f[3]) or None)
-    if f[0] == "tx_request":
-        _, fid, d64, d16, radius, opts, p = f
-        a64 = XBee64BitAddress(bytearray(d64))
-        a16 = XBee16BitAddress(bytearray(d16.to_bytes(2, "big")))
-        return TransmitPacket(fid, a64, a16, radius, opts, bytearray(p) or None)
-    raise AssertionError("the tests send AT commands and transmit requests only")
-
-
-def take_frame(buf, escaped):
-    """(one whole API frame as on the wire, the rest) or (None, buf): where
-    the frame ends, from its length field (escapes skipped in AP=2)."""
-    assert buf[0] == 0x7E, buf[:16].hex()
-    got, i, need = 0, 1, None
-    length = bytearray()
-    while i < len(buf):
-        i += 2 if escaped and buf[i] == 0x7D else 1
-        if i > len(buf):
-            return None, buf
-        got += 1
-        if got <= 2:
-            length.append(buf[i - 1] ^ (0x20 if escaped and buf[i - 2] == 0x7D else 0))
-            if got == 2:
-                need = 2 + int.from_bytes(length, "big") + 1  # length, data, checksum
-        elif got == need:
-            return bytes(buf[:i]), buf[i:]
-    return None, buf
-
-
-def digi_decode(raw, escaped):
-    """Digi's decoder on one frame's wire bytes: checksum and escaping
-    checked, and Digi's encoder gives the same bytes back."""
-    plain = bytes(XBeePacket.unescape_data(bytearray(raw))) if escaped else raw
-    pkt = build_frame(bytearray(plain), MODES[escaped])
-    assert bytes(pkt.output(escaped)) == raw, raw.hex()
-    return pkt
-
 
 class Net:
     """A medium on virtual time; every module's UART output is decoded by
@@ -139,7 +52,7 @@ class Net:
         self.clock = VirtualClock()
         self.m = Medium(self.clock, **kw)
         self.out = {}
-        self.frames_checked = 0
+        self.streams = []
         self.c = self._add(
             Module(
                 self.m,
@@ -158,33 +71,25 @@ class Net:
     def _add(self, mod):
         self.m.add(mod)
         self.out[mod] = []
-        decs = {1: X.FrameDecoder(False), 2: X.FrameDecoder(True)}
-        bufs = {1: b"", 2: b""}
+        streams = {1: DigiStream(False), 2: DigiStream(True)}
+        self.streams.extend(streams.values())
 
         def sink(data, mod=mod):
             if mod.ap == 0:
                 self.out[mod].append((self.clock.time(), ("text", data)))
                 return
-            esc = mod.ap == 2
-            ours = [X.parse(f) for f in decs[mod.ap].feed(data)]
-            theirs = []
-            buf = bufs[mod.ap] + bytes(data)
-            while buf:
-                raw, buf = take_frame(buf, esc)
-                if raw is None:
-                    break
-                theirs.append(from_digi(digi_decode(raw, esc)))
-            bufs[mod.ap] = buf
-            assert ours == theirs, (ours, theirs)
-            self.frames_checked += len(theirs)
-            for f in theirs:
+            for f in streams[mod.ap].feed(data):
                 self.out[mod].append((self.clock.time(), f))
 
         mod.attach(sink)
         return mod
 
+    @property
+    def frames_checked(self):
+        return sum(s.frames for s in self.streams)
+
     def write(self, mod, frame_data):
-        mod.serial_in(bytes(to_digi(frame_data).output(mod.ap == 2)))
+        mod.serial_in(digi_encode(frame_data, mod.ap == 2))
 
     def at(self, mod, cmd, param=b"", fid=0x42):
         self.write(mod, X.at_command(fid, cmd, param))
