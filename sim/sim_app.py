@@ -7,9 +7,15 @@ application de-duplicates on (device, boot, n) — its own message id — becaus
 was in flight when a session died (e.g. a service restart) is sent again in
 the next session, and the link layer can only promise exactly-once within a
 session.  Records go to the JSON-lines file named by ATLS_SIM_RECORD, one
-line per delivery: {"id": identity, "boot": b, "n": k, "dup": bool, "ok": bool}.
+line per delivery: {"id": identity, "boot": b, "n": k, "dup": bool, "ok": bool,
+"session": s}, where s names the session that delivered it (this process and
+the session's id and start), so the report can tell a duplicate the link
+delivered inside one session (never allowed) from a message sent again in a
+new session.  The de-duplication here is the application's; the report counts
+every delivery, duplicates included, from these records.
 """
 
+import binascii
 import json
 import os
 
@@ -18,6 +24,7 @@ class RecordingEchoApp:
     def __init__(self, path=None):
         self.path = path or os.environ.get("ATLS_SIM_RECORD", "sim-deliveries.jsonl")
         self.seen = set()
+        self.run = binascii.hexlify(os.urandom(4)).decode()  # this service process
         if os.path.exists(self.path):  # a restarted service keeps its application state
             with open(self.path) as f:
                 for line in f:
@@ -46,7 +53,9 @@ class RecordingEchoApp:
             n, boot, ok = None, None, False
         key = (ident, boot, n)
         dup = key in self.seen
-        self.out.write(json.dumps({"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok}) + "\n")
+        sess = "%s:%s:%s" % (self.run, session.sid, session.started_ms)
+        rec = {"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok, "session": sess}
+        self.out.write(json.dumps(rec) + "\n")
         if not ok:
             return
         self.seen.add(key)

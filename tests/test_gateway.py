@@ -10,6 +10,9 @@ driver, with real processes and real API frames.
   forwarding both ways, the table survives a restart, unpair cuts a device
   off, corrupt frames are dropped and counted without losing the next one.
 * The device driver over a socket stream fed corrupt frames.
+The test's coordinator end encodes and decodes with Digi's codec (digi-xbee,
+tests/digi_codec.py), so the gateway's frames are checked against Digi's,
+not only against atls.xbee.
 """
 
 import asyncio
@@ -23,6 +26,7 @@ import time
 
 import pytest
 from conftest import ROOT
+from digi_codec import DigiStream, digi_encode
 
 from atls import pairing, xbee
 from atls.drivers.xbee import SocketStream, XBeeTransport
@@ -86,10 +90,10 @@ class Coordinator:
         tty.setraw(slave)
         self.path = os.ttyname(slave)
         self.slave = slave
-        self.dec = xbee.FrameDecoder(escaped=True)
+        self.dec = DigiStream(escaped=True)
 
     def write(self, frame_data):
-        os.write(self.master, xbee.encode_frame(frame_data, True))
+        os.write(self.master, digi_encode(frame_data, True))
 
     def raw(self, data):
         os.write(self.master, data)
@@ -103,8 +107,7 @@ class Coordinator:
         while time.time() < end:
             r, _, _ = select.select([self.master], [], [], 0.05)
             if r:
-                for f in self.dec.feed(os.read(self.master, 4096)):
-                    p = xbee.parse(f)
+                for p in self.dec.feed(os.read(self.master, 4096)):
                     if p[0] == "at_command":  # answer the gateway's AT commands
                         self.write(xbee.at_response(p[1], p[2], 0))
                         continue
@@ -261,7 +264,7 @@ def test_pairing_forwarding_restart_unpair(rig):
 def test_corrupt_frames_dropped_counted_next_frame_kept(rig):
     coord, gw, svc = rig
     _pair(coord, gw, DEV)
-    good = xbee.encode_frame(xbee.rx_packet(DEV, 0x1234, bytes([0xA0, 0, 0, 1, 0]) + b"ok"), True)
+    good = digi_encode(xbee.rx_packet(DEV, 0x1234, bytes([0xA0, 0, 0, 1, 0]) + b"ok"), True)
     bad_sum = bytearray(good)
     bad_sum[-1] ^= 0xFF
     junk = [

@@ -361,7 +361,8 @@ def test_wycheproof_ecdsa_p1363_all_262(impl, vectors):
 
 
 def test_der_parser_strict_and_total(pure):
-    """Bad DER is AuthError, never another exception (random mutations)."""
+    """Bad DER is AuthError, never another exception, and a mutated signature
+    that verifies fails the test (random mutations)."""
     key = ec.generate_private_key(ec.SECP256R1())
     pub = _pub(key)
     sig = key.sign(b"m", ec.ECDSA(hashes.SHA256()))
@@ -381,7 +382,10 @@ def test_der_parser_strict_and_total(pure):
         try:
             p256.ecdsa_verify(pub, b"m", bytes(b))
         except AuthError:
-            pass
+            continue
+        # accepted: only the genuine signature may verify (a one-byte change
+        # cannot reach the malleated (r, n - s), and the DER is strict)
+        assert bytes(b) == sig, bytes(b).hex()
     for bad in (b"", b"\x30", b"\x30\x00", sig + b"\x00", b"\x30\x81" + sig[1:], None, 12, "str"):
         with pytest.raises(AuthError):
             p256.ecdsa_verify(pub, b"m", bad)

@@ -65,12 +65,22 @@ def test_scenario_verdict(tmp_path, scenario):
             "acknowledged",
             "delivered",
             "duplicated",
+            "duplicated_in_session",
+            "duplicated_across_sessions",
             "forged_accepted",
             "retransmissions",
             "bytes_on_air",
             "frames_on_air",
         ):
             assert key in d
+        # the link never hands the application the same message twice in one
+        # session; a message sent again in a new session (link protocol v1
+        # allows it) only when a session ended
+        assert d["duplicated_in_session"] == 0, d
+        assert d["duplicated"] == d["duplicated_across_sessions"], d
+        if scenario in ("default", "malicious-gateway", "wrong-psk"):
+            assert d["duplicated"] == 0, d
+    assert t["duplicated_in_session"] == 0
     if scenario == "wrong-psk":
         bad = [d for d in rep["devices"] if d["wrong_psk"]]
         assert bad and not bad[0]["handshake_ok"] and bad[0]["delivered"] == 0

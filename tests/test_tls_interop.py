@@ -124,7 +124,7 @@ def test_client_certificate_missing_is_refused(mpyc, pkiset):
         cert_chain=[leaf.cert], key=leaf.key, client_ca=[pkiset["dev_ca"].cert]
     ).build()
     out = run_pair(mpyc, client_cfg(ca=[_der(pkiset["ca"].cert)]), ctx)
-    assert out["server_error"] is not None
+    assert out["server_error"] is not None and out["server_error"].alert == 116
     assert out["fail"] is not None and out["fail"][0] == 116  # certificate_required
 
 
@@ -164,8 +164,12 @@ def test_wrong_psk_fails_cleanly(mpyc):
     _, psks = psk_pair()
     ctx = ServerConfig(psks=psks).build()
     out = run_pair(mpyc, client_cfg(**ccfg), ctx)
-    assert out["fail"] is not None and not out["results"]
-    assert out["server_error"] is not None
+    assert not out["results"]
+    # RFC 8446 §4.2.11: the server finds the identity, the binder made with
+    # another key does not verify: decrypt_error, which the client reports
+    assert out["server_error"] is not None and out["server_error"].alert == 51
+    assert "binder" in out["server_error"].reason
+    assert out["fail"][0] == 51
 
 
 def test_unknown_ca_fails_cleanly(mpyc, pkiset):
@@ -173,6 +177,7 @@ def test_unknown_ca_fails_cleanly(mpyc, pkiset):
     ctx = ServerConfig(cert_chain=[leaf.cert], key=leaf.key).build()
     out = run_pair(mpyc, client_cfg(ca=[_der(pkiset["rsa_ca"].cert)]), ctx)
     assert out["fail"] is not None and out["fail"][0] == 48  # unknown_ca
+    assert out["server_error"] is not None and out["server_error"].peer_alert == 48
     assert not out["results"]
 
 
@@ -182,4 +187,5 @@ def test_hostname_mismatch_fails(mpyc, pkiset):
     cfg = client_cfg(ca=[_der(pkiset["ca"].cert)])
     cfg["server_name"] = "other.local"
     out = run_pair(mpyc, cfg, ctx)
-    assert out["fail"] is not None and out["fail"][0] == 42
+    assert out["fail"] is not None and out["fail"][0] == 42  # bad_certificate
+    assert out["server_error"] is not None and out["server_error"].peer_alert == 42

@@ -8,6 +8,7 @@ TLS-Exporter("application-layer-tls", "", 56) (RFC 8446 §7.5) and must agree.
 Host-side CPython only: nothing here runs under MicroPython.
 """
 
+import functools
 import os
 import random
 import re
@@ -46,7 +47,26 @@ def ServerConfig(*args, **kw):
 
 
 OPENSSL = "/usr/bin/openssl" if os.path.exists("/usr/bin/openssl") else shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI not installed")
+OPENSSL_MISSING = (
+    "the openssl CLI is missing: these interop tests drive `openssl s_client`; install it "
+    "(Debian/Ubuntu: sudo apt-get install openssl; Fedora: sudo dnf install openssl; "
+    "macOS: brew install openssl@3) - a missing CLI is a failure, not a skip"
+)
+
+
+def needs_openssl(test):
+    """Fails the test loudly (never skips it) when the openssl CLI is missing:
+    a skipped interop test would hide exactly what it is there to catch."""
+
+    @functools.wraps(test)
+    def run(*args, **kw):
+        if OPENSSL is None:
+            pytest.fail(OPENSSL_MISSING, pytrace=False)
+        return test(*args, **kw)
+
+    return run
+
+
 pytestmark = pytest.mark.timeout(60)
 
 SUITES3 = ("TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")

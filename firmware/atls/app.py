@@ -250,6 +250,7 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
     limit = app.get("count")
     state = {"n": 0, "next": 0, "received": 0, "delivered": 0, "stats": 0}
     boot = BOOT.encode()
+    unacked = []  # [reading number, payload] sent, not yet acknowledged
 
     def on_event(ev):
         kind = ev[0]
@@ -264,8 +265,12 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
             state["received"] += 1
             status("rx", n=state["received"], data=bytes(ev[1]).decode("utf-8", "replace"))
         elif kind == "delivered":
-            state["delivered"] += 1
-            status("ack", n=state["delivered"])
+            # which readings: those no longer pending (acks need not come in order)
+            pend = session.pending()
+            for e in [e for e in unacked if e[1] not in pend]:
+                unacked.remove(e)
+                state["delivered"] += 1
+                status("ack", n=state["delivered"], id=e[0])
         elif kind in ("down", "failed"):
             status(kind, reason=ev[1])
         elif kind == "rebase":  # the clock went back by ev[1] ms: so do our timers
@@ -285,6 +290,7 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
             )
             try:
                 session.send(reading, now)
+                unacked.append([state["n"], reading])
                 state["n"] += 1
                 status("tx", n=state["n"])
             except QueueFull:
