@@ -45,9 +45,11 @@ class Script:
     def __init__(self, interp, mpy, args):
         if interp == "micropython":
             # firmware as .mpy (mpy-cross), as deployed; codec + driver + script
-            # need about 40 KiB on the x86-64 unix port
+            # need about 40-46 KiB on the x86-64 unix port since the driver
+            # learned write deadlines and module resets (48K failed 1 run in ~5
+            # through fragmentation): 64K keeps the test about behaviour
             self.proc = mpy.popen(
-                SCRIPT, args, heapsize="48K", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                SCRIPT, args, heapsize="64K", stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         else:
             env = dict(os.environ, PYTHONPATH=str(FIRMWARE))
