@@ -19,7 +19,6 @@ import time
 
 from fuzz import corpus as corpus_mod
 from fuzz.runner import TARGETS, build_targets, fuzz
-
 from host_tools.toolchain import FIRMWARE, ROOT, micropython_binary
 
 WEIGHTS = {"wire": 30, "pairing": 12, "xbee": 15, "link": 20, "tls": 15, "session": 8}

@@ -17,13 +17,12 @@ MicroPython runner.
 
 import json
 
-from fuzz.runner import make_session, tls_config
-from fuzz.targets import MESSAGES, SeededRng, record_link
-
 from atls import pairing, xbee
 from atls.link import Link, LinkConfig
 from atls.protocol import SUITES
 from atls.tls.client import TLSClient
+from fuzz.runner import make_session, tls_config
+from fuzz.targets import MESSAGES, SeededRng, record_link
 from host_tools import pki
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
 

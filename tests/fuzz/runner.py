@@ -12,8 +12,8 @@ from fuzz.mutate import Rng, mutate
 from fuzz.targets import (
     LinkTarget,
     PairingTarget,
-    SessionTarget,
     SeededRng,
+    SessionTarget,
     TLSTarget,
     Violation,
     WireTarget,

@@ -21,7 +21,7 @@ from atls.channel import aad
 from atls.crypto.backend import sha256
 from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
-from atls.protocol import ACK, CLOSE, DATA, ERROR, HS_ACK, HS_END, TLS_AES_128_CCM_8_SHA256
+from atls.protocol import CLOSE, DATA, ERROR, HS_ACK, HS_END, TLS_AES_128_CCM_8_SHA256
 
 
 class Violation(Exception):
@@ -285,8 +285,8 @@ class TLSTarget:
         self.make_config = make_config
         self.seeds = []
         self.where = []
-        for c, (mode, seed, flights) in enumerate(cases):
-            for j, f in enumerate(flights):
+        for c, case in enumerate(cases):
+            for j, f in enumerate(case[2]):
                 self.seeds.append(f)
                 self.where.append((c, j))
         self.pick = 0
