@@ -18,8 +18,24 @@ from fuzz.runner import TARGETS, build_targets, fuzz
 
 from host_tools.toolchain import FIRMWARE, ROOT
 
-SAMPLE = {"wire": 20000, "pairing": 20000, "xbee": 5000, "link": 5000, "tls": 3000, "session": 1500}
-MPY_SAMPLE = {"wire": 2000, "pairing": 2000, "xbee": 600, "link": 600, "tls": 150, "session": 100}
+SAMPLE = {
+    "wire": 20000,
+    "pairing": 20000,
+    "xbee": 5000,
+    "link": 5000,
+    "tls": 3000,
+    "session": 1500,
+    "x509": 3000,
+}
+MPY_SAMPLE = {
+    "wire": 2000,
+    "pairing": 2000,
+    "xbee": 600,
+    "link": 600,
+    "tls": 150,
+    "session": 100,
+    "x509": 300,
+}
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from fuzz import corpus as corpus_mod
 from fuzz.runner import TARGETS, build_targets, fuzz
 from host_tools.toolchain import FIRMWARE, ROOT, micropython_binary
 
-WEIGHTS = {"wire": 30, "pairing": 12, "xbee": 15, "link": 20, "tls": 15, "session": 8}
-MPY_WEIGHTS = {"wire": 1, "pairing": 1, "xbee": 1, "link": 1, "tls": 1, "session": 1}
+WEIGHTS = {"wire": 28, "pairing": 12, "xbee": 14, "link": 18, "tls": 14, "session": 7, "x509": 7}
+MPY_WEIGHTS = {"wire": 1, "pairing": 1, "xbee": 1, "link": 1, "tls": 1, "session": 1, "x509": 1}
 
 
 def split(n, weights):

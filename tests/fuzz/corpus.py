@@ -55,11 +55,11 @@ def _tls_case(corpus, mode, server_cfg):
     return (mode, seed, flights)
 
 
-def _session(corpus):
+def _session(corpus, mode, groups=("x25519", "secp256r1")):
     """[(now, datagram)] service -> device for one whole session."""
-    dev = make_session(corpus)
+    dev = make_session(corpus, mode)
     srv = Link("server", LinkConfig(mtu=64), session_id=0x2345)
-    tls = ServerConnection(ServerConfig(psks={IDENTITY: PSK}).build())
+    tls = ServerConnection(ServerConfig(psks={IDENTITY: PSK}, groups=groups).build())
     rec = []
     now = 0
     dev.connect(now)
@@ -90,7 +90,7 @@ def _session(corpus):
     if dev.state != "up" or dev.counters["received"] != len(SERVICE_MESSAGES):
         raise RuntimeError("session corpus: the session did not complete")
     # replay: the device must get there again on the recorded datagrams alone
-    again = make_session(corpus)
+    again = make_session(corpus, mode)
     again.connect(0)
     again.datagrams(0)
     got = []
@@ -136,17 +136,21 @@ def build():
     ca = pki.make_ca("Fuzz CA")
     leaf = pki.make_cert("service.local", issuer=ca)
     corpus = {"psk": PSK, "identity": IDENTITY, "ca": pki.der(ca.cert), "session_seed": b"sess"}
+    corpus["leaf"] = pki.der(leaf.cert)
     psks = {IDENTITY: PSK}
     corpus["tls"] = [
         _tls_case(corpus, "psk", ServerConfig(psks=psks, tickets=1)),
         _tls_case(corpus, "psk_hrr", ServerConfig(psks=psks, groups=("secp256r1",))),
         _tls_case(corpus, "cert", ServerConfig(cert_chain=[leaf.cert], key=leaf.key)),
     ]
-    corpus["session"] = _session(corpus)
+    corpus["session"] = [
+        ("psk", _session(corpus, "psk")),
+        ("psk_hrr", _session(corpus, "psk_hrr", groups=("secp256r1",))),
+    ]
     corpus["messages"] = list(SERVICE_MESSAGES)
     corpus["link"] = record_link()
     wire = []
-    for d in [r[2] for r in corpus["link"]] + [d for _, d in corpus["session"]]:
+    for d in [r[2] for r in corpus["link"]] + [d for _, rec in corpus["session"] for _, d in rec]:
         if d not in wire:
             wire.append(d)
     corpus["wire"] = wire

@@ -144,10 +144,21 @@ NAMES = (
 )
 
 
-def mutate(rng, data, others=()):
+def _token(rng, d, tokens):
+    # a dictionary token (e.g. a whole TLS alert record) appended or inserted
+    t = tokens[rng.below(len(tokens))]
+    i = len(d) if rng.chance(2) else rng.below(len(d) + 1)
+    return d[:i] + bytearray(t) + d[i:]
+
+
+def mutate(rng, data, others=(), tokens=()):
     """A mutant of `data` (bytes): 1 to 4 stacked mutations, never equal to
-    the input unless every mutation was a no-op."""
+    the input unless every mutation was a no-op.  `tokens`: a dictionary of
+    byte strings a mutation may insert whole (AFL's dictionaries)."""
     d = bytearray(data)
     for _ in range(1 + (rng.below(4) if rng.chance(3) else 0)):
-        d = MUTATORS[rng.below(len(MUTATORS))](rng, d, others)
+        if tokens and rng.chance(8):
+            d = _token(rng, d, tokens)
+        else:
+            d = MUTATORS[rng.below(len(MUTATORS))](rng, d, others)
     return bytes(d)

@@ -17,6 +17,7 @@ from fuzz.targets import (
     TLSTarget,
     Violation,
     WireTarget,
+    X509Target,
     XBeeTarget,
     allowed,
 )
@@ -30,7 +31,16 @@ try:
 except AttributeError:  # CPython
     now_s = time.monotonic
 
-TARGETS = ("wire", "pairing", "xbee", "link", "tls", "session")
+# Flaws found by the fuzzers in modules this harness does not own, each with
+# an xfail(strict) test in tests/test_fuzz_regressions.py: counted as
+# "known:<type>" (reported, not a failure of the run) until fixed.
+KNOWN = (
+    # issue 12: UsageError("connection is closed") escapes DeviceSession.receive
+    # after HelloRetryRequest + close_notify (session.py / tls/client.py)
+    ("session", "UsageError", "connection is closed"),
+)
+
+TARGETS = ("wire", "pairing", "xbee", "link", "tls", "session", "x509")
 
 
 def tls_config(corpus, mode):
@@ -55,19 +65,21 @@ def build_targets(corpus, names=TARGETS):
             out[name] = LinkTarget(corpus["link"])
         elif name == "tls":
             out[name] = TLSTarget(corpus["tls"], lambda mode: tls_config(corpus, mode))
+        elif name == "x509":
+            out[name] = X509Target(corpus["leaf"], corpus["ca"])
         elif name == "session":
             out[name] = SessionTarget(
-                corpus["session"], lambda: make_session(corpus), corpus["messages"]
+                corpus["session"], lambda mode: make_session(corpus, mode), corpus["messages"]
             )
     return out
 
 
-def make_session(corpus):
+def make_session(corpus, mode="psk"):
     from atls.link import LinkConfig
     from atls.session import DeviceSession
 
     return DeviceSession(
-        tls_config(corpus, "psk"), LinkConfig(mtu=64), rng=SeededRng(corpus["session_seed"])
+        tls_config(corpus, mode), LinkConfig(mtu=64), rng=SeededRng(corpus["session_seed"])
     )
 
 
@@ -78,7 +90,7 @@ def one(target, seed, i):
     seeds = target.seeds
     k = rng.below(len(seeds))
     target.pick = k
-    m = mutate(rng, seeds[k], seeds)
+    m = mutate(rng, seeds[k], seeds, getattr(target, "tokens", ()))
     return k, m, rng
 
 
@@ -95,6 +107,9 @@ def fuzz(target, n, seed=1, progress=None, every_s=5.0, max_failures=20):
             name = type(e).__name__
             if allowed(e) and not isinstance(e, Violation):
                 errs[name] = errs.get(name, 0) + 1
+            elif (target.name, name, str(e)) in KNOWN:
+                key = "known:" + name
+                errs[key] = errs.get(key, 0) + 1
             else:
                 kind = "violation" if isinstance(e, Violation) else "crash"
                 key = kind + ":" + name

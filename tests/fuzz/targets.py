@@ -335,30 +335,47 @@ def same_records(m, g):
 
 
 # -- session -------------------------------------------------------------------
+# TLS records a mutation may insert whole into a handshake fragment
+TLS_TOKENS = (
+    b"\x15\x03\x03\x00\x02\x01\x00",  # warning close_notify (RFC 8446 §6.1)
+    b"\x15\x03\x03\x00\x02\x02\x28",  # fatal handshake_failure
+    b"\x14\x03\x03\x00\x01\x01",  # change_cipher_spec (§5, tolerated)
+)
+
+
 class SessionTarget:
-    """seeds: the service's datagrams of a recorded session (handshake,
-    messages both ways); the mutant goes in before the seed's turn.  Only
-    genuine messages may come out."""
+    """seeds: the service's datagrams of recorded sessions (handshake, with
+    and without a HelloRetryRequest, and messages both ways); the mutant goes
+    in before its seed's turn, the rest of the genuine session follows.  The
+    session must take any input without raising, and only genuine messages
+    may come out."""
 
     name = "session"
+    tokens = TLS_TOKENS
 
-    def __init__(self, record, make_session, messages):
-        # record: [(now_ms, datagram)] service -> device, in order
-        self.record = record
+    def __init__(self, records, make_session, messages):
+        # records: [(config mode, [(now_ms, datagram)] service -> device)]
+        self.records = records
         self.make_session = make_session
         self.messages = set(messages)
-        self.seeds = [d for _, d in record]
+        self.seeds = []
+        self.where = []
+        for r, (_, rec) in enumerate(records):
+            for k, (_, d) in enumerate(rec):
+                self.seeds.append(d)
+                self.where.append((r, k))
         self.pick = 0
 
     def run(self, data, rng):
-        s = self.make_session()
+        r, k = self.where[self.pick]
+        mode, record = self.records[r]
+        s = self.make_session(mode)
         s.connect(0)
         s.datagrams(0)
-        k = self.pick
-        for now, d in self.record[:k]:
+        for now, d in record[:k]:
             s.receive(d, now)
             s.datagrams(now)
-        now = self.record[k][0]
+        now = record[k][0]
         s.events()
         s.receive(data, now)
         s.datagrams(now + 1)
@@ -366,7 +383,7 @@ class SessionTarget:
         self.check(s)
         # the rest of the genuine session after the mutant (a state the
         # mutant left behind must not break on genuine input)
-        for now, d in self.record[k:]:
+        for now, d in record[k:]:
             s.receive(d, now + 2)
             s.datagrams(now + 2)
             self.check(s)
@@ -375,3 +392,28 @@ class SessionTarget:
         for ev in s.events():
             if ev[0] == "message" and ev[1] not in self.messages:
                 raise Violation("session: a message that was never sent came out")
+
+
+# -- X.509 / DER -----------------------------------------------------------------
+class X509Target:
+    """seeds: the service's certificate chain (leaf, CA) as DER.  A mutated
+    leaf that parses and verifies against the CA must be the genuine one (a
+    mutated CA is only parsed: anchors are configuration, trusted as given)."""
+
+    name = "x509"
+
+    def __init__(self, leaf, ca):
+        self.seeds = [leaf, ca]
+        self.leaf = leaf
+        self.ca = ca
+        self.pick = 0
+
+    def run(self, data, rng):
+        from atls import x509
+
+        x509.Certificate(data)
+        if self.pick:
+            return
+        x509.verify_chain([data], anchors=[self.ca], hostname="service.local")
+        if bytes(data) != self.leaf:
+            raise Violation("x509: a modified certificate verified")
