@@ -150,7 +150,7 @@ def build():
     corpus["messages"] = list(SERVICE_MESSAGES)
     corpus["link"] = record_link()
     wire = []
-    for d in [r[2] for r in corpus["link"]] + [d for _, rec in corpus["session"] for _, d in rec]:
+    for d in [r[3] for r in corpus["link"]] + [d for _, rec in corpus["session"] for _, d in rec]:
         if d not in wire:
             wire.append(d)
     corpus["wire"] = wire

@@ -21,7 +21,16 @@ from atls.channel import aad
 from atls.crypto.backend import sha256
 from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
-from atls.protocol import CLOSE, DATA, ERROR, HS_ACK, HS_END, TLS_AES_128_CCM_8_SHA256
+from atls.protocol import (
+    CLOSE,
+    DATA,
+    ERROR,
+    HS_ACK,
+    HS_END,
+    TLS_AES_128_CCM_8_SHA256,
+    TLS_AES_128_CCM_SHA256,
+    TLS_AES_128_GCM_SHA256,
+)
 
 
 class Violation(Exception):
@@ -96,15 +105,17 @@ class PairingTarget:
 
 # -- XBee ----------------------------------------------------------------------
 def unescape(data):
+    # AP=2: a raw 0x7E is always a start delimiter, even after a 0x7D
     out = bytearray()
     esc = False
     for x in data:
-        if esc:
+        if esc and x != 0x7E:
             out.append(x ^ 0x20)
             esc = False
         elif x == 0x7D:
             esc = True
         else:
+            esc = False
             out.append(x)
     return bytes(out)
 
@@ -167,7 +178,7 @@ class XBeeTarget:
 
 # -- link ----------------------------------------------------------------------
 KEY_BLOCK = bytes(range(56))
-SUITE = TLS_AES_128_CCM_8_SHA256
+SUITES = (TLS_AES_128_CCM_8_SHA256, TLS_AES_128_CCM_SHA256, TLS_AES_128_GCM_SHA256)
 FLIGHTS = (bytes(range(150)), bytes(i & 0xFF for i in range(7, 407)), bytes(80))
 MESSAGES = {"client": (b"reading 1", b"reading 2", b"x" * 40), "server": (b"ok", b"cfg" * 9)}
 
@@ -176,12 +187,36 @@ class Stop(Exception):
     pass
 
 
-def converse(hook):
+def converse(suite, hook):
     """The scripted exchange; every delivery goes through
-    hook(role, index, link, datagram, now), which may raise Stop."""
+    hook(role, index, link, datagram, now) before the link receives it.
+    Returns the messages each side received.  A flight that is not the
+    genuine one ends the conversation (TLS would fail on it)."""
     c = Link("client", LinkConfig(mtu=64))
     s = Link("server", LinkConfig(mtu=64), session_id=0x1234)
     count = {"client": 0, "server": 0}
+    got = {"client": [], "server": []}
+
+    def handle(dst, events, now):
+        for ev in events:
+            if ev[0] == "message":
+                got[dst.role].append(ev[1])
+            if ev[0] != "flight":
+                continue
+            if dst is s and ev[1] == FLIGHTS[0] and s.channel is None:
+                s.send_flight(FLIGHTS[1], now)
+            elif dst is c and ev[1] == FLIGHTS[1] and c.channel is None:
+                c.send_flight(FLIGHTS[2], now)
+                c.start_channel(KEY_BLOCK, suite)
+                for m in MESSAGES["client"]:
+                    c.send(m, now)
+            elif dst is s and ev[1] == FLIGHTS[2] and s.channel is None:
+                s.start_channel(KEY_BLOCK, suite)
+                for m in MESSAGES["server"]:
+                    s.send(m, now)
+            else:
+                raise Stop()
+
     now = 0
     c.send_flight(FLIGHTS[0], now)
     for step in range(60):
@@ -189,86 +224,82 @@ def converse(hook):
         for src, dst in ((c, s), (s, c)):
             for d in src.datagrams(now):
                 count[dst.role] += 1
-                hook(dst.role, count[dst.role] - 1, dst, d, now)
+                handle(dst, hook(dst.role, count[dst.role] - 1, dst, d, now) or (), now)
                 dst.receive(d, now)
-            for ev in dst.events():
-                if ev[0] != "flight":
-                    continue
-                if dst is s and len(ev[1]) == len(FLIGHTS[0]):
-                    s.send_flight(FLIGHTS[1], now)
-                elif dst is c:
-                    c.send_flight(FLIGHTS[2], now)
-                    c.start_channel(KEY_BLOCK, SUITE)
-                    for m in MESSAGES["client"]:
-                        c.send(m, now)
-                else:
-                    s.start_channel(KEY_BLOCK, SUITE)
-                    for m in MESSAGES["server"]:
-                        s.send(m, now)
-        if step == 30:
+                handle(dst, dst.events(), now)
+        if step == 30 and c.state in ("handshake", "open"):
             c.close()
         if c.state == "closed" and s.state == "closed":
             break
-    return c, s
+    return got
 
 
 def record_link():
-    """[(role, index, datagram)] of the scripted conversation."""
+    """[(suite, role, index, datagram)] of the scripted conversations."""
     out = []
+    for suite in SUITES:
 
-    def hook(role, i, link, d, now):
-        out.append((role, i, bytes(d)))
+        def hook(role, i, link, d, now):
+            out.append((suite, role, i, bytes(d)))
 
-    converse(hook)
+        got = converse(suite, hook)
+        if got["server"] != list(MESSAGES["client"]) or got["client"] != list(MESSAGES["server"]):
+            raise RuntimeError("link conversation incomplete")
     return out
 
 
 class LinkTarget:
-    """seeds: the datagrams of the conversation; the mutant is delivered to
-    the role that received its seed, just before that seed's turn (so before
-    or after the channel started).  A sealed mutant that is not byte-identical
-    to a genuine packet must be dropped and change nothing."""
+    """seeds: the datagrams of the conversations (three suites); the mutant
+    is delivered to the role that received its seed just before that seed's
+    turn (so before or after the channel started), then the conversation
+    goes on.  A sealed mutant that is not byte-identical to a genuine packet
+    must be dropped and change nothing, and only genuine messages may ever
+    come out."""
 
     name = "link"
 
     def __init__(self, record):
         self.record = record
-        self.seeds = [r[2] for r in record]
+        self.seeds = [r[3] for r in record]
         self.genuine = set(self.seeds)
         self.pick = 0
 
     def run(self, data, rng):
-        role, at, _ = self.record[self.pick]
-        box = []
+        suite, role, at, _ = self.record[self.pick]
 
         def hook(r, i, link, d, now):
             if r == role and i == at:
-                box.append(self.inject(link, data, now))
-                raise Stop()
+                return self.inject(link, data, now)
 
         try:
-            converse(hook)
+            got = converse(suite, hook)
         except Stop:
-            pass
+            return
+        for r in ("client", "server"):
+            peer = "server" if r == "client" else "client"
+            for m in got[r]:
+                if m not in MESSAGES[peer]:
+                    raise Violation("link: a message that was never sent came out")
+            if len(got[r]) != len(set(got[r])):
+                raise Violation("link: a message was delivered twice")
 
     def inject(self, link, data, now):
-        link.events()  # earlier packets' events: not the mutant's
+        # the mutant's events go back to the script
         drops = sum(link.drops.values())
         ch = link.channel
         state = link.state
         link.receive(data, now)
         ev = link.events()
-        link.datagrams(now + 5)
-        link.next_timer_ms()
         if ch is None or bytes(data) in self.genuine:
-            return
+            return ev
         try:
             t = wire.decode(data, ch.tag_len)[0]
         except ATLSError:
-            return
+            return ev
         if DATA <= t <= CLOSE:
             if sum(link.drops.values()) != drops + 1 or ev or link.state != state:
                 raise Violation("link: a modified sealed packet was accepted: %r" % (ev,))
+        return ev
 
 
 # -- TLS client ----------------------------------------------------------------
