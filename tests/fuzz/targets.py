@@ -22,6 +22,7 @@ from atls.crypto.backend import sha256
 from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
 from atls.protocol import (
+    ACK,
     CLOSE,
     DATA,
     ERROR,
@@ -265,11 +266,16 @@ class LinkTarget:
         self.pick = 0
 
     def run(self, data, rng):
-        suite, role, at, _ = self.record[self.pick]
+        suite, role, at, seed = self.record[self.pick]
+        forged = None
+        if rng.chance(2):
+            forged = forge(suite, role, seed, data, rng)
+            if forged is not None:
+                data = forged
 
         def hook(r, i, link, d, now):
             if r == role and i == at:
-                return self.inject(link, data, now)
+                return self.inject(link, data, now, forged is not None)
 
         try:
             got = converse(suite, hook)
@@ -278,19 +284,19 @@ class LinkTarget:
         for r in ("client", "server"):
             peer = "server" if r == "client" else "client"
             for m in got[r]:
-                if m not in MESSAGES[peer]:
+                if m not in MESSAGES[peer] and (forged is None or m != FORGED):
                     raise Violation("link: a message that was never sent came out")
             if len(got[r]) != len(set(got[r])):
                 raise Violation("link: a message was delivered twice")
 
-    def inject(self, link, data, now):
+    def inject(self, link, data, now, forged=False):
         # the mutant's events go back to the script
         drops = sum(link.drops.values())
         ch = link.channel
         state = link.state
         link.receive(data, now)
         ev = link.events()
-        if ch is None or bytes(data) in self.genuine:
+        if ch is None or forged or bytes(data) in self.genuine:
             return ev
         try:
             t = wire.decode(data, ch.tag_len)[0]
@@ -300,6 +306,36 @@ class LinkTarget:
             if sum(link.drops.values()) != drops + 1 or ev or link.state != state:
                 raise Violation("link: a modified sealed packet was accepted: %r" % (ev,))
         return ev
+
+
+FORGED = b"forged"
+_FIELD = (0, 1, 2, 3, 31, 32, 33, 63, 64, 65, 0x7FFF, 0xFFFE, 0xFFFF)
+
+
+def _field(rng, top):
+    v = _FIELD[rng.below(len(_FIELD))] if rng.chance(2) else rng.below(top + 1)
+    return min(v, top)
+
+
+def forge(suite, role, seed, mutant, rng):
+    """A sealed packet with fields the mutator never gets past the AEAD:
+    sealed with the sender's keys (what a peer holding the keys could send),
+    so the link's logic behind authentication is fuzzed too.  None if the
+    seed is not a sealed packet."""
+    from atls.channel import Channel
+
+    if len(seed) < 3 or not DATA <= (seed[0] & 7) <= CLOSE:
+        return None
+    t = seed[0] & 7
+    sid = (seed[1] << 8) | seed[2]
+    ch = Channel(KEY_BLOCK, suite, "server" if role == "client" else "client")
+    if t == DATA:
+        return ch.seal(DATA, sid, _field(rng, wire.MAX_SEQ), 0, FORGED)
+    ch.ack_seq = ch.close_seq = _field(rng, wire.MAX_COUNTER)
+    if t == ACK:
+        bm = rng.next() if rng.chance(2) else (0, 1, 0x80000000, 0xFFFFFFFF)[rng.below(4)]
+        return ch.seal(ACK, sid, _field(rng, 0xFFFF), bm)
+    return ch.seal(CLOSE, sid, rng.below(256))
 
 
 # -- TLS client ----------------------------------------------------------------
