@@ -6,7 +6,9 @@ spread over the targets by WEIGHTS; the MicroPython sample runs mpy_main.py
 on the same corpus.  Progress goes to stderr every few seconds; the summary
 (inputs per target, outcomes by exception type, wall time) to stdout and
 --out; every failure is saved as build/soak/crash-<target>-<n>.bin with a
-.json beside it (seed, input index, seed input, error).  Exit status 1 when
+.json beside it (seed, input index, seed input, error); `python -m fuzz
+--replay build/soak/crash-<target>-<n>.json` re-runs one against the saved
+build/soak/corpus.json (recorded OpenSSL flights differ per build).  Exit status 1 when
 anything but success or a typed error came out.
 """
 
@@ -18,7 +20,7 @@ import sys
 import time
 
 from fuzz import corpus as corpus_mod
-from fuzz.runner import TARGETS, build_targets, fuzz
+from fuzz.runner import TARGETS, build_targets, dec, fuzz, one
 from host_tools.toolchain import FIRMWARE, ROOT, micropython_binary
 
 WEIGHTS = {"wire": 28, "pairing": 12, "xbee": 14, "link": 18, "tls": 14, "session": 7, "x509": 7}
@@ -85,6 +87,24 @@ def run_mpy(corpus_path, seed, name, n, timeout):
     return got[0]
 
 
+def replay(path):
+    """Re-run a saved failure: the corpus.json next to it, then (target,
+    seed, index) regenerate the exact mutant and generator state; the
+    exception (or nothing, once fixed) shows with its traceback."""
+    with open(path) as f:
+        meta = json.load(f)
+    with open(os.path.join(os.path.dirname(path), "corpus.json")) as f:
+        corpus = dec(json.load(f))
+    target = build_targets(corpus, [meta["target"]])[meta["target"]]
+    _, m, rng = one(target, meta["seed"], meta["index"])
+    if m.hex() != meta["input"]:
+        print("replay: the mutant differs from the saved input (another corpus?)")
+        return 2
+    target.run(m, rng)
+    print("replay: %s input %d is accepted now" % (meta["target"], meta["index"]))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m fuzz")
     ap.add_argument("--n", type=int, default=1000000, help="CPython inputs, all targets")
@@ -92,7 +112,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="build/soak.json")
     ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--replay", metavar="CRASH_JSON", help="re-run one saved failure")
     args = ap.parse_args(argv)
+    if args.replay:
+        return replay(args.replay)
     names = [t for t in args.targets.split(",") if t]
     outdir = os.path.join(os.path.dirname(args.out) or ".", "soak")
     os.makedirs(outdir, exist_ok=True)

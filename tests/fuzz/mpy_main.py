@@ -8,22 +8,9 @@ as hex.
 
 import json
 import sys
-from binascii import hexlify, unhexlify
+from binascii import hexlify
 
-from fuzz.runner import build_targets, fuzz
-
-
-def dec(x):
-    if isinstance(x, str) and x[:4] == "hex:":
-        return unhexlify(x[4:])
-    if isinstance(x, list):
-        return [dec(v) for v in x]
-    if isinstance(x, dict):
-        out = {}
-        for k in x:
-            out[k] = dec(x[k])
-        return out
-    return x
+from fuzz.runner import build_targets, dec, fuzz
 
 
 def main(argv):

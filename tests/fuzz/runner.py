@@ -43,6 +43,22 @@ KNOWN = (
 TARGETS = ("wire", "pairing", "xbee", "link", "tls", "session", "x509")
 
 
+def dec(x):
+    """A corpus read back from JSON: "hex:..." strings are bytes again."""
+    if isinstance(x, str) and x[:4] == "hex:":
+        from binascii import unhexlify
+
+        return unhexlify(x[4:])
+    if isinstance(x, list):
+        return [dec(v) for v in x]
+    if isinstance(x, dict):
+        out = {}
+        for k in x:
+            out[k] = dec(x[k])
+        return out
+    return x
+
+
 def tls_config(corpus, mode):
     from atls.tls.client import ClientConfig
 
