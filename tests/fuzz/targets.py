@@ -359,23 +359,54 @@ class TLSTarget:
         self.pick = 0
 
     def run(self, data, rng):
-        from atls.tls.client import TLSClient
-
         c, j = self.where[self.pick]
         mode, seed, flights = self.cases[c]
+        whole = self.feed(mode, seed, flights[:j], data, None)
+        if rng.chance(4):
+            # the same bytes cut at random points (records and handshake
+            # messages split across receive() calls) must end the same way
+            cuts = [1 + rng.below(max(1, len(data))) for _ in range(1 + rng.below(4))]
+            if not (self.feed(mode, seed, flights[:j], data, cuts) == whole):
+                raise Violation("tls: the outcome depends on how the flight is cut")
+        if isinstance(whole, AlertOutcome):
+            raise whole.error
+        if same_records(data, flights[j]):
+            return
+        if whole[0]:
+            raise Violation("tls: a modified flight was accepted (%s, flight %d)" % (mode, j))
+
+    def feed(self, mode, seed, before, data, cuts):
+        """(accepted, state) or the AlertError; accepted: the mutant
+        completed the handshake or added a ticket."""
+        from atls.tls.client import TLSClient
+
         tls = TLSClient(self.make_config(mode), rng=SeededRng(seed))
         tls.start(0)
-        for f in flights[:j]:
+        for f in before:
             tls.receive(f, 0)
             tls.data_to_send()
         was = tls.connected
         tickets = len(tls.tickets)
-        tls.receive(data, 0)
+        try:
+            a = 0
+            for b in sorted(cuts or ()) + [len(data)]:
+                if b > a:
+                    tls.receive(data[a:b], 0)
+                    a = b
+        except ATLSError as e:
+            return AlertOutcome(e)
         tls.data_to_send()
-        if same_records(data, flights[j]):
-            return
-        if (tls.connected and not was) or len(tls.tickets) != tickets:
-            raise Violation("tls: a modified flight was accepted (%s, flight %d)" % (mode, j))
+        return ((tls.connected and not was) or len(tls.tickets) != tickets, tls.state)
+
+
+class AlertOutcome:
+    # a feed that ended in a typed error, compared by type and alert code
+    def __init__(self, e):
+        self.error = e
+        self.code = (type(e).__name__, getattr(e, "description", None))
+
+    def __eq__(self, other):
+        return isinstance(other, AlertOutcome) and other.code == self.code
 
 
 def _plain_versions_zeroed(d):
