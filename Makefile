@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps test lint bench sim clean probe pair
+.PHONY: help setup system-deps test lint bench sim clean probe pair soak
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
 	@echo "make test       run every test (CPython + MicroPython unix port)"
 	@echo "make lint       ruff check + ruff format --check (CI runs it before the tests)"
 	@echo "make bench      measure speed and memory, write build/bench.json"
+	@echo "make soak       fuzz the parsers (FUZZ_N=1000000 FUZZ_MPY_N= FUZZ_SEED=), build/soak.json"
 	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
 	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
 	@echo "make pair       open the gateway's join window and confirm devices"
@@ -43,6 +44,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p build
 	$(PY) -m host_tools.bench --out build/bench.json
+
+# make soak [FUZZ_N=1000000] [FUZZ_MPY_N=18000] [FUZZ_SEED=1]: mutated inputs through
+# the wire, pairing, XBee, link, TLS client and session parsers under CPython, and
+# a sample under the unix port (tests/fuzz); summary in build/soak.json, reproducers
+# in build/soak/crash-*.bin
+soak: $(STAMP)
+	@mkdir -p build
+	PYTHONPATH=tests $(PY) -m fuzz --n $(or $(FUZZ_N),1000000) \
+	  --mpy-n $(or $(FUZZ_MPY_N),18000) --seed $(or $(FUZZ_SEED),1) --out build/soak.json
 
 # make sim [DEVICES=5] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
 #          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]
