@@ -34,11 +34,7 @@ except AttributeError:  # CPython
 # Flaws found by the fuzzers in modules this harness does not own, each with
 # an xfail(strict) test in tests/test_fuzz_regressions.py: counted as
 # "known:<type>" (reported, not a failure of the run) until fixed.
-KNOWN = (
-    # issue 12: UsageError("connection is closed") escapes DeviceSession.receive
-    # after HelloRetryRequest + close_notify (session.py / tls/client.py)
-    ("session", "UsageError", "connection is closed"),
-)
+KNOWN = ()  # none open (issue 12's HelloRetryRequest + close_notify escape is fixed)
 
 TARGETS = ("wire", "pairing", "xbee", "link", "tls", "session", "x509")
 
