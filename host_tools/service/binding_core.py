@@ -152,7 +152,7 @@ class BindingCore:
 
     def _open(self, addr):
         svc = self.service
-        if svc.at_capacity():
+        if not svc.admit(addr):
             svc.drop("busy")
             self.reject("busy", "too many sessions")
         now = svc.now_ms()
