@@ -17,7 +17,9 @@ budget of an unvalidated address.
   that carries the session id the service chose (an HS_ACK of its flight,
   the device's next flight, a channel packet): the id went only to that
   address.  A big certificate flight therefore goes out once the device has
-  acknowledged its first fragments or retransmitted its ClientHello.
+  seen the flight's last fragment (sent first) and acknowledged it.  Until
+  then the service's HS_ACKs are withheld: the device keeps retransmitting
+  its ClientHello, which is what raises the budget.
 
 Sans-I/O: the service passes datagrams, addresses and now_ms.
 """
@@ -27,6 +29,8 @@ from collections import OrderedDict, deque
 __all__ = ["FirstFlights", "Budget", "client_hello_ok"]
 
 _MAX_HELD = 64  # datagrams an unvalidated session may hold back
+_HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)
+_HS_ACK = 2
 
 
 def client_hello_ok(flight):
@@ -147,17 +151,30 @@ class Budget:
         self.bytes_in += n
 
     def send(self, datagrams, emit):
-        """Pass `datagrams` to emit(d) within the budget, hold the rest."""
+        """Pass `datagrams` to emit(d) within the budget, hold the rest.
+        Unvalidated, whatever fits goes, the last fragment of a flight
+        (HS_END) first: a device acknowledges a flight whose end it has seen
+        at once, and that HS_ACK validates the address."""
         held = self.held
         held.extend(datagrams)
-        while held and (
-            self.validated or self.bytes_out + len(held[0]) <= self.factor * self.bytes_in
-        ):
-            d = held.popleft()
-            self.bytes_out += len(d)
-            emit(d)
-        while len(held) > _MAX_HELD:
-            held.popleft()
+        if self.validated:
+            while held:
+                d = held.popleft()
+                self.bytes_out += len(d)
+                emit(d)
+            return
+        keep = deque()
+        for d in sorted(held, key=lambda d: (d[0] & 7) != _HS_END):
+            if (d[0] & 7) == _HS_ACK:
+                continue  # would stop the device's retransmissions, our budget
+            if self.bytes_out + len(d) <= self.factor * self.bytes_in:
+                self.bytes_out += len(d)
+                emit(d)
+            else:
+                keep.append(d)
+        while len(keep) > _MAX_HELD:
+            keep.popleft()
+        self.held = keep
 
     @property
     def ratio(self):

@@ -217,6 +217,8 @@ class Service(asyncio.DatagramProtocol):
         link = sess.link
         before = sum(link.drops.values())
         for data in packets:
+            if not sess.budget.validated and sess.sink is None:
+                self.counters["unvalidated_bytes_in"] += len(data)
             sess.budget.received(len(data))
             link.receive(data, now)
         dropped = sum(link.drops.values()) - before
