@@ -365,3 +365,89 @@ def test_tickets_are_a_configuration_error(tmp_path):
     (tmp_path / "service.json").write_text(json.dumps({"registry": "devices.json", "tickets": 2}))
     with pytest.raises(ConfigError, match="tickets"):
         build_from_config(tmp_path / "service.json")
+
+
+# -- item 9: CCM_8's @SECLEVEL=0 does not relax client certificate checks -------------
+def _leaf(ca, key, digest):
+    if isinstance(digest, hashes.SHA1):  # cryptography no longer signs with SHA-1
+        x = crypto.X509()
+        x.set_version(2)
+        x.set_serial_number(x509.random_serial_number())
+        x.get_subject().CN = "weak"
+        x.set_issuer(crypto.X509.from_cryptography(ca.cert).get_subject())
+        x.gmtime_adj_notBefore(-86400)
+        x.gmtime_adj_notAfter(30 * 86400)
+        x.set_pubkey(crypto.PKey.from_cryptography_key(key))
+        x.sign(crypto.PKey.from_cryptography_key(ca.key), "sha1")
+        return x.to_cryptography()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca.key, digest)
+    )
+
+
+def _openssl_client_handshake(server_ctx, cert, key):
+    """A real OpenSSL client (memory BIOs, itself at @SECLEVEL=0 so it will
+    send a weak certificate) against a ServerConnection; True if the
+    server completed the handshake."""
+    cctx = SSL.Context(SSL.TLS_METHOD)
+    cctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    cctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+    cctx.set_tls13_ciphersuites(b"TLS_AES_128_CCM_8_SHA256")
+    cctx.use_certificate(crypto.X509.from_cryptography(cert))
+    cctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+    cli = SSL.Connection(cctx, None)
+    cli.set_connect_state()
+    server = ServerConnection(server_ctx)
+    for _ in range(10):
+        try:
+            cli.do_handshake()
+        except SSL.WantReadError:
+            pass
+        except SSL.Error:
+            return False
+        try:
+            out = cli.bio_read(65536)
+        except SSL.WantReadError:
+            out = b""
+        try:
+            back = server.feed(out)
+        except TLSError:
+            return False
+        if server.done:
+            return True
+        if back:
+            cli.bio_write(back)
+    return False
+
+
+@pytest.mark.parametrize("weak", ["rsa1024", "sha1"])
+def test_ccm8_does_not_relax_client_certificate_policy(pkiset, weak):
+    """With CCM_8 configured the whole context ran at @SECLEVEL=0 and a
+    device CA's RSA-1024 or SHA-1-signed client certificate was accepted
+    (checked: both were); the chain is now held to OpenSSL's default level
+    while the CCM_8 suite still works for a sound certificate."""
+    p = pkiset
+    cfg = ServerConfig(
+        cert_chain=[p["server"].cert],
+        key=p["server"].key,
+        client_ca=[p["dev_ca"].cert],
+        suites=("TLS_AES_128_CCM_8_SHA256",),
+    )
+    ctx = cfg.build()
+    if weak == "rsa1024":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        cert = _leaf(p["dev_ca"], key, hashes.SHA256())
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _leaf(p["dev_ca"], key, hashes.SHA1())
+    assert not _openssl_client_handshake(ctx, cert, key)
+    good_key = ec.generate_private_key(ec.SECP256R1())
+    assert _openssl_client_handshake(ctx, _leaf(p["dev_ca"], good_key, hashes.SHA256()), good_key)
