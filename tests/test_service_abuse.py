@@ -7,6 +7,7 @@ whatever the suites.  Real service processes on loopback UDP or the service
 in this process with real OpenSSL; devices are the firmware modules."""
 
 import datetime
+import asyncio
 import json
 import socket
 import time
@@ -451,3 +452,70 @@ def test_ccm8_does_not_relax_client_certificate_policy(pkiset, weak):
     assert not _openssl_client_handshake(ctx, cert, key)
     good_key = ec.generate_private_key(ec.SECP256R1())
     assert _openssl_client_handshake(ctx, _leaf(p["dev_ca"], good_key, hashes.SHA256()), good_key)
+
+
+# -- item 6: long-polls are bounded -----------------------------------------------------
+def test_http_long_polls_are_bounded(tmp_path):
+    """One session's long-polls held a connection (and a file descriptor)
+    each for max_wait_ms; now at most 2 wait per session (a third answers
+    the oldest at once), at most max_pending_polls in the service, and at
+    most max_requests_per_ip requests of one address are in progress."""
+    import aiohttp
+
+    from host_tools import atls_http_client as hc
+
+    limits = {"max_pending_polls": 3, "max_requests_per_ip": 4}
+    svc = ServiceProc(
+        tmp_path,
+        devices={"dev-1": PSK, "dev-2": PSK[::-1]},
+        link=LINK,
+        limits=limits,
+        extra={"http_listen": "127.0.0.1:0"},
+    )
+    url = "http://%s/atls" % json.loads((svc.tmp / "service.ready.json").read_text())["http"]
+
+    async def go():
+        trs = []
+        for ident, psk in ((b"dev-1", PSK), (b"dev-2", PSK[::-1])):
+            tr = hc.HttpTransport(url)
+            await hc.AtlsClient(tr, ClientConfig(psk=psk, psk_identity=ident)).connect()
+            trs.append(tr)
+        t0 = time.monotonic()
+        done = []
+
+        async def poll(tr, tag):
+            await tr.post_packets([], wait_ms=8000)
+            done.append((tag, round(time.monotonic() - t0, 1)))
+
+        tasks = []
+        for tr, tag in ((0, "a0"), (0, "a1"), (0, "a2"), (1, "b0"), (1, "b1")):
+            tasks.append(asyncio.ensure_future(poll(trs[tr], tag)))
+            await asyncio.sleep(0.2)
+        # a2 cut a0 (2 per session); b1 found max_pending_polls (a1, a2, b0) taken
+        early = sorted(done)
+
+        host, port = url.split("/")[2].split(":")
+        hang = socket.create_connection((host, int(port)))  # headers, no body yet
+        hang.sendall(
+            b"POST /atls HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+            b"Content-Length: 10\r\n\r\n" % hc.CT_DATA.encode()
+        )
+        await asyncio.sleep(0.3)  # a1, a2, b0 and that one: 4 from 127.0.0.1
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=b"", headers={"Content-Type": hc.CT_DATA}) as r:
+                busy = (r.status, r.headers.get("ATLS-Error"))
+        hang.close()
+        for t in tasks:
+            t.cancel()
+        for tr in trs:
+            await tr.close()
+        return early, busy
+
+    try:
+        early, busy = asyncio.run(go())
+        assert [t for t, _ in early] == ["a0", "b1"], early
+        assert busy == (503, "busy")
+        c = _counters(svc)
+        assert c["http"]["polls_cut"] == 2 and c["http"]["rejected"]["busy"] == 1
+    finally:
+        svc.stop()
