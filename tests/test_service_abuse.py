@@ -6,8 +6,8 @@ no tickets, client chains checked at OpenSSL's default security level
 whatever the suites.  Real service processes on loopback UDP or the service
 in this process with real OpenSSL; devices are the firmware modules."""
 
-import datetime
 import asyncio
+import datetime
 import json
 import socket
 import time
@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from e2e import ServiceProc, der_hex
+from e2e import ServiceProc
 from OpenSSL import SSL, crypto
 
 from atls import protocol, wire
