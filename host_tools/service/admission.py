@@ -26,7 +26,26 @@ Sans-I/O: the service passes datagrams, addresses and now_ms.
 
 from collections import OrderedDict, deque
 
-__all__ = ["FirstFlights", "Budget", "client_hello_ok"]
+__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "client_hello_ok"]
+
+# every limit and its default: docs/SECURITY.md
+DEFAULT_LIMITS = {
+    "max_half_open": 64,
+    "max_half_open_per_ip": 32,
+    "idle_timeout_s": 300,
+    "rate_per_s": 200,
+    "rate_burst": 400,
+    "max_sessions": 10000,
+    "max_sessions_per_ip": 4096,
+    "app_queue": 256,
+    "max_first_flights": 256,
+    "max_first_flights_per_ip": 32,
+    "first_flight_timeout_ms": 5000,
+    "amplification": 3,
+    "max_pending_polls": 256,
+    "max_requests_per_ip": 64,
+    "registry_check_s": 1,
+}
 
 _MAX_HELD = 64  # datagrams an unvalidated session may hold back
 _HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)

@@ -5,7 +5,10 @@ ServerConnection per session, the application callbacks and the counters.
 Datagrams are classified by their clear header only (atls.protocol.peek)
 before a session is chosen; a packet for no session is answered with
 ERROR(unknown_session), a first flight beyond the limits with ERROR(busy)
-(docs/PROTOCOL.md §5).  Each source address (and each HTTP/CoAP client) has a
+(docs/PROTOCOL.md §5).  A session starts only from a complete ClientHello,
+half-open sessions are capped (per IP too; the oldest is evicted) and an
+unvalidated address gets at most 3x its bytes (service.admission,
+docs/SECURITY.md).  Each source address (and each HTTP/CoAP client) has a
 token bucket (host_tools.ratelimit).  Once TLS is done the exporter's key
 block starts the session's channel; the application sees messages, never
 handshake bytes.
@@ -30,31 +33,12 @@ from atls import protocol, wire
 from atls.link import Link, LinkConfig, QueueFull
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
-from host_tools.service.admission import Budget, FirstFlights
+from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
-
-# every limit and its default: docs/SECURITY.md
-DEFAULT_LIMITS = {
-    "max_half_open": 64,
-    "max_half_open_per_ip": 32,
-    "idle_timeout_s": 300,
-    "rate_per_s": 200,
-    "rate_burst": 400,
-    "max_sessions": 10000,
-    "max_sessions_per_ip": 4096,
-    "app_queue": 256,
-    "max_first_flights": 256,
-    "max_first_flights_per_ip": 32,
-    "first_flight_timeout_ms": 5000,
-    "amplification": 3,
-    "max_pending_polls": 256,
-    "max_requests_per_ip": 64,
-    "registry_check_s": 1,
-}
 
 
 class Session:
