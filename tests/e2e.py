@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import conftest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from host_tools import pki
 
@@ -37,10 +37,23 @@ class ServiceProc:
     """The service as a real process, configured in `tmp`."""
 
     def __init__(
-        self, tmp, devices=None, server=None, device_ca=None, link=None, limits=None, extra=None
+        self,
+        tmp,
+        devices=None,
+        server=None,
+        device_ca=None,
+        link=None,
+        limits=None,
+        extra=None,
+        certs=None,
     ):
+        """devices: {name: PSK}; certs: {name: device certificate} registered
+        by fingerprint (with device_ca)."""
         self.tmp = Path(tmp)
         reg = {"devices": {k: {"psk": v.hex()} for k, v in (devices or {}).items()}}
+        for name, cert in (certs or {}).items():
+            fp = cert.fingerprint(hashes.SHA256()).hex()
+            reg["devices"].setdefault(name, {})["cert_sha256"] = fp
         if device_ca is not None:
             (self.tmp / "device-ca.pem").write_bytes(pki.pem(device_ca.cert))
             reg["device_ca"] = "device-ca.pem"

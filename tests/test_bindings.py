@@ -49,22 +49,27 @@ def creds():
     server = pki.make_cert("service.local", issuer=sub)  # chain: leaf + intermediate
     mb_ca = pki.make_ca("Middlebox CA")
     mb = pki.make_cert("middlebox", issuer=mb_ca, san=["127.0.0.1"])
-    return {"ca": ca, "server": server, "mb_ca": mb_ca, "mb": mb}
+    dev_ca = pki.make_ca("Bindings Device CA")  # devices authenticate too (issue 14)
+    dev = pki.make_cert("device-9", issuer=dev_ca, client=True)
+    return {"ca": ca, "server": server, "mb_ca": mb_ca, "mb": mb, "dev_ca": dev_ca, "dev": dev}
 
 
 class Svc(ServiceProc):
     """ServiceProc with the HTTP and CoAP listeners on ephemeral ports."""
 
     def __init__(self, tmp, creds=None, link=None, limits=None, **extra):
-        server = None
+        server = dev_ca = certs = None
         if creds is not None:  # the whole chain goes into server.pem
             server = types.SimpleNamespace(cert=creds["server"].chain, key=creds["server"].key)
+            dev_ca, certs = creds["dev_ca"], {"device-9": creds["dev"].cert}
         extra = dict({"http_listen": "127.0.0.1:0", "coap_listen": "127.0.0.1:0"}, **extra)
         ServiceProc.__init__(
             self,
             tmp,
             devices={"device-1": PSK, "device-2": PSK[::-1]},
             server=server,
+            device_ca=dev_ca,
+            certs=certs,
             link=link or LINK,
             limits=limits,
             extra=extra,
@@ -81,7 +86,13 @@ def psk_config(identity=b"device-1", psk=PSK):
 
 
 def cert_config(creds):
-    return ClientConfig(ca_certs=[pki.der(creds["ca"].cert)], server_name="service.local")
+    key = creds["dev"].key.private_numbers().private_value.to_bytes(32, "big")
+    return ClientConfig(
+        ca_certs=[pki.der(creds["ca"].cert)],
+        server_name="service.local",
+        client_certs=[pki.der(creds["dev"].cert)],
+        client_key=key,
+    )
 
 
 def check(summary, count):
@@ -842,7 +853,9 @@ def test_http_long_poll_returns_when_the_service_has_packets(svc):
 
 
 def test_http_busy_and_rate_limits(tmp_path):
-    """max_half_open -> 503 busy; the per-address token bucket -> 429 rate."""
+    """max_half_open: a new session evicts the oldest half-open one (issue
+    14: no busy while half-open sessions can go); the per-address token
+    bucket -> 429 rate."""
     svc = Svc(tmp_path, limits={"max_half_open": 1, "rate_per_s": 1, "rate_burst": 5})
     try:
 
@@ -854,9 +867,9 @@ def test_http_busy_and_rate_limits(tmp_path):
                 return [await _post(s, svc.http, ch, hc.CT_FLIGHT) for _ in range(6)]
 
         res = asyncio.run(go())
-        assert [(r[0], r[1]) for r in res] == [(200, None)] + [(503, "busy")] * 4 + [(429, "rate")]
+        assert [(r[0], r[1]) for r in res] == [(200, None)] * 5 + [(429, "rate")]
         c = svc.counters()
-        assert c["http"]["rejected"] == {"busy": 4, "rate": 1}
+        assert c["http"]["rejected"] == {"rate": 1} and c["drops"]["evicted"] == 4
     finally:
         svc.stop()
 

@@ -23,6 +23,13 @@ def examples():
     return {name: json.loads(body) for name, body in found}
 
 
+def _device_ca(folder):
+    """The registry example's device_ca file."""
+    from host_tools import pki
+
+    (folder / "device-ca.pem").write_bytes(pki.pem(pki.make_ca("Doc Device CA").cert))
+
+
 def test_every_config_file_has_an_example():
     assert set(examples()) == {"service", "registry", "gateway", "board_config", "device"}
 
@@ -31,6 +38,7 @@ def test_service_example_loads(tmp_path):
     ex = examples()
     (tmp_path / "service.json").write_text(json.dumps(ex["service"]))
     (tmp_path / "devices.json").write_text(json.dumps(ex["registry"]))
+    _device_ca(tmp_path)
     service, addr = build_from_config(tmp_path / "service.json")
     assert addr == ("127.0.0.1", 5684)
     assert service.limits["max_half_open"] == 64 and service.limits["app_queue"] == 256
@@ -39,8 +47,10 @@ def test_service_example_loads(tmp_path):
 
 def test_registry_example_loads(tmp_path):
     (tmp_path / "devices.json").write_text(json.dumps(examples()["registry"]))
+    _device_ca(tmp_path)
     reg = Registry(tmp_path / "devices.json")
     assert set(reg.psks) == {b"dev-01"} and len(reg.psks[b"dev-01"]) == 32
+    assert set(reg.certs.values()) == {"dev-02"} and set(reg.spkis.values()) == {"dev-03"}
 
 
 def test_gateway_example_loads(tmp_path):

@@ -58,8 +58,10 @@ def test_psk_session_200_each_way(mpyc, tmp_path, suite):
 
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_certificate_session_200_each_way(mpyc, tmp_path, creds, suite):
-    svc = ServiceProc(tmp_path, server=creds["server"], device_ca=creds["dev_ca"])
     dev = creds["device"]
+    svc = ServiceProc(
+        tmp_path, server=creds["server"], device_ca=creds["dev_ca"], certs={"device-7": dev.cert}
+    )
     key = dev.key.private_numbers().private_value.to_bytes(32, "big")
     try:
         s = run_device(

@@ -10,6 +10,8 @@ Modules (each with its own public names; the ones below are re-exported):
     tls_engine  OpenSSL through memory BIOs: ServerConfig, ServerConnection,
                 TLSError, openssl_version (tls_names, tls_hooks: its tables
                 and cffi callbacks)
+    admission   before a device is known: first flights, anti-amplification,
+                DEFAULT_LIMITS (docs/SECURITY.md)
     core        the UDP service: Service, Session, EchoApp, counters, limits
                 (rate limiting: host_tools.ratelimit.TokenBuckets)
     bindings    ATLS over HTTP and CoAP beside UDP (aiohttp/aiocoap, loaded

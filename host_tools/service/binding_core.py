@@ -34,6 +34,11 @@ Theory of operation
   (body "reason: detail", HTTP header ATLS-Error), counted in
   counters[<binding>]["rejected"][reason]; only a bad handshake flight
   for a session ends that session, nothing else touches any session.
+* Bounds (issue 14, docs/SECURITY.md): at most 2 requests of a session wait
+  at a time (a third answers the oldest at once); at most
+  limits.max_pending_polls requests wait in the whole service (beyond it a
+  request is answered at once); at most limits.max_requests_per_ip requests
+  of one client address are in progress (beyond it: busy).
 * Half-open sessions end after the link's handshake_timeout_ms; established
   ones after the service's idle_timeout_s (Service.tick) or when their link
   ends.
@@ -49,6 +54,7 @@ from host_tools.service.tls_engine import TLSError
 __all__ = ["BindingCore", "Reject", "REASONS"]
 
 _OUTBOX = 256  # packets kept for a peer between requests
+_OUTSTANDING = 2  # waiting requests per session
 
 # reason -> (HTTP status, CoAP code name)
 REASONS = {
@@ -85,6 +91,7 @@ class _Peer:
         self.last_req = None  # last handshake flight and our answer to it
         self.last_resp = None
         self.dropped = 0
+        self.waiters = deque()  # one Event per waiting request, oldest first
 
     def push(self, pkt):
         ob = self.outbox
@@ -129,9 +136,25 @@ class BindingCore:
                 "packets_in": 0,
                 "packets_out": 0,
                 "outbox_dropped": 0,
+                "polls_cut": 0,
                 "rejected": {},
             },
         )
+        self.inflight = {}  # client ip -> requests in progress
+        service.counters.setdefault("pending_polls", 0)  # shared by HTTP and CoAP
+
+    def enter(self, ip):
+        """A request from `ip` starts (call leave(ip) when it ends); busy
+        beyond limits.max_requests_per_ip."""
+        n = self.inflight.get(ip, 0)
+        if n >= self.service.limits["max_requests_per_ip"]:
+            self.reject("busy", "too many requests from this address")
+        self.inflight[ip] = n + 1
+
+    def leave(self, ip):
+        n = self.inflight.pop(ip, 1) - 1
+        if n > 0:
+            self.inflight[ip] = n
 
     def reject(self, reason, detail=""):
         r = self.counters["rejected"]
@@ -152,7 +175,7 @@ class BindingCore:
 
     def _open(self, addr):
         svc = self.service
-        if svc.at_capacity():
+        if not svc.admit(addr):
             svc.drop("busy")
             self.reject("busy", "too many sessions")
         now = svc.now_ms()
@@ -218,15 +241,34 @@ class BindingCore:
             sess.last_seen_ms = svc.now_ms()
         wait_ms = min(max(int(wait_ms or 0), 0), self.max_wait_ms)
         if wait_ms and not peer.outbox and svc.is_live(sess):
-            try:
-                await asyncio.wait_for(peer.event.wait(), wait_ms / 1000)
-            except asyncio.TimeoutError:
-                pass
+            await self._wait(peer, wait_ms)
         out = peer.drain(self.max_body)
         self.counters["packets_out"] += len(out)
         self.counters["outbox_dropped"] += peer.dropped
         peer.dropped = 0
         return peer, pack_packets(out)
+
+    async def _wait(self, peer, wait_ms):
+        """Wait for the outbox, a newer request of the session (beyond
+        _OUTSTANDING) or wait_ms; not at all past max_pending_polls."""
+        c = self.service.counters
+        if c["pending_polls"] >= self.service.limits["max_pending_polls"]:
+            self.counters["polls_cut"] += 1
+            return
+        cut = asyncio.Event()
+        peer.waiters.append(cut)
+        if len(peer.waiters) > _OUTSTANDING:
+            peer.waiters[0].set()
+            self.counters["polls_cut"] += 1
+        c["pending_polls"] += 1
+        tasks = [asyncio.ensure_future(peer.event.wait()), asyncio.ensure_future(cut.wait())]
+        try:
+            await asyncio.wait(tasks, timeout=wait_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            c["pending_polls"] -= 1
+            peer.waiters.remove(cut)
 
     def _end(self, peer, reason):
         self.peers.pop(peer.token, None)

@@ -63,7 +63,6 @@ class _Http:
                 core.reject("too_big", "body over %d bytes" % core.max_body)
 
     async def handle(self, request):
-        from aiohttp import web
 
         core = self.core
         core.counters["requests"] += 1
@@ -72,41 +71,51 @@ class _Http:
                 core.reject("bad_method", "POST only")
             ip = _client_ip(request)
             core.check_rate(ip)
-            ctype = request.content_type.lower()
-            if ctype not in FLIGHT_TYPES and ctype != CT_DATA:
-                core.reject("bad_content_type", "use %s or %s" % (FLIGHT_TYPES[0], CT_DATA))
-            body = await self._body(request)
-            token = request.cookies.get(COOKIE)
-            if ctype == CT_DATA:
-                if token is None:
-                    core.reject("missing_cookie", "link packets need the session cookie")
-                try:
-                    wait = int(request.headers.get(WAIT_HEADER, "0"))
-                except ValueError:
-                    wait = 0
-                peer, out = await core.batch(token, body, wait)
-                resp = web.Response(body=out, content_type=CT_DATA)
-            else:
-                peer_addr = (
-                    request.transport.get_extra_info("peername") if request.transport else None
-                )
-                port = peer_addr[1] if peer_addr else 0
-                peer, out, created = core.flight(token, body, ("http:" + ip, port))
-                resp = web.Response(body=out, content_type=ctype)
-                if created:
-                    resp.set_cookie(
-                        COOKIE,
-                        peer.token,
-                        path="/",
-                        httponly=True,
-                        samesite="Strict",
-                        secure=self.https,
-                    )
-            resp.headers[SID_HEADER] = str(peer.sess.sid)
-            resp.headers["Cache-Control"] = "no-store"
-            return resp
+            core.enter(ip)
         except Reject as r:
             return self._error(r)
+        try:
+            return await self._handle(request, ip)
+        except Reject as r:
+            return self._error(r)
+        finally:
+            core.leave(ip)
+
+    async def _handle(self, request, ip):
+        from aiohttp import web
+
+        core = self.core
+        ctype = request.content_type.lower()
+        if ctype not in FLIGHT_TYPES and ctype != CT_DATA:
+            core.reject("bad_content_type", "use %s or %s" % (FLIGHT_TYPES[0], CT_DATA))
+        body = await self._body(request)
+        token = request.cookies.get(COOKIE)
+        if ctype == CT_DATA:
+            if token is None:
+                core.reject("missing_cookie", "link packets need the session cookie")
+            try:
+                wait = int(request.headers.get(WAIT_HEADER, "0"))
+            except ValueError:
+                wait = 0
+            peer, out = await core.batch(token, body, wait)
+            resp = web.Response(body=out, content_type=CT_DATA)
+        else:
+            peer_addr = request.transport.get_extra_info("peername") if request.transport else None
+            port = peer_addr[1] if peer_addr else 0
+            peer, out, created = core.flight(token, body, ("http:" + ip, port))
+            resp = web.Response(body=out, content_type=ctype)
+            if created:
+                resp.set_cookie(
+                    COOKIE,
+                    peer.token,
+                    path="/",
+                    httponly=True,
+                    samesite="Strict",
+                    secure=self.https,
+                )
+        resp.headers[SID_HEADER] = str(peer.sess.sid)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
 
 class _CoapSite:
@@ -151,46 +160,51 @@ class _CoapSite:
                         core.reject("bad_method", "POST only")
                     host, _, port = request.remote.hostinfo.rpartition(":")
                     core.check_rate(host)
-                    cf = request.opt.content_format
-                    cf = int(cf) if cf is not None else None
-                    if cf not in (CF_FLIGHT, CF_DATA):
-                        core.reject("bad_content_type", "use %d or %d" % (CF_FLIGHT, CF_DATA))
-                    if len(request.payload) > core.max_body:
-                        core.reject("too_big", "body over %d bytes" % core.max_body)
-                    token = path[2] if len(path) == 3 else None
-                    if cf == CF_DATA:
-                        if token is None:
-                            core.reject("missing_cookie", "post to the session resource")
-                        wait = 0
-                        for q in request.opt.uri_query:
-                            if q.startswith(WAIT_QUERY + "="):
-                                try:
-                                    wait = int(q[len(WAIT_QUERY) + 1 :])
-                                except ValueError:
-                                    pass
-                        peer, out = await core.batch(token, request.payload, wait)
-                        resp = Message(code=Code.CHANGED, payload=out, content_format=CF_DATA)
-                    else:
-                        try:
-                            port = int(port)
-                        except ValueError:
-                            port = 0
-                        peer, out, created = core.flight(
-                            token, request.payload, ("coap:" + host, port)
-                        )
-                        resp = Message(
-                            code=Code.CREATED if created else Code.CHANGED,
-                            payload=out,
-                            content_format=CF_FLIGHT,
-                        )
-                        if created:
-                            resp.opt.location_path = COAP_PATH + (peer.token,)
-                    resp.opt.add_option(
-                        sid_opt.create_option(value=peer.sess.sid.to_bytes(2, "big"))
-                    )
-                    return resp
+                    core.enter(host)
                 except Reject as r:
                     return error(r)
+                try:
+                    return await self._render(request, path, host, port)
+                except Reject as r:
+                    return error(r)
+                finally:
+                    core.leave(host)
+
+            async def _render(self, request, path, host, port):
+                cf = request.opt.content_format
+                cf = int(cf) if cf is not None else None
+                if cf not in (CF_FLIGHT, CF_DATA):
+                    core.reject("bad_content_type", "use %d or %d" % (CF_FLIGHT, CF_DATA))
+                if len(request.payload) > core.max_body:
+                    core.reject("too_big", "body over %d bytes" % core.max_body)
+                token = path[2] if len(path) == 3 else None
+                if cf == CF_DATA:
+                    if token is None:
+                        core.reject("missing_cookie", "post to the session resource")
+                    wait = 0
+                    for q in request.opt.uri_query:
+                        if q.startswith(WAIT_QUERY + "="):
+                            try:
+                                wait = int(q[len(WAIT_QUERY) + 1 :])
+                            except ValueError:
+                                pass
+                    peer, out = await core.batch(token, request.payload, wait)
+                    resp = Message(code=Code.CHANGED, payload=out, content_format=CF_DATA)
+                else:
+                    try:
+                        port = int(port)
+                    except ValueError:
+                        port = 0
+                    peer, out, created = core.flight(token, request.payload, ("coap:" + host, port))
+                    resp = Message(
+                        code=Code.CREATED if created else Code.CHANGED,
+                        payload=out,
+                        content_format=CF_FLIGHT,
+                    )
+                    if created:
+                        resp.opt.location_path = COAP_PATH + (peer.token,)
+                resp.opt.add_option(sid_opt.create_option(value=peer.sess.sid.to_bytes(2, "big")))
+                return resp
 
         return Site()
 

@@ -5,7 +5,10 @@ ServerConnection per session, the application callbacks and the counters.
 Datagrams are classified by their clear header only (atls.protocol.peek)
 before a session is chosen; a packet for no session is answered with
 ERROR(unknown_session), a first flight beyond the limits with ERROR(busy)
-(docs/PROTOCOL.md §5).  Each source address (and each HTTP/CoAP client) has a
+(docs/PROTOCOL.md §5).  A session starts only from a complete ClientHello,
+half-open sessions are capped (per IP too; the oldest is evicted) and an
+unvalidated address gets at most 3x its bytes (service.admission,
+docs/SECURITY.md).  Each source address (and each HTTP/CoAP client) has a
 token bucket (host_tools.ratelimit).  Once TLS is done the exporter's key
 block starts the session's channel; the application sees messages, never
 handshake bytes.
@@ -24,26 +27,18 @@ or PSKs; `Service.counters` are the counters --stats writes.
 import asyncio
 import os
 import time
-from collections import deque
-
-from cryptography import x509
+from collections import OrderedDict, deque
 
 from atls import protocol, wire
 from atls.link import Link, LinkConfig, QueueFull
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
+from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights
+from host_tools.service.errors import ConfigError
+from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
-
-DEFAULT_LIMITS = {
-    "max_half_open": 64,
-    "idle_timeout_s": 300,
-    "rate_per_s": 200,
-    "rate_burst": 400,
-    "max_sessions": 10000,
-    "app_queue": 256,
-}
 
 
 class Session:
@@ -64,6 +59,9 @@ class Session:
         self.seen_drops = {}  # link drop counters already added to the service's
         self.frag0 = None  # first fragment of the device's first flight (ClientHello)
         self.sink = None  # callable(packet): HTTP/CoAP sessions' packets go here, not UDP
+        self.budget = Budget(service.limits["amplification"])  # until the address is validated
+        self.credential = None  # ("psk", key digest) or ("cert", fingerprint), once up
+        self.auth = None  # "psk" | "cert": the identity's namespace
 
     @property
     def up(self):
@@ -104,12 +102,20 @@ class Service(asyncio.DatagramProtocol):
     """tls_config: a ServerConfig; link_config: atls.link.LinkConfig; limits:
     overrides of DEFAULT_LIMITS; app: the application (EchoApp); registry:
     the Registry whose PSK table tls_config reads; bindings: keyword
-    arguments of service.bindings.Bindings (HTTP/CoAP listeners) or None."""
+    arguments of service.bindings.Bindings (HTTP/CoAP listeners) or None.
+    ConfigError if tls_config enables tickets (a resumed session would carry
+    no device identity)."""
 
     def __init__(
         self, tls_config, link_config=None, limits=None, app=None, registry=None, bindings=None
     ):
+        if tls_config.tickets:
+            raise ConfigError(
+                "tickets must be 0: a resumed session is not bound to a device identity"
+            )
+        tls_config.hide_unknown_psk = True  # unknown identity fails like a wrong binder
         self.ctx = tls_config.build()
+        self.psks = tls_config.psks
         self.link_config = link_config or LinkConfig(mtu=1200)
         self.limits = dict(DEFAULT_LIMITS, **(limits or {}))
         self.app = app or EchoApp()
@@ -117,23 +123,34 @@ class Service(asyncio.DatagramProtocol):
         self.binding_config = bindings
         self.sessions = {}  # sid -> Session
         self.pending = {}  # addr -> sid of a session still in its first flight
-        # per source: the table forgets everyone rather than grow past 4 x max_sessions
-        self.rate = TokenBuckets(
-            self.limits["rate_per_s"],
-            self.limits["rate_burst"],
-            4 * self.limits["max_sessions"] + 1,
+        self.half_open = OrderedDict()  # sid -> Session before TLS is done, oldest first
+        self.per_ip = {}  # ip -> [sessions, half-open sessions]
+        lim = self.limits
+        self.first = FirstFlights(
+            lim["max_first_flights"],
+            lim["max_first_flights_per_ip"],
+            lim["first_flight_timeout_ms"],
+            self.link_config.max_flight,
+            self.drop,
         )
+        # per source: the table forgets everyone rather than grow past 4 x max_sessions
+        self.rate = TokenBuckets(lim["rate_per_s"], lim["rate_burst"], 4 * lim["max_sessions"] + 1)
         self.transport = None
         self._t0 = time.monotonic()
+        self._registry_at = 0
         self.counters = {
             "datagrams_in": 0,
             "datagrams_out": 0,
             "sessions_active": 0,
             "sessions_total": 0,
+            "half_open": 0,
             "handshakes_ok": 0,
             "handshakes_failed": 0,
             "messages_in": 0,
             "messages_out": 0,
+            "unvalidated_bytes_in": 0,
+            "unvalidated_bytes_out": 0,
+            "max_amplification": 0.0,
             "drops": {},
         }
 
@@ -163,43 +180,54 @@ class Service(asyncio.DatagramProtocol):
         except protocol.Drop as e:
             return self.drop(e.reason)
         if sid == 0:
-            sess = self._first_flight(addr, ptype, data, now)
+            sess, packets = self._first_flight(addr, ptype, data, now)
             if sess is None:
                 return
         else:
             sess = self.sessions.get(sid)
             if sess is None or sess.addr != addr:
                 self.drop("unknown_session")
-                if ptype != protocol.ERROR:
+                if ptype != protocol.ERROR:  # 4 bytes: never more than it received
                     self._send_error(sid, protocol.UNKNOWN_SESSION, addr)
                 return
-        self.deliver(sess, (data,), now)
+            sess.budget.validated = True  # our session id came back from that address
+            packets = (data,)
+        self.deliver(sess, packets, now)
 
     def deliver(self, sess, packets, now):
         """Feed link packets from the session's peer (one UDP datagram, or a
-        batch from an HTTP/CoAP request), run the app, transmit the answers."""
-        sess.last_seen_ms = now
-        before = sum(sess.link.drops.values())
+        batch from an HTTP/CoAP request), run the app, transmit the answers.
+        Only packets the link accepts keep the session alive."""
+        link = sess.link
+        before = sum(link.drops.values())
         for data in packets:
-            sess.link.receive(data, now)
-        self._absorb_drops(sess, before)
+            if not sess.budget.validated and sess.sink is None:
+                self.counters["unvalidated_bytes_in"] += len(data)
+            sess.budget.received(len(data))
+            link.receive(data, now)
+        dropped = sum(link.drops.values()) - before
+        if dropped < len(packets):
+            sess.last_seen_ms = now
+        if dropped:
+            self._absorb_drops(sess)
         self._pump(sess, now)
         self.transmit(sess, now)
 
-    def _absorb_drops(self, sess, before):
+    def _absorb_drops(self, sess):
         """Add the link's new drops (by reason) to the service counters."""
-        if sum(sess.link.drops.values()) != before:
-            seen = sess.seen_drops
-            for reason, n in sess.link.drops.items():
-                if n > seen.get(reason, 0):
-                    self.drop(reason, n - seen.get(reason, 0))
-                    seen[reason] = n
+        seen = sess.seen_drops
+        for reason, n in sess.link.drops.items():
+            if n > seen.get(reason, 0):
+                self.drop(reason, n - seen.get(reason, 0))
+                seen[reason] = n
 
     def _first_flight(self, addr, ptype, data, now):
-        # an HS/HS_END fragment: header, flight, index (docs/PROTOCOL.md §2)
-        if ptype not in (protocol.HS, protocol.HS_END) or len(data) < 6:
+        """(session, packets) for a datagram with session id 0, or (None, None).
+        A session starts only from a complete ClientHello (admission)."""
+        # an HS/HS_END fragment of flight 0: header, flight, index (docs/PROTOCOL.md §2)
+        if ptype not in (protocol.HS, protocol.HS_END) or len(data) < 6 or data[3] != 0:
             self.drop("unknown_session")
-            return None
+            return None, None
         sid = self.pending.get(addr)
         if sid is not None and sid in self.sessions:
             sess = self.sessions[sid]
@@ -208,36 +236,66 @@ class Service(asyncio.DatagramProtocol):
             if data[4] == 0 and sess.frag0 is not None and bytes(data[5:]) != sess.frag0:
                 self.end(sess, "device restarted its handshake")
             else:
-                if data[4] == 0 and sess.frag0 is None:
-                    sess.frag0 = bytes(data[5:])
-                return sess
-        if self.at_capacity():
+                return sess, (data,)
+        packets = self.first.add(addr, data, now)
+        if packets is None:
+            return None, None
+        if not self.admit(addr):
             self.drop("busy")
             self._send_error(0, protocol.BUSY, addr)
-            return None
+            return None, None
         sess = self.new_session(addr, now)
-        if data[4] == 0:
-            sess.frag0 = bytes(data[5:])
+        sess.frag0 = bytes(packets[0][5:])
         self.pending[addr] = sess.sid
-        return sess
+        return sess, packets
 
     def at_capacity(self):
-        """True when no new session may start (max_half_open, max_sessions)."""
-        half_open = sum(1 for s in self.sessions.values() if not s.up)
-        return (
-            half_open >= self.limits["max_half_open"]
-            or len(self.sessions) >= self.limits["max_sessions"]
-        )
+        """True when no new session may start: max_sessions reached and no
+        half-open session to evict."""
+        return len(self.sessions) >= self.limits["max_sessions"] and not self.half_open
+
+    def admit(self, addr):
+        """Make room for a new session from `addr` (UDP address or a
+        binding's (client, port)): under max_half_open(_per_ip) the oldest
+        half-open session (of that IP) is evicted; False (busy) when
+        max_sessions(_per_ip) is reached by established sessions."""
+        lim = self.limits
+        ip = addr[0]
+        counts = self.per_ip.get(ip, (0, 0))
+        if counts[1] >= lim["max_half_open_per_ip"] or counts[0] >= lim["max_sessions_per_ip"]:
+            if not self._evict(ip):
+                return False
+        if len(self.half_open) >= lim["max_half_open"] or len(self.sessions) >= lim["max_sessions"]:
+            if not self._evict(None):
+                return False
+        return True
+
+    def _evict(self, ip):
+        for sess in self.half_open.values():
+            if ip is None or sess.addr[0] == ip:
+                self.drop("evicted")
+                self.end(sess, "evicted: half-open limit")
+                return True
+        return False
 
     def new_session(self, addr, now):
-        """A new half-open session with a fresh session id (any transport)."""
+        """A new half-open session with a fresh session id (any transport);
+        call admit(addr) first."""
         sid = self._new_sid()
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         self.sessions[sid] = sess
+        self.half_open[sid] = sess
+        c = self.per_ip.setdefault(addr[0], [0, 0])
+        c[0] += 1
+        c[1] += 1
         self.counters["sessions_total"] += 1
-        self.counters["sessions_active"] = len(self.sessions)
+        self._count()
         return sess
+
+    def _count(self):
+        self.counters["sessions_active"] = len(self.sessions)
+        self.counters["half_open"] = len(self.half_open)
 
     def _new_sid(self):
         while True:
@@ -250,6 +308,8 @@ class Service(asyncio.DatagramProtocol):
             kind = ev[0]
             if kind == "flight":
                 self._on_flight(sess, ev[1], now)
+                if not self.is_live(sess):
+                    return
             elif kind == "message":
                 self.counters["messages_in"] += 1
                 try:
@@ -297,22 +357,29 @@ class Service(asyncio.DatagramProtocol):
         )
 
     def established(self, sess, now):
-        """TLS is done: identity, exporter -> channel keys, app on_connect."""
+        """TLS is done: authenticate (registered PSK identity or registered
+        certificate, else the session ends), exporter -> channel keys, app
+        on_connect."""
         info = sess.tls.info()
         sess.suite = info["suite"]
-        if info["psk_identity"] is not None:
-            sess.identity = info["psk_identity"].decode("utf-8", "replace")
-        elif info["client_cert"] is not None:
-            cn = info["client_cert"].subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-            sess.identity = cn[0].value if cn else "certificate"
-        sess.link.start_channel(sess.tls.export(), SUITES[sess.suite])  # the ATLS key block
+        auth = authenticate(info, self.psks, self.registry)
         sess.handshake_ms = now - sess.started_ms
         self.pending.pop(sess.addr, None)
+        self._settle(sess)
+        if auth is None:
+            self.counters["handshakes_failed"] += 1
+            log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason="not registered")
+            sess.link.abort(protocol.HANDSHAKE_FAILED)
+            self.transmit(sess, now)
+            self.end(sess, "not authenticated")
+            return
+        sess.auth, sess.identity, sess.credential = auth
+        sess.link.start_channel(sess.tls.export(), SUITES[sess.suite])  # the ATLS key block
         self.counters["handshakes_ok"] += 1
         for other in [
             s
             for s in self.sessions.values()
-            if s is not sess and s.identity == sess.identity and s.identity
+            if s is not sess and s.identity == sess.identity and s.auth == sess.auth
         ]:
             self.end(other, "replaced by a new session")
         log(
@@ -320,6 +387,7 @@ class Service(asyncio.DatagramProtocol):
             sid=sess.sid,
             peer=_peer(sess.addr),
             identity=sess.identity,
+            auth=sess.auth,
             suite=sess.suite,
             mode=info["mode"],
             group=info["group"],
@@ -330,13 +398,24 @@ class Service(asyncio.DatagramProtocol):
         except Exception as e:
             log("app_error", sid=sess.sid, error=repr(e))
 
+    def _settle(self, sess):
+        """`sess` is no longer half-open."""
+        if self.half_open.pop(sess.sid, None) is not None:
+            self.per_ip[sess.addr[0]][1] -= 1
+            self._count()
+
     def end(self, sess, reason):
         """Forget a session (no-op if it already ended); the app's on_close."""
         if self.sessions.pop(sess.sid, None) is None:
             return
+        self._settle(sess)
+        c = self.per_ip[sess.addr[0]]
+        c[0] -= 1
+        if not c[0]:
+            del self.per_ip[sess.addr[0]]
         if self.pending.get(sess.addr) == sess.sid:
             del self.pending[sess.addr]
-        self.counters["sessions_active"] = len(self.sessions)
+        self._count()
         log("session_end", sid=sess.sid, identity=sess.identity, reason=reason)
         try:
             self.app.on_close(sess, reason)
@@ -356,23 +435,60 @@ class Service(asyncio.DatagramProtocol):
         self._send(wire.encode(protocol.ERROR, sid, bytes([reason])), addr)
 
     def transmit(self, sess, now):
-        """Send what the session's link has to send now: UDP to its address,
-        or into its sink (HTTP/CoAP sessions)."""
-        for d in sess.link.datagrams(now):
-            if sess.sink is not None:
+        """Send what the session's link has to send now: UDP to its address
+        within the anti-amplification budget, or into its sink (HTTP/CoAP
+        sessions)."""
+        out = sess.link.datagrams(now)
+        if sess.sink is not None:
+            for d in out:
                 sess.sink(d)
-            else:
+            return
+        b = sess.budget
+        if b.validated and not b.held:
+            for d in out:
                 self._send(d, sess.addr)
+            return
+        sent = b.bytes_out
+        b.send(out, lambda d: self._send(d, sess.addr))
+        if not b.validated:
+            c = self.counters
+            c["unvalidated_bytes_out"] += b.bytes_out - sent
+            c["max_amplification"] = max(c["max_amplification"], round(b.ratio, 3))
 
     def tick(self):
-        """Timers: retransmissions, acks, handshake and idle timeouts."""
+        """Timers: retransmissions, acks, handshake deadlines (from creation),
+        idle timeouts, first-flight expiry, registry reload."""
         now = self.now_ms()
         idle = self.limits["idle_timeout_s"] * 1000
+        hs_limit = self.link_config.handshake_timeout_ms
+        self.first.expire(now)
+        if self.registry is not None and now >= self._registry_at:
+            self._registry_at = now + 1000 * self.limits["registry_check_s"]
+            self._check_registry()
         for sess in list(self.sessions.values()):
             self.transmit(sess, now)
             self._pump(sess, now)
-            if sess.sid in self.sessions and now - sess.last_seen_ms > idle:
+            if sess.sid not in self.sessions:
+                continue
+            if sess.handshake_ms is None and now - sess.started_ms > hs_limit:
+                self.end(sess, "handshake timeout")
+            elif now - sess.last_seen_ms > idle:
                 self.end(sess, "idle")
+
+    def _check_registry(self):
+        """Reload a changed registry; end sessions whose PSK or certificate
+        is no longer registered to their device (revocation)."""
+        if not self.registry.changed():
+            return
+        try:
+            self.registry.reload()
+        except ConfigError as e:
+            log("registry_error", error=str(e))
+            return
+        log("registry_reloaded")
+        for sess in list(self.sessions.values()):
+            if sess.auth is not None and not still_registered(sess, self.psks, self.registry):
+                self.end(sess, "credential revoked")
 
     async def run_timers(self, period_ms=10):
         while True:
@@ -381,4 +497,4 @@ class Service(asyncio.DatagramProtocol):
 
 
 def _peer(addr):
-    return "%s:%d" % (addr[0], addr[1])
+    return "%s:%s" % (addr[0], addr[1])

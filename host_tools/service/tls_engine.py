@@ -21,12 +21,15 @@ Theory of operation
   external PSK (RFC 8446 §4.2.11, SHA-256 suites only; the callback is in
   tls_hooks).  SSL_OP_ALLOW_NO_DHE_KEX stays off, so a PSK handshake is
   always psk_dhe_ke (§4.2.9) with a key share.
+* Client certificates (client_ca) are also checked by a verify callback
+  against the policy of OpenSSL's default security level (cert_policy_ok),
+  since CCM_8's "@SECLEVEL=0" (below) would lift key-size and digest checks.
 * Cipher suites are set with SSL_CTX_set_ciphersuites, in server preference
   order (SSL_OP_CIPHER_SERVER_PREFERENCE).  TLS_AES_128_CCM_8_SHA256 has a
   64-bit tag, which OpenSSL rates at 64 security bits: it is only offered at
   security level 0, so when (and only when) CCM_8 is configured the TLS 1.2
   cipher string gets "@SECLEVEL=0" (which also lifts key-size limits on peer
-  certificates: another reason to leave CCM_8 out unless it is needed).
+  certificates; cert_policy_ok puts them back for client chains).
 * Groups go through SSL_CTX_set1_curves_list (= SSL_CTX_set1_groups_list,
   not exported under that name).  A client whose key share is for a group we
   do not support gets a HelloRetryRequest (§4.1.4).
@@ -54,6 +57,7 @@ messages carry OpenSSL reason strings and alert names only.
 """
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _lib
 
@@ -120,6 +124,10 @@ class ServerConfig:
     tickets     NewSessionTickets after each handshake (0: no resumption)
     verify_depth  max client chain depth (client_ca mode)
     session_id_context  bytes binding tickets to this service
+    hide_unknown_psk  an unknown PSK identity gets a stand-in key, so it fails
+                exactly like a wrong binder (decrypt_error) and never falls
+                back to a certificate or ticket: identities cannot be probed
+                (the service sets it)
     compat_ccs  pass on the dummy change_cipher_spec OpenSSL sends after
                 ServerHello/HRR (RFC 8446 §D.4 middlebox compatibility; sent
                 even when the client's legacy_session_id is empty).  False
@@ -138,6 +146,7 @@ class ServerConfig:
         verify_depth=4,
         session_id_context=b"atls-service",
         compat_ccs=False,
+        hide_unknown_psk=False,
     ):
         self.psks = psks
         self.cert_chain = list(cert_chain) if cert_chain else []
@@ -149,6 +158,7 @@ class ServerConfig:
         self.verify_depth = verify_depth
         self.session_id_context = session_id_context
         self.compat_ccs = bool(compat_ccs)
+        self.hide_unknown_psk = bool(hide_unknown_psk)
         self._check()
 
     def _check(self):
@@ -205,13 +215,40 @@ class ServerConfig:
             for ca in self.client_ca:
                 store.add_cert(crypto.X509.from_cryptography(ca))
                 ctx.add_client_ca(ca)
-            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+            # the chain policy of OpenSSL's default security level, whatever
+            # the suites: CCM_8's @SECLEVEL=0 would accept RSA-1024 or SHA-1
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_policy)
             ctx.set_verify_depth(self.verify_depth)
         if not self.tickets:
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        ctx._atls_keepalive = tls_hooks.install(ctx, self.psks)  # cffi callbacks live with ctx
+        ctx._atls_keepalive = tls_hooks.install(
+            ctx, self.psks, self.hide_unknown_psk
+        )  # cffi callbacks live with ctx
         ctx._atls_config = self
         return ctx
+
+
+def cert_policy_ok(cert):
+    """True if a certificate meets OpenSSL's default security level (2,
+    112 bits): RSA/DSA keys >= 2048 bits, EC keys >= 224 bits, no MD5/SHA-1
+    signature (except a self-signed trust anchor's, which is not checked)."""
+    try:
+        key = cert.public_key()
+        if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)) and key.key_size < 2048:
+            return False
+        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 224:
+            return False
+        if cert.issuer != cert.subject:
+            h = cert.signature_hash_algorithm
+            if h is not None and h.name in ("md5", "sha1"):
+                return False
+        return True
+    except Exception:  # an algorithm cryptography does not know: refuse
+        return False
+
+
+def _verify_policy(conn, cert, errnum, depth, ok):
+    return bool(ok) and cert_policy_ok(cert.to_cryptography())
 
 
 def _reason(exc):

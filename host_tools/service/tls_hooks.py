@@ -9,6 +9,9 @@ external-PSK callback and a message callback that watches each connection.
   SHA-256 suites only.  Unknown identities return no session: OpenSSL then
   falls back to a certificate handshake, or fails with an alert if there is no
   certificate.  The identity -> key table is consulted live, per handshake.
+  With hide_unknown an unknown identity gets a stand-in key instead
+  (HMAC of the identity under a per-process secret): its binder fails like a
+  wrong one (decrypt_error), so registered identities cannot be probed.
 * A context-wide message callback watches handshake and alert messages (type
   bytes, the ServerHello's extensions; it never keeps key material) to report
   HelloRetryRequest, the selected PSK identity and alerts; it is keyed by the
@@ -18,6 +21,9 @@ external-PSK callback and a message callback that watches each connection.
 Nothing here raises into OpenSSL, logs, or stores secrets.
 """
 
+import hashlib
+import hmac
+import os
 import threading
 import weakref
 
@@ -130,7 +136,10 @@ def valid_psk(key):
     return isinstance(key, (bytes, bytearray)) and 16 <= len(key) <= 64
 
 
-def _make_psk_callback(psks):
+_STAND_IN = os.urandom(32)  # keys of unknown identities (hide_unknown)
+
+
+def _make_psk_callback(psks, hide_unknown=False):
     """SSL_psk_find_session_cb_func for the identity -> key table `psks`."""
 
     def find_session(ssl, identity, identity_len, sessptr):
@@ -141,7 +150,9 @@ def _make_psk_callback(psks):
             key = psks.get(ident)
             if watch is not None:
                 watch.psk_calls.append(ident if key is not None else None)
-            if key is None:
+            if key is None and hide_unknown:
+                key = hmac.new(_STAND_IN, ident, hashlib.sha256).digest()
+            elif key is None:
                 return 1  # not ours: try tickets / next identity
             if not valid_psk(key):
                 if watch is not None:
@@ -173,13 +184,13 @@ def _make_psk_callback(psks):
     )
 
 
-def install(ctx, psks):
+def install(ctx, psks, hide_unknown=False):
     """Hook an OpenSSL.SSL.Context: the PSK callback for the table `psks`
-    (None: no PSK) and the message callback.  Returns the cffi callbacks,
+    (None: no PSK; hide_unknown: see the module doc) and the message callback.  Returns the cffi callbacks,
     which must live as long as the context."""
     keep = [_on_message_cb]
     if psks is not None:
-        cb = _make_psk_callback(psks)
+        cb = _make_psk_callback(psks, hide_unknown)
         _lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
         keep.append(cb)
     _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)

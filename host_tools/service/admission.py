@@ -1,0 +1,200 @@
+"""What the service keeps before a device is known (issue 14): first-flight
+reassembly, the checks that gate a new session, and the anti-amplification
+budget of an unvalidated address.
+
+* No per-peer state before a complete, parseable ClientHello: a first flight
+  in one datagram (HS_END, index 0) is checked and turned into a session at
+  once; fragments of a longer first flight wait in `FirstFlights`, a table
+  bounded in entries (max_first_flights), per IP (max_first_flights_per_ip)
+  and in bytes (the link's max_flight), each entry with a deadline from its
+  creation (first_flight_timeout_ms); under pressure the oldest entry goes.
+  Only a complete flight that parses as one TLS ClientHello (RFC 8446 §4.1.2
+  framing: handshake records, msg_type 1, exact length) starts a session.
+* Anti-amplification (RFC 9000 §8.1 applied to the link): until an address
+  is validated the service sends it at most `amplification` (3) times the
+  bytes it received from it, retransmissions included; what does not fit
+  waits in the session (`Budget`).  An address is validated by any packet
+  that carries the session id the service chose (an HS_ACK of its flight,
+  the device's next flight, a channel packet): the id went only to that
+  address.  A big certificate flight therefore goes out once the device has
+  seen the flight's last fragment (sent first) and acknowledged it.  Until
+  then the service's HS_ACKs are withheld: the device keeps retransmitting
+  its ClientHello, which is what raises the budget.
+
+Sans-I/O: the service passes datagrams, addresses and now_ms.
+"""
+
+from collections import OrderedDict, deque
+
+__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "client_hello_ok"]
+
+# every limit and its default: docs/SECURITY.md
+DEFAULT_LIMITS = {
+    "max_half_open": 64,
+    "max_half_open_per_ip": 32,
+    "idle_timeout_s": 300,
+    "rate_per_s": 200,
+    "rate_burst": 400,
+    "max_sessions": 10000,
+    "max_sessions_per_ip": 4096,
+    "app_queue": 256,
+    "max_first_flights": 256,
+    "max_first_flights_per_ip": 32,
+    "first_flight_timeout_ms": 5000,
+    "amplification": 3,
+    "max_pending_polls": 256,
+    "max_requests_per_ip": 64,
+    "registry_check_s": 1,
+}
+
+_MAX_HELD = 64  # datagrams an unvalidated session may hold back
+_HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)
+_HS_ACK = 2
+
+
+def client_hello_ok(flight):
+    """True if `flight` is TLS handshake records holding exactly one
+    ClientHello (RFC 8446 §5.1, §4.1.2: record framing and lengths only)."""
+    body = bytearray()
+    pos, n = 0, len(flight)
+    while pos < n:
+        if pos + 5 > n or flight[pos] != 22 or flight[pos + 1] != 3:
+            return False
+        rlen = int.from_bytes(flight[pos + 3 : pos + 5], "big")
+        if not 1 <= rlen <= 16384 or pos + 5 + rlen > n:
+            return False
+        body += flight[pos + 5 : pos + 5 + rlen]
+        pos += 5 + rlen
+    return (
+        len(body) >= 4 + 2 + 32 + 1
+        and body[0] == 1
+        and int.from_bytes(body[1:4], "big") == len(body) - 4
+        and body[4] == 3
+    )
+
+
+class FirstFlights:
+    """Fragments of incomplete first flights, per source address (see the
+    module doc).  add() returns the flight's datagrams (index order) once it
+    is complete and a ClientHello, else None; drops go to drop(reason)."""
+
+    def __init__(self, max_entries, max_per_ip, timeout_ms, max_flight, drop):
+        self.max_entries = max_entries
+        self.max_per_ip = max_per_ip
+        self.timeout_ms = timeout_ms
+        self.max_flight = max_flight
+        self.table = OrderedDict()  # addr -> [created_ms, {index: datagram}, end, size]
+        self.per_ip = {}
+        self._drop = drop  # drop(reason): the service's drop counter
+
+    def _forget(self, addr):
+        if self.table.pop(addr, None) is not None:
+            ip = addr[0]
+            left = self.per_ip[ip] - 1
+            if left:
+                self.per_ip[ip] = left
+            else:
+                del self.per_ip[ip]
+
+    def expire(self, now):
+        while self.table:
+            addr, entry = next(iter(self.table.items()))
+            if now - entry[0] < self.timeout_ms:
+                return
+            self._forget(addr)
+            self._drop("first_flight_timeout")
+
+    def add(self, addr, data, now):
+        """`data`: an HS/HS_END datagram of flight 0 (caller checked)."""
+        last = (data[0] & 7) == 1  # HS_END
+        index = data[4]
+        if last and index == 0 and addr not in self.table:
+            return self._complete([data])
+        self.expire(now)
+        entry = self.table.get(addr)
+        if entry is None:
+            if last or index >= 254:
+                self._drop("bad_fragment")
+                return None
+            self._make_room(addr[0])
+            entry = self.table[addr] = [now, {}, -1, 0]
+            self.per_ip[addr[0]] = self.per_ip.get(addr[0], 0) + 1
+        frags = entry[1]
+        frags[index] = bytes(data)
+        if last:
+            entry[2] = index
+        entry[3] = sum(len(d) - 5 for d in frags.values())
+        if entry[3] > self.max_flight or len(frags) > 255:
+            self._forget(addr)
+            self._drop("too_big")
+            return None
+        end = entry[2]
+        if end < 0 or len(frags) < end + 1:
+            return None
+        self._forget(addr)
+        if any(i not in frags for i in range(end + 1)):
+            self._drop("bad_fragment")
+            return None
+        return self._complete([frags[i] for i in range(end + 1)])
+
+    def _make_room(self, ip):
+        if self.per_ip.get(ip, 0) >= self.max_per_ip:
+            for addr in self.table:
+                if addr[0] == ip:
+                    self._forget(addr)
+                    self._drop("first_flight_evicted")
+                    break
+        if len(self.table) >= self.max_entries:
+            self._forget(next(iter(self.table)))
+            self._drop("first_flight_evicted")
+
+    def _complete(self, datagrams):
+        flight = b"".join(bytes(d[5:]) for d in datagrams)
+        if not client_hello_ok(flight):
+            self._drop("not_client_hello")
+            return None
+        return datagrams
+
+
+class Budget:
+    """Bytes in/out of one unvalidated address and what waits (module doc)."""
+
+    def __init__(self, factor):
+        self.factor = factor
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.validated = False
+        self.held = deque()
+
+    def received(self, n):
+        self.bytes_in += n
+
+    def send(self, datagrams, emit):
+        """Pass `datagrams` to emit(d) within the budget, hold the rest.
+        Unvalidated, whatever fits goes, the last fragment of a flight
+        (HS_END) first: a device acknowledges a flight whose end it has seen
+        at once, and that HS_ACK validates the address."""
+        held = self.held
+        held.extend(datagrams)
+        if self.validated:
+            while held:
+                d = held.popleft()
+                self.bytes_out += len(d)
+                emit(d)
+            return
+        keep = deque()
+        for d in sorted(held, key=lambda d: (d[0] & 7) != _HS_END):
+            if (d[0] & 7) == _HS_ACK:
+                continue  # would stop the device's retransmissions, our budget
+            if self.bytes_out + len(d) <= self.factor * self.bytes_in:
+                self.bytes_out += len(d)
+                emit(d)
+            else:
+                keep.append(d)
+        while len(keep) > _MAX_HELD:
+            keep.popleft()
+        self.held = keep
+
+    @property
+    def ratio(self):
+        return self.bytes_out / self.bytes_in if self.bytes_in else 0.0
