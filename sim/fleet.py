@@ -16,6 +16,7 @@ join window and confirms each request whose code matches the one the device
 printed.  See sim/scenarios.py for the scenarios and their verdicts.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -171,6 +172,10 @@ class Fleet:
             name = "dev-%02d" % (i + 1)
             if self.mode == "cert":
                 leaf = pki.make_cert(name, issuer=self.creds["dev_ca"], client=True)
+                # registered by fingerprint: the service accepts no other certificate
+                reg["devices"][name] = {
+                    "cert_sha256": hashlib.sha256(pki.der(leaf.cert)).hexdigest()
+                }
                 self.creds[name] = {
                     "cert": pki.der(leaf.cert).hex(),
                     "key": leaf.key.private_numbers().private_value.to_bytes(32, "big").hex(),
