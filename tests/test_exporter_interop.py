@@ -19,6 +19,7 @@ service (host_tools.service.core.Service driven in-process, its channel
 carrying a message each way) must equal 1 and 2."""
 
 import hashlib
+import json
 import struct
 
 import pytest
@@ -32,6 +33,7 @@ from atls.protocol import SUITES
 from atls.tls.client import ClientConfig, TLSClient
 from host_tools import pki
 from host_tools.service.core import Service
+from host_tools.service.registry import Registry
 from host_tools.service.tls_engine import ServerConfig
 
 LABEL = b"application-layer-tls"  # draft-friel-tls-atls; docs/PROTOCOL.md §3
@@ -148,12 +150,12 @@ class Wire:
         self.out.append(bytes(data))
 
 
-def run_session(tls_config, server_config):
+def run_session(tls_config, server_config, registry=None):
     """The firmware client + link against the service core, in process:
     handshake, then one message each way.  (device key block, service
     session, key log of the service's OpenSSL context, echo received)."""
     app = Recorder()
-    svc = Service(server_config, LinkConfig(mtu=1200), app=app)
+    svc = Service(server_config, LinkConfig(mtu=1200), app=app, registry=registry)
     log = KeyLog(svc.ctx)
     wire = Wire()
     svc.connection_made(wire)
@@ -209,12 +211,30 @@ def test_device_and_service_keys_are_the_independent_exporter_psk(suite):
     assert session.tls.export() == openssl, "the service's key block is not the spec's exporter"
 
 
-def test_device_and_service_keys_are_the_independent_exporter_certificate():
+def test_device_and_service_keys_are_the_independent_exporter_certificate(tmp_path):
     ca = pki.make_ca("Exporter CA")
     leaf = pki.make_cert("service.local", issuer=ca)
+    # the service admits only registered devices: a client certificate it knows
+    dev_ca = pki.make_ca("Exporter device CA")
+    dev = pki.make_cert("device-9", issuer=dev_ca, key_type="p256", client=True, san=[])
+    (tmp_path / "device-ca.pem").write_bytes(pki.pem(dev_ca.cert))
+    fingerprint = hashlib.sha256(pki.der(dev.cert)).hexdigest()
+    (tmp_path / "devices.json").write_text(
+        json.dumps(
+            {"device_ca": "device-ca.pem", "devices": {"device-9": {"cert_sha256": fingerprint}}}
+        )
+    )
+    registry = Registry(tmp_path / "devices.json")
+    scalar = dev.key.private_numbers().private_value.to_bytes(32, "big")
     kb, session, log = run_session(
-        ClientConfig(ca_certs=[pki.der(ca.cert)], server_name="service.local"),
-        ServerConfig(cert_chain=[leaf.cert], key=leaf.key),
+        ClientConfig(
+            ca_certs=[pki.der(ca.cert)],
+            server_name="service.local",
+            client_certs=[pki.der(dev.cert)],
+            client_key=scalar,
+        ),
+        ServerConfig(cert_chain=[leaf.cert], key=leaf.key, client_ca=registry.device_ca),
+        registry,
     )
     formula = tls_exporter(log.secret("EXPORTER_SECRET"), LABEL, b"", LENGTH)
     assert bytes(kb) == session.tls.export(LABEL, LENGTH) == formula
