@@ -247,6 +247,7 @@ def _service(tmp):
         )
     )
     args = ["host_tools.service", "--config", str(tmp / "service.json")]
+    args += ["--stats", str(tmp / "svc-stats.json")]
     proc = _start(args + ["--ready-file", str(tmp / "ready")], tmp, "service")
     host, port = wait_path(tmp / "ready", proc, "service", timeout=60).rsplit(":", 1)
     return proc, (host, int(port)), "http://127.0.0.1:%d/atls" % http
@@ -267,6 +268,13 @@ def _gateway(tmp, svc_addr):
     proc = _start(args + ["--ready-file", str(tmp / "gw-ready")], tmp, "gateway")
     wait_path(tmp / "gw-ready", proc, "gateway", timeout=60)
     return proc, ("127.0.0.1", port)
+
+
+def _json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _child_result(proc, path, wait_s):
@@ -296,6 +304,8 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         base.run(2.0)
         base.close()
         rss0 = _rss_mb(svc.pid)
+        time.sleep(1.1)  # the service rewrites its stats every second
+        svc_in0 = _json(tmp / "svc-stats.json").get("datagrams_in") or 0
 
         def sample():
             peak["svc_rss"] = max(peak["svc_rss"], _rss_mb(svc.pid))
@@ -343,6 +353,8 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         longpoll = _child_result(lpp, tmp / "longpoll.json", 30) if lpp else {}
         sample()
         p1 = h1.figures()
+        time.sleep(1.1)  # the service rewrites its stats every second
+        svc_in = (_json(tmp / "svc-stats.json").get("datagrams_in") or 0) - svc_in0
         # phase 2: through the gateway's WiFi/UDP side
         gw, gw_addr = _gateway(tmp, svc_addr)
         procs.append(gw)
@@ -366,11 +378,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         gspoof = _child_result(gp, tmp / "gw-spoof.json", 60)
         sample2()
         p2 = h2.figures()
-        gstats = {}
-        try:
-            gstats = json.loads((tmp / "gw" / "stats.json").read_text())
-        except (OSError, ValueError):
-            pass
+        gstats = _json(tmp / "gw" / "stats.json")
         return {
             "honest_handshake_success": p1["success"],
             "honest_p95_ms": p1["p95_ms"],
@@ -386,6 +394,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
             "spoof_rate_achieved": spoof.get("rate_achieved"),
             "spoof_sent": spoof.get("sent"),
             "spoof_malformed": spoof.get("malformed"),
+            "service_datagrams_in": svc_in,
             "spoof_sources": sources,
             "longpolls": polls,
             "longpoll_session_up": longpoll.get("handshake"),
@@ -402,6 +411,8 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
             "gateway_spoof_ips": 50,
             "gateway_spoof_rate_achieved": gspoof.get("rate_achieved"),
             "gateway_flows_at_end": gstats.get("flows"),
+            "gateway_up_packets": gstats.get("up_packets"),
+            "gateway_evicted": gstats.get("evicted"),
             "gateway_drops": gstats.get("drops"),
             "fds_max": max(peak["svc_fds"], peak["gw_fds"]),
             "service_fds_max": peak["svc_fds"],

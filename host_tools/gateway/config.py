@@ -61,7 +61,7 @@ Keys (default in brackets):
                    max_udp_pending 256      unvalidated WiFi/UDP flows (the oldest of
                                             the IP holding most is evicted when full)
                    max_udp_pending_per_ip 8 unvalidated flows of one IP
-                   new_flows_per_ip_per_s 20, new_flows_per_ip_burst 40
+                   new_flows_per_ip_per_s 5, new_flows_per_ip_burst 20
                                             new WiFi/UDP flows per IP (token bucket)
                  A WiFi/UDP source gets a flow (and a socket) only for a well-formed
                  first-flight fragment (HS, flight 0, session id 0); it is validated

@@ -38,8 +38,8 @@ FLOW_LIMITS = {
     "max_udp_flows_per_ip": 64,
     "max_udp_pending": 256,
     "max_udp_pending_per_ip": 8,
-    "new_flows_per_ip_per_s": 20,
-    "new_flows_per_ip_burst": 40,
+    "new_flows_per_ip_per_s": 5,
+    "new_flows_per_ip_burst": 20,
 }
 
 
