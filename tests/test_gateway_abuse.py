@@ -130,7 +130,10 @@ def test_flood_from_many_ips_keeps_honest_and_zigbee_flows(tmp_path):
         # the service answers and the device goes on with its session id: validated
         flow = gw.flows[honest]
         gw.downstream(flow, wire.encode_hs(7, 1, 0, b"server", last=True))
+        gw.upstream(honest, wire.encode_hs(9, 2, 0, b"guessed", last=True))
+        assert gw.table_flows.is_pending(honest)  # a guessed session id does not validate
         gw.upstream(honest, wire.encode_hs(7, 2, 0, b"finished", last=True))
+        assert not gw.table_flows.is_pending(honest)
         fds0 = _fds()
         for i in range(5000):
             gw.upstream(("udp", ("10.4.%d.%d" % (i >> 8, i & 255), 7000)), FIRST)

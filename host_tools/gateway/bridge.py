@@ -40,7 +40,7 @@ class Flow:
         self.key = key  # ("zb", addr64 bytes) or ("udp", (ip, port))
         self.sock = sock
         self.born = self.last = 0.0
-        self.answered = False  # the service has sent something to the device
+        self.sid = 0  # the session id in the service's latest packet to the device
 
     def send(self, data):
         try:
@@ -219,8 +219,10 @@ class Gateway:
                 return self.drop(reason)
             flow = self._open_flow(key, target)
             self.table_flows.add(key, flow, now)
-        elif len(payload) > 2 and (payload[1] or payload[2]) and flow_answered(flow):
-            self.table_flows.validate(key)  # it knows the session id the service gave
+        elif len(payload) > 2 and self.table_flows.is_pending(key):
+            sid = (payload[1] << 8) | payload[2]
+            if sid and sid == getattr(flow, "sid", 0):
+                self.table_flows.validate(key)  # it saw the service's answer
         self.counters["up_packets"] += 1
         self.counters["up_bytes"] += len(payload)
         flow.last = now
@@ -292,7 +294,8 @@ class Gateway:
         if self.flows.get(key) is not flow:
             return self.drop("closed_flow")  # a relay answer after expiry or eviction
         flow.last = self.now()
-        flow.answered = True
+        if len(data) > 2:
+            flow.sid = (data[1] << 8) | data[2]  # a RelayFlow gets it here too
         if key[0] == "zb":
             if self.table.get(key[1]) is None:
                 return self.drop("unpaired")  # unpaired since: cut off both ways
@@ -420,10 +423,6 @@ class Gateway:
         c["limits"] = dict(self.table_flows.lim, max_devices=self.table_flows.max_zb)
         c["paired_devices"] = len(self.table.devices)
         return c
-
-
-def flow_answered(flow):
-    return getattr(flow, "answered", False)  # a RelayFlow has it once it answered
 
 
 class _WifiSide(asyncio.DatagramProtocol):

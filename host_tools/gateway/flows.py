@@ -9,9 +9,9 @@ Invariants:
   HS/HS_END fragment (atls.wire.decode) of flight 0 with session id 0
   (docs/PROTOCOL.md §1-2).  Junk, other packet types and non-zero session
   ids from a source without a flow are dropped (`no_flow`) and cost nothing.
-- A new UDP flow is *unvalidated* (pending) until the source, after the
-  service answered it, sends a packet carrying a non-zero session id: a
-  spoofed source never sees the answer.  Unvalidated flows are bounded
+- A new UDP flow is *unvalidated* (pending) until the source sends a packet
+  carrying the (non-zero) session id of the service's latest packet to it:
+  a spoofed source never sees that answer.  Unvalidated flows are bounded
   globally (`max_udp_pending`) and per IP (`max_udp_pending_per_ip`), and
   new ones per IP are rate limited (`new_flows_per_ip_per_s`, burst
   `new_flows_per_ip_burst`, host_tools.ratelimit.TokenBuckets).  When a
