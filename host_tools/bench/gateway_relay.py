@@ -50,6 +50,30 @@ class Sink:
             n += 1
 
 
+def prime_udp_flow(dev, gw_addr, sink, timeout=5.0):
+    """The gateway gives a WiFi source a flow only for a first flight and
+    keeps it once the source sends back the session id the service gave it
+    (host_tools/gateway/flows.py): play that shape once before measuring."""
+    from atls import wire
+
+    dev.sendto(wire.encode_hs(0, 0, 0, b"\x01", last=True), gw_addr)
+    end = time.monotonic() + timeout
+    sink.peer = None
+    while sink.peer is None and time.monotonic() < end:
+        select.select([sink.sock], [], [], 0.05)
+        sink.recv_all()
+    sink.sock.sendto(wire.encode_hs(0x0101, 1, 0, b"\x02", last=True), sink.peer)
+    select.select([dev], [], [], timeout)
+    dev.sendto(wire.encode_hs(0x0101, 2, 0, b"\x03", last=True), gw_addr)
+    select.select([sink.sock], [], [], timeout)
+    sink.recv_all()
+    while True:
+        try:
+            dev.recv(4096)
+        except BlockingIOError:
+            return
+
+
 def windowed(n, window, send, readable_fd, collect, timeout=3.0):
     """Send n packets keeping at most `window` unanswered; returns (seconds,
     received).  A stall longer than `timeout` ends the phase (counted as lost)."""
@@ -191,6 +215,7 @@ def gateway_vs_relay(quick):
         wait_path(tmp / "host_tools.gateway.ready", gw, "gateway", poll=ptyf.answer_at)
         wait_path(tmp / "host_tools.bench.relay.ready", relay, "relay")
         ptyf.frames()
+        prime_udp_flow(dev, ("127.0.0.1", gw_udp), sink)
 
         def udp_recv_all():
             k = 0

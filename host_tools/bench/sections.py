@@ -12,6 +12,8 @@ that measures and never asserts; the runner stores it in build/bench.json under
   sim_scale           the simulator with 10 and 100 devices: wall time, time
                       to all up, peak RSS per process (issue 6)
   boards              .mpy bytes per board, heap to import everything (issue 7)
+  abuse               the service and the gateway under flood: honest success
+                      and latency, RSS growth, amplification, fds (issue 14)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -22,7 +24,14 @@ import argparse
 import json
 import sys
 
-from host_tools.bench import boards, link_overhead, service_handshakes, sim_scale, zigbee
+from host_tools.bench import (
+    abuse,
+    boards,
+    link_overhead,
+    service_handshakes,
+    sim_scale,
+    zigbee,
+)
 
 SECTIONS = (
     ("link_overhead", link_overhead.link_overhead),
@@ -30,6 +39,7 @@ SECTIONS = (
     ("zigbee", zigbee.zigbee),
     ("sim_scale", sim_scale.sim_scale),
     ("boards", boards.boards),
+    ("abuse", abuse.abuse),
 )
 
 NOTES = {
@@ -38,6 +48,7 @@ NOTES = {
     "zigbee": zigbee.NOTE,
     "sim_scale": sim_scale.NOTE,
     "boards": boards.NOTE,
+    "abuse": abuse.NOTE,
 }
 
 

@@ -16,6 +16,7 @@ Modules:
     config         the config file (its format is documented there), GatewayError
     pairing_table  the allowlist on disk
     bridge         Gateway: ZigBee serial side, WiFi/UDP side, flows, limits, counters
+    flows          FlowTable: who gets a flow, quotas, per-IP limits, expiry, eviction
     relay          keyless flight/packet relay to HTTP(S)/CoAP services
     control        the control socket: server side and client (`control`)
     capture        the debugging capture file

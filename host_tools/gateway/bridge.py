@@ -6,9 +6,13 @@ ATLS marker (docs/PROTOCOL.md §1) from paired devices, drops and counts
 everything else, and pairs devices (§8) into the pairing table.  Each device
 has one flow toward its service: a UDP socket of its own (so the service sees
 one source address per device) or a relay.RelayFlow for an HTTP(S)/CoAP
-service.  Limits (config "limits"): a token bucket per device, a bound on
-flows and on pending pairing requests, the ZigBee payload size.  Counters:
-`Gateway.stats()`, also what the control socket's "stats" answers.
+service.  Which source gets a flow, for how long, and who is evicted under
+flood is flows.FlowTable's business: a WiFi source only for a plausible
+first flight, separate quotas for ZigBee and WiFi/UDP, per-IP limits, idle
+expiry; the socket is opened when a flow is admitted and closed when it
+ends.  Limits (config "limits"): a token bucket per device, the flow
+quotas, a bound on pending pairing requests, the ZigBee payload size.
+Counters: `Gateway.stats()`, also what the control socket's "stats" answers.
 """
 
 import asyncio
@@ -21,6 +25,7 @@ from host_tools.common import log
 from host_tools.gateway import relay
 from host_tools.gateway.capture import DOWN, SERIAL_IN, SERIAL_OUT, UP, Capture
 from host_tools.gateway.config import GatewayError, is_relay
+from host_tools.gateway.flows import FlowTable, plausible_first_flight
 from host_tools.gateway.pairing_table import PairingTable
 from host_tools.ratelimit import TokenBuckets
 
@@ -34,7 +39,8 @@ class Flow:
     def __init__(self, key, sock):
         self.key = key  # ("zb", addr64 bytes) or ("udp", (ip, port))
         self.sock = sock
-        self.last = 0.0
+        self.born = self.last = 0.0
+        self.sid = 0  # the session id in the service's latest packet to the device
 
     def send(self, data):
         try:
@@ -55,7 +61,9 @@ class Gateway:
         self.table = PairingTable(config.pairing_path)
         self.decoder = xbee.FrameDecoder(escaped=config.escaped)
         self.serial = None
-        self.flows = {}
+        self.table_flows = FlowTable(self.limits)
+        self.flows = self.table_flows.flows  # key -> flow (read-only view)
+        self.next_sweep = 0.0
         # the table is cleared when a new device finds more than 4 x max_devices in it
         self.buckets = TokenBuckets(
             self.limits["rate_per_s"], self.limits["rate_burst"], 4 * self.limits["max_devices"] + 1
@@ -78,6 +86,8 @@ class Gateway:
             "tx_too_large": 0,
             "paired": 0,
             "unpaired": 0,
+            "expired": 0,
+            "evicted": 0,
             "drops": {},
             "relay": {},
         }
@@ -189,19 +199,33 @@ class Gateway:
                 or self.config.routes.get(str(entry["device"]).lower())
                 or entry["service"]
             )
-        if not self.buckets.allow(key, time.monotonic()):
-            return self.drop("rate")
+        now = self.now()
+        if now >= self.next_sweep:
+            self.expire(now)
         flow = self.flows.get(key)
+        if flow is None and key[0] == "udp" and not plausible_first_flight(payload):
+            return self.drop("no_flow")  # before the bucket: junk creates no state
+        if not self.buckets.allow(key, now):
+            return self.drop("rate")
         if flow is None:
-            if len(self.flows) >= self.limits["max_devices"]:
-                return self.drop("too_many_flows")
             target = self.config.services.get(service)
             if target is None:
                 return self.drop("unknown_service")
+            ok, evicted, reason = self.table_flows.admit(key, now)
+            for old in evicted:
+                self.counters["evicted"] += 1
+                self._close_flow(old)
+            if not ok:
+                return self.drop(reason)
             flow = self._open_flow(key, target)
+            self.table_flows.add(key, flow, now)
+        elif len(payload) > 2 and self.table_flows.is_pending(key):
+            sid = (payload[1] << 8) | payload[2]
+            if sid and sid == getattr(flow, "sid", 0):
+                self.table_flows.validate(key)  # it saw the service's answer
         self.counters["up_packets"] += 1
         self.counters["up_bytes"] += len(payload)
-        flow.last = time.monotonic()
+        flow.last = now
         self._capture(UP, payload)
         flow.send(payload)
 
@@ -211,16 +235,34 @@ class Gateway:
                 self.relay_clients = relay.Clients(2 * self.limits["max_devices"] + 16)
             counters = self.counters["relay"].setdefault(target.kind, relay.new_counters())
             mtu = self.limits["max_payload"] if key[0] == "zb" else 1200
-            flow = relay.RelayFlow(key, target, self.downstream, self.relay_clients, counters, mtu)
-            self.flows[key] = flow
-            return flow
+            return relay.RelayFlow(key, target, self.downstream, self.relay_clients, counters, mtu)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect(target)
         flow = Flow(key, sock)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._flow_readable, flow)
-        self.flows[key] = flow
         return flow
+
+    @staticmethod
+    def now():
+        """The gateway's clock for flows and buckets (seconds, monotonic)."""
+        return time.monotonic()
+
+    def expire(self, now=None):
+        """Close the flows idle past idle_timeout_s and the unvalidated ones
+        older than pending_timeout_s (runs at most once a second from
+        upstream, and every second from `run`)."""
+        now = self.now() if now is None else now
+        self.next_sweep = now + 1.0
+        for flow in self.table_flows.expired(now):
+            if flow is not None:
+                self.counters["expired"] += 1
+                self._close_flow(flow)
+
+    def close_flows(self):
+        """Close every flow (their sockets; relay flows too)."""
+        for key in list(self.flows):
+            self._close_flow(self.table_flows.remove(key))
 
     def _flow_readable(self, flow):
         for _ in range(64):
@@ -235,6 +277,8 @@ class Gateway:
     def _close_flow(self, flow):
         if isinstance(flow, relay.RelayFlow):
             return flow.close()
+        if flow.sock.fileno() < 0:
+            return
         try:
             asyncio.get_running_loop().remove_reader(flow.sock.fileno())
         except (RuntimeError, ValueError):
@@ -247,6 +291,11 @@ class Gateway:
         if not protocol.is_atls(data):
             return self.drop("not_atls_down")
         key = flow.key
+        if self.flows.get(key) is not flow:
+            return self.drop("closed_flow")  # a relay answer after expiry or eviction
+        flow.last = self.now()
+        if len(data) > 2:
+            flow.sid = (data[1] << 8) | data[2]  # a RelayFlow gets it here too
         if key[0] == "zb":
             if self.table.get(key[1]) is None:
                 return self.drop("unpaired")  # unpaired since: cut off both ways
@@ -351,7 +400,7 @@ class Gateway:
     def unpair(self, key):
         gone = self.table.remove(key)
         for a in gone:
-            flow = self.flows.pop(("zb", bytes.fromhex(a)), None)
+            flow = self.table_flows.remove(("zb", bytes.fromhex(a)))
             if flow is not None:
                 self._close_flow(flow)
         self.counters["unpaired"] += len(gone)
@@ -370,6 +419,8 @@ class Gateway:
         c = dict(self.counters)
         c["frame_errors"] = dict(self.decoder.counters)
         c["flows"] = len(self.flows)
+        c["flow_counts"] = self.table_flows.counts()
+        c["limits"] = dict(self.table_flows.lim, max_devices=self.table_flows.max_zb)
         c["paired_devices"] = len(self.table.devices)
         return c
 

@@ -69,6 +69,7 @@ async def run(config, ready=None, gateway_class=None):
                 await asyncio.wait_for(stop.wait(), 1.0)
             except asyncio.TimeoutError:
                 pass
+            gw.expire()
             tmp = stats_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(gw.stats(), indent=1, sort_keys=True))
             os.replace(tmp, stats_path)
@@ -77,6 +78,7 @@ async def run(config, ready=None, gateway_class=None):
         if sock_path.exists():
             sock_path.unlink()
         await gw.close_relays()
+        gw.close_flows()
         log("gateway_stopped", **{k: v for k, v in gw.stats().items() if k != "drops"})
     return gw
 

@@ -48,10 +48,24 @@ Keys (default in brackets):
                  [none: no WiFi side]
   state_dir      pairing.json, gateway.sock (control socket), stats.json
                  ["gateway-state"]
-  limits         (DEFAULT_LIMITS; given keys replace defaults, none is checked)
+  limits         (DEFAULT_LIMITS and flows.FLOW_LIMITS; given keys replace
+                 defaults, none is checked)
                    rate_per_s 50, rate_burst 100   token bucket per device
-                   max_devices 1000         flows toward services (also bounds the
-                                            bucket table and the relay's connections)
+                   max_devices 1000         ZigBee flows toward services (also bounds
+                                            the bucket table and the relay's connections)
+                 flows (flows.py; issue 14):
+                   idle_timeout_s 120       a flow without a packet either way ends
+                   pending_timeout_s 30     an unvalidated WiFi/UDP flow ends
+                   max_udp_flows 1000       WiFi/UDP flows (a quota apart from ZigBee's)
+                   max_udp_flows_per_ip 64  WiFi/UDP flows of one IP address
+                   max_udp_pending 256      unvalidated WiFi/UDP flows (the oldest of
+                                            the IP holding most is evicted when full)
+                   max_udp_pending_per_ip 8 unvalidated flows of one IP
+                   new_flows_per_ip_per_s 5, new_flows_per_ip_burst 20
+                                            new WiFi/UDP flows per IP (token bucket)
+                 A WiFi/UDP source gets a flow (and a socket) only for a well-formed
+                 first-flight fragment (HS, flight 0, session id 0); it is validated
+                 when it sends its session id after the service answered.
                    max_payload 84           largest ZigBee payload either way, and
                                             the relay's fragment size toward ZigBee
                                             devices (WiFi devices: 1200)
@@ -87,7 +101,7 @@ DEFAULT_LIMITS = {
     "max_devices": 1000,
     "max_payload": 84,
     "max_pending_pairings": 32,
-}
+}  # plus flows.FLOW_LIMITS, applied by flows.FlowTable
 DEFAULT_RELAY = {
     "poll_ms": 15000,
     "timeout_s": 30,
