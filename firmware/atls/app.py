@@ -244,6 +244,7 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
         retry_max_ms=int(lk.get("retry_max_ms", 30000)),
         feed=feed,
     )
+    session.preload()  # nothing loads mid-handshake (issue 12)
     app = dev.get("app") or {}
     period = int(app.get("period_ms", 10000))
     stats_every = int(app.get("stats_ms", 10000))

@@ -76,6 +76,32 @@ class DeviceSession:
         }
         self.last_error = None
 
+    def preload(self):
+        """Import now what a handshake with this configuration loads on first
+        use (the curve of the first group, the AEAD of each configured suite, the
+        certificate code, the channel), so that no module is loaded - and the
+        qstr pool does not grow - in the middle of a handshake.  Call at boot."""
+        from atls import protocol
+
+        cfg = self.tls_config
+        names = ["atls.channel", "atls.crypto.aead", "atls.protocol_names"]
+        names.append(
+            "atls.crypto.x25519" if cfg.groups[0] == protocol.X25519 else "atls.crypto.p256"
+        )
+        for suite in cfg.suites:  # the service chooses: list only the suites you use
+            name = (
+                "atls.crypto.gcm" if suite == protocol.TLS_AES_128_GCM_SHA256 else "atls.crypto.ccm"
+            )
+            if name not in names:
+                names.append(name)
+        if cfg.cert_mode:
+            names += ["atls.tls.auth", "atls.x509", "atls.x509_chain", "atls.crypto.p256"]
+        for name in names:
+            __import__(name)
+        protocol.SUITE_NAMES  # noqa: B018  (the name tables: loaded by their first read)
+        gc.collect()
+        return names
+
     # -- driver entry points ----------------------------------------------------
     def connect(self, now_ms):
         """Start (or restart) a handshake."""
