@@ -22,7 +22,6 @@ FIRMWARE = ROOT / "firmware"
 TESTS = ROOT / "tests"
 VECTORS = TESTS / "vectors"
 
-sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(TESTS / "mpy"))  # dialect-neutral helpers shared with MicroPython
 
 

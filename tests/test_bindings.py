@@ -33,6 +33,7 @@ from e2e import ServiceProc
 from atls.protocol import TLS_AES_128_CCM_8_SHA256
 from atls.tls.client import ClientConfig, TLSClient
 from host_tools import atls_http_client as hc
+from host_tools import http_binding as hb
 from host_tools import pki
 
 pytestmark = pytest.mark.timeout(120)
@@ -163,7 +164,7 @@ def test_http_psk_cli_100_each_way(svc):
 def test_http_certificate_mode_latest_draft_names_100_each_way(svc, creds):
     """Certificate mode (chain of two), with the latest draft's path and
     content type (/.well-known/atls, application/atls)."""
-    tr = hc.HttpTransport(svc.http_latest, flight_type=hc.CT_FLIGHT_LATEST)
+    tr = hc.HttpTransport(svc.http_latest, flight_type=hb.CT_FLIGHT_LATEST)
     client = hc.AtlsClient(tr, cert_config(creds))
     s = asyncio.run(hc.run(tr, None, 100, client=client))
     check(s, 100)
@@ -293,7 +294,7 @@ def test_http_exchange_matches_section_9_7(svc):
         assert line == "POST /atls HTTP/1.1"
         assert hdr(h, "Content-Type") == ["application/atls-data"]
         assert hdr(rh, "Content-Type") == ["application/atls-data"]
-        for p in hc.unpack_packets(body) + hc.unpack_packets(rbody):
+        for p in hb.unpack_packets(body) + hb.unpack_packets(rbody):
             assert p[0] & 0xF0 == 0xA0 and int.from_bytes(p[1:3], "big") == s["sid"]
 
 
@@ -390,7 +391,7 @@ def test_tls_terminating_proxy_sees_only_atls(svc, creds, tmp_path):
         if ctype == "application/atls+octet-stream":
             records(e["body"]), records(e["resp_body"])  # whole TLS records only
         else:
-            for p in hc.unpack_packets(e["body"]) + hc.unpack_packets(e["resp_body"]):
+            for p in hb.unpack_packets(e["body"]) + hb.unpack_packets(e["resp_body"]):
                 assert p[0] & 0xF0 == 0xA0
     assert kinds["application/atls+octet-stream"] == 2 and kinds["application/atls-data"] > 20
     c = svc.counters()
@@ -440,31 +441,31 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
             u = svc.http
             res["ctype"] = await _post(s, u, b"\x16\x03\x01", "text/plain")
             res["no_ctype"] = await _post(s, u, b"\x16\x03\x01", None)
-            res["missing_cookie"] = await _post(s, u, b"", hc.CT_DATA)
-            res["forged_cookie"] = await _post(s, u, b"", hc.CT_DATA, "ab" * 16)
+            res["missing_cookie"] = await _post(s, u, b"", hb.CT_DATA)
+            res["forged_cookie"] = await _post(s, u, b"", hb.CT_DATA, "ab" * 16)
             res["forged_flight"] = await _post(
-                s, u, client.flights_sent[0], hc.CT_FLIGHT, "cd" * 16
+                s, u, client.flights_sent[0], hb.CT_FLIGHT, "cd" * 16
             )
-            res["junk_cookie"] = await _post(s, u, b"", hc.CT_DATA, "not-hex")
-            res["too_big"] = await _post(s, u, os.urandom(20000), hc.CT_FLIGHT)
+            res["junk_cookie"] = await _post(s, u, b"", hb.CT_DATA, "not-hex")
+            res["too_big"] = await _post(s, u, os.urandom(20000), hb.CT_FLIGHT)
             res["too_big_chunked"] = await _post(
-                s, u, os.urandom(20000), hc.CT_DATA, good, chunked=True
+                s, u, os.urandom(20000), hb.CT_DATA, good, chunked=True
             )
-            res["garbage"] = await _post(s, u, os.urandom(300), hc.CT_FLIGHT)
-            res["garbage_tls"] = await _post(s, u, b"\x16\x03\x01\x00\x05hello", hc.CT_FLIGHT)
-            res["partial_record"] = await _post(s, u, b"\x16\x03\x01\x00\x50abc", hc.CT_FLIGHT)
-            res["empty_flight"] = await _post(s, u, b"", hc.CT_FLIGHT)
-            res["bad_framing"] = await _post(s, u, b"\x00\x09abc", hc.CT_DATA, good)
+            res["garbage"] = await _post(s, u, os.urandom(300), hb.CT_FLIGHT)
+            res["garbage_tls"] = await _post(s, u, b"\x16\x03\x01\x00\x05hello", hb.CT_FLIGHT)
+            res["partial_record"] = await _post(s, u, b"\x16\x03\x01\x00\x50abc", hb.CT_FLIGHT)
+            res["empty_flight"] = await _post(s, u, b"", hb.CT_FLIGHT)
+            res["bad_framing"] = await _post(s, u, b"\x00\x09abc", hb.CT_DATA, good)
             res["flight_on_established"] = await _post(
-                s, u, client.flights_sent[0] + b"x", hc.CT_FLIGHT, good
+                s, u, client.flights_sent[0] + b"x", hb.CT_FLIGHT, good
             )
             res["get"] = await _post(s, u, b"", None, method="GET")
             # a second, half-open session (a fresh ClientHello), then link packets on it
-            half = await _post(s, u, client.flights_sent[0], hc.CT_FLIGHT)
+            half = await _post(s, u, client.flights_sent[0], hb.CT_FLIGHT)
             assert half[0] == 200 and re.fullmatch("[0-9a-f]{32}", half[3])
-            res["half_open_data"] = await _post(s, u, b"", hc.CT_DATA, half[3])
+            res["half_open_data"] = await _post(s, u, b"", hb.CT_DATA, half[3])
             # junk link packets in good framing on the good session: the link drops them
-            junk = hc.pack_packets(
+            junk = hb.pack_packets(
                 [
                     b"\x00junk",
                     b"\xa3"
@@ -473,7 +474,7 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
                     + os.urandom(20),
                 ]
             )
-            res["junk_packets"] = await _post(s, u, junk, hc.CT_DATA, good)
+            res["junk_packets"] = await _post(s, u, junk, hb.CT_DATA, good)
         return res
 
     async def go():
@@ -613,19 +614,19 @@ def test_coap_psk_100_each_way_blockwise_batches(svc):
     resps = [m for d, m in msgs if d == "resp" and m.code.is_response()]
     first = reqs[0]
     assert first.code == aiocoap.POST and first.opt.uri_path == (".well-known", "atls")
-    assert int(first.opt.content_format) == hc.CF_FLIGHT
+    assert int(first.opt.content_format) == hb.CF_FLIGHT
     assert first.payload == client.flights_sent[0]
     created = [m for m in resps if m.code == aiocoap.CREATED]
     assert len(created) == 1
     loc = created[0].opt.location_path
     assert loc[:2] == (".well-known", "atls") and re.fullmatch("[0-9a-f]{32}", loc[2])
-    assert int(created[0].opt.content_format) == hc.CF_FLIGHT
+    assert int(created[0].opt.content_format) == hb.CF_FLIGHT
     assert all(m.opt.uri_path == loc for m in reqs[1:])
     assert {m.code for m in resps} <= {aiocoap.CREATED, aiocoap.CHANGED, aiocoap.CONTINUE}
     assert any(m.opt.block1 is not None and m.opt.block1.more for m in reqs)
     assert any(m.opt.block2 is not None and m.opt.block2.more for m in resps)
     assert all(
-        int(m.opt.content_format) == hc.CF_DATA
+        int(m.opt.content_format) == hb.CF_DATA
         for m in reqs[2:]
         if m.opt.content_format is not None
     )
@@ -675,20 +676,20 @@ def test_coap_malformed_4xx_counted_session_unaffected(svc):
         try:
             res["cf"] = await _coap(ctx, base, b"\x16\x03\x01", 0)
             res["no_cf"] = await _coap(ctx, base, b"\x16\x03\x01")
-            res["missing_session"] = await _coap(ctx, base, b"", hc.CF_DATA)
-            res["unknown"] = await _coap(ctx, base + "/" + "ab" * 16, b"", hc.CF_DATA)
+            res["missing_session"] = await _coap(ctx, base, b"", hb.CF_DATA)
+            res["unknown"] = await _coap(ctx, base + "/" + "ab" * 16, b"", hb.CF_DATA)
             res["unknown_flight"] = await _coap(
-                ctx, base + "/" + "cd" * 16, client.flights_sent[0], hc.CF_FLIGHT
+                ctx, base + "/" + "cd" * 16, client.flights_sent[0], hb.CF_FLIGHT
             )
-            res["too_big"] = await _coap(ctx, base, os.urandom(20000), hc.CF_FLIGHT)
-            res["garbage"] = await _coap(ctx, base, os.urandom(300), hc.CF_FLIGHT)
-            res["bad_framing"] = await _coap(ctx, host + tr.location, b"\x00\x09ab", hc.CF_DATA)
+            res["too_big"] = await _coap(ctx, base, os.urandom(20000), hb.CF_FLIGHT)
+            res["garbage"] = await _coap(ctx, base, os.urandom(300), hb.CF_FLIGHT)
+            res["bad_framing"] = await _coap(ctx, host + tr.location, b"\x00\x09ab", hb.CF_DATA)
             res["get"] = await _coap(ctx, base, b"", code=aiocoap.GET)
-            res["other_path"] = await _coap(ctx, host + "/elsewhere", b"x", hc.CF_FLIGHT)
-            half = await _coap(ctx, base, client.flights_sent[0], hc.CF_FLIGHT)
+            res["other_path"] = await _coap(ctx, host + "/elsewhere", b"x", hb.CF_FLIGHT)
+            half = await _coap(ctx, base, client.flights_sent[0], hb.CF_FLIGHT)
             assert half[0].startswith("2.01") and len(half[2]) == 3
             res["half_open_data"] = await _coap(
-                ctx, host + "/" + "/".join(half[2]), b"", hc.CF_DATA
+                ctx, host + "/" + "/".join(half[2]), b"", hb.CF_DATA
             )
         finally:
             await ctx.shutdown()
@@ -864,7 +865,7 @@ def test_http_busy_and_rate_limits(tmp_path):
             tls.start(0)
             ch = tls.data_to_send()
             async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:
-                return [await _post(s, svc.http, ch, hc.CT_FLIGHT) for _ in range(6)]
+                return [await _post(s, svc.http, ch, hb.CT_FLIGHT) for _ in range(6)]
 
         res = asyncio.run(go())
         assert [(r[0], r[1]) for r in res] == [(200, None)] * 5 + [(429, "rate")]
@@ -915,7 +916,7 @@ def test_service_https_listener(tmp_path, creds):
             ctx = ssl.create_default_context(cadata=pki.pem(creds["mb_ca"].cert).decode())
             async with aiohttp.ClientSession() as s:
                 async with s.post(
-                    url, data=tls.data_to_send(), ssl=ctx, headers={"Content-Type": hc.CT_FLIGHT}
+                    url, data=tls.data_to_send(), ssl=ctx, headers={"Content-Type": hb.CT_FLIGHT}
                 ) as r:
                     return r.status, r.headers.getall("Set-Cookie")
 

@@ -463,6 +463,7 @@ def test_http_long_polls_are_bounded(tmp_path):
     import aiohttp
 
     from host_tools import atls_http_client as hc
+    from host_tools import http_binding as hb
 
     limits = {"max_pending_polls": 3, "max_requests_per_ip": 4}
     svc = ServiceProc(
@@ -498,11 +499,11 @@ def test_http_long_polls_are_bounded(tmp_path):
         hang = socket.create_connection((host, int(port)))  # headers, no body yet
         hang.sendall(
             b"POST /atls HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
-            b"Content-Length: 10\r\n\r\n" % hc.CT_DATA.encode()
+            b"Content-Length: 10\r\n\r\n" % hb.CT_DATA.encode()
         )
         await asyncio.sleep(0.3)  # a1, a2, b0 and that one: 4 from 127.0.0.1
         async with aiohttp.ClientSession() as s:
-            async with s.post(url, data=b"", headers={"Content-Type": hc.CT_DATA}) as r:
+            async with s.post(url, data=b"", headers={"Content-Type": hb.CT_DATA}) as r:
                 busy = (r.status, r.headers.get("ATLS-Error"))
         hang.close()
         for t in tasks:
