@@ -111,9 +111,16 @@ class ClientConfig:
         max_ticket=512,
         trace=None,
     ):
-        if not suites or [s for s in suites if s not in protocol.SUITE_NAMES]:
+        # checked without the name tables (atls.protocol_names): a device that
+        # never prints a suite name never loads them
+        try:
+            for s in suites:
+                protocol.suite_tag_len(s)
+        except ValueError:
+            suites = ()
+        if not suites:
             raise UsageError("suites must be a non-empty list of supported suites")
-        if not groups or [g for g in groups if g not in protocol.GROUP_NAMES]:
+        if not groups or [g for g in groups if g != protocol.X25519 and g != protocol.SECP256R1]:
             raise UsageError("groups must be a non-empty list of x25519/secp256r1")
         if (psk is None) != (psk_identity is None):
             raise UsageError("psk and psk_identity go together")
