@@ -19,6 +19,7 @@ help:
 	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
 	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
 	@echo "make pair       open the gateway's join window and confirm devices"
+	@echo "make release    VERSION= BOARD= [MIN_VERSION=] [RELEASE_KEY=]: signed update bundle (docs/OTA.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -124,3 +125,21 @@ provision: $(STAMP)
 	  $(call boards_arg,--registry,$(REGISTRY)) $(call boards_arg,--pki,$(PKI)) \
 	  $(call boards_flag,--force,$(FORCE))
 # ---- end boards ---------------------------------------------------------------------------
+
+# ---- signed firmware updates (issue 20; docs/OTA.md) --------------------------------------
+# make release-key [RELEASE_KEY=build/release/release.key] [FORCE=1]   the release key (0600)
+# make release VERSION=1.2.0 BOARD=esp32 [MIN_VERSION=1.0.0] [RELEASE_KEY=…] [OUT=build/release]
+#   the board's firmware as .mpy, manifest and Ed25519 signature: OUT/<board>-<version>.atb
+RELEASE_KEY ?= build/release/release.key
+.PHONY: release release-key
+
+release-key: $(STAMP)
+	@$(PY) -m host_tools.ota keygen --key $(call boards_q,$(RELEASE_KEY)) $(call boards_flag,--force,$(FORCE))
+
+release: $(STAMP)
+	@test -n "$(VERSION)" || { echo "make release: VERSION= is required (major.minor.patch)" >&2; exit 2; }
+	@test -n "$(BOARD)" || { echo "make release: BOARD= is required (esp32, pico_w, unix)" >&2; exit 2; }
+	@$(PY) -m host_tools.ota release --version $(call boards_q,$(VERSION)) --board $(call boards_q,$(BOARD)) \
+	  --key $(call boards_q,$(RELEASE_KEY)) --min-version $(call boards_q,$(or $(MIN_VERSION),0.0.0)) \
+	  --out $(call boards_q,$(or $(OUT),build/release))
+# ---- end signed firmware updates -----------------------------------------------------------
