@@ -43,7 +43,7 @@ def _other(slot):
 
 class Refuse(Exception):
     def __init__(self, code):
-        Exception.__init__(self, code)
+        super().__init__(code)
         self.code = code
 
 
@@ -72,6 +72,7 @@ class Updater:
         self.total = 0
         self.offset = 0  # next byte wanted
         self.hdr = None
+        self.offered = None  # the version OFFER named
         self._fh = None  # open file of the current region
         self._end = 0  # bundle offset where that region ends
         self._head_end = 0  # H + 64 once known
@@ -184,9 +185,9 @@ class Updater:
             self.fs.mkdir(self.stage)
             self.bid, self.total, self.offset = bid, total, 0
             self._persist()
-        self.state, self.hdr, self._end = RECEIVING, None, 0
+        self.state, self.hdr, self._end, self.offered = RECEIVING, None, 0, version
         if self.offset >= bundle.FIXED:
-            self._load_head(version)  # resumed past the header: check it again
+            self._load_head()  # resumed past the header: check it again
         if self.offset == self.total:
             return self._finish()
         return self._reply(wire.RECEIVING)
@@ -252,7 +253,7 @@ class Updater:
                 raise Refuse(wire.BAD_BUNDLE)
             self._head_end += bundle.SIG_LEN
         elif self.hdr is None:
-            self._load_head(None)
+            self._load_head()
         else:
             self._check_file(self.offset)
         self._skip_empty()
@@ -263,15 +264,16 @@ class Updater:
         if self.hdr is None:
             return
         start = self.hdr.head + bundle.SIG_LEN
-        for name, size, _ in self.hdr.files:
+        for name, size, _ in self.hdr.files:  # _: the digest
             if start == self.offset and size == 0:
                 path = self.stage + "/" + name
                 _fs.makedirs(self.fs, path.rpartition("/")[0])
                 self.fs.close(self.fs.open(path, "wb"))
-                self._check_file(start)
+                if _fs.sha256_file(path) != _:
+                    raise Refuse(wire.BAD_HASH)
             start += size
 
-    def _load_head(self, offered):
+    def _load_head(self):
         """Verify the staged header (signature first), then what it says."""
         from atls.ota import parse_version, running_version
 
@@ -295,7 +297,7 @@ class Updater:
             raise Refuse(wire.BAD_BUNDLE)
         if bundle.bundle_id(head) != self.bid or hdr.total != self.total:
             raise Refuse(wire.BAD_BUNDLE)
-        if offered is not None and hdr.version != offered:
+        if hdr.version != self.offered:
             raise Refuse(wire.BAD_BUNDLE)
         if hdr.board != self.board:
             raise Refuse(wire.WRONG_BOARD)
@@ -314,7 +316,7 @@ class Updater:
         start = self.hdr.head + bundle.SIG_LEN
         for name, size, digest in self.hdr.files:
             start += size
-            if start == end and _fs.sha256_file(self.stage + "/" + name) != digest:
+            if size and start == end and _fs.sha256_file(self.stage + "/" + name) != digest:
                 raise Refuse(wire.BAD_HASH)
 
     # ---- the switch ---------------------------------------------------------------
@@ -324,7 +326,7 @@ class Updater:
         from atls.ota import format_version, running_version
 
         if self.hdr is None:
-            self._load_head(None)
+            self._load_head()
         if self.hdr is None or not boot.slot_ok(self.root, "stage"):
             raise Refuse(wire.BAD_HASH)
         p = boot.read_pointer(self.root) or {}
