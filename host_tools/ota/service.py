@@ -15,7 +15,7 @@ device's last persisted offset); later RECEIVING messages are cumulative
 acknowledgements.  poll(now_ms) sends CHUNKs at the next offset while the
 unacknowledged bytes stay within `window` chunks and both token buckets
 allow (per device `rate_fps`, and the shared `airtime_fps` for the whole
-network: ZigBee airtime is shared).  No progress for `rto_ms` -> go back to
+network: ZigBee airtime is shared; bursts of `burst` frames at most).  No progress for `rto_ms` -> go back to
 the acknowledged offset (go-back-N; the device keeps only in-order bytes);
 a RECEIVING that does not advance while chunks are out is the device
 saying where it is (after a gap or a duplicate): go back there too.
@@ -103,6 +103,7 @@ class OtaService:
         rate_fps=10.0,
         airtime_fps=None,
         window=16,
+        burst=4,
         rto_ms=3000,
         max_devices=10000,
     ):
@@ -111,8 +112,8 @@ class OtaService:
         self.chunk = chunk_size(frame_bytes, overhead)
         self.window = window
         self.rto_ms = rto_ms
-        self.per_device = TokenBuckets(rate_fps, max(1, window), max_devices)
-        self.airtime = TokenBuckets(airtime_fps, max(1, window), 1) if airtime_fps else None
+        self.per_device = TokenBuckets(rate_fps, burst, max_devices)
+        self.airtime = TokenBuckets(airtime_fps, burst, 1) if airtime_fps else None
         self.transfers = {}
         self.counters = {"offers": 0, "chunks": 0, "bytes": 0, "resent_bytes": 0, "switched": 0}
         self.counters.update(done=0, refused=0, resumed=0)

@@ -118,7 +118,11 @@ class Updater:
             bid, total, off = bytes.fromhex(bid), int(total), int(off)
             if len(bid) != bundle.ID_LEN or not 0 <= off <= total:
                 raise ValueError
-            if _fs.size(self.stage + "/head") < min(off, bundle.MAX_HEAD + 64):
+            need = off
+            if off > bundle.FIXED:  # the whole signed header, or what of it arrived
+                head = _fs.read(self.stage + "/head", bundle.FIXED)
+                need = min(off, bundle.head_len(head) + bundle.SIG_LEN)
+            if _fs.size(self.stage + "/head") < need:
                 raise ValueError
         except (OSError, ValueError):
             _fs.rmtree(self.fs, self.stage)

@@ -1,0 +1,179 @@
+"""Service and device state machines of firmware updates wired directly
+(host_tools.ota.service and atls.ota.updater, both sans-I/O), in CPython over
+a simulated update channel that loses, duplicates and reorders messages in
+both directions; the device "reboots" and the service restarts mid-transfer,
+and the transfer resumes from the device's last persisted offset."""
+
+import random
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from atls.ota import boot, wire
+from atls.ota.updater import Updater
+from host_tools.ota import bundle, service
+from host_tools.ota.store import BundleStore
+
+FILES = [("atls/__init__.py", b""), ("atls/a.mpy", bytes(range(256)) * 40)]
+FILES += [("atls/sub/b.mpy", b"b" * 3000), ("atls/c.mpy", b"c" * 777)]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    store = BundleStore(tmp_path / "store")
+    b = store.add(bundle.build(FILES, "1.1.0", "0.0.0", "unix", key))
+    return tmp_path, key.public_key().public_bytes_raw(), store, b
+
+
+class Link:
+    """One direction of the update channel: each message may be lost,
+    duplicated or delayed (so reordered), seeded."""
+
+    def __init__(self, rng, loss=0.0, dup=0.0, delay_ms=(5, 5)):
+        self.rng, self.loss, self.dup, self.delay = rng, loss, dup, delay_ms
+        self.q = []  # (due_ms, n, msg)
+        self.n = 0
+        self.sent = 0
+
+    def send(self, msgs, now):
+        for m in msgs:
+            self.sent += 1
+            if self.rng.random() < self.loss:
+                continue
+            for _ in range(2 if self.rng.random() < self.dup else 1):
+                self.n += 1
+                self.q.append((now + self.rng.randint(*self.delay), self.n, m))
+
+    def due(self, now):
+        self.q.sort()
+        out = [m for t, _, m in self.q if t <= now]
+        self.q = [x for x in self.q if x[0] > now]
+        return out
+
+    def clear(self):
+        self.q = []
+
+
+def run(svc, dev, down, up, now, until_ms, device="d1", stop=None):
+    """Pump both sides every 10 ms until `stop(now)` or `until_ms`."""
+    while now < until_ms:
+        down.send(svc.poll(device, now), now)
+        for m in down.due(now):
+            r = dev.on_message(m)
+            if r:
+                up.send([r], now)
+        for m in up.due(now):
+            down.send(svc.on_message(device, m, now), now)
+        if stop and stop(now):
+            break
+        now += 10
+    return now
+
+
+def test_transfer_over_a_lossy_reordering_duplicating_channel(setup):
+    d, pub, store, b = setup
+    rng = random.Random(20)
+    svc = service.OtaService(store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=200)
+    dev = Updater(str(d / "root"), pub, "unix")
+    down = Link(rng, loss=0.1, dup=0.05, delay_ms=(5, 60))
+    up = Link(rng, loss=0.1, dup=0.05, delay_ms=(5, 60))
+    down.send(svc.on_connect("d1", "0.0.0", 0), 0)
+    run(svc, dev, down, up, 0, 600_000, stop=lambda now: svc.status("d1")["state"] == "SWITCHED")
+    assert dev.state == "SWITCHED"
+    assert svc.status("d1")["state"] == "SWITCHED"
+    assert boot.read_pointer(str(d / "root"))["version"] == "1.1.0"
+    assert boot.slot_ok(str(d / "root"), "a")
+    # after the reboot, the device says it runs 1.1.0: done, nothing offered
+    assert svc.on_connect("d1", "1.1.0", 0) == []
+    assert svc.status("d1")["state"] == "DONE"
+    assert svc.counters["resent_bytes"] > 0  # losses were repaired
+
+
+def test_resume_after_device_reboot_and_service_restart(setup):
+    d, pub, store, b = setup
+    rng = random.Random(7)
+    root = str(d / "root")
+    targets = service.StaticTargets({"d1": "1.1.0"})
+    svc = service.OtaService(store, targets, rate_fps=100)
+    dev = Updater(root, pub, "unix", persist_bytes=1024)
+    down, up = Link(rng), Link(rng)
+    down.send(svc.on_connect("d1", "0.0.0", 0), 0)
+    total = len(b.data)
+    now = run(svc, dev, down, up, 0, 60_000, stop=lambda now: dev.offset > total // 3)
+    # the device loses power: its RAM and every message in flight are gone
+    del dev
+    down.clear(), up.clear()
+    svc.on_disconnect("d1")
+    dev = Updater(root, pub, "unix", persist_bytes=1024)
+    assert 0 < dev.offset <= total // 3 + 48  # the persisted progress
+    resumed_at = dev.offset
+    down.send(svc.on_connect("d1", "0.0.0", now), now)
+    now = run(svc, dev, down, up, now, now + 60_000, stop=lambda now: dev.offset > 2 * total // 3)
+    # the service restarts (no state kept): the device still knows where it is
+    svc = service.OtaService(store, targets, rate_fps=100)
+    down.clear(), up.clear()
+    down.send(svc.on_connect("d1", "0.0.0", now), now)
+    now = run(
+        svc,
+        dev,
+        down,
+        up,
+        now,
+        now + 60_000,
+        stop=lambda now: svc.status("d1")["state"] == "SWITCHED",
+    )
+    assert dev.state == "SWITCHED" and svc.status("d1")["state"] == "SWITCHED"
+    assert svc.counters["resumed"] == 1 and resumed_at > 0
+    assert svc.counters["bytes"] < total  # the restarted service sent only the rest
+
+
+def test_refusal_is_not_offered_again(setup):
+    d, pub, store, b = setup
+    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    svc = service.OtaService(store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=1000)
+    dev = Updater(str(d / "root"), other, "unix")  # provisioned with another release key
+    down, up = Link(random.Random(1)), Link(random.Random(2))
+    down.send(svc.on_connect("d1", "0.0.0", 0), 0)
+    run(svc, dev, down, up, 0, 20_000, stop=lambda now: svc.status("d1")["state"] == "REFUSED")
+    assert svc.status("d1")["code"] == "bad_signature"
+    assert dev.state == "REFUSED" and boot.read_pointer(str(d / "root")) is None
+    assert svc.on_connect("d1", "0.0.0", 30_000) == []  # never again for this bundle
+    assert svc.counters["bytes"] <= b.header.head + 64 + 16 * 48  # stopped at the header
+
+
+def test_no_offer_without_a_newer_target(setup):
+    d, pub, store, b = setup
+    targets = service.StaticTargets({"d1": "1.1.0", "d2": None, "d3": "2.0.0"})
+    svc = service.OtaService(store, targets)
+    assert svc.on_connect("d1", "1.1.0", 0) == []  # runs it
+    assert svc.on_connect("d1", "1.2.0", 0) == []  # runs newer
+    assert svc.on_connect("d2", "0.0.0", 0) == []  # no target
+    assert svc.on_connect("d3", "0.0.0", 0) == []  # no bundle for the target
+    (offer,) = svc.on_connect("d1", "1.0.0", 0)
+    assert wire.pull(offer) == (wire.OFFER, ((1, 1, 0), len(b.data), b.id))
+
+
+def test_pacing_and_chunk_size_for_zigbee():
+    # 66-byte frames, 13 bytes of CDATA overhead, 5 of CHUNK: 48 bytes of bundle
+    assert service.chunk_size() == 48
+    assert service.chunk_size(frame_bytes=100, overhead=13) == 82
+    with pytest.raises(ValueError):
+        service.chunk_size(frame_bytes=18)
+
+
+def test_rate_limits_chunks_per_second(setup):
+    d, pub, store, b = setup
+    svc = service.OtaService(
+        store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=10, window=1000
+    )
+    svc.on_connect("d1", "0.0.0", 0)
+    sent = len(svc.on_message("d1", wire.push_status(wire.RECEIVING, 0), 0))
+    sent += sum(len(svc.poll("d1", t)) for t in range(0, 10_000, 100))
+    # a burst of 4 at the start, then 10 per second
+    assert 100 <= sent <= 104
+    svc2 = service.OtaService(store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=10, window=4)
+    svc2.on_connect("d1", "0.0.0", 0)
+    n = len(svc2.on_message("d1", wire.push_status(wire.RECEIVING, 0), 0))
+    n += sum(len(svc2.poll("d1", t)) for t in range(0, 2_900, 100))
+    assert n == 4  # never more than the window without acknowledgements (and no timeout yet)
