@@ -8,7 +8,6 @@ k-th flash-changing operation raises: the next "boot" (a new Updater and
 atls.ota.boot.select) must always choose a verified firmware, for every k.
 """
 
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 

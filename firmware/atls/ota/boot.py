@@ -92,6 +92,7 @@ def _rollback(root, p, fs):
     q = {"slot": prev, "version": p.get("prev_version", ""), "state": "ok", "boots": 0}
     q["prev"], q["prev_version"], q["bad"] = "", "", p.get("version", "")
     write_pointer(root, q, fs)
+    print("ATLS " + json.dumps({"ev": "ota_rollback", "bad": q["bad"], "version": q["version"]}))
     return q
 
 

@@ -64,6 +64,14 @@ def head_len(fixed):
     return h
 
 
+def _ascii(b):
+    """Printable ASCII without spaces as str; BundleError otherwise."""
+    for c in b:
+        if not 33 <= c <= 126:
+            raise BundleError("bad name")
+    return str(b, "ascii")
+
+
 def _path_ok(p):
     if not p or p[0] == "/" or p[-1] == "/":
         return False
@@ -71,7 +79,7 @@ def _path_ok(p):
         if part in ("", ".", ".."):
             return False
         for c in part:
-            if not (c.isalpha() or c.isdigit() or c in "_.-") or ord(c) > 126:
+            if not (c.isalpha() or c.isdigit() or c in "_.-"):
                 return False
     return True
 
@@ -92,7 +100,7 @@ class Header:
         b = data[i]
         if not 1 <= b <= MAX_BOARD or i + 1 + b > h:
             raise BundleError("bad board name")
-        self.board = str(bytes(data[i + 1 : i + 1 + b]), "ascii")
+        self.board = _ascii(bytes(data[i + 1 : i + 1 + b]))
         i += 1 + b
         if i + 2 > h:
             raise BundleError("truncated header")
@@ -108,10 +116,7 @@ class Header:
             p = data[i]
             if not 1 <= p <= MAX_PATH or i + 1 + p + 36 > h:
                 raise BundleError("bad file entry")
-            try:
-                path = str(bytes(data[i + 1 : i + 1 + p]), "ascii")
-            except Exception:
-                raise BundleError("bad path")
+            path = _ascii(bytes(data[i + 1 : i + 1 + p]))
             if not _path_ok(path) or path == "head" or path == "prog":
                 raise BundleError("bad path")
             i += 1 + p

@@ -57,6 +57,7 @@ class Updater:
         ack_bytes=256,
         persist_bytes=2048,
         margin=4096,
+        log=None,
     ):
         self.root = root
         self.stage = root + "/stage"
@@ -66,6 +67,7 @@ class Updater:
         self.ack_bytes = ack_bytes
         self.persist_bytes = persist_bytes
         self.margin = margin
+        self.log = log  # log(event, **fields): the app's status line (atls.app.status)
         self.state = IDLE
         self.code = None  # the last STATUS code sent
         self.bid = None
@@ -154,7 +156,14 @@ class Updater:
     def _refuse(self, code):
         self._discard()
         self.state, self.code = REFUSED, code
+        self._log("ota_refused", code=wire.STATUS_NAMES.get(code, code))
         return wire.push_status(code, 0)
+
+    def _log(self, event, **fields):
+        if self.log is not None:
+            if self.offered is not None:
+                fields["version"] = "%d.%d.%d" % self.offered
+            self.log(event, **fields)
 
     def _reply(self, code):
         self.code = code
@@ -194,6 +203,7 @@ class Updater:
             self._load_head()  # resumed past the header: check it again
         if self.offset == self.total:
             return self._finish()
+        self._log("ota_receiving", offset=self.offset, total=self.total)
         return self._reply(wire.RECEIVING)
 
     # ---- CHUNK ------------------------------------------------------------------
@@ -351,6 +361,7 @@ class Updater:
         self.fs.remove(self.root + "/" + new + "/prog")
         self.state = SWITCHED
         self.offset = self.total
+        self._log("ota_switched", slot=new)
         return self._reply(wire.SWITCHED)
 
 
