@@ -123,7 +123,7 @@ provision: $(STAMP)
 	  $(call boards_arg,--service-ca,$(SERVICE_CA)) $(call boards_arg,--server-name,$(SERVER_NAME)) \
 	  $(call boards_arg,--service-name,$(SERVICE_NAME)) $(call boards_arg,--app,$(APP)) \
 	  $(call boards_arg,--registry,$(REGISTRY)) $(call boards_arg,--pki,$(PKI)) \
-	  $(call boards_flag,--force,$(FORCE))
+	  $(call boards_flag,--force,$(FORCE)) $(call boards_arg,--release-pub,$(RELEASE_PUB))
 # ---- end boards ---------------------------------------------------------------------------
 
 # ---- signed firmware updates (issue 20; docs/OTA.md) --------------------------------------
@@ -131,6 +131,8 @@ provision: $(STAMP)
 # make release VERSION=1.2.0 BOARD=esp32 [MIN_VERSION=1.0.0] [RELEASE_KEY=…] [OUT=build/release]
 #   the board's firmware as .mpy, manifest and Ed25519 signature: OUT/<board>-<version>.atb
 RELEASE_KEY ?= build/release/release.key
+# make provision writes the release public key to device.json when there is one
+RELEASE_PUB ?= $(wildcard $(RELEASE_KEY).pub)
 .PHONY: release release-key
 
 release-key: $(STAMP)

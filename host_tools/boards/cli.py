@@ -71,6 +71,7 @@ def cmd_provision(a):
         a.pki or DEFAULT_PKI,
         a.force,
         a.dry_run,
+        release_pub=a.release_pub,
     )
 
 
@@ -103,6 +104,7 @@ def main(argv=None):
             p.add_argument("--registry")
             p.add_argument("--pki")
             p.add_argument("--force", action="store_true")
+            p.add_argument("--release-pub")
     a = ap.parse_args(argv)
     try:
         a.fn(a)

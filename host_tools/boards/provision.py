@@ -212,8 +212,17 @@ def provision(
     pki_dir=DEFAULT_PKI,
     force=False,
     dry_run=False,
+    release_pub=None,
 ):
     board = load_board(board_name)
+    ota = None
+    if release_pub:  # the release public key (docs/OTA.md): updates signed by it are accepted
+        from host_tools.ota.keys import ReleaseKeyError, load_public
+
+        try:
+            ota = {"release_key": load_public(release_pub).hex()}
+        except ReleaseKeyError as e:
+            raise BoardError(str(e))
     check_port(port, dry_run)
     link, app_cfg = _check_request(board, device, mode, service, app)
     ca_cert = load_service_ca(service_ca) if mode == "cert" else None
@@ -260,6 +269,8 @@ def provision(
         dev["link"] = link
     if app_cfg is not None:
         dev["app"] = app_cfg
+    if ota:
+        dev["ota"] = ota
     try:
         write_private(staged, (json.dumps(dev, indent=1) + "\n").encode())
         run(copy)
