@@ -188,3 +188,15 @@ def test_store_keeps_and_checks_bundles(tmp_path):
     assert s2.boards_with("1.0.0") == ["esp32"] and s2.listing() == [("esp32", "1.0.0")]
     with pytest.raises(dev_bundle.BundleError, match="signature"):
         s.add(bundle.build([("atls/a.mpy", b"a")], "1.1.0", "0.0.0", "esp32", _key()))
+
+
+def test_provision_takes_the_release_public_key(tmp_path, capsys):
+    from host_tools.boards.config import BoardError
+    from host_tools.boards.provision import provision
+
+    kw = dict(service="127.0.0.1:5684", registry=str(tmp_path / "reg.json"), dry_run=True)
+    with pytest.raises(BoardError, match="release public key"):
+        provision("unix", "/dev/ttyX", "dev-1", release_pub=str(tmp_path / "none.pub"), **kw)
+    keys.generate(tmp_path / "release.key")
+    provision("unix", "/dev/ttyX", "dev-1", release_pub=str(tmp_path / "release.key.pub"), **kw)
+    assert not (tmp_path / "reg.json").exists()
