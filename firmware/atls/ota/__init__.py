@@ -1,6 +1,6 @@
 """Signed firmware updates (issue 20): the device side.
 
-    bundle.py   the signed bundle format (shared with host_tools.ota)
+    bundle.py   the signed bundle format (the host builds bundles with it)
     wire.py     OFFER / CHUNK / STATUS on the update channel (shared too)
     fs.py       the few filesystem operations, one object tests can cut power in
     boot.py     boot-time slot selection, trial boots, rollback, confirm

@@ -154,7 +154,7 @@ def bundle_id(head_and_sig):
 
 def push_header(version, min_version, board, files):
     """The header bytes [0, H) for `files` [(path, size, sha256)]: the host
-    signs them (host_tools.ota.bundle); also the tests' fixture builder."""
+    signs them (docs/OTA.md); also the tests' fixture builder."""
     board_b = board.encode()
     body = bytearray(struct.pack(">HHH", *version) + struct.pack(">HHH", *min_version))
     body += bytes([len(board_b)]) + board_b + struct.pack(">H", len(files))
