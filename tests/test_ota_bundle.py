@@ -52,7 +52,7 @@ def test_ota_md_worked_bundle_both_ways():
     assert data == hexb(ex["bundle"])  # fields -> bytes (Ed25519 is deterministic)
     b = bundle.Bundle(hexb(ex["bundle"]), key.public_key().public_bytes_raw())  # bytes -> fields
     assert (b.version, b.min_version, b.board) == (ex["version"], ex["min_version"], ex["board"])
-    assert [(p, n) for p, n, _ in b.header.files] == [(p, len(c)) for p, c in files]
+    assert [(p, n) for p, n, _ in b.header.files()] == [(p, len(c)) for p, c in files]
     assert b.id.hex() == ex["id"]
 
 
@@ -168,7 +168,7 @@ def test_release_builds_a_signed_bundle_of_the_boards_mpy(tmp_path, capsys):
     data = (out / "pico_w-1.2.0.atb").read_bytes()
     b = bundle.Bundle(data, keys.load_public(keys.public_path(kp)))
     assert (b.board, b.version, b.min_version) == ("pico_w", "1.2.0", "1.0.0")
-    paths = [p for p, _, _ in b.header.files]
+    paths = [p for p, _, _ in b.header.files()]
     assert "atls/ota/updater.mpy" in paths and "atls/crypto/cpython.mpy" not in paths
     assert all(p.startswith("atls/") and p.endswith(".mpy") for p in paths)
     start = b.header.head + 64

@@ -412,3 +412,44 @@ def test_power_cut_at_every_flash_operation(mpy, bundles, tmp_path):
 def test_power_cut_during_boot_selection_rollback_confirm(mpy, bundles, tmp_path):
     r = run(mpy, bundles, "bootcut", tmp_path)
     assert all(k >= 2 for k in r["cuts"]), r
+
+
+# The updater streams a real firmware bundle (58 .mpy modules) chunk by chunk
+# from a file, as a device receives it, with the firmware imported from .mpy.
+HEAP = r"""
+import gc, json, os, struct, sys
+from atls.ota import updater, wire
+from atls.ota.bundle import SIG_LEN, bundle_id, head_len
+D = sys.argv[1]
+pub = bytes.fromhex(open(D + "/pub").read())
+total = os.stat(D + "/fw.atb")[6]
+f = open(D + "/fw.atb", "rb")
+h = head_len(f.read(8))
+f.seek(0)
+bid = bundle_id(f.read(h + SIG_LEN))
+u = updater.Updater(D + "/root", pub, "unix")
+u.on_message(wire.push_offer((1, 1, 0), total, bid))
+buf = bytearray(5 + 48)
+f.seek(0)
+off = 0
+last = None
+while off < total:
+    n = f.readinto(memoryview(buf)[5:])
+    struct.pack_into(">BI", buf, 0, wire.CHUNK, off)
+    r = u.on_message(memoryview(buf)[: 5 + n])
+    if r:
+        last = wire.pull(r)[1]
+    off += n
+gc.collect()
+print(json.dumps({"end": last, "heap": gc.mem_alloc()}))
+"""
+
+
+def test_firmware_bundle_in_a_64k_heap(mpyc, bundles, tmp_path):
+    # 64 KiB of a 64-bit unix port (a 32-bit board needs about 60% of it)
+    d = tmp_path / "dev"
+    d.mkdir()
+    for name in ("fw.atb", "pub"):
+        (d / name).write_bytes((bundles / name).read_bytes())
+    r = mpyc.check(HEAP, args=[d], heapsize="64k").json()
+    assert r["end"] == [wire.SWITCHED, (d / "fw.atb").stat().st_size]

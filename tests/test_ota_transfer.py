@@ -177,3 +177,23 @@ def test_rate_limits_chunks_per_second(setup):
     n = len(svc2.on_message("d1", wire.push_status(wire.RECEIVING, 0), 0))
     n += sum(len(svc2.poll("d1", t)) for t in range(0, 2_900, 100))
     assert n == 4  # never more than the window without acknowledgements (and no timeout yet)
+
+
+def test_memory_error_in_verification_is_no_verdict(setup, monkeypatch):
+    # a MemoryError while the signature is checked must not become "bad_signature"
+    # (which discards the download and makes the service give up on this bundle)
+    from atls.crypto import ed25519 as ed
+
+    d, pub, store, b = setup
+    dev = Updater(str(d / "root"), pub, "unix")
+    dev.on_message(wire.push_offer((1, 1, 0), len(b.data), b.id))
+    h = b.header.head + 64
+
+    def oom(*a):
+        raise MemoryError()
+
+    monkeypatch.setattr(ed, "verify", oom)
+    with pytest.raises(MemoryError):
+        for off in range(0, h, 48):
+            dev.on_message(wire.push_chunk(off, b.data[off : min(off + 48, h)]))
+    assert dev.state == "RECEIVING"

@@ -49,7 +49,7 @@ class Bundle:
             )
         self.id = bundle_id(self.data)
         pos = self.header.head + SIG_LEN
-        for path, size, digest in self.header.files:
+        for path, size, digest in self.header.files():
             if hashlib.sha256(self.data[pos : pos + size]).digest() != digest:
                 raise BundleError("bundle: %s does not match its hash" % path)
             pos += size
@@ -79,7 +79,7 @@ class Bundle:
             "id": self.id.hex(),
             "bytes": len(self.data),
             "header_bytes": self.header.head + SIG_LEN,
-            "files": len(self.header.files),
+            "files": self.header.count,
         }
 
 

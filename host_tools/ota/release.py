@@ -82,7 +82,7 @@ def main(argv=None):
             b = Bundle(data, pub)
             if a.cmd == "info":
                 info = b.info()
-                info["file_table"] = [[p, n, d.hex()] for p, n, d in b.header.files]
+                info["file_table"] = [[p, n, d.hex()] for p, n, d in b.header.files()]
                 print(json.dumps(info, indent=1))
             else:
                 print(

@@ -79,7 +79,7 @@ def slot_ok(root, slot, check_hash=True):
     except Exception:
         return False
     buf = bytearray(512)
-    for path, size, digest in hdr.files:
+    for path, size, digest in hdr.files():
         if _fs.size(d + "/" + path) != size:
             return False
         if check_hash and _fs.sha256_file(d + "/" + path, buf) != digest:

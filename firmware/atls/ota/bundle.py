@@ -86,7 +86,7 @@ def _path_ok(p):
 
 class Header:
     """The parsed signed header: version, min_version (tuples), board (str),
-    files [(path, size, sha256)], head (H), total (whole bundle length)."""
+    count and files() (path, size, sha256), head (H), total (bundle length)."""
 
     def __init__(self, data):
         data = memoryview(data)
@@ -105,31 +105,43 @@ class Header:
         if i + 2 > h:
             raise BundleError("truncated header")
         n = (data[i] << 8) | data[i + 1]
-        i += 2
         if not 1 <= n <= MAX_FILES:
             raise BundleError("bad file count")
-        files = []
+        self._data = bytes(data[:h])  # the file table is read from here, never copied
+        self._first = i + 2
+        self.count = n
         total = h + SIG_LEN
-        for _ in range(n):
-            if i >= h:
-                raise BundleError("truncated file table")
-            p = data[i]
-            if not 1 <= p <= MAX_PATH or i + 1 + p + 36 > h:
-                raise BundleError("bad file entry")
-            path = _ascii(bytes(data[i + 1 : i + 1 + p]))
-            if not _path_ok(path) or path == "head" or path == "prog":
-                raise BundleError("bad path")
-            i += 1 + p
-            size = struct.unpack_from(">I", data, i)[0]
-            if size > MAX_FILE:
-                raise BundleError("file too large")
-            files.append((path, size, bytes(data[i + 4 : i + 36])))
+        i += 2
+        for _ in range(n):  # every entry checked once; files() then reads them again
+            path, size, _, i = self._entry(i)
             total += size
-            i += 36
         if i != h:
             raise BundleError("trailing bytes in header")
-        self.files = files
         self.total = total
+
+    def _entry(self, i):
+        data, h = self._data, self.head
+        if i >= h:
+            raise BundleError("truncated file table")
+        p = data[i]
+        if not 1 <= p <= MAX_PATH or i + 1 + p + 36 > h:
+            raise BundleError("bad file entry")
+        path = _ascii(data[i + 1 : i + 1 + p])
+        if not _path_ok(path) or path == "head" or path == "prog":
+            raise BundleError("bad path")
+        i += 1 + p
+        size = struct.unpack_from(">I", data, i)[0]
+        if size > MAX_FILE:
+            raise BundleError("file too large")
+        return path, size, data[i + 4 : i + 36], i + 36
+
+    def files(self):
+        """(path, size, sha256) of each file, in table (and bundle) order;
+        parsed as it goes, so a long table costs no list on the heap."""
+        i = self._first
+        for _ in range(self.count):
+            path, size, digest, i = self._entry(i)
+            yield path, size, digest
 
 
 def verify(head_and_sig, public_key):

@@ -28,6 +28,7 @@ or the new one, each naming a verified slot (atls.ota.boot).
 Refusals discard the staging area; the running firmware is never touched.
 """
 
+from atls.errors import CryptoError
 from atls.ota import boot, bundle, wire
 from atls.ota import fs as _fs
 
@@ -245,7 +246,7 @@ class Updater:
             self._end = bundle.FIXED if self.offset < bundle.FIXED else self._head_end
         else:
             start = self.hdr.head + bundle.SIG_LEN
-            for entry in self.hdr.files:
+            for entry in self.hdr.files():
                 if self.offset < start + entry[1]:
                     break
                 start += entry[1]
@@ -278,7 +279,7 @@ class Updater:
         if self.hdr is None:
             return
         start = self.hdr.head + bundle.SIG_LEN
-        for name, size, _ in self.hdr.files:  # _: the digest
+        for name, size, _ in self.hdr.files():  # _: the digest
             if start == self.offset and size == 0:
                 path = self.stage + "/" + name
                 _fs.makedirs(self.fs, path.rpartition("/")[0])
@@ -303,7 +304,7 @@ class Updater:
             bundle.verify(head, self.key)
         except bundle.BundleError:
             raise Refuse(wire.BAD_BUNDLE)
-        except Exception:  # AuthError, InvalidPointError
+        except CryptoError:  # AuthError, InvalidPointError (a MemoryError is no verdict)
             raise Refuse(wire.BAD_SIGNATURE)
         try:
             hdr = bundle.Header(head)
@@ -328,7 +329,7 @@ class Updater:
     def _check_file(self, end):
         """The file that ends at bundle offset `end` must match its hash."""
         start = self.hdr.head + bundle.SIG_LEN
-        for name, size, digest in self.hdr.files:
+        for name, size, digest in self.hdr.files():
             start += size
             if size and start == end and _fs.sha256_file(self.stage + "/" + name) != digest:
                 raise Refuse(wire.BAD_HASH)
