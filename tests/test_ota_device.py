@@ -17,6 +17,7 @@ from host_tools.ota import bundle
 BOARD = "unix"
 SMALL = [("atls/_v.py", b"V = 1\n"), ("atls/x/y.py", b"#" * 300), ("atls/empty.py", b"")]
 SMALL += [("atls/z.mpy", bytes(range(256)) * 3)]
+SMALL += [("atls/entry.py", b"def main():\n    print('ENTRY ' + __file__)\n")]
 
 # The device side: helpers shared by every scenario, then the scenario named
 # by argv[1]; argv[2] is the folder holding the bundles, the public key and
@@ -187,6 +188,31 @@ out["pointer"] = boot.read_pointer(ROOT)
 out["running"] = ota.running_version(ROOT)
 out["again"] = offer(new(), good)
 """,
+    # main.py's start(): the selected slot's entry runs; one that does not import
+    # is rolled back at once and the board reset
+    "start": r"""
+good = load("good.atb")
+u = new()
+offer(u, good)
+send(u, good)
+boot.start(ROOT, entry="atls.entry")
+sys.path.remove(ROOT + "/a")  # back to this test's firmware (the slot has no atls.ota)
+for n in list(sys.modules):
+    if n == "atls" or n.startswith("atls."):
+        del sys.modules[n]
+from atls.ota import boot, updater
+boot.confirm(ROOT)
+u = new()
+offer(u, load("newer.atb"))
+send(u, load("newer.atb"))
+resets = []
+try:
+    boot.start(ROOT, entry="atls.nosuch", reset=lambda: resets.append(1))
+except ImportError:
+    out["raised"] = True
+out["resets"] = len(resets)
+out["pointer"] = boot.read_pointer(ROOT)
+""",
     # a damaged slot is never booted
     "damaged": r"""
 good = load("good.atb")
@@ -328,7 +354,9 @@ def run(mpy, bundles, scenario, tmp_path):
         if p.is_file():
             (d / p.name).write_bytes(p.read_bytes())
     res = mpy.check(DEVICE + SCENARIOS[scenario] + "\nprint(json.dumps(out))\n", args=[scenario, d])
-    return res.json()
+    out = res.json()
+    out["_stdout"] = res.stdout
+    return out
 
 
 def st(code, offset=None):
@@ -453,3 +481,11 @@ def test_firmware_bundle_in_a_64k_heap(mpyc, bundles, tmp_path):
         (d / name).write_bytes((bundles / name).read_bytes())
     r = mpyc.check(HEAP, args=[d], heapsize="64k").json()
     assert r["end"] == [wire.SWITCHED, (d / "fw.atb").stat().st_size]
+
+
+def test_start_runs_the_slot_and_rolls_back_one_that_does_not_import(mpy, bundles, tmp_path):
+    r = run(mpy, bundles, "start", tmp_path)
+    assert "ENTRY " in r["_stdout"] and "/root/a/atls/entry.py" in r["_stdout"]
+    assert r["raised"] and r["resets"] == 1
+    p = r["pointer"]
+    assert (p["slot"], p["version"], p["bad"], p["state"]) == ("a", "1.1.0", "1.2.0", "ok")

@@ -197,3 +197,32 @@ def test_memory_error_in_verification_is_no_verdict(setup, monkeypatch):
         for off in range(0, h, 48):
             dev.on_message(wire.push_chunk(off, b.data[off : min(off + 48, h)]))
     assert dev.state == "RECEIVING"
+
+
+def test_device_fuzz_only_decode_error_escapes(setup):
+    # random and mutated messages at a receiving device: a STATUS reply, None,
+    # or DecodeError (the channel counts it); never another exception
+    from atls.errors import DecodeError
+
+    d, pub, store, b = setup
+    rng = random.Random(5)
+    dev = Updater(str(d / "root"), pub, "unix")
+    offer = wire.push_offer((1, 1, 0), len(b.data), b.id)
+    codes = set()
+    for i in range(3000):
+        if i % 300 == 0 or dev.state == "REFUSED":
+            dev.on_message(offer)
+        off = dev.offset if rng.random() < 0.7 else rng.randrange(0, len(b.data))
+        m = bytearray(wire.push_chunk(off, b.data[off : off + rng.randint(1, 60)]))
+        if rng.random() < 0.05:
+            m[rng.randrange(len(m))] = rng.randrange(256)
+        if rng.random() < 0.1:
+            m = bytearray(rng.randbytes(rng.randint(0, 30)))
+        try:
+            r = dev.on_message(bytes(m))
+        except DecodeError:
+            continue
+        assert r is None or wire.pull(r)[0] == wire.STATUS
+        codes.add(dev.status()["code"])
+    assert {"bad_signature", "receiving"} <= codes, codes
+    assert boot.read_pointer(str(d / "root")) is None or boot.slot_ok(str(d / "root"), "a")

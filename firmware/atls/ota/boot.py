@@ -33,6 +33,7 @@ import sys
 from atls.ota import fs as _fs
 
 MAX_BOOTS = 3  # trial boots before a new version is rolled back
+TRIAL_MS = 600000  # a version on trial that has not confirmed after this long resets the board
 
 
 def default_root():
@@ -74,9 +75,11 @@ def slot_ok(root, slot, check_hash=True):
     from atls.ota.bundle import Header
 
     d = root + "/" + slot
+    from atls.ota.bundle import BundleError
+
     try:
         hdr = Header(_fs.read(d + "/head"))
-    except Exception:
+    except (OSError, BundleError):
         return False
     buf = bytearray(512)
     for path, size, digest in hdr.files():
@@ -133,3 +136,39 @@ def confirm(root=None, fs=None):
     p["state"], p["boots"] = "ok", 0
     write_pointer(root, p, fs)
     return True
+
+
+def on_trial(root=None):
+    """True while the running version awaits its confirmation: the app resets
+    the board when that lasts TRIAL_MS (a version that runs but never reaches
+    the service must not stay), and the boot count rolls it back."""
+    p = read_pointer(default_root() if root is None else root)
+    return bool(p and p.get("state") == "trial")
+
+
+def start(root=None, entry="atls.supervisor", reset=None):
+    """main.py's whole job: select(), then import `entry` and run its main().
+    A selected slot whose firmware does not even import is rolled back at
+    once and the board reset (`reset`, default machine.reset; on the unix
+    port the error is raised)."""
+    root = default_root() if root is None else root
+    p = None
+    try:
+        p = select(root)
+    except Exception as e:  # never keep a board from booting: the factory runs
+        print("ATLS " + json.dumps({"ev": "ota_boot_error", "error": repr(e)}))
+    try:
+        mod = __import__(entry, None, None, ["main"])
+    except Exception:
+        if not (p and p.get("slot")):
+            raise
+        _rollback(root, p, _fs.FS())
+        if reset is None:
+            if sys.platform in ("linux", "darwin", "win32"):
+                raise
+            import machine
+
+            reset = machine.reset
+        reset()
+        raise
+    mod.main()
