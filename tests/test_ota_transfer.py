@@ -226,3 +226,15 @@ def test_device_fuzz_only_decode_error_escapes(setup):
         codes.add(dev.status()["code"])
     assert {"bad_signature", "receiving"} <= codes, codes
     assert boot.read_pointer(str(d / "root")) is None or boot.slot_ok(str(d / "root"), "a")
+
+
+def test_airtime_estimate_matches_a_transfer(setup):
+    d, pub, store, b = setup
+    est = service.airtime(len(b.data))
+    svc = service.OtaService(store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=1000)
+    dev = Updater(str(d / "root"), pub, "unix")
+    down, up = Link(random.Random(1)), Link(random.Random(2))
+    down.send(svc.on_connect("d1", "0.0.0", 0), 0)
+    run(svc, dev, down, up, 0, 60_000, stop=lambda now: svc.status("d1")["state"] == "SWITCHED")
+    assert down.sent == est["frames_down"]  # no loss: every chunk once, plus the OFFER
+    assert abs(up.sent - est["frames_up"]) <= 2

@@ -55,6 +55,27 @@ def chunk_size(frame_bytes=66, overhead=13):
     return n
 
 
+def airtime(total, frame_bytes=66, overhead=13, ack_bytes=256, network_fps=326.0, rate_fps=10.0):
+    """What one update of `total` bundle bytes costs on a ZigBee network:
+    frames each way, bytes on air (ATLS bytes, radio headers not counted), the
+    share of the network's ~326 frames/s and the time at `rate_fps` (for
+    `make bench`'s ota section; no loss)."""
+    n = chunk_size(frame_bytes, overhead)
+    down = -(-total // n)
+    every = -(-ack_bytes // n) * n  # the device acknowledges after >= ack_bytes, whole chunks
+    up = total // every + 2  # acknowledgements, the answer to OFFER, SWITCHED
+    on_air = total + down * (overhead + wire.CHUNK_HEAD) + up * (overhead + wire.STATUS_LEN)
+    on_air += overhead + wire.OFFER_LEN
+    return {
+        "chunk_bytes": n,
+        "frames_down": down + 1,
+        "frames_up": up,
+        "bytes_on_air": on_air,
+        "network_share": rate_fps / network_fps,
+        "seconds": (down + 1) / rate_fps,
+    }
+
+
 class StaticTargets:
     """A registry stand-in: {device_id: version} and optional boards."""
 
