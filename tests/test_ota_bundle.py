@@ -108,7 +108,8 @@ def test_signature_hash_and_size_checks():
 
 
 @pytest.mark.parametrize(
-    "path", ["/abs.mpy", "a/../b.mpy", "a//b", "a/./b", "dir/", "x y", "é.mpy", "head", "prog"]
+    "path",
+    ["/abs.mpy", "a/../b.mpy", "a//b", "a/./b", "dir/", "x y", "é.mpy", "head", "prog", "prog.tmp"],
 )
 def test_paths_that_could_leave_the_slot_are_refused(path):
     with pytest.raises(dev_bundle.BundleError):

@@ -42,14 +42,12 @@ def default_root():
 
 def read_pointer(root):
     """The pointer (dict) or None (factory).  A corrupt pointer is None."""
-    for name in ("/boot.json", "/boot.tmp"):
-        try:
-            p = json.loads(_fs.read(root + name))
-        except (OSError, ValueError):
-            continue
-        if isinstance(p, dict) and p.get("slot", "") in ("", "a", "b"):
-            return p
+    try:
+        p = json.loads(_fs.read_replaced(root + "/boot.json", root + "/boot.tmp"))
+    except (OSError, ValueError):
         return None
+    if isinstance(p, dict) and p.get("slot", "") in ("", "a", "b"):
+        return p
     return None
 
 
@@ -62,12 +60,7 @@ def write_pointer(root, p, fs=None):
         fs.flush(f)
     finally:
         fs.close(f)
-    try:
-        fs.rename(tmp, root + "/boot.json")
-    except OSError:  # FAT: rename does not replace (see the module comment)
-        if _fs.exists(root + "/boot.json"):
-            fs.remove(root + "/boot.json")
-        fs.rename(tmp, root + "/boot.json")
+    _fs.replace(fs, tmp, root + "/boot.json")  # FAT: see the module comment
 
 
 def slot_ok(root, slot, check_hash=True):

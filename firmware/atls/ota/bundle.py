@@ -127,7 +127,7 @@ class Header:
         if not 1 <= p <= MAX_PATH or i + 1 + p + 36 > h:
             raise BundleError("bad file entry")
         path = _ascii(data[i + 1 : i + 1 + p])
-        if not _path_ok(path) or path == "head" or path == "prog":
+        if not _path_ok(path) or path in ("head", "prog", "prog.tmp"):
             raise BundleError("bad path")
         i += 1 + p
         size = struct.unpack_from(">I", data, i)[0]

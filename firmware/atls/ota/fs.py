@@ -40,6 +40,28 @@ class FS:
         return st[0] * st[4]  # f_bsize * f_bavail (MicroPython: f_frsize == f_bsize)
 
 
+def replace(fs, tmp, dst):
+    """Rename tmp over dst.  Atomic on littlefs; FAT's rename cannot replace,
+    so there dst is removed first, and a power cut between the two leaves
+    only tmp, complete: read_replaced() then reads it."""
+    try:
+        fs.rename(tmp, dst)
+    except OSError:
+        if not exists(dst):
+            raise
+        fs.remove(dst)
+        fs.rename(tmp, dst)
+
+
+def read_replaced(dst, tmp):
+    """The content of a file written by replace(): dst, or tmp when dst is
+    missing (a replace cut short on FAT).  OSError when neither is there."""
+    try:
+        return read(dst)
+    except OSError:
+        return read(tmp)
+
+
 def exists(path):
     try:
         os.stat(path)

@@ -117,7 +117,8 @@ class Updater:
         if not _fs.is_dir(self.stage):
             return
         try:
-            bid, total, off = str(_fs.read(self.stage + "/prog"), "ascii").split()
+            prog = _fs.read_replaced(self.stage + "/prog", self.stage + "/prog.tmp")
+            bid, total, off = str(prog, "ascii").split()
             bid, total, off = bytes.fromhex(bid), int(total), int(off)
             if len(bid) != bundle.ID_LEN or not 0 <= off <= total:
                 raise ValueError
@@ -141,7 +142,7 @@ class Updater:
             self.fs.write(f, ("%s %d %d" % (self.bid.hex(), self.total, self.offset)).encode())
         finally:
             self.fs.close(f)
-        self.fs.rename(p + ".tmp", p)
+        _fs.replace(self.fs, p + ".tmp", p)
         self._unpersisted = 0
 
     def _close(self):
@@ -359,7 +360,10 @@ class Updater:
         _fs.rmtree(self.fs, self.root + "/" + new)
         self.fs.rename(self.stage, self.root + "/" + new)
         boot.write_pointer(self.root, q, self.fs)
-        self.fs.remove(self.root + "/" + new + "/prog")
+        try:
+            self.fs.remove(self.root + "/" + new + "/prog")  # tidy only: slots ignore it
+        except OSError:
+            pass
         self.state = SWITCHED
         self.offset = self.total
         self._log("ota_switched", slot=new)
