@@ -160,23 +160,23 @@ def test_release_key_files(tmp_path):
         keys.load_private(tmp_path / "none.key")
 
 
-def test_release_builds_a_signed_bundle_of_the_boards_mpy(tmp_path, capsys):
+def test_release_cli_keygen_and_errors(tmp_path, capsys):
+    # the build itself: tests/test_ota_device.py (its fixture runs release())
     kp = tmp_path / "k" / "release.key"
     assert release.main(["keygen", "--key", str(kp)]) == 0
-    out = tmp_path / "out"
-    argv = ["release", "--version", "1.2.0", "--board", "pico_w", "--key", str(kp)]
-    assert release.main(argv + ["--min-version", "1.0.0", "--out", str(out)]) == 0
-    data = (out / "pico_w-1.2.0.atb").read_bytes()
-    b = bundle.Bundle(data, keys.load_public(keys.public_path(kp)))
-    assert (b.board, b.version, b.min_version) == ("pico_w", "1.2.0", "1.0.0")
-    paths = [p for p, _, _ in b.header.files()]
-    assert "atls/ota/updater.mpy" in paths and "atls/crypto/cpython.mpy" not in paths
-    assert all(p.startswith("atls/") and p.endswith(".mpy") for p in paths)
-    start = b.header.head + 64
-    assert data[start] == ord("M") and data[start + 1] == 6  # .mpy v6 for the board's arch
-    assert release.main(["verify", str(out / "pico_w-1.2.0.atb"), "--pub", str(kp) + ".pub"]) == 0
+    assert str(kp) + ".pub" in capsys.readouterr().out
+    assert release.main(["keygen", "--key", str(kp)]) == 2
     assert release.main(["release", "--version", "1.2", "--board", "pico_w", "--key", str(kp)]) == 2
     assert "version must be" in capsys.readouterr().err
+    assert release.main(["release", "--version", "1.2.0", "--board", "nope", "--key", str(kp)]) == 2
+    data = bundle.build([("atls/a.mpy", b"a")], "1.0.0", "0.0.0", "esp32", keys.load_private(kp))
+    (tmp_path / "b.atb").write_bytes(data)
+    assert release.main(["verify", str(tmp_path / "b.atb"), "--pub", str(kp) + ".pub"]) == 0
+    other = tmp_path / "o" / "release.key"
+    keys.generate(other)
+    assert release.main(["verify", str(tmp_path / "b.atb"), "--pub", str(other) + ".pub"]) == 2
+    assert release.main(["info", str(tmp_path / "b.atb")]) == 0
+    assert '"board": "esp32"' in capsys.readouterr().out
 
 
 def test_store_keeps_and_checks_bundles(tmp_path):

@@ -9,10 +9,11 @@ atls.ota.boot.select) must always choose a verified firmware, for every k.
 """
 
 import pytest
+from conftest import TESTS, MicroPython
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from atls.ota import wire
-from host_tools.ota import bundle
+from host_tools.ota import bundle, keys, release
 
 BOARD = "unix"
 SMALL = [("atls/_v.py", b"V = 1\n"), ("atls/x/y.py", b"#" * 300), ("atls/empty.py", b"")]
@@ -129,10 +130,10 @@ offer(u, good)
 out["end"] = send(u, good)
 p = boot.select(ROOT)
 import atls.ota as o2
-import atls._v as v
+import atls.supervisor as sup
 out["slot_path"] = sys.path[0]
-out["ota_from_slot"] = o2.__file__.startswith(ROOT + "/a/")
-out["marker"] = v.V
+out["from_slot"] = [m.__file__.startswith(ROOT + "/a/atls/") for m in (o2, sup)]
+out["version"] = o2.running_version(ROOT)
 """,
     "tampered": r"""
 good = bytearray(load("good.atb"))
@@ -329,7 +330,12 @@ out["cuts"] = res
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     d = tmp_path_factory.mktemp("ota-device")
-    key = ed25519.Ed25519PrivateKey.generate()
+    # the firmware bundle exactly as `make release` makes it (its .mpy build kept in d/build)
+    kp = d / "key" / "release.key"
+    keys.generate(kp)
+    path, _ = release.release("1.1.0", BOARD, key_path=kp, out=d / "rel", build_root=d / "build")
+    (d / "fw.atb").write_bytes(path.read_bytes())
+    key = keys.load_private(kp)
     other = ed25519.Ed25519PrivateKey.generate()
     (d / "pub").write_text(key.public_key().public_bytes_raw().hex())
 
@@ -341,14 +347,7 @@ def bundles(tmp_path_factory):
     put("older.atb", version="1.0.5")
     put("newer.atb", version="1.2.0")
     put("minver.atb", version="1.3.0", min_version="1.2.0")
-    put("fw.atb", files=firmware_files(d) + [("atls/_v.py", b"V = 'slot a'\n")])
     return d
-
-
-def firmware_files(d):
-    from host_tools.boards.mpy import build_mpy
-
-    return bundle.from_build_dir(build_mpy(BOARD, out_root=d / "build")["dir"])
 
 
 def run(mpy, bundles, scenario, tmp_path, *extra):
@@ -387,8 +386,25 @@ def test_good_update_switches_and_confirms(mpy, bundles, tmp_path):
 def test_boot_selection_imports_the_slot(mpy, bundles, tmp_path):
     r = run(mpy, bundles, "import", tmp_path)
     assert r["end"][0] == wire.SWITCHED
-    assert r["slot_path"].endswith("/root/a") and r["ota_from_slot"]
-    assert r["marker"] == "slot a"
+    assert r["slot_path"].endswith("/root/a") and r["from_slot"] == [True, True]
+    assert r["version"] == "1.1.0"
+
+
+def test_release_bundle_is_the_boards_mpy_build(bundles):
+    kp = bundles / "key" / "release.key"
+    data = (bundles / "fw.atb").read_bytes()
+    b = bundle.Bundle(data, keys.load_public(keys.public_path(kp)))
+    assert (b.board, b.version, b.min_version) == (BOARD, "1.1.0", "0.0.0")
+    paths = [p for p, _, _ in b.header.files()]
+    assert "atls/ota/updater.mpy" in paths and "atls/crypto/cpython.mpy" not in paths
+    assert all(p.startswith("atls/") and p.endswith(".mpy") for p in paths)
+    assert sorted(paths) == sorted(
+        p.relative_to(bundles / "build" / BOARD).as_posix()
+        for p in (bundles / "build" / BOARD / "atls").rglob("*.mpy")
+    )
+    start = b.header.head + 64
+    assert data[start : start + 2] == b"M\x06"  # .mpy version 6 (BOARDS.md)
+    assert release.main(["verify", str(bundles / "fw.atb"), "--pub", str(kp) + ".pub"]) == 0
 
 
 def test_tampered_chunk_is_refused(mpy, bundles, tmp_path):
@@ -484,12 +500,14 @@ print(json.dumps({"end": last, "heap": gc.mem_alloc()}))
 """
 
 
-def test_firmware_bundle_in_a_64k_heap(mpyc, bundles, tmp_path):
-    # 64 KiB of a 64-bit unix port (a 32-bit board needs about 60% of it)
+def test_firmware_bundle_in_a_64k_heap(mpy, bundles, tmp_path):
+    # 64 KiB of a 64-bit unix port (a 32-bit board needs about 60% of it),
+    # the firmware imported from the release's own .mpy build
     d = tmp_path / "dev"
     d.mkdir()
     for name in ("fw.atb", "pub"):
         (d / name).write_bytes((bundles / name).read_bytes())
+    mpyc = MicroPython(mpy.binary, [".frozen", str(bundles / "build" / BOARD), str(TESTS / "mpy")])
     r = mpyc.check(HEAP, args=[d], heapsize="64k").json()
     assert r["end"] == [wire.SWITCHED, (d / "fw.atb").stat().st_size]
 

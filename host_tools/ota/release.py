@@ -23,13 +23,18 @@ from host_tools.ota.bundle import Bundle, BundleError, build, from_build_dir
 DEFAULT_OUT = "build/release"
 
 
-def release(version, board, min_version="0.0.0", key_path=keys.DEFAULT_KEY, out=DEFAULT_OUT):
-    """Build, sign and write the bundle; returns (path, Bundle)."""
+def release(
+    version, board, min_version="0.0.0", key_path=keys.DEFAULT_KEY, out=DEFAULT_OUT, build_root=None
+):
+    """Build, sign and write the bundle; returns (path, Bundle).  The .mpy
+    build goes to a temporary folder, or to build_root/<board>/ (kept)."""
+    from atls.ota import parse_version
     from host_tools.boards.mpy import build_mpy
 
+    parse_version(version), parse_version(min_version)  # before a long build
     key = keys.load_private(key_path)
     with tempfile.TemporaryDirectory() as tmp:
-        built = build_mpy(board, out_root=tmp)
+        built = build_mpy(board, out_root=build_root or tmp)
         data = build(from_build_dir(built["dir"]), version, min_version, board, key)
     b = Bundle(data, keys.public_bytes(key))  # what a device will check, checked here first
     path = Path(out) / ("%s-%s.atb" % (board, b.version))

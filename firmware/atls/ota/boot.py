@@ -63,15 +63,14 @@ def write_pointer(root, p, fs=None):
     _fs.replace(fs, tmp, root + "/boot.json")  # FAT: see the module comment
 
 
-def slot_ok(root, slot, check_hash=True):
-    """True when every file of the slot's signed header is there, whole."""
-    from atls.ota.bundle import Header
+def slot_ok(root, slot, check_hash=True, hdr=None):
+    """True when every file of the slot's signed header (`hdr` when the
+    caller has it parsed already) is there, whole."""
+    from atls.ota.bundle import BundleError, Header
 
     d = root + "/" + slot
-    from atls.ota.bundle import BundleError
-
     try:
-        hdr = Header(_fs.read(d + "/head"))
+        hdr = hdr or Header(_fs.read(d + "/head"))
     except (OSError, BundleError):
         return False
     buf = bytearray(512)

@@ -89,6 +89,7 @@ class Header:
     count and files() (path, size, sha256), head (H), total (bundle length)."""
 
     def __init__(self, data):
+        raw = data
         data = memoryview(data)
         h = head_len(data)
         if len(data) < h:
@@ -107,7 +108,8 @@ class Header:
         n = (data[i] << 8) | data[i + 1]
         if not 1 <= n <= MAX_FILES:
             raise BundleError("bad file count")
-        self._data = bytes(data[:h])  # the file table is read from here, never copied
+        # the file table is read from here (kept as given when it is bytes)
+        self._data = raw if isinstance(raw, bytes) else bytes(data[:h])
         self._first = i + 2
         self.count = n
         total = h + SIG_LEN
@@ -147,13 +149,32 @@ class Header:
 def verify(head_and_sig, public_key):
     """Raise AuthError unless bytes [H, H+64) are the release key's Ed25519
     signature of bytes [0, H).  `head_and_sig` holds at least H+64 bytes."""
-    from atls.crypto import ed25519
+    import sys
 
     h = head_len(head_and_sig)
     if len(head_and_sig) < h + SIG_LEN:
         raise BundleError("truncated signature")
+    # verification is rare: modules it loads are dropped again afterwards
+    # (they are kept when something else, e.g. certificate TLS, had them)
+    names = ("atls.crypto.ed25519", "atls.crypto.sha512")
+    fresh = [n for n in names if n not in sys.modules]
+    from atls.crypto import ed25519
+
     mv = memoryview(head_and_sig)
-    ed25519.verify(public_key, mv[:h], mv[h : h + SIG_LEN])
+    try:
+        ed25519.verify(public_key, mv[:h], mv[h : h + SIG_LEN])
+    finally:
+        pkg = sys.modules.get("atls.crypto")
+        for n in fresh:
+            sys.modules.pop(n, None)
+            short = n.rpartition(".")[2]
+            try:
+                delattr(pkg, short)
+            except (AttributeError, TypeError):
+                pass
+        import gc
+
+        gc.collect()
 
 
 def bundle_id(head_and_sig):
@@ -161,7 +182,7 @@ def bundle_id(head_and_sig):
     import hashlib
 
     h = head_len(head_and_sig)
-    return hashlib.sha256(bytes(memoryview(head_and_sig)[: h + SIG_LEN])).digest()[:ID_LEN]
+    return hashlib.sha256(memoryview(head_and_sig)[: h + SIG_LEN]).digest()[:ID_LEN]
 
 
 def push_header(version, min_version, board, files):

@@ -110,8 +110,9 @@ def makedirs(fs, path):
 
 
 def read(path, n=-1):
+    """Up to n bytes (all when n < 0) of a file, in one allocation of its size."""
     with open(path, "rb") as f:
-        return f.read(n) if n >= 0 else f.read()
+        return f.read(n if n >= 0 else max(0, size(path)))
 
 
 def sha256_file(path, buf=None):

@@ -291,8 +291,11 @@ class Updater:
 
     def _load_head(self):
         """Verify the staged header (signature first), then what it says."""
+        import gc
+
         from atls.ota import parse_version, running_version
 
+        gc.collect()  # one block of up to 16 KiB for the header
         head = _fs.read(self.stage + "/head")
         try:
             self._head_end = bundle.head_len(head) + bundle.SIG_LEN
@@ -343,7 +346,7 @@ class Updater:
 
         if self.hdr is None:
             self._load_head()
-        if self.hdr is None or not boot.slot_ok(self.root, "stage"):
+        if self.hdr is None or not boot.slot_ok(self.root, "stage", hdr=self.hdr):
             raise Refuse(wire.BAD_HASH)
         p = boot.read_pointer(self.root) or {}
         cur = p.get("slot") or ""
