@@ -123,6 +123,9 @@ def test_header_bounds():
         dev_bundle.push_header((1, 0, 0), (0, 0, 0), "unix", [])
     with pytest.raises(dev_bundle.BundleError):
         dev_bundle.push_header((1, 0, 0), (0, 0, 0), "unix", [("a", (1 << 20) + 1, bytes(32))])
+    many = [("atls/%s%03d.mpy" % ("m" * 50, i), 1, bytes(32)) for i in range(100)]
+    with pytest.raises(dev_bundle.BundleError, match="header length"):  # H > 8192
+        dev_bundle.push_header((1, 0, 0), (0, 0, 0), "unix", many)
     with pytest.raises(dev_bundle.BundleError, match="min_version"):
         bundle.build([("a", b"")], "1.0.0", "2.0.0", "unix", _key())
 

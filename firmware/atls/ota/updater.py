@@ -295,7 +295,7 @@ class Updater:
 
         from atls.ota import parse_version, running_version
 
-        gc.collect()  # one block of up to 16 KiB for the header
+        gc.collect()  # one block of up to 8 KiB for the header
         head = _fs.read(self.stage + "/head")
         try:
             self._head_end = bundle.head_len(head) + bundle.SIG_LEN
