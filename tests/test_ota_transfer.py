@@ -5,6 +5,7 @@ both directions; the device "reboots" and the service restarts mid-transfer,
 and the transfer resumes from the device's last persisted offset."""
 
 import random
+import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -238,3 +239,110 @@ def test_airtime_estimate_matches_a_transfer(setup):
     run(svc, dev, down, up, 0, 60_000, stop=lambda now: svc.status("d1")["state"] == "SWITCHED")
     assert down.sent == est["frames_down"]  # no loss: every chunk once, plus the OFFER
     assert abs(up.sent - est["frames_up"]) <= 2
+
+
+# The device side as the MicroPython unix port runs it, one process per
+# "boot", fed over a pipe: a line "<hex>" in, a line "<hex>" or "-" out.
+DEVICE_PUMP = r"""
+import sys
+from atls.ota.updater import Updater
+u = Updater(sys.argv[1], bytes.fromhex(sys.argv[2]), "unix")
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    try:
+        r = u.on_message(bytes.fromhex(line.strip()))
+    except Exception as e:
+        print("E " + repr(e))
+        break
+    print(r.hex() if r else "-")
+"""
+
+
+class UnixPortDevice:
+    def __init__(self, mpy, script, root, pub):
+        self.p = mpy.popen(
+            script, args=[root, pub.hex()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def on_message(self, m):
+        self.p.stdin.write(m.hex() + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline().strip()
+        assert line and not line.startswith("E "), line
+        return None if line == "-" else bytes.fromhex(line)
+
+    def power_off(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def test_unix_port_device_against_the_service(setup, mpy, tmp_path):
+    d, pub, store, b = setup
+    script = tmp_path / "pump.py"
+    script.write_text(DEVICE_PUMP)
+    root = str(d / "root")
+    rng = random.Random(3)
+    svc = service.OtaService(store, service.StaticTargets({"d1": "1.1.0"}), rate_fps=400)
+    down = Link(rng, loss=0.05, dup=0.05, delay_ms=(5, 40))
+    up = Link(rng, loss=0.05, dup=0.05, delay_ms=(5, 40))
+    dev = UnixPortDevice(mpy, script, root, pub)
+    try:
+        down.send(svc.on_connect("d1", "0.0.0", 0), 0)
+        now = run(svc, dev, down, up, 0, 30_000, stop=lambda now: svc.status("d1")["acked"] > 6000)
+        dev.power_off()  # mid-download
+        down.clear(), up.clear()
+        svc.on_disconnect("d1")
+        dev = UnixPortDevice(mpy, script, root, pub)
+        down.send(svc.on_connect("d1", "0.0.0", now), now)
+        run(
+            svc,
+            dev,
+            down,
+            up,
+            now,
+            now + 60_000,
+            stop=lambda now: svc.status("d1")["state"] == "SWITCHED",
+        )
+    finally:
+        dev.power_off()
+    assert svc.status("d1")["state"] == "SWITCHED", (svc.status("d1"), svc.counters)
+    assert svc.counters["resumed"] == 1
+    assert boot.read_pointer(root)["version"] == "1.1.0" and boot.slot_ok(root, "a")
+
+
+def test_device_repeats_itself_for_a_service_that_did_not_hear(setup):
+    # its answers may be lost: duplicates keep getting one (every 8th), and a
+    # chunk after the end gets the final STATUS again (else both sides wait forever)
+    d, pub, store, b = setup
+    dev = Updater(str(d / "root"), pub, "unix")
+    dev.on_message(wire.push_offer((1, 1, 0), len(b.data), b.id))
+    dev.on_message(wire.push_chunk(0, b.data[:48]))
+    dup = wire.push_chunk(0, b.data[:48])
+    answers = [dev.on_message(dup) for _ in range(17)]
+    assert [i for i, a in enumerate(answers) if a] == [0, 8, 16]
+    assert answers[8] == wire.push_status(wire.RECEIVING, 48)
+    for off in range(48, len(b.data), 48):
+        r = dev.on_message(wire.push_chunk(off, b.data[off : off + 48]))
+    assert r == wire.push_status(wire.SWITCHED, len(b.data))
+    last = wire.push_chunk(len(b.data) - 48, b.data[-48:])
+    assert dev.on_message(last) == wire.push_status(wire.SWITCHED, len(b.data))
+    # a refusal, said again
+    other = Updater(str(d / "root2"), bytes(32), "unix")
+    other.on_message(wire.push_offer((1, 1, 0), len(b.data), b.id))
+    for off in range(0, b.header.head + 64, 48):
+        r = other.on_message(wire.push_chunk(off, b.data[off : off + 48]))
+    assert wire.pull(r)[1][0] in (wire.BAD_SIGNATURE, wire.BAD_BUNDLE)
+    assert other.on_message(wire.push_chunk(off + 48, b.data[off + 48 : off + 96])) == r
+
+
+def test_early_chunks_are_held_until_the_gap_fills(setup):
+    d, pub, store, b = setup
+    dev = Updater(str(d / "root"), pub, "unix")
+    dev.on_message(wire.push_offer((1, 1, 0), len(b.data), b.id))
+    for off in (48, 96, 144):  # 0 is late
+        dev.on_message(wire.push_chunk(off, b.data[off : off + 48]))
+    assert dev.offset == 0
+    dev.on_message(wire.push_chunk(0, b.data[:48]))
+    assert dev.offset == 192  # the held ones were written too

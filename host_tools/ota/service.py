@@ -18,7 +18,8 @@ allow (per device `rate_fps`, and the shared `airtime_fps` for the whole
 network: ZigBee airtime is shared; bursts of `burst` frames at most).  No progress for `rto_ms` -> go back to
 the acknowledged offset (go-back-N; the device keeps only in-order bytes);
 a RECEIVING that does not advance while chunks are out is the device
-saying where it is (after a gap or a duplicate): go back there too.
+saying where it waits after a gap: go back there once there was no progress
+for rto_ms/4 (at once would resend a window for every reordered chunk).
 SWITCHED: the device verified and switched, and reboots; the next
 on_connect with the target version is DONE.  CURRENT is DONE at once.  A
 refusal ends the transfer; the bundle is not offered to that device again,
@@ -99,6 +100,7 @@ class Transfer:
         self.acked = 0  # every byte below it is at the device
         self.next = 0  # next byte to send
         self.progress_ms = 0  # last ack advance (or offer sent)
+        self.nacked = False  # the device said where it waits, and it was behind `next`
         self.code = None  # last STATUS code from the device
         self.refused = {}  # bundle id -> code
 
@@ -198,10 +200,10 @@ class OtaService:
                 self.counters["resumed"] += offset > 0
             elif t.state == SENDING and offset <= len(t.bundle.data):
                 if offset > t.acked:
-                    t.acked, t.progress_ms = offset, now_ms
+                    t.acked, t.progress_ms, t.nacked = offset, now_ms, False
                     t.next = max(t.next, offset)
                 elif offset < t.next:
-                    self._rewind(t, offset, now_ms)
+                    t.nacked = True  # the device waits there: go back once stalled
             return self.poll(device_id, now_ms)
         if code == wire.SWITCHED:
             if t.state != SWITCHED:
@@ -226,7 +228,10 @@ class OtaService:
             return []
         if t.state != SENDING:
             return []
-        if t.next > t.acked and now_ms - t.progress_ms >= self.rto_ms:
+        stalled = now_ms - t.progress_ms
+        if t.next > t.acked and (
+            stalled >= self.rto_ms or (t.nacked and stalled >= self.rto_ms // 4)
+        ):
             self._rewind(t, t.acked, now_ms)
         out = []
         data = t.bundle.data
@@ -252,10 +257,11 @@ class OtaService:
 
     def _offer(self, t, b, now_ms):
         t.state, t.bundle, t.acked, t.next, t.progress_ms = OFFERED, b, 0, 0, now_ms
+        t.nacked = False
         self.counters["offers"] += 1
         return [wire.push_offer(b.header.version, len(b.data), b.id)]
 
     def _rewind(self, t, offset, now_ms):
         self.counters["resent_bytes"] += max(0, t.next - offset)
         t.next = max(offset, t.acked)
-        t.progress_ms = now_ms
+        t.progress_ms, t.nacked = now_ms, False

@@ -12,9 +12,11 @@ answers STATUS:
   - RECEIVING(offset): the offset to (re)start from.  A staging area of the
     same bundle id resumes where its progress file says; anything else in
     `stage/` is discarded first.
-CHUNK {offset, data} is taken only at the next offset wanted (a chunk that
-overlaps it is cut; a duplicate or a gap is answered with RECEIVING(next), a
-cumulative acknowledgement, so the service goes back there).  Bytes [0, H+64)
+CHUNK {offset, data} is written only at the next offset wanted (a chunk that
+overlaps it is cut; early chunks are held in RAM up to `hold_bytes` and
+written when the gap fills; a duplicate or a gap is answered with
+RECEIVING(next), a cumulative acknowledgement, so the service goes back
+there; on the first of a run of them and every 8th after it).  Bytes [0, H+64)
 go to `stage/head`; once complete, the Ed25519 signature is checked before
 any field is believed, then board, version (> running, != a version that
 failed here, running >= min_version), the offered id and total.  The file
@@ -58,6 +60,7 @@ class Updater:
         ack_bytes=256,
         persist_bytes=2048,
         margin=4096,
+        hold_bytes=512,
         log=None,
     ):
         self.root = root
@@ -79,7 +82,10 @@ class Updater:
         self._fh = None  # open file of the current region
         self._end = 0  # bundle offset where that region ends
         self._head_end = 0  # H + 64 once known
-        self._nacked = False  # a gap/duplicate was answered since the last progress
+        self._strays = 0  # gaps and duplicates since the last progress
+        self.hold_bytes = hold_bytes  # early chunks kept in RAM (reordering)
+        self._held = {}  # offset -> bytes
+        self._held_bytes = 0
         self._unacked = 0
         self._unpersisted = 0
         _fs.makedirs(self.fs, root)
@@ -152,12 +158,13 @@ class Updater:
 
     def _discard(self):
         self._close()
+        self._held, self._held_bytes = {}, 0
         _fs.rmtree(self.fs, self.stage)
         self.bid, self.hdr, self.offset, self.total = None, None, 0, 0
 
     def _refuse(self, code):
         self._discard()
-        self.state, self.code = REFUSED, code
+        self.state, self.code, self._strays = REFUSED, code, 0
         self._log("ota_refused", code=wire.STATUS_NAMES.get(code, code))
         return wire.push_status(code, 0)
 
@@ -176,6 +183,7 @@ class Updater:
 
     def _offer(self, version, total, bid):
         self._close()
+        self._held, self._held_bytes = {}, 0
         p = boot.read_pointer(self.root) or {}
         if not self.key:
             raise Refuse(wire.NO_KEY)
@@ -215,12 +223,42 @@ class Updater:
         if end > self.total:
             raise Refuse(wire.BAD_BUNDLE)
         if offset > self.offset or end <= self.offset:
-            if self._nacked:  # said it once already: the service's timer covers a loss
-                return None
-            self._nacked = True
-            return self._reply(wire.RECEIVING)  # gap or duplicate: say where we are
-        self._nacked = False
-        data = data[self.offset - offset :]
+            if offset > self.offset and self._held_bytes + len(data) <= self.hold_bytes:
+                self._held[offset] = bytes(data)  # early: kept for when the gap fills
+                self._held_bytes += len(data)
+            return self._stray()
+        self._strays = 0
+        self._write(data[self.offset - offset :])
+        while self._held and self.offset < self.total:  # held chunks that now fit
+            nxt = None
+            for k in list(self._held):
+                if k + len(self._held[k]) <= self.offset:
+                    self._held_bytes -= len(self._held.pop(k))
+                elif k <= self.offset:
+                    nxt = k
+            if nxt is None:
+                break
+            v = self._held.pop(nxt)
+            self._held_bytes -= len(v)
+            self._write(memoryview(v)[self.offset - nxt :])
+        if self.offset == self.total:
+            return self._finish()
+        if self._unpersisted >= self.persist_bytes:
+            self._persist()
+        if self._unacked >= self.ack_bytes:
+            return self._reply(wire.RECEIVING)
+        return None
+
+    def _stray(self):
+        """A gap or a duplicate: say where we are, on the first one and every
+        8th after it (not on each: a window of them arrives at once; but again,
+        as the answer may be lost and the service repeat itself)."""
+        self._strays += 1
+        if self._strays % 8 != 1:
+            return None
+        return self._reply(wire.RECEIVING)
+
+    def _write(self, data):
         while data:
             if self._fh is None:
                 self._open_region()
@@ -232,13 +270,6 @@ class Updater:
             self._unpersisted += n
             if self.offset == self._end:
                 self._region_done()
-        if self.offset == self.total:
-            return self._finish()
-        if self._unpersisted >= self.persist_bytes:
-            self._persist()
-        if self._unacked >= self.ack_bytes:
-            return self._reply(wire.RECEIVING)
-        return None
 
     def _open_region(self):
         """Open the file that holds self.offset, positioned there."""
@@ -367,7 +398,7 @@ class Updater:
             self.fs.remove(self.root + "/" + new + "/prog")  # tidy only: slots ignore it
         except OSError:
             pass
-        self.state = SWITCHED
+        self.state, self._strays = SWITCHED, 0
         self.offset = self.total
         self._log("ota_switched", slot=new)
         return self._reply(wire.SWITCHED)
@@ -377,10 +408,21 @@ def _switched_offer(self, version, total, bid):
     return self._reply(wire.SWITCHED)  # reboot pending: nothing more to do
 
 
+def _after_end(self, offset, data):
+    """A chunk after the transfer ended: the last STATUS may have been lost, so
+    say it again (on the first and every 8th such chunk)."""
+    self._strays += 1
+    if self._strays % 8 != 1:
+        return None
+    return wire.push_status(self.code, self.offset if self.state == SWITCHED else 0)
+
+
 TRANSITIONS = {
     (IDLE, wire.OFFER): Updater._offer,
     (REFUSED, wire.OFFER): Updater._offer,
     (RECEIVING, wire.OFFER): Updater._offer,
     (RECEIVING, wire.CHUNK): Updater._chunk,
     (SWITCHED, wire.OFFER): _switched_offer,
+    (SWITCHED, wire.CHUNK): _after_end,
+    (REFUSED, wire.CHUNK): _after_end,
 }
