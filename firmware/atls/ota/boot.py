@@ -82,6 +82,34 @@ def slot_ok(root, slot, check_hash=True, hdr=None):
     return True
 
 
+def inactive(p):
+    """The slot an update goes to: the one not running (a first when none is)."""
+    return "b" if (p or {}).get("slot") == "a" else "a"
+
+
+def install(root, version, fs=None):
+    """The switch, once `stage/` is verified: remove the inactive slot, rename
+    `stage/` to it, write the pointer naming it on trial (the previous slot
+    kept for the rollback).  Returns the new slot.  Cut anywhere, the pointer
+    names the old slot or the new one, each complete."""
+    from atls.ota import running_version
+
+    fs = fs or _fs.FS()
+    p = read_pointer(root) or {}
+    new = inactive(p)
+    q = {"slot": new, "version": version, "state": "trial", "boots": 0}
+    q["prev"], q["prev_version"] = p.get("slot") or "", running_version(root)
+    q["bad"] = p.get("bad", "")
+    _fs.rmtree(fs, root + "/" + new)
+    fs.rename(root + "/stage", root + "/" + new)
+    write_pointer(root, q, fs)
+    try:
+        fs.remove(root + "/" + new + "/prog")  # tidy only: slots ignore it
+    except OSError:
+        pass
+    return new
+
+
 def _rollback(root, p, fs):
     prev = p.get("prev", "")
     q = {"slot": prev, "version": p.get("prev_version", ""), "state": "ok", "boots": 0}

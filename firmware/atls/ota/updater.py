@@ -24,8 +24,8 @@ bodies go to `stage/<path>`; each file is hashed as it completes.  Progress
 (`stage/prog`: id, total, offset) is written by rename after the data is
 flushed, at most every `persist_bytes` and at each file's end, so a reboot
 resumes at or before what was acknowledged.  At the end every file is hashed
-again, then the switch: remove the inactive slot, rename `stage/` to it, write
-the pointer (trial).  A power cut between any two steps leaves the old pointer
+again, then the switch (atls.ota.boot.install): remove the inactive slot,
+rename `stage/` to it, write the pointer (trial).  A power cut between any two steps leaves the old pointer
 or the new one, each naming a verified slot (atls.ota.boot).
 Refusals discard the staging area; the running firmware is never touched.
 """
@@ -38,10 +38,6 @@ IDLE = "IDLE"
 RECEIVING = "RECEIVING"
 SWITCHED = "SWITCHED"
 REFUSED = "REFUSED"
-
-
-def _other(slot):
-    return "b" if slot == "a" else "a"
 
 
 class Refuse(Exception):
@@ -201,7 +197,7 @@ class Updater:
             raise Refuse(wire.FAILED_BEFORE)
         if self.bid != bid or self.total != total or not _fs.is_dir(self.stage):
             self._discard()
-            _fs.rmtree(self.fs, self.root + "/" + _other(p.get("slot") or "b"))
+            _fs.rmtree(self.fs, self.root + "/" + boot.inactive(p))
             free = self.fs.free(self.root)
             if free is not None and free < total + self.margin:
                 raise Refuse(wire.NO_SPACE)
@@ -373,31 +369,13 @@ class Updater:
 
     def _finish(self):
         self._close()
-        from atls.ota import format_version, running_version
-
         if self.hdr is None:
             self._load_head()
         if self.hdr is None or not boot.slot_ok(self.root, "stage", hdr=self.hdr):
             raise Refuse(wire.BAD_HASH)
-        p = boot.read_pointer(self.root) or {}
-        cur = p.get("slot") or ""
-        new = _other(cur or "b")
-        q = {
-            "slot": new,
-            "version": format_version(self.hdr.version),
-            "state": "trial",
-            "boots": 0,
-            "prev": cur,
-            "prev_version": running_version(self.root),
-            "bad": p.get("bad", ""),
-        }
-        _fs.rmtree(self.fs, self.root + "/" + new)
-        self.fs.rename(self.stage, self.root + "/" + new)
-        boot.write_pointer(self.root, q, self.fs)
-        try:
-            self.fs.remove(self.root + "/" + new + "/prog")  # tidy only: slots ignore it
-        except OSError:
-            pass
+        from atls.ota import format_version
+
+        new = boot.install(self.root, format_version(self.hdr.version), self.fs)
         self.state, self._strays = SWITCHED, 0
         self.offset = self.total
         self._log("ota_switched", slot=new)
