@@ -4,9 +4,13 @@ on an AF_UNIX stream socket (Config.socket_path) with one JSON line.
     {"cmd": "open_join", "seconds": 60}      -> {"ok": true}   (default join_window_s)
     {"cmd": "close_join"}                    -> {"ok": true}
     {"cmd": "pending"}                       -> {"ok": true, "pending": [{"addr64", "device",
-                                                 "service", "code", "confirmed"}, ...]}
+                                                 "service", "code", "confirmed", "ambiguous"}, ...]}
     {"cmd": "confirm", "addr64": hex, "code": "123456", "accept": true}   (code optional)
-                                             -> {"ok": true}
+                                             -> {"ok": true}   (refused while ambiguous)
+    {"cmd": "confirm_code", "code": "123456"} -> {"ok": true, "confirmed": {...}}
+                                                (exactly one pending request shows it)
+    {"cmd": "preauthorise", "who": device id | addr64, "install_code": 36 hex,
+     "service": name}                        -> {"ok": true}   (install-code onboarding)
     {"cmd": "list"}                          -> {"ok": true, "devices": {addr64: {...}}}
     {"cmd": "unpair", "key": addr64|device}  -> {"ok": true, "removed": [addr64, ...]}
     {"cmd": "stats"}                         -> {"ok": true, "counters": {...}}
@@ -32,7 +36,7 @@ async def serve(gw, path):
             line = await asyncio.wait_for(reader.readline(), 5)
             req = json.loads(line or b"{}")
             resp = dispatch(gw, req)
-        except (ValueError, GatewayError, asyncio.TimeoutError) as e:
+        except (ValueError, KeyError, GatewayError, asyncio.TimeoutError) as e:
             resp = {"ok": False, "error": str(e)}
         writer.write((json.dumps(resp) + "\n").encode())
         await writer.drain()
@@ -54,6 +58,17 @@ def dispatch(gw, req):
         return {"ok": True, "pending": gw.pending_requests()}
     if cmd == "confirm":
         gw.confirm(req["addr64"], req.get("code"), req.get("accept", True))
+        return {"ok": True}
+    if cmd == "confirm_code":
+        return {"ok": True, "confirmed": gw.pairing.confirm_code(str(req["code"]))}
+    if cmd == "preauthorise":
+        from host_tools.install_code import InstallCodeError, parse_code
+
+        try:
+            code = parse_code(req["install_code"])
+        except InstallCodeError as e:
+            raise GatewayError(str(e))
+        gw.table.preauthorise(req["who"], code, req.get("service", "default"))
         return {"ok": True}
     if cmd == "list":
         return {"ok": True, "devices": gw.table.devices}
