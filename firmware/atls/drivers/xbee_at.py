@@ -117,6 +117,34 @@ class XBeeConfig:
             self._pump(self._rxq)
         return bool(self.joined)
 
+    def secure(self, cfg):
+        # ZigBee network security as the gateway runs it (docs/BOARDS.md): cfg
+        # {"link_key": 32 hex} joins with that trust-center link key (KY), or
+        # {"install_code": true} with the key derived from the module's own
+        # install code (DC bit 0; the gateway registers I?).  Written (EE=1,
+        # EO=2, KY or DC, WR) only when the module still runs EE=0, so the
+        # keys are not rewritten at every boot; then the module leaves and
+        # joins the encrypted network.  Returns True when it wrote them.
+        if not cfg or self.at(b"EE") == b"\x01":
+            return False
+        from binascii import unhexlify
+
+        steps = [(b"EE", b"\x01"), (b"EO", b"\x02")]
+        if cfg.get("install_code"):
+            steps.append((b"DC", b"\x00\x01"))
+        else:
+            steps.append((b"KY", unhexlify(cfg["link_key"])))
+        steps.append((b"WR", b""))
+        for cmd, value in steps:
+            self.at(cmd, value)
+        self.joined = False  # it leaves and joins the encrypted network
+        self.mtu = int.from_bytes(self.at(b"NP"), "big")  # 66 with EE=1
+        return True
+
+    def install_code(self):
+        # The module's own install code (I?, 16 bytes + CRC), for registration
+        return self.at(b"I?")
+
     def at(self, command, parameter=b""):
         # Blocking AT command, bounded by at_timeout_ms x (at_retries + 1):
         # returns the value; XBeeError on an error status or no answer.
