@@ -211,13 +211,13 @@ def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=N
     """Return once the device is paired with the gateway (or was already)."""
     from binascii import unhexlify
 
-    sec = (dev.get("link") or {}).get("xbee", {}).get("zigbee_security")
-    if sec and hasattr(drv, "secure"):
-        drv.secure(sec)
     st = None if force else _state(dev)
     if st is not None and st.get("key"):
         drv.pairing_hook = not_paired_check(unhexlify(st["key"]))
         return False
+    sec = (dev.get("link") or {}).get("xbee", {}).get("zigbee_security")
+    if sec and hasattr(drv, "secure"):
+        drv.secure(sec)  # the network's link key (or install code) before joining
     service = dev.get("service", "default")
     start = clock()
     p = DevicePairing(drv.address64, dev["device_id"], service, _install_code(dev), rng)

@@ -170,6 +170,8 @@ def cmd_preauthorise(config, a):
     req = {"cmd": "preauthorise", "who": device, "install_code": code.hex(), "service": service}
     try:
         control(config, req)
+        # the device's radio must still join the ZigBee network (NJ)
+        control(config, {"cmd": "open_join", "seconds": a.window})
     except GatewayError:  # not running: write the table; it is read at start
         PairingTable(config.pairing_path).preauthorise(device, code, service)
     print("device %s pre-authorised for service %r: it pairs on its own" % (device, service))

@@ -260,7 +260,11 @@ class Module:
 
     def holds_network_key(self):
         c = self.medium.coordinator
-        return c is not None and (not c.ee or (self.ee and self.joined and self.nk == c.nk))
+        if c is None or not c.ee:
+            return True
+        if self.nk is None and self.network is True:  # created joined: holds the key
+            return self.joined
+        return bool(self.ee and self.joined and self.nk == c.nk)
 
     def association(self):
         if self.joined:

@@ -121,15 +121,18 @@ class XBeeConfig:
         # ZigBee network security as the gateway runs it (docs/BOARDS.md): cfg
         # {"link_key": 32 hex} joins with that trust-center link key (KY), or
         # {"install_code": true} with the key derived from the module's own
-        # install code (DC bit 0; the gateway registers I?).  Written (EE=1,
-        # EO=2, KY or DC, WR) only when the module still runs EE=0, so the
-        # keys are not rewritten at every boot; then the module leaves and
-        # joins the encrypted network.  Returns True when it wrote them.
-        if not cfg or self.at(b"EE") == b"\x01":
+        # install code (DC bit 0; the gateway registers I?).  Writes EE=1
+        # (only when it was 0: the module then leaves and joins the encrypted
+        # network), EO=2, KY or DC, WR.  pairing_client calls it before an
+        # exchange only, so a paired device does not rewrite its keys at boot.
+        if not cfg:
             return False
         from binascii import unhexlify
 
-        steps = [(b"EE", b"\x01"), (b"EO", b"\x02")]
+        steps = [(b"EO", b"\x02")]
+        if self.at(b"EE") != b"\x01":
+            steps.insert(0, (b"EE", b"\x01"))
+            self.joined = False  # it leaves and joins the encrypted network
         if cfg.get("install_code"):
             steps.append((b"DC", b"\x00\x01"))
         else:
@@ -137,7 +140,6 @@ class XBeeConfig:
         steps.append((b"WR", b""))
         for cmd, value in steps:
             self.at(cmd, value)
-        self.joined = False  # it leaves and joins the encrypted network
         self.mtu = int.from_bytes(self.at(b"NP"), "big")  # 66 with EE=1
         return True
 
