@@ -160,6 +160,12 @@ def _software_reset(m, p, n):
     return OK
 
 
+def _rescan(m, old=None):
+    """An unjoined device keeps scanning: a new key or option is tried at once."""
+    if not m.coordinator and not m.joined:
+        m.clock.call_soon(m.try_join)
+
+
 def _write_key(attr):
     def put(m, p, n):
         if len(p) > 16 or (attr == "nk" and not m.coordinator):
@@ -168,6 +174,7 @@ def _write_key(attr):
         if attr == "nk" and key == bytes(16):
             key = m.key_rng.randbytes(16)
         setattr(m, attr, key)
+        _rescan(m)
         if attr == "nk":  # a centralized trust center updates every joined device
             for d in m.medium.modules.values():
                 if d is not m and d.joined and d.ee:
@@ -201,8 +208,8 @@ COMMANDS = {
     b"CB": _action(_commissioning_button),
     b"NR": _action(_network_reset),
     b"EE": _number("ee", 1, ok=lambda m, n: n <= 1, then=_network_setting_written("ee")),
-    b"EO": _number("eo", 1),
-    b"DC": _number("dc", 2),
+    b"EO": _number("eo", 1, then=_rescan),
+    b"DC": _number("dc", 2, then=_rescan),
     b"NK": _write_key("nk"),
     b"KY": _write_key("ky"),
     b"I?": _read_only(lambda m: m.install_code),
