@@ -6,7 +6,7 @@ frames from a radio without the network key never delivered."""
 from test_radio import Net
 
 from atls import xbee as X
-from sim.radio.module import BAD_LINK_KEY
+from sim.radio.module import BAD_LINK_KEY, register_device_frame
 
 KY = bytes(range(1, 17))
 
@@ -47,9 +47,9 @@ def test_install_code_registration_joins_the_device():
     status, code = net.at(d, b"I?")
     assert status == X.AT_OK and len(code) == 18
     assert not device_joins_with(net, d, install_code=True)  # not registered yet
-    frame = X.register_device(7, d.addr64, code)
+    frame = register_device_frame(7, d.addr64, code)
     assert X.encode_frame(frame) == _digi_register(7, d.addr64, code)
-    net.c.serial_in(X.encode_frame(X.register_device(0, d.addr64, code)))  # 0: no status
+    net.c.serial_in(X.encode_frame(register_device_frame(0, d.addr64, code)))  # 0: no status
     assert net.c.counters["registered"] == 1
     net.at(net.c, b"NJ", b"\x3c")
     net.clock.advance(1)

@@ -198,6 +198,31 @@ def not_paired_check(key):
     return check
 
 
+def secure(drv, cfg):
+    """ZigBee network security as the gateway runs it (docs/BOARDS.md): cfg
+    {"link_key": 32 hex} joins with that trust-center link key (KY), or
+    {"install_code": true} with the key derived from the module's own install
+    code (DC bit 0; the gateway registers I?).  Writes EE=1 (only when it was
+    0: the module then leaves and joins the encrypted network), EO=2, KY or
+    DC, WR, and reads NP again.  Called before an exchange only, so a paired
+    device does not rewrite its keys at every boot."""
+    from binascii import unhexlify
+
+    steps = [(b"EO", b"\x02")]
+    if drv.at(b"EE") != b"\x01":
+        steps.insert(0, (b"EE", b"\x01"))
+        drv.joined = False
+    if cfg.get("install_code"):
+        steps.append((b"DC", b"\x00\x01"))
+    else:
+        steps.append((b"KY", unhexlify(cfg["link_key"])))
+    steps.append((b"WR", b""))
+    for cmd, value in steps:
+        drv.at(cmd, value)
+    drv.mtu = int.from_bytes(drv.at(b"NP"), "big")  # 66 with EE=1
+    return True
+
+
 def _install_code(dev):
     ic = dev.get("install_code")
     if not ic:
@@ -216,8 +241,8 @@ def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=N
         drv.pairing_hook = not_paired_check(unhexlify(st["key"]))
         return False
     sec = (dev.get("link") or {}).get("xbee", {}).get("zigbee_security")
-    if sec and hasattr(drv, "secure"):
-        drv.secure(sec)  # the network's link key (or install code) before joining
+    if sec:
+        secure(drv, sec)  # the network's link key (or install code) before joining
     service = dev.get("service", "default")
     start = clock()
     p = DevicePairing(drv.address64, dev["device_id"], service, _install_code(dev), rng)

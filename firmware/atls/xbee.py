@@ -60,8 +60,6 @@ TX_STATUS = const(0x8B)  # Extended Transmit Status
 RX_PACKET = const(0x90)  # Receive Packet
 EXPLICIT_RX = const(0x91)  # Explicit Receive Indicator (parsed as "unknown")
 MODEM_STATUS = const(0x8A)  # Modem Status
-REGISTER_DEVICE = const(0x24)  # Register Joining Device (XBee 3 Zigbee, trust center)
-REGISTER_STATUS = const(0xA4)  # Register Device Status
 # Transmit Status 0x8B delivery status
 DELIVERY_SUCCESS = const(0x00)
 MAC_ACK_FAILURE = const(0x01)
@@ -338,18 +336,6 @@ def rx_packet(src64, src16, payload, options=RX_ACKED):
     return bytes((RX_PACKET,)) + bytes(src64) + _u16(src16) + bytes((options,)) + bytes(payload)
 
 
-def register_device(frame_id, addr64, key, install_code=True):
-    # 0x24: option 1 = key is an install code (I? of the joiner, which runs DC=1)
-    _check(frame_id, addr64)
-    return (
-        bytes((REGISTER_DEVICE, frame_id))
-        + bytes(addr64)
-        + b"\xff\xfe"
-        + bytes((1 if install_code else 0,))
-        + bytes(key)
-    )
-
-
 def modem_status(status):
     return bytes((MODEM_STATUS, status))
 
@@ -361,7 +347,6 @@ def parse(d):
     # ("tx_status", frame_id, dest16, retries, delivery, discovery)
     # ("rx", src64, src16, options, payload)
     # ("modem_status", status)
-    # ("register", frame_id, addr64, options, key)   ("register_status", frame_id, status)
     # ("unknown", frame_type, frame_data)
     n = len(d)
     if n == 0:
@@ -395,10 +380,6 @@ def parse(d):
             d[13],
             bytes(d[14:]),
         )
-    if t == REGISTER_DEVICE and n >= 13:
-        return ("register", d[1], bytes(d[2:10]), d[12], bytes(d[13:]))
-    if t == REGISTER_STATUS and n == 3:
-        return ("register_status", d[1], d[2])
     if t == AT_COMMAND:
         if n < 4:
             raise DecodeError("short AT command")

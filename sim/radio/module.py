@@ -76,6 +76,17 @@ def link_key_from_install_code(code):
     return hashlib.sha256(b"zigbee-ic" + bytes(code[:16])).digest()[:16]
 
 
+REGISTER_DEVICE = 0x24  # Register Joining Device (XBee 3 Zigbee user guide, trust center)
+REGISTER_STATUS = 0xA4
+
+
+def register_device_frame(frame_id, addr64, key, install_code=True):
+    """Frame data of a Register Joining Device (0x24): option 1 = the key is
+    the joiner's install code (its I?; the joiner runs DC bit 0)."""
+    flags = bytes((1 if install_code else 0,))
+    return bytes((REGISTER_DEVICE, frame_id)) + bytes(addr64) + b"\xff\xfe" + flags + bytes(key)
+
+
 def _crc16_x25(data):
     crc = 0xFFFF
     for b in data:
@@ -189,14 +200,14 @@ class Module:
             status, value = self.at(cmd, param)
             self.emit(X.at_response(fid, cmd, status, value))
             self.apply_deferred()
-        elif f[0] == "register" and self.coordinator:
-            _, fid, a64, options, key = f
+        elif f[0] == "unknown" and f[1] == REGISTER_DEVICE and self.coordinator and len(fd) > 13:
+            fid, a64, options, key = fd[1], bytes(fd[2:10]), fd[12], bytes(fd[13:])
             self.registered[a64] = (
                 link_key_from_install_code(key) if options & 1 else key.rjust(16, b"\0")
             )
             self.counters["registered"] += 1
             if fid:
-                self.emit(bytes((X.REGISTER_STATUS, fid, 0)))
+                self.emit(bytes((REGISTER_STATUS, fid, 0)))
         elif f[0] == "tx_request":
             _, fid, dest64, dest16, _radius, options, payload = f
             self.medium.transmit(self, fid, dest64, dest16, options, payload)

@@ -7,13 +7,13 @@ import sys
 from binascii import unhexlify
 
 from atls.drivers.xbee_tcp import open_tcp
-from atls.pairing_client import NotPaired, not_paired_check
+from atls.pairing_client import NotPaired, not_paired_check, secure
 
 port, link_key, pkey = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 drv = open_tcp("127.0.0.1", port)
 drv.wait_ready(5000)
 print("READY", drv.joined, drv.mtu)
-wrote = drv.secure({"link_key": link_key})
+wrote = secure(drv, {"link_key": link_key})
 print("SECURED", wrote, drv.mtu)
 joined = drv.wait_joined(15000)
 print("JOINED", joined)

@@ -16,8 +16,8 @@ module is ready again; the link layer retransmits them.
 Once paired, pairing packets from the coordinator go to `pairing_hook`
 (atls.pairing_client.not_paired_check: an authenticated NOT_PAIRED raises
 NotPaired out of recv, so the application restarts and pairs again).
-ZigBee network security (EE, EO, KY or DC) is applied by `secure(cfg)`
-(xbee_at.py) before pairing.
+ZigBee network security (EE, EO, KY or DC) is applied through at() by
+atls.pairing_client.secure before pairing.
 
 Every byte of a frame goes out: a UART opened with timeout=0 (rp2: a
 256-byte TX ring) accepts only what fits and returns that count, so _write

@@ -117,36 +117,6 @@ class XBeeConfig:
             self._pump(self._rxq)
         return bool(self.joined)
 
-    def secure(self, cfg):
-        # ZigBee network security as the gateway runs it (docs/BOARDS.md): cfg
-        # {"link_key": 32 hex} joins with that trust-center link key (KY), or
-        # {"install_code": true} with the key derived from the module's own
-        # install code (DC bit 0; the gateway registers I?).  Writes EE=1
-        # (only when it was 0: the module then leaves and joins the encrypted
-        # network), EO=2, KY or DC, WR.  pairing_client calls it before an
-        # exchange only, so a paired device does not rewrite its keys at boot.
-        if not cfg:
-            return False
-        from binascii import unhexlify
-
-        steps = [(b"EO", b"\x02")]
-        if self.at(b"EE") != b"\x01":
-            steps.insert(0, (b"EE", b"\x01"))
-            self.joined = False  # it leaves and joins the encrypted network
-        if cfg.get("install_code"):
-            steps.append((b"DC", b"\x00\x01"))
-        else:
-            steps.append((b"KY", unhexlify(cfg["link_key"])))
-        steps.append((b"WR", b""))
-        for cmd, value in steps:
-            self.at(cmd, value)
-        self.mtu = int.from_bytes(self.at(b"NP"), "big")  # 66 with EE=1
-        return True
-
-    def install_code(self):
-        # The module's own install code (I?, 16 bytes + CRC), for registration
-        return self.at(b"I?")
-
     def at(self, command, parameter=b""):
         # Blocking AT command, bounded by at_timeout_ms x (at_retries + 1):
         # returns the value; XBeeError on an error status or no answer.
