@@ -306,3 +306,29 @@ print(d.state, len(req), len(rev), d.code)
     res = mpyc.check(src, heapsize="32k")
     state, nreq, nrev, code = res.stdout.split()
     assert state == "WAIT_ACCEPT" and int(nreq) <= 66 and int(nrev) == 49 and len(code) == 6
+
+
+def test_encode_is_the_inverse_of_decode_for_every_packet():
+    n, pub = bytes(range(16)), bytes(range(32))
+    packets = [
+        P.encode_request(0, n, "dev-01", "default"),
+        P.encode_request(1, n, "d\u00e9vice", "s" * 32),
+        P.encode_response(n, pub, n[:8], "gw"),
+        P.encode_reveal(pub, n),
+        P.encode_reveal(pub, n, n),
+        P.encode_reply(P.ACCEPT, tag=n),
+        P.encode_reply(P.NOT_PAIRED, tag=n),
+        P.encode_reply(P.REJECT, 1),
+        P.encode_reply(P.REJECT, 2, n),
+        P.encode_reply(P.PENDING, 3),
+    ]
+    for pkt in packets:
+        assert P.encode(P.decode(pkt)) == pkt
+    for bad in (
+        packets[0][:-1],
+        packets[2] + b"x",
+        bytes([0xB1]) + n[:15],
+        b"\xb0\x01" + bytes(30),
+    ):
+        with pytest.raises(P.DecodeError):
+            P.decode(bad)

@@ -162,6 +162,22 @@ def decode(packet):
     raise DecodeError("pairing packet: bad type or length")
 
 
+def encode(m):
+    """The packet of a `decode` result (decode(encode(m)) == m)."""
+    k = m[0]
+    if k == "request":
+        return encode_request(m[1], m[2], m[3], m[4])
+    if k == "response":
+        return encode_response(m[1], m[2], m[3], m[4])
+    if k == "reveal":
+        return encode_reveal(m[1], m[2], m[3])
+    if k == "reject":
+        return encode_reply(REJECT, m[1], m[2])
+    if k == "pending":
+        return encode_reply(PENDING, m[1])
+    return encode_reply(ACCEPT if k == "accept" else NOT_PAIRED, tag=m[1])
+
+
 # -- derivations (§8.2) ------------------------------------------------------------------
 def commitment(pub, nonce):
     return sha256(b"atls-pair2 commit" + bytes(pub) + bytes(nonce)).digest()[:COMMIT_LEN]
