@@ -81,8 +81,9 @@ Keys (default in brackets):
                  encrypted network (EE=1, EO=2, a random network key NK and the
                  trust-center link key KY, both kept in state_dir/zigbee-keys.json,
                  mode 0600, never logged).  Devices join with link_key as their
-                 KY; without link_key KY is random and devices join by install
-                 code (docs/BOARDS.md).  Absent: the network is left as it is
+                 KY; without link_key KY is random and only devices whose module
+                 install code is registered on the coordinator can join
+                 (docs/BOARDS.md; the gateway does not register them yet).  Absent: the network is left as it is
                  (open; any radio can claim a paired address) [none]
   capture        debugging: append every byte the gateway handles to this file
                  (capture.py) [none]

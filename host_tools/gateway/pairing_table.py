@@ -164,6 +164,8 @@ class Pairer:
             if pre is None:
                 self._drop("pair_no_install_code")
                 return self.send(addr64, P.encode_reply(P.REJECT, 4))
+            if pre.get("service", "default") != service:  # the QR code names the service
+                return self.send(addr64, P.encode_reply(P.REJECT, 2))
         elif not self.join_open():
             self._drop("join_closed")
             return self.send(addr64, P.encode_reply(P.REJECT, 1))
