@@ -332,3 +332,21 @@ def test_encode_is_the_inverse_of_decode_for_every_packet():
     ):
         with pytest.raises(P.DecodeError):
             P.decode(bad)
+
+
+def test_low_order_shares_are_refused_on_both_sides(tmp_path):
+    """RFC 7748 §6.1: an all-zero X25519 result (u = 0 here) ends the exchange,
+    it does not crash the gateway or the device."""
+    from atls.pairing_client import DevicePairing
+
+    gw = make_gateway(tmp_path)
+    zero, nd = bytes(32), os.urandom(16)
+    req = P.encode_request(0, P.commitment(zero, nd), "evil", "default")
+    gw.upstream(("zb", EVIL), req)
+    gw.upstream(("zb", EVIL), P.encode_reveal(zero, nd))
+    assert gw.counters["drops"]["pair_bad_share"] == 1 and not gw.pending_requests()
+    d = DevicePairing(DEV, "dev-01", "default")
+    d.poll(0)
+    d.receive(P.encode_response(os.urandom(16), zero, bytes(8), "gw"), 0)
+    d.poll(1000)
+    assert d.state == "WAIT_RESPONSE" and d.reveal is None and d.code is None

@@ -126,11 +126,12 @@ class DevicePairing:
 
     def _reveal(self):
         from atls.crypto.x25519 import x25519
+        from atls.errors import InvalidPointError
 
         m = P.decode(self.response)
         try:
             shared = x25519(self.priv, m[2])
-        except ValueError:  # a low-order share: not a gateway worth answering
+        except InvalidPointError:  # a low-order share: not a gateway worth answering
             self.restart(self.next_send)
             return
         th = P.transcript(self.addr64, m[3], self.request, self.response, self.pub, self.nonce)

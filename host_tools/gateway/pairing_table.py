@@ -211,10 +211,11 @@ class Pairer:
                 del self.pending[addr64]
                 return self.send(addr64, P.encode_reply(P.REJECT, 5))
             from atls.crypto.x25519 import x25519
+            from atls.errors import InvalidPointError
 
             try:
                 shared = x25519(p["priv"], pub)
-            except ValueError:
+            except InvalidPointError:  # a low-order share (RFC 7748 §6.1)
                 del self.pending[addr64]
                 return self._drop("pair_bad_share")
             th = P.transcript(addr64, self.addr64, p["request"], p["response"], pub, nonce)
