@@ -350,3 +350,33 @@ def test_low_order_shares_are_refused_on_both_sides(tmp_path):
     d.receive(P.encode_response(os.urandom(16), zero, bytes(8), "gw"), 0)
     d.poll(1000)
     assert d.state == "WAIT_RESPONSE" and d.reveal is None and d.code is None
+
+
+def test_gateway_and_device_take_any_pairing_bytes_without_raising(tmp_path):
+    """Hostile input: random pairing-marked packets (and mutations of real
+    ones) never raise out of the gateway's Pairer or the device's machine."""
+    import random
+
+    from atls.pairing_client import DevicePairing
+
+    rng = random.Random(15)
+    gw = make_gateway(tmp_path)
+    d = DevicePairing(DEV, "dev-01", "default")
+    seeds = [d.poll(0)[0]]
+    gw.upstream(("zb", DEV), seeds[0])
+    seeds += gw.serial.to(DEV)
+    seeds.append(P.encode_reveal(d.pub, d.nonce))
+    for i in range(3000):
+        s = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0 and s:
+                s[rng.randrange(len(s))] = rng.randrange(256)
+            elif op == 1:
+                s.insert(rng.randrange(len(s) + 1), rng.randrange(256))
+            elif s:
+                del s[rng.randrange(len(s))]
+        s[:1] = bytes([0xB0 | rng.randrange(8)])
+        gw.upstream(("zb", bytes([0, 0x13, 0xA2, 0, 0x42, 0, 0, i % 50])), bytes(s))
+        d.receive(bytes(s), i)
+    assert gw.counters["drops"].get("bad_pairing", 0) > 0 and d.state != "PAIRED"
