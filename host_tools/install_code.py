@@ -25,6 +25,7 @@ __all__ = [
     "write_qr",
     "terminal_qr",
     "read_qr",
+    "register_device_frame",
 ]
 
 PREFIX = "ATLS-IC:1:"
@@ -127,3 +128,13 @@ def read_qr(path):
     if len(codes) != 1:
         raise InstallCodeError("%s: %d QR codes found, expected one" % (path, len(codes)))
     return parse_payload(codes[0])
+
+
+def register_device_frame(frame_id, addr64, key, install_code=True):
+    """Frame data of an XBee 3 Zigbee Register Joining Device (0x24) for the
+    trust center: 64-bit address, 0xFFFE, options (1: the key is the joiner's
+    module install code, I?, 16 bytes + CRC; the joiner runs DC bit 0), key."""
+    if len(addr64) != 8 or not 0 <= frame_id <= 255:
+        raise ValueError("addr64 is 8 bytes, frame id 0..255")
+    flags = bytes((1 if install_code else 0,))
+    return bytes((0x24, frame_id)) + bytes(addr64) + b"\xff\xfe" + flags + bytes(key)

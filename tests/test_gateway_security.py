@@ -83,3 +83,36 @@ def test_random_link_key_when_none_given(tmp_path):
 def test_bad_zigbee_security_config_is_refused(tmp_path, zs):
     with pytest.raises(GatewayError, match="zigbee_security"):
         _config(tmp_path, zs)
+
+
+def test_register_zigbee_writes_digis_register_joining_device_frame(tmp_path):
+    """`pair --zigbee-install-code`: the 0x24 frame the coordinator gets is
+    the one Digi's library builds; a mistyped code is refused."""
+    from digi.xbee.models.address import XBee64BitAddress
+    from digi.xbee.models.options import RegisterKeyOptions
+    from digi.xbee.packets.zigbee import RegisterJoiningDevicePacket
+
+    from host_tools.gateway import Gateway
+    from host_tools.gateway.control import dispatch
+    from host_tools.install_code import format_code, new_install_code
+
+    class Raw:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, b):
+            self.data += bytes(b)
+
+    gw = Gateway(_config(tmp_path, None))
+    gw.serial = Raw()
+    code = new_install_code()
+    addr = bytes.fromhex("0013A20041000007")
+    req = {"cmd": "register_zigbee", "addr64": addr.hex(), "install_code": format_code(code)}
+    assert dispatch(gw, req) == {"ok": True}
+    digi = RegisterJoiningDevicePacket(
+        0, XBee64BitAddress(bytearray(addr)), RegisterKeyOptions.INSTALL_CODE, bytearray(code)
+    )
+    assert gw.serial.data == bytes(digi.output())
+    bad = dict(req, install_code=format_code(code)[:-1] + "X")
+    with pytest.raises(GatewayError, match="register_zigbee"):
+        dispatch(gw, bad)

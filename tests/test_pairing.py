@@ -119,7 +119,14 @@ def test_grinding_second_requester_cannot_show_the_honest_code(tmp_path, monkeyp
     # the person runs `pair --code C` (the CLI over the control dispatch)
     monkeypatch.setattr(gwcli, "control", lambda config, req: dispatch(gw, req))
     args = types.SimpleNamespace(
-        window=1, code=code, yes=False, count=None, qr=None, install_code=None
+        window=1,
+        code=code,
+        yes=False,
+        count=None,
+        qr=None,
+        install_code=None,
+        zigbee_install_code=None,
+        address=None,
     )
     gwcli.cmd_pair(gw.config, args)
     gw.join_until = time.monotonic() + 600  # both repeat while the window is open

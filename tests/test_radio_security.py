@@ -6,7 +6,8 @@ frames from a radio without the network key never delivered."""
 from test_radio import Net
 
 from atls import xbee as X
-from sim.radio.module import BAD_LINK_KEY, register_device_frame
+from host_tools.install_code import register_device_frame
+from sim.radio.module import BAD_LINK_KEY
 
 KY = bytes(range(1, 17))
 

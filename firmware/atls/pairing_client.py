@@ -244,6 +244,8 @@ def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=N
     sec = (dev.get("link") or {}).get("xbee", {}).get("zigbee_security")
     if sec:
         secure(drv, sec)  # the network's link key (or install code) before joining
+        if sec.get("install_code"):  # for `gateway pair --zigbee-install-code`
+            status("zigbee_install_code", install_code=_hex(drv.at(b"I?")))
     service = dev.get("service", "default")
     start = clock()
     p = DevicePairing(drv.address64, dev["device_id"], service, _install_code(dev), rng)

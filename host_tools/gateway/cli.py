@@ -6,6 +6,7 @@ running loop.
                                         [--count N]
     python -m host_tools.gateway pair   --config gateway.json --qr FILE | --install-code CODE
                                         [--device ID] [--service NAME]
+    python -m host_tools.gateway pair   --config gateway.json --zigbee-install-code I? --address A
     python -m host_tools.gateway list   --config gateway.json
     python -m host_tools.gateway unpair --config gateway.json ADDR64|DEVICE
     python -m host_tools.gateway stats  --config gateway.json
@@ -180,6 +181,14 @@ def cmd_preauthorise(config, a):
 
 def cmd_pair(config, a):
     """Open the join window and confirm devices as they ask to pair."""
+    if a.zigbee_install_code:
+        if not a.address:
+            raise GatewayError("--zigbee-install-code needs --address (the module's SH+SL)")
+        req = {"cmd": "register_zigbee", "addr64": a.address, "install_code": a.zigbee_install_code}
+        control(config, req)
+        control(config, {"cmd": "open_join", "seconds": a.window})
+        print("module %s registered with the trust center; join window open" % a.address)
+        return 0
     if a.qr or a.install_code:
         return cmd_preauthorise(config, a)
     control(config, {"cmd": "open_join", "seconds": a.window})
@@ -249,6 +258,8 @@ def main(argv=None, gateway_class=None, prog=None):
             p.add_argument("--install-code", help="install-code onboarding: the code (36 hex)")
             p.add_argument("--device", help="the device id the --install-code belongs to")
             p.add_argument("--service", default="default", help="its service [default]")
+            p.add_argument("--zigbee-install-code", help="a module's own install code (I?)")
+            p.add_argument("--address", help="that module's 64-bit address (hex)")
         if name == "unpair":
             p.add_argument("key", help="64-bit address (hex) or device id")
     a = ap.parse_args(argv)

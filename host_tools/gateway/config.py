@@ -83,7 +83,7 @@ Keys (default in brackets):
                  mode 0600, never logged).  Devices join with link_key as their
                  KY; without link_key KY is random and only devices whose module
                  install code is registered on the coordinator can join
-                 (docs/BOARDS.md; the gateway does not register them yet).  Absent: the network is left as it is
+                 (`pair --zigbee-install-code`, docs/BOARDS.md).  Absent: the network is left as it is
                  (open; any radio can claim a paired address) [none]
   capture        debugging: append every byte the gateway handles to this file
                  (capture.py) [none]

@@ -76,15 +76,10 @@ def link_key_from_install_code(code):
     return hashlib.sha256(b"zigbee-ic" + bytes(code[:16])).digest()[:16]
 
 
-REGISTER_DEVICE = 0x24  # Register Joining Device (XBee 3 Zigbee user guide, trust center)
+# Register Joining Device (XBee 3 Zigbee user guide, trust center); built by
+# host_tools.install_code.register_device_frame
+REGISTER_DEVICE = 0x24
 REGISTER_STATUS = 0xA4
-
-
-def register_device_frame(frame_id, addr64, key, install_code=True):
-    """Frame data of a Register Joining Device (0x24): option 1 = the key is
-    the joiner's install code (its I?; the joiner runs DC bit 0)."""
-    flags = bytes((1 if install_code else 0,))
-    return bytes((REGISTER_DEVICE, frame_id)) + bytes(addr64) + b"\xff\xfe" + flags + bytes(key)
 
 
 def _crc16_x25(data):
