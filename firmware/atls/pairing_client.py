@@ -250,7 +250,7 @@ def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=N
     start = clock()
     p = DevicePairing(drv.address64, dev["device_id"], service, _install_code(dev), rng)
     p.next_send = start
-    status("pairing", code=None, address=_hex(drv.address64), service=service)
+    status("pairing_start", address=_hex(drv.address64), service=service)  # the code comes later
     while clock() - start < timeout_ms:
         if not drv.joined:
             drv.wait_joined(1000)  # the gateway's join window is not open yet
