@@ -82,10 +82,14 @@ probe: $(STAMP)
 	  $(if $(filter 1 yes true,$(RESUME)),--resume)
 
 # make pair [GATEWAY_CONFIG=gateway.json] [WINDOW=60] [CODE=123456 | YES=1]
-# opens the running gateway's join window and confirms devices as they ask
+# opens the running gateway's join window and confirms devices as they ask;
+# make pair QR=build/install-codes/dev-01.png | INSTALL_CODE=… [DEVICE=dev-01]
+# pre-authorises a device by its install code (it then pairs on its own)
 pair: $(STAMP)
 	$(PY) -m host_tools.gateway pair --config "$(or $(GATEWAY_CONFIG),gateway.json)" \
-	  --window "$(or $(WINDOW),60)" $(if $(CODE),--code "$(CODE)") $(if $(filter 1 yes true,$(YES)),--yes)
+	  --window "$(or $(WINDOW),60)" $(if $(CODE),--code "$(CODE)") $(if $(filter 1 yes true,$(YES)),--yes) \
+	  $(if $(QR),--qr "$(QR)") $(if $(INSTALL_CODE),--install-code "$(INSTALL_CODE)") \
+	  $(if $(and $(INSTALL_CODE),$(DEVICE)),--device "$(DEVICE)")
 
 # ---- boards: mpy, flash, deploy, provision (issue 7; docs/BOARDS.md) --------------------
 # make mpy       [BOARD=esp32|pico_w|unix]           firmware as .mpy in build/<board>/
@@ -93,6 +97,7 @@ pair: $(STAMP)
 # make flash     BOARD=pico_w FIRMWARE=RPI_PICO_W-….uf2 [MOUNT=/media/$$USER/RPI-RP2]
 # make deploy    BOARD=… PORT=…                      .mpy files, main.py, board_config.json
 # make provision BOARD=… PORT=… DEVICE=id [MODE=psk|cert] [SERVICE=host:port]
+#                [NO_INSTALL_CODE=1] [ZIGBEE_LINK_KEY=32hex]   (install code + QR: BOARDS.md)
 #                [SERVICE_CA=ca.pem] [SERVER_NAME=…] [SERVICE_NAME=…] [APP='{json}']
 #                [REGISTRY=build/service/devices.json] [PKI=build/pki] [FORCE=1]
 # DRY_RUN=1 prints the commands (one per line) instead of running them.
@@ -123,7 +128,9 @@ provision: $(STAMP)
 	  $(call boards_arg,--service-ca,$(SERVICE_CA)) $(call boards_arg,--server-name,$(SERVER_NAME)) \
 	  $(call boards_arg,--service-name,$(SERVICE_NAME)) $(call boards_arg,--app,$(APP)) \
 	  $(call boards_arg,--registry,$(REGISTRY)) $(call boards_arg,--pki,$(PKI)) \
-	  $(call boards_flag,--force,$(FORCE)) $(call boards_arg,--release-pub,$(RELEASE_PUB))
+	  $(call boards_flag,--force,$(FORCE)) $(call boards_flag,--no-install-code,$(NO_INSTALL_CODE)) \
+	  $(call boards_arg,--zigbee-link-key,$(ZIGBEE_LINK_KEY)) \
+	  $(call boards_arg,--release-pub,$(RELEASE_PUB))
 # ---- end boards ---------------------------------------------------------------------------
 
 # ---- signed firmware updates (issue 20; docs/OTA.md) --------------------------------------

@@ -13,6 +13,8 @@ restart, a wrong PSK is refused while the others carry on, ...).
 import threading
 import time
 
+from sim.pair_attack import SCENARIOS as PAIRING_SCENARIOS
+
 SCENARIOS = {
     "default": "the fleet pairs, handshakes and exchanges readings",
     "lossy10": "10 % of radio frames lost",
@@ -24,6 +26,7 @@ SCENARIOS = {
     "malicious-gateway": "the gateway tampers, replays, reorders, drops and injects",
     "wrong-psk": "one device holds a wrong PSK: refused, the others unaffected",
 }
+SCENARIOS.update(PAIRING_SCENARIOS)  # sim/pair_attack.py: pair-attack, install-code
 DEFAULT_LOSS = {"lossy10": 0.1, "lossy30": 0.3}
 EVIL = {"tamper": 0.05, "replay": 0.05, "reorder": 0.05, "drop": 0.05, "inject": 0.05}
 
@@ -39,6 +42,10 @@ def acked_at_least(fleet, names, k):
 def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
     """Drive `fleet` through `scenario`; returns (names, checks) where checks
     is a list of (name, passed, detail) specific to the scenario."""
+    if scenario in PAIRING_SCENARIOS:
+        from sim import pair_attack
+
+        return pair_attack.run(fleet, scenario, duration, live, setup_timeout)
     checks = []
     wrong = ["dev-%02d" % fleet.n] if scenario == "wrong-psk" and fleet.n >= 2 else []
     target = "dev-01"
