@@ -120,7 +120,9 @@ def all_rows():
         rows.append((pkt, 8, len(pkt), ref_decode(pkt, 8)))
     r = random.Random(7)
     for _ in range(400):  # random packets with a valid marker
-        d = bytes([0xA0 | r.randrange(16)]) + bytes(r.getrandbits(8) for _ in range(r.randrange(60)))
+        d = bytes([0xA0 | r.randrange(16)]) + bytes(
+            r.getrandbits(8) for _ in range(r.randrange(60))
+        )
         tag = r.choice(TAGS)
         rows.append((d, tag, None, ref_decode(d, tag)))
     return rows
