@@ -64,7 +64,7 @@ class SeqExhausted(QueueFull):
 
 class Messages:
     def _init_messages(self):
-        self._seq = 0  # next seq to give a message
+        self._seq = 1  # next seq to give a message (seq 0: our HELLO, §4)
         self._sealed = 0  # seqs below this have been sealed (sent)
         self._queue = []  # (seq, plaintext, channel) waiting for the window
         self._inflight = []  # [seq, packet, due, rto, state]
@@ -96,11 +96,7 @@ class Messages:
         self._activity = self._now
         if self._tx is None:
             self._hs_end = None
-        q = [(0, base.to_bytes(HELLO_LEN, "big") + hello, 1)]  # §4: seq 0 is the HELLO
-        for e in self._queue:  # sent before the channel: one seq later
-            q.append((e[0] + 1, e[1], e[2]))
-        self._queue = q
-        self._seq += 1
+        self._queue.insert(0, (0, base.to_bytes(HELLO_LEN, "big") + hello, 1))  # §4
         self._fill()
 
     def first_unacked_id(self, after=False):
@@ -108,12 +104,9 @@ class Messages:
         one): the base of the session that takes over what is left.  With
         after=True: the id the next new message would get."""
         s = self._seq
-        if after:
-            pass
-        elif self._inflight:
-            s = self._inflight[0][0]
-        elif self._queue:
-            s = self._queue[0][0]
+        q = self._inflight or self._queue
+        if q and not after:
+            s = q[0][0]
         return self.base + max(s, 1) - 1
 
     def send(self, payload, now_ms, channel=0):
