@@ -1,5 +1,5 @@
 """Issue 13, items 1-4: what a hostile path forges can neither duplicate, lose
-nor stall a message (docs/PROTOCOL.md §4-§6, link protocol v2).
+nor stall a message (docs/PROTOCOL.md §4-§5, link protocol v2).
 
 The device is the firmware's DeviceSession (CPython), the service the real
 service core (host_tools.service.core.Service, OpenSSL), in one process on a

@@ -21,7 +21,7 @@ atls.link_data.Messages, one object with the Link.
 Every bad datagram raises wire.Drop / AuthError inside `receive`, which
 counts it in `drops[reason]` and changes nothing else.
 
-ERROR at the device (§6): before it has a session id only ERROR for
+ERROR at the device (§5): before it has a session id only ERROR for
 session 0 is taken, as a hint (busy): the flight's retransmission backs off,
 nothing ends.  Once the service sent an authenticated packet (`confirmed`)
 only RESET with the token from the service's HELLO ends the link; any other

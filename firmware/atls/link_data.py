@@ -263,7 +263,7 @@ class Messages:
         self._ev.append(("message", pt, ch, None if pb is None else pb + seq - 1))
 
     def _error_in(self, p):
-        # §6: what an unauthenticated ERROR may do at the device
+        # §5: what an unauthenticated ERROR may do at the device
         if not self._odd:
             raise wire.Drop("bad_type")  # §1: ERROR is service -> device
         r = p[2]

@@ -64,7 +64,7 @@ CLOSE = const(5)
 ERROR = const(6)
 CDATA = const(7)  # DATA on a channel other than 0: the sealed plaintext starts with it
 HELLO_LEN = const(8)  # §4: HELLO = id base (8) [|| channels (1) || reset token (16)]
-RESET_TOKEN_LEN = const(16)  # §6
+RESET_TOKEN_LEN = const(16)  # §5
 # VERSION (2) and the channel numbers CHANNEL_APP/CONTROL/UPDATE are in
 # atls.protocol_names (read here like the other names)
 
@@ -77,7 +77,7 @@ CLOSE_IDLE = const(2)  # LinkConfig.idle_timeout_ms passed without a message
 UNKNOWN_SESSION = const(1)
 HANDSHAKE_FAILED = const(2)
 BUSY = const(3)
-RESET = const(4)  # followed by the session's 16-byte reset token (§6)
+RESET = const(4)  # followed by the session's 16-byte reset token (§5)
 # ERROR_NAMES (reason -> name) is in atls.protocol_names: read only when an
 # ERROR arrives or is logged
 

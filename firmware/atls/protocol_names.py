@@ -18,7 +18,7 @@ SUITE_NAMES = {
 SUITES = {name: code for code, name in SUITE_NAMES.items()}
 GROUP_NAMES = {_p.X25519: "x25519", _p.SECP256R1: "secp256r1"}
 GROUPS = {name: code for code, name in GROUP_NAMES.items()}
-ERROR_NAMES = {  # ERROR reasons (docs/PROTOCOL.md §6)
+ERROR_NAMES = {  # ERROR reasons (docs/PROTOCOL.md §5)
     _p.UNKNOWN_SESSION: "unknown_session",
     _p.HANDSHAKE_FAILED: "handshake_failed",
     _p.BUSY: "busy",

@@ -22,7 +22,7 @@ signature and chain checks: seconds on an RP2040).  `rebase(delta, now)`
 follows a Clock rebase (atls.eventloop): the link's timers cannot move, so a
 live link is dropped and a new session started, nothing lost.
 
-Version 2 (docs/PROTOCOL.md §4-§6): every message has a 64-bit id, boot <<
+Version 2 (docs/PROTOCOL.md §4-§5): every message has a 64-bit id, boot <<
 32 | counter (boot: this power-up's number), that the next session keeps
 (its HELLO's base is the id of the first message carried over); service
 messages whose id is below the last one delivered (same service epoch, the
@@ -266,7 +266,7 @@ class DeviceSession:
         else:
             self._ev.append(("down", reason))
         if not self._closing:
-            if auth:  # §6: only an authenticated end resets the backoff
+            if auth:  # §5: only an authenticated end resets the backoff
                 self._backoff = self.retry_ms
             if was_up:
                 self.counters["reconnects"] += 1

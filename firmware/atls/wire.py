@@ -87,7 +87,7 @@ def decode(d, tag_len=None, max_len=None):
         return t, sid, d[3], d[4], mv[5:]
     if t == HS_ACK:
         return t, sid, d[3], None, mv[4:]
-    if t == ERROR:  # 4 bytes, or 20 for RESET || token (§6)
+    if t == ERROR:  # 4 bytes, or 20 for RESET || token (§5)
         want = HEADER_LEN + 1 + (RESET_TOKEN_LEN if d[3] == RESET else 0)
         if n != want:
             raise Drop("truncated" if n < want else "too_big")

@@ -23,7 +23,7 @@ payload) and on_close(session, reason); `session.send(payload)` queues a
 message to the device; `session.last_msg_id` is the id of the message being
 delivered; an app with on_channel_message(session, channel, payload) gets
 the messages of channels 2-255 (firmware update).  Link protocol v2
-(docs/PROTOCOL.md §4, §6): messages from a device are de-duplicated by id
+(docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
 across sessions and restarts before the application sees them
 (service.dedupe.PeerTable; state in `state_dir`, by default service-state/
 beside the registry), a new session of the same identity takes over the
@@ -160,7 +160,7 @@ class Service(asyncio.DatagramProtocol):
         self.deliver(sess, packets, now)
 
     def _unknown(self, ptype, sid, data, addr):
-        # §6: a sealed packet for a session we do not have gets RESET || token
+        # §5: a sealed packet for a session we do not have gets RESET || token
         # (20 bytes, only for a longer packet); others ERROR (4 bytes, for >= 4)
         n = len(data)
         if ptype >= protocol.DATA and ptype != protocol.ERROR:

@@ -1,5 +1,5 @@
 """The service's per-device state that outlives sessions (docs/PROTOCOL.md
-§4, §6): message-id marks for de-duplication, the next id of the messages it
+§4, §5): message-id marks for de-duplication, the next id of the messages it
 sends, and the reset key.
 
 A device's message ids are boot << 32 | counter; its messages arrive in id
