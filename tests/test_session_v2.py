@@ -237,3 +237,41 @@ def test_item4_service_answers_no_3_byte_probe():
     before = net.svc.counters["datagrams_out"]
     net.svc.datagram_received(wire.encode(protocol.DATA, 0x4242, b"")[:3], ("198.51.100.9", 9))
     assert net.svc.counters["datagrams_out"] == before  # 3 bytes in: nothing out
+
+
+def test_channels_tag_messages_and_channel_0_is_unchanged():
+    net = Net()
+    got = []
+    net.app.on_channel_message = lambda s, ch, p: got.append((ch, bytes(p)))
+    up(net)
+    net.dev.send(b"app", net.now)
+    net.dev.send(b"update-status", net.now, 2)
+    sess = net.app.sessions[-1]
+    sess.send(b"cmd")
+    sess.send(b"chunk", channel=2)
+    net.run(1000)
+    assert net.app.got == [b"app"] and got == [(2, b"update-status")]
+    msgs = [e for e in net.events if e[0] == "message"]
+    assert msgs == [("message", b"cmd"), ("message", b"chunk", 2)]
+    assert net.dev.link.peer_channels == 0x04  # the service grants channel 2
+
+
+def test_service_restart_resets_the_session_and_never_delivers_twice(tmp_path):
+    net = Net(state_dir=tmp_path)
+    up(net)
+    net.down = lambda d: not is_ack(d)  # the reading arrives, its ACK does not
+    net.dev.send(b"before", net.now)
+    net.run(300)
+    assert net.app.got == [b"before"]
+    net.restart_service(tmp_path)  # same state directory: marks and reset key
+    net.down = None
+    # the retransmission reaches a service without the session: RESET (the
+    # token from the old service's HELLO) ends it, a new session re-sends
+    assert net.run(15000, lambda: not net.dev.pending() and net.dev.state == "up")
+    assert net.svc.counters["resets_sent"] >= 1
+    assert ("down", "reset") in net.events
+    net.dev.send(b"after", net.now)
+    net.run(1000)
+    assert net.app.got == [b"before", b"after"]  # "before" was suppressed once
+    assert net.svc.counters["duplicates_suppressed"] == 1
+    assert oct((tmp_path / "reset.key").stat().st_mode & 0o777) == "0o600"

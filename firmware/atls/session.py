@@ -29,8 +29,9 @@ messages whose id is below the last one delivered (same service epoch, the
 high 32 bits) are acknowledged and not delivered again (counted in
 counters["duplicates"]).  Backoff: only an authenticated end (the service's
 CLOSE or RESET) resets it; whatever the path forges, a new handshake starts
-at most HANDSHAKES_PER_MIN times in any 60 s.  Events carry the channel:
-("message", payload, channel).
+at most HANDSHAKES_PER_MIN times in any 60 s.  send(payload, now, channel)
+sends on another channel (2: firmware update); a message on channel 0 is
+("message", payload) as before, on another ("message", payload, channel).
 """
 
 import gc
@@ -292,7 +293,8 @@ class DeviceSession:
                 if mid is not None:
                     self._mark = mid + 1
                 self.counters["received"] += 1
-                self._ev.append(("message", ev[1], ev[2]))
+                # channel 0 as before; another channel tagged with its number
+                self._ev.append(("message", ev[1]) if not ev[2] else ("message", ev[1], ev[2]))
             elif kind == "delivered":
                 self.counters["delivered"] += 1
                 self._ev.append(ev)
