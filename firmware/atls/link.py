@@ -239,7 +239,7 @@ class Link(Messages):
         if st != "failed" and st != "closed":  # timers
             if self._hs_end is not None and now >= self._hs_end:
                 self._stop("failed", "handshake_timeout")
-            elif self._inflight and now >= self._progress + cfg.peer_timeout_ms:
+            elif self._inflight and now >= (self._progress or now) + cfg.peer_timeout_ms:
                 self._stop("failed", "peer_timeout")
             elif self._close and now >= self._close[2]:
                 self._stop("closed", self._reason)

@@ -68,7 +68,7 @@ class Messages:
         self._sealed = 0  # seqs below this have been sealed (sent)
         self._queue = []  # (seq, plaintext, channel) waiting for the window
         self._inflight = []  # [seq, packet, due, rto, state]
-        self._progress = 0  # when the in-flight messages last moved
+        self._progress = None  # when the in-flight messages last moved (None: not sent yet)
         self._rx_next = 0  # every seq below was delivered
         self._held = {}  # seq -> plaintext, early arrivals
         self._ack_at = None
@@ -298,7 +298,7 @@ class Messages:
         while q and len(inflight) < self.config.window:
             seq, pt, c = q.pop(0)
             if not inflight:
-                self._progress = self._now
+                self._progress = None  # starts when it goes out (_channel_out)
             if c:
                 pkt = ch.seal(CDATA, self.session_id, seq, 0, bytes((c,)) + pt)
             else:
@@ -330,6 +330,8 @@ class Messages:
                 self._last_rep = now
                 if ch.ack_seq > wire.MAX_COUNTER:  # that was the last ACK nonce
                     self._ev.append(("rekey",))
+        if self._inflight and self._progress is None:
+            self._progress = now
         for e in self._inflight:
             if e[4] != _SACKED and now >= e[2]:
                 out.append(e[1])
@@ -363,7 +365,7 @@ class Messages:
             if e[4] != _SACKED:
                 ts.append(e[2])
         if inflight:
-            ts.append(self._progress + self.config.peer_timeout_ms)
+            ts.append((self._progress or now) + self.config.peer_timeout_ms)
         idle = self.config.idle_timeout_ms
         if idle is not None and st == "open":
             ts.append(self._activity + idle)
