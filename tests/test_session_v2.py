@@ -42,6 +42,7 @@ class App:
 class Net:
     def __init__(self, state_dir=None, **dev_kw):
         self.now = 0
+        self.addr = ADDR  # the device's address as the service sees it
         self.app = App()
         kw = {"state_dir": state_dir} if state_dir is not None else {}
         self.svc = self._service(kw)
@@ -53,6 +54,7 @@ class Net:
         self.events = []
         self.starts = []  # when the device started a handshake
         self.to_dev = []
+        self.elsewhere = []  # what the service sent to other addresses
         self.dev.connect(self.now)
         self.starts.append(self.now)
 
@@ -71,7 +73,10 @@ class Net:
         self.svc = self._service({"state_dir": state_dir})
 
     def sendto(self, data, addr):
-        self.to_dev.append(bytes(data))
+        if addr == self.addr:
+            self.to_dev.append(bytes(data))
+        else:
+            self.elsewhere.append((bytes(data), addr))
 
     def step(self, ms=10):
         self.now += ms
@@ -81,7 +86,7 @@ class Net:
             self.starts.append(self.now)
         for d in out:
             if self.up is None or self.up(d):
-                self.svc.datagram_received(d, ADDR)
+                self.svc.datagram_received(d, self.addr)
         self.svc.tick()
         out, self.to_dev = self.to_dev, []
         for d in out:
@@ -275,3 +280,35 @@ def test_service_restart_resets_the_session_and_never_delivers_twice(tmp_path):
     assert net.app.got == [b"before", b"after"]  # "before" was suppressed once
     assert net.svc.counters["duplicates_suppressed"] == 1
     assert oct((tmp_path / "reset.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_reset_token_never_goes_to_another_address():
+    # a stranger replays the device's sealed packet from its own address: the
+    # service must not answer with the session's RESET token
+    net = Net()
+    up(net)
+    seen = []
+    net.up = lambda d: seen.append(d) or True
+    net.dev.send(b"x" * 30, net.now)
+    net.run(300)
+    data = [d for d in seen if d[0] & 7 == protocol.DATA]
+    net.svc.datagram_received(data[0], ("198.51.100.9", 4444))
+    assert all(len(d) == 4 for d, _ in net.elsewhere), net.elsewhere  # ERROR at most
+    token = net.dev.link.reset_token
+    assert token and not [d for d, _ in net.elsewhere if token in d]
+    assert net.app.got == [b"x" * 30] and net.svc.counters["resets_sent"] == 0
+
+
+def test_session_follows_the_device_to_a_new_address():
+    # the gateway restarts: the device's packets come from another port; its
+    # next authenticated message moves the session, no new handshake
+    net = Net()
+    up(net)
+    net.addr = ("192.0.2.7", 6000)
+    net.dev.send(b"moved", net.now)
+    net.run(2000)
+    assert net.app.got == [b"moved"] and net.dev.handshakes == 1
+    assert net.app.sessions[-1].addr == net.addr
+    net.app.sessions[-1].send(b"reply")
+    net.run(1000)
+    assert ("message", b"reply") in net.events

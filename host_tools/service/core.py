@@ -38,20 +38,20 @@ import time
 from collections import OrderedDict
 
 from atls import protocol, wire
-from atls.link import Link, LinkConfig, QueueFull
+from atls.link import Link, LinkConfig
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
 from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
-from host_tools.service.sessions import EchoApp, Session
+from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 
 
-class Service(asyncio.DatagramProtocol):
+class Service(asyncio.DatagramProtocol, Continuity):
     """tls_config: a ServerConfig; link_config: atls.link.LinkConfig; limits:
     overrides of DEFAULT_LIMITS; app: the application (EchoApp); registry:
     the Registry whose PSK table tls_config reads; bindings: keyword
@@ -151,26 +151,15 @@ class Service(asyncio.DatagramProtocol):
                 return
         else:
             sess = self.sessions.get(sid)
-            if sess is None or sess.addr != addr:
+            if sess is not None and sess.addr != addr:
+                return self._moved(sess, ptype, sid, data, addr, now)
+            if sess is None:
                 self.drop("unknown_session")
                 self._unknown(ptype, sid, data, addr)
                 return
             sess.budget.validated = True  # our session id came back from that address
             packets = (data,)
         self.deliver(sess, packets, now)
-
-    def _unknown(self, ptype, sid, data, addr):
-        # §5: a sealed packet for a session we do not have gets RESET || token
-        # (20 bytes, only for a longer packet); others ERROR (4 bytes, for >= 4)
-        n = len(data)
-        if ptype >= protocol.DATA and ptype != protocol.ERROR:
-            if n > protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN:
-                self.counters["resets_sent"] += 1
-                body = bytes((protocol.RESET,)) + self.peers.token(sid)
-                self._send(wire.encode(protocol.ERROR, sid, body), addr)
-                return
-        if ptype != protocol.ERROR and n > protocol.HEADER_LEN:
-            self._send_error(sid, protocol.UNKNOWN_SESSION, addr)
 
     def deliver(self, sess, packets, now):
         """Feed link packets from the session's peer (one UDP datagram, or a
@@ -296,27 +285,6 @@ class Service(asyncio.DatagramProtocol):
                 self.end(sess, "link %s: %s" % (kind, ev[1]))
                 return
         sess.flush(now)
-
-    def _message(self, sess, payload, channel, msg_id):
-        # §4: a message delivered in an earlier session is not delivered again
-        key = sess.key
-        if msg_id is not None and self.peers.duplicate(key, msg_id):
-            self.counters["duplicates_suppressed"] += 1
-            return
-        sess.last_msg_id = msg_id
-        if channel == 0 or channel > 1:
-            self.counters["messages_in"] += 1
-            try:
-                if channel == 0:
-                    self.app.on_message(sess, payload)
-                elif hasattr(self.app, "on_channel_message"):
-                    self.app.on_channel_message(sess, channel, payload)
-            except QueueFull as e:
-                log("app_queue_full", sid=sess.sid, error=str(e))
-            except Exception as e:  # the application must not take the service down
-                log("app_error", sid=sess.sid, error=repr(e))
-        if msg_id is not None:
-            self.peers.delivered(key, msg_id)
 
     def _on_flight(self, sess, data, now):
         if sess.link.channel is not None:

@@ -12,10 +12,12 @@ messages can hand it on, e.g. to suppress duplicates after its own restart).
 
 from collections import deque
 
+from atls import protocol, wire
 from atls.link import QueueFull
+from host_tools.common import log
 from host_tools.service.admission import Budget
 
-__all__ = ["Session", "EchoApp"]
+__all__ = ["Session", "EchoApp", "Continuity"]
 
 
 class Session:
@@ -92,3 +94,71 @@ class EchoApp:
 
     def on_close(self, session, reason):
         pass
+
+
+class Continuity:
+    """The part of core.Service that keeps a device's messages across
+    sessions (docs/PROTOCOL.md §4-§5): de-duplication before the application,
+    RESET for lost sessions, a session's move to a new address.  A mixin of
+    Service (it uses its counters, peers, per_ip, app, _pump, transmit)."""
+
+    def _message(self, sess, payload, channel, msg_id):
+        # §4: a message delivered in an earlier session is not delivered again
+        key = sess.key
+        if msg_id is not None and self.peers.duplicate(key, msg_id):
+            self.counters["duplicates_suppressed"] += 1
+            return
+        sess.last_msg_id = msg_id
+        if channel == 0 or channel > 1:
+            self.counters["messages_in"] += 1
+            try:
+                if channel == 0:
+                    self.app.on_message(sess, payload)
+                elif hasattr(self.app, "on_channel_message"):
+                    self.app.on_channel_message(sess, channel, payload)
+            except QueueFull as e:
+                log("app_queue_full", sid=sess.sid, error=str(e))
+            except Exception as e:  # the application must not take the service down
+                log("app_error", sid=sess.sid, error=repr(e))
+        if msg_id is not None:
+            self.peers.delivered(key, msg_id)
+
+    def _unknown(self, ptype, sid, data, addr, known=False):
+        # §5: a sealed packet for a session we do not have gets RESET || token
+        # (20 bytes, only for a longer packet); others ERROR (4 bytes, for >= 4)
+        n = len(data)
+        if ptype >= protocol.DATA and ptype != protocol.ERROR and not known:
+            if n > protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN:
+                self.counters["resets_sent"] += 1
+                body = bytes((protocol.RESET,)) + self.peers.token(sid)
+                self._send(wire.encode(protocol.ERROR, sid, body), addr)
+                return
+        if ptype != protocol.ERROR and n > protocol.HEADER_LEN:
+            self._send_error(sid, protocol.UNKNOWN_SESSION, addr)
+
+    def _moved(self, sess, ptype, sid, data, addr, now):
+        # a live session's id from another address: the device's address changed
+        # (NAT, a gateway restart) if a new authenticated message comes from it;
+        # anything else gets ERROR(unknown_session) - never the RESET token
+        link = sess.link
+        got = link.counters["messages_in"]
+        if ptype in (protocol.DATA, protocol.CDATA) and sess.up and sess.sink is None:
+            link.receive(data, now)
+            if link.counters["messages_in"] > got:
+                self._readdress(sess, addr)
+                sess.last_seen_ms = now
+                self._pump(sess, now)
+                self.transmit(sess, now)
+                return
+            self._absorb_drops(sess)
+        self.drop("unknown_session")
+        self._unknown(ptype, sid, data, addr, known=True)
+
+    def _readdress(self, sess, addr):
+        old = self.per_ip[sess.addr[0]]
+        old[0] -= 1
+        if not old[0]:
+            del self.per_ip[sess.addr[0]]
+        self.per_ip.setdefault(addr[0], [0, 0])[0] += 1
+        log("session_moved", sid=sess.sid, peer="%s:%s" % addr)
+        sess.addr = addr
