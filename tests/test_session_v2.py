@@ -312,3 +312,23 @@ def test_session_follows_the_device_to_a_new_address():
     net.app.sessions[-1].send(b"reply")
     net.run(1000)
     assert ("message", b"reply") in net.events
+
+
+def test_service_messages_wait_for_the_next_session_when_a_session_times_out():
+    net = Net()
+    up(net)
+    net.up = lambda d: not is_ack(d)  # the device's ACKs are lost...
+    net.app.sessions[-1].send(b"cmd0")
+    net.run(300)
+    assert net.received() == [b"cmd0"]
+    net.up = net.down = lambda d: False  # ...then the device is gone a while
+    net.app.sessions[-1].send(b"late")  # never reaches it in this session
+    net.run(65000)  # the service's link gives up (peer_timeout): the session ends
+    assert not net.svc.sessions
+    net.up = net.down = None
+    net.dev.rebase(0, net.now)
+    assert net.run(30000, lambda: len(net.app.sessions) == 2)
+    net.app.sessions[-1].send(b"cmd1")
+    net.run(2000)
+    assert net.received() == [b"cmd0", b"late", b"cmd1"]  # held, re-sent, never twice
+    assert net.dev.counters["duplicates"] == 1

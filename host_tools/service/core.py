@@ -339,13 +339,12 @@ class Service(asyncio.DatagramProtocol, Continuity):
         sess.auth, sess.identity, sess.credential = auth
         # §4: the session of the same identity it replaces hands over what the
         # device has not acknowledged; ids go on from the first of those
-        moved = []
-        base = None
+        base, moved = self.peers.take_held(sess.key)  # from a session that ended before
         for other in sorted(
             [s for s in self.sessions.values() if s is not sess and s.key == sess.key],
             key=lambda s: s.started_ms,
         ):
-            if other.link.channel is not None:
+            if other.link.channel is not None and base is None:
                 base = other.link.first_unacked_id()
             moved += other.take_unsent()
             self.end(other, "replaced by a new session")
@@ -392,6 +391,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self._count()
         if sess.auth is not None and sess.link.channel is not None:
             self.peers.ended(sess.key, sess.link.first_unacked_id(True))
+            if reason != "credential revoked":  # kept for the device's next session
+                self.peers.hold(sess.key, sess.link.first_unacked_id(), sess.take_unsent())
         log("session_end", sid=sess.sid, identity=sess.identity, reason=reason)
         try:
             self.app.on_close(sess, reason)

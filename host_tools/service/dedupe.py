@@ -10,7 +10,9 @@ marks are appended to `dedupe.log` in the state directory as JSON lines
 (rewritten compacted at start) so that a service restart does not deliver a
 message twice; the table keeps at most `max_devices` (least recently used
 go).  Outgoing ids are epoch << 32 | counter with a random epoch per service
-process (the device starts a new mark when the epoch changes).
+process (the device starts a new mark when the epoch changes).  What a
+session had not delivered when it ended (a timeout, an idle end) is held,
+per device and bounded like the marks, for the device's next session.
 
 The reset key (32 random bytes, `reset.key`, mode 0600) gives each session
 id its RESET token, HMAC-SHA256(key, "atls reset" || sid)[:16]: the service
@@ -39,6 +41,7 @@ class PeerTable:
         self.max = max_devices
         self.marks = OrderedDict()  # key -> next id expected from the device
         self.out_next = OrderedDict()  # key -> next id we give a message
+        self.held = OrderedDict()  # key -> (id of the first, messages) of an ended session
         self.epoch = int.from_bytes(os.urandom(4), "big")
         self._log = None
         self.reset_key = os.urandom(32)
@@ -104,6 +107,16 @@ class PeerTable:
         """A session to the device ended; its next id was `next_id`."""
         if next_id >> 32 == self.epoch:
             self._set(self.out_next, key, max(next_id, self.next_out(key)))
+
+    def hold(self, key, base, messages):
+        """A session ended with `messages` ((payload, channel), the first with
+        id `base`) not acknowledged: the device's next session takes them."""
+        if messages and base >> 32 == self.epoch:
+            self._set(self.held, key, (base, list(messages)))
+
+    def take_held(self, key):
+        """(base, messages) held for the device, or (None, [])."""
+        return self.held.pop(key, (None, []))
 
     def token(self, sid):
         """The 16-byte RESET token of session id `sid`."""
