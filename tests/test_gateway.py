@@ -317,7 +317,7 @@ def test_wifi_side_in_process_marker_rate_and_one_flow_per_device(tmp_path):
             }
         )
     )
-    pkt = bytes([0xA0, 0, 0, 0, 0]) + b"hello"
+    pkt = bytes([0xA8, 0, 0, 0, 0]) + b"hello"
     a, b = ("udp", ("10.0.0.1", 1)), ("udp", ("10.0.0.2", 2))
 
     async def go():
