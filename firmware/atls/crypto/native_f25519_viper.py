@@ -7,6 +7,10 @@ sum limb[i] * 2^(13 i)), 260 bits, so 2^260 = 32 * 19 = 608 (mod p).  Bounds
 have |limb| <= 2^13.4, so a product column (<= 20 products) stays below 2^31;
 outputs are carried (limbs 0..1 and 3..19 in [0, 2^13), limb 2 within
 2^13 + 2^11.4).  Fixed loops, no branch or index on limb values.
+Loads from a ptr32 are zero-extended on a 64-bit viper word: products and
+sums are right modulo 2^32 anyway (so the unrolled columns are), and every
+value that is shifted or carried is sign-extended first, (x ^ s) - s with
+s = 1 << 31 (a no-op on 32-bit words).
 """
 
 # ruff: noqa: F821  (viper types and Thumb mnemonics are the compiler's names)
@@ -57,15 +61,17 @@ def fmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32):
     t[36] = a[17] * b[19] + a[18] * b[18] + a[19] * b[17]
     t[37] = a[18] * b[19] + a[19] * b[18]
     t[38] = a[19] * b[19]
+    s = 1  # s = 1 << 31: (x ^ s) - s is a loaded word sign-extended on 64 bits
+    s <<= 31
     c = 0
     for i in range(39):
-        c += t[i]
+        c += (t[i] ^ s) - s
         t[i] = c & 8191
         c >>= 13
     t[39] = c
     c = 0
     for i in range(20):
-        c += t[i] + 608 * t[i + 20]
+        c += t[i] + 608 * ((t[i + 20] ^ s) - s)
         r[i] = c & 8191
         c >>= 13
     c = r[0] + 608 * c
@@ -117,15 +123,17 @@ def fsqr(r: ptr32, a: ptr32, _a: ptr32, t: ptr32):
     t[36] = ((a[17] * a[19]) << 1) + a[18] * a[18]
     t[37] = (a[18] * a[19]) << 1
     t[38] = a[19] * a[19]
+    s = 1  # s = 1 << 31: (x ^ s) - s is a loaded word sign-extended on 64 bits
+    s <<= 31
     c = 0
     for i in range(39):
-        c += t[i]
+        c += (t[i] ^ s) - s
         t[i] = c & 8191
         c >>= 13
     t[39] = c
     c = 0
     for i in range(20):
-        c += t[i] + 608 * t[i + 20]
+        c += t[i] + 608 * ((t[i + 20] ^ s) - s)
         r[i] = c & 8191
         c >>= 13
     c = r[0] + 608 * c
@@ -139,10 +147,12 @@ def fsqr(r: ptr32, a: ptr32, _a: ptr32, t: ptr32):
 @micropython.viper
 def fadd(r: ptr32, a: ptr32, b: ptr32, neg: int):
     """r = a + b (neg = 0) or a - b (neg = 1), carried."""
+    s = 1
+    s <<= 31
     c = 0
     m = 0 - neg
     for i in range(20):
-        c += a[i] + ((b[i] ^ m) - m)
+        c += ((a[i] ^ s) - s) + ((((b[i] ^ s) - s) ^ m) - m)
         r[i] = c & 8191
         c >>= 13
     c = r[0] + 608 * c
@@ -155,9 +165,11 @@ def fadd(r: ptr32, a: ptr32, b: ptr32, neg: int):
 @micropython.viper
 def fmul_small(r: ptr32, a: ptr32, s: int):
     """r = a * s mod p for a small public constant s < 2^17."""
+    h = 1
+    h <<= 31
     c = 0
     for i in range(20):
-        c += a[i] * s
+        c += ((a[i] ^ h) - h) * s
         r[i] = c & 8191
         c >>= 13
     c = r[0] + 608 * c
