@@ -1,0 +1,339 @@
+"""Native P-256 (secp256r1) group arithmetic: fixed-size limbs, Montgomery
+multiplication, constant-time fixed-window scalar multiplication.
+
+Theory of operation.  A field element is 80 bytes: 20 unsigned 32-bit limbs
+of 13 bits (radix 2^13), kept in Montgomery form x * R mod p with R = 2^260,
+every value below 2^257 and every limb in [0, 2^13) after each operation.
+p = 2^256 - 2^224 + 2^192 + 2^96 - 1 is sparse in this radix
+(p = -1 + 32 X^7 + 1024 X^14 - 8 X^17 + 512 X^19, X = 2^13) and
+-1/p = 1 mod 2^13, so each of the 20 Montgomery steps costs five shifted adds
+besides the 20 products (pmul; native_p256_thumb has it in Thumb assembly,
+used on RP2040).  Column sums stay below 2^31 (20 products < 2^26 plus the
+shifted terms), the same 32-bit discipline as native_f25519.  padd folds bits
+256.. back with 2^256 = 2^224 - 2^192 - 2^96 + 1 (mod p); a - b is computed as
+a - b + 8p (b < 2^257 < 8p keeps it non-negative).
+
+Points are Jacobian (X, Y, Z) in 240 bytes: doubling is dbl-2001-b (a = -3),
+additions of affine table points madd-2007-bl.  Scalar multiplication walks
+65 signed odd digits (the recoding in atls.crypto.p256._mul_secret: k made
+odd, digits 2t - 15 from the nibbles of k >> 1, top digit 1), each window 4
+doublings and one addition; the table entry is found by reading all 8 entries
+under masks and negated under a mask, so neither a branch nor an address
+depends on the scalar.  With these digits no addition meets an exceptional
+case (the running multiple is never +-the added one).  Inversion is Fermat
+(a^(p-2), fixed exponent).  Verification (public scalars) uses the same loop
+with two tables; an exceptional case there (Z = 0) sends the caller to the
+pure code.
+"""
+
+# ruff: noqa: F821  (viper types are the compiler's names)
+
+import micropython
+
+
+@micropython.viper
+def pmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32):
+    """r = a * b / R mod p (Montgomery); t is 40 words of scratch."""
+    s = 1  # s = 1 << 31: (x ^ s) - s sign-extends a loaded word on 64 bits
+    s <<= 31
+    for i in range(40):
+        t[i] = 0
+    for i in range(20):
+        ai = a[i]
+        for j in range(20):
+            t[i + j] += ai * b[j]
+        x = (t[i] ^ s) - s
+        m = x & 8191
+        t[i + 1] += (x - m) >> 13
+        t[i + 7] += m << 5
+        t[i + 14] += m << 10
+        t[i + 17] -= m << 3
+        t[i + 19] += m << 9
+    c = 0
+    for i in range(20):
+        c += (t[i + 20] ^ s) - s
+        r[i] = c & 8191
+        c >>= 13
+
+
+@micropython.viper
+def padd(r: ptr32, a: ptr32, b: ptr32, neg: int):
+    """r = a + b (neg = 0) or a - b + 8p (neg = 1), folded below 2^257."""
+    m = 0 - neg
+    for i in range(20):
+        r[i] = a[i] + ((b[i] ^ m) - m)
+    # + 8p = -8 + 256 X^7 + X^15 - 64 X^17 + 4096 X^19 when subtracting
+    r[0] -= 8 & m
+    r[7] += 256 & m
+    r[15] += 1 & m
+    r[17] -= 64 & m
+    r[19] += 4096 & m
+    s = 1
+    s <<= 31
+    c = 0
+    for i in range(20):
+        c += (r[i] ^ s) - s
+        r[i] = c & 8191
+        c >>= 13
+    q = r[19] >> 9  # bits 256.. : 2^256 = 2^224 - 2^192 - 2^96 + 1
+    r[19] &= 511
+    r[0] += q
+    r[7] -= q << 5
+    r[14] -= q << 10
+    r[17] += q << 3
+    c = 0
+    for i in range(20):
+        c += (r[i] ^ s) - s
+        r[i] = c & 8191
+        c >>= 13
+
+
+@micropython.viper
+def pdbl(pt: ptr32, ws: ptr32):
+    """Point pt doubled in place (dbl-2001-b); ws: 7 elements and 40 words
+    of scratch."""
+    mul = pmul
+    add = padd
+    p = int(pt)
+    w = int(ws)
+    X = p
+    Y = p + 80
+    Z = p + 160
+    d = w
+    g = w + 80
+    b = w + 160
+    a = w + 240
+    u = w + 320
+    v = w + 400
+    t = w + 480
+    mul(d, Z, Z, t)  # delta
+    mul(g, Y, Y, t)  # gamma
+    mul(b, X, g, t)  # beta
+    add(u, X, d, 1)
+    add(v, X, d, 0)
+    mul(a, u, v, t)
+    add(u, a, a, 0)
+    add(a, u, a, 0)  # alpha = 3 (X - delta)(X + delta)
+    add(u, Y, Z, 0)
+    mul(u, u, u, t)
+    add(u, u, g, 1)
+    add(Z, u, d, 1)  # Z3 = (Y + Z)^2 - gamma - delta
+    add(b, b, b, 0)
+    add(b, b, b, 0)  # 4 beta
+    mul(X, a, a, t)
+    add(X, X, b, 1)
+    add(X, X, b, 1)  # X3 = alpha^2 - 8 beta
+    add(u, b, X, 1)
+    mul(u, a, u, t)
+    mul(g, g, g, t)
+    add(g, g, g, 0)
+    add(g, g, g, 0)
+    add(g, g, g, 0)
+    add(Y, u, g, 1)  # Y3 = alpha (4 beta - X3) - 8 gamma^2
+
+
+@micropython.viper
+def pmadd(pt: ptr32, qt: ptr32, ws: ptr32):
+    """Point pt += affine point qt (x, y), madd-2007-bl; ws: 9 elements and
+    40 words of scratch."""
+    mul = pmul
+    add = padd
+    p = int(pt)
+    q = int(qt)
+    w = int(ws)
+    X = p
+    Y = p + 80
+    Z = p + 160
+    zz = w
+    u2 = w + 80
+    s2 = w + 160
+    h = w + 240
+    hh = w + 320
+    i = w + 400
+    j = w + 480
+    r = w + 560
+    v = w + 640
+    t = w + 720
+    mul(zz, Z, Z, t)
+    mul(u2, q, zz, t)
+    mul(s2, q + 80, Z, t)
+    mul(s2, s2, zz, t)
+    add(h, u2, X, 1)  # H = U2 - X1
+    mul(hh, h, h, t)
+    add(i, hh, hh, 0)
+    add(i, i, i, 0)  # I = 4 HH
+    mul(j, h, i, t)  # J = H I
+    add(r, s2, Y, 1)
+    add(r, r, r, 0)  # r = 2 (S2 - Y1)
+    mul(v, X, i, t)  # V = X1 I
+    add(Z, Z, h, 0)
+    mul(Z, Z, Z, t)
+    add(Z, Z, zz, 1)
+    add(Z, Z, hh, 1)  # Z3 = (Z1 + H)^2 - Z1Z1 - HH
+    mul(X, r, r, t)
+    add(X, X, j, 1)
+    add(X, X, v, 1)
+    add(X, X, v, 1)  # X3 = r^2 - J - 2 V
+    add(v, v, X, 1)
+    mul(v, r, v, t)
+    mul(j, Y, j, t)
+    add(j, j, j, 0)
+    add(Y, v, j, 1)  # Y3 = r (V - X3) - 2 Y1 J
+
+
+@micropython.viper
+def psel(dst: ptr32, tab: ptr32, idx: int, neg: int):
+    """dst (x, y; -y at dst + 160; 20 zero words at dst + 240) = tab[idx]
+    (8 affine points, 160 bytes each), y negated when neg = 1; reads every
+    entry under a mask: no branch or address depends on idx or neg."""
+    for i in range(40):
+        dst[i] = 0
+    for e in range(8):
+        m = ((e ^ idx) - 1) >> 8  # all ones iff e == idx (e, idx < 8)
+        for i in range(40):
+            dst[i] |= tab[40 * e + i] & m
+    padd(int(dst) + 160, int(dst) + 240, int(dst) + 80, 1)  # words 60..79 are 0
+    m = 0 - neg
+    for i in range(20):
+        dst[20 + i] ^= (dst[20 + i] ^ dst[40 + i]) & m
+
+
+@micropython.viper
+def pmulw(acc: ptr32, tabs: ptr32, dig: ptr8, ws: ptr32):
+    """Point at acc (which the caller set to the top digit's point) times
+    16^64 plus the windowed digits: dig[0] = number of tables n (1 or 2),
+    dig[1 + j] = negate flag of table j, dig[4 + 32 j ..] = k_j >> 1 (32
+    bytes, big-endian); table j (8 affine points, 1280 bytes) at tabs + 1280 j.
+    w: 1200 bytes of scratch (the selected entry at w + 880)."""
+    n = dig[0]
+    tb = int(tabs)
+    w = int(ws)
+    e = w + 880  # selected entry: x, y, -y, and 20 zero words
+    for win in range(63, -1, -1):
+        pdbl(acc, w)
+        pdbl(acc, w)
+        pdbl(acc, w)
+        pdbl(acc, w)
+        for j in range(n):
+            t = dig[4 + 32 * j + 31 - (win >> 1)] >> ((win & 1) << 2) & 15
+            s = 1 - (t >> 3)  # 1 if the digit 2t - 15 is negative
+            psel(e, tb + 1280 * j, (t ^ (7 * s)) & 7, s ^ dig[1 + j])
+            pmadd(acc, e, w)
+
+
+@micropython.viper
+def ppow(r: ptr32, a: ptr32, ex: ptr8, t: ptr32):
+    """r = a^ex (Montgomery), ex 32 bytes big-endian and public; r starts as
+    the Montgomery one (the caller sets it); t: 40 words of scratch."""
+    for i in range(256):
+        pmul(r, r, r, t)
+        if (ex[i >> 3] >> (7 - (i & 7))) & 1:  # public exponent bits only
+            pmul(r, r, a, t)
+
+
+_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_R = (1 << 260) % _P  # Montgomery one
+
+
+def limbs(v, out, off=0):
+    """Limbs of 0 <= v < 2^260 into out[off:off + 80]."""
+    for i in range(off, off + 80, 4):
+        out[i] = v & 255
+        out[i + 1] = (v >> 8) & 31
+        out[i + 2] = out[i + 3] = 0
+        v >>= 13
+    return out
+
+
+def _int(b):
+    v = 0
+    for i in range(76, -4, -4):
+        v = (v << 13) | b[i] | b[i + 1] << 8
+    return v
+
+
+def table(points):
+    """8 affine points (ints) -> 1280 bytes of Montgomery limbs."""
+    t = bytearray(1280)
+    for i, (x, y) in enumerate(points):
+        limbs((x << 260) % _P, t, 160 * i)
+        limbs((y << 260) % _P, t, 160 * i + 80)
+    return t
+
+
+def _affine(acc, m):
+    """(x, y) ints of the Jacobian point acc (Z != 0); m: memoryview of the
+    workspace.  Fermat inversion: its running time does not depend on Z."""
+    zi, zi2, one, x, t = m[0:80], m[80:160], m[160:240], m[240:320], m[320:480]
+    limbs(_R, zi)
+    ppow(zi, acc[160:240], (_P - 2).to_bytes(32, "big"), t)
+    pmul(zi2, zi, zi, t)
+    limbs(1, one)
+    pmul(x, acc, zi2, t)
+    pmul(x, x, one, t)  # out of Montgomery form
+    xi = _int(x)
+    pmul(zi, zi, zi2, t)
+    pmul(x, acc[80:160], zi, t)
+    pmul(x, x, one, t)
+    return xi % _P, _int(x) % _P
+
+
+def _odd(k):
+    """(k or n - k, whichever is odd; 1 if it is n - k): the product with a
+    negated table is then k times the point."""
+    flip = 1 - (k & 1)
+    return k + flip * (_N - 2 * k), flip
+
+
+def mul(k, tab):
+    """k * P for secret 1 <= k < n; tab = table() of P's odd multiples
+    P, 3P, .., 15P.  Returns affine (x, y) ints, or None for the few k (k or
+    n - k below 31) whose digits meet a doubling inside an addition: the
+    result's Z is then 0, and the caller computes those with pure code."""
+    k, flip = _odd(k)
+    dig = bytearray(36)
+    dig[0] = 1
+    dig[1] = flip
+    dig[4:36] = (k >> 1).to_bytes(32, "big")
+    w = bytearray(1520)
+    acc = memoryview(bytearray(240))
+    psel(memoryview(w)[880:], tab, 0, flip)  # the top digit: +-P
+    acc[0:160] = memoryview(w)[880:1040]
+    limbs(_R, acc, 160)
+    pmulw(acc, tab, dig, w)
+    if _int(acc[160:240]) % _P == 0:  # k or n - k < 31: an exceptional addition
+        return None
+    return _affine(acc, memoryview(w))
+
+
+def mul2(u1, tab1, u2, tab2):
+    """u1 * P1 + u2 * P2 for public 0 < u1, u2 < n (ECDSA verification);
+    None where the sum meets an exceptional case (the caller uses pure code)."""
+    u1, f1 = _odd(u1)
+    u2, f2 = _odd(u2)
+    dig = bytearray(68)
+    dig[0] = 2
+    dig[1] = f1
+    dig[2] = f2
+    dig[4:36] = (u1 >> 1).to_bytes(32, "big")
+    dig[36:68] = (u2 >> 1).to_bytes(32, "big")
+    tabs = tab1 + tab2
+    w = bytearray(1520)
+    m = memoryview(w)
+    acc = memoryview(bytearray(240))
+    psel(m[880:], tab1, 0, f1)
+    acc[0:160] = m[880:1040]
+    limbs(_R, acc, 160)
+    psel(m[880:], tab2, 0, f2)
+    pmadd(acc, m[880:], w)
+    pmulw(acc, tabs, dig, w)
+    if _int(acc[160:240]) % _P == 0:
+        return None
+    return _affine(acc, m)
+
+
+try:  # RP2040 (and other Thumb cores): the Montgomery product in assembly
+    from atls.crypto.native_p256_thumb import pmul  # noqa: F811
+except (ImportError, ValueError, SyntaxError):  # any other arch: viper
+    pass
