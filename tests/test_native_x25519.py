@@ -31,14 +31,18 @@ from host_tools.toolchain import micropython_binary
 H = bytes.fromhex
 
 
+def native_micropython(out, board="unix"):
+    """The unix port running the firmware as `make mpy BOARD=board` builds it."""
+    from conftest import TESTS, MicroPython
+
+    b = build_mpy(board, out_root=out)
+    return MicroPython(micropython_binary(), [".frozen", str(b["dir"]), str(TESTS / "mpy")])
+
+
 @pytest.fixture(scope="module")
 def mpy_native(tmp_path_factory):
     """The unix port with the firmware built for the unix board (native x64)."""
-    from conftest import TESTS, MicroPython
-
-    out = tmp_path_factory.mktemp("native-mpy")
-    b = build_mpy("unix", out_root=out)
-    return MicroPython(micropython_binary(), [".frozen", str(b["dir"]), str(TESTS / "mpy")])
+    return native_micropython(tmp_path_factory.mktemp("native-mpy"))
 
 
 SELECTED = """
@@ -181,10 +185,7 @@ def test_ladder_operation_sequence_is_independent_of_the_scalar(mpy_native):
 def test_pure_fallback_when_native_module_is_for_another_arch(tmp_path, mpy_native):
     """A .mpy of another arch (here armv6m on an x64 port) raises on import;
     the facade must fall back to the pure ladder."""
-    from conftest import TESTS, MicroPython
-
-    b = build_mpy("pico_w", out_root=tmp_path)
-    m = MicroPython(micropython_binary(), [".frozen", str(b["dir"]), str(TESTS / "mpy")])
+    m = native_micropython(tmp_path, "pico_w")
     src = "from atls.crypto import x25519 as X\nprint(X.x25519 is X.x25519_pure)"
     assert m.check(src).lines[-1] == "True"
     check_rows(m, rfc7748_rows())

@@ -253,13 +253,23 @@ def _int(b):
     return v
 
 
-def table(points):
-    """8 affine points (ints) -> 1280 bytes of Montgomery limbs."""
-    t = bytearray(1280)
+_BUF = []  # tables (G's, then the other point's), workspace, accumulator
+
+
+def buffers():
+    """(tables 2560 bytes, workspace 1520, accumulator 240), allocated once:
+    a device that uses P-256 keeps them rather than fragmenting its heap."""
+    if not _BUF:
+        _BUF.extend((bytearray(2560), bytearray(1520), memoryview(bytearray(240))))
+    return _BUF
+
+
+def table(points, out, off=0):
+    """8 affine points (ints) -> 1280 bytes of Montgomery limbs at out[off:]."""
     for i, (x, y) in enumerate(points):
-        limbs((x << 260) % _P, t, 160 * i)
-        limbs((y << 260) % _P, t, 160 * i + 80)
-    return t
+        limbs((x << 260) % _P, out, off + 160 * i)
+        limbs((y << 260) % _P, out, off + 160 * i + 80)
+    return memoryview(out)[off : off + 1280]
 
 
 def _affine(acc, m):
@@ -296,8 +306,7 @@ def mul(k, tab):
     dig[0] = 1
     dig[1] = flip
     dig[4:36] = (k >> 1).to_bytes(32, "big")
-    w = bytearray(1520)
-    acc = memoryview(bytearray(240))
+    _, w, acc = buffers()
     psel(memoryview(w)[880:], tab, 0, flip)  # the top digit: +-P
     acc[0:160] = memoryview(w)[880:1040]
     limbs(_R, acc, 160)
@@ -307,8 +316,9 @@ def mul(k, tab):
     return _affine(acc, memoryview(w))
 
 
-def mul2(u1, tab1, u2, tab2):
-    """u1 * P1 + u2 * P2 for public 0 < u1, u2 < n (ECDSA verification);
+def mul2(u1, u2, points):
+    """u1 * G + u2 * Q for public 0 < u1, u2 < n (ECDSA verification), G's
+    table in buffers()[0][:1280], `points` Q's odd multiples (affine ints);
     None where the sum meets an exceptional case (the caller uses pure code)."""
     u1, f1 = _odd(u1)
     u2, f2 = _odd(u2)
@@ -318,11 +328,10 @@ def mul2(u1, tab1, u2, tab2):
     dig[2] = f2
     dig[4:36] = (u1 >> 1).to_bytes(32, "big")
     dig[36:68] = (u2 >> 1).to_bytes(32, "big")
-    tabs = tab1 + tab2
-    w = bytearray(1520)
+    tabs, w, acc = buffers()
+    tab2 = table(points, tabs, 1280)
     m = memoryview(w)
-    acc = memoryview(bytearray(240))
-    psel(m[880:], tab1, 0, f1)
+    psel(m[880:], tabs, 0, f1)
     acc[0:160] = m[880:1040]
     limbs(_R, acc, 160)
     psel(m[880:], tab2, 0, f2)
