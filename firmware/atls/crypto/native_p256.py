@@ -272,6 +272,23 @@ def table(points, out, off=0):
     return memoryview(out)[off : off + 1280]
 
 
+def affine_batch(points, inv):
+    """Jacobian points (ints, public: the odd multiples of a peer's key) ->
+    affine, with one inversion inv(a, p) for all (Montgomery's trick)."""
+    c = [1]
+    for e in points:
+        c.append(c[-1] * e[2] % _P)
+    i = inv(c[-1], _P)
+    out = [None] * len(points)
+    for j in range(len(points) - 1, -1, -1):
+        X, Y, Z = points[j]
+        z = i * c[j] % _P
+        i = i * Z % _P
+        z2 = z * z % _P
+        out[j] = (X * z2 % _P, Y * z2 * z % _P)
+    return out
+
+
 def _affine(acc, m):
     """(x, y) ints of the Jacobian point acc (Z != 0); m: memoryview of the
     workspace.  Fermat inversion: its running time does not depend on Z."""
@@ -343,6 +360,6 @@ def mul2(u1, u2, points):
 
 
 try:  # RP2040 (and other Thumb cores): the Montgomery product in assembly
-    from atls.crypto.native_p256_thumb import pmul  # noqa: F811
+    from atls.crypto.native_p256_thumb import padd, pmul  # noqa: F811
 except (ImportError, ValueError, SyntaxError):  # any other arch: viper
     pass
