@@ -260,7 +260,7 @@ def buffers():
     """(tables 2560 bytes, workspace 1520, accumulator 240), allocated once:
     a device that uses P-256 keeps them rather than fragmenting its heap."""
     if not _BUF:
-        _BUF.extend((bytearray(2560), bytearray(1520), memoryview(bytearray(240))))
+        _BUF.extend((bytearray(2560), memoryview(bytearray(1520)), memoryview(bytearray(240))))
     return _BUF
 
 
@@ -287,6 +287,38 @@ def affine_batch(points, inv):
         z2 = z * z % _P
         out[j] = (X * z2 % _P, Y * z2 * z % _P)
     return out
+
+
+def odd_multiples(x, y, inv):
+    """Q, 3Q, .., 15Q (affine ints) of a public point Q = (x, y), natively:
+    (2h + 1)Q = 2(hQ) + Q with hQ = Q, 3Q, 5Q, 7Q or a doubling of Q or 3Q;
+    then one batch inversion (Montgomery's trick) for all.  Scratch: the
+    second table (which the caller fills afterwards)."""
+    tabs, w, _ = buffers()
+    m = memoryview(tabs)[1280:]  # 3Q 5Q 7Q (Jacobian), tmp, Q affine, one
+    tmp, q, one = m[720:960], m[960:1120], limbs(1, m, 1120)[1120:1200]
+    limbs((x << 260) % _P, q)
+    limbs((y << 260) % _P, q, 80)
+    pts = [(x, y, 1)]
+    for i in range(3, 16, 2):
+        h = i >> 1  # hQ = (2 s + 1) Q * 2^d
+        s, d = (h >> 1, 0) if h & 1 else (0, 2) if h == 4 else (h >> 2, 1)
+        if s:
+            tmp[:] = m[240 * (s - 1) : 240 * s]
+        else:
+            tmp[0:160] = q
+            limbs(_R, tmp, 160)
+        for _ in range(d + 1):
+            pdbl(tmp, w)
+        pmadd(tmp, q, w)
+        if i < 9:
+            m[120 * (i - 3) : 120 * (i - 3) + 240] = tmp
+        v = []
+        for k in (0, 80, 160):
+            pmul(w[0:80], tmp[k : k + 80], one, w[80:240])
+            v.append(_int(w) % _P)
+        pts.append(v)
+    return affine_batch(pts, inv)
 
 
 def _affine(acc, m):

@@ -346,11 +346,12 @@ def ecdh(priv, peer_pub):
     x, y = _decode_point(peer_pub)
     if native:
         return native.ecdh(k, peer_pub)
-    t = _odd_table(x, y, 1)
-    xy = limbs and limbs.mul(k, limbs.table(limbs.affine_batch(t, _inv), limbs.buffers()[0], 1280))
+    xy = limbs and limbs.mul(
+        k, limbs.table(limbs.odd_multiples(x, y, _inv), limbs.buffers()[0], 1280)
+    )
     if xy:
         return xy[0].to_bytes(32, "big")
-    X, Y, Z = _mul_secret(k, t, False)
+    X, Y, Z = _mul_secret(k, _odd_table(x, y, 1), False)
     if Z == 0:  # impossible for a validated point of prime order; kept as a guard
         raise InvalidPointError()  # P-256: shared secret is the point at infinity
     return _affine(X, Y, Z)[0].to_bytes(32, "big")
@@ -369,7 +370,7 @@ def ecdsa_verify_raw(pub, digest, r, s):
     u1, u2 = e * w % n, r * w % n
     if limbs and u1 and u2:
         _gtab()
-        xy = limbs.mul2(u1, u2, limbs.affine_batch(_odd_table(Qx, Qy, 1), _inv))
+        xy = limbs.mul2(u1, u2, limbs.odd_multiples(Qx, Qy, _inv))
         if xy:  # None: an exceptional case, left to the pure code
             return xy[0] % n == r
     X, Y, Z = _mul2(u1, u2, Qx, Qy)
