@@ -182,20 +182,33 @@ def pmadd(pt: ptr32, qt: ptr32, ws: ptr32):
 
 
 @micropython.viper
-def psel(dst: ptr32, tab: ptr32, idx: int, neg: int):
-    """dst (x, y; -y at dst + 160; 20 zero words at dst + 240) = tab[idx]
-    (8 affine points, 160 bytes each), y negated when neg = 1; reads every
-    entry under a mask: no branch or address depends on idx or neg."""
+def pselect(dst: ptr32, tab: ptr32, idx: int):
+    """dst[0:40] = entry idx of tab (8 affine points of 40 words), read under
+    masks from every entry: no branch or address depends on idx."""
     for i in range(40):
         dst[i] = 0
     for e in range(8):
         m = ((e ^ idx) - 1) >> 8  # all ones iff e == idx (e, idx < 8)
         for i in range(40):
             dst[i] |= tab[40 * e + i] & m
-    padd(int(dst) + 160, int(dst) + 240, int(dst) + 80, 1)  # words 60..79 are 0
-    m = 0 - neg
-    for i in range(20):
-        dst[20 + i] ^= (dst[20 + i] ^ dst[40 + i]) & m
+
+
+@micropython.viper
+def pcmov(dst: ptr32, src: ptr32, n: int, flag: int):
+    """dst[0:n] = src[0:n] if flag else unchanged, by a mask."""
+    m = 0 - flag
+    for i in range(n):
+        dst[i] ^= (dst[i] ^ src[i]) & m
+
+
+@micropython.viper
+def psel(dst: ptr32, tab: ptr32, idx: int, neg: int):
+    """dst (x, y; -y at dst + 160; 20 zero words at dst + 240) = tab[idx],
+    y negated when neg = 1: pselect, then -y computed and kept by a mask."""
+    d = int(dst)
+    pselect(d, tab, idx)
+    padd(d + 160, d + 240, d + 80, 1)  # 0 - y + 8p
+    pcmov(d + 80, d + 160, 20, neg)
 
 
 @micropython.viper
@@ -392,6 +405,6 @@ def mul2(u1, u2, points):
 
 
 try:  # RP2040 (and other Thumb cores): the Montgomery product in assembly
-    from atls.crypto.native_p256_thumb import padd, pmul  # noqa: F811
+    from atls.crypto.native_p256_thumb import padd, pcmov, pmul, pselect  # noqa: F811
 except (ImportError, ValueError, SyntaxError):  # any other arch: viper
     pass
