@@ -26,7 +26,7 @@ from test_x25519 import (
 )
 
 from host_tools.boards.mpy import build_mpy
-from host_tools.toolchain import micropython_binary
+from host_tools.toolchain import ROOT, micropython_binary
 
 H = bytes.fromhex
 
@@ -189,3 +189,31 @@ def test_pure_fallback_when_native_module_is_for_another_arch(tmp_path, mpy_nati
     src = "from atls.crypto import x25519 as X\nprint(X.x25519 is X.x25519_pure)"
     assert m.check(src).lines[-1] == "True"
     check_rows(m, rfc7748_rows())
+
+
+def _lines(path):
+    return [ln.strip() for ln in (ROOT / path).read_text().splitlines()]
+
+
+def test_unrolled_code_matches_its_generator():
+    """The unrolled columns (viper) and rows (Thumb) are what their pattern
+    says: column k of a * b is sum a[i] * b[k - i]; row j adds a[i] * b[j]
+    into t[i + j] at immediate offsets."""
+    viper = _lines("firmware/atls/crypto/native_f25519_viper.py")
+    for k in range(39):
+        terms = ["a[%d] * b[%d]" % (i, k - i) for i in range(20) if 0 <= k - i < 20]
+        assert "t[%d] = %s" % (k, " + ".join(terms)) in viper, k
+    thumb = _lines("firmware/atls/crypto/native_f25519_thumb.py")
+    start = thumb.index("label(row)") + 2
+    for j in range(20):
+        o = 4 * j
+        assert thumb[start + 5 * j : start + 5 * j + 5] == [
+            "ldr(r6, [r2, %d])" % o,
+            "mul(r6, r4)",
+            "ldr(r7, [r3, %d])" % o,
+            "add(r7, r7, r6)",
+            "str(r7, [r3, %d])" % o,
+        ], j
+    p256 = _lines("firmware/atls/crypto/native_p256_thumb.py")
+    p = p256.index("label(row)") + 2
+    assert p256[p : p + 100] == thumb[start : start + 100]  # the same rows in P-256's pmul
