@@ -46,7 +46,7 @@ def test_wycheproof_ecdsa_p1363_all_262_native(mpy_native, vectors):
 
 
 def test_differential_ecdh_sign_verify_native(mpy_native):
-    rows, expect = diff_rows()
+    rows, expect = diff_rows(40)
     assert mpy_native.run_rows(_MPY_DIFF, rows, heapsize="48K") == {"ok": expect, "failed": []}
 
 
