@@ -270,7 +270,8 @@ _BUF = []  # tables (G's, then the other point's), workspace, accumulator
 
 
 def buffers():
-    """(tables 2560 bytes, workspace 1520, accumulator 240), allocated once:
+    """(tables 2560 bytes, workspace 1520 whose words 300..319 stay zero for
+    psel, accumulator 240), allocated once:
     a device that uses P-256 keeps them rather than fragmenting its heap."""
     if not _BUF:
         _BUF.extend((bytearray(2560), memoryview(bytearray(1520)), memoryview(bytearray(240))))
@@ -285,53 +286,50 @@ def table(points, out, off=0):
     return memoryview(out)[off : off + 1280]
 
 
-def affine_batch(points, inv):
-    """Jacobian points (ints, public: the odd multiples of a peer's key) ->
-    affine, with one inversion inv(a, p) for all (Montgomery's trick)."""
-    c = [1]
-    for e in points:
-        c.append(c[-1] * e[2] % _P)
-    i = inv(c[-1], _P)
-    out = [None] * len(points)
-    for j in range(len(points) - 1, -1, -1):
-        X, Y, Z = points[j]
-        z = i * c[j] % _P
-        i = i * Z % _P
-        z2 = z * z % _P
-        out[j] = (X * z2 % _P, Y * z2 * z % _P)
-    return out
-
-
-def odd_multiples(x, y, inv):
-    """Q, 3Q, .., 15Q (affine ints) of a public point Q = (x, y), natively:
-    (2h + 1)Q = 2(hQ) + Q with hQ = Q, 3Q, 5Q, 7Q or a doubling of Q or 3Q;
-    then one batch inversion (Montgomery's trick) for all.  Scratch: the
-    second table (which the caller fills afterwards)."""
-    tabs, w, _ = buffers()
-    m = memoryview(tabs)[1280:]  # 3Q 5Q 7Q (Jacobian), tmp, Q affine, one
-    tmp, q, one = m[720:960], m[960:1120], limbs(1, m, 1120)[1120:1200]
-    limbs((x << 260) % _P, q)
-    limbs((y << 260) % _P, q, 80)
-    pts = [(x, y, 1)]
-    for i in range(3, 16, 2):
-        h = i >> 1  # hQ = (2 s + 1) Q * 2^d
+def odd_table(x, y, inv):
+    """Table of Q, 3Q, .., 15Q for a public point Q = (x, y), written into the
+    second half of buffers()[0]: (2h + 1)Q = 2(hQ) + Q with hQ = Q, 3Q, 5Q,
+    7Q or a doubling of Q or 3Q, then one inversion inv(a, p) for all seven Z
+    (Montgomery's trick), the rest native.  No allocation: the workspace
+    holds the Z values and prefix products."""
+    tabs, w, acc = buffers()
+    t = memoryview(tabs)[1280:]  # entries: x, y (Jacobian X, Y until the end)
+    zs = w[880:1440]  # Z of entries 1..7 (w[0:880] is pdbl's and pmadd's)
+    limbs((x << 260) % _P, t)
+    limbs((y << 260) % _P, t, 80)
+    for i in range(1, 8):
+        h = i  # entry i is (2i + 1)Q = 2(hQ) + Q, hQ = (2 s + 1)Q * 2^d
         s, d = (h >> 1, 0) if h & 1 else (0, 2) if h == 4 else (h >> 2, 1)
+        acc[0:160] = t[160 * s : 160 * s + 160]
         if s:
-            tmp[:] = m[240 * (s - 1) : 240 * s]
+            acc[160:240] = zs[80 * (s - 1) : 80 * s]
         else:
-            tmp[0:160] = q
-            limbs(_R, tmp, 160)
+            limbs(_R, acc, 160)
         for _ in range(d + 1):
-            pdbl(tmp, w)
-        pmadd(tmp, q, w)
-        if i < 9:
-            m[120 * (i - 3) : 120 * (i - 3) + 240] = tmp
-        v = []
-        for k in (0, 80, 160):
-            pmul(w[0:80], tmp[k : k + 80], one, w[80:240])
-            v.append(_int(w) % _P)
-        pts.append(v)
-    return affine_batch(pts, inv)
+            pdbl(acc, w)
+        pmadd(acc, t, w)
+        t[160 * i : 160 * i + 160] = acc[0:160]
+        zs[80 * (i - 1) : 80 * i] = acc[160:240]
+    c, tw, one = w[0:560], w[560:720], limbs(1, w, 720)[720:800]  # prefixes
+    c[0:80] = zs[0:80]
+    for i in range(2, 8):
+        pmul(c[80 * (i - 1) :], c[80 * (i - 2) :], zs[80 * (i - 1) :], tw)
+    inv_, z, z2 = acc[0:80], acc[80:160], acc[160:240]
+    pmul(z, c[480:560], one, tw)  # c7 out of Montgomery form
+    limbs((inv(_int(z) % _P, _P) << 260) % _P, inv_)
+    for i in range(7, 0, -1):
+        if i > 1:
+            pmul(z, inv_, c[80 * (i - 2) :], tw)  # 1 / Z_i
+            pmul(inv_, inv_, zs[80 * (i - 1) :], tw)
+        else:
+            z[:] = inv_
+        pmul(z2, z, z, tw)
+        e = t[160 * i :]
+        pmul(e, e, z2, tw)
+        pmul(z2, z2, z, tw)
+        pmul(e[80:], e[80:], z2, tw)
+    limbs(0, w, 1120)  # psel's zero words again
+    return t[0:1280]
 
 
 def _affine(acc, m):
@@ -378,10 +376,10 @@ def mul(k, tab):
     return _affine(acc, memoryview(w))
 
 
-def mul2(u1, u2, points):
+def mul2(u1, u2, tab2):
     """u1 * G + u2 * Q for public 0 < u1, u2 < n (ECDSA verification), G's
-    table in buffers()[0][:1280], `points` Q's odd multiples (affine ints);
-    None where the sum meets an exceptional case (the caller uses pure code)."""
+    table in buffers()[0][:1280], Q's (odd_table) after it in tab2; None where
+    the sum meets an exceptional case (the caller uses pure code)."""
     u1, f1 = _odd(u1)
     u2, f2 = _odd(u2)
     dig = bytearray(68)
@@ -391,7 +389,6 @@ def mul2(u1, u2, points):
     dig[4:36] = (u1 >> 1).to_bytes(32, "big")
     dig[36:68] = (u2 >> 1).to_bytes(32, "big")
     tabs, w, acc = buffers()
-    tab2 = table(points, tabs, 1280)
     m = memoryview(w)
     psel(m[880:], tabs, 0, f1)
     acc[0:160] = m[880:1040]

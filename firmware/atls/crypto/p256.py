@@ -346,9 +346,7 @@ def ecdh(priv, peer_pub):
     x, y = _decode_point(peer_pub)
     if native:
         return native.ecdh(k, peer_pub)
-    xy = limbs and limbs.mul(
-        k, limbs.table(limbs.odd_multiples(x, y, _inv), limbs.buffers()[0], 1280)
-    )
+    xy = limbs and limbs.mul(k, limbs.odd_table(x, y, _inv))
     if xy:
         return xy[0].to_bytes(32, "big")
     X, Y, Z = _mul_secret(k, _odd_table(x, y, 1), False)
@@ -370,7 +368,7 @@ def ecdsa_verify_raw(pub, digest, r, s):
     u1, u2 = e * w % n, r * w % n
     if limbs and u1 and u2:
         _gtab()
-        xy = limbs.mul2(u1, u2, limbs.odd_multiples(Qx, Qy, _inv))
+        xy = limbs.mul2(u1, u2, limbs.odd_table(Qx, Qy, _inv))
         if xy:  # None: an exceptional case, left to the pure code
             return xy[0] % n == r
     X, Y, Z = _mul2(u1, u2, Qx, Qy)
