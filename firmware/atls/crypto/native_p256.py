@@ -378,8 +378,9 @@ def mul(k, tab):
 
 def mul2(u1, u2, tab2):
     """u1 * G + u2 * Q for public 0 < u1, u2 < n (ECDSA verification), G's
-    table in buffers()[0][:1280], Q's (odd_table) after it in tab2; None where
-    the sum meets an exceptional case (the caller uses pure code)."""
+    table in buffers()[0][:1280], Q's (odd_table) after it in tab2: Jacobian
+    (X, 0, Z) ints (Y is not needed), or None where the sum meets an
+    exceptional case (the caller uses pure code)."""
     u1, f1 = _odd(u1)
     u2, f2 = _odd(u2)
     dig = bytearray(68)
@@ -396,9 +397,12 @@ def mul2(u1, u2, tab2):
     psel(m[880:], tab2, 0, f2)
     pmadd(acc, m[880:], w)
     pmulw(acc, tabs, dig, w)
-    if _int(acc[160:240]) % _P == 0:
-        return None
-    return _affine(acc, m)
+    one, v, t = limbs(1, m, 0)[0:80], m[80:160], m[160:320]
+    pmul(v, acc, one, t)  # out of Montgomery form: the caller compares
+    x = _int(v) % _P  # x(R) * Z^2 with r * Z^2, no inversion
+    pmul(v, acc[160:240], one, t)
+    z = _int(v) % _P
+    return (x, 0, z) if z else None
 
 
 try:  # RP2040 (and other Thumb cores): the Montgomery product in assembly

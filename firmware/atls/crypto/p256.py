@@ -366,12 +366,8 @@ def ecdsa_verify_raw(pub, digest, r, s):
         return native.verify_digest(pub, digest, r, s)
     w = _inv(s, n)
     u1, u2 = e * w % n, r * w % n
-    if limbs and u1 and u2:
-        _gtab()
-        xy = limbs.mul2(u1, u2, limbs.odd_table(Qx, Qy, _inv))
-        if xy:  # None: an exceptional case, left to the pure code
-            return xy[0] % n == r
-    X, Y, Z = _mul2(u1, u2, Qx, Qy)
+    xyz = limbs and u1 and u2 and _gtab() and limbs.mul2(u1, u2, limbs.odd_table(Qx, Qy, _inv))
+    X, Y, Z = xyz or _mul2(u1, u2, Qx, Qy)  # native None: exceptional, pure code
     if Z == 0:
         return False
     p = _P
