@@ -51,7 +51,7 @@ from collections import deque
 from host_tools.http_binding import MAX_BODY, FramingError, pack_packets, unpack_packets
 from host_tools.service.tls_engine import TLSError
 
-__all__ = ["BindingCore", "Reject", "REASONS"]
+__all__ = ["BindingCore", "Reject", "REASONS", "RETRY_AFTER_S"]
 
 _OUTBOX = 256  # packets kept for a peer between requests
 _OUTSTANDING = 2  # waiting requests per session
@@ -73,11 +73,15 @@ REASONS = {
 }
 
 
+RETRY_AFTER_S = {"rate": 2, "busy": 2}  # Retry-After / Max-Age (s) of a refusal: come back later
+
+
 class Reject(Exception):
     def __init__(self, reason, detail=""):
         Exception.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.retry_after = RETRY_AFTER_S.get(reason)  # seconds, or None
 
 
 class _Peer:

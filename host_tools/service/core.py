@@ -33,10 +33,17 @@ from atls import protocol, wire
 from atls.link import Link, LinkConfig, QueueFull
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
-from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights
+from host_tools.service.admission import (
+    DEFAULT_LIMITS,
+    TLS_SLICE_MS,
+    Budget,
+    FirstFlights,
+    Intake,
+)
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
+from host_tools.service.udp_reader import BatchReader
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 
@@ -135,6 +142,8 @@ class Service(asyncio.DatagramProtocol):
         )
         # per source: the table forgets everyone rather than grow past 4 x max_sessions
         self.rate = TokenBuckets(lim["rate_per_s"], lim["rate_burst"], 4 * lim["max_sessions"] + 1)
+        self.intake = Intake(lim, self.drop)  # complete first flights waiting for TLS work
+        self.reader = None
         self.transport = None
         self._t0 = time.monotonic()
         self._registry_at = 0
@@ -169,19 +178,28 @@ class Service(asyncio.DatagramProtocol):
     # -- asyncio protocol -----------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.reader = BatchReader.attach(transport, self.datagram_received, self.start_queued)
+
+    def connection_lost(self, exc):
+        if self.reader is not None:
+            self.reader.close()
 
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
-        now = self.now_ms()
-        if not self.rate_ok(addr, now):
-            return self.drop("rate")
         try:
             ptype, sid = protocol.peek(data)
         except protocol.Drop as e:
             return self.drop(e.reason)
+        if not sid and addr not in self.pending and not self.intake.has_room(addr):
+            return self.drop("intake_full")  # before any other work (admission.Intake)
+        now = self.now_ms()
+        if not self.rate_ok(addr, now):
+            return self.drop("rate")
         if sid == 0:
             sess, packets = self._first_flight(addr, ptype, data, now)
             if sess is None:
+                if self.reader is None or not self.reader.batching:
+                    self.start_queued(now)
                 return
         else:
             sess = self.sessions.get(sid)
@@ -238,16 +256,30 @@ class Service(asyncio.DatagramProtocol):
             else:
                 return sess, (data,)
         packets = self.first.add(addr, data, now)
-        if packets is None:
-            return None, None
-        if not self.admit(addr):
-            self.drop("busy")
-            self._send_error(0, protocol.BUSY, addr)
-            return None, None
-        sess = self.new_session(addr, now)
-        sess.frag0 = bytes(packets[0][5:])
-        self.pending[addr] = sess.sid
-        return sess, packets
+        if packets is not None:
+            self.intake.put(addr, packets, now)  # TLS work waits for its turn: start_queued
+        return None, None
+
+    def start_queued(self, now=None):
+        """Start sessions from queued first flights (admission.Intake: fair
+        across IPs) while new handshakes are within their share of time."""
+        intake = self.intake
+        now = self.now_ms() if now is None else now
+        end = time.perf_counter() + TLS_SLICE_MS / 1000.0
+        while len(intake) and intake.start_ok(now) and time.perf_counter() < end:
+            addr, packets = intake.take(now) or (None, None)
+            if addr is None:
+                return
+            t0 = time.perf_counter()
+            if self.admit(addr):
+                sess = self.new_session(addr, now)
+                sess.frag0 = bytes(packets[0][5:])
+                self.pending[addr] = sess.sid
+                self.deliver(sess, packets, now)
+            else:
+                self.drop("busy")
+                self._send_error(0, protocol.BUSY, addr)
+            intake.charge((time.perf_counter() - t0) * 1000.0)
 
     def at_capacity(self):
         """True when no new session may start: max_sessions reached and no
@@ -271,6 +303,9 @@ class Service(asyncio.DatagramProtocol):
         return True
 
     def _evict(self, ip):
+        if ip is None and self.half_open:  # global cap: of the 16 oldest, the busiest IP's
+            old = [s.addr[0] for _, s in zip(range(16), self.half_open.values())]
+            ip = max(old, key=lambda k: self.per_ip[k][1])
         for sess in self.half_open.values():
             if ip is None or sess.addr[0] == ip:
                 self.drop("evicted")
@@ -462,6 +497,7 @@ class Service(asyncio.DatagramProtocol):
         idle = self.limits["idle_timeout_s"] * 1000
         hs_limit = self.link_config.handshake_timeout_ms
         self.first.expire(now)
+        self.start_queued(now)
         if self.registry is not None and now >= self._registry_at:
             self._registry_at = now + 1000 * self.limits["registry_check_s"]
             self._check_registry()
@@ -491,9 +527,12 @@ class Service(asyncio.DatagramProtocol):
                 self.end(sess, "credential revoked")
 
     async def run_timers(self, period_ms=10):
+        took = 0.0  # timers take at most a third of the time, whatever the number of sessions
         while True:
-            await asyncio.sleep(period_ms / 1000)
+            await asyncio.sleep(max(period_ms / 1000, 2 * took))
+            t0 = time.monotonic()
             self.tick()
+            took = time.monotonic() - t0
 
 
 def _peer(addr):
