@@ -41,11 +41,12 @@ budget of an unvalidated address.
 Sans-I/O: the service passes datagrams, addresses and now_ms.
 """
 
+import time
 from collections import OrderedDict, deque
 
 from host_tools.ratelimit import TokenBuckets
 
-__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "Intake", "client_hello_ok"]
+__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "Intake", "busiest_ip", "client_hello_ok"]
 
 # every limit and its default: docs/SECURITY.md
 DEFAULT_LIMITS = {
@@ -228,6 +229,16 @@ class Budget:
         return self.bytes_out / self.bytes_in if self.bytes_in else 0.0
 
 
+def busiest_ip(half_open, per_ip, look=16):
+    """Whose half-open session goes when the global cap is reached: of the
+    `look` oldest half-open sessions (half_open: sid -> Session, oldest
+    first), the IP holding the most half-open sessions (per_ip: ip ->
+    [sessions, half-open]); None if there are none.  A flood from a few
+    addresses evicts itself, not the one handshake of each honest device."""
+    ips = [s.addr[0] for _, s in zip(range(look), half_open.values())]
+    return max(ips, key=lambda ip: per_ip[ip][1]) if ips else None
+
+
 def _random_key(packets):
     """The ClientHello's random (RFC 8446 §4.1.2), hashed: a first flight's
     first datagram holds it after the link header (5), the record header (5),
@@ -237,8 +248,7 @@ def _random_key(packets):
 
 class Intake:
     """Complete first flights waiting for TLS work (module doc): put() when
-    one arrives, take(now) for the next one to start while start_ok(now),
-    charge(ms) with what it cost.  drop(reason) counts what is refused."""
+    one arrives, run() to start some.  drop(reason) counts what is refused."""
 
     def __init__(self, limits, drop):
         lim = limits
@@ -324,12 +334,20 @@ class Intake:
         self._drop("client_hello_replay")
         return True
 
-    def start_ok(self, now):
-        """True while new handshakes are within handshake_share of the time."""
+    def run(self, start, now):
+        """start(addr, packets, now) for queued flights, fair across IPs, for
+        up to TLS_SLICE_MS and within handshake_share of the time."""
         if self.at_ms is not None:
             self.tokens_ms = min(self.burst_ms, self.tokens_ms + (now - self.at_ms) * self.share)
         self.at_ms = now
-        return self.tokens_ms > 0
-
-    def charge(self, ms):
-        self.tokens_ms -= ms
+        clock = time.perf_counter
+        end = clock() + TLS_SLICE_MS / 1000.0
+        while self.n and self.tokens_ms > 0:
+            t0 = clock()
+            if t0 >= end:
+                return
+            item = self.take(now)
+            if item is None:
+                return
+            start(item[0], item[1], now)
+            self.tokens_ms -= (clock() - t0) * 1000.0

@@ -33,13 +33,7 @@ from atls import protocol, wire
 from atls.link import Link, LinkConfig, QueueFull
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
-from host_tools.service.admission import (
-    DEFAULT_LIMITS,
-    TLS_SLICE_MS,
-    Budget,
-    FirstFlights,
-    Intake,
-)
+from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights, Intake, busiest_ip
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
@@ -180,10 +174,6 @@ class Service(asyncio.DatagramProtocol):
         self.transport = transport
         self.reader = BatchReader.attach(transport, self.datagram_received, self.start_queued)
 
-    def connection_lost(self, exc):
-        if self.reader is not None:
-            self.reader.close()
-
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
         try:
@@ -261,25 +251,17 @@ class Service(asyncio.DatagramProtocol):
         return None, None
 
     def start_queued(self, now=None):
-        """Start sessions from queued first flights (admission.Intake: fair
-        across IPs) while new handshakes are within their share of time."""
-        intake = self.intake
-        now = self.now_ms() if now is None else now
-        end = time.perf_counter() + TLS_SLICE_MS / 1000.0
-        while len(intake) and intake.start_ok(now) and time.perf_counter() < end:
-            addr, packets = intake.take(now) or (None, None)
-            if addr is None:
-                return
-            t0 = time.perf_counter()
-            if self.admit(addr):
-                sess = self.new_session(addr, now)
-                sess.frag0 = bytes(packets[0][5:])
-                self.pending[addr] = sess.sid
-                self.deliver(sess, packets, now)
-            else:
-                self.drop("busy")
-                self._send_error(0, protocol.BUSY, addr)
-            intake.charge((time.perf_counter() - t0) * 1000.0)
+        """Start sessions from queued first flights (admission.Intake)."""
+        self.intake.run(self._start, self.now_ms() if now is None else now)
+
+    def _start(self, addr, packets, now):
+        if not self.admit(addr):
+            self.drop("busy")
+            return self._send_error(0, protocol.BUSY, addr)
+        sess = self.new_session(addr, now)
+        sess.frag0 = bytes(packets[0][5:])
+        self.pending[addr] = sess.sid
+        self.deliver(sess, packets, now)
 
     def at_capacity(self):
         """True when no new session may start: max_sessions reached and no
@@ -303,9 +285,7 @@ class Service(asyncio.DatagramProtocol):
         return True
 
     def _evict(self, ip):
-        if ip is None and self.half_open:  # global cap: of the 16 oldest, the busiest IP's
-            old = [s.addr[0] for _, s in zip(range(16), self.half_open.values())]
-            ip = max(old, key=lambda k: self.per_ip[k][1])
+        ip = busiest_ip(self.half_open, self.per_ip) if ip is None else ip  # global cap
         for sess in self.half_open.values():
             if ip is None or sess.addr[0] == ip:
                 self.drop("evicted")

@@ -26,7 +26,8 @@ class BatchReader:
     socket); `on_datagram(data, addr)` per datagram, then `after_batch()`.
     `attach` returns None when the transport has no socket to read (tests)."""
 
-    def __init__(self, fd, on_datagram, after_batch, batch=256):
+    def __init__(self, fd, on_datagram, after_batch, batch=256, transport=None):
+        self.transport = transport  # closed: the reader closes too
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
         try:
@@ -42,7 +43,8 @@ class BatchReader:
 
     @classmethod
     def attach(cls, transport, on_datagram, after_batch, batch=256):
-        tsock = transport.get_extra_info("socket")
+        info = getattr(transport, "get_extra_info", None)
+        tsock = info("socket") if info is not None else None
         if tsock is None or not hasattr(transport, "pause_reading"):
             return None
         try:
@@ -51,7 +53,7 @@ class BatchReader:
             return None
         fd = os.dup(tsock.fileno())
         try:
-            reader = cls(fd, on_datagram, after_batch, batch)
+            reader = cls(fd, on_datagram, after_batch, batch, transport)
         except Exception:
             os.close(fd)
             raise
@@ -59,6 +61,8 @@ class BatchReader:
         return reader
 
     def _ready(self):
+        if self.transport is not None and self.transport.is_closing():
+            return self.close()
         recv = self.sock.recvfrom
         on_datagram = self.on_datagram
         self.batching = True
