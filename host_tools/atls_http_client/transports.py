@@ -156,6 +156,7 @@ class HttpTransport:
         self._session = None
 
 
+_CODE_4_01 = 4 << 5 | 1
 _CODE_4_29 = 4 << 5 | 29  # CoAP codes c.dd as (c << 5) | dd (RFC 7252 §3)
 _CODE_5_03 = 5 << 5 | 3
 
@@ -163,7 +164,9 @@ _CODE_5_03 = 5 << 5 | 3
 class CoapTransport:
     """One ATLS session over CoAP (latest draft): POST to /.well-known/atls,
     2.01 Created + Location-Path names the session resource, 2.04 after.
-    aiocoap does block-wise transfer (RFC 7959) for large flights."""
+    aiocoap does block-wise transfer (RFC 7959) for large flights.  A 4.01
+    with an Echo option (the service validating our address before a large
+    answer) is answered by the same request carrying that Echo."""
 
     def __init__(self, uri, context=None, timeout_s=30.0, retries=RETRIES):
         self.uri = uri.rstrip("/")
@@ -193,11 +196,20 @@ class CoapTransport:
         if self._ctx is None:
             self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
         uri = self.uri if self.location is None else "/".join(self._base) + self.location
-        msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf)
-        if query:
-            msg.opt.uri_query = tuple(query)
-        self.requests += 1
-        resp = await asyncio.wait_for(self._ctx.request(msg).response, self.timeout_s)
+        echo = None
+        for _ in range(2):  # again with the Echo of a 4.01 (RFC 9175 §2.4)
+            msg = aiocoap.Message(
+                code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf
+            )
+            if query:
+                msg.opt.uri_query = tuple(query)
+            if echo:
+                msg.opt.echo = echo
+            self.requests += 1
+            resp = await asyncio.wait_for(self._ctx.request(msg).response, self.timeout_s)
+            echo = resp.opt.echo if int(resp.code) == _CODE_4_01 else None
+            if not echo:
+                break
         if not resp.code.is_successful():
             text = resp.payload[:200].decode("utf-8", "replace")
             wait = None

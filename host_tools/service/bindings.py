@@ -197,6 +197,15 @@ class _CoapSite:
                     except ValueError:
                         port = 0
                     peer, out, created = core.flight(token, request.payload, ("coap:" + host, port))
+                    if (
+                        created
+                        and core.too_big_for(len(request.payload), len(out))
+                        and not core.echo_ok(request.opt.echo, host, port)
+                    ):  # RFC 9175 §2.4: validate the address before a big answer
+                        core.unvalidated(peer)
+                        m = Message(code=Code.UNAUTHORIZED)
+                        m.opt.echo = core.echo(host, port)
+                        return m
                     resp = Message(
                         code=Code.CREATED if created else Code.CHANGED,
                         payload=out,
