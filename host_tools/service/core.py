@@ -136,7 +136,7 @@ class Service(asyncio.DatagramProtocol):
         )
         # per source: the table forgets everyone rather than grow past 4 x max_sessions
         self.rate = TokenBuckets(lim["rate_per_s"], lim["rate_burst"], 4 * lim["max_sessions"] + 1)
-        self.intake = Intake(lim, self.drop)  # complete first flights waiting for TLS work
+        self.intake = Intake(lim, self.drop, self.psks)  # first flights waiting for TLS work
         self.reader = None
         self.transport = None
         self._t0 = time.monotonic()
