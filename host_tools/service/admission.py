@@ -56,7 +56,7 @@ __all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "Intake", "busiest_ip", "
 # every limit and its default: docs/SECURITY.md
 DEFAULT_LIMITS = {
     "max_half_open": 256,
-    "max_half_open_per_ip": 32,
+    "max_half_open_per_ip": 128,
     "idle_timeout_s": 300,
     "rate_per_s": 200,
     "rate_burst": 400,
