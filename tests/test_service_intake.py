@@ -280,3 +280,42 @@ def test_wrong_binders_get_no_tls_work_while_others_wait():
         svc.start_queued()
     assert svc.counters["drops"]["bad_binder"] >= 49
     assert svc.counters["sessions_total"] <= 2 and svc.counters["handshakes_failed"] <= 1
+
+
+def test_batch_reader_reads_every_datagram_in_batches():
+    """asyncio's datagram transport reads one datagram per loop turn; the
+    batch reader drains the socket instead, and the transport itself reads
+    nothing (it used to race the reader: its reader is added after
+    connection_made)."""
+    from host_tools.service.udp_reader import BatchReader
+
+    class Proto(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.batched, self.direct, self.batches = 0, 0, 0
+
+        def connection_made(self, t):
+            self.reader = BatchReader.attach(t, self.got, self.after)
+
+        def got(self, data, addr):
+            self.batched += 1
+
+        def datagram_received(self, data, addr):
+            self.direct += 1
+
+        def after(self):
+            self.batches += 1
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t, p = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(500):
+            s.sendto(b"x" * 100, t.get_extra_info("sockname"))
+        await asyncio.sleep(0.3)
+        s.close()
+        t.close()
+        await asyncio.sleep(0.05)
+        return p
+
+    p = asyncio.run(go())
+    assert p.direct == 0 and p.batched == 500 and p.batches <= 3

@@ -21,6 +21,13 @@ __all__ = ["BatchReader"]
 RCVBUF = 4 << 20  # capped by net.core.rmem_max
 
 
+def _stop_transport_reading(transport, loop, fd):
+    try:
+        transport.pause_reading()  # datagram transports have it from Python 3.11.3
+    except (AttributeError, NotImplementedError):
+        loop._remove_reader(fd)  # what pause_reading does
+
+
 class BatchReader:
     """Reads for `transport` (an asyncio datagram transport on a real
     socket); `on_datagram(data, addr)` per datagram, then `after_batch()`.
@@ -45,19 +52,22 @@ class BatchReader:
     def attach(cls, transport, on_datagram, after_batch, batch=256):
         info = getattr(transport, "get_extra_info", None)
         tsock = info("socket") if info is not None else None
-        if tsock is None or not hasattr(transport, "pause_reading"):
+        if tsock is None:
             return None
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
+        if not hasattr(loop, "_remove_reader"):
+            return None  # not a selector loop: the transport keeps reading
         fd = os.dup(tsock.fileno())
         try:
             reader = cls(fd, on_datagram, after_batch, batch, transport)
         except Exception:
             os.close(fd)
             raise
-        transport.pause_reading()
+        # after the transport's own add_reader, which connection_made precedes
+        loop.call_soon(_stop_transport_reading, transport, loop, tsock.fileno())
         return reader
 
     def _ready(self):
