@@ -16,8 +16,10 @@ replay as it is (a ClientHello with the registered identity has a valid
 binder: a whole handshake if the service does not spot the replay), the
 others get a fresh random (RFC 8446 §4.1.2 offset 16 of the datagram), so
 they are new ClientHellos whose binder fails: the service must run TLS up to
-the binder check to know.  Another 100 "probe" sockets send one
-ClientHello each at the start and only listen: bytes received / bytes sent
+the binder check to know.  Another 100 "probe" sockets (on 10 addresses
+of their own) send one
+ClientHello each (its own, with the registered identity and a valid binder:
+a whole handshake) at the start and only listen: bytes received / bytes sent
 per address is the reflection amplification (retransmissions included, for
 as long as the run lasts).  Only 127.0.0.0/8 is ever used.
 
@@ -42,14 +44,15 @@ def _loopback(host):
     return host
 
 
-def first_flights(n=8):
-    """Replayed ClientHello datagrams (flight 0, sid 0), half with a
-    registered identity (dev-00), half with an unknown one."""
+def first_flights(n=8, identity=None):
+    """ClientHello datagrams (flight 0, sid 0), half with a registered
+    identity (dev-00), half with an unknown one (or all with `identity`)."""
     from host_tools.bench.pair import CCM8, Device
 
     out = []
     for i in range(n):
-        d = Device(CCM8, 1200, identity=b"dev-00" if i % 2 else b"nobody-%d" % i)
+        ident = identity or (b"dev-00" if i % 2 else b"nobody-%d" % i)
+        d = Device(CCM8, 1200, identity=ident)
         d.start(0)
         out.extend(d.link.datagrams(0))
     return out
@@ -74,7 +77,9 @@ def spoof(a):
     for i in range(a.sources + PROBES):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        s.bind((_loopback("%s.%d" % (ip_base, 1 + i % a.ips)), 0))
+        # the probes on 10 addresses of their own, after the flood's
+        k = i % a.ips if i < a.sources else a.ips + (i - a.sources) % 10
+        s.bind((_loopback("%s.%d" % (ip_base, 1 + k)), 0))
         s.setblocking(False)
         socks.append(s)
         poller.register(s.fileno(), select.EPOLLIN)
@@ -82,10 +87,11 @@ def spoof(a):
     sent = [0] * len(socks)
     got = [0] * len(socks)
     good, bad = first_flights(), malformed()
+    fresh = [first_flights(1, b"dev-00")[0] for _ in range(PROBES)]  # valid binders
     n_sent = n_bad = n_fresh = errors = 0
     probes = socks[a.sources :]
     for j, s in enumerate(probes):
-        p = good[j % len(good)]
+        p = fresh[j]  # each its own ClientHello: a replay of the flood's would be dropped
         s.sendto(p, target)
         sent[a.sources + j] += len(p)
     t0 = time.monotonic()

@@ -72,7 +72,7 @@ DEFAULT_LIMITS = {
     "registry_check_s": 1,
     "first_flights_per_ip_per_s": 500,
     "first_flights_per_ip_burst": 1000,
-    "intake_per_ip": 64,
+    "intake_per_ip": 8,
     "intake_max": 1024,
     "intake_max_age_ms": 2000,
     "handshake_share": 0.8,
