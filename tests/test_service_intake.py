@@ -265,7 +265,7 @@ def test_binder_check_verdicts_rfc8446_4_2_11_2():
 
 def test_wrong_binders_get_no_tls_work_while_others_wait():
     """50 fresh ClientHellos with the registered identity and a binder that
-    no longer verifies, queued from one IP: each took a TLS session (~0.5 ms
+    no longer verifies, queued from 10 IPs: each took a TLS session (~0.5 ms
     in OpenSSL); now, while others wait, they are dropped by the binder
     check and an honest one still starts."""
     svc = _service()
@@ -273,7 +273,7 @@ def test_wrong_binders_get_no_tls_work_while_others_wait():
     base = _hello()[1]
     for port in range(50):
         flood = base[:16] + os.urandom(32) + base[48:]
-        svc.datagram_received(flood, ("198.51.100.7", 4000 + port))
+        svc.datagram_received(flood, ("198.51.100.%d" % (port % 10 + 1), 4000 + port))
     svc.datagram_received(_hello()[1], ("203.0.113.9", 5684))
     svc.reader = None
     for _ in range(20):

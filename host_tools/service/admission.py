@@ -25,7 +25,8 @@ budget of an unvalidated address.
   intake_per_ip flights per IP, one per address, intake_max in all, stale
   after intake_max_age_ms), behind a per-IP token bucket
   (first_flights_per_ip_per_s); a full IP queue refuses new flights before
-  they are parsed (`has_room`).  Packets of existing sessions (second
+  they are parsed (`refuses`, which also drops a replayed ClientHello
+  there).  Packets of existing sessions (second
   flights, acks, channel data) are never queued: they come first.  New
   handshakes start in slices of TLS_SLICE_MS when the socket is empty and
   on the timer tick, and use at most handshake_share of the time (a token
@@ -280,11 +281,18 @@ class Intake:
     def __len__(self):
         return self.n
 
-    def has_room(self, addr):
-        """False when a new first flight from `addr` would be refused because
-        its IP's queue is full (cheap: the caller checks before parsing)."""
+    def refuses(self, addr, datagram, now):
+        """True (and counted) when a first-flight datagram from `addr` would
+        be refused anyway: its IP's queue is full, or it is the first
+        fragment of a replayed ClientHello.  Cheap: the caller asks before
+        any parsing."""
         q = self.ips.get(addr[0])
-        return q is None or len(q) < self.per_ip or addr in q
+        if q is not None and len(q) >= self.per_ip and addr not in q:
+            self._drop("intake_full")
+            return True
+        if len(datagram) >= 48 and datagram[4] == 0 and self._replayed(addr, (datagram,), now):
+            return True
+        return False
 
     def put(self, addr, packets, now):
         """Queue `packets` (a complete first flight) from `addr`; False if

@@ -180,8 +180,8 @@ class Service(asyncio.DatagramProtocol):
             ptype, sid = protocol.peek(data)
         except protocol.Drop as e:
             return self.drop(e.reason)
-        if not sid and addr not in self.pending and not self.intake.has_room(addr):
-            return self.drop("intake_full")  # before any other work (admission.Intake)
+        if not sid and addr not in self.pending and self.intake.refuses(addr, data, self.now_ms()):
+            return  # before any other work: a full queue for that IP or a replay (admission)
         now = self.now_ms()
         if not self.rate_ok(addr, now):
             return self.drop("rate")
