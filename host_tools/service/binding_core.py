@@ -89,7 +89,7 @@ REASONS = {
 
 COAP_OVERHEAD = 64  # CoAP header + options of a first-flight request/answer (bytes, estimate)
 ECHO_S = 30  # an Echo value is valid for its 30 s slot and the next one
-RETRY_AFTER_S = {"rate": 2, "busy": 2}  # Retry-After / Max-Age (s) of a refusal: come back later
+RETRY_AFTER_S = {"rate": 2, "busy": 10}  # Retry-After / Max-Age (s) of a refusal
 
 
 class Reject(Exception):
