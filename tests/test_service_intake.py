@@ -287,7 +287,7 @@ def test_batch_reader_reads_every_datagram_in_batches():
     batch reader drains the socket instead, and the transport itself reads
     nothing (it used to race the reader: its reader is added after
     connection_made)."""
-    from host_tools.service.udp_reader import BatchReader
+    from host_tools.udp_reader import BatchReader
 
     class Proto(asyncio.DatagramProtocol):
         def __init__(self):

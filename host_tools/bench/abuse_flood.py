@@ -203,7 +203,8 @@ async def _longpoll(a):
                 errs[name] = errs.get(name, 0) + 1
                 # the client already waited out `retries` refusals: wait once more, as asked
                 wait = getattr(e, "retry_after", None)
-                await asyncio.sleep(0.2 if wait is None else backoff_s(wait, tr.retries))
+                wait = 0.2 if wait is None else backoff_s(wait, tr.retries)
+                await asyncio.sleep(max(0.0, min(wait, end - time.monotonic())))
             finally:
                 open_now[0] -= 1
 

@@ -37,7 +37,7 @@ from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights, I
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
-from host_tools.service.udp_reader import BatchReader
+from host_tools.udp_reader import BatchReader
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 

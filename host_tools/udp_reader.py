@@ -1,4 +1,5 @@
-"""Draining the service's UDP socket in batches (issue 14).
+"""Draining a UDP socket in batches (issue 14): the service's listener and
+the gateway's WiFi/UDP side.
 
 asyncio's datagram transport reads one datagram per event-loop iteration,
 so under a flood most of the service's time went to the loop itself and the
