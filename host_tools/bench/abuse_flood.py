@@ -163,8 +163,11 @@ async def _longpoll(a):
     import aiohttp
 
     from atls.tls.client import ClientConfig
+    from host_tools.atls_http_client import transports
     from host_tools.atls_http_client.client import AtlsClient
-    from host_tools.atls_http_client.transports import HttpTransport, backoff_s
+    from host_tools.atls_http_client.transports import HttpTransport
+
+    backoff_s = getattr(transports, "backoff_s", None)  # None: a client without backoff
     from host_tools.bench.pair import CCM8, PSK
 
     _loopback(a.url.split("//", 1)[1].split(":", 1)[0])
@@ -203,7 +206,7 @@ async def _longpoll(a):
                 errs[name] = errs.get(name, 0) + 1
                 # the client already waited out `retries` refusals: wait once more, as asked
                 wait = getattr(e, "retry_after", None)
-                wait = 0.2 if wait is None else backoff_s(wait, tr.retries)
+                wait = 0.2 if wait is None or backoff_s is None else backoff_s(wait, tr.retries)
                 await asyncio.sleep(max(0.0, min(wait, end - time.monotonic())))
             finally:
                 open_now[0] -= 1
@@ -212,7 +215,7 @@ async def _longpoll(a):
         await asyncio.gather(*(poll() for _ in range(a.polls)))
     res["error_kinds"] = errs
     res["requests"] = tr.requests
-    res["backoffs"] = tr.backoffs  # refusals the client waited out (Retry-After, jittered)
+    res["backoffs"] = getattr(tr, "backoffs", None)  # refusals waited out (Retry-After)
     await session.close()
     return res
 
