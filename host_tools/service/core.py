@@ -41,12 +41,13 @@ from atls import protocol, wire
 from atls.link import Link, LinkConfig
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
-from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights
+from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights, Intake, busiest_ip
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
+from host_tools.udp_reader import BatchReader
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 
@@ -98,6 +99,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if state_dir is None and registry is not None:
             state_dir = registry.path.parent / "service-state"
         self.peers = PeerTable(state_dir, 4 * lim["max_sessions"] + 1)
+        self.intake = Intake(lim, self.drop, self.psks)  # first flights waiting for TLS work
+        self.reader = None
         self.transport = None
         self._t0 = time.monotonic()
         self._registry_at = 0
@@ -135,19 +138,24 @@ class Service(asyncio.DatagramProtocol, Continuity):
     # -- asyncio protocol -----------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.reader = BatchReader.attach(transport, self.datagram_received, self.start_queued)
 
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
-        now = self.now_ms()
-        if not self.rate_ok(addr, now):
-            return self.drop("rate")
         try:
             ptype, sid = protocol.peek(data)
         except protocol.Drop as e:
             return self.drop(e.reason)
+        if not sid and addr not in self.pending and self.intake.refuses(addr, data, self.now_ms()):
+            return  # before any other work: a full queue for that IP or a replay (admission)
+        now = self.now_ms()
+        if not self.rate_ok(addr, now):
+            return self.drop("rate")
         if sid == 0:
             sess, packets = self._first_flight(addr, ptype, data, now)
             if sess is None:
+                if self.reader is None or not self.reader.batching:
+                    self.start_queued(now)
                 return
         else:
             sess = self.sessions.get(sid)
@@ -205,16 +213,22 @@ class Service(asyncio.DatagramProtocol, Continuity):
             else:
                 return sess, (data,)
         packets = self.first.add(addr, data, now)
-        if packets is None:
-            return None, None
+        if packets is not None:
+            self.intake.put(addr, packets, now)  # TLS work waits for its turn: start_queued
+        return None, None
+
+    def start_queued(self, now=None):
+        """Start sessions from queued first flights (admission.Intake)."""
+        self.intake.run(self._start, self.now_ms() if now is None else now)
+
+    def _start(self, addr, packets, now):
         if not self.admit(addr):
             self.drop("busy")
-            self._send_error(0, protocol.BUSY, addr)
-            return None, None
+            return self._send_error(0, protocol.BUSY, addr)
         sess = self.new_session(addr, now)
         sess.frag0 = bytes(packets[0][5:])
         self.pending[addr] = sess.sid
-        return sess, packets
+        self.deliver(sess, packets, now)
 
     def at_capacity(self):
         """True when no new session may start: max_sessions reached and no
@@ -238,6 +252,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         return True
 
     def _evict(self, ip):
+        ip = busiest_ip(self.half_open, self.per_ip) if ip is None else ip  # global cap
         for sess in self.half_open.values():
             if ip is None or sess.addr[0] == ip:
                 self.drop("evicted")
@@ -439,6 +454,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         idle = self.limits["idle_timeout_s"] * 1000
         hs_limit = self.link_config.handshake_timeout_ms
         self.first.expire(now)
+        self.start_queued(now)
         if self.registry is not None and now >= self._registry_at:
             self._registry_at = now + 1000 * self.limits["registry_check_s"]
             self._check_registry()
@@ -468,9 +484,12 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 self.end(sess, "credential revoked")
 
     async def run_timers(self, period_ms=10):
+        took = 0.0  # timers take at most a third of the time, whatever the number of sessions
         while True:
-            await asyncio.sleep(period_ms / 1000)
+            await asyncio.sleep(max(period_ms / 1000, 2 * took))
+            t0 = time.monotonic()
             self.tick()
+            took = time.monotonic() - t0
 
 
 def _peer(addr):
