@@ -57,7 +57,7 @@ class Live:
                 d.acked,
                 d.received,
                 d.retransmissions,
-                (" code " + d.code) if d.status == "pairing" else "",
+                (" code " + d.code) if d.status == "pairing" and d.code else "",
             )
             for n, d in sorted(devs.items())[:40]
         ]
