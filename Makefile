@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps test lint bench sim clean probe pair soak
+.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
@@ -28,12 +28,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The emulated Pico (sim/pico): Node and npm from the system (tools/system-deps.sh),
+# rp2040js pinned in sim/pico/package-lock.json, installed with npm ci.
+PICO_STAMP := sim/pico/node_modules/.installed
+$(PICO_STAMP): sim/pico/package.json sim/pico/package-lock.json
+	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
+	cd sim/pico && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+pico-setup: $(PICO_STAMP)
+
 # System components the tests need (tools/system-deps.sh lists them): installed
 # with apt when this is root on a machine with apt, else the exact command is shown.
 system-deps:
 	@tools/system-deps.sh install
 
-test: $(STAMP)
+test: $(STAMP) $(PICO_STAMP)
 	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
