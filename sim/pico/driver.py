@@ -98,11 +98,15 @@ class Pico:
     end (the simulator's emulated XBee); max_speed: emulated time at most this many
     times wall time (0: no cap; 1 when a host process must answer in time)."""
 
-    def __init__(self, flash=None, uart0=None, max_speed=0, log=None, on_console=None):
+    def __init__(
+        self, flash=None, uart0=None, max_speed=0, log=None, on_console=None, persist=None
+    ):
         check_image()
         cmd = [node_binary(), str(EMU), "--image", str(IMAGE)]
         if flash:
             cmd += ["--flash", str(flash)]
+        if persist:  # the firmware's flash writes are saved back to this file
+            cmd += ["--persist", str(persist)]
         if uart0:
             cmd += ["--uart0", "tcp:" + uart0]
         if max_speed:

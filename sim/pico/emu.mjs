@@ -2,7 +2,8 @@
 // An emulated Raspberry Pi Pico (rp2040js) running stock MicroPython, driven by a
 // host process over JSON lines (sim/pico/driver.py is that host).
 //
-//   node emu.mjs --image RPI_PICO.uf2 [--flash F] [--uart0 tcp:HOST:PORT] [--max-speed X]
+//   node emu.mjs --image RPI_PICO.uf2 [--flash F] [--persist F] [--uart0 tcp:HOST:PORT]
+//                [--max-speed X] [--mark-pin 22]
 //
 // stdin, one JSON object a line:
 //   {"op":"exec","id":N,"code":"..."}  run code through the raw REPL; output streams as
@@ -95,10 +96,22 @@ const romHooks = new Map();
   });
   for (const c of ['IF', 'EX', 'FC', 'CX']) romHooks.set(fnAt[code(c)], () => 1000);
 }
+// --persist F: the flash is written back to F after the firmware changed it (a device's
+// own files, e.g. paired.json and the boot counter, survive a power cycle, as on a board)
+let flashDirty = false;
+let lastFlashWrite = 0;
+function saveFlash() {
+  if (!flashDirty || !args.persist) return;
+  flashDirty = false;
+  fs.writeFileSync(args.persist + '.tmp', mcu.flash.subarray(0, FLASH_SIZE));
+  fs.renameSync(args.persist + '.tmp', args.persist);
+}
 function romCall(pc) {
   const hook = romHooks.get(pc);
   if (!hook) return 0;
   const nanos = hook();
+  flashDirty = true;
+  lastFlashWrite = Date.now();
   core.PC = core.LR & ~1; // return to the caller (bx lr)
   return nanos;
 }
@@ -304,7 +317,7 @@ rl.on('line', (line) => {
     emit({ ev: 'dumped', id: cmd.id, path: cmd.path });
   } else if (cmd.op === 'debug') {
     emit({ ev: 'debug', pc: (core.PC >>> 0).toString(16), lr: (core.LR >>> 0).toString(16),
-      waiting: core.waiting, mode, rx: rx.slice(-200), pending: !!pendingRead, hostq: hostQueue.length });
+      waiting: core.waiting, mode, busy_ms: busyNanos / 1e6, idle_ms: idleNanos / 1e6, rx: rx.slice(-200), pending: !!pendingRead, hostq: hostQueue.length });
   } else if (cmd.op === 'quit') {
     quit(0);
   }
@@ -314,23 +327,41 @@ function quit(code) {
   if (finished) return;
   finished = true;
   flushUart();
+  saveFlash();
   if (sock) sock.destroy();
   process.stdout.write('', () => process.exit(code));
 }
 
 // ---- the run loop ----
-core.PC = FLASH_START; // boot2 at the start of flash, as the bootrom would jump there
+// --max-speed X: emulated time may run ahead of wall time by at most X times the wall time
+// since the reference point; when the emulator lags (the CPU is busy and the host slower
+// than 125 MHz) the reference moves up, so lag is never made up later by racing through
+// an idle wait (that would fire the firmware's timeouts early).
 const maxSpeed = Number(args['max-speed']);
-const wall0 = Date.now();
+let ref = { wall: Date.now(), nanos: 0 };
+let busyNanos = 0;
+let idleNanos = 0;
+function allowedNanos() {
+  const now = Date.now();
+  const allowed = ref.nanos + (now - ref.wall) * 1e6 * maxSpeed;
+  if (allowed - clock.nanos > 20e6) ref = { wall: now, nanos: clock.nanos + 20e6 }; // lagging
+  return ref.nanos + (now - ref.wall) * 1e6 * maxSpeed;
+}
 function run() {
   if (finished) return;
+  const limit = maxSpeed > 0 ? allowedNanos() : Infinity;
   for (let i = 0, k = 0; i < 200000; k++) {
     if (core.waiting) {
-      const n = clock.nanosToNextAlarm;
-      if (n <= 0) { clock.tick(CYCLE_NANOS); i += 1; continue; }
+      let n = clock.nanosToNextAlarm;
+      if (n <= 0) n = CYCLE_NANOS;
+      if (clock.nanos + n > limit) {
+        const d = Math.floor(limit - clock.nanos);
+        if (d > 0) { clock.tick(d); idleNanos += d; } // up to the cap, no alarm due yet
+        break;
+      }
       clock.tick(n);
-      i += n / CYCLE_NANOS;
-      if (maxSpeed > 0 && clock.nanos / 1e6 / maxSpeed > Date.now() - wall0) break;
+      idleNanos += n;
+      i += 64;
     } else {
       const pc = core.PC;
       if (pc < 0x4000 && romHooks.has(pc)) {
@@ -338,7 +369,9 @@ function run() {
         i += 1000;
         continue;
       }
-      clock.tick(core.executeInstruction() * CYCLE_NANOS);
+      const n = core.executeInstruction() * CYCLE_NANOS;
+      clock.tick(n);
+      busyNanos += n;
       i++;
     }
     if ((k & 1023) === 0) {
@@ -349,9 +382,11 @@ function run() {
   pumpUsb();
   stepConsole();
   flushUart();
+  if (flashDirty && Date.now() - lastFlashWrite > 300) saveFlash(); // after a write burst
   if (finished) return;
-  const ahead = maxSpeed > 0 ? clock.nanos / 1e6 / maxSpeed - (Date.now() - wall0) : 0;
-  if (ahead >= 1) setTimeout(run, Math.min(ahead, 20));
-  else setImmediate(run);
+  if (maxSpeed > 0 && core.waiting && clock.nanos + Math.max(clock.nanosToNextAlarm, CYCLE_NANOS) > limit) {
+    setTimeout(run, Math.min(20, Math.max(1, (clock.nanos + clock.nanosToNextAlarm - limit) / 1e6)));
+  } else setImmediate(run);
 }
+core.PC = FLASH_START; // boot2 at the start of flash, as the bootrom would jump there
 run();
