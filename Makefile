@@ -64,15 +64,16 @@ soak: $(STAMP)
 	PYTHONPATH=tests $(PY) -m fuzz --n $(or $(FUZZ_N),1000000) \
 	  --mpy-n $(or $(FUZZ_MPY_N),18000) --seed $(or $(FUZZ_SEED),1) --out build/soak.json
 
-# make sim [DEVICES=5] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
+# make sim [DEVICES=5] [PICO=0] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
 #          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]
 SIM_ARGS = $(if $(DEVICES),--devices $(DEVICES)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(LATENCY),--latency $(LATENCY)) $(if $(SEED),--seed $(SEED)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(MODE),--mode $(MODE)) \
   $(if $(SUITE),--suite $(SUITE)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
-  --report "$(or $(REPORT),build/sim/report.json)"
+  $(if $(PICO),--pico $(PICO)) --report "$(or $(REPORT),build/sim/report.json)"
 
-sim: $(STAMP)
+# PICO=N: the first N devices run on emulated Raspberry Pi Picos (sim/pico, issue 16)
+sim: $(STAMP) $(if $(filter-out 0,$(PICO)),$(PICO_STAMP))
 	$(PY) -m sim $(SIM_ARGS)
 
 clean:

@@ -265,7 +265,7 @@ def run_fleet(tmp_path, mode, count, setup_timeout=150):
     attach(fleet, 1)
     t0 = time.time()
     try:
-        names, good, wrong, checks = run_scenario(fleet, "default", 1, None, setup_timeout)
+        names, good, wrong, checks = run_scenario(fleet, "default", 400, None, setup_timeout)
     finally:
         fleet.shutdown()
     report = rep.build(fleet, "default", names, good, wrong, checks, time.time() - t0)

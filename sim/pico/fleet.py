@@ -32,12 +32,20 @@ def pico_device_json(dev):
     return dev
 
 
-def start_pico_device(fleet, name):
+def start_pico_device(fleet, name, run_code=None, source=False):
+    """Boot `name` on an emulated Pico: main.py starts the application at boot, or,
+    with run_code, main.py is left off the flash and run_code runs through the raw REPL
+    once the prompt is up (e.g. a heap ballast, then `import main`)."""
     d = fleet.device_dir(name)
     flash = d / "flash.bin"
     if not flash.exists():  # first boot: the deployed firmware and this device's files
         dev = pico_device_json(json.loads((d / "device.json").read_text()))
-        image = deployed(extra={"device.json": json.dumps(dev).encode()})
+        dev.get("app", {}).update(getattr(fleet, "pico_app", {}))
+        image = deployed(
+            source=source,
+            extra={"device.json": json.dumps(dev).encode()},
+            leave_out=("main.py",) if run_code else (),
+        )
         shutil.copyfile(image, flash)
     i = int(name.split("-")[-1]) - 1
     port = fleet.radio_state["devices"][i]["port"]
@@ -45,7 +53,7 @@ def start_pico_device(fleet, name):
     fleet.logs[name] = log
     st = fleet.devices[name]
 
-    def on_console(line, cycles):
+    def on_console(line, cycles=0):
         log.write("[%.3f %.3f] %s\n" % (cycles / 125e6, time.time(), line))
         if not line.startswith("ATLS "):
             return
@@ -72,6 +80,26 @@ def start_pico_device(fleet, name):
             st.feed({"ev": "crash", "error": "emulator exit %s" % code})
 
     threading.Thread(target=watch, daemon=True).start()
+    if run_code:
+        partial = [""]
+
+        def on_out(data):
+            text = partial[0] + data.replace("\r\n", "\n")
+            *done, partial[0] = text.split("\n")
+            for ln in done:
+                on_console(ln, pico.cycles)
+
+        def runner():
+            try:
+                r = pico.exec(run_code, timeout=3600, on_out=on_out)
+                pico.result = r
+                if r.err:
+                    log.write(r.err)
+                    st.feed({"ev": "crash", "error": r.err.strip().splitlines()[-1]})
+            except Exception as e:  # the emulator was stopped
+                pico.result = e
+
+        threading.Thread(target=runner, daemon=True).start()
     return pico.proc
 
 
