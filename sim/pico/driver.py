@@ -284,27 +284,38 @@ def write_files(pico, files):
         pico.put(path, files[path])
 
 
-def deployed(source=False, extra=None, leave_out=(), board="pico_w"):
-    """Path of a flash image with the firmware deployed (cached in build/pico/).
-    extra: {device path: bytes} more files (device.json, a test script);
-    leave_out: device paths not to deploy (e.g. "main.py": no auto-start at boot)."""
-    files = firmware_files(source, board)
-    for p in leave_out:
-        files.pop(p, None)
-    files.update(extra or {})
-    h = hashlib.sha256(IMAGE_SHA256.encode())
+def _snapshot(files, base=None):
+    """A flash image: `base` (or an empty flash) with `files` written on it (main.py
+    last: nothing starts at boot until the rest is there); cached by content hash."""
+    h = hashlib.sha256(IMAGE_SHA256.encode() + str(base).encode())
     for p in sorted(files):
         h.update(p.encode() + b"\0" + hashlib.sha256(files[p]).digest())
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / ("flash-%s.bin" % h.hexdigest()[:20])
     if path.exists():
         return path
+    files = dict(files)
     main = files.pop("main.py", None)
-    with Pico() as pico:
+    with Pico(flash=base) as pico:
         write_files(pico, files)
-        if main is not None:  # last: nothing starts at boot until the rest is there
+        if main is not None:
             pico.put("main.py", main)
         tmp = path.with_suffix(".tmp.%d" % os.getpid())
         pico.dump(tmp)
     os.replace(tmp, path)
     return path
+
+
+def deployed(source=False, extra=None, leave_out=(), board="pico_w"):
+    """Path of a flash image with the firmware deployed (cached in build/pico/): the
+    firmware once, then extra ({device path: bytes}: device.json, a script) and main.py
+    on top of that, so a new device.json costs a boot and a few writes, not a deployment.
+    leave_out: device paths not to deploy (e.g. "main.py": no auto-start at boot)."""
+    files = firmware_files(source, board)
+    top = {"main.py": files.pop("main.py")}
+    top.update(extra or {})
+    for p in leave_out:
+        files.pop(p, None)
+        top.pop(p, None)
+    base = _snapshot(files)
+    return _snapshot(top, base) if top else base
