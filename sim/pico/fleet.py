@@ -16,7 +16,6 @@ answers in time, and the device runs at most at real speed (slower when the host
 import json
 import shutil
 import threading
-import time
 
 from sim.pico.driver import Pico, deployed
 
@@ -54,7 +53,8 @@ def start_pico_device(fleet, name, run_code=None, source=False):
     st = fleet.devices[name]
 
     def on_console(line, cycles=0):
-        log.write("[%.3f %.3f] %s\n" % (cycles / 125e6, time.time(), line))
+        log.write("%s\n" % line)
+        log.flush()
         if not line.startswith("ATLS "):
             return
         try:
