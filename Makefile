@@ -8,11 +8,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup
+.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup test-pico
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
-	@echo "make test       run every test (CPython + MicroPython unix port)"
+	@echo "make test       run every test (CPython + MicroPython unix port + emulated Pico)"
+	@echo "make test-pico  only the pico tier (firmware on an emulated Raspberry Pi Pico)"
 	@echo "make lint       ruff check + ruff format --check (CI runs it before the tests)"
 	@echo "make bench      measure speed and memory, write build/bench.json"
 	@echo "make soak       fuzz the parsers (FUZZ_N=1000000 FUZZ_MPY_N= FUZZ_SEED=), build/soak.json"
@@ -46,6 +47,10 @@ system-deps:
 test: $(STAMP) $(PICO_STAMP)
 	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# the pico tier alone: the firmware on an emulated Raspberry Pi Pico (tests/test_pico*.py)
+test-pico: $(STAMP) $(PICO_STAMP)
+	$(PY) -m pytest tests -m pico $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

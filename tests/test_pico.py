@@ -254,8 +254,24 @@ def test_device_random_comes_from_the_seeded_drbg(pico):
     assert r.lines("RES") == ["True 32 True"], r.out
 
 
+def test_missing_node_fails_with_the_install_command(monkeypatch):
+    """No silent skip: without Node the tier fails and says how to install it."""
+    from sim.pico import driver
+
+    monkeypatch.setattr(driver.shutil, "which", lambda name: None)
+    with pytest.raises(driver.EmulatorError) as e:
+        driver.Pico()
+    assert "apt-get install -y nodejs npm" in str(e.value) and "make pico-setup" in str(e.value)
+
+
 # -- end to end: main.py, the XBee driver on UART0, the simulator's radio ---------------------
 def run_fleet(tmp_path, mode, count, setup_timeout=150):
+    from sim.pico.driver import EmulatorError, node_binary
+
+    try:
+        node_binary()
+    except EmulatorError as e:
+        pytest.fail(str(e))
     from sim import report as rep
     from sim.fleet import Fleet
     from sim.pico.fleet import attach
