@@ -84,8 +84,6 @@ for code in sorted(SUITE_NAMES):
 """
 
 REPLAY = r"""
-import sys
-sys.path.append("/bench")
 import tls_replay_run as R
 for name in %r:
     spec, flight = R.load("/bench/%%s.json" %% name)
@@ -98,8 +96,6 @@ HEAP_TRIAL = r"""
 import gc
 gc.collect()
 _ballast = bytearray(%d) if %d else None
-import sys
-sys.path.append("/bench")
 try:
     import tls_replay_run as R
     from atls.channel import key_block
@@ -134,7 +130,7 @@ def _flash(source=False):
         cases = tls_fixtures.write(tmp)
         extra = {"bench/%s.json" % n: json.dumps(cases[n]).encode() for n in FIXTURES}
     for f in ("tls_replay_run.py", "detrng.py"):
-        extra["bench/" + f] = (BENCH / f).read_bytes()
+        extra[f] = (BENCH / f).read_bytes()  # the flash root is on the device's sys.path
     _FLASH[source] = deployed(source=source, extra=extra, leave_out=("main.py",))
     return _FLASH[source]
 
