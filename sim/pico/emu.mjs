@@ -353,7 +353,7 @@ function run() {
   for (let i = 0, k = 0; i < 200000; k++) {
     if (core.waiting) {
       let n = clock.nanosToNextAlarm;
-      if (n <= 0) n = CYCLE_NANOS;
+      if (n <= 0) n = 1e6; // nothing scheduled: idle in 1 ms steps (host input wakes it)
       if (clock.nanos + n > limit) {
         const d = Math.floor(limit - clock.nanos);
         if (d > 0) { clock.tick(d); idleNanos += d; } // up to the cap, no alarm due yet

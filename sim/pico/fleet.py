@@ -95,6 +95,7 @@ def start_pico_device(fleet, name, run_code=None, source=False):
                 pico.result = r
                 if r.err:
                     log.write(r.err)
+                    log.flush()
                     st.feed({"ev": "crash", "error": r.err.strip().splitlines()[-1]})
             except Exception as e:  # the emulator was stopped
                 pico.result = e
