@@ -254,7 +254,18 @@ class Pico:
                 pass
 
 
+_FILES = {}
+
+
 def firmware_files(source=False, board="pico_w"):
+    """Cached per process (the firmware does not change while tests run)."""
+    key = (source, board)
+    if key not in _FILES:
+        _FILES[key] = _firmware_files(source, board)
+    return dict(_FILES[key])
+
+
+def _firmware_files(source, board):
     """{device path: bytes}: what `make deploy BOARD=pico_w` puts on a board (.mpy
     compiled for armv6m, main.py, board_config.json), or with source=True the .py
     modules instead of the .mpy."""
