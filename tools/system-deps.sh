@@ -6,6 +6,8 @@
 # come from pip into .venv (make setup).
 set -euo pipefail
 NEEDED="openssl:openssl"
+# the emulated Pico (sim/pico/emu.mjs: rp2040js under Node >= 18; npm installs it)
+NEEDED="$NEEDED node:nodejs npm:npm"
 
 missing_pkgs() {
   local out="" entry cmd pkg

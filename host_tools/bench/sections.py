@@ -14,6 +14,9 @@ that measures and never asserts; the runner stores it in build/bench.json under
   boards              .mpy bytes per board, heap to import everything (issue 7)
   abuse               the service and the gateway under flood: honest success
                       and latency, RSS growth, amplification, fds (issue 14)
+  pico                the firmware on an emulated Raspberry Pi Pico (RP2040,
+                      rp2040js): crypto, handshake CPU, heap, end to end over
+                      the XBee path, ESP32 estimate (issue 16)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -28,6 +31,7 @@ from host_tools.bench import (
     abuse,
     boards,
     link_overhead,
+    pico,
     service_handshakes,
     sim_scale,
     zigbee,
@@ -40,6 +44,7 @@ SECTIONS = (
     ("sim_scale", sim_scale.sim_scale),
     ("boards", boards.boards),
     ("abuse", abuse.abuse),
+    ("pico", pico.pico),
 )
 
 NOTES = {
@@ -49,6 +54,7 @@ NOTES = {
     "sim_scale": sim_scale.NOTE,
     "boards": boards.NOTE,
     "abuse": abuse.NOTE,
+    "pico": pico.NOTE,
 }
 
 
