@@ -1,0 +1,359 @@
+"""make mutants: mutation testing of the security-critical modules (cosmic-ray).
+
+For every module listed in tests/mutants/modules.toml, cosmic-ray makes
+one-change mutants (a comparison, a boolean, a number, an exception type, a
+loop, ...; the operator subset is in modules.toml) and runs that module's
+fast CPython tests against each: a mutant is *killed* when a test fails (or
+times out), *survived* when every test passes.  Mutants listed in
+tests/mutants/equivalent.txt (the program behaves the same, with the reason)
+are counted apart.  The report goes to build/mutants/ (report.md,
+report.json, survivors.txt in the equivalents file's key format).
+
+cosmic-ray mutates files in place, so each worker runs in its own copy of the
+tree (build/mutants/work/wN) with PYTHONPATH pointing at the copy, which wins
+over the editable install; the checkout itself is never modified.  Workers
+take whole modules, largest first.
+
+    python tests/mutants/run.py [--workers 2] [--modules der,channel]
+                                [--sample K] [--out build/mutants] [--report-only]
+
+--sample K runs every K-th mutant only (to measure and extrapolate the time
+of a whole run); the report says so.
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+COPY = ("firmware", "host_tools", "sim", "tests", "pyproject.toml")
+
+
+def load_config(path=HERE / "modules.toml"):
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def key_of(module, operator, diff):
+    """A stable key for a mutant: module, operator and the changed line
+    before => after (comments and indentation stripped), so a key survives
+    edits elsewhere in the file.  Identical keys get #2, #3, ... in order."""
+    old = new = ""
+    for line in (diff or "").splitlines():
+        if line.startswith("---") or line.startswith("+++"):
+            continue
+        if line.startswith("-") and not old:
+            old = line[1:]
+        elif line.startswith("+") and not new:
+            new = line[1:]
+
+    def clean(s):
+        return re.sub(r"\s+#.*$", "", s).strip()
+
+    return "%s :: %s :: %s => %s" % (module, operator.split("/")[-1], clean(old), clean(new))
+
+
+def load_equivalents(path=HERE / "equivalent.txt"):
+    """{key: reason} from equivalent.txt: `key :: reason` per line."""
+    out = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, _, reason = line.rpartition(" :: ")
+        out[key.strip()] = reason.strip()
+    return out
+
+
+def cr_config(cfg, module, spec, workdir):
+    tests = " ".join(spec["tests"])
+    select = spec.get("select")
+    cmd = "%s -m pytest -x -q -p no:cacheprovider --timeout %d %s%s" % (
+        BIN / "python",
+        int(cfg["test-timeout"]),
+        ("-k %s " % _quote(select)) if select else "",
+        tests,
+    )
+    lines = [
+        "[cosmic-ray]",
+        "module-path = %s" % json.dumps(module),
+        "timeout = %s" % float(spec.get("timeout", cfg["timeout"])),
+        "excluded-modules = []",
+        "test-command = %s" % json.dumps(cmd),
+        "",
+        "[cosmic-ray.distributor]",
+        'name = "local"',
+        "",
+        "[cosmic-ray.filters.operators-filter]",
+        "exclude-operators = %s" % json.dumps(cfg["exclude-operators"]),
+        "",
+    ]
+    path = workdir / ("cr-%s.toml" % _slug(module))
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _quote(s):
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def _slug(module):
+    return module.replace("/", "_").replace(".py", "")
+
+
+def make_copy(dest):
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", "*.pyc")
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def run_module(module, spec, cfg, copy, out, sample, log):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = "%s:%s" % (copy / "firmware", copy)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    conf = cr_config(cfg, module, spec, copy)
+    db = out / ("%s.sqlite" % _slug(module))
+    if db.exists():
+        db.unlink()
+
+    def cr(*args):
+        return subprocess.run(
+            [str(BIN / args[0])] + [str(a) for a in args[1:]],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    t0 = time.monotonic()
+    r = cr("cosmic-ray", "init", conf, db)
+    if r.returncode:
+        log("%s: init failed: %s" % (module, r.stderr[-2000:]))
+        return
+    cr("cr-filter-operators", db, conf)
+    if sample > 1:
+        _keep_every(db, sample)
+    base = cr("cosmic-ray", "baseline", conf)
+    if base.returncode:
+        log("%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:]))
+        return
+    r = cr("cosmic-ray", "exec", conf, db)
+    if r.returncode:
+        log("%s: exec failed: %s" % (module, r.stderr[-2000:]))
+    log("%s: done in %.0f s" % (module, time.monotonic() - t0))
+    meta = {"seconds": round(time.monotonic() - t0, 1), "sample_every": sample}
+    (out / ("%s.meta.json" % _slug(module))).write_text(json.dumps(meta))
+
+
+def _keep_every(db, k):
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(db)) as wdb:
+        for i, item in enumerate(list(wdb.pending_work_items)):
+            if i % k:
+                wdb.set_result(
+                    item.job_id,
+                    WorkResult(output="not sampled", worker_outcome=WorkerOutcome.SKIPPED),
+                )
+
+
+def collect(cfg, out, modules):
+    """Per-module results from the cosmic-ray sessions in out/."""
+    equiv = load_equivalents()
+    rows, survivors, used = [], [], set()
+    for module in modules:
+        db = out / ("%s.sqlite" % _slug(module))
+        if not db.exists():
+            continue
+        r = subprocess.run(
+            [str(BIN / "cosmic-ray"), "dump", str(db)], capture_output=True, text=True, check=True
+        )
+        counts = dict(killed=0, timeout=0, survived=0, equivalent=0, incompetent=0, pending=0)
+        seen = {}
+        for line in r.stdout.splitlines():
+            item, result = json.loads(line)
+            m = item["mutations"][0]
+            if result is None:
+                counts["pending"] += 1
+                continue
+            if result["worker_outcome"] == "skipped":
+                continue
+            key = key_of(module, m["operator_name"], result.get("diff"))
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                key += " #%d" % seen[key]
+            outcome = result.get("test_outcome")
+            if result["worker_outcome"] in ("exception", "abnormal"):
+                counts["incompetent"] += 1
+            elif outcome == "killed":
+                counts["timeout" if result.get("output") == "timeout" else "killed"] += 1
+            elif outcome == "incompetent":
+                counts["incompetent"] += 1
+            elif key in equiv:
+                counts["equivalent"] += 1
+                used.add(key)
+            else:
+                counts["survived"] += 1
+                survivors.append((key, m["start_pos"][0], result.get("diff") or ""))
+        meta = out / ("%s.meta.json" % _slug(module))
+        meta = json.loads(meta.read_text()) if meta.exists() else {}
+        counts["seconds"] = meta.get("seconds")
+        counts["sample_every"] = meta.get("sample_every", 1)
+        rows.append((module, counts))
+    return rows, survivors, sorted(set(equiv) - used)
+
+
+def write_report(cfg, out, modules):
+    rows, survivors, stale = collect(cfg, out, modules)
+    tot = {k: sum(c[k] for _, c in rows) for k in ("killed", "timeout", "survived", "equivalent")}
+    tot["incompetent"] = sum(c["incompetent"] for _, c in rows)
+    tot["seconds"] = sum(c["seconds"] or 0 for _, c in rows)
+    live = tot["killed"] + tot["timeout"] + tot["survived"]
+    score = 100.0 * (tot["killed"] + tot["timeout"]) / live if live else 0.0
+    lines = [
+        "# Mutation testing report (make mutants)",
+        "",
+        "cosmic-ray over the security-critical modules; tests per module in "
+        "tests/mutants/modules.toml; equivalents in tests/mutants/equivalent.txt.",
+        "",
+    ]
+    sampled = sorted({c["sample_every"] for _, c in rows} - {1})
+    if sampled:
+        lines += [
+            "**Sampled: modules marked `1/K` ran every K-th mutant only; the "
+            "time of a whole run is about K times theirs.**",
+            "",
+        ]
+    lines += [
+        "| module | killed | timeout | survived | equivalent | incompetent | score | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    tot["sample_every"] = 1
+    for module, c in rows + [("**total**", tot)]:
+        n = c["killed"] + c["timeout"] + c["survived"]
+        lines.append(
+            "| %s | %d | %d | %d | %d | %d | %s | %s |"
+            % (
+                module + (" (1/%d)" % c["sample_every"] if c["sample_every"] > 1 else ""),
+                c["killed"],
+                c["timeout"],
+                c["survived"],
+                c["equivalent"],
+                c["incompetent"],
+                "%.1f %%" % (100.0 * (c["killed"] + c["timeout"]) / n) if n else "-",
+                "%.0f" % c["seconds"] if c["seconds"] else "-",
+            )
+        )
+    lines += [
+        "",
+        "Score = (killed + timeout) / (killed + timeout + survived): equivalent "
+        "mutants are out of it, incompetent ones (the mutant does not run) too.",
+        "",
+        "## Survivors (%d)" % len(survivors),
+        "",
+    ]
+    for key, line, diff in survivors:
+        lines += ["- `%s` (line %s)" % (key, line)]
+    if stale:
+        lines += ["", "## Equivalents no longer produced (%d)" % len(stale), ""]
+        lines += ["- `%s`" % k for k in stale]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "survivors.txt").write_text(
+        "".join("%s :: TODO why equivalent or which test kills it\n" % k for k, _, _ in survivors)
+    )
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "modules": {m: c for m, c in rows},
+                "total": tot,
+                "score_percent": round(score, 2),
+                "survivors": [{"key": k, "line": ln, "diff": d} for k, ln, d in survivors],
+                "stale_equivalents": stale,
+            },
+            indent=1,
+        )
+    )
+    return score, tot, survivors
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--modules", default="", help="comma-separated substrings of module paths")
+    ap.add_argument("--sample", type=int, default=1, help="run every K-th mutant only")
+    ap.add_argument("--out", default=str(ROOT / "build" / "mutants"))
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this percentage")
+    args = ap.parse_args(argv)
+    cfg = load_config()
+    specs = cfg["modules"]
+    wanted = [w for w in args.modules.split(",") if w]
+    modules = [m for m in specs if not wanted or any(w in m for w in wanted)]
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        lock = threading.Lock()
+
+        def log(msg):
+            with lock:
+                print(msg, flush=True)
+
+        todo = queue.Queue()
+        for m in sorted(modules, key=lambda m: -(ROOT / m).stat().st_size):
+            todo.put(m)
+
+        def worker(k):
+            copy = out / "work" / ("w%d" % k)
+            make_copy(copy)
+            while True:
+                try:
+                    m = todo.get_nowait()
+                except queue.Empty:
+                    return
+                log("w%d: %s" % (k, m))
+                run_module(m, specs[m], cfg, copy, out, args.sample, log)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.workers)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("wall time %.0f s with %d workers" % (time.monotonic() - t0, args.workers))
+    score, tot, survivors = write_report(cfg, out, modules)
+    print(
+        "killed %d, timeout %d, survived %d, equivalent %d: score %.1f %% -> %s"
+        % (
+            tot["killed"],
+            tot["timeout"],
+            tot["survived"],
+            tot["equivalent"],
+            score,
+            out / "report.md",
+        )
+    )
+    return 1 if score < args.min_score else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
