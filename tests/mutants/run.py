@@ -31,8 +31,12 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: cosmic-ray brings tomlkit
+    import tomlkit as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -41,8 +45,7 @@ COPY = ("firmware", "host_tools", "sim", "tests", "pyproject.toml")
 
 
 def load_config(path=HERE / "modules.toml"):
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    return tomllib.loads(path.read_text())
 
 
 def key_of(module, operator, diff):
@@ -272,7 +275,7 @@ def write_report(cfg, out, modules):
         "## Survivors (%d)" % len(survivors),
         "",
     ]
-    for key, line, diff in survivors:
+    for key, line, _ in survivors:
         lines += ["- `%s` (line %s)" % (key, line)]
     if stale:
         lines += ["", "## Equivalents no longer produced (%d)" % len(stale), ""]
