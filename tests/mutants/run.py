@@ -35,8 +35,8 @@ from pathlib import Path
 
 try:
     import tomllib
-except ImportError:  # Python 3.10: cosmic-ray brings tomlkit
-    import tomlkit as tomllib
+except ImportError:  # Python 3.10: cosmic-ray depends on toml
+    import toml as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
