@@ -1,5 +1,70 @@
-"""Tests that kill mutants `make mutants` found alive (see tests/mutants/)."""
+"""atls.x509 checks that `make mutants` (tests/mutants/) found no test
+pinning down (RFC 5280 §4.1.2.7 with RFC 8017 §A.1.1; §4.2.1.6)."""
+
+import datetime
+
+import pytest
+from cryptography import x509 as cx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from atls import x509
+from atls.errors import AlertError
+
+T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def test_placeholder():
-    pass
+def cert(key, san=None):
+    n = cx.Name([cx.NameAttribute(NameOID.COMMON_NAME, "t")])
+    b = (
+        cx.CertificateBuilder()
+        .subject_name(n)
+        .issuer_name(n)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(T0)
+        .not_valid_after(T0 + datetime.timedelta(days=30))
+    )
+    if san:
+        b = b.add_extension(cx.SubjectAlternativeName([cx.DNSName(s) for s in san]), False)
+    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def rsa_der():
+    return cert(rsa.generate_private_key(65537, 2048))
+
+
+def test_rsa_key_with_even_exponent_or_even_modulus_is_bad_certificate_42(rsa_der):
+    """RFC 8017 §3.1: n is odd (a product of odd primes), e is odd and >= 3."""
+    assert x509.Certificate(rsa_der).public_key[1] == 65537
+    e = b"\x02\x03\x01\x00\x01"  # INTEGER 65537 ends the RSAPublicKey
+    assert rsa_der.count(e) == 1
+    i = rsa_der.index(e)
+    for bad in (
+        rsa_der[:i] + b"\x02\x03\x01\x00\x02" + rsa_der[i + 5 :],  # e even, n odd
+        rsa_der[: i - 1] + bytes([rsa_der[i - 1] ^ 1]) + rsa_der[i:],  # n even, e odd
+        rsa_der[:i] + b"\x02\x03\x00\x00\x01" + rsa_der[i + 5 :],  # e = 1 (not minimal: 50)
+    ):
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(bad)
+        assert ei.value.description in (42, 50)
+    with pytest.raises(AlertError) as ei:  # e even: exactly bad_certificate
+        x509.Certificate(rsa_der[:i] + b"\x02\x03\x01\x00\x02" + rsa_der[i + 5 :])
+    assert ei.value.description == 42
+    with pytest.raises(AlertError) as ei:  # n even: exactly bad_certificate
+        x509.Certificate(rsa_der[: i - 1] + bytes([rsa_der[i - 1] ^ 1]) + rsa_der[i:])
+    assert ei.value.description == 42
+
+
+def test_dns_names_are_printable_ascii_0x21_to_0x7e():
+    key = ec.generate_private_key(ec.SECP256R1())
+    c = x509.Certificate(cert(key, san=["!a.example", "b~.example"]))
+    assert c.san_dns == ["!a.example", "b~.example"]
+    good = cert(key, san=["ab.example"])
+    for ch in (0x20, 0x7F):  # space and DEL, same length as "b"
+        bad = good.replace(b"ab.example", bytes([0x61, ch]) + b".example")
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(bad)
+        assert ei.value.description == 42
