@@ -306,6 +306,23 @@ def test_refinished_flight_with_its_own_cv_connects(certs):
     assert c.state == CONNECTED
 
 
+def test_handshake_messages_split_across_records_connect(certs):
+    """§5.1: handshake messages may be fragmented across records (and a
+    record may end inside a message header): every split of the protected
+    part of the flight into two records still connects."""
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    plain = b"".join(m.messages)
+    tag = suite_tag_len(m.suite)
+    for cut in (1, 3, 4, 5, len(m.messages[0]) + 2, len(plain) - 1):
+        sealer = RecordProtection(m.suite, m.secret)
+        data = m.sh + sealer.seal(22, plain[:cut], tag) + sealer.seal(22, plain[cut:], tag)
+        c = make()
+        c.data_to_send()
+        c.receive(data)
+        assert c.state == CONNECTED, cut
+
+
 def test_bad_server_finished_is_decrypt_error(certs):
     make, flight = capture("psk", certs)
     m = Mitm(make, flight)
