@@ -4,8 +4,10 @@ protocol work, so these live apart.  docs/PROTOCOL.md §2-§3."""
 
 import pytest
 
+from atls import wire
 from atls.errors import UsageError
 from atls.link import Link, LinkConfig
+from atls.protocol import HS_ACK
 
 
 def test_a_flight_of_exactly_max_flight_bytes_is_sent_one_more_is_refused():
@@ -18,3 +20,31 @@ def test_a_flight_of_exactly_max_flight_bytes_is_sent_one_more_is_refused():
         with pytest.raises(UsageError):
             cli.send_flight(bytes(size), 0)
         assert not cli.flight_pending()
+
+
+def test_a_non_final_fragment_254_is_bad_fragment():
+    """§2: indexes 0..254; a non-final fragment at 254 leaves no room for an
+    END (255 is the last index), so it is bad_fragment, not stored."""
+    srv = Link("server", LinkConfig(mtu=64, max_flight=4096), session_id=5)
+    srv.receive(wire.encode_hs(0, 0, 254, b"x"), 0)
+    assert srv.drops["bad_fragment"] == 1 and srv.drops["too_big"] == 0
+    srv.receive(wire.encode_hs(0, 0, 253, b"x"), 0)  # 253 is a legal non-final index
+    assert srv.drops["bad_fragment"] == 1
+
+
+def test_an_hs_ack_without_progress_does_not_restart_the_backoff():
+    """§2: the retransmission backoff restarts only when an HS_ACK
+    acknowledges a fragment not acknowledged before."""
+    cli = Link("client", LinkConfig(mtu=64, rto_ms=1000))
+    cli.send_flight(bytes(200), 0)  # 4 fragments
+    assert len(cli.datagrams(0)) == 4
+    assert cli.next_timer_ms() == 1000
+    assert len(cli.datagrams(1000)) == 4  # retransmitted; backoff now 2000
+    assert cli.next_timer_ms() == 3000
+    ack0 = wire.encode(HS_ACK, 7, bytes((0, 0x80)))  # fragment 0 of flight 0
+    cli.receive(ack0, 1500)
+    assert cli.next_timer_ms() == 2500  # progress: backoff back to rto_ms
+    cli.receive(ack0, 1600)  # the same again: no progress, no restart
+    assert cli.next_timer_ms() == 2500
+    assert len(cli.datagrams(2500)) == 3  # fragment 0 is not sent again
+    assert cli.next_timer_ms() == 4500

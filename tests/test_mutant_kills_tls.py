@@ -6,7 +6,7 @@ tests/test_tls_failures.py (it has the man in the middle that re-seals)."""
 
 import pytest
 
-from atls.errors import UsageError
+from atls.errors import AlertError, UsageError
 from atls.protocol import TLS_AES_128_CCM_SHA256
 from atls.tls.client import CLOSED, CONNECTED, START, ClientConfig, TLSClient
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
@@ -57,3 +57,21 @@ def test_application_data_after_the_handshake_is_ignored():
     assert c.state == CONNECTED and c.data_to_send() == b""
     c.receive(s.close())  # then close_notify ends it quietly
     assert c.state == CLOSED
+
+
+def test_no_alert_is_sent_back_for_the_peers_own_alert():
+    """§6.2: a fatal alert from the server closes the client; answering it
+    with an alert of our own would only talk to a closed peer."""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start()
+    c.data_to_send()
+    with pytest.raises(AlertError) as ei:
+        c.receive(b"\x15\x03\x03\x00\x02\x02\x28")  # fatal handshake_failure
+    assert ei.value.description == 40 and c.state == CLOSED
+    assert c.data_to_send() == b""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start()
+    c.data_to_send()
+    with pytest.raises(AlertError) as ei:  # our own failure: the alert goes out
+        c.receive(b"\x63\x03\x03\x00\x01\x00")  # unknown content type: 10
+    assert c.data_to_send() == b"\x15\x03\x03\x00\x02\x02" + bytes((ei.value.description,))

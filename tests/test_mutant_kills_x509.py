@@ -68,3 +68,11 @@ def test_dns_names_are_printable_ascii_0x21_to_0x7e():
         with pytest.raises(AlertError) as ei:
             x509.Certificate(bad)
         assert ei.value.description == 42
+
+
+def test_hostname_matches_refuses_empty_names():
+    assert x509.hostname_matches("a.example", "a.example")
+    assert not x509.hostname_matches("a.example", "")
+    assert not x509.hostname_matches("", "a.example")
+    assert not x509.hostname_matches(".", "a.example")
+    assert not x509.hostname_matches("a.example", ".")
