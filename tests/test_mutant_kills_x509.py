@@ -76,3 +76,10 @@ def test_hostname_matches_refuses_empty_names():
     assert not x509.hostname_matches("", "a.example")
     assert not x509.hostname_matches(".", "a.example")
     assert not x509.hostname_matches("a.example", ".")
+
+
+def test_ip_address_accepts_bracketed_ipv6():
+    want = bytes.fromhex("20010db8000000000000000000000001")
+    assert x509.ip_address("2001:db8::1") == want
+    assert x509.ip_address("[2001:db8::1]") == want
+    assert x509.ip_address("[2001:db8::1") is None

@@ -159,11 +159,27 @@ def run_module(module, spec, cfg, copy, out, sample, log):
     if base.returncode:
         log("%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:]))
         return
-    r = cr("cosmic-ray", "exec", conf, db)
-    if r.returncode:
-        log("%s: exec failed: %s" % (module, r.stderr[-2000:]))
-    log("%s: done in %.0f s" % (module, time.monotonic() - t0))
-    meta = {"seconds": round(time.monotonic() - t0, 1), "sample_every": sample}
+    # exec as a child of its own so its CPU time (with the test runs it waited
+    # for) is known: wall time depends on what else the machine runs, CPU not
+    p = subprocess.Popen(
+        [str(BIN / "cosmic-ray"), "exec", str(conf), str(db)],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        log("%s: exec failed: %s" % (module, err[-2000:].decode(errors="replace")))
+    cpu = ru.ru_utime + ru.ru_stime
+    log("%s: done in %.0f s (%.0f s CPU)" % (module, time.monotonic() - t0, cpu))
+    meta = {
+        "seconds": round(time.monotonic() - t0, 1),
+        "cpu_seconds": round(cpu, 1),
+        "sample_every": sample,
+    }
     (out / ("%s.meta.json" % _slug(module))).write_text(json.dumps(meta))
 
 
@@ -221,6 +237,7 @@ def collect(cfg, out, modules):
         meta = out / ("%s.meta.json" % _slug(module))
         meta = json.loads(meta.read_text()) if meta.exists() else {}
         counts["seconds"] = meta.get("seconds")
+        counts["cpu_seconds"] = meta.get("cpu_seconds")
         counts["sample_every"] = meta.get("sample_every", 1)
         rows.append((module, counts))
     return rows, survivors, sorted(set(equiv) - used)
@@ -231,6 +248,10 @@ def write_report(cfg, out, modules):
     tot = {k: sum(c[k] for _, c in rows) for k in ("killed", "timeout", "survived", "equivalent")}
     tot["incompetent"] = sum(c["incompetent"] for _, c in rows)
     tot["seconds"] = sum(c["seconds"] or 0 for _, c in rows)
+    tot["cpu_seconds"] = sum(c["cpu_seconds"] or 0 for _, c in rows)
+    # a whole run on idle cores: every module's exec CPU time times its
+    # sampling factor, spread over the workers
+    full_cpu = sum((c["cpu_seconds"] or 0) * c["sample_every"] for _, c in rows)
     live = tot["killed"] + tot["timeout"] + tot["survived"]
     score = 100.0 * (tot["killed"] + tot["timeout"]) / live if live else 0.0
     lines = [
@@ -248,14 +269,15 @@ def write_report(cfg, out, modules):
             "",
         ]
     lines += [
-        "| module | killed | timeout | survived | equivalent | incompetent | score | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| module | killed | timeout | survived | equivalent | incompetent | score "
+        "| wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     tot["sample_every"] = 1
     for module, c in rows + [("**total**", tot)]:
         n = c["killed"] + c["timeout"] + c["survived"]
         lines.append(
-            "| %s | %d | %d | %d | %d | %d | %s | %s |"
+            "| %s | %d | %d | %d | %d | %d | %s | %s | %s |"
             % (
                 module + (" (1/%d)" % c["sample_every"] if c["sample_every"] > 1 else ""),
                 c["killed"],
@@ -265,12 +287,17 @@ def write_report(cfg, out, modules):
                 c["incompetent"],
                 "%.1f %%" % (100.0 * (c["killed"] + c["timeout"]) / n) if n else "-",
                 "%.0f" % c["seconds"] if c["seconds"] else "-",
+                "%.0f" % c["cpu_seconds"] if c["cpu_seconds"] else "-",
             )
         )
     lines += [
         "",
         "Score = (killed + timeout) / (killed + timeout + survived): equivalent "
         "mutants are out of it, incompetent ones (the mutant does not run) too.",
+        "",
+        "A whole run on 2 idle cores takes about %.0f min (the CPU time above, times "
+        "each module's sampling factor, over 2 workers; wall time depends on what "
+        "else the machine runs)." % (full_cpu / 2 / 60),
         "",
         "## Survivors (%d)" % len(survivors),
         "",
@@ -290,6 +317,7 @@ def write_report(cfg, out, modules):
                 "modules": {m: c for m, c in rows},
                 "total": tot,
                 "score_percent": round(score, 2),
+                "full_run_cpu_seconds": round(full_cpu, 1),
                 "survivors": [{"key": k, "line": ln, "diff": d} for k, ln, d in survivors],
                 "stale_equivalents": stale,
             },
