@@ -7,7 +7,7 @@ import pytest
 from atls import wire
 from atls.errors import UsageError
 from atls.link import Link, LinkConfig
-from atls.protocol import HS_ACK
+from atls.protocol import CLOSE, DATA, HS_ACK
 
 
 def test_a_flight_of_exactly_max_flight_bytes_is_sent_one_more_is_refused():
@@ -48,3 +48,71 @@ def test_an_hs_ack_without_progress_does_not_restart_the_backoff():
     assert cli.next_timer_ms() == 2500
     assert len(cli.datagrams(2500)) == 3  # fragment 0 is not sent again
     assert cli.next_timer_ms() == 4500
+
+
+KB = bytes(range(200, 256))
+
+
+def pump(a, b, now, drop=None, limit=50):
+    """Exchange datagrams until both are quiet; drop(d) may eat one."""
+    for _ in range(limit):
+        moved = False
+        for src, dst in ((a, b), (b, a)):
+            for d in src.datagrams(now):
+                moved = True
+                if drop is None or not drop(d):
+                    dst.receive(d, now)
+        if not moved:
+            return
+
+
+def connect(**cfg):
+    cli = Link("client", LinkConfig(mtu=64, **cfg))
+    srv = Link("server", LinkConfig(mtu=64, **cfg), 0x0BAD)
+    cli.send_flight(b"\x16" * 150, 0)
+    pump(cli, srv, 0)
+    srv.send_flight(b"\x17" * 300, 1)
+    pump(cli, srv, 1)
+    cli.send_flight(b"\x18" * 50, 2)
+    cli.start_channel(KB, 0x1305)
+    pump(cli, srv, 2)
+    srv.start_channel(KB, 0x1305)
+    pump(cli, srv, 3)
+    assert cli.state == srv.state == "open"
+    cli.events(), srv.events()
+    return cli, srv
+
+
+def test_selective_acks_count_from_next_whatever_next_is():
+    """§4: ACK bit k acknowledges seq next + 1 + k; with next far from 0 the
+    selectively acknowledged messages are not sent again, only the gap."""
+    cli, srv = connect(window=8)
+    for _ in range(40):
+        cli.send(b"m", 10)
+        pump(cli, srv, 10)
+    for _ in range(4):
+        cli.send(b"n", 20)
+    first = []
+
+    def drop_first(d):
+        if not first and d[0] & 7 == DATA:
+            first.append(d)
+            return True
+        return False
+
+    pump(cli, srv, 20, drop=drop_first)
+    assert first and len([e for e in srv.events() if e[0] == "message"]) == 40
+    again = cli.datagrams(20 + 1000)  # rto_ms after: only the gap goes again
+    assert again == first
+    assert cli.counters["retransmissions"] == 1
+
+
+def test_the_last_close_counter_still_sends_close():
+    """§5: CLOSE counters 0..MAX_COUNTER are all usable; past it nothing is
+    sealed (the nonce would repeat)."""
+    for close_seq, sent in ((wire.MAX_COUNTER, 1), (wire.MAX_COUNTER + 1, 0)):
+        cli, srv = connect()
+        cli.channel.close_seq = close_seq
+        cli.close()
+        out = cli.datagrams(10)
+        assert len([d for d in out if d[0] & 7 == CLOSE]) == sent, close_seq
