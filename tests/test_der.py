@@ -454,3 +454,14 @@ def test_fuzz_micropython_matches_cpython(mpyc):
         rows.append((op, data, der_op(op, data)))
     summary = mpyc.run_rows(ROW_SCRIPT, rows, heapsize="32K")
     assert summary == {"ok": len(rows), "failed": []}
+
+
+def test_uint_span_takes_max_len_octets_after_the_sign_octet():
+    """read_uint_span(max_len=n): n magnitude octets, plus the 0x00 sign
+    octet X.690 §8.3.2 requires when the top bit is set, fit; n + 1 do not."""
+    r = der.Reader(bytes.fromhex("020300ffff"))
+    assert der.read_uint_span(r, 2) == (3, 5)
+    with pytest.raises(DecodeError):
+        der.read_uint_span(der.Reader(bytes.fromhex("020400ffffff")), 2)
+    with pytest.raises(DecodeError):
+        der.read_uint_span(der.Reader(bytes.fromhex("0203010203")), 2)

@@ -286,3 +286,39 @@ def test_budget_holds_at_most_64():
     b = Budget(3)
     b.send([b"\xa0" + bytes([i]) for i in range(100)], lambda d: None)
     assert len(b.held) == 64 and b.held[0] == b"\xa0" + bytes([36])
+
+
+def test_first_flight_of_exactly_max_flight_bytes_is_kept():
+    flight = ch(body_len=200)
+    a, b = flight[:100], flight[100:]
+    for limit, ok in ((len(flight), True), (len(flight) - 1, False)):
+        drops = []
+        ff = FirstFlights(4, 2, 1000, limit, drops.append)
+        ff.add(("1.1.1.1", 1), frag(0, a), 0)
+        got = ff.add(("1.1.1.1", 1), frag(1, b, last=True), 0)
+        assert (got is not None) == ok and drops == ([] if ok else ["too_big"])
+
+
+def test_the_selected_psk_identity_is_reported_when_it_is_not_the_first():
+    """RFC 8446 §4.2.11: the client offers a ticket (not this service's: its
+    ticket keys are new) and then its external PSK; the server selects
+    identity 1 and info() names the PSK identity of that offer."""
+    from atls.tls.client import CONNECTED, ClientConfig, TLSClient
+    from host_tools.service.tls_engine import ServerConfig, ServerConnection
+
+    psk = bytes(range(32))
+
+    def handshake(cfg, tickets=2):
+        c = TLSClient(cfg)
+        c.start(0)  # a clock: tickets are offered only with one (their age)
+        s = ServerConnection(ServerConfig(psks={b"dev": psk}, tickets=tickets).build())
+        c.receive(s.feed(c.data_to_send()), 0)
+        c.receive(s.feed(c.data_to_send()), 0)
+        assert c.state == CONNECTED
+        return c, s
+
+    c, _ = handshake(ClientConfig(psk=psk, psk_identity=b"dev"))
+    assert c.tickets
+    c2, s2 = handshake(ClientConfig(psk=psk, psk_identity=b"dev", ticket=c.tickets[-1]))
+    info = s2.info()
+    assert info["psk_identity"] == b"dev" and info["mode"] == "psk_dhe"
