@@ -1,4 +1,4 @@
-"""atls.link boundaries that `make mutants` (tests/mutants/) found no test
+"""atls.link and atls.channel boundaries that `make mutants` (tests/mutants/) found no test
 pinning down; the link's own tests (tests/test_link.py) belong to the
 protocol work, so these live apart.  docs/PROTOCOL.md §2-§3."""
 
@@ -116,3 +116,13 @@ def test_the_last_close_counter_still_sends_close():
         cli.close()
         out = cli.datagrams(10)
         assert len([d for d in out if d[0] & 7 == CLOSE]) == sent, close_seq
+
+
+def test_channel_opens_only_sealed_types():
+    from atls.channel import Channel
+    from atls.protocol import ERROR, HS_END
+
+    ch = Channel(KB, 0x1305, "client")
+    for t in (HS_END, HS_ACK, ERROR):
+        with pytest.raises(UsageError):
+            ch.open((t, 5, 0, 0, bytes(20)))

@@ -431,6 +431,33 @@ def test_rfc8446_s4_2_recognized_extension_not_for_ee_is_illegal_parameter(certs
         m.send(make, [_ee(ext), m.messages[1]], {47})
 
 
+def test_rfc8446_s4_2_duplicate_extension_is_illegal_parameter(certs):
+    """§4.2: "There MUST NOT be more than one extension of the same type in a
+    given extension block"; refinished, so only that check can refuse it."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    ee = _ee((10, b"\x00\x02\x00\x1d"), (10, b"\x00\x02\x00\x1d"))
+    m.send(make, m.refinish([ee] + m.messages[1:]), {47})
+    m.send(make, m.refinish([_ee((10, b"\x00\x02\x00\x1d"))] + m.messages[1:]), {51})
+
+
+def test_rsa_server_certificate_verify_rsa_pss_connects():
+    """§4.4.3 with an RSA server key: OpenSSL signs rsa_pss_rsae_sha256."""
+    ca = pki.make_ca("Fail RSA CA", key_type="rsa2048")
+    capture("cert", (ca, pki.make_cert("service.local", issuer=ca, key_type="rsa2048")))
+
+
+def test_certificate_verify_scheme_not_fitting_the_key_is_illegal_parameter(certs):
+    """§4.4.3: an offered scheme (rsa_pss_rsae_sha256) for an ECDSA
+    certificate's key: illegal_parameter, not a signature check."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    msgs = list(m.messages)
+    assert msgs[2][4:6] == b"\x04\x03"  # ecdsa_secp256r1_sha256
+    msgs[2] = msgs[2][:4] + b"\x08\x04" + msgs[2][6:]
+    m.send(make, m.refinish(msgs), {47})
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=0, max_size=300))
 def test_random_bytes_only_alerts(data):
