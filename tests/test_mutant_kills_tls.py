@@ -75,3 +75,100 @@ def test_no_alert_is_sent_back_for_the_peers_own_alert():
     with pytest.raises(AlertError) as ei:  # our own failure: the alert goes out
         c.receive(b"\x63\x03\x03\x00\x01\x00")  # unknown content type: 10
     assert c.data_to_send() == b"\x15\x03\x03\x00\x02\x02" + bytes((ei.value.description,))
+
+
+HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def hrr(group, suite=0x1301):
+    """A HelloRetryRequest (§4.1.4) by hand: supported_versions and a
+    key_share naming `group`."""
+    exts = b"\x00\x2b\x00\x02\x03\x04" + b"\x00\x33\x00\x02" + group.to_bytes(2, "big")
+    body = b"\x03\x03" + HRR_RANDOM + b"\x00" + suite.to_bytes(2, "big") + b"\x00"
+    body += len(exts).to_bytes(2, "big") + exts
+    msg = b"\x02" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + len(msg).to_bytes(2, "big") + msg
+
+
+def test_hello_retry_request_group_must_be_offered_and_new():
+    """§4.2.8: the HRR's group must be in supported_groups and must not be
+    the one whose key share was sent; either is illegal_parameter."""
+    for group, alert in ((0x0017, None), (0x001D, 47), (0x0019, 47)):
+        c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))  # x25519 share first
+        c.start(0)
+        c.data_to_send()
+        if alert is None:
+            c.receive(hrr(group), 0)
+            assert c.data_to_send()[:1] == b"\x16"  # the second ClientHello
+            continue
+        with pytest.raises(AlertError) as ei:
+            c.receive(hrr(group), 0)
+        assert ei.value.description == alert, hex(group)
+
+
+def psk_identities(client_hello_record):
+    """(identity, obfuscated_ticket_age) pairs of the ClientHello's
+    pre_shared_key extension, always the last one (§4.2.11)."""
+    ch = client_hello_record[5:]
+    pos = 4 + 2 + 32
+    pos += 1 + ch[pos]
+    pos += 2 + int.from_bytes(ch[pos : pos + 2], "big")
+    pos += 1 + ch[pos]
+    end = pos + 2 + int.from_bytes(ch[pos : pos + 2], "big")
+    pos += 2
+    while pos < end:
+        t, n = (
+            int.from_bytes(ch[pos : pos + 2], "big"),
+            int.from_bytes(ch[pos + 2 : pos + 4], "big"),
+        )
+        if t == 41:
+            ids, out, i = ch[pos + 4 : pos + 4 + n], [], 2
+            stop = 2 + int.from_bytes(ids[0:2], "big")
+            while i < stop:
+                k = int.from_bytes(ids[i : i + 2], "big")
+                out.append(
+                    (ids[i + 2 : i + 2 + k], int.from_bytes(ids[i + 2 + k : i + 6 + k], "big"))
+                )
+                i += 6 + k
+            return out
+        pos += 4 + n
+    return []
+
+
+def test_obfuscated_ticket_age_is_age_plus_age_add():
+    """§4.2.11.1: obfuscated_ticket_age = (now - time received) + ticket_age_add mod 2^32."""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start(1000)
+    s = ServerConnection(ServerConfig(psks={b"dev": PSK}, tickets=1).build())
+    c.receive(s.feed(c.data_to_send()), 1000)
+    c.receive(s.feed(c.data_to_send()), 1000)
+    t = c.tickets[-1]
+    assert t.received_ms == 1000
+    r = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev", ticket=t))
+    r.start(3500)
+    ids = psk_identities(r.data_to_send())
+    assert ids[0] == (t.identity, (2500 + t.age_add) & 0xFFFFFFFF)
+    assert ids[1] == (b"dev", 0)  # external PSKs: age 0
+
+
+def test_new_tickets_are_bound_to_this_configuration_not_the_offered_ticket():
+    """A ticket from another PSK configuration is not offered; the tickets
+    this connection gets are bound to this configuration's anchors."""
+    from atls.tls import tickets
+
+    other = bytes(range(100, 132))
+    ctx = ServerConfig(psks={b"dev": PSK, b"dev2": other}, tickets=1).build()
+
+    def connect(cfg):
+        c = TLSClient(cfg)
+        c.start(0)
+        s = ServerConnection(ctx)
+        c.receive(s.feed(c.data_to_send()), 0)
+        c.receive(s.feed(c.data_to_send()), 0)
+        assert c.state == CONNECTED
+        return c
+
+    t_other = connect(ClientConfig(psk=other, psk_identity=b"dev2")).tickets[-1]
+    cfg = ClientConfig(psk=PSK, psk_identity=b"dev", ticket=t_other)
+    new = connect(cfg).tickets[-1]
+    assert new.anchors == tickets.binding(cfg) != t_other.anchors
