@@ -172,3 +172,14 @@ def test_new_tickets_are_bound_to_this_configuration_not_the_offered_ticket():
     cfg = ClientConfig(psk=PSK, psk_identity=b"dev", ticket=t_other)
     new = connect(cfg).tickets[-1]
     assert new.anchors == tickets.binding(cfg) != t_other.anchors
+
+
+def test_p256_key_share_resamples_an_out_of_range_scalar():
+    """§4.2.8.2 / SEC 1: a private scalar must be in [1, n-1]; rng output
+    outside it is drawn again, not an error."""
+    from atls.protocol import SECP256R1
+    from atls.tls.keyshare import key_share
+
+    draws = [b"\xff" * 32, bytes(32), bytes(31) + b"\x05"]
+    priv, pub = key_share(SECP256R1, lambda n: draws.pop(0))
+    assert priv == bytes(31) + b"\x05" and len(pub) == 65 and draws == []

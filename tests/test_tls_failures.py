@@ -323,6 +323,58 @@ def test_handshake_messages_split_across_records_connect(certs):
         assert c.state == CONNECTED, cut
 
 
+def application_secrets(make, flight):
+    """(suite, client, server) application traffic secrets (§7.1) of the
+    deterministic client's PSK handshake, as the man in the middle derives
+    them from the seeded client key and the server's flight."""
+    m = Mitm(make, flight)
+    client_hello = make().data_to_send()[5:]
+    sh = m.sh[5:]
+    _, _, _, peer, _, _ = server_hello(sh[4:])
+    priv = X25519PrivateKey.from_private_bytes(SeededRng(make.seed)(32))
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(bytes(peer)))
+    ks = KeySchedule(make.psk)
+    ks.handshake_traffic(shared, hashlib.sha256(client_hello + sh).digest())
+    th = hashlib.sha256(client_hello + sh + b"".join(m.messages)).digest()
+    c_ap, s_ap, _ = ks.application_traffic(th)
+    return m.suite, c_ap, s_ap
+
+
+def test_key_update_rfc8446_s4_6_3(certs):
+    """A KeyUpdate from the server moves the client's read keys on; with
+    update_requested (1) the client answers with its own KeyUpdate (0) under
+    its current keys, then moves its write keys on; 2 and above are
+    illegal_parameter."""
+    make, flight = capture("psk", certs)
+    suite, c_ap, s_ap = application_secrets(make, flight)
+    tag = suite_tag_len(suite)
+    for requested, alert in ((0, None), (1, None), (2, 47), (255, 47)):
+        c = make()
+        c.data_to_send()
+        c.receive(flight)
+        c.data_to_send()  # the client's Finished
+        ku = RecordProtection(suite, s_ap).seal(22, b"\x18\x00\x00\x01" + bytes((requested,)), tag)
+        if alert is not None:
+            with pytest.raises(AlertError) as ei:
+                c.receive(ku)
+            assert ei.value.description == alert
+            continue
+        c.receive(ku)
+        assert c.state == CONNECTED
+        out = c.data_to_send()
+        if requested:
+            assert RecordProtection(suite, c_ap).open(out[:5], out[5:]) == (
+                22,
+                b"\x18\x00\x00\x01\x00",
+            )
+        else:
+            assert out == b""
+        # the next server record is under the next read secret only
+        s_next = _expand_label(s_ap, b"traffic upd", 32)
+        c.receive(RecordProtection(suite, s_next).seal(22, b"\x18\x00\x00\x01\x00", tag))
+        assert c.state == CONNECTED
+
+
 def test_bad_server_finished_is_decrypt_error(certs):
     make, flight = capture("psk", certs)
     m = Mitm(make, flight)
