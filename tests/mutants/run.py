@@ -15,10 +15,12 @@ over the editable install; the checkout itself is never modified.  Workers
 take whole modules, largest first.
 
     python tests/mutants/run.py [--workers 2] [--modules der,channel]
-                                [--sample K] [--out build/mutants] [--report-only]
+                                [--sample K] [--out build/mutants]
+                                [--retest | --report-only]
 
---sample K runs every K-th mutant only (to measure and extrapolate the time
-of a whole run); the report says so.
+--sample K runs every K-th mutant only (in a stable order, to measure and
+extrapolate the time of a whole run); the report says so.  --retest runs the
+last run's survivors again, after tests were added, and rewrites the report.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import os
 import queue
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -129,14 +132,31 @@ def make_copy(dest):
             shutil.copy2(src, dest / name)
 
 
+def retest_survivors(module, spec, cfg, copy, out, log):
+    """Run the survivors of the last run of `module` again (after new tests)."""
+    db = out / ("%s.sqlite" % _slug(module))
+    if not db.exists():
+        return
+    con = sqlite3.connect(str(db))
+    with con:
+        n = con.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+    con.close()
+    if n:
+        log("%s: %d survivors again" % (module, n))
+        run_module(module, spec, cfg, copy, out, None, log)
+
+
 def run_module(module, spec, cfg, copy, out, sample, log):
     env = dict(os.environ)
     env["PYTHONPATH"] = "%s:%s" % (copy / "firmware", copy)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     conf = cr_config(cfg, module, spec, copy)
     db = out / ("%s.sqlite" % _slug(module))
-    if db.exists():
+    retest = sample is None  # the session exists: run what is pending in it
+    if db.exists() and not retest:
         db.unlink()
+    meta_path = out / ("%s.meta.json" % _slug(module))
+    old_meta = json.loads(meta_path.read_text()) if retest and meta_path.exists() else {}
 
     def cr(*args):
         return subprocess.run(
@@ -148,13 +168,14 @@ def run_module(module, spec, cfg, copy, out, sample, log):
         )
 
     t0 = time.monotonic()
-    r = cr("cosmic-ray", "init", conf, db)
-    if r.returncode:
-        log("%s: init failed: %s" % (module, r.stderr[-2000:]))
-        return
-    cr("cr-filter-operators", db, conf)
-    if sample > 1:
-        _keep_every(db, sample)
+    if not retest:
+        r = cr("cosmic-ray", "init", conf, db)
+        if r.returncode:
+            log("%s: init failed: %s" % (module, r.stderr[-2000:]))
+            return
+        cr("cr-filter-operators", db, conf)
+        if sample > 1:
+            _keep_every(db, sample)
     base = cr("cosmic-ray", "baseline", conf)
     if base.returncode:
         log("%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:]))
@@ -180,7 +201,9 @@ def run_module(module, spec, cfg, copy, out, sample, log):
         "cpu_seconds": round(cpu, 1),
         "sample_every": sample,
     }
-    (out / ("%s.meta.json" % _slug(module))).write_text(json.dumps(meta))
+    if retest and old_meta:  # the first run's figures stand; note the retest
+        meta = dict(old_meta, retested_seconds=meta["seconds"])
+    meta_path.write_text(json.dumps(meta))
 
 
 def _keep_every(db, k):
@@ -188,7 +211,17 @@ def _keep_every(db, k):
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     with use_db(str(db)) as wdb:
-        for i, item in enumerate(list(wdb.pending_work_items)):
+        # a stable order (operator, then place), so a sample is the same
+        # mutants run after run while the module does not change
+        items = sorted(
+            wdb.pending_work_items,
+            key=lambda it: (
+                it.mutations[0].operator_name,
+                tuple(it.mutations[0].start_pos),
+                it.mutations[0].occurrence,
+            ),
+        )
+        for i, item in enumerate(items):
             if i % k:
                 wdb.set_result(
                     item.job_id,
@@ -334,6 +367,9 @@ def main(argv=None):
     ap.add_argument("--sample", type=int, default=1, help="run every K-th mutant only")
     ap.add_argument("--out", default=str(ROOT / "build" / "mutants"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--retest", action="store_true", help="run the last run's survivors again (after new tests)"
+    )
     ap.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this percentage")
     args = ap.parse_args(argv)
     cfg = load_config()
@@ -362,7 +398,10 @@ def main(argv=None):
                 except queue.Empty:
                     return
                 log("w%d: %s" % (k, m))
-                run_module(m, specs[m], cfg, copy, out, args.sample, log)
+                if args.retest:
+                    retest_survivors(m, specs[m], cfg, copy, out, log)
+                else:
+                    run_module(m, specs[m], cfg, copy, out, args.sample, log)
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.workers)]
         t0 = time.monotonic()
