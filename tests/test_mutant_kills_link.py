@@ -126,3 +126,25 @@ def test_channel_opens_only_sealed_types():
     for t in (HS_END, HS_ACK, ERROR):
         with pytest.raises(UsageError):
             ch.open((t, 5, 0, 0, bytes(20)))
+
+
+def test_link_config_bounds_are_inclusive():
+    LinkConfig(mtu=32, rx_mtu=32, replay_window=64)
+    LinkConfig(mtu=65535)
+    LinkConfig(rto_ms=1, rto_max_ms=1, handshake_timeout_ms=1, peer_timeout_ms=1)
+    LinkConfig(reorder=0, queue=0)
+    for bad in (
+        dict(mtu=31),
+        dict(mtu=65536),
+        dict(rx_mtu=31),
+        dict(replay_window=63),
+        dict(rto_ms=0),
+        dict(rto_ms=10, rto_max_ms=9),
+        dict(handshake_timeout_ms=0),
+        dict(peer_timeout_ms=0),
+        dict(reorder=-1),
+        dict(queue=-1),
+        dict(window=0),
+    ):
+        with pytest.raises(UsageError):
+            LinkConfig(**bad)

@@ -183,3 +183,14 @@ def test_p256_key_share_resamples_an_out_of_range_scalar():
     draws = [b"\xff" * 32, bytes(32), bytes(31) + b"\x05"]
     priv, pub = key_share(SECP256R1, lambda n: draws.pop(0))
     assert priv == bytes(31) + b"\x05" and len(pub) == 65 and draws == []
+
+
+def test_unsupported_suites_are_a_usage_error_and_hrr_starts_false():
+    with pytest.raises(UsageError):
+        ClientConfig(psk=PSK, psk_identity=b"d", suites=(0x1302,))  # AES-256-GCM: not offered
+    with pytest.raises(UsageError):
+        ClientConfig(psk=PSK, psk_identity=b"d", suites=(TLS_AES_128_CCM_SHA256, 0x1303))
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    assert c.hrr is False
+    c, _ = connected()
+    assert c.hrr is False

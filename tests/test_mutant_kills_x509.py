@@ -83,3 +83,34 @@ def test_ip_address_accepts_bracketed_ipv6():
     assert x509.ip_address("2001:db8::1") == want
     assert x509.ip_address("[2001:db8::1]") == want
     assert x509.ip_address("[2001:db8::1") is None
+
+
+def test_rsa_exponent_3_is_accepted():
+    assert x509.Certificate(cert(rsa.generate_private_key(3, 2048))).public_key[1] == 3
+
+
+def test_rsa_modulus_below_min_rsa_bits_is_unsupported_43():
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(cert(rsa.generate_private_key(65537, x509.MIN_RSA_BITS - 8)))
+    assert ei.value.description == 43
+    assert x509.Certificate(cert(rsa.generate_private_key(65537, x509.MIN_RSA_BITS))).rsa_len == (
+        x509.MIN_RSA_BITS // 8
+    )
+
+
+def test_max_san_names_are_accepted_one_more_is_unsupported_43():
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = ["n%d.example" % i for i in range(x509.MAX_SAN + 1)]
+    assert x509.Certificate(cert(key, san=names[:-1])).san_dns == names[:-1]
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(cert(key, san=names))
+    assert ei.value.description == 43
+
+
+def test_ec_key_on_another_curve_is_unsupported_43():
+    """RFC 5480 §2.1.1: the curve is the parameters' OID; secp256k1 has the
+    same 65-byte point format as P-256 and must not pass for it."""
+    for curve in (ec.SECP384R1(), ec.SECP256K1()):
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(cert(ec.generate_private_key(curve)))
+        assert ei.value.description == 43, curve.name

@@ -186,6 +186,10 @@ def test_truncated_server_hello_with_consistent_lengths_is_decode_error(certs, c
 def test_record_length_over_limit_is_record_overflow(certs):
     make, _ = capture("psk", certs)
     expect_alert(make, b"\x16\x03\x03\x41\x01" + bytes(10), {22})
+    c = make()  # exactly 2^14 + 256 (§5.2): not an overflow, the client waits for it
+    c.data_to_send()
+    c.receive(b"\x16\x03\x03\x41\x00" + bytes(10))
+    assert c.state != CLOSED
 
 
 def test_handshake_length_over_maximum_is_decode_error(certs):
