@@ -148,3 +148,47 @@ def test_link_config_bounds_are_inclusive():
     ):
         with pytest.raises(UsageError):
             LinkConfig(**bad)
+
+
+def test_close_during_the_handshake_stops_and_close_after_the_end_changes_nothing():
+    cli = Link("client", LinkConfig(mtu=64))
+    cli.send_flight(bytes(10), 0)
+    cli.close(3)
+    assert cli.state == "closed" and cli.events() == [("closed", 3)]
+    cli.close(4)  # already closed: nothing
+    assert cli.state == "closed" and cli.events() == []
+    a, b = connect()
+    a.close()
+    pump(a, b, 10)
+    assert a.state == b.state == "closed"
+    a.events()
+    a.close(2)
+    assert a.state == "closed" and a.events() == []
+
+
+def test_a_closed_link_answers_a_repeated_close_with_the_last_counter():
+    """§5: the side that closed answers a CLOSE that comes again (its answer
+    was lost), as long as a CLOSE counter is left."""
+    for close_seq, sent in ((wire.MAX_COUNTER, 1), (wire.MAX_COUNTER + 1, 0)):
+        a, b = connect()
+        closes = []
+
+        def keep(d):
+            if d[0] & 7 == CLOSE and not closes:
+                closes.append(d)
+            return False
+
+        a.close()
+        pump(a, b, 10, drop=keep)
+        assert b.state == "closed" and closes
+        b.channel.close_seq = close_seq
+        b.receive(closes[0], 5000)  # a's CLOSE again
+        out = b.datagrams(10000)
+        assert len([d for d in out if d[0] & 7 == CLOSE]) == sent, close_seq
+
+
+def test_unacked_returns_inflight_then_queued_in_seq_order():
+    a, b = connect(window=2, queue=8)
+    for i in range(5):
+        a.send(bytes((i,)), 10)
+    assert a.unacked() == [bytes((i,)) for i in range(5)]

@@ -322,3 +322,28 @@ def test_the_selected_psk_identity_is_reported_when_it_is_not_the_first():
     c2, s2 = handshake(ClientConfig(psk=psk, psk_identity=b"dev", ticket=c.tickets[-1]))
     info = s2.info()
     assert info["psk_identity"] == b"dev" and info["mode"] == "psk_dhe"
+
+
+def test_client_hello_ok_refuses_a_record_longer_than_the_datagram():
+    good = ch()
+    body = good[5:]
+    assert client_hello_ok(b"\x16\x03\x01" + len(body).to_bytes(2, "big") + body)
+    # the record says 10 bytes more than there are; the message inside is whole
+    assert not client_hello_ok(b"\x16\x03\x01" + (len(body) + 10).to_bytes(2, "big") + body)
+
+
+def test_an_exception_in_the_psk_callback_is_reported_by_type():
+    from atls.tls.client import ClientConfig, TLSClient
+    from host_tools.service.tls_engine import ServerConfig, ServerConnection, TLSError
+
+    class Boom(dict):
+        def get(self, key, default=None):
+            raise RuntimeError("boom")
+
+    psk = bytes(range(32))
+    c = TLSClient(ClientConfig(psk=psk, psk_identity=b"dev"))
+    c.start()
+    s = ServerConnection(ServerConfig(psks=Boom({b"dev": psk})).build())
+    with pytest.raises(TLSError) as ei:
+        s.feed(c.data_to_send())
+    assert "[callback: RuntimeError]" in ei.value.reason

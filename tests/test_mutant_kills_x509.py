@@ -114,3 +114,10 @@ def test_ec_key_on_another_curve_is_unsupported_43():
         with pytest.raises(AlertError) as ei:
             x509.Certificate(cert(ec.generate_private_key(curve)))
         assert ei.value.description == 43, curve.name
+
+
+def test_an_rsa_signature_algorithm_under_a_non_rsa_issuer_is_bad_certificate_42(rsa_der):
+    issuer = x509.Certificate(cert(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(AlertError) as ei:
+        x509.verify_signed_by(x509.Certificate(rsa_der), issuer)
+    assert ei.value.description == 42
