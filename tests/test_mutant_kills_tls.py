@@ -194,3 +194,45 @@ def test_unsupported_suites_are_a_usage_error_and_hrr_starts_false():
     assert c.hrr is False
     c, _ = connected()
     assert c.hrr is False
+
+
+def test_without_a_client_key_a_certificate_request_gets_an_empty_certificate():
+    """§4.4.2: a client with no certificate to offer answers a
+    CertificateRequest with an empty Certificate (no CertificateVerify); the
+    server that requires one then fails with certificate_required (116)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from host_tools import pki
+    from host_tools.service.tls_engine import TLSError
+
+    ca = pki.make_ca("Kill CA")
+    leaf = pki.make_cert("service.local", issuer=ca)
+    dev_ca = pki.make_ca("Kill device CA")
+    ca_der = ca.cert.public_bytes(serialization.Encoding.DER)
+    c = TLSClient(ClientConfig(ca_certs=[ca_der], server_name="service.local"))
+    c.start()
+    s = ServerConnection(
+        ServerConfig(cert_chain=[leaf.cert], key=leaf.key, client_ca=[dev_ca.cert]).build()
+    )
+    c.receive(s.feed(c.data_to_send()))
+    assert c.state == CONNECTED
+    with pytest.raises(TLSError) as ei:
+        s.feed(c.data_to_send())
+    assert ei.value.alert == 116
+
+
+def test_hidden_unknown_identities_fail_like_a_wrong_binder_known_ones_connect():
+    ctx = ServerConfig(psks={b"dev": PSK}, hide_unknown_psk=True).build()
+    for ident, ok in ((b"dev", True), (b"stranger", False)):
+        c = TLSClient(ClientConfig(psk=PSK, psk_identity=ident))
+        c.start()
+        s = ServerConnection(ctx)
+        if ok:
+            c.receive(s.feed(c.data_to_send()))
+            assert c.state == CONNECTED
+            continue
+        from host_tools.service.tls_engine import TLSError
+
+        with pytest.raises(TLSError) as ei:
+            s.feed(c.data_to_send())
+        assert ei.value.alert == 51  # decrypt_error: the binder does not verify

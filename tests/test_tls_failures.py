@@ -510,8 +510,10 @@ def test_certificate_verify_scheme_not_fitting_the_key_is_illegal_parameter(cert
     m = Mitm(make, flight)
     msgs = list(m.messages)
     assert msgs[2][4:6] == b"\x04\x03"  # ecdsa_secp256r1_sha256
-    msgs[2] = msgs[2][:4] + b"\x08\x04" + msgs[2][6:]
-    m.send(make, m.refinish(msgs), {47})
+    for scheme in (b"\x08\x04", b"\x08\x07"):  # rsa_pss_rsae_sha256, ed25519
+        forged = list(msgs)
+        forged[2] = msgs[2][:4] + scheme + msgs[2][6:]
+        m.send(make, m.refinish(forged), {47})
 
 
 @settings(max_examples=300, deadline=None)
