@@ -236,3 +236,17 @@ def test_hidden_unknown_identities_fail_like_a_wrong_binder_known_ones_connect()
         with pytest.raises(TLSError) as ei:
             s.feed(c.data_to_send())
         assert ei.value.alert == 51  # decrypt_error: the binder does not verify
+
+
+def test_record_sequence_numbers_stop_at_the_limit():
+    """§5.5: a sequence number must not wrap; the last one before the limit
+    still seals, the limit itself is internal_error."""
+    from atls.tls.record import RecordProtection
+
+    limit = 0xFFFFFFFF  # the limit atls.tls.record documents (far below 2^64)
+    rp = RecordProtection(TLS_AES_128_CCM_SHA256, bytes(32))
+    rp.seq = limit - 1
+    rp.seal(23, b"x", 16)
+    with pytest.raises(AlertError) as ei:
+        rp.seal(23, b"x", 16)
+    assert ei.value.description == 80
