@@ -121,3 +121,46 @@ def test_an_rsa_signature_algorithm_under_a_non_rsa_issuer_is_bad_certificate_42
     with pytest.raises(AlertError) as ei:
         x509.verify_signed_by(x509.Certificate(rsa_der), issuer)
     assert ei.value.description == 42
+
+
+def _tlv(tag, body):
+    n = len(body)
+    if n < 0x80:
+        ln = bytes([n])
+    elif n < 0x100:
+        ln = bytes([0x81, n])
+    else:
+        ln = bytes([0x82, n >> 8, n & 0xFF])
+    return bytes([tag]) + ln + body
+
+
+def _children(data):
+    from atls import der
+
+    r, out = der.Reader(data), []
+    while not r.eof():
+        s, e = r.read_raw()
+        out.append(bytes(data[s:e]))
+    return out
+
+
+def _body(tlv):
+    from atls import der
+
+    _, s, e = der.Reader(tlv).read_tlv()
+    return bytes(tlv[s:e])
+
+
+def test_v3_unique_identifiers_are_skipped():
+    """RFC 5280 §4.1.2.8: issuerUniqueID [1] and subjectUniqueID [2] may
+    follow the key in a v2/v3 certificate; they are skipped, the extensions
+    after them still read."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = cert(key, san=["u.example"])
+    outer = _children(_body(good))  # tbsCertificate, signatureAlgorithm, signature
+    tbs = _children(_body(outer[0]))
+    assert tbs[0][0] == 0xA0 and tbs[7][0] == 0xA3  # version, ..., extensions
+    ids = _tlv(0x81, b"\x00\xaa") + _tlv(0x82, b"\x00\xbb")
+    new_tbs = _tlv(0x30, b"".join(tbs[:7]) + ids + tbs[7])
+    c = x509.Certificate(_tlv(0x30, new_tbs + b"".join(outer[1:])))
+    assert c.version == 3 and c.san_dns == ["u.example"]

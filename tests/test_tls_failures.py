@@ -386,6 +386,16 @@ def test_bad_server_finished_is_decrypt_error(certs):
     m.send(make, [m.messages[0], _flip_last(m.messages[1])], {51})
 
 
+def test_server_finished_of_another_length_is_decrypt_error(certs):
+    """§4.4.4: verify_data is Hash.length bytes; a shorter or longer one
+    (here its prefix, and it with a byte more) never verifies."""
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    fin = m.messages[1]
+    for body in (fin[4:-1], fin[4:] + b"\x00"):
+        m.send(make, [m.messages[0], b"\x14" + len(body).to_bytes(3, "big") + body], {51})
+
+
 def test_reencrypted_untouched_flight_still_connects(certs):
     """The MITM helper itself is faithful (so the failures above are real)."""
     make, flight = capture("cert", certs)

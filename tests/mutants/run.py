@@ -242,8 +242,15 @@ def collect(cfg, out, modules):
         )
         counts = dict(killed=0, timeout=0, survived=0, equivalent=0, incompetent=0, pending=0)
         seen = {}
-        for line in r.stdout.splitlines():
-            item, result = json.loads(line)
+        rows_ = [json.loads(line) for line in r.stdout.splitlines()]
+        # numbering of identical keys (#2, ...) follows the place in the file
+        rows_.sort(
+            key=lambda x: (
+                tuple(x[0]["mutations"][0]["start_pos"]),
+                x[0]["mutations"][0]["operator_name"],
+            )
+        )
+        for item, result in rows_:
             m = item["mutations"][0]
             if result is None:
                 counts["pending"] += 1
@@ -338,7 +345,13 @@ def write_report(cfg, out, modules):
     for key, line, _ in survivors:
         lines += ["- `%s` (line %s)" % (key, line)]
     if stale:
-        lines += ["", "## Equivalents no longer produced (%d)" % len(stale), ""]
+        lines += [
+            "",
+            "## Equivalents not met in this run (%d)" % len(stale),
+            "",
+            "A sampled run meets only some; after a whole run, delete the ones listed here.",
+            "",
+        ]
         lines += ["- `%s`" % k for k in stale]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "survivors.txt").write_text(
