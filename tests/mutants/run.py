@@ -19,7 +19,8 @@ take whole modules, largest first.
                                 [--retest | --report-only]
 
 --sample K runs every K-th mutant only (in a stable order, to measure and
-extrapolate the time of a whole run); the report says so.  --retest runs the
+extrapolate the time of a whole run; --offset J takes another slice); the
+report says so.  --retest runs the
 last run's survivors again, after tests were added, and rewrites the report.
 """
 
@@ -175,7 +176,7 @@ def run_module(module, spec, cfg, copy, out, sample, log):
             return
         cr("cr-filter-operators", db, conf)
         if sample > 1:
-            _keep_every(db, sample)
+            _keep_every(db, sample, cfg.get("_offset", 0))
     base = cr("cosmic-ray", "baseline", conf)
     if base.returncode:
         log("%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:]))
@@ -206,7 +207,7 @@ def run_module(module, spec, cfg, copy, out, sample, log):
     meta_path.write_text(json.dumps(meta))
 
 
-def _keep_every(db, k):
+def _keep_every(db, k, offset=0):
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -222,7 +223,7 @@ def _keep_every(db, k):
             ),
         )
         for i, item in enumerate(items):
-            if i % k:
+            if i % k != offset % k:
                 wdb.set_result(
                     item.job_id,
                     WorkResult(output="not sampled", worker_outcome=WorkerOutcome.SKIPPED),
@@ -378,6 +379,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--modules", default="", help="comma-separated substrings of module paths")
     ap.add_argument("--sample", type=int, default=1, help="run every K-th mutant only")
+    ap.add_argument(
+        "--offset", type=int, default=0, help="with --sample K: start at the J-th (another slice)"
+    )
     ap.add_argument("--out", default=str(ROOT / "build" / "mutants"))
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument(
@@ -386,6 +390,7 @@ def main(argv=None):
     ap.add_argument("--min-score", type=float, default=0.0, help="exit 1 below this percentage")
     args = ap.parse_args(argv)
     cfg = load_config()
+    cfg["_offset"] = args.offset
     specs = cfg["modules"]
     wanted = [w for w in args.modules.split(",") if w]
     modules = [m for m in specs if not wanted or any(w in m for w in wanted)]
