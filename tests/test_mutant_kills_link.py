@@ -192,3 +192,25 @@ def test_unacked_returns_inflight_then_queued_in_seq_order():
     for i in range(5):
         a.send(bytes((i,)), 10)
     assert a.unacked() == [bytes((i,)) for i in range(5)]
+
+
+def test_reorder_up_to_ack_span_and_session_ids_in_16_bits():
+    LinkConfig(reorder=wire.ACK_SPAN, window=wire.ACK_SPAN)
+    for bad in (dict(reorder=wire.ACK_SPAN + 1), dict(window=wire.ACK_SPAN + 1)):
+        with pytest.raises(UsageError):
+            LinkConfig(**bad)
+    Link("server", LinkConfig(), 0xFFFF)
+    for role, sid in (("client", -1), ("server", 0x10000), ("server", -1), ("server", 0)):
+        with pytest.raises(UsageError):
+            Link(role, LinkConfig(), sid)
+
+
+def test_an_hs_ack_naming_the_peers_own_flight_is_bad_ack():
+    """§2: HS_ACK names one of our flights (even for a device); one naming
+    the service's flight 1 is bad_ack, a late one of our flight 0 a duplicate."""
+    cli, srv = connect()
+    dup, bad = cli.counters["duplicates"], cli.drops["bad_ack"]
+    cli.receive(wire.encode(HS_ACK, 0x0BAD, bytes((1, 0x80))), 100)
+    assert cli.drops["bad_ack"] == bad + 1 and cli.counters["duplicates"] == dup
+    cli.receive(wire.encode(HS_ACK, 0x0BAD, bytes((0, 0x80))), 100)
+    assert cli.drops["bad_ack"] == bad + 1 and cli.counters["duplicates"] == dup + 1

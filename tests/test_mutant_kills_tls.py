@@ -250,3 +250,45 @@ def test_record_sequence_numbers_stop_at_the_limit():
     with pytest.raises(AlertError) as ei:
         rp.seal(23, b"x", 16)
     assert ei.value.description == 80
+
+
+def test_handshake_messages_up_to_max_handshake_bytes():
+    """max_handshake bounds each handshake message's body: the largest one
+    of a PSK flight (the ServerHello) fits exactly; one byte less is 50."""
+    s = ServerConnection(ServerConfig(psks={b"dev": PSK}).build())
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev", suites=(TLS_AES_128_CCM_SHA256,)))
+    c.start()
+    flight = s.feed(c.data_to_send())
+    sh_len = int.from_bytes(flight[6:9], "big")
+    for limit, ok in ((sh_len, True), (sh_len - 1, False)):
+        cfg = ClientConfig(
+            psk=PSK, psk_identity=b"dev", suites=(TLS_AES_128_CCM_SHA256,), max_handshake=limit
+        )
+        c = TLSClient(cfg)
+        c.start()
+        s = ServerConnection(ServerConfig(psks={b"dev": PSK}).build())
+        data = s.feed(c.data_to_send())
+        if ok:
+            c.receive(data)
+            assert c.state == CONNECTED
+        else:
+            with pytest.raises(AlertError) as ei:
+                c.receive(data)
+            assert ei.value.description == 50
+
+
+def test_change_cipher_spec_is_tolerated_only_as_0x01_before_connected():
+    """§5: a change_cipher_spec record of the single byte 0x01 is dropped
+    during the handshake; any other value, or one after it, is 10."""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start()
+    c.data_to_send()
+    c.receive(b"\x14\x03\x03\x00\x01\x01")
+    assert c.state != CLOSED
+    with pytest.raises(AlertError) as ei:
+        c.receive(b"\x14\x03\x03\x00\x01\x02")
+    assert ei.value.description == 10
+    c, _ = connected()
+    with pytest.raises(AlertError) as ei:
+        c.receive(b"\x14\x03\x03\x00\x01\x01")
+    assert ei.value.description == 10

@@ -164,3 +164,46 @@ def test_v3_unique_identifiers_are_skipped():
     new_tbs = _tlv(0x30, b"".join(tbs[:7]) + ids + tbs[7])
     c = x509.Certificate(_tlv(0x30, new_tbs + b"".join(outer[1:])))
     assert c.version == 3 and c.san_dns == ["u.example"]
+
+
+def test_tbs_is_a_view_into_the_callers_buffer():
+    data = cert(ec.generate_private_key(ec.SECP256R1()))
+    c = x509.Certificate(data)
+    assert isinstance(c.tbs, memoryview) and c.tbs.obj is data
+
+
+def test_a_san_entry_that_is_not_a_general_name_is_decode_error_50():
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = cert(key, san=["ab.example"])
+    assert good.count(b"\x82\x0aab.example") == 1
+    bad = good.replace(b"\x82\x0aab.example", b"\x04\x0aab.example")  # OCTET STRING
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(bad)
+    assert ei.value.description == 50
+
+
+def test_max_extensions_are_accepted_one_more_is_unsupported_43():
+    from cryptography.x509.oid import ObjectIdentifier
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    n = cx.Name([cx.NameAttribute(NameOID.COMMON_NAME, "t")])
+
+    def with_extensions(count):
+        b = (
+            cx.CertificateBuilder()
+            .subject_name(n)
+            .issuer_name(n)
+            .public_key(key.public_key())
+            .serial_number(7)
+            .not_valid_before(T0)
+            .not_valid_after(T0 + datetime.timedelta(days=30))
+        )
+        for i in range(count):
+            oid = ObjectIdentifier("1.3.6.1.4.1.55555.%d" % i)
+            b = b.add_extension(cx.UnrecognizedExtension(oid, b"\x05\x00"), False)
+        return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+    x509.Certificate(with_extensions(x509.MAX_EXTENSIONS))
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(with_extensions(x509.MAX_EXTENSIONS + 1))
+    assert ei.value.description == 43
