@@ -214,3 +214,30 @@ def test_an_hs_ack_naming_the_peers_own_flight_is_bad_ack():
     assert cli.drops["bad_ack"] == bad + 1 and cli.counters["duplicates"] == dup
     cli.receive(wire.encode(HS_ACK, 0x0BAD, bytes((0, 0x80))), 100)
     assert cli.drops["bad_ack"] == bad + 1 and cli.counters["duplicates"] == dup + 1
+
+
+def test_a_repeated_close_is_answered_a_quarter_rto_after_the_last_reply():
+    a, b = connect()
+    closes = []
+
+    def keep(d):
+        if d[0] & 7 == CLOSE and not closes:
+            closes.append(d)
+        return False
+
+    a.close()
+    pump(a, b, 10, drop=keep)  # b answers at 10 and is closed
+    b.receive(closes[0], 20)
+    assert b.datagrams(20) == []  # not before 10 + rto_ms // 4
+    assert [d[0] & 7 for d in b.datagrams(10 + 1000 // 4)] == [CLOSE]
+
+
+def test_rekey_comes_after_the_last_ack_counter_not_before():
+    cli, srv = connect()
+    srv.channel.ack_seq = wire.MAX_COUNTER - 1
+    cli.send(b"x", 10)
+    pump(cli, srv, 10)
+    assert srv.events() == [("message", b"x")]  # counter MAX_COUNTER - 1 used: one left
+    cli.send(b"y", 20)
+    pump(cli, srv, 20)
+    assert srv.events() == [("message", b"y"), ("rekey",)]

@@ -347,3 +347,13 @@ def test_an_exception_in_the_psk_callback_is_reported_by_type():
     with pytest.raises(TLSError) as ei:
         s.feed(c.data_to_send())
     assert "[callback: RuntimeError]" in ei.value.reason
+
+
+def test_first_flights_expire_timeout_ms_after_their_own_start():
+    drops = []
+    ff = FirstFlights(4, 4, 1000, 4096, drops.append)
+    ff.add(("1.1.1.1", 1), frag(0, b"a"), 500)
+    ff.expire(1499)
+    assert len(ff.table) == 1
+    ff.expire(1500)
+    assert len(ff.table) == 0 and drops == ["first_flight_timeout"]
