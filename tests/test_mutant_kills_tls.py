@@ -292,3 +292,16 @@ def test_change_cipher_spec_is_tolerated_only_as_0x01_before_connected():
     with pytest.raises(AlertError) as ei:
         c.receive(b"\x14\x03\x03\x00\x01\x01")
     assert ei.value.description == 10
+
+
+def test_ciphertext_up_to_2_14_plus_256_is_opened_one_more_is_record_overflow():
+    """§5.2: TLSCiphertext.length MUST NOT exceed 2^14 + 256."""
+    from atls.tls.record import RecordProtection
+
+    top = 2**14 + 256
+    for n, alert in ((top, 20), (top + 1, 22)):  # 20: the (random) tag does not verify
+        rp = RecordProtection(TLS_AES_128_CCM_SHA256, bytes(32))
+        header = b"\x17\x03\x03" + n.to_bytes(2, "big")
+        with pytest.raises(AlertError) as ei:
+            rp.open(header, bytes(n))
+        assert ei.value.description == alert, n
