@@ -207,3 +207,15 @@ def test_max_extensions_are_accepted_one_more_is_unsupported_43():
     with pytest.raises(AlertError) as ei:
         x509.Certificate(with_extensions(x509.MAX_EXTENSIONS + 1))
     assert ei.value.description == 43
+
+
+def test_rsa_pss_key_without_parameters_is_a_pss_only_rsa_key(rsa_der):
+    """RFC 4055 §3.1: an id-RSASSA-PSS public key may omit its parameters
+    (any PSS hash then); it is an RSA key usable for PSS only."""
+    outer = _children(_body(rsa_der))
+    tbs = _children(_body(outer[0]))
+    spki = _children(_body(tbs[6]))
+    pss = _tlv(0x30, _tlv(0x06, bytes.fromhex("2a864886f70d01010a")))  # no parameters
+    tbs[6] = _tlv(0x30, pss + spki[1])
+    c = x509.Certificate(_tlv(0x30, _tlv(0x30, b"".join(tbs)) + b"".join(outer[1:])))
+    assert c.key_type == "rsa" and c.rsa_pss_only
