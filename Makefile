@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup test-pico
+.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup test-pico mutants
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint       ruff check + ruff format --check (CI runs it before the tests)"
 	@echo "make bench      measure speed and memory, write build/bench.json"
 	@echo "make soak       fuzz the parsers (FUZZ_N=1000000 FUZZ_MPY_N= FUZZ_SEED=), build/soak.json"
+	@echo "make mutants   mutation testing of the security-critical modules (MODULES= SAMPLE= WORKERS=)"
 	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
 	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
 	@echo "make pair       open the gateway's join window and confirm devices"
@@ -69,6 +70,20 @@ soak: $(STAMP)
 	@mkdir -p build
 	PYTHONPATH=tests $(PY) -m fuzz --n $(or $(FUZZ_N),1000000) \
 	  --mpy-n $(or $(FUZZ_MPY_N),18000) --seed $(or $(FUZZ_SEED),1) --out build/soak.json
+
+# make mutants [MODULES=der,link] [SAMPLE=K] [WORKERS=2]: cosmic-ray mutants of the
+# security-critical modules against their fast tests (tests/mutants/modules.toml);
+# report in build/mutants/report.md, equivalents in tests/mutants/equivalent.txt.
+# Not part of make test.  MUTANTS_MIN= fails the target below that score (percent).
+MUTANTS_STAMP := $(VENV)/.mutants-installed
+$(MUTANTS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,mutants]'
+	@touch $@
+
+mutants: $(MUTANTS_STAMP)
+	$(PY) tests/mutants/run.py --workers $(or $(WORKERS),2) \
+	  $(if $(MODULES),--modules "$(MODULES)") $(if $(SAMPLE),--sample $(SAMPLE)) \
+	  $(if $(MUTANTS_MIN),--min-score $(MUTANTS_MIN))
 
 # make sim [DEVICES=5] [PICO=0] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
 #          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]

@@ -242,7 +242,7 @@ def test_walk_counts_tlvs_of_generated_der(tree):
     st.sampled_from(["tlv", "int", "uint", "oid", "bits", "bool", "time", "walk"]),
 )
 def test_random_bytes_only_decode_error(data, op):
-    der_op(op, data)  # returns a string; any exception other than DecodeError fails
+    _accepted_only_if_canonical(op, data)  # any exception other than DecodeError fails
 
 
 @settings(max_examples=300, deadline=None)
@@ -250,8 +250,151 @@ def test_random_bytes_only_decode_error(data, op):
 def test_mutated_der_only_decode_error(tree, pos, val):
     data = bytearray(tree[0])
     data[pos % len(data)] = val
-    der_op("walk", bytes(data))
-    der_op("walk", bytes(data[: pos % len(data)]))
+    _accepted_only_if_canonical("walk", bytes(data))
+    _accepted_only_if_canonical("walk", bytes(data[: pos % len(data)]))
+
+
+# ---- acceptance property: what is accepted is the one DER encoding --------
+# X.690 §10 (DER) leaves one encoding per value, so an input the reader
+# accepts must come back byte for byte from the independent encoder _enc:
+# a reader that accepts a variant (long-form or padded length, padded
+# INTEGER or OID, a BOOLEAN other than 00/FF, non-zero unused bits) fails.
+
+
+def _minimal_int(v):
+    n = (v if v >= 0 else ~v).bit_length() // 8 + 1
+    return v.to_bytes(n, "big", signed=True)
+
+
+def _oid_body(body):
+    out, v = b"", 0
+    for b in body:  # decode base-128 subidentifiers, re-encode them minimally
+        v = (v << 7) | (b & 0x7F)
+        if not b & 0x80:
+            sub = bytes([v & 0x7F])
+            v >>= 7
+            while v:
+                sub = bytes([0x80 | (v & 0x7F)]) + sub
+                v >>= 7
+            out += sub
+    return out
+
+
+def _rebuild(r, depth=0):
+    out = b""
+    while not r.eof():
+        tag, s, e = r.read_tlv()
+        body = bytes(r.buf[s:e])
+        if tag & 0x20 and depth < 16:  # as der_eval.walk descends
+            body = _rebuild(der.Reader(r.buf, s, e), depth + 1)
+        out += _enc(tag, body)
+    return out
+
+
+def _reencode(op, data, out):
+    if op == "walk":
+        return _rebuild(der.Reader(data))
+    if op == "tlv":
+        tag, s, e = (int(x) for x in out.split(","))
+        return _enc(tag, data[s:e])
+    if op == "int":
+        return _enc(0x02, _minimal_int(int(out)))
+    if op == "uint":
+        m = bytes.fromhex(out)
+        return _enc(0x02, (b"\x00" if m[0] & 0x80 else b"") + m)
+    if op == "oid":
+        return _enc(0x06, _oid_body(bytes.fromhex(out)))
+    if op == "bits":
+        u, s, e = (int(x) for x in out.split(","))
+        last = data[e - 1] & ~((1 << u) - 1) if e > s else 0  # unused bits as zeros
+        return _enc(0x03, bytes([u]) + data[s : e - 1] + (bytes([last]) if e > s else b""))
+    if op == "bool":
+        return _enc(0x01, b"\xff" if out == "1" else b"\x00")
+    return data  # "time": the value's text form is checked by the vectors above
+
+
+def _accepted_only_if_canonical(op, data):
+    out = der_op(op, data)
+    if out != E:
+        assert _reencode(op, data, out) == data, (op, data.hex(), out)
+    return out
+
+
+def _count(data):
+    return int(der_op("walk", data))
+
+
+def _ber_variant(data, target, form):
+    """data with the length of its target-th TLV (walk order) written in a
+    BER form that DER forbids: "long" (0x81 for a short length), "padded"
+    (a leading zero length octet); the enclosing lengths re-encoded."""
+    seen = [0]
+
+    def enc(tag, body):
+        n = len(body)
+        if seen[0] != target:
+            return _enc(tag, body)
+        b = n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+        if form == "padded":
+            b = b"\x00" + b
+        return bytes([tag, 0x80 | len(b)]) + b + body
+
+    def go(r, depth=0):
+        out = b""
+        while not r.eof():
+            tag, s, e = r.read_tlv()
+            me = seen[0]
+            seen[0] += 1
+            body = bytes(r.buf[s:e])
+            if tag & 0x20 and depth < 16:
+                body = go(der.Reader(r.buf, s, e), depth + 1)
+            keep, seen[0] = seen[0], me
+            out += enc(tag, body)
+            seen[0] = keep
+        return out
+
+    return go(der.Reader(data))
+
+
+def test_every_byte_of_generated_der_mutated_accepts_only_canonical():
+    """Byte by byte: every value (0..255) at every offset of DER trees made by
+    the independent encoder, and every cut; whatever the reader accepts must
+    be the canonical encoding of what it decoded (and the genuine trees are
+    accepted, so the property is not vacuous)."""
+    rnd = random.Random(690)
+    trees = [
+        _enc(0x30, _enc(0x02, b"\x00\x80") + _enc(0x04, bytes(130)) + _enc(0x06, b"\x2a\x86\x48")),
+        _enc(0x31, _enc(0x01, b"\xff") + _enc(0x03, b"\x04\xf0") + _enc(0x05, b"")),
+        _enc(0xA0, _enc(0x30, _enc(0x02, bytes([rnd.randrange(256)]) * 2)) + _enc(0x16, b"ab")),
+    ]
+    accepted = 0
+    for tree in trees:
+        assert _accepted_only_if_canonical("walk", tree) != E
+        for i in range(len(tree)):
+            _accepted_only_if_canonical("walk", tree[:i])
+            m = bytearray(tree)
+            for v in range(256):
+                m[i] = v
+                accepted += _accepted_only_if_canonical("walk", bytes(m)) != E
+    assert accepted > 0  # mutated contents still parse: the property was exercised
+    for tree in trees:  # every length of every TLV in the BER forms DER forbids (§10.1)
+        for j in range(_count(tree)):
+            for form in ("long", "padded"):
+                _accepted_only_if_canonical("walk", _ber_variant(tree, j, form))
+    for op, body, tag in [
+        ("int", b"\x00\x80", 0x02),
+        ("uint", b"\x00\xff", 0x02),
+        ("oid", b"\x2a\x86\x48\x01", 0x06),
+        ("bits", b"\x04\xf0", 0x03),
+        ("bool", b"\xff", 0x01),
+    ]:
+        genuine = _enc(tag, body)
+        assert _accepted_only_if_canonical(op, genuine) != E
+        for i in range(len(genuine)):
+            m = bytearray(genuine)
+            for v in range(256):
+                m[i] = v
+                _accepted_only_if_canonical(op, bytes(m))
 
 
 # ---- MicroPython ---------------------------------------------------------
@@ -311,3 +454,14 @@ def test_fuzz_micropython_matches_cpython(mpyc):
         rows.append((op, data, der_op(op, data)))
     summary = mpyc.run_rows(ROW_SCRIPT, rows, heapsize="32K")
     assert summary == {"ok": len(rows), "failed": []}
+
+
+def test_uint_span_takes_max_len_octets_after_the_sign_octet():
+    """read_uint_span(max_len=n): n magnitude octets, plus the 0x00 sign
+    octet X.690 §8.3.2 requires when the top bit is set, fit; n + 1 do not."""
+    r = der.Reader(bytes.fromhex("020300ffff"))
+    assert der.read_uint_span(r, 2) == (3, 5)
+    with pytest.raises(DecodeError):
+        der.read_uint_span(der.Reader(bytes.fromhex("020400ffffff")), 2)
+    with pytest.raises(DecodeError):
+        der.read_uint_span(der.Reader(bytes.fromhex("0203010203")), 2)

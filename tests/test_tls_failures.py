@@ -118,17 +118,28 @@ def expected_alerts(flight):
     return out
 
 
+def ignored_and_length_bytes(flight):
+    """Positions where a flipped bit may raise nothing: the low byte of a
+    plaintext record's legacy_record_version (§5.1: "MUST be ignored for all
+    purposes"; the high byte must be 3, else decode_error) and the record
+    length fields (a longer record is buffered until its bytes arrive)."""
+    ignored, lengths, pos = set(), set(), 0
+    for r in records(flight):
+        if r[0] != 23:  # a protected record's header is its AAD (§5.2)
+            ignored.add(pos + 2)
+        lengths.update((pos + 3, pos + 4))
+        pos += len(r)
+    return ignored, lengths
+
+
 @pytest.mark.parametrize("mode", ["psk", "cert"])
 def test_every_flipped_byte_in_the_server_flight_is_an_alert(certs, mode):
     make, flight = capture(mode, certs)
     expect = expected_alerts(flight)
     rng = random.Random(1)
     positions = range(len(flight)) if mode == "psk" else sorted(rng.sample(range(len(flight)), 250))
-    # §5.1: legacy_record_version of a plaintext record "MUST be ignored"
-    ignored = {2}
+    ignored, lengths = ignored_and_length_bytes(flight)
     for i in positions:
-        if i in ignored:
-            continue
         bad = bytearray(flight)
         bad[i] ^= 1 << rng.randrange(8)
         c = make()
@@ -136,11 +147,17 @@ def test_every_flipped_byte_in_the_server_flight_is_an_alert(certs, mode):
         try:
             c.receive(bytes(bad))
         except AlertError as e:
+            assert i not in ignored, (i, e.description, e.message)
             assert e.description in expect[i], (i, e.description, e.message)
             assert c.state == CLOSED
             continue
-        # a flip that leaves the record incomplete (length field grew) just waits
-        assert c.state != CONNECTED, i
+        # acceptance property: a flipped flight that raised nothing is the
+        # genuine flight up to a field §5.1 says to ignore, or a record whose
+        # length grew so the client is still waiting for its bytes
+        if c.state == CONNECTED:
+            assert i in ignored, ("a modified flight was accepted", i)
+        else:
+            assert i in lengths, ("a modified flight neither failed nor waits", i, c.state)
 
 
 def test_truncated_flight_never_connects_and_waits(certs):
@@ -169,6 +186,10 @@ def test_truncated_server_hello_with_consistent_lengths_is_decode_error(certs, c
 def test_record_length_over_limit_is_record_overflow(certs):
     make, _ = capture("psk", certs)
     expect_alert(make, b"\x16\x03\x03\x41\x01" + bytes(10), {22})
+    c = make()  # exactly 2^14 + 256 (§5.2): not an overflow, the client waits for it
+    c.data_to_send()
+    c.receive(b"\x16\x03\x03\x41\x00" + bytes(10))
+    assert c.state != CLOSED
 
 
 def test_handshake_length_over_maximum_is_decode_error(certs):
@@ -289,11 +310,90 @@ def test_refinished_flight_with_its_own_cv_connects(certs):
     assert c.state == CONNECTED
 
 
+def test_handshake_messages_split_across_records_connect(certs):
+    """§5.1: handshake messages may be fragmented across records (and a
+    record may end inside a message header): every split of the protected
+    part of the flight into two records still connects."""
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    plain = b"".join(m.messages)
+    tag = suite_tag_len(m.suite)
+    for cut in (1, 3, 4, 5, len(m.messages[0]) + 2, len(plain) - 1):
+        sealer = RecordProtection(m.suite, m.secret)
+        data = m.sh + sealer.seal(22, plain[:cut], tag) + sealer.seal(22, plain[cut:], tag)
+        c = make()
+        c.data_to_send()
+        c.receive(data)
+        assert c.state == CONNECTED, cut
+
+
+def application_secrets(make, flight):
+    """(suite, client, server) application traffic secrets (§7.1) of the
+    deterministic client's PSK handshake, as the man in the middle derives
+    them from the seeded client key and the server's flight."""
+    m = Mitm(make, flight)
+    client_hello = make().data_to_send()[5:]
+    sh = m.sh[5:]
+    _, _, _, peer, _, _ = server_hello(sh[4:])
+    priv = X25519PrivateKey.from_private_bytes(SeededRng(make.seed)(32))
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(bytes(peer)))
+    ks = KeySchedule(make.psk)
+    ks.handshake_traffic(shared, hashlib.sha256(client_hello + sh).digest())
+    th = hashlib.sha256(client_hello + sh + b"".join(m.messages)).digest()
+    c_ap, s_ap, _ = ks.application_traffic(th)
+    return m.suite, c_ap, s_ap
+
+
+def test_key_update_rfc8446_s4_6_3(certs):
+    """A KeyUpdate from the server moves the client's read keys on; with
+    update_requested (1) the client answers with its own KeyUpdate (0) under
+    its current keys, then moves its write keys on; 2 and above are
+    illegal_parameter."""
+    make, flight = capture("psk", certs)
+    suite, c_ap, s_ap = application_secrets(make, flight)
+    tag = suite_tag_len(suite)
+    for requested, alert in ((0, None), (1, None), (2, 47), (255, 47)):
+        c = make()
+        c.data_to_send()
+        c.receive(flight)
+        c.data_to_send()  # the client's Finished
+        ku = RecordProtection(suite, s_ap).seal(22, b"\x18\x00\x00\x01" + bytes((requested,)), tag)
+        if alert is not None:
+            with pytest.raises(AlertError) as ei:
+                c.receive(ku)
+            assert ei.value.description == alert
+            continue
+        c.receive(ku)
+        assert c.state == CONNECTED
+        out = c.data_to_send()
+        if requested:
+            assert RecordProtection(suite, c_ap).open(out[:5], out[5:]) == (
+                22,
+                b"\x18\x00\x00\x01\x00",
+            )
+        else:
+            assert out == b""
+        # the next server record is under the next read secret only
+        s_next = _expand_label(s_ap, b"traffic upd", 32)
+        c.receive(RecordProtection(suite, s_next).seal(22, b"\x18\x00\x00\x01\x00", tag))
+        assert c.state == CONNECTED
+
+
 def test_bad_server_finished_is_decrypt_error(certs):
     make, flight = capture("psk", certs)
     m = Mitm(make, flight)
     assert m.types() == [8, 20]
     m.send(make, [m.messages[0], _flip_last(m.messages[1])], {51})
+
+
+def test_server_finished_of_another_length_is_decrypt_error(certs):
+    """§4.4.4: verify_data is Hash.length bytes; a shorter or longer one
+    (here its prefix, and it with a byte more) never verifies."""
+    make, flight = capture("psk", certs)
+    m = Mitm(make, flight)
+    fin = m.messages[1]
+    for body in (fin[4:-1], fin[4:] + b"\x00"):
+        m.send(make, [m.messages[0], b"\x14" + len(body).to_bytes(3, "big") + body], {51})
 
 
 def test_reencrypted_untouched_flight_still_connects(certs):
@@ -395,6 +495,35 @@ def test_rfc8446_s4_2_recognized_extension_not_for_ee_is_illegal_parameter(certs
     m = Mitm(make, flight)
     for ext in ((21, b"\x00"), (13, b"\x00\x02\x04\x03"), (51, b"\x00\x1d")):
         m.send(make, [_ee(ext), m.messages[1]], {47})
+
+
+def test_rfc8446_s4_2_duplicate_extension_is_illegal_parameter(certs):
+    """§4.2: "There MUST NOT be more than one extension of the same type in a
+    given extension block"; refinished, so only that check can refuse it."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    ee = _ee((10, b"\x00\x02\x00\x1d"), (10, b"\x00\x02\x00\x1d"))
+    m.send(make, m.refinish([ee] + m.messages[1:]), {47})
+    m.send(make, m.refinish([_ee((10, b"\x00\x02\x00\x1d"))] + m.messages[1:]), {51})
+
+
+def test_rsa_server_certificate_verify_rsa_pss_connects():
+    """§4.4.3 with an RSA server key: OpenSSL signs rsa_pss_rsae_sha256."""
+    ca = pki.make_ca("Fail RSA CA", key_type="rsa2048")
+    capture("cert", (ca, pki.make_cert("service.local", issuer=ca, key_type="rsa2048")))
+
+
+def test_certificate_verify_scheme_not_fitting_the_key_is_illegal_parameter(certs):
+    """§4.4.3: an offered scheme (rsa_pss_rsae_sha256) for an ECDSA
+    certificate's key: illegal_parameter, not a signature check."""
+    make, flight = capture("cert", certs)
+    m = Mitm(make, flight)
+    msgs = list(m.messages)
+    assert msgs[2][4:6] == b"\x04\x03"  # ecdsa_secp256r1_sha256
+    for scheme in (b"\x08\x04", b"\x08\x07"):  # rsa_pss_rsae_sha256, ed25519
+        forged = list(msgs)
+        forged[2] = msgs[2][:4] + scheme + msgs[2][6:]
+        m.send(make, m.refinish(forged), {47})
 
 
 @settings(max_examples=300, deadline=None)

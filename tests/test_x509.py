@@ -898,23 +898,32 @@ def test_chain_misuse(pki):
 
 def _chain_fn(pki, which):
     leaf, inter = pki["leaf"], pki["inter"]
-    roots = anchors(pki, "root")
+    roots = anchors(pki, {"rsa_leaf_pss": "rsa_root", "ed_leaf": "ed_root"}.get(which, "root"))
+    x509.verify_chain(  # the genuine chain verifies, so every refusal below is the mutant's
+        [leaf, inter], anchors=anchors(pki, "root"), hostname="device.example.com", now=NOW
+    )
 
     def run(mutant):
-        ch = [mutant, inter] if which == "leaf" else [leaf, mutant]
+        if which in ("rsa_leaf_pss", "ed_leaf"):
+            ch = [mutant]
+        else:
+            ch = [mutant, inter] if which == "leaf" else [leaf, mutant]
         x509.verify_chain(ch, anchors=roots, hostname="device.example.com", now=NOW)
 
+    run(pki[which])
     return run
 
 
 @pytest.mark.parametrize("which", ["leaf", "inter", "rsa_leaf_pss", "ed_leaf"])
 def test_fuzz_truncations_and_mutations_only_alerts(pki, backend_mode, which):
-    """Every cut and three xor mutations at every offset; for the P-256 leaf
-    and intermediate the mutant also goes through verify_chain (pure and
-    native signature code)."""
-    chain_fn = _chain_fn(pki, which) if which in ("leaf", "inter") else None
+    """Every cut and three xor mutations at every offset, each parsed and
+    put through verify_chain (pure and native signature code).  Acceptance
+    property: a mutant that verifies is never byte-identical to the genuine
+    certificate, so any that verifies fails the test (fuzz() lists it in
+    `escaped`).  No mutation is canonically equivalent here: DER has one
+    encoding per value and the signature covers every byte of the TBS."""
     parsed, rejected, escaped = fuzz(
-        pki[which], step=1, xors=(0x01, 0x80, 0xFF), chain_fn=chain_fn, chain_step=1
+        pki[which], step=1, xors=(0x01, 0x80, 0xFF), chain_fn=_chain_fn(pki, which), chain_step=1
     )
     assert escaped == []
     assert rejected > len(pki[which])  # every truncation at least is refused
@@ -942,7 +951,9 @@ def test_random_splices_only_alerts(pki, data):
     try:
         x509.verify_chain([d, pki["inter"]], anchors=anchors(pki, "root"))
     except AlertError:
-        pass
+        return
+    # acceptance property: only the genuine leaf verifies under inter/root
+    assert d == pki["leaf"], "a spliced certificate verified"
 
 
 # ---- MicroPython ------------------------------------------------------------

@@ -8,7 +8,9 @@ digest(cert)    SHA-256 hex of summary(cert), computed field by field so a
                 32K heap never holds the whole line.
 fuzz(data, ...) truncations and byte mutations of a DER certificate;
                 returns (parsed, rejected, escaped): escaped lists anything
-                raised that is not an atls.errors.AlertError.
+                raised that is not an atls.errors.AlertError, and every
+                mutant that chain_fn accepted (a certificate that differs
+                from the genuine one by even a byte must never verify).
 """
 
 from binascii import hexlify
@@ -83,5 +85,9 @@ def fuzz(data, step=1, xors=(0x01, 0x80, 0xFF), chain_fn=None, chain_step=0):
             tried += 1
             parsed += _try(x509.Certificate, m, esc, ("xor", i, x))
             if chain_fn is not None and chain_step and i % chain_step == 0:
-                _try(chain_fn, m, esc, ("chain", i, x))
+                if _try(chain_fn, m, esc, ("chain", i, x)):
+                    esc.append((("accepted", i, x), "a modified certificate verified"))
+        if chain_fn is not None and chain_step and i % chain_step == 0:
+            if _try(chain_fn, data[:i], esc, ("chain-cut", i)):
+                esc.append((("accepted-cut", i), "a truncated certificate verified"))
     return parsed, tried - parsed, esc

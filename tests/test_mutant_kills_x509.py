@@ -1,0 +1,221 @@
+"""atls.x509 checks that `make mutants` (tests/mutants/) found no test
+pinning down (RFC 5280 §4.1.2.7 with RFC 8017 §A.1.1; §4.2.1.6)."""
+
+import datetime
+
+import pytest
+from cryptography import x509 as cx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from atls import x509
+from atls.errors import AlertError
+
+T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def cert(key, san=None):
+    n = cx.Name([cx.NameAttribute(NameOID.COMMON_NAME, "t")])
+    b = (
+        cx.CertificateBuilder()
+        .subject_name(n)
+        .issuer_name(n)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(T0)
+        .not_valid_after(T0 + datetime.timedelta(days=30))
+    )
+    if san:
+        b = b.add_extension(cx.SubjectAlternativeName([cx.DNSName(s) for s in san]), False)
+    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def rsa_der():
+    return cert(rsa.generate_private_key(65537, 2048))
+
+
+def test_rsa_key_with_even_exponent_or_even_modulus_is_bad_certificate_42(rsa_der):
+    """RFC 8017 §3.1: n is odd (a product of odd primes), e is odd and >= 3."""
+    assert x509.Certificate(rsa_der).public_key[1] == 65537
+    e = b"\x02\x03\x01\x00\x01"  # INTEGER 65537 ends the RSAPublicKey
+    assert rsa_der.count(e) == 1
+    i = rsa_der.index(e)
+    for bad in (
+        rsa_der[:i] + b"\x02\x03\x01\x00\x02" + rsa_der[i + 5 :],  # e even, n odd
+        rsa_der[: i - 1] + bytes([rsa_der[i - 1] ^ 1]) + rsa_der[i:],  # n even, e odd
+        rsa_der[:i] + b"\x02\x03\x00\x00\x01" + rsa_der[i + 5 :],  # e = 1 (not minimal: 50)
+    ):
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(bad)
+        assert ei.value.description in (42, 50)
+    with pytest.raises(AlertError) as ei:  # e even: exactly bad_certificate
+        x509.Certificate(rsa_der[:i] + b"\x02\x03\x01\x00\x02" + rsa_der[i + 5 :])
+    assert ei.value.description == 42
+    with pytest.raises(AlertError) as ei:  # n even: exactly bad_certificate
+        x509.Certificate(rsa_der[: i - 1] + bytes([rsa_der[i - 1] ^ 1]) + rsa_der[i:])
+    assert ei.value.description == 42
+
+
+def test_dns_names_are_printable_ascii_0x21_to_0x7e():
+    key = ec.generate_private_key(ec.SECP256R1())
+    c = x509.Certificate(cert(key, san=["!a.example", "b~.example"]))
+    assert c.san_dns == ["!a.example", "b~.example"]
+    good = cert(key, san=["ab.example"])
+    for ch in (0x20, 0x7F):  # space and DEL, same length as "b"
+        bad = good.replace(b"ab.example", bytes([0x61, ch]) + b".example")
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(bad)
+        assert ei.value.description == 42
+
+
+def test_hostname_matches_refuses_empty_names():
+    assert x509.hostname_matches("a.example", "a.example")
+    assert not x509.hostname_matches("a.example", "")
+    assert not x509.hostname_matches("", "a.example")
+    assert not x509.hostname_matches(".", "a.example")
+    assert not x509.hostname_matches("a.example", ".")
+
+
+def test_ip_address_accepts_bracketed_ipv6():
+    want = bytes.fromhex("20010db8000000000000000000000001")
+    assert x509.ip_address("2001:db8::1") == want
+    assert x509.ip_address("[2001:db8::1]") == want
+    assert x509.ip_address("[2001:db8::1") is None
+
+
+def test_rsa_exponent_3_is_accepted():
+    assert x509.Certificate(cert(rsa.generate_private_key(3, 2048))).public_key[1] == 3
+
+
+def test_rsa_modulus_below_min_rsa_bits_is_unsupported_43():
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(cert(rsa.generate_private_key(65537, x509.MIN_RSA_BITS - 8)))
+    assert ei.value.description == 43
+    assert x509.Certificate(cert(rsa.generate_private_key(65537, x509.MIN_RSA_BITS))).rsa_len == (
+        x509.MIN_RSA_BITS // 8
+    )
+
+
+def test_max_san_names_are_accepted_one_more_is_unsupported_43():
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = ["n%d.example" % i for i in range(x509.MAX_SAN + 1)]
+    assert x509.Certificate(cert(key, san=names[:-1])).san_dns == names[:-1]
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(cert(key, san=names))
+    assert ei.value.description == 43
+
+
+def test_ec_key_on_another_curve_is_unsupported_43():
+    """RFC 5480 §2.1.1: the curve is the parameters' OID; secp256k1 has the
+    same 65-byte point format as P-256 and must not pass for it."""
+    for curve in (ec.SECP384R1(), ec.SECP256K1()):
+        with pytest.raises(AlertError) as ei:
+            x509.Certificate(cert(ec.generate_private_key(curve)))
+        assert ei.value.description == 43, curve.name
+
+
+def test_an_rsa_signature_algorithm_under_a_non_rsa_issuer_is_bad_certificate_42(rsa_der):
+    issuer = x509.Certificate(cert(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(AlertError) as ei:
+        x509.verify_signed_by(x509.Certificate(rsa_der), issuer)
+    assert ei.value.description == 42
+
+
+def _tlv(tag, body):
+    n = len(body)
+    if n < 0x80:
+        ln = bytes([n])
+    elif n < 0x100:
+        ln = bytes([0x81, n])
+    else:
+        ln = bytes([0x82, n >> 8, n & 0xFF])
+    return bytes([tag]) + ln + body
+
+
+def _children(data):
+    from atls import der
+
+    r, out = der.Reader(data), []
+    while not r.eof():
+        s, e = r.read_raw()
+        out.append(bytes(data[s:e]))
+    return out
+
+
+def _body(tlv):
+    from atls import der
+
+    _, s, e = der.Reader(tlv).read_tlv()
+    return bytes(tlv[s:e])
+
+
+def test_v3_unique_identifiers_are_skipped():
+    """RFC 5280 §4.1.2.8: issuerUniqueID [1] and subjectUniqueID [2] may
+    follow the key in a v2/v3 certificate; they are skipped, the extensions
+    after them still read."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = cert(key, san=["u.example"])
+    outer = _children(_body(good))  # tbsCertificate, signatureAlgorithm, signature
+    tbs = _children(_body(outer[0]))
+    assert tbs[0][0] == 0xA0 and tbs[7][0] == 0xA3  # version, ..., extensions
+    ids = _tlv(0x81, b"\x00\xaa") + _tlv(0x82, b"\x00\xbb")
+    new_tbs = _tlv(0x30, b"".join(tbs[:7]) + ids + tbs[7])
+    c = x509.Certificate(_tlv(0x30, new_tbs + b"".join(outer[1:])))
+    assert c.version == 3 and c.san_dns == ["u.example"]
+
+
+def test_tbs_is_a_view_into_the_callers_buffer():
+    data = cert(ec.generate_private_key(ec.SECP256R1()))
+    c = x509.Certificate(data)
+    assert isinstance(c.tbs, memoryview) and c.tbs.obj is data
+
+
+def test_a_san_entry_that_is_not_a_general_name_is_decode_error_50():
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = cert(key, san=["ab.example"])
+    assert good.count(b"\x82\x0aab.example") == 1
+    bad = good.replace(b"\x82\x0aab.example", b"\x04\x0aab.example")  # OCTET STRING
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(bad)
+    assert ei.value.description == 50
+
+
+def test_max_extensions_are_accepted_one_more_is_unsupported_43():
+    from cryptography.x509.oid import ObjectIdentifier
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    n = cx.Name([cx.NameAttribute(NameOID.COMMON_NAME, "t")])
+
+    def with_extensions(count):
+        b = (
+            cx.CertificateBuilder()
+            .subject_name(n)
+            .issuer_name(n)
+            .public_key(key.public_key())
+            .serial_number(7)
+            .not_valid_before(T0)
+            .not_valid_after(T0 + datetime.timedelta(days=30))
+        )
+        for i in range(count):
+            oid = ObjectIdentifier("1.3.6.1.4.1.55555.%d" % i)
+            b = b.add_extension(cx.UnrecognizedExtension(oid, b"\x05\x00"), False)
+        return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+    x509.Certificate(with_extensions(x509.MAX_EXTENSIONS))
+    with pytest.raises(AlertError) as ei:
+        x509.Certificate(with_extensions(x509.MAX_EXTENSIONS + 1))
+    assert ei.value.description == 43
+
+
+def test_rsa_pss_key_without_parameters_is_a_pss_only_rsa_key(rsa_der):
+    """RFC 4055 §3.1: an id-RSASSA-PSS public key may omit its parameters
+    (any PSS hash then); it is an RSA key usable for PSS only."""
+    outer = _children(_body(rsa_der))
+    tbs = _children(_body(outer[0]))
+    spki = _children(_body(tbs[6]))
+    pss = _tlv(0x30, _tlv(0x06, bytes.fromhex("2a864886f70d01010a")))  # no parameters
+    tbs[6] = _tlv(0x30, pss + spki[1])
+    c = x509.Certificate(_tlv(0x30, _tlv(0x30, b"".join(tbs)) + b"".join(outer[1:])))
+    assert c.key_type == "rsa" and c.rsa_pss_only
