@@ -6,6 +6,8 @@
 # come from pip into .venv (make setup).
 set -euo pipefail
 NEEDED="openssl:openssl"
+# MQTT bridge tests: a real broker; fleet page test: headless Chromium and its driver
+NEEDED="$NEEDED mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver"
 
 missing_pkgs() {
   local out="" entry cmd pkg
