@@ -58,6 +58,7 @@ class Messages:
         self._peer_closed = False
         self._close = None  # once our CLOSE is sent: [due, rto, deadline]
         self._reply_at = None  # closed: answer a repeated CLOSE then
+        self._hold = None  # hold_acks(): seqs below this are acknowledged
 
     def start_channel(self, key_block, suite):
         """TLS is done: seal and open with the exported key block (§3)."""
@@ -103,6 +104,16 @@ class Messages:
                 self._stop("closed", reason)
             else:
                 self.state = "closing"
+
+    def hold_acks(self):
+        """From now on a delivered message is acknowledged only once release()
+        says the application has it safe (e.g. the broker's PUBACK)."""
+        self._hold = self._rx_next
+
+    def release(self, n, now_ms):
+        """The application has the next n delivered messages safe: ACK them."""
+        self._hold = min(self._hold + n, self._rx_next)
+        self._ack_at = now_ms
 
     def unacked(self):
         """The messages not yet acknowledged, in seq order (plaintexts)."""
@@ -217,8 +228,11 @@ class Messages:
             if ch.ack_seq <= wire.MAX_COUNTER:
                 bm = 0
                 nxt = self._rx_next
-                for s in self._held:
-                    bm |= 1 << (_SPAN - s + nxt)
+                if self._hold is not None and self._hold < nxt:
+                    nxt = self._hold  # delivered, not released: no bitmap
+                else:
+                    for s in self._held:
+                        bm |= 1 << (_SPAN - s + nxt)
                 out.append(ch.seal(ACK, sid, nxt, bm))
                 self._last_rep = now
                 if ch.ack_seq > wire.MAX_COUNTER:  # that was the last ACK nonce
