@@ -35,6 +35,7 @@ from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
 from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights
 from host_tools.service.errors import ConfigError
+from host_tools.service.hold import hold_ack
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 
@@ -62,16 +63,19 @@ class Session:
         self.budget = Budget(service.limits["amplification"])  # until the address is validated
         self.credential = None  # ("psk", key digest) or ("cert", fingerprint), once up
         self.auth = None  # "psk" | "cert": the identity's namespace
+        self.on_delivered = {}  # seq -> callback of send(on_delivered=)
+        self.held = None  # hold_acks apps: per delivered message, None or its future
 
     @property
     def up(self):
         return self.link.channel is not None and self.link.state == "open"
 
-    def send(self, payload):
-        """Queue a message to the device (exactly-once delivery)."""
+    def send(self, payload, on_delivered=None):
+        """Queue a message to the device (exactly-once delivery);
+        on_delivered() is called once the device acknowledged it."""
         if len(self.backlog) >= self.service.limits["app_queue"]:
             raise QueueFull("application queue full for session %d" % self.sid)
-        self.backlog.append(bytes(payload))
+        self.backlog.append((bytes(payload), on_delivered))
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
 
@@ -79,10 +83,12 @@ class Session:
         """Move queued app messages into the link while its window has room."""
         while self.backlog and self.up:
             try:
-                self.link.send(self.backlog[0], now)
+                seq = self.link.send(self.backlog[0][0], now)
             except QueueFull:
                 return
-            self.backlog.popleft()
+            cb = self.backlog.popleft()[1]
+            if cb is not None:
+                self.on_delivered[seq] = cb
 
 
 class EchoApp:
@@ -284,6 +290,9 @@ class Service(asyncio.DatagramProtocol):
         sid = self._new_sid()
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
+        if getattr(self.app, "hold_acks", False):
+            link.hold_acks()  # ACK a message once the app's future is done (on_message)
+            sess.held = deque()
         self.sessions[sid] = sess
         self.half_open[sid] = sess
         c = self.per_ip.setdefault(addr[0], [0, 0])
@@ -313,11 +322,19 @@ class Service(asyncio.DatagramProtocol):
             elif kind == "message":
                 self.counters["messages_in"] += 1
                 try:
-                    self.app.on_message(sess, ev[1])
+                    r = self.app.on_message(sess, ev[1])
                 except QueueFull as e:
+                    r = e
                     log("app_queue_full", sid=sess.sid, error=str(e))
                 except Exception as e:  # the application must not take the service down
+                    r = e
                     log("app_error", sid=sess.sid, error=repr(e))
+                if sess.held is not None:
+                    hold_ack(self, sess, r)
+            elif kind == "delivered":
+                cb = sess.on_delivered.pop(ev[1], None)
+                if cb is not None:
+                    cb()
             elif kind in ("error", "closed"):
                 self.end(sess, "link %s: %s" % (kind, ev[1]))
                 return
