@@ -1,0 +1,232 @@
+"""The MQTT bridge (host_tools.service.mqtt_app, docs/MQTT.md) against a real
+Mosquitto broker started by a fixture on a free port: topics, retained
+status, birth and last will, PUBACK before the link ACK, duplicate
+suppression across a crash, the durable downlink queue, end to end with a
+MicroPython device."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from e2e import ServiceProc, run_device
+
+from host_tools.service.errors import ConfigError
+from host_tools.service.mqtt_app import MqttApp, MqttConfig
+from host_tools.service.mqtt_broker import Broker, Recorder, mosquitto_binary
+
+pytestmark = pytest.mark.skipif(
+    mosquitto_binary() is None, reason="mosquitto missing: tools/system-deps.sh install"
+)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+class FakeSession:
+    """What the bridge uses of host_tools.service.core.Session."""
+
+    def __init__(self, identity):
+        self.identity = identity
+        self.suite = "TLS_AES_128_CCM_8_SHA256"
+        self.handshake_ms = 12
+        self.sent = []  # [payload, on_delivered]
+
+    def send(self, payload, on_delivered=None):
+        self.sent.append([payload, on_delivered])
+
+
+def _app(tmp_path, broker, **kw):
+    cfg = dict({"port": broker.port, "prefix": "t", "state": str(tmp_path / "state.sqlite")}, **kw)
+    return MqttApp(cfg)
+
+
+async def _started(app):
+    await app.start()
+    await asyncio.wait_for(app.connected.wait(), 10)
+
+
+def test_config_is_checked(tmp_path):
+    with pytest.raises(ConfigError):
+        MqttConfig({"prefix": "a/#"})
+    with pytest.raises(ConfigError):
+        MqttConfig({"qos": 3})
+    with pytest.raises(ConfigError):
+        MqttConfig({"bogus": 1})
+    (tmp_path / "pw").write_text("secret\n")
+    c = MqttConfig({"password_file": "pw", "username": "svc", "tls": {"ca": "ca.pem"}}, tmp_path)
+    assert c.password == "secret" and c.tls["ca"] == str(tmp_path / "ca.pem")
+
+
+def test_up_waits_for_puback_status_and_birth_and_will(tmp_path, broker):
+    rec = Recorder(broker.port, ["t/#"])
+
+    async def main():
+        app = _app(tmp_path, broker)
+        await _started(app)
+        s = FakeSession("dev-1")
+        app.on_connect(s)
+        os.kill(broker.proc.pid, signal.SIGSTOP)  # the broker cannot PUBACK
+        try:
+            fut = app.on_message(s, b"reading-1")
+            await asyncio.sleep(0.5)
+            assert not fut.done()  # no PUBACK: the service holds the link ACK
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(fut, 10)
+        assert app.counters["published"] == 1
+        app.on_close(s, "idle")
+        await app.stop()
+
+    asyncio.run(main())
+    assert rec.wait(lambda: len(rec.on("t/dev-1/status")) == 2)
+    assert rec.on("t/dev-1/up") == [b"reading-1"]
+    online, offline = [json.loads(p) for p in rec.on("t/dev-1/status")]
+    assert online["state"] == "online" and online["suite"] == "TLS_AES_128_CCM_8_SHA256"
+    assert offline["state"] == "offline" and offline["reason"] == "idle"
+    assert rec.on("t/service/status") == [b"online", b"offline"]
+    rec.stop()
+    # retained: a late subscriber sees the last status at once
+    late = Recorder(broker.port, ["t/+/status"])  # dev-1 and service
+    assert late.wait(lambda: len(late.messages) == 2)
+    assert all(m[2] for m in late.messages)
+    late.stop()
+
+
+_CRASHING = textwrap.dedent(
+    """
+    import asyncio, os, sys, json
+    from host_tools.service.mqtt_app import MqttApp
+    cfg, ids, die_at = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+
+    class S:
+        identity, suite, handshake_ms = "dev-k", "x", 1
+        def send(self, payload, on_delivered=None): pass
+
+    class Crashing(MqttApp):
+        def on_puback(self, device, msg_id):
+            if msg_id == die_at:  # PUBACK came, the link ACK never goes out
+                os._exit(9)
+
+    async def main():
+        app = Crashing(cfg)
+        await app.start()
+        await asyncio.wait_for(app.connected.wait(), 10)
+        s = S()
+        for i in ids:
+            r = app.on_message(s, b"m%d" % i, msg_id=i)
+            if r is not None:
+                await r
+            print("acked", i, flush=True)
+        await app.stop()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_kill_between_puback_and_ack_no_loss_no_duplicate(tmp_path, broker):
+    """The service dies after the broker's PUBACK of message 2 and before
+    the device saw its ACK; the device sends 2 again to the restarted
+    service (same message id): on the topic 1, 2, 3 exactly once."""
+    rec = Recorder(broker.port, ["t/dev-k/up"])
+    cfg = json.dumps({"port": broker.port, "prefix": "t", "state": str(tmp_path / "st.sqlite")})
+
+    def run(ids, die_at):
+        return subprocess.run(
+            [sys.executable, "-c", _CRASHING, cfg, json.dumps(ids), str(die_at)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = run([1, 2, 3], 2)
+    assert first.returncode == 9, first.stderr
+    assert first.stdout.split() == ["acked", "1"]  # 2 was never acknowledged to the device
+    second = run([2, 3], 0)  # the device's retransmission, then the next message
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["acked", "2", "acked", "3"]
+    assert rec.wait(lambda: len(rec.on("t/dev-k/up")) >= 3)
+    assert not rec.wait(lambda: len(rec.on("t/dev-k/up")) > 3, timeout=0.5)
+    assert rec.on("t/dev-k/up") == [b"m1", b"m2", b"m3"]
+    assert [m[3] for m in rec.messages] == ["1", "2", "3"]  # MQTT 5 user property msg-id
+    rec.stop()
+
+
+def test_down_is_durable_bounded_and_acknowledged_by_the_device(tmp_path, broker):
+    from host_tools.service.registry import Registry
+
+    (tmp_path / "devices.json").write_text(
+        json.dumps({"devices": {"dev-1": {"psk": "00" * 32}, "dev-2": {"psk": "01" * 32}}})
+    )
+    reg = Registry(tmp_path / "devices.json")
+    pub = Recorder(broker.port, ["nothing"])
+
+    async def main():
+        app = _app(tmp_path, broker, down_queue=3)
+        app.registry = reg
+        await _started(app)
+        for i in range(5):  # dev-1 offline: queued, the oldest two dropped
+            pub.client.publish("t/dev-1/down", b"d%d" % i, qos=1).wait_for_publish(5)
+        pub.client.publish("t/stranger/down", b"x", qos=1).wait_for_publish(5)
+        for _ in range(200):
+            if app.counters["down_received"] == 5 and app.counters["down_refused"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert app.counters["down_dropped_overflow"] == 2
+        assert app.queue_depths()["down"] == 3
+        await app.stop()
+        # a restarted bridge still has them; the device gets them once online
+        app = _app(tmp_path, broker, down_queue=3)
+        await _started(app)
+        s = FakeSession("dev-1")
+        app.on_connect(s)
+        assert [p for p, _ in s.sent] == [b"d2", b"d3", b"d4"]
+        s.sent[0][1]()  # the device acknowledged d2
+        assert app.queue_depths()["down"] == 2
+        app.on_close(s, "gone")  # d3, d4 not acknowledged: sent again next session
+        s2 = FakeSession("dev-1")
+        app.on_connect(s2)
+        assert [p for p, _ in s2.sent] == [b"d3", b"d4"]
+        await app.stop()
+
+    asyncio.run(main())
+    pub.stop()
+
+
+def test_device_end_to_end_through_the_broker(mpyc, tmp_path, broker):
+    """A MicroPython device sends 20 messages; each is on its up topic once;
+    a subscriber echoes them to down and the device receives all 20."""
+    psk = os.urandom(32)
+    echo = Recorder(broker.port, ["t/#"], echo=True)
+    mqtt = {"port": broker.port, "prefix": "t", "state": "mqtt.sqlite"}
+    svc = ServiceProc(tmp_path, devices={"dev-e": psk}, extra={"app": "mqtt", "mqtt": mqtt})
+    try:
+        s = run_device(
+            mpyc,
+            tmp_path,
+            {
+                "host": svc.addr[0],
+                "port": svc.addr[1],
+                "psk": psk.hex(),
+                "psk_identity": "dev-e",
+                "count": 20,
+            },
+        )
+        assert s["ok"] and s["received"] == 20 and s["in_order"] and s["duplicates"] == 0, s
+        ups = echo.on("t/dev-e/up")
+        assert len(ups) == 20 and len(set(ups)) == 20
+        status = json.loads(echo.on("t/dev-e/status")[0])
+        assert status["state"] == "online"
+    finally:
+        svc.stop()
+        echo.stop()
+    assert psk.hex() not in svc.logs()
