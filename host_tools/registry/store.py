@@ -24,7 +24,15 @@ from pathlib import Path
 
 from host_tools.registry.seal import MasterKey, SealError
 
-__all__ = ["Store", "RegistryError", "SCHEMA_VERSION", "MIGRATIONS", "default_key_path"]
+__all__ = [
+    "Store",
+    "RegistryError",
+    "SCHEMA_VERSION",
+    "MIGRATIONS",
+    "default_key_path",
+    "provision_view",
+    "provision_register",
+]
 
 
 class RegistryError(Exception):
@@ -135,7 +143,9 @@ class Store:
         sealed = self.key.seal(device_id, psk) if psk is not None else None
         row = self.db.execute("SELECT created FROM devices WHERE id = ?", (device_id,)).fetchone()
         if row is not None and not replace:
-            raise RegistryError("device %r is already registered (replace it with --force)" % device_id)
+            raise RegistryError(
+                "device %r is already registered (replace it with --force)" % device_id
+            )
         try:
             self.db.execute(
                 "INSERT OR REPLACE INTO devices (id, psk_sealed, cert_sha256, spki_sha256,"
@@ -251,3 +261,30 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         return len(devices)
+
+
+def provision_view(path):
+    """A SQLite registry as provisioning reads a devices.json: {"devices":
+    {id: {...}} of active devices, "device_ca": the setting}."""
+    st = Store(path)
+    try:
+        out = {"devices": {d["id"]: {} for d in st.devices() if not d["revoked"]}}
+        ca = st.setting("device_ca")
+        if ca:
+            out["device_ca"] = ca
+        return out
+    finally:
+        st.close()
+
+
+def provision_register(path, device, entry, device_ca=None, force=False):
+    """Register what provisioning made (entry: {"psk": hex} or
+    {"cert_sha256": hex}); device_ca relative to the database's folder."""
+    st = Store(path)
+    try:
+        psk = bytes.fromhex(entry["psk"]) if "psk" in entry else None
+        st.add(device, psk, entry.get("cert_sha256"), entry.get("spki_sha256"), replace=force)
+        if device_ca:
+            st.set_setting("device_ca", device_ca)
+    finally:
+        st.close()
