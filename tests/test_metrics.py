@@ -1,0 +1,43 @@
+"""/metrics of the service (prometheus_client text format) parses with the
+Prometheus text parser and its counters move during a run."""
+
+import json
+import os
+import urllib.request
+
+from e2e import ServiceProc, run_device
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(addr):
+    with urllib.request.urlopen("http://%s/metrics" % addr, timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_service_metrics_move_during_a_run(mpyc, tmp_path):
+    psk = os.urandom(32)
+    svc = ServiceProc(tmp_path, devices={"dev-m": psk}, extra={"metrics_listen": "127.0.0.1:0"})
+    try:
+        addr = json.loads((tmp_path / "service.ready.json").read_text())["metrics"]
+        before = scrape(addr)
+        assert before[("atls_handshakes_total", (("result", "ok"),))] == 0
+        cfg = {"host": svc.addr[0], "port": svc.addr[1], "psk": psk.hex()}
+        cfg.update(psk_identity="dev-m", count=5)
+        assert run_device(mpyc, tmp_path, cfg)["ok"]
+        after = scrape(addr)
+    finally:
+        svc.stop()
+    assert after[("atls_handshakes_total", (("result", "ok"),))] == 1
+    assert after[("atls_messages_total", (("direction", "in"),))] == 5
+    assert after[("atls_datagrams_total", (("direction", "in"),))] > before.get(
+        ("atls_datagrams_total", (("direction", "in"),)), 0
+    )
+    assert after[("atls_sessions_total", ())] == 1
+    assert after[("atls_handshake_duration_seconds_count", ())] == 1
+    assert ("atls_queue_depth", (("queue", "app_backlog"),)) in after
