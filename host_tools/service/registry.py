@@ -162,7 +162,9 @@ class Registry:
             return self.store.devices()
         names = {i.decode("utf-8", "replace") for i in self.psks}
         names.update(self.certs.values(), self.spkis.values())
-        return [{"id": n, "revoked": None, "last_seen": None, "firmware": None} for n in sorted(names)]
+        return [
+            {"id": n, "revoked": None, "last_seen": None, "firmware": None} for n in sorted(names)
+        ]
 
     def lookup_cert(self, cert):
         """The device name a client certificate is registered to, or None."""
