@@ -41,3 +41,60 @@ def test_service_metrics_move_during_a_run(mpyc, tmp_path):
     assert after[("atls_sessions_total", ())] == 1
     assert after[("atls_handshake_duration_seconds_count", ())] == 1
     assert ("atls_queue_depth", (("queue", "app_backlog"),)) in after
+
+
+def test_gateway_metrics_parse_and_move(tmp_path):
+    """The gateway's /metrics (metrics_listen in gateway.json): Gateway.stats()
+    as Prometheus families, moving as packets pass."""
+    import asyncio
+    import socket
+
+    import aiohttp
+
+    from host_tools.gateway import Config, Gateway
+    from host_tools.gateway.metrics import serve_metrics
+
+    svc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    svc.bind(("127.0.0.1", 0))
+    cfg = tmp_path / "gateway.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "services": {"default": "127.0.0.1:%d" % svc.getsockname()[1]},
+                "state_dir": "gw",
+                "metrics_listen": "127.0.0.1:0",
+            }
+        )
+    )
+    pkt = bytes([0xA0, 0, 0, 0, 0]) + b"hello"
+
+    def parse(text):
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+
+    async def go():
+        config = Config(cfg)
+        assert config.metrics_listen == ("127.0.0.1", 0)
+        gw = Gateway(config)
+        runner, addr = await serve_metrics(gw, config.metrics_listen)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = "http://%s/metrics" % addr
+                before = parse(await (await http.get(url)).text())
+                gw.upstream(("udp", ("10.0.0.1", 1)), b"\x42plain text")
+                gw.upstream(("udp", ("10.0.0.1", 1)), pkt)
+                after = parse(await (await http.get(url)).text())
+        finally:
+            await runner.cleanup()
+            gw.close_flows()
+        return before, after
+
+    before, after = asyncio.run(go())
+    svc.close()
+    assert before[("atls_gateway_up_packets_total", ())] == 0
+    assert after[("atls_gateway_up_packets_total", ())] == 1
+    assert after[("atls_gateway_drops_total", (("key", "not_atls"),))] == 1
+    assert after[("atls_gateway_flows", ())] == 1
