@@ -75,6 +75,7 @@ class Recorder:
         import paho.mqtt.client as mqtt
 
         self.messages = []
+        self.stamps = []  # (down topic, time) of each echo published
         self.echo = echo
         self.lock = threading.Lock()
         self._ready = threading.Event()
@@ -104,7 +105,10 @@ class Recorder:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain), mid))
         if self.echo and msg.topic.endswith("/up"):
-            client.publish(msg.topic[:-3] + "/down", msg.payload, qos=1)
+            down = msg.topic[:-3] + "/down"
+            client.publish(down, msg.payload, qos=1)
+            with self.lock:
+                self.stamps.append((down, time.time()))
 
     def on(self, topic):
         with self.lock:
