@@ -38,3 +38,74 @@ def test_without_hold_delivery_is_the_ack():
     cli.send(b"x", 10)
     pump(cli, srv, 10)
     assert cli.unacked() == []
+
+
+class _HoldingApp:
+    """An application that keeps each message until the test says so."""
+
+    hold_acks = True
+
+    def __init__(self):
+        self.futures = []
+        self.closed = []
+
+    def on_connect(self, session):
+        pass
+
+    def on_message(self, session, payload):
+        import asyncio
+
+        f = asyncio.get_running_loop().create_future()
+        self.futures.append(f)
+        return f
+
+    def on_close(self, session, reason):
+        self.closed.append(reason)
+
+
+def _pair(app):
+    from host_tools.bench.pair import CCM8, Device, exchange, make_service, quiet_stderr
+
+    with quiet_stderr():
+        svc, tr = make_service("TLS_AES_128_CCM_8_SHA256", 1200, app=app)
+        dev = Device(CCM8, 1200)
+        dev.start(0)
+        exchange(dev, svc, tr, ("10.0.0.1", 5684))
+    assert dev.up
+    return svc, tr, dev, lambda: exchange(dev, svc, tr, ("10.0.0.1", 5684))
+
+
+def test_service_acks_in_order_once_the_apps_futures_are_done():
+    """host_tools.service.hold: the link ACK waits for on_message's future;
+    a later message done first waits for the earlier one."""
+    import asyncio
+
+    async def main():
+        app = _HoldingApp()
+        svc, tr, dev, pump = _pair(app)
+        for i in range(3):
+            dev.link.send(b"m%d" % i, 0)
+        pump()
+        assert len(app.futures) == 3 and len(dev.link.unacked()) == 3
+        app.futures[1].set_result(None)  # out of order: nothing may be acknowledged yet
+        await asyncio.sleep(0)
+        pump()
+        assert len(dev.link.unacked()) == 3
+        app.futures[0].set_result(None)
+        await asyncio.sleep(0)
+        pump()
+        assert dev.link.unacked() == [b"m2"]
+        app.futures[2].set_result(None)
+        await asyncio.sleep(0)
+        pump()
+        assert dev.link.unacked() == []
+        # a failed future ends the session: the device keeps the message for its next one
+        dev.link.send(b"m3", 0)
+        pump()
+        app.futures[3].set_exception(ConnectionError("broker gone"))
+        await asyncio.sleep(0)
+        pump()
+        assert app.closed == ["application did not take a message"]
+        assert svc.sessions == {} and dev.link.unacked() == [b"m3"]
+
+    asyncio.run(main())
