@@ -24,7 +24,7 @@ from sim.sim_app import RecordingEchoApp
 __all__ = ["MqttRecordingApp", "MqttCheck", "PREFIX"]
 
 PREFIX = "atls"
-_DOWN_GRACE_S = 5.0  # a down message published this long before the check must have arrived
+_DOWN_GRACE_S = 3.0  # a down message published this long before the check must have arrived
 
 
 class _Quiet:
