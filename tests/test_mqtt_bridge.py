@@ -230,3 +230,32 @@ def test_device_end_to_end_through_the_broker(mpyc, tmp_path, broker):
         svc.stop()
         echo.stop()
     assert psk.hex() not in svc.logs()
+
+
+def test_broker_down_at_start_messages_wait_then_go(tmp_path):
+    """The broker is not there yet: a device message is held (no PUBACK, no
+    link ACK) and published once the broker comes up."""
+    import socket
+
+    from host_tools.toolchain import free_port
+
+    port = free_port(socket.SOCK_STREAM)
+
+    async def main():
+        app = MqttApp({"port": port, "prefix": "t", "state": str(tmp_path / "s.sqlite")})
+        await app.start()
+        s = FakeSession("dev-1")
+        fut = app.on_message(s, b"early", msg_id=7)
+        await asyncio.sleep(0.3)
+        assert not fut.done()
+        broker = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: Broker(tmp_path / "late", port=port)
+        )
+        try:
+            await asyncio.wait_for(fut, 20)  # the client reconnects (backoff up to 10 s)
+            assert app.counters["published"] == 1  # the broker's PUBACK completed it
+            await app.stop()
+        finally:
+            broker.stop()
+
+    asyncio.run(main())
