@@ -83,12 +83,23 @@ def test_up_waits_for_puback_status_and_birth_and_will(tmp_path, broker):
             os.kill(broker.proc.pid, signal.SIGCONT)
         await asyncio.wait_for(fut, 10)
         assert app.counters["published"] == 1
+        # the same message id again while its first publish waits: published once
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            a = app.on_message(s, b"reading-2", msg_id=2)
+            b = app.on_message(s, b"reading-2", msg_id=2)  # a new session sent it again
+            assert b is a and not a.done()
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(a, 10)
+        assert app.on_message(s, b"reading-2", msg_id=2) is None  # after PUBACK: remembered
+        assert app.counters["published"] == 2 and app.counters["duplicates_suppressed"] == 2
         app.on_close(s, "idle")
         await app.stop()
 
     asyncio.run(main())
     assert rec.wait(lambda: len(rec.on("t/dev-1/status")) == 2)
-    assert rec.on("t/dev-1/up") == [b"reading-1"]
+    assert rec.on("t/dev-1/up") == [b"reading-1", b"reading-2"]
     online, offline = [json.loads(p) for p in rec.on("t/dev-1/status")]
     assert online["state"] == "online" and online["suite"] == "TLS_AES_128_CCM_8_SHA256"
     assert offline["state"] == "offline" and offline["reason"] == "idle"

@@ -173,6 +173,7 @@ class MqttApp:
         self.client = None
         self.state = None
         self._pending = {}  # mid -> (future, t0, device, msg_id)
+        self._publishing = {}  # (device, msg_id) -> future, until its PUBACK
         self._sessions = {}  # device id -> Session online
         self._sending = {}  # device id -> set of queued row ids in the current session
         self._tls = threading.local()
@@ -298,9 +299,14 @@ class MqttApp:
         """Publish to <prefix>/<device>/up; the returned future completes on
         PUBACK (None: nothing to wait for, a duplicate of a published id)."""
         dev = session.identity
-        if msg_id is not None and self.state.seen(dev, msg_id):
-            self.counters["duplicates_suppressed"] += 1
-            return None
+        if msg_id is not None:
+            if self.state.seen(dev, msg_id):
+                self.counters["duplicates_suppressed"] += 1
+                return None
+            prev = self._publishing.get((dev, msg_id))
+            if prev is not None:  # sent again before the first PUBACK: wait for that one
+                self.counters["duplicates_suppressed"] += 1
+                return prev
         fut = self.loop.create_future()
         props = None
         if msg_id is not None and self.cfg.protocol == 5:
@@ -320,6 +326,8 @@ class MqttApp:
             fut.set_result(None)
             return fut
         self._pending[info.mid] = (fut, time.monotonic(), dev, msg_id)
+        if msg_id is not None:
+            self._publishing[(dev, msg_id)] = fut
         return fut
 
     def _on_publish(self, client, userdata, mid, reason=None, properties=None):  # paho thread
@@ -334,6 +342,7 @@ class MqttApp:
         self.counters["published"] += 1
         if msg_id is not None:
             self.state.mark(dev, msg_id, self.cfg.dedupe)
+            self._publishing.pop((dev, msg_id), None)
         self.on_puback(dev, msg_id)
         if not fut.done():
             fut.set_result(None)
