@@ -270,3 +270,29 @@ def test_broker_down_at_start_messages_wait_then_go(tmp_path):
             broker.stop()
 
     asyncio.run(main())
+
+
+def test_broker_credentials_from_password_file(tmp_path):
+    """username + password_file (config) against a broker that refuses
+    anonymous clients."""
+    broker = Broker(tmp_path / "auth", users={"svc": "s3cret"})
+    (tmp_path / "pw").write_text("s3cret\n")
+    try:
+
+        async def main(password_file):
+            cfg = {"port": broker.port, "username": "svc", "password_file": password_file}
+            app = MqttApp(dict(cfg, state="st.sqlite"), tmp_path)
+            await app.start()
+            try:
+                await asyncio.wait_for(app.connected.wait(), 1.5)
+                return True
+            except asyncio.TimeoutError:
+                return False
+            finally:
+                await app.stop()
+
+        assert asyncio.run(main("pw"))
+        (tmp_path / "bad").write_text("wrong\n")
+        assert not asyncio.run(main("bad"))
+    finally:
+        broker.stop()

@@ -240,11 +240,12 @@ class MqttApp:
             return
         for dev in list(self._sessions):
             self._status(dev, {"state": "offline"})
-        info = cl.publish(self.topic("service", "status"), b"offline", qos=1, retain=True)
-        try:
-            await asyncio.wait_for(self.loop.run_in_executor(None, info.wait_for_publish, 2), 3)
-        except Exception:
-            pass
+        if cl.is_connected():  # a clean stop: offline now, not when the will fires
+            info = cl.publish(self.topic("service", "status"), b"offline", qos=1, retain=True)
+            try:
+                await asyncio.wait_for(self.loop.run_in_executor(None, info.wait_for_publish, 2), 3)
+            except Exception:
+                pass
         cl.disconnect()
         cl.loop_stop()
         self.client = None

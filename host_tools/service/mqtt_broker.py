@@ -7,6 +7,7 @@ client that records every message on the topics it subscribes and can echo
 `<prefix>/<dev>/up` to `<prefix>/<dev>/down`.
 """
 
+import os
 import shutil
 import socket
 import subprocess
@@ -25,7 +26,8 @@ def mosquitto_binary():
 
 
 class Broker:
-    def __init__(self, tmp, port=None):
+    def __init__(self, tmp, port=None, users=None):
+        """users: {name: password}: only they may connect (mosquitto_passwd)."""
         exe = mosquitto_binary()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (tools/system-deps.sh install)")
@@ -33,9 +35,19 @@ class Broker:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port(socket.SOCK_STREAM)
         conf = self.tmp / "mosquitto.conf"
+        auth = "allow_anonymous true\n"
+        if users:
+            pw = self.tmp / "passwd"
+            pw.write_text("")
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            for name, password in users.items():
+                subprocess.run([tool, "-b", str(pw), name, password], check=True)
+            auth = "allow_anonymous false\npassword_file %s\n" % pw
+            if os.geteuid() == 0:  # else mosquitto drops to its user and cannot read pw
+                auth += "user root\n"
         conf.write_text(
-            "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_inflight_messages 0\nmax_queued_messages 100000\n" % self.port
+            "listener %d 127.0.0.1\n%spersistence false\n"
+            "max_inflight_messages 0\nmax_queued_messages 100000\n" % (self.port, auth)
         )
         self.log = open(self.tmp / "mosquitto.log", "w")
         self.proc = subprocess.Popen(
