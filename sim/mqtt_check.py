@@ -49,17 +49,38 @@ def _reading_id(payload):
 
 
 class MqttRecordingApp(MqttApp):
-    """The bridge configured from $ATLS_SIM_MQTT (JSON), recording deliveries."""
+    """The bridge configured from $ATLS_SIM_MQTT (JSON), recording deliveries.
+    Two keys for tests beside the bridge's own: "payload_ids" (a payload that
+    is not a reading is its own message id) and "die_after_puback": N (the
+    process exits at a PUBACK from the N-th on that leaves no other publish
+    waiting, before the link ACK goes out)."""
 
     def __init__(self):
-        super().__init__(json.loads(os.environ["ATLS_SIM_MQTT"]))
+        cfg = json.loads(os.environ["ATLS_SIM_MQTT"])
+        self.payload_ids = cfg.pop("payload_ids", False)
+        self.die_after = cfg.pop("die_after_puback", None)
+        super().__init__(cfg)
         self.record = RecordingEchoApp()
+        self.pubacks = 0
 
     def on_message(self, session, payload, msg_id=None):
         self.record.on_message(_Quiet(session), payload)
         if msg_id is None:
             msg_id = _reading_id(payload)
+        if msg_id is None and self.payload_ids:
+            msg_id = bytes(payload).decode("utf-8", "replace")
         return super().on_message(session, payload, msg_id=msg_id)
+
+    def on_puback(self, device, msg_id):
+        self.pubacks += 1
+        # at the first PUBACK from the N-th on with no other publish awaiting
+        # its PUBACK: the crash falls exactly between PUBACK and link ACK
+        if (
+            self.die_after
+            and self.pubacks >= self.die_after
+            and not self.queue_depths()["publishing"]
+        ):
+            os._exit(9)  # the broker has it; the device never sees the ACK
 
 
 class MqttCheck:
