@@ -34,6 +34,15 @@ def test_files_are_0600_and_psks_are_sealed(tmp_path):
         Store(db, tmp_path / "other.key").credentials()  # another master key: does not open
 
 
+def test_a_lost_master_key_is_not_silently_replaced(tmp_path):
+    db = tmp_path / "r.sqlite"
+    Store(db).add("dev-1", PSK1)
+    os.unlink(tmp_path / "r.sqlite.key")
+    with pytest.raises(RegistryError, match="master key file .* is missing"):
+        Store(db)
+    assert not (tmp_path / "r.sqlite.key").exists()
+
+
 def test_sealed_psk_is_bound_to_its_device(tmp_path):
     st = Store(tmp_path / "r.sqlite")
     st.add("dev-1", PSK1)

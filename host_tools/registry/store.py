@@ -95,7 +95,11 @@ class Store:
         try:
             self.db = sqlite3.connect(str(self.path), timeout=5, isolation_level=None)
             self._migrate()
-            self.key = MasterKey(key_path or default_key_path(self.path))
+            # a missing key file is made only while nothing is sealed with a lost one
+            sealed = self.db.execute(
+                "SELECT 1 FROM devices WHERE psk_sealed IS NOT NULL LIMIT 1"
+            ).fetchone()
+            self.key = MasterKey(key_path or default_key_path(self.path), create=sealed is None)
         except (sqlite3.Error, SealError, OSError) as e:
             raise RegistryError("registry %s: %s" % (self.path, e))
         self._data_version = None
