@@ -344,3 +344,32 @@ def test_service_killed_between_puback_and_ack_end_to_end(mpyc, tmp_path, broker
     # service before that service saw the device's ACK (at most a link window,
     # 4) are sent again by the new one
     assert summary["received"] >= 6 and summary["duplicates"] <= 4, json.dumps(summary)
+
+
+def test_broker_over_tls(tmp_path):
+    """tls.ca (config): the bridge checks the broker's certificate."""
+    from host_tools import pki
+
+    ca = pki.make_ca("MQTT test CA")
+    srv = pki.make_cert("127.0.0.1", issuer=ca, san=["127.0.0.1"])
+    (tmp_path / "ca.pem").write_bytes(pki.pem(ca.cert))
+    (tmp_path / "b.pem").write_bytes(pki.pem(srv.cert))
+    (tmp_path / "b.key").write_bytes(pki.pem(srv.key))
+    broker = Broker(tmp_path / "tls", tls=(tmp_path / "b.pem", tmp_path / "b.key"))
+    try:
+
+        async def main():
+            cfg = {"port": broker.port, "tls": {"ca": "ca.pem"}, "state": "st.sqlite"}
+            app = MqttApp(cfg, tmp_path)
+            await app.start()
+            try:
+                await asyncio.wait_for(app.connected.wait(), 10)
+                fut = app.on_message(FakeSession("dev-t"), b"over tls")
+                await asyncio.wait_for(fut, 10)
+            finally:
+                await app.stop()
+            return app.counters["published"]
+
+        assert asyncio.run(main()) == 1
+    finally:
+        broker.stop()

@@ -26,8 +26,9 @@ def mosquitto_binary():
 
 
 class Broker:
-    def __init__(self, tmp, port=None, users=None):
-        """users: {name: password}: only they may connect (mosquitto_passwd)."""
+    def __init__(self, tmp, port=None, users=None, tls=None):
+        """users: {name: password}: only they may connect (mosquitto_passwd);
+        tls: (cert PEM path, key PEM path): the listener speaks TLS."""
         exe = mosquitto_binary()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (tools/system-deps.sh install)")
@@ -44,6 +45,10 @@ class Broker:
                 subprocess.run([tool, "-b", str(pw), name, password], check=True)
             auth = "allow_anonymous false\npassword_file %s\n" % pw
             if os.geteuid() == 0:  # else mosquitto drops to its user and cannot read pw
+                auth += "user root\n"
+        if tls:
+            auth += "certfile %s\nkeyfile %s\n" % tuple(tls)
+            if os.geteuid() == 0 and "user root" not in auth:
                 auth += "user root\n"
         conf.write_text(
             "listener %d 127.0.0.1\n%spersistence false\n"
