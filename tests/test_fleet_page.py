@@ -33,10 +33,13 @@ def browser(tmp_path):
 
 
 def _row(browser, device):
-    from selenium.webdriver.common.by import By
-
-    rows = browser.find_elements(By.CSS_SELECTOR, 'tr[data-device="%s"]' % device)
-    return [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")] if rows else None
+    """The row's cell texts as the browser shows them, read in one step (the
+    page rebuilds its rows every second, so element handles go stale)."""
+    return browser.execute_script(
+        "var r = document.querySelector('tr[data-device=\"' + arguments[0] + '\"]');"
+        "return r ? Array.from(r.cells).map(function (c) { return c.innerText; }) : null;",
+        device,
+    )
 
 
 def test_fleet_page_updates_live_in_chromium(mpyc, tmp_path, browser):
@@ -67,7 +70,12 @@ def test_fleet_page_updates_live_in_chromium(mpyc, tmp_path, browser):
         dev.wait(10)
         dev = None
         svc.proc.terminate()  # the page notices the service is gone
-        wait.until(lambda b: "unreachable" in b.find_element("id", "summary").text)
+        wait.until(
+            lambda b: (
+                "unreachable"
+                in b.execute_script("return document.getElementById('summary').innerText;")
+            )
+        )
     finally:
         if dev is not None:
             dev.kill()
