@@ -19,6 +19,7 @@ help:
 	@echo "make probe      HOST= PORT= PSK_ID= PSK= | CA= : the device TLS client vs any server"
 	@echo "make mpy|flash|deploy|provision BOARD= PORT= ...  boards (docs/BOARDS.md)"
 	@echo "make pair       open the gateway's join window and confirm devices"
+	@echo "make release    VERSION= BOARD= [MIN_VERSION=] [RELEASE_KEY=]: signed update bundle (docs/OTA.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,10 +84,14 @@ probe: $(STAMP)
 	  $(if $(filter 1 yes true,$(RESUME)),--resume)
 
 # make pair [GATEWAY_CONFIG=gateway.json] [WINDOW=60] [CODE=123456 | YES=1]
-# opens the running gateway's join window and confirms devices as they ask
+# opens the running gateway's join window and confirms devices as they ask;
+# make pair QR=build/install-codes/dev-01.png | INSTALL_CODE=… [DEVICE=dev-01]
+# pre-authorises a device by its install code (it then pairs on its own)
 pair: $(STAMP)
 	$(PY) -m host_tools.gateway pair --config "$(or $(GATEWAY_CONFIG),gateway.json)" \
-	  --window "$(or $(WINDOW),60)" $(if $(CODE),--code "$(CODE)") $(if $(filter 1 yes true,$(YES)),--yes)
+	  --window "$(or $(WINDOW),60)" $(if $(CODE),--code "$(CODE)") $(if $(filter 1 yes true,$(YES)),--yes) \
+	  $(if $(QR),--qr "$(QR)") $(if $(INSTALL_CODE),--install-code "$(INSTALL_CODE)") \
+	  $(if $(and $(INSTALL_CODE),$(DEVICE)),--device "$(DEVICE)")
 
 # ---- boards: mpy, flash, deploy, provision (issue 7; docs/BOARDS.md) --------------------
 # make mpy       [BOARD=esp32|pico_w|unix]           firmware as .mpy in build/<board>/
@@ -94,6 +99,7 @@ pair: $(STAMP)
 # make flash     BOARD=pico_w FIRMWARE=RPI_PICO_W-….uf2 [MOUNT=/media/$$USER/RPI-RP2]
 # make deploy    BOARD=… PORT=…                      .mpy files, main.py, board_config.json
 # make provision BOARD=… PORT=… DEVICE=id [MODE=psk|cert] [SERVICE=host:port]
+#                [NO_INSTALL_CODE=1] [ZIGBEE_LINK_KEY=32hex]   (install code + QR: BOARDS.md)
 #                [SERVICE_CA=ca.pem] [SERVER_NAME=…] [SERVICE_NAME=…] [APP='{json}']
 #                [REGISTRY=build/service/devices.json] [PKI=build/pki] [FORCE=1]
 # DRY_RUN=1 prints the commands (one per line) instead of running them.
@@ -124,5 +130,27 @@ provision: $(STAMP)
 	  $(call boards_arg,--service-ca,$(SERVICE_CA)) $(call boards_arg,--server-name,$(SERVER_NAME)) \
 	  $(call boards_arg,--service-name,$(SERVICE_NAME)) $(call boards_arg,--app,$(APP)) \
 	  $(call boards_arg,--registry,$(REGISTRY)) $(call boards_arg,--pki,$(PKI)) \
-	  $(call boards_flag,--force,$(FORCE))
+	  $(call boards_flag,--force,$(FORCE)) $(call boards_flag,--no-install-code,$(NO_INSTALL_CODE)) \
+	  $(call boards_arg,--zigbee-link-key,$(ZIGBEE_LINK_KEY)) \
+	  $(call boards_arg,--release-pub,$(RELEASE_PUB))
 # ---- end boards ---------------------------------------------------------------------------
+
+# ---- signed firmware updates (issue 20; docs/OTA.md) --------------------------------------
+# make release-key [RELEASE_KEY=build/release/release.key] [FORCE=1]   the release key (0600)
+# make release VERSION=1.2.0 BOARD=esp32 [MIN_VERSION=1.0.0] [RELEASE_KEY=…] [OUT=build/release]
+#   the board's firmware as .mpy, manifest and Ed25519 signature: OUT/<board>-<version>.atb
+RELEASE_KEY ?= build/release/release.key
+# make provision writes the release public key to device.json when there is one
+RELEASE_PUB ?= $(wildcard $(RELEASE_KEY).pub)
+.PHONY: release release-key
+
+release-key: $(STAMP)
+	@$(PY) -m host_tools.ota keygen --key $(call boards_q,$(RELEASE_KEY)) $(call boards_flag,--force,$(FORCE))
+
+release: $(STAMP)
+	@test -n "$(VERSION)" || { echo "make release: VERSION= is required (major.minor.patch)" >&2; exit 2; }
+	@test -n "$(BOARD)" || { echo "make release: BOARD= is required (esp32, pico_w, unix)" >&2; exit 2; }
+	@$(PY) -m host_tools.ota release --version $(call boards_q,$(VERSION)) --board $(call boards_q,$(BOARD)) \
+	  --key $(call boards_q,$(RELEASE_KEY)) --min-version $(call boards_q,$(or $(MIN_VERSION),0.0.0)) \
+	  --out $(call boards_q,$(or $(OUT),build/release))
+# ---- end signed firmware updates -----------------------------------------------------------

@@ -16,7 +16,7 @@ from atls.protocol import SUITES
 from host_tools.toolchain import ROOT
 from sim import report as rep
 from sim.fleet import Fleet
-from sim.scenarios import DEFAULT_LOSS, EVIL, SCENARIOS, run_scenario
+from sim.scenarios import DEFAULT_LOSS, EVILS, SCENARIOS, run_scenario
 
 
 class Live:
@@ -108,7 +108,7 @@ def main(argv=None):
         count=a.count,
         capture=a.capture,
         workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
-        evil=EVIL if a.scenario == "malicious-gateway" else None,
+        evil=EVILS.get(a.scenario),
     )
     print("atls-mcu simulator: scenario %s — %s" % (a.scenario, SCENARIOS[a.scenario]))
     print(

@@ -21,7 +21,7 @@ class DeviceState:
         self.received = 0
         self.retransmissions = 0
         self.failures = 0
-        self.boots = []  # (boot id, sent, acked) per boot
+        self.boots = []  # (boot id, sent, acked, handshakes started) per boot
         self.lines = 0
         self.last_error = None
         self.lock = threading.Lock()
@@ -32,7 +32,7 @@ class DeviceState:
             self.lines += 1
             if kind == "boot":
                 self.boot = ev.get("boot")
-                self.boots.append({"boot": self.boot, "sent": 0, "acked": 0})
+                self.boots.append({"boot": self.boot, "sent": 0, "acked": 0, "handshakes": 0})
                 self.status = "booting"
             elif kind == "xbee":
                 self.address = ev.get("address")
@@ -69,3 +69,6 @@ class DeviceState:
             elif kind in ("config_error", "pairing_rejected", "crash", "error", "reset"):
                 self.status = kind
                 self.last_error = ev.get("error") or ev.get("reason")
+            if kind in ("up", "stats") and self.boots and ev.get("handshakes"):
+                b = self.boots[-1]
+                b["handshakes"] = max(b["handshakes"], ev["handshakes"])

@@ -8,8 +8,10 @@ Mosquitto, and the verdict gains two checks:
 
 `MqttRecordingApp` is the service application in that mode: the bridge, plus
 the simulator's delivery records (sim.sim_app) so the usual report still
-holds.  Until link protocol v2 gives message ids, it uses the reading's own
-id (boot, n) as the bridge's message id.  `MqttCheck` runs in the simulator
+holds.  The bridge de-duplicates by the link's message id
+(`session.last_msg_id`); a message the service hands it again (the device
+re-sent it before it was safe at the broker) is recorded once, when the
+bridge publishes it.  `MqttCheck` runs in the simulator
 process: the broker, the echoing subscriber and the checks.
 """
 
@@ -35,41 +37,29 @@ class _Quiet:
         self.identity = session.identity
         self.sid = session.sid
         self.started_ms = session.started_ms
+        self.last_msg_id = session.last_msg_id
 
     def send(self, payload, on_delivered=None):
         pass
 
 
-def _reading_id(payload):
-    try:
-        r = json.loads(payload)
-        return "%s:%d" % (r.get("boot"), int(r["n"]))
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 class MqttRecordingApp(MqttApp):
     """The bridge configured from $ATLS_SIM_MQTT (JSON), recording deliveries.
-    Two keys for tests beside the bridge's own: "payload_ids" (a payload that
-    is not a reading is its own message id) and "die_after_puback": N (the
+    A key for tests beside the bridge's own: "die_after_puback": N (the
     process exits at a PUBACK from the N-th on that leaves no other publish
     waiting, before the link ACK goes out)."""
 
     def __init__(self):
         cfg = json.loads(os.environ["ATLS_SIM_MQTT"])
-        self.payload_ids = cfg.pop("payload_ids", False)
         self.die_after = cfg.pop("die_after_puback", None)
         super().__init__(cfg)
         self.record = RecordingEchoApp()
         self.pubacks = 0
 
-    def on_message(self, session, payload, msg_id=None):
-        self.record.on_message(_Quiet(session), payload)
-        if msg_id is None:
-            msg_id = _reading_id(payload)
-        if msg_id is None and self.payload_ids:
-            msg_id = bytes(payload).decode("utf-8", "replace")
-        return super().on_message(session, payload, msg_id=msg_id)
+    def on_message(self, session, payload):
+        if not self.is_duplicate(session.identity, session.last_msg_id):
+            self.record.on_message(_Quiet(session), payload)
+        return super().on_message(session, payload)
 
     def on_puback(self, device, msg_id):
         self.pubacks += 1

@@ -15,12 +15,11 @@ def _pct(values, q):
     return v[k]
 
 
-# Link protocol v1 promises exactly-once delivery within a session; a message
-# that reached the service just before its session died is sent again in the
-# next one (docs/ARCHITECTURE.md, "Delivery guarantees").  Link protocol v2
-# (issue 13) de-duplicates across sessions: set this to False with it, and the
-# verdict fails on those duplicates too.
-CROSS_SESSION_DUPLICATES_ALLOWED = True
+# Link protocol v1 promised exactly-once delivery within a session only; link
+# protocol v2 (issue 13) de-duplicates by message id across sessions, service
+# restarts and device reboots (docs/PROTOCOL.md §4), so the verdict fails on
+# any duplicate the application saw, in one session or across sessions.
+CROSS_SESSION_DUPLICATES_ALLOWED = False
 
 
 def acked_ids(log_path):
@@ -147,7 +146,38 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
             "",
         ),
     ]
+    if scenario in ("forged-error", "reboot-mid-message"):
+        # issue 13: whatever the path forges, at most 6 handshakes a minute per
+        # device (per boot: a reboot starts afresh)
+        from sim.scenarios import HANDSHAKES_PER_MIN
+
+        limit = HANDSHAKES_PER_MIN * max(1, -(-int(elapsed_s) // 60))
+        worst = max([b.get("handshakes", 0) for n in names for b in fleet.devices[n].boots] or [0])
+        checks.append(
+            (
+                "at most %d handshakes per device per minute" % HANDSHAKES_PER_MIN,
+                worst <= limit,
+                "at most %d in one boot, limit %d in %.0f s" % (worst, limit, elapsed_s),
+            )
+        )
+        supp = (service or {}).get("duplicates_suppressed", 0)
+        checks.append(
+            (
+                "the service application saw no duplicate (the service suppressed %d)" % supp,
+                dup_inside == 0 and dup_across == 0,
+                "",
+            )
+        )
     evil = (gateway or {}).get("evil")
+    if scenario == "forged-error":
+        did = evil or {}
+        checks.append(
+            (
+                "the gateway really attacked (dropped ACKs, forged ERRORs, spoofed)",
+                all(did.get(k, 0) > 0 for k in ("drop_ack", "forge_error", "spoof")),
+                json.dumps(did),
+            )
+        )
     if scenario == "malicious-gateway":
         did = evil or {}
         checks.append(

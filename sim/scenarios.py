@@ -13,6 +13,8 @@ restart, a wrong PSK is refused while the others carry on, ...).
 import threading
 import time
 
+from sim.pair_attack import SCENARIOS as PAIRING_SCENARIOS
+
 SCENARIOS = {
     "default": "the fleet pairs, handshakes and exchanges readings",
     "lossy10": "10 % of radio frames lost",
@@ -23,9 +25,20 @@ SCENARIOS = {
     "service-restart": "the service restarts; devices re-handshake and resend",
     "malicious-gateway": "the gateway tampers, replays, reorders, drops and injects",
     "wrong-psk": "one device holds a wrong PSK: refused, the others unaffected",
+    "forged-error": "the gateway drops ACKs, forges ERRORs both ways and spoofs off-path packets",
+    "reboot-mid-message": "a device reboots right after sending, its ACKs dropped by the path",
 }
+SCENARIOS.update(PAIRING_SCENARIOS)  # sim/pair_attack.py: pair-attack, install-code
 DEFAULT_LOSS = {"lossy10": 0.1, "lossy30": 0.3}
 EVIL = {"tamper": 0.05, "replay": 0.05, "reorder": 0.05, "drop": 0.05, "inject": 0.05}
+# issue 13: what the path can forge never duplicates, loses or stalls a message
+FORGED = {"drop_ack": 0.3, "forge_error_s": 1.0, "spoof_s": 1.0}
+EVILS = {
+    "malicious-gateway": EVIL,
+    "forged-error": FORGED,
+    "reboot-mid-message": {"drop_ack": 0.4},
+}
+HANDSHAKES_PER_MIN = 6  # the device's cap (atls.session), whatever the path forges
 
 
 def all_up(fleet, names):
@@ -39,6 +52,10 @@ def acked_at_least(fleet, names, k):
 def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
     """Drive `fleet` through `scenario`; returns (names, checks) where checks
     is a list of (name, passed, detail) specific to the scenario."""
+    if scenario in PAIRING_SCENARIOS:
+        from sim import pair_attack
+
+        return pair_attack.run(fleet, scenario, duration, live, setup_timeout)
     checks = []
     wrong = ["dev-%02d" % fleet.n] if scenario == "wrong-psk" and fleet.n >= 2 else []
     target = "dev-01"
@@ -100,6 +117,26 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
             live,
         )
         checks.append(("devices re-handshook and carried on after the service restart", again, ""))
+    elif scenario == "reboot-mid-message":
+        # power-cycle the device just after a reading went out, twice: the
+        # service may have it while the (dropped) ACK never reached the device
+        dev = fleet.devices[target]
+        for _ in range(2):
+            fleet.wait(lambda: dev.boots and dev.boots[-1]["acked"] >= 1, 30, live)
+            hit = []
+            fleet.on_device_event(target, "tx", lambda h=hit: h.append(time.time()))
+            fleet.wait(lambda h=hit: bool(h), 10, live)
+            time.sleep(0.1)
+            fleet.reboot_device(target, down_s=0.2)
+        back = fleet.wait(
+            lambda: (
+                fleet.devices[target].handshakes_ok >= 1
+                and fleet.devices[target].boots[-1]["acked"] >= 1
+            ),
+            60,
+            live,
+        )
+        checks.append(("%s came back after two reboots mid-message" % target, back, ""))
     elif scenario == "wrong-psk" and wrong:
         bad = wrong[0]
         refused = fleet.wait(lambda: fleet.devices[bad].failures >= 1, 60, live)

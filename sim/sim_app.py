@@ -2,17 +2,15 @@
 delivers (so the report can prove nothing was forged, lost or duplicated)
 and answers each reading with a command echo.
 
-Readings are JSON objects {"dev": id, "boot": b, "n": k, "t": ms}; the
-application de-duplicates on (device, boot, n) — its own message id — because a message that
-was in flight when a session died (e.g. a service restart) is sent again in
-the next session, and the link layer can only promise exactly-once within a
-session.  Records go to the JSON-lines file named by ATLS_SIM_RECORD, one
-line per delivery: {"id": identity, "boot": b, "n": k, "dup": bool, "ok": bool,
-"session": s}, where s names the session that delivered it (this process and
-the session's id and start), so the report can tell a duplicate the link
-delivered inside one session (never allowed) from a message sent again in a
-new session.  The de-duplication here is the application's; the report counts
-every delivery, duplicates included, from these records.
+Readings are JSON objects {"dev": id, "boot": b, "n": k, "t": ms}.  Link
+protocol v2 de-duplicates by message id before the application sees a message
+(docs/PROTOCOL.md §4), so this application's own check on (device, boot, n)
+is a check, not a crutch: it records every delivery, and the report fails
+its verdict on any duplicate.  Records go to the JSON-lines file named by
+ATLS_SIM_RECORD, one line per delivery: {"id": identity, "boot": b, "n": k,
+"dup": bool, "ok": bool, "session": s, "msg_id": the service's message id},
+where s names the session that delivered it (this process and the session's
+id and start).
 """
 
 import binascii
@@ -55,6 +53,7 @@ class RecordingEchoApp:
         dup = key in self.seen
         sess = "%s:%s:%s" % (self.run, session.sid, session.started_ms)
         rec = {"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok, "session": sess}
+        rec["msg_id"] = getattr(session, "last_msg_id", None)
         self.out.write(json.dumps(rec) + "\n")
         if not ok:
             return

@@ -26,10 +26,11 @@ def _numbers(res, keys):
 
 def test_link_overhead_quick():
     res = link_overhead(quick=True)
-    # PROTOCOL.md §3: DATA = 3-byte header + 2-byte seq + tag; the channel's share is seq + tag
-    assert res["data_overhead_bytes_ccm8"] == 13
-    assert res["data_overhead_bytes_ccm"] == res["data_overhead_bytes_gcm"] == 21
-    assert res["channel_share_bytes_ccm8"] == 10
+    # PROTOCOL.md §3: DATA = 3-byte header + 1-byte seq + tag; the channel's share is seq + tag
+    assert res["data_overhead_bytes_ccm8"] == 12  # link protocol v2: <= 12 (issue 13)
+    assert res["data_overhead_bytes_ccm"] == res["data_overhead_bytes_gcm"] == 20
+    assert res["cdata_overhead_bytes_ccm8"] == 13
+    assert res["channel_share_bytes_ccm8"] == 9
     assert res["ack_bytes_ccm8"] == 11 + 8  # §1: ACK is 11 + tag bytes
     for mtu in MTUS:
         k = "hs_ccm8_mtu%d_" % mtu

@@ -468,7 +468,7 @@ def test_http_malformed_requests_4xx_counted_session_unaffected(svc):
             junk = hb.pack_packets(
                 [
                     b"\x00junk",
-                    b"\xa3"
+                    b"\xab"
                     + tr.sid.to_bytes(2, "big")
                     + (60000).to_bytes(2, "big")
                     + os.urandom(20),
@@ -832,7 +832,7 @@ def test_http_long_poll_returns_when_the_service_has_packets(svc):
         client.send(b"ping")
         out = client.link.datagrams(client.clock())
         answer = await tr.post_packets(out)
-        data = [p for p in answer if p[0] == 0xA3]  # the echo (DATA), not yet ACKed
+        data = [p for p in answer if p[0] == 0xAB]  # the echo (DATA), not yet ACKed
         t0 = time.monotonic()
         again = await tr.post_packets([], wait_ms=5000)
         waited = time.monotonic() - t0

@@ -503,6 +503,11 @@ def test_provision_dry_run_writes_nothing(tmp_path):
             "build/pico_w/device.json",
             ":device.json",
         ]
+        # the install code and its QR code are steps of their own
+        notes = [line for line in res.stdout.splitlines() if line.startswith("#")]
+        assert any("install code" in n and "QR code PNG" in n for n in notes), res.stdout
+        assert any("make pair QR=build/install-codes/d1.png" in n for n in notes)
+        assert not (ROOT / "build/install-codes/d1.png").exists()
         assert "register d1 (%s) in %s" % (mode, reg) in res.stdout
         assert "a fresh 32-byte random seed" in res.stdout  # named, never shown
     assert not reg.parent.exists() and not pki_dir.exists()
@@ -699,6 +704,16 @@ def test_provision_psk_then_run_the_deployed_firmware(unix_board, tmp_path):
     seed = dev.pop("seed")
     assert len(bytes.fromhex(seed)) == 32 and seed not in reg.read_text()
     assert seed not in res.stdout + res.stderr  # never printed
+    # the install code: printed with its QR code, the PNG written 0600
+    from host_tools.install_code import format_code, parse_code, read_qr
+
+    code = parse_code(dev.pop("install_code"))
+    assert (
+        format_code(code) in res.stdout and "QR code: build/install-codes/dev-9.png" in res.stdout
+    )
+    png = ROOT / "build/install-codes/dev-9.png"
+    assert stat.S_IMODE(png.stat().st_mode) == 0o600
+    assert read_qr(png) == ("dev-9", "default", code)
     assert dev == {
         "device_id": "dev-9",
         "service": "default",

@@ -5,7 +5,7 @@ file: the key block split by slicing per §3, nonce = iv XOR (space << 56 |
 seq), AAD = the header fields, and the `cryptography` package's AESCCM /
 AESGCM.  Also: both directions, nonce uniqueness across the three spaces and
 both directions, the replay window edges (64 behind, 65 behind, far ahead),
-per-message overhead (13 bytes with CCM_8, 21 with CCM/GCM), single flipped
+per-message overhead (12 bytes with CCM_8, 20 with CCM/GCM), single flipped
 bits anywhere, counter exhaustion.  CPython runs the pure AEADs
 (ATLS_PURE_CRYPTO path) and the native facade; MicroPython (mpy-cross
 compiled firmware, 32-35 KiB heap) checks the same rows.
@@ -42,14 +42,20 @@ def ref_nonce(iv, space, seq):
 
 
 def ref_header(t, sid):
-    return bytes([0xA0 | t, sid >> 8, sid & 0xFF])
+    return bytes([0xA8 | t, sid >> 8, sid & 0xFF])  # version 2
 
 
 def ref_seal(kb, suite, role, t, sid, seq, fields, pt):
     """A packet sealed by `role`: header || fields || AEAD(pt)."""
     key, iv, _, _ = ref_keys(kb, role)
     aad = ref_header(t, sid) + fields
-    return aad + ref_aead(suite, key).encrypt(ref_nonce(iv, t - 3, seq), pt, aad)
+    space = 0 if t == 7 else t - 3  # CDATA: the DATA seq space
+    return aad + ref_aead(suite, key).encrypt(ref_nonce(iv, space, seq), pt, aad)
+
+
+def full(p, seq):
+    """A decoded DATA packet with its full seq (the link expands the low byte)."""
+    return (p[0], p[1], seq, p[3], p[4])
 
 
 @pytest.fixture(params=["pure", "native"])
@@ -91,9 +97,12 @@ def test_s3_seal_matches_reference_both_directions(impl, suite):
             seq = r.randrange(0, 65535)
             pt = bytes(r.getrandbits(8) for _ in range(r.randrange(0, 60)))
             pkt = a.seal(wire.DATA, sid, seq, 0, pt)
-            assert pkt == ref_seal(kb, suite, role, 3, sid, seq, seq.to_bytes(2, "big"), pt)
-            assert b.open(wire.decode(pkt, b.tag_len)) == pt
-            assert a.open(wire.decode(pkt), own=True) == pt  # unacked(): own packets
+            assert pkt == ref_seal(kb, suite, role, 3, sid, seq, bytes([seq & 0xFF]), pt)
+            assert b.open(full(wire.decode(pkt, b.tag_len), seq)) == pt
+            assert a.open(full(wire.decode(pkt), seq), own=True) == pt  # unacked(): own
+            cd = a.seal(wire.CDATA, sid, seq, 0, b"\x02" + pt)  # channel 2 (§4)
+            assert cd == ref_seal(kb, suite, role, 7, sid, seq, bytes([seq & 0xFF]), b"\x02" + pt)
+            assert b.open(full(wire.decode(cd, b.tag_len), seq)) == b"\x02" + pt
             # ACK: ack_seq counts ACKs sent; sealed with an empty plaintext (§4)
             for k in range(3):
                 nxt, bm = r.randrange(65536), r.getrandbits(32)
@@ -107,10 +116,10 @@ def test_s3_seal_matches_reference_both_directions(impl, suite):
             assert b.open(wire.decode(close, b.tag_len)) == b""
             # a side cannot open its own direction as if it were the peer's
             with pytest.raises(AuthError):
-                a.open(wire.decode(pkt, a.tag_len))
+                a.open(full(wire.decode(pkt, a.tag_len), seq))
 
 
-@pytest.mark.parametrize("suite,overhead", [(0x1305, 13), (0x1304, 21), (0x1301, 21)])
+@pytest.mark.parametrize("suite,overhead", [(0x1305, 12), (0x1304, 20), (0x1301, 20)])
 def test_s3_per_message_overhead(impl, suite, overhead):
     ch = channel.Channel(bytes(56), suite, "client")
     assert ch.overhead == overhead
@@ -143,7 +152,7 @@ def test_s3_nonce_uniqueness_across_spaces_and_directions():
     data5 = a.seal(wire.DATA, 9, 5, 0, b"")
     assert ack5[3:5] == b"\x00\x05"
     assert ref.decrypt(ref_nonce(iv, 1, 5), ack5[11:], ack5[:11]) == b""
-    assert ref.decrypt(ref_nonce(iv, 0, 5), data5[5:], data5[:5]) == b""
+    assert ref.decrypt(ref_nonce(iv, 0, 5), data5[4:], data5[:4]) == b""
     from cryptography.exceptions import InvalidTag
 
     with pytest.raises(InvalidTag):
@@ -293,7 +302,10 @@ for i, f in rows():
     peer = Channel(kb, suite, "server" if f[2] == "client" else "client")
     me.ack_seq = me.close_seq = int(f[10])
     pkt = me.seal(t_, sid, a, b, pt)
-    ok = pkt == want and peer.open(wire.decode(pkt, peer.tag_len)) == pt
+    p = wire.decode(pkt, peer.tag_len)
+    if t_ == 3:
+        p = (p[0], p[1], a, p[3], p[4])  # the full seq (the link expands it)
+    ok = pkt == want and peer.open(p) == pt
     # every single-bit flip: a Drop or AuthError, never plaintext
     flips = 0
     bad = bytearray(pkt)
@@ -332,7 +344,7 @@ def test_s3_seal_open_flip_rows_micropython(mpyc, suite):
         if t == 3:
             a, b = r.randrange(65535), 0
             pt = bytes(r.getrandbits(8) for _ in range(r.randrange(52)))
-            want = ref_seal(kb, suite, role, 3, sid, a, a.to_bytes(2, "big"), pt)
+            want = ref_seal(kb, suite, role, 3, sid, a, bytes([a & 0xFF]), pt)
         elif t == 4:
             a, b, pt = r.randrange(65536), r.getrandbits(32), b""
             fields = counter.to_bytes(2, "big") + a.to_bytes(2, "big") + b.to_bytes(4, "big")

@@ -201,20 +201,31 @@ def _recv(sock, timeout=1.0):
         return None, None
 
 
+def _exchange(coord, addr, device):
+    """The device's side up to its REVEAL (pairing version 2, §8); returns the
+    DevicePairing, waiting for the person."""
+    from atls.pairing_client import DevicePairing
+
+    d = DevicePairing(addr, device, "default")
+    coord.rx(addr, d.poll(0)[0])
+    replies = [f for f in coord.frames() if f[0] == "tx_request"]
+    assert replies and pairing.decode(replies[-1][6])[0] == "response"
+    d.receive(replies[-1][6], 0)
+    coord.rx(addr, d.poll(1000)[0])  # REVEAL
+    replies = [f for f in coord.frames() if f[0] == "tx_request"]
+    assert pairing.decode(replies[-1][6])[0] == "pending"
+    return d
+
+
 def _pair(coord, gw, addr, device="dev-1"):
     gw.control({"cmd": "open_join", "seconds": 30})
-    nonce = os.urandom(8)
-    req = pairing.encode_request(nonce, device, "default")
-    coord.rx(addr, req)
-    replies = [f for f in coord.frames() if f[0] == "tx_request"]
-    assert replies and pairing.decode(replies[-1][6])[0] == "pending"
+    d = _exchange(coord, addr, device)
     pend = gw.control({"cmd": "pending"})["pending"]
-    code = pairing.confirmation_code(addr, nonce, device, "default")
-    assert [p["code"] for p in pend] == [code] and pend[0]["device"] == device
-    gw.control({"cmd": "confirm", "addr64": addr.hex(), "code": code})
-    coord.rx(addr, req)  # the device repeats its request
+    assert [p["code"] for p in pend] == [d.code] and pend[0]["device"] == device
+    gw.control({"cmd": "confirm", "addr64": addr.hex(), "code": d.code})
     replies = [f for f in coord.frames() if f[0] == "tx_request"]
-    assert pairing.decode(replies[-1][6])[0] == "accept" and replies[-1][2] == addr
+    d.receive(replies[-1][6], 2000)
+    assert d.state == "PAIRED" and replies[-1][2] == addr
 
 
 def test_pairing_forwarding_restart_unpair(rig):
@@ -226,8 +237,7 @@ def test_pairing_forwarding_restart_unpair(rig):
     assert gw.control({"cmd": "stats"})["counters"]["drops"]["unpaired"] == 1
     # a wrong code is refused
     gw.control({"cmd": "open_join", "seconds": 30})
-    coord.rx(OTHER, pairing.encode_request(b"\x01" * 8, "intruder", "default"))
-    coord.frames()
+    _exchange(coord, OTHER, "intruder")
     pend = gw.control({"cmd": "pending"})["pending"][0]
     wrong = "%06d" % ((int(pend["code"]) + 1) % 1000000)
     r = gw.cli("pair", "--window", "1", "--code", wrong, "--count", "1")
@@ -307,7 +317,7 @@ def test_wifi_side_in_process_marker_rate_and_one_flow_per_device(tmp_path):
             }
         )
     )
-    pkt = bytes([0xA0, 0, 0, 0, 0]) + b"hello"
+    pkt = bytes([0xA8, 0, 0, 0, 0]) + b"hello"
     a, b = ("udp", ("10.0.0.1", 1)), ("udp", ("10.0.0.2", 2))
 
     async def go():

@@ -39,9 +39,19 @@ class FakeSession:
         self.suite = "TLS_AES_128_CCM_8_SHA256"
         self.handshake_ms = 12
         self.sent = []  # [payload, on_delivered]
+        self.last_msg_id = None  # the link's message id (protocol v2)
 
     def send(self, payload, on_delivered=None):
         self.sent.append([payload, on_delivered])
+
+    def callbacks(self):
+        return [cb for _, cb in self.sent]
+
+
+def _up(app, s, payload, msg_id):
+    """The service delivers the device's message `msg_id` to the bridge."""
+    s.last_msg_id = msg_id
+    return app.on_message(s, payload)
 
 
 def _app(tmp_path, broker, **kw):
@@ -86,13 +96,13 @@ def test_up_waits_for_puback_status_and_birth_and_will(tmp_path, broker):
         # the same message id again while its first publish waits: published once
         os.kill(broker.proc.pid, signal.SIGSTOP)
         try:
-            a = app.on_message(s, b"reading-2", msg_id=2)
-            b = app.on_message(s, b"reading-2", msg_id=2)  # a new session sent it again
+            a = _up(app, s, b"reading-2", 2)
+            b = _up(app, s, b"reading-2", 2)  # a new session sent it again
             assert b is a and not a.done()
         finally:
             os.kill(broker.proc.pid, signal.SIGCONT)
         await asyncio.wait_for(a, 10)
-        assert app.on_message(s, b"reading-2", msg_id=2) is None  # after PUBACK: remembered
+        assert _up(app, s, b"reading-2", 2) is None  # after PUBACK: remembered
         assert app.counters["published"] == 2 and app.counters["duplicates_suppressed"] == 2
         app.on_close(s, "idle")
         await app.stop()
@@ -119,7 +129,7 @@ _CRASHING = textwrap.dedent(
     cfg, ids, die_at = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 
     class S:
-        identity, suite, handshake_ms = "dev-k", "x", 1
+        identity, suite, handshake_ms, last_msg_id = "dev-k", "x", 1, None
         def send(self, payload, on_delivered=None): pass
 
     class Crashing(MqttApp):
@@ -133,7 +143,8 @@ _CRASHING = textwrap.dedent(
         await asyncio.wait_for(app.connected.wait(), 10)
         s = S()
         for i in ids:
-            r = app.on_message(s, b"m%d" % i, msg_id=i)
+            s.last_msg_id = i
+            r = app.on_message(s, b"m%d" % i)
             if r is not None:
                 await r
             print("acked", i, flush=True)
@@ -207,6 +218,14 @@ def test_down_is_durable_bounded_and_acknowledged_by_the_device(tmp_path, broker
         s2 = FakeSession("dev-1")
         app.on_connect(s2)
         assert [p for p, _ in s2.sent] == [b"d3", b"d4"]
+        # link protocol v2: a replacing session takes d3 over with its callback
+        app.on_close(s2, "replaced by a new session")
+        s3 = FakeSession("dev-1")
+        s3.sent = [s2.sent[0]]  # moved by the service, not sent again by the bridge
+        app.on_connect(s3)
+        assert [p for p, _ in s3.sent] == [b"d3", b"d4"]
+        s3.sent[0][1]()  # the device acknowledged d3 in the new session
+        assert app.queue_depths()["down"] == 1
         await app.stop()
 
     asyncio.run(main())
@@ -256,7 +275,7 @@ def test_broker_down_at_start_messages_wait_then_go(tmp_path):
         app = MqttApp({"port": port, "prefix": "t", "state": str(tmp_path / "s.sqlite")})
         await app.start()
         s = FakeSession("dev-1")
-        fut = app.on_message(s, b"early", msg_id=7)
+        fut = _up(app, s, b"early", 7)
         await asyncio.sleep(0.3)
         assert not fut.done()
         broker = await asyncio.get_running_loop().run_in_executor(
@@ -310,7 +329,6 @@ def test_service_killed_between_puback_and_ack_end_to_end(mpyc, tmp_path, broker
     psk = os.urandom(32)
     listen = "127.0.0.1:%d" % free_port(socket.SOCK_DGRAM)
     cfg = {"port": broker.port, "prefix": "t", "state": str(tmp_path / "st.sqlite")}
-    cfg["payload_ids"] = True
     monkeypatch.setenv("ATLS_SIM_RECORD", str(tmp_path / "deliveries.jsonl"))
     monkeypatch.setenv("ATLS_SIM_MQTT", json.dumps(dict(cfg, die_after_puback=3)))
     extra = {"listen": listen, "app": "sim.mqtt_check:MqttRecordingApp"}
@@ -326,6 +344,8 @@ def test_service_killed_between_puback_and_ack_end_to_end(mpyc, tmp_path, broker
         first.proc.wait(30)
         assert first.proc.returncode == 9, first.logs()[-2000:]
         monkeypatch.setenv("ATLS_SIM_MQTT", json.dumps(cfg))
+        # the same state (service-state/ beside the registry): its RESET key and marks
+        extra["registry"] = str(tmp_path / "a" / "devices.json")
         second = ServiceProc(tmp_path / "b", devices={"dev-k": psk}, extra=extra)
         out, err = dev.communicate(timeout=60)
         summary = json.loads(out.strip().splitlines()[-1])

@@ -5,6 +5,8 @@ the `cryptography` package with the key, IV and nonce derived here from the
 block's key block (§3).  The same blocks are then checked under MicroPython.
 """
 
+import hashlib
+import hmac
 import re
 
 import pytest
@@ -15,8 +17,8 @@ from atls import wire
 from atls.channel import Channel
 
 DOC = ROOT / "docs" / "PROTOCOL.md"
-TYPES = {"HS": 0, "HS_END": 1, "HS_ACK": 2, "DATA": 3, "ACK": 4, "CLOSE": 5, "ERROR": 6}
-HEX_KEYS = {"fragment", "packet", "key_block", "plaintext", "nonce", "aad"}
+TYPES = {"HS": 0, "HS_END": 1, "HS_ACK": 2, "DATA": 3, "ACK": 4, "CLOSE": 5, "ERROR": 6, "CDATA": 7}
+HEX_KEYS = {"fragment", "packet", "key_block", "plaintext", "nonce", "aad", "reset_key", "token"}
 
 
 def parse_examples(text):
@@ -52,7 +54,7 @@ EXAMPLES = parse_examples(DOC.read_text())
 
 def test_s7_all_packet_types_have_an_example():
     assert sorted({e["type"] for e in EXAMPLES}) == sorted(TYPES)
-    assert len(EXAMPLES) == 8
+    assert len(EXAMPLES) == 10
 
 
 def _fields(ex):
@@ -64,7 +66,7 @@ def _fields(ex):
     if t == 2:
         return (t, sid, ex["flight"], None, ex["bitmap"])
     if t == 6:
-        return (t, sid, ex["reason"], None, None)
+        return (t, sid, ex["reason"], None, ex.get("token"))
     return None
 
 
@@ -78,8 +80,16 @@ def test_s7_unsealed_examples_both_ways(ex):
     elif t == 2:
         enc = wire.encode(t, sid, bytes([ex["flight"]]) + ex["bitmap"])
     else:
-        enc = wire.encode(t, sid, bytes([ex["reason"]]))
+        enc = wire.encode(t, sid, bytes([ex["reason"]]) + ex.get("token", b""))
     assert enc == ex["packet"]
+    if "reset_key" in ex:  # §5: token = HMAC-SHA256(reset_key, "atls reset" || sid)[0:16]
+        mac = hmac.new(ex["reset_key"], b"atls reset" + sid.to_bytes(2, "big"), hashlib.sha256)
+        assert mac.digest()[:16] == ex["token"]
+        from host_tools.service.dedupe import PeerTable
+
+        table = PeerTable()
+        table.reset_key = ex["reset_key"]
+        assert table.token(sid) == ex["token"]
     got = tuple(bytes(x) if isinstance(x, memoryview) else x for x in wire.decode(ex["packet"]))
     assert got == _fields(ex)
 
@@ -90,7 +100,7 @@ def _ref_keys(kb, sender):
 
 
 @pytest.mark.parametrize(
-    "ex", [e for e in EXAMPLES if TYPES[e["type"]] in (3, 4, 5)], ids=lambda e: e["type"]
+    "ex", [e for e in EXAMPLES if TYPES[e["type"]] in (3, 4, 5, 7)], ids=lambda e: e["type"]
 )
 def test_s7_sealed_examples_both_ways(ex):
     t, sid, kb, suite = TYPES[ex["type"]], ex["session_id"], ex["key_block"], ex["suite"]
@@ -99,9 +109,12 @@ def test_s7_sealed_examples_both_ways(ex):
     pkt = ex["packet"]
     tx = Channel(kb, suite, sender)
     rx = Channel(kb, suite, receiver)
-    if t == 3:
-        seq, pt, fields = ex["seq"], ex["plaintext"], ex["seq"].to_bytes(2, "big")
+    if t == 3 or t == 7:  # §3: the seq's low byte on the wire, the full seq in the nonce
+        seq, pt, fields = ex["seq"], ex["plaintext"], bytes([ex["seq"] & 0xFF])
         assert tx.seal(t, sid, seq, 0, pt) == pkt
+        if t == 7:
+            assert pt[0] == ex["channel"]
+        assert wire.expand_seq(pkt[3], ex.get("next", seq)) == seq
     elif t == 4:
         seq, pt = ex["ack_seq"], b""
         tx.ack_seq = seq
@@ -116,13 +129,18 @@ def test_s7_sealed_examples_both_ways(ex):
         fields = seq.to_bytes(2, "big") + bytes([ex["reason"]])
     # decode and open
     p = wire.decode(pkt, rx.tag_len)
-    assert p[:3] == (t, sid, seq)
+    if t == 3 or t == 7:
+        assert p[:3] == (t, sid, seq & 0xFF)
+        p = (t, sid, seq, p[3], p[4])
+    else:
+        assert p[:3] == (t, sid, seq)
     assert rx.open(p) == pt
     # independent: key and IV sliced here, nonce = iv XOR (space << 56 | seq)
     key, iv = _ref_keys(kb, sender)
-    nonce = (int.from_bytes(iv, "big") ^ (((t - 3) << 56) | seq)).to_bytes(12, "big")
+    space = 0 if t == 7 else t - 3
+    nonce = (int.from_bytes(iv, "big") ^ ((space << 56) | seq)).to_bytes(12, "big")
     assert nonce == ex["nonce"]
-    aad = bytes([0xA0 | t, sid >> 8, sid & 0xFF]) + fields
+    aad = bytes([0xA8 | t, sid >> 8, sid & 0xFF]) + fields  # version 2
     assert aad == pkt[: len(aad)]
     if "aad" in ex:
         assert ex["aad"] == aad
@@ -131,7 +149,7 @@ def test_s7_sealed_examples_both_ways(ex):
     )
     assert aead.encrypt(nonce, pt, aad) == pkt[len(aad) :]
     if t == 3:
-        assert len(pkt) == len(pt) + 13  # §3: 13 bytes of overhead with CCM_8
+        assert len(pkt) == len(pt) + 12  # §3: 12 bytes of overhead with CCM_8
 
 
 def test_s7_examples_are_consistent_with_each_other():
@@ -167,7 +185,7 @@ for i, f in rows():
         p = wire.decode(pkt)
         ok = ok and p[2] == a and p[3] == b and bytes(p[4]) == unhex(f[7])
     elif ty == 2 or ty == 6:
-        body = bytes([a]) + (unhex(f[7]) if ty == 2 else b"")
+        body = bytes([a]) + unhex(f[7])
         ok = wire.encode(ty, sid, body) == pkt and wire.decode(pkt)[2] == a
     else:
         kb, suite, sender = unhex(f[6]), int(f[4]), f[5]
@@ -175,7 +193,10 @@ for i, f in rows():
         rx = Channel(kb, suite, "server" if sender == "client" else "client")
         tx.ack_seq = tx.close_seq = int(f[9])
         ok = tx.seal(ty, sid, a, b, unhex(f[7])) == pkt
-        ok = ok and rx.open(wire.decode(pkt, rx.tag_len)) == unhex(f[7])
+        p = wire.decode(pkt, rx.tag_len)
+        if ty == 3 or ty == 7:
+            p = (p[0], p[1], a, p[3], p[4])  # the full seq
+        ok = ok and rx.open(p) == unhex(f[7])
     t.check(i, ok, f[0])
 t.report()
 """
@@ -191,8 +212,8 @@ def test_s7_examples_micropython(mpyc):
         elif t == 2:
             rows.append([t, sid, e["flight"], 0, 0, "-", b"", e["bitmap"], pkt, 0])
         elif t == 6:
-            rows.append([t, sid, e["reason"], 0, 0, "-", b"", b"", pkt, 0])
-        elif t == 3:
+            rows.append([t, sid, e["reason"], 0, 0, "-", b"", e.get("token", b""), pkt, 0])
+        elif t == 3 or t == 7:
             rows.append(
                 [
                     t,

@@ -97,7 +97,7 @@ def test_bad_input_is_dropped_and_counted(tmp_path):
         bad += data[:3]  # replays
         for k, d in enumerate(data[:3]):  # flipped bits: a fresh seq, one bit off
             b = bytearray(d)
-            b[3:5] = (len(data) + 10 + k).to_bytes(2, "big")  # new seq: passes the replay
+            b[3] = len(data) + 10 + k  # new seq (its low byte, §3): passes the replay
             b[-1] ^= 0x01  # window, then fails the AEAD
             bad.append(bytes(b))
         for d in bad:

@@ -21,6 +21,8 @@ SCENARIOS = [
     "service-restart",
     "malicious-gateway",
     "wrong-psk",
+    "forged-error",
+    "reboot-mid-message",
 ]
 
 
@@ -73,19 +75,21 @@ def test_scenario_verdict(tmp_path, scenario):
             "frames_on_air",
         ):
             assert key in d
-        # the link never hands the application the same message twice in one
-        # session; a message sent again in a new session (link protocol v1
-        # allows it) only when a session ended
-        assert d["duplicated_in_session"] == 0, d
-        assert d["duplicated"] == d["duplicated_across_sessions"], d
-        if scenario in ("default", "malicious-gateway", "wrong-psk"):
-            assert d["duplicated"] == 0, d
+        # link protocol v2: never the same message twice at the application,
+        # in one session or across sessions (message ids, PROTOCOL.md §4)
+        assert d["duplicated"] == d["duplicated_in_session"] == 0, d
     assert t["duplicated_in_session"] == 0
     if scenario == "wrong-psk":
         bad = [d for d in rep["devices"] if d["wrong_psk"]]
         assert bad and not bad[0]["handshake_ok"] and bad[0]["delivered"] == 0
     if scenario.startswith("lossy"):
         assert t["retransmissions"] > 0
+    if scenario in ("forged-error", "reboot-mid-message"):
+        names = [c["check"] for c in rep["checks"]]
+        assert "at most 6 handshakes per device per minute" in names
+    if scenario == "forged-error":
+        evil = rep["gateway"]["evil"]
+        assert evil["drop_ack"] and evil["forge_error"] and evil["spoof"], evil
     assert (tmp_path / ("%s.html" % scenario)).exists()
 
 

@@ -24,10 +24,11 @@ TABLE = {
     0: ("HS", 2, False),
     1: ("HS_END", 2, False),
     2: ("HS_ACK", 1, False),
-    3: ("DATA", 2, True),
+    3: ("DATA", 1, True),  # version 2: the seq's low byte (§3)
     4: ("ACK", 8, True),
     5: ("CLOSE", 3, True),
     6: ("ERROR", 1, False),
+    7: ("CDATA", 1, True),
 }
 
 
@@ -37,13 +38,11 @@ def ref_decode(d, tag_len=None, max_len=None):
         return "truncated"
     if d[0] >> 4 != 0xA:
         return "not_atls"
-    if d[0] & 0x08:
-        return "version"
+    if not d[0] & 0x08:
+        return "version"  # version 1
     if max_len is not None and len(d) > max_len:
         return "too_big"
     t = d[0] & 7
-    if t == 7:
-        return "bad_type"
     name, fixed, sealed = TABLE[t]
     tag = tag_len if (sealed and tag_len) else 0
     body = d[3:]
@@ -52,8 +51,10 @@ def ref_decode(d, tag_len=None, max_len=None):
         return "truncated"
     if t == 2 and len(body) > 1 + 32:  # bitmap 1..32 bytes
         return "too_big"
-    if t == 6 and len(body) > 1:
-        return "too_big"
+    if t == 6:  # reason, or RESET (4) || 16-byte token (§6)
+        want = 17 if body[0] == 4 else 1
+        if len(body) != want:
+            return "truncated" if len(body) < want else "too_big"
     if t in (4, 5) and tag_len and len(body) > fixed + tag_len:
         return "too_big"
     if t in (0, 1) and len(body) == 2:  # §2: a fragment is never empty
@@ -66,10 +67,10 @@ def ref_decode(d, tag_len=None, max_len=None):
     if t == 2:
         return (t, sid, body[0], None, bytes(body[1:]))
     if t == 6:
-        return (t, sid, body[0], None, None)
+        return (t, sid, body[0], None, bytes(body[1:]) if len(body) > 1 else None)
+    if t in (3, 7):
+        return (t, sid, body[0], 0, bytes(body[1:]))
     seq = int.from_bytes(body[:2], "big")
-    if t == 3:
-        return (t, sid, seq, 0, bytes(body[2:]))
     if t == 4:
         return (t, sid, seq, int.from_bytes(body[2:8], "big"), bytes(body[8:]))
     return (t, sid, seq, body[2], bytes(body[3:]))
@@ -88,13 +89,15 @@ def sample_packets():
     r = random.Random(1)
     rb = lambda n: bytes(r.getrandbits(8) for _ in range(n))  # noqa: E731
     return {
-        "HS": bytes([0xA0, 0x12, 0x34, 2, 0]) + rb(59),
-        "HS_END": bytes([0xA1, 0x12, 0x34, 2, 3]) + rb(23),
-        "HS_ACK": bytes([0xA2, 0x12, 0x34, 1, 0xF0]),
-        "DATA": bytes([0xA3, 0x12, 0x34, 0, 7]) + rb(20 + 8),
-        "ACK": bytes([0xA4, 0x12, 0x34, 0, 1, 0, 8, 0x80, 0, 0, 0]) + rb(8),
-        "CLOSE": bytes([0xA5, 0x12, 0x34, 0, 0, 0]) + rb(8),
-        "ERROR": bytes([0xA6, 0x12, 0x34, 1]),
+        "HS": bytes([0xA8, 0x12, 0x34, 2, 0]) + rb(59),
+        "HS_END": bytes([0xA9, 0x12, 0x34, 2, 3]) + rb(23),
+        "HS_ACK": bytes([0xAA, 0x12, 0x34, 1, 0xF0]),
+        "DATA": bytes([0xAB, 0x12, 0x34, 7]) + rb(20 + 8),
+        "ACK": bytes([0xAC, 0x12, 0x34, 0, 1, 0, 8, 0x80, 0, 0, 0]) + rb(8),
+        "CLOSE": bytes([0xAD, 0x12, 0x34, 0, 0, 0]) + rb(8),
+        "ERROR": bytes([0xAE, 0x12, 0x34, 1]),
+        "RESET": bytes([0xAE, 0x12, 0x34, 4]) + rb(16),
+        "CDATA": bytes([0xAF, 0x12, 0x34, 7]) + rb(1 + 20 + 8),
     }
 
 
@@ -117,7 +120,9 @@ def all_rows():
         rows.append((pkt, 8, len(pkt), ref_decode(pkt, 8)))
     r = random.Random(7)
     for _ in range(400):  # random packets with a valid marker
-        d = bytes([0xA0 | r.randrange(8)]) + bytes(r.getrandbits(8) for _ in range(r.randrange(60)))
+        d = bytes([0xA0 | r.randrange(16)]) + bytes(
+            r.getrandbits(8) for _ in range(r.randrange(60))
+        )
         tag = r.choice(TAGS)
         rows.append((d, tag, None, ref_decode(d, tag)))
     return rows
@@ -141,7 +146,14 @@ def test_s1_constants():
     ) == tuple(range(7))
     assert wire.MARKER == 0xA0
     assert wire.MAX_SEQ == 65534 and wire.MAX_COUNTER == 65535
-    assert wire.ERROR_NAMES == {1: "unknown_session", 2: "handshake_failed", 3: "busy"}
+    from atls import protocol
+
+    assert protocol.ERROR_NAMES == {
+        1: "unknown_session",
+        2: "handshake_failed",
+        3: "busy",
+        4: "reset",
+    }
 
 
 def test_s1_reference_rows_cpython():
@@ -155,10 +167,8 @@ def test_s1_first_byte_classification():
         r = got(bytes([b0, 0, 1, 7]) + bytes(0 if b0 & 7 == 6 else 20))
         if b0 >> 4 != 0xA:
             assert r == "not_atls", hex(b0)
-        elif b0 & 8:
-            assert r == "version", hex(b0)
-        elif b0 == 0xA7:
-            assert r == "bad_type"
+        elif not b0 & 8:
+            assert r == "version", hex(b0)  # version 1
         else:
             assert isinstance(r, tuple) and r[0] == b0 & 7 and r[1] == 1
 
@@ -169,10 +179,12 @@ def test_s1_truncation_every_length_every_type():
             "HS": 6,
             "HS_END": 6,
             "HS_ACK": 5,
-            "DATA": 13,
+            "DATA": 12,
             "ACK": 19,
             "CLOSE": 14,
             "ERROR": 4,
+            "RESET": 20,
+            "CDATA": 12,
         }[name]
         for n in range(len(pkt)):
             r = got(pkt[:n], 8)
@@ -187,8 +199,9 @@ def test_s1_truncation_every_length_every_type():
 def test_s1_too_big_limits():
     p = sample_packets()
     assert got(p["ERROR"] + b"\x00") == "too_big"
-    assert got(bytes([0xA2, 0, 1, 0]) + bytes(32)) == (2, 1, 0, None, bytes(32))
-    assert got(bytes([0xA2, 0, 1, 0]) + bytes(33)) == "too_big"
+    assert got(p["RESET"] + b"\x00") == "too_big"
+    assert got(bytes([0xAA, 0, 1, 0]) + bytes(32)) == (2, 1, 0, None, bytes(32))
+    assert got(bytes([0xAA, 0, 1, 0]) + bytes(33)) == "too_big"
     assert got(p["ACK"] + b"\x00", 8) == "too_big"
     assert got(p["ACK"] + b"\x00") != "too_big"  # without a channel: length unknown
     assert got(p["CLOSE"] + b"\x00", 8) == "too_big"
@@ -197,18 +210,32 @@ def test_s1_too_big_limits():
 
 
 def test_s2_fragment_rules():
-    assert got(bytes([0xA0, 0, 1, 0, 0])) == "bad_fragment"  # empty
-    assert got(bytes([0xA1, 0, 1, 0, 255, 1])) == "bad_fragment"  # index 255
-    assert got(bytes([0xA1, 0, 1, 0, 254, 1])) == (1, 1, 0, 254, b"\x01")
+    assert got(bytes([0xA8, 0, 1, 0, 0])) == "bad_fragment"  # empty
+    assert got(bytes([0xA9, 0, 1, 0, 255, 1])) == "bad_fragment"  # index 255
+    assert got(bytes([0xA9, 0, 1, 0, 254, 1])) == (1, 1, 0, 254, b"\x01")
 
 
 def test_s1_encoders_roundtrip():
-    assert wire.encode_hs(0x1234, 2, 5, b"abc") == bytes.fromhex("a0123402 05") + b"abc"
-    assert wire.encode_hs(0x1234, 2, 5, b"abc", last=True)[0] == 0xA1
-    assert wire.encode(wire.ERROR, 0xBEEF, b"\x02") == bytes.fromhex("a6beef02")
+    assert wire.encode_hs(0x1234, 2, 5, b"abc") == bytes.fromhex("a8123402 05") + b"abc"
+    assert wire.encode_hs(0x1234, 2, 5, b"abc", last=True)[0] == 0xA9
+    assert wire.encode(wire.ERROR, 0xBEEF, b"\x02") == bytes.fromhex("aebeef02")
     for _name, pkt in sample_packets().items():
         t, sid = pkt[0] & 7, int.from_bytes(pkt[1:3], "big")
         assert wire.encode(t, sid, pkt[3:]) == pkt
+
+
+def test_s3_expand_seq_nearest_to_next():
+    # RFC 9000 §A.3 with an 8-bit window: the full seq nearest to `next`
+    assert wire.expand_seq(5, 0) == 5
+    assert wire.expand_seq(0x01, 0x0FF) == 0x101
+    assert wire.expand_seq(0xFF, 0x101) == 0x0FF
+    assert wire.expand_seq(0x80, 0x100) == 0x180  # (a tie goes up: reorder is forward)
+    assert wire.expand_seq(0x7F, 0x100) == 0x17F
+    assert wire.expand_seq(0x90, 0x100) == 0x090
+    assert wire.expand_seq(0xFE, wire.MAX_SEQ) == wire.MAX_SEQ
+    for nxt in range(0, 65535, 97):  # every seq within +-127 of next comes back
+        for s in range(max(0, nxt - 127), min(wire.MAX_SEQ, nxt + 127) + 1, 13):
+            assert wire.expand_seq(s & 0xFF, nxt) == s
 
 
 def test_s2_hs_ack_bitmap_bit_order():
@@ -230,7 +257,7 @@ def test_s1_random_bytes_only_drop(data, tag, max_len):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 6), st.integers(0, 0xFFFF), st.binary(min_size=0, max_size=60))
+@given(st.integers(0, 7), st.integers(0, 0xFFFF), st.binary(min_size=0, max_size=60))
 def test_s1_encode_decode_inverse(t, sid, body):
     d = wire.encode(t, sid, body)
     assert got(d, 8) == ref_decode(d, 8)

@@ -243,6 +243,7 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
         retry_ms=int(lk.get("retry_ms", 1000)),
         retry_max_ms=int(lk.get("retry_max_ms", 30000)),
         feed=feed,
+        boot=int(BOOT, 16),  # the high half of this boot's message ids (PROTOCOL.md §4)
     )
     session.preload()  # nothing loads mid-handshake (issue 12)
     app = dev.get("app") or {}

@@ -8,8 +8,10 @@ Each direction has its own AEAD (the negotiated suite's: AES-128-GCM, -CCM
 or -CCM_8, from atls.crypto.aead.new) and IV.  Three counter spaces per
 direction keep nonces unique:
   nonce = write_iv XOR (space << 56 | seq) as 12 big-endian bytes,
-  space 0 = DATA (seq), 1 = ACK (ack_seq), 2 = CLOSE (close_seq);
-the AAD is the packet bytes before the ciphertext.  The channel counts its
+  space 0 = DATA and CDATA (seq), 1 = ACK (ack_seq), 2 = CLOSE (close_seq);
+the AAD is the packet bytes before the ciphertext: a DATA packet carries
+only the low byte of its seq (the nonce uses the full seq, which the link
+expands from its next expected seq, wire.expand_seq).  The channel counts its
 own ACK and CLOSE seqs (each used once, never wrapped); DATA seqs come from
 the link (a retransmission re-sends the same sealed bytes).
 Receiving DATA: a replay window (`top` = highest seq accepted, `bits` bit k
@@ -32,7 +34,8 @@ except ImportError:  # CPython
         return x
 
 
-_FIELDS = const(b"\x02\x08\x03")  # bytes after the header: DATA seq; ACK; CLOSE (§1)
+# bytes after the header: DATA seq; ACK; CLOSE; (ERROR); CDATA seq (§1)
+_FIELDS = const(b"\x01\x08\x03\x00\x01")
 
 
 def key_block(tls):
@@ -54,6 +57,8 @@ def aad(t, sid, seq, b):
     """header || seq (DATA), ack_seq || next || bitmap (ACK, b = next << 32 |
     bitmap), close_seq || reason (CLOSE, b = reason): the decoded fields back."""
     n = _FIELDS[t - wire.DATA]
+    if n == 1:
+        return wire.encode(t, sid, bytes((seq & 0xFF,)))
     return wire.encode(t, sid, ((seq << ((n - 2) << 3)) | b).to_bytes(n, "big"))
 
 
@@ -70,7 +75,7 @@ class Channel:
             self.tag_len = suite_tag_len(suite)
         except ValueError:
             raise UsageError("unsupported suite")
-        self.overhead = 5 + self.tag_len  # §3: header + seq + tag = 13 with CCM_8
+        self.overhead = 4 + self.tag_len  # §3: header + seq + tag = 12 with CCM_8
         self._w = aead.new(suite, ck)
         self._r = aead.new(suite, sk)
         self._wiv = int.from_bytes(civ, "big")
@@ -82,9 +87,11 @@ class Channel:
         self.close_seq = 0  # next CLOSE counter (space 2)
 
     def seal(self, t, sid, a, b=0, payload=b""):
-        """The packet bytes.  DATA: a = seq, payload.  ACK: a = next, b =
-        bitmap.  CLOSE: a = reason."""
+        """The packet bytes.  DATA, CDATA: a = seq, payload.  ACK: a = next,
+        b = bitmap.  CLOSE: a = reason."""
         space = t - wire.DATA
+        if space == 4:
+            space = 0  # CDATA: the DATA seq space
         if space == 0:
             seq = a
             if seq < 0 or seq > wire.MAX_SEQ:
@@ -106,10 +113,13 @@ class Channel:
 
     def open(self, pkt, own=False):
         """Plaintext of a packet from wire.decode (b"" for ACK and CLOSE).
-        DATA: Drop("replay") for a seq already accepted, before any crypto.
-        own=True opens a DATA packet this side sealed (for re-sending)."""
+        DATA: the seq in pkt is the full one (wire.expand_seq); Drop("replay")
+        for a seq already accepted, before any crypto.  own=True opens a DATA
+        packet this side sealed (for re-sending)."""
         t, sid, seq, b, body = pkt
         space = t - wire.DATA
+        if space == 4:
+            space = 0  # CDATA
         if space < 0 or space > 2:
             raise UsageError("not a sealed type")
         aead, iv = self._r, self._riv

@@ -21,15 +21,21 @@ atls.link_data.Messages, one object with the Link.
 Every bad datagram raises wire.Drop / AuthError inside `receive`, which
 counts it in `drops[reason]` and changes nothing else.
 
+ERROR at the device (§5): before it has a session id only ERROR for
+session 0 is taken, as a hint (busy): the flight's retransmission backs off,
+nothing ends.  Once the service sent an authenticated packet (`confirmed`)
+only RESET with the token from the service's HELLO ends the link; any other
+ERROR is counted (drops["unauthenticated"]) and ignored.
+
 Events: ("flight", bytes), ("session_id", sid) (a client adopting the
-service's), ("message", bytes), ("delivered", seq), ("rekey",),
-("closed", reason) and ("error", reason).
+service's), ("hello", bytes), ("message", payload, channel, id),
+("delivered", seq), ("rekey",), ("closed", reason) and ("error", reason).
 """
 
 from atls import wire
 from atls.errors import AuthError, UsageError
 from atls.link_data import Messages, QueueFull, SeqExhausted  # noqa: F401  (re-exported)
-from atls.protocol import CLOSE, CLOSE_IDLE, ERROR, ERROR_NAMES, HS_ACK, HS_END
+from atls.protocol import CLOSE, CLOSE_IDLE, ERROR, HS_ACK, HS_END
 
 try:
     from micropython import const
@@ -55,6 +61,7 @@ DROP_REASONS = (
     "no_channel",
     "too_big",
     "closed",
+    "unauthenticated",
 )
 
 
@@ -128,6 +135,7 @@ class Link(Messages):
             "messages_in": 0,
             "messages_out": 0,
             "duplicates": 0,
+            "hints": 0,
             "drops": d,
         }
         self._ev = []
@@ -178,6 +186,8 @@ class Link(Messages):
         """Service only: fail the link and send ERROR(reason) (§5)."""
         if self._odd:
             raise UsageError("only the service sends ERROR")
+        from atls.protocol import ERROR_NAMES
+
         self._error = wire.encode(ERROR, self.session_id, bytes((reason,)))
         self._stop("failed", ERROR_NAMES.get(reason, "error_%d" % reason))
 
@@ -210,9 +220,7 @@ class Link(Messages):
             elif t == HS_ACK:
                 self._hs_acked(p[2], p[4])
             elif t == ERROR:
-                if not self._odd:
-                    raise wire.Drop("bad_type")  # §1: ERROR is service -> device
-                self._stop("failed", ERROR_NAMES.get(p[2], "error_%d" % p[2]))
+                self._error_in(p)
             else:
                 self._sealed_in(p)
             if learn:  # the packet was good: adopt its sid, reported first
@@ -231,7 +239,7 @@ class Link(Messages):
         if st != "failed" and st != "closed":  # timers
             if self._hs_end is not None and now >= self._hs_end:
                 self._stop("failed", "handshake_timeout")
-            elif self._inflight and now >= self._progress + cfg.peer_timeout_ms:
+            elif self._inflight and now >= (self._progress or now) + cfg.peer_timeout_ms:
                 self._stop("failed", "peer_timeout")
             elif self._close and now >= self._close[2]:
                 self._stop("closed", self._reason)

@@ -12,6 +12,16 @@ counters.  Closing (§5): the closing side sends no new messages, sends CLOSE
 once all of its messages are acknowledged and re-sends it on backoff until
 the peer's CLOSE arrives.
 
+Version 2 (§4): seq 0 of each direction is the sender's HELLO on the
+control channel (channel 1): its id base (8 bytes) and, from the service,
+granted channels (1) and the session's reset token (16).  A message's id is
+base + seq - 1, so ids survive sessions: the unacknowledged messages of a
+session are re-sent first, in order, in the next one with base = the id of
+the first of them (first_unacked_id), and the receiver's layer above
+de-duplicates by id.  Messages on channel 0 go as DATA; other channels as
+CDATA whose sealed plaintext starts with the channel number.  Events:
+("hello", bytes after the base), ("message", payload, channel, id).
+
 `Messages` is a mixin of atls.link.Link (one object, so nothing more is
 allocated per link): it owns the fields set in _init_messages; bad input
 raises wire.Drop or AuthError, which Link.receive counts.  The channel
@@ -20,7 +30,16 @@ module (and with it the AEAD) is imported when TLS is done, not before.
 
 from atls import wire
 from atls.errors import ATLSError, UsageError
-from atls.protocol import ACK, CLOSE, CLOSE_NORMAL, DATA
+from atls.protocol import (
+    ACK,
+    CDATA,
+    CLOSE,
+    CLOSE_NORMAL,
+    DATA,
+    HELLO_LEN,
+    RESET,
+    RESET_TOKEN_LEN,
+)
 from atls.wire import ACK_SPAN as _SPAN
 
 try:
@@ -44,12 +63,17 @@ class SeqExhausted(QueueFull):
 
 
 class Messages:
+    # Service only (its hold mode): with ack_to set, ACKs cover only
+    # seqs below it, messages the application has safe (release() moves it).
+    # A class attribute, so a device's links carry nothing for it.
+    ack_to = None
+
     def _init_messages(self):
-        self._seq = 0  # next seq to give a message
+        self._seq = 1  # next seq to give a message (seq 0: our HELLO, §4)
         self._sealed = 0  # seqs below this have been sealed (sent)
-        self._queue = []  # (seq, plaintext) waiting for the window
+        self._queue = []  # (seq, plaintext, channel) waiting for the window
         self._inflight = []  # [seq, packet, due, rto, state]
-        self._progress = 0  # when the in-flight messages last moved
+        self._progress = None  # when the in-flight messages last moved (None: not sent yet)
         self._rx_next = 0  # every seq below was delivered
         self._held = {}  # seq -> plaintext, early arrivals
         self._ack_at = None
@@ -58,24 +82,42 @@ class Messages:
         self._peer_closed = False
         self._close = None  # once our CLOSE is sent: [due, rto, deadline]
         self._reply_at = None  # closed: answer a repeated CLOSE then
-        self._hold = None  # hold_acks(): seqs below this are acknowledged
+        self.base = 0  # id of our message at seq 1 (our HELLO says so)
+        self.peer_base = None  # the peer's, from its HELLO
+        self.peer_channels = 0  # service HELLO: granted channels (bit n = channel n)
+        self.reset_token = None  # service HELLO: the token of a RESET for this session
+        self.confirmed = False  # an authenticated packet came from the peer
 
-    def start_channel(self, key_block, suite):
-        """TLS is done: seal and open with the exported key block (§3)."""
+    def start_channel(self, key_block, suite, base=0, hello=b""):
+        """TLS is done: seal and open with the exported key block (§3); our
+        HELLO (base || hello) goes first, as seq 0 on the control channel."""
         if self.state != "handshake":
             raise UsageError("channel already started or link ended")
         from atls.channel import Channel
 
         self.channel = Channel(key_block, suite, self.role, self.config.replay_window)
         self.state = "open"
+        self.base = base
         self._activity = self._now
         if self._tx is None:
             self._hs_end = None
+        self._queue.insert(0, (0, base.to_bytes(HELLO_LEN, "big") + hello, 1))  # §4
         self._fill()
 
-    def send(self, payload, now_ms):
-        """Queue a message; returns its seq.  QueueFull when window and queue
-        are full, SeqExhausted once the seq space is used up."""
+    def first_unacked_id(self, after=False):
+        """The id of our oldest message not yet acknowledged (or of the next
+        one): the base of the session that takes over what is left.  With
+        after=True: the id the next new message would get."""
+        s = self._seq
+        q = self._inflight or self._queue
+        if q and not after:
+            s = q[0][0]
+        return self.base + max(s, 1) - 1
+
+    def send(self, payload, now_ms, channel=0):
+        """Queue a message on `channel` (0: the application's); returns its
+        seq (its id is base + seq - 1).  QueueFull when window and queue are
+        full, SeqExhausted once the seq space is used up."""
         self._now = now_ms
         if self.state != "handshake" and self.state != "open":
             raise UsageError("link is closing or closed")
@@ -84,11 +126,14 @@ class Messages:
         cfg = self.config
         if len(self._queue) + len(self._inflight) >= cfg.window + cfg.queue:
             raise QueueFull("message queue full")
-        if len(payload) > cfg.mtu - (self.channel.overhead if self.channel else 21):
+        if channel < 0 or channel > 255:
+            raise UsageError("channel is one byte")
+        over = (self.channel.overhead if self.channel else 20) + (channel > 0)
+        if len(payload) > cfg.mtu - over:
             raise UsageError("message larger than mtu - DATA overhead")
         seq = self._seq
         self._seq = seq + 1
-        self._queue.append((seq, bytes(payload)))
+        self._queue.append((seq, bytes(payload), channel))
         if seq == wire.MAX_SEQ:
             self._ev.append(("rekey",))
         self._activity = now_ms
@@ -105,21 +150,28 @@ class Messages:
             else:
                 self.state = "closing"
 
-    def hold_acks(self):
-        """From now on a delivered message is acknowledged only once release()
-        says the application has it safe (e.g. the broker's PUBACK)."""
-        self._hold = self._rx_next
-
     def release(self, n, now_ms):
-        """The application has the next n delivered messages safe: ACK them."""
-        self._hold = min(self._hold + n, self._rx_next)
+        """(ack_to set) The application has the next n delivered messages
+        safe (n no more than were delivered and not yet released): ACK them."""
+        self.ack_to += n
         self._ack_at = now_ms
 
-    def unacked(self):
-        """The messages not yet acknowledged, in seq order (plaintexts)."""
-        out = [self.channel.open(wire.decode(e[1]), True) for e in self._inflight]
+    def unacked(self, channels=False):
+        """The messages not yet acknowledged, in seq order (plaintexts, or
+        (plaintext, channel) pairs with channels=True), our HELLO left out."""
+        out = []
+        for e in self._inflight:
+            if e[0]:
+                p = wire.decode(e[1])
+                pt = self.channel.open((p[0], p[1], e[0], 0, p[4]), True)
+                ch = 0
+                if p[0] == CDATA:
+                    ch = pt[0]
+                    pt = pt[1:]
+                out.append((pt, ch) if channels else pt)
         for e in self._queue:
-            out.append(e[1])
+            if e[0]:
+                out.append((e[1], e[2]) if channels else e[1])
         return out
 
     # -- in ----------------------------------------------------------------------
@@ -127,8 +179,14 @@ class Messages:
         ch = self.channel
         if ch is None:
             raise wire.Drop("no_channel")
-        t, _, seq, b, _ = p
+        t, _, seq, b, body = p
         now = self._now
+        data = t == DATA or t == CDATA
+        if data:  # §3: the full seq, nearest to the next one we expect
+            seq = wire.expand_seq(seq, self._rx_next)
+            if seq > wire.MAX_SEQ:
+                raise wire.Drop("replay")
+            p = (t, p[1], seq, b, body)
         try:
             pt = ch.open(p)
         except wire.Drop:  # replayed DATA: repeat our ACK (rate-limited)
@@ -136,16 +194,22 @@ class Messages:
                 self._ack_at = max(now, self._last_rep + self.config.rto_ms // 4)
             raise
         self._tx_acked()  # authenticated: the peer has finished TLS
-        if t == DATA:
+        self.confirmed = True
+        if data:
             held = self._held
             nxt = self._rx_next
             if seq < nxt or seq in held:  # (the window already said so)
                 raise wire.Drop("replay")
+            if t == CDATA:
+                if not len(pt):
+                    raise wire.Drop("truncated")
+                pt = (pt[1:], pt[0])
+            else:
+                pt = (pt, 0)
             if seq == nxt:
                 ch.accept(seq)
                 while True:
-                    self.counters["messages_in"] += 1
-                    self._ev.append(("message", pt))
+                    self._message(nxt, pt[0], pt[1])
                     nxt += 1
                     if nxt not in held:
                         break
@@ -168,8 +232,9 @@ class Messages:
             for e in self._inflight:
                 s = e[0]
                 if s < nxt:
-                    self.counters["messages_out"] += 1
-                    self._ev.append(("delivered", s))
+                    if s:  # (seq 0 is our HELLO)
+                        self.counters["messages_out"] += 1
+                        self._ev.append(("delivered", s))
                 else:
                     if s > nxt and s - nxt <= _SPAN and (b >> (_SPAN - s + nxt)) & 1:
                         e[4] = _SACKED
@@ -194,6 +259,46 @@ class Messages:
             elif self._close:
                 self._stop("closed", self._reason)
 
+    def _message(self, seq, pt, ch):
+        # deliver one message in seq order: seq 0 is the peer's HELLO (§4)
+        if seq == 0 and ch == 1 and len(pt) >= HELLO_LEN:
+            self.peer_base = int.from_bytes(pt[:HELLO_LEN], "big")
+            rest = pt[HELLO_LEN:]
+            if self._odd and len(rest) > RESET_TOKEN_LEN:  # the service's HELLO
+                self.peer_channels = rest[0]
+                self.reset_token = bytes(rest[1 : 1 + RESET_TOKEN_LEN])
+            self._ev.append(("hello", rest))
+            return
+        self.counters["messages_in"] += 1
+        pb = self.peer_base
+        self._ev.append(("message", pt, ch, None if pb is None else pb + seq - 1))
+
+    def _error_in(self, p):
+        # §5: what an unauthenticated ERROR may do at the device
+        if not self._odd:
+            raise wire.Drop("bad_type")  # §1: ERROR is service -> device
+        r = p[2]
+        if not self.session_id:  # a hint (busy): back off, never fatal
+            self.counters["hints"] += 1
+            tx = self._tx
+            if tx is not None:
+                tx[4] = min(tx[4] * 2, self.config.rto_max_ms)
+                tx[3] = self._now + tx[4]
+            return
+        if self.confirmed:  # established: only our RESET token ends it
+            tok = self.reset_token
+            if r != RESET or tok is None:
+                raise wire.Drop("unauthenticated")
+            x = 0
+            got = p[4]
+            for i in range(len(tok)):  # constant time
+                x |= tok[i] ^ got[i]
+            if x:
+                raise wire.Drop("unauthenticated")
+        from atls.protocol import ERROR_NAMES
+
+        self._stop("failed", ERROR_NAMES.get(r, "error_%d" % r))
+
     # -- out ---------------------------------------------------------------------
     def _fill(self):
         ch = self.channel
@@ -202,12 +307,14 @@ class Messages:
         q = self._queue
         inflight = self._inflight
         while q and len(inflight) < self.config.window:
-            seq, pt = q.pop(0)
+            seq, pt, c = q.pop(0)
             if not inflight:
-                self._progress = self._now
-            inflight.append(
-                [seq, ch.seal(DATA, self.session_id, seq, 0, pt), self._now, self.config.rto_ms, 0]
-            )
+                self._progress = None  # starts when it goes out (_channel_out)
+            if c:
+                pkt = ch.seal(CDATA, self.session_id, seq, 0, bytes((c,)) + pt)
+            else:
+                pkt = ch.seal(DATA, self.session_id, seq, 0, pt)
+            inflight.append([seq, pkt, self._now, self.config.rto_ms, 0])
             self._sealed = seq + 1
 
     def _close_reply(self, now, out):
@@ -228,8 +335,9 @@ class Messages:
             if ch.ack_seq <= wire.MAX_COUNTER:
                 bm = 0
                 nxt = self._rx_next
-                if self._hold is not None and self._hold < nxt:
-                    nxt = self._hold  # delivered, not released: no bitmap
+                h = self.ack_to
+                if h is not None and h < nxt:
+                    nxt = h  # delivered, not yet safe: no bitmap
                 else:
                     for s in self._held:
                         bm |= 1 << (_SPAN - s + nxt)
@@ -237,6 +345,8 @@ class Messages:
                 self._last_rep = now
                 if ch.ack_seq > wire.MAX_COUNTER:  # that was the last ACK nonce
                     self._ev.append(("rekey",))
+        if self._inflight and self._progress is None:
+            self._progress = now
         for e in self._inflight:
             if e[4] != _SACKED and now >= e[2]:
                 out.append(e[1])
@@ -270,7 +380,7 @@ class Messages:
             if e[4] != _SACKED:
                 ts.append(e[2])
         if inflight:
-            ts.append(self._progress + self.config.peer_timeout_ms)
+            ts.append((self._progress or now) + self.config.peer_timeout_ms)
         idle = self.config.idle_timeout_ms
         if idle is not None and st == "open":
             ts.append(self._activity + idle)

@@ -7,7 +7,7 @@ A test (tests/test_protocol_facts.py) fails if the exporter label or a suite
 code point is spelled out anywhere else in the product code.
 
 The name tables SUITE_NAMES (code -> name), SUITES (name -> code),
-GROUP_NAMES and GROUPS are read here like the other names but live in
+GROUP_NAMES, GROUPS and ERROR_NAMES (and VERSION, the channel numbers) are read here like the other names but live in
 atls.protocol_names, imported on first use (module __getattr__, PEP 562;
 MicroPython's MICROPY_MODULE_GETATTR, on from the "core features" level that
 every supported port has): configuration and logs need them, moving packets
@@ -49,7 +49,8 @@ SECP256R1 = const(0x0017)
 
 # -- link packet header (docs/PROTOCOL.md §1) ----------------------------------
 # byte 0 = 1010 v ttt: marker nibble 0xA (draft-friel-tls-atls §6.1.2), version
-# bit (set = a later version), 3-bit type; bytes 1-2 the session id.
+# bit (set = version 2, this one; clear = version 1, dropped as `version`),
+# 3-bit type; bytes 1-2 the session id.
 MARKER = const(0xA0)
 MARKER_MASK = const(0xF0)
 VERSION_BIT = const(0x08)
@@ -61,6 +62,11 @@ DATA = const(3)
 ACK = const(4)
 CLOSE = const(5)
 ERROR = const(6)
+CDATA = const(7)  # DATA on a channel other than 0: the sealed plaintext starts with it
+HELLO_LEN = const(8)  # §4: HELLO = id base (8) [|| channels (1) || reset token (16)]
+RESET_TOKEN_LEN = const(16)  # §5
+# VERSION (2) and the channel numbers CHANNEL_APP/CONTROL/UPDATE are in
+# atls.protocol_names (read here like the other names)
 
 # -- CLOSE reasons (docs/PROTOCOL.md §5) ---------------------------------------
 CLOSE_NORMAL = const(0)
@@ -71,15 +77,14 @@ CLOSE_IDLE = const(2)  # LinkConfig.idle_timeout_ms passed without a message
 UNKNOWN_SESSION = const(1)
 HANDSHAKE_FAILED = const(2)
 BUSY = const(3)
-ERROR_NAMES = {
-    UNKNOWN_SESSION: "unknown_session",
-    HANDSHAKE_FAILED: "handshake_failed",
-    BUSY: "busy",
-}
+RESET = const(4)  # followed by the session's 16-byte reset token (§5)
+# ERROR_NAMES (reason -> name) is in atls.protocol_names: read only when an
+# ERROR arrives or is logged
 
 
 def __getattr__(name):
-    # SUITE_NAMES, SUITES, GROUP_NAMES, GROUPS: from atls.protocol_names
+    # SUITE_NAMES, SUITES, GROUP_NAMES, GROUPS, ERROR_NAMES, VERSION, CHANNEL_*:
+    # from atls.protocol_names
     if name[:1] == "_":  # __path__, __all__, ...: not a fact
         raise AttributeError(name)
     from atls import protocol_names
@@ -110,8 +115,6 @@ def peek(data):
     b0 = data[0]
     if (b0 & MARKER_MASK) != MARKER:
         raise Drop("not_atls")
-    if b0 & VERSION_BIT:
-        raise Drop("version")
-    if (b0 & 7) > ERROR:
-        raise Drop("bad_type")
+    if not b0 & VERSION_BIT:
+        raise Drop("version")  # version 1
     return b0 & 7, (data[1] << 8) | data[2]

@@ -21,6 +21,17 @@ is one `TLSClient.receive()` of the server's certificate flight (ECDHE plus
 signature and chain checks: seconds on an RP2040).  `rebase(delta, now)`
 follows a Clock rebase (atls.eventloop): the link's timers cannot move, so a
 live link is dropped and a new session started, nothing lost.
+
+Version 2 (docs/PROTOCOL.md §4-§5): every message has a 64-bit id, boot <<
+32 | counter (boot: this power-up's number), that the next session keeps
+(its HELLO's base is the id of the first message carried over); service
+messages whose id is below the last one delivered (same service epoch, the
+high 32 bits) are acknowledged and not delivered again (counted in
+counters["duplicates"]).  Backoff: only an authenticated end (the service's
+CLOSE or RESET) resets it; whatever the path forges, a new handshake starts
+at most HANDSHAKES_PER_MIN times in any 60 s.  send(payload, now, channel)
+sends on another channel (2: firmware update); a message on channel 0 is
+("message", payload) as before, on another ("message", payload, channel).
 """
 
 import gc
@@ -29,6 +40,16 @@ from atls.errors import AlertError, UsageError
 from atls.link import Link, LinkConfig, QueueFull
 from atls.protocol import CLOSE_NORMAL, CLOSE_REKEY
 from atls.tls.client import CLOSED, TLSClient
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+HANDSHAKES_PER_MIN = const(6)
 
 
 def _nothing():
@@ -45,6 +66,7 @@ class DeviceSession:
         retry_max_ms=30000,
         rng=None,
         feed=None,
+        boot=None,
     ):
         self.tls_config = tls_config
         self.link_config = link_config or LinkConfig()
@@ -57,7 +79,14 @@ class DeviceSession:
         self.tls = None
         self.link = None
         self.suite = None
-        self._pending = []  # messages waiting for a session (oldest first)
+        self._pending = []  # (payload, channel) waiting for a session (oldest first)
+        if boot is None:
+            from atls.crypto.backend import random_bytes
+
+            boot = int.from_bytes(random_bytes(4), "big")
+        self._id = (boot & 0xFFFFFFFF) << 32  # the id of _pending[0]
+        self._mark = None  # the service's next message id (dedupe)
+        self._starts = []  # when the last handshakes started
         self._ev = []
         self._retry_at = None
         self._backoff = retry_ms
@@ -73,6 +102,7 @@ class DeviceSession:
             "reconnects": 0,
             "tls_failures": 0,
             "retransmissions": 0,
+            "duplicates": 0,
         }
         self.last_error = None
 
@@ -110,6 +140,10 @@ class DeviceSession:
         self.state = "handshaking"
         self.handshakes += 1
         self._hs_started = now_ms
+        st = self._starts
+        st.append(now_ms)
+        if len(st) > HANDSHAKES_PER_MIN:
+            st.pop(0)
         self._retry_at = None
         try:
             self._feed()
@@ -131,7 +165,11 @@ class DeviceSession:
 
     def datagrams(self, now_ms):
         if self._retry_at is not None and now_ms >= self._retry_at and not self._closing:
-            self.connect(now_ms)
+            st = self._starts
+            if len(st) >= HANDSHAKES_PER_MIN and now_ms < st[0] + 60000:
+                self._retry_at = st[0] + 60000  # the cap, whatever caused the retry
+            else:
+                self.connect(now_ms)
         if self.link is None:
             return []
         try:
@@ -146,6 +184,7 @@ class DeviceSession:
         """The clock went back by `delta` ms (Clock.rebase): shift our timers;
         a link (its timers are its own) is dropped and a new session starts."""
         self._hs_started -= delta
+        self._starts = [t - delta for t in self._starts]
         if self._retry_at is not None:
             self._retry_at = max(now_ms, self._retry_at - delta)
         if self.link is not None and not self._closing:
@@ -164,26 +203,27 @@ class DeviceSession:
         self._ev = []
         return ev
 
-    def send(self, payload, now_ms):
-        """Queue an application message; it is delivered exactly once unless
-        the device itself is reset.  Raises QueueFull when nothing fits."""
+    def send(self, payload, now_ms, channel=0):
+        """Queue a message on `channel` (0: the application's); it is
+        delivered exactly once unless the device itself is reset.  Raises
+        QueueFull when nothing fits."""
         if self._closing:
             raise UsageError("session is closing")
-        if self.state == "up":
+        if self.state == "up" and not self._pending:
             try:
-                self.link.send(payload, now_ms)
+                self.link.send(payload, now_ms, channel)
                 self.counters["sent"] += 1
                 return
             except QueueFull:
                 pass
         if len(self._pending) >= self.max_pending:
             raise QueueFull("device send queue full")
-        self._pending.append(bytes(payload))
+        self._pending.append((bytes(payload), channel))
         self.counters["sent"] += 1
 
     def pending(self):
         """Messages not yet acknowledged by the service (in order)."""
-        out = list(self._pending)
+        out = [e[0] for e in self._pending]
         if self.link is not None and self.link.channel is not None:
             out = self.link.unacked() + out
         return out
@@ -209,13 +249,14 @@ class DeviceSession:
         """Take over the unacknowledged messages of the link being dropped."""
         link = self.link
         if link is not None and link.channel is not None:
-            self._pending = link.unacked() + self._pending
+            self._pending = link.unacked(True) + self._pending
+            self._id = link.first_unacked_id()  # §4: the next session's base
         if link is not None:
             self.counters["retransmissions"] += link.counters["retransmissions"]
         self.link = None
         self.tls = None
 
-    def _down(self, reason, now_ms, tls_failed=False):
+    def _down(self, reason, now_ms, tls_failed=False, auth=False):
         was_up = self.state == "up"
         self._harvest()
         self.state = "closed" if self._closing else "waiting"
@@ -226,8 +267,9 @@ class DeviceSession:
         else:
             self._ev.append(("down", reason))
         if not self._closing:
-            if was_up:
+            if auth:  # §5: only an authenticated end resets the backoff
                 self._backoff = self.retry_ms
+            if was_up:
                 self.counters["reconnects"] += 1
             self._retry_at = now_ms + self._backoff
             self._backoff = min(self._backoff * 2, self.retry_max_ms)
@@ -243,15 +285,23 @@ class DeviceSession:
                 if self.link is None:
                     return
             elif kind == "message":
+                mid = ev[3]
+                m = self._mark
+                if mid is not None and m is not None and mid >> 32 == m >> 32 and mid < m:
+                    self.counters["duplicates"] += 1  # §4: delivered in an earlier session
+                    continue
+                if mid is not None:
+                    self._mark = mid + 1
                 self.counters["received"] += 1
-                self._ev.append(ev)
+                # channel 0 as before; another channel tagged with its number
+                self._ev.append(("message", ev[1]) if not ev[2] else ("message", ev[1], ev[2]))
             elif kind == "delivered":
                 self.counters["delivered"] += 1
                 self._ev.append(ev)
             elif kind == "rekey":
                 link.close(CLOSE_REKEY)  # finish what is in flight, then a new session
             elif kind == "error" or kind == "closed":
-                self._down(ev[1], now_ms)
+                self._down(ev[1], now_ms, auth=kind == "closed" or ev[1] == "reset")
                 return
         self._flush_pending(now_ms)
 
@@ -279,7 +329,7 @@ class DeviceSession:
 
             if out:
                 self.link.send_flight(out, now_ms)
-            self.link.start_channel(key_block(tls), tls.suite)
+            self.link.start_channel(key_block(tls), tls.suite, self._id)
             self.state = "up"
             self.suite = tls.suite
             self.tls = tls = None  # its secrets go; only the channel keys stay
@@ -287,7 +337,6 @@ class DeviceSession:
             self._feed()
             self.handshakes_ok += 1
             self.last_handshake_ms = now_ms - self._hs_started
-            self._backoff = self.retry_ms
             self._ev.append(("up", self.suite))
         elif tls.state == CLOSED:  # closed without an error (close_notify)
             self._down("tls closed", now_ms, tls_failed=True)
@@ -298,8 +347,9 @@ class DeviceSession:
         if self.state != "up":
             return
         while self._pending:
+            e = self._pending[0]
             try:
-                self.link.send(self._pending[0], now_ms)
+                self.link.send(e[0], now_ms, e[1])
             except QueueFull:
                 return
             self._pending.pop(0)

@@ -75,6 +75,12 @@ class AtlsClient:
         self.link = Link("client", self.link_config, self.transport.sid)
         self.link.start_channel(key_block(tls), tls.suite)
         self.suite = tls.suite
+        for _ in range(max_flights):  # v2: both HELLOs (seq 0, control channel) first
+            if self.link.peer_base is not None:
+                break
+            await self.exchange(wait_ms=500)
+        if self.link.peer_base is not None:
+            await self.exchange()  # the ACK of the service's HELLO, so it is not resent
         self.handshake_ms = self.clock() - t0
 
     def send(self, payload):

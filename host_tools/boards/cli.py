@@ -7,6 +7,8 @@
                                           [--service HOST:PORT] [--service-ca PEM]
                                           [--server-name N] [--service-name N] [--app JSON]
                                           [--registry PATH] [--pki DIR] [--force]
+                                          [--no-install-code] [--qr-dir DIR]
+                                          [--zigbee-link-key HEX]
     (flash, deploy and provision take --dry-run: print the commands, run nothing)
 
 Errors are one line on stderr and a non-zero exit: 2 for a usage or data
@@ -22,7 +24,7 @@ from host_tools.boards.config import BoardError, ToolError, known_boards, load_b
 from host_tools.boards.deploy import deploy
 from host_tools.boards.flash import flash_commands
 from host_tools.boards.mpy import build_mpy
-from host_tools.boards.provision import DEFAULT_PKI, DEFAULT_REGISTRY, provision
+from host_tools.boards.provision import DEFAULT_PKI, DEFAULT_QR_DIR, DEFAULT_REGISTRY, provision
 from host_tools.boards.tools import rel, run_all
 
 
@@ -71,6 +73,10 @@ def cmd_provision(a):
         a.pki or DEFAULT_PKI,
         a.force,
         a.dry_run,
+        release_pub=a.release_pub,
+        install_code=not a.no_install_code,
+        qr_dir=a.qr_dir or DEFAULT_QR_DIR,
+        zigbee_link_key=a.zigbee_link_key,
     )
 
 
@@ -103,6 +109,10 @@ def main(argv=None):
             p.add_argument("--registry")
             p.add_argument("--pki")
             p.add_argument("--force", action="store_true")
+            p.add_argument("--release-pub")
+            p.add_argument("--no-install-code", action="store_true")
+            p.add_argument("--qr-dir", help="where the install code's QR PNG goes")
+            p.add_argument("--zigbee-link-key", help="the ZigBee network's link key (32 hex)")
     a = ap.parse_args(argv)
     try:
         a.fn(a)

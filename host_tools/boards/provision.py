@@ -11,7 +11,17 @@ In both modes device.json also gets `seed`: 32 fresh random bytes (hex), mixed
 into the device's random generator at every boot (atls.entropy); only the
 device has it (not the registry).
 
-Secrets are never printed; files holding them are written 0600 (the registry,
+Install codes (docs/BOARDS.md "Install codes"): unless --no-install-code,
+device.json also gets `install_code` (16 random bytes + CRC-16, 36 hex), and
+provisioning prints it, shows it as a QR code in the terminal and writes the
+QR code as a PNG (segno) to build/install-codes/<ID>.png (mode 0600): give it
+to `make pair INSTALL_CODE=...` or `gateway pair --qr FILE` and the device
+pairs on its own.  The install code is the one secret shown on purpose (it is
+meant to travel on a label); it pre-authorises one pairing.  --zigbee-link-key
+puts the ZigBee network's trust-center link key into device.json
+(link.xbee.zigbee_security), so the device's XBee joins the encrypted network.
+
+Other secrets are never printed; files holding them are written 0600 (the registry,
 the CA key, the staged device.json, which is removed once copied); an existing
 registry entry is kept unless --force.  When the copy to the device fails,
 nothing is registered.
@@ -32,6 +42,7 @@ from host_tools.toolchain import BUILD
 
 DEFAULT_REGISTRY = "build/service/devices.json"
 DEFAULT_PKI = "build/pki"
+DEFAULT_QR_DIR = "build/install-codes"
 
 
 def write_private(path, data):
@@ -213,8 +224,27 @@ def provision(
     pki_dir=DEFAULT_PKI,
     force=False,
     dry_run=False,
+    release_pub=None,
+    install_code=True,
+    qr_dir=DEFAULT_QR_DIR,
+    zigbee_link_key=None,
 ):
     board = load_board(board_name)
+    ota = None
+    if release_pub:  # the release public key (docs/OTA.md): updates signed by it are accepted
+        from host_tools.ota.keys import ReleaseKeyError, load_public
+
+        try:
+            ota = {"release_key": load_public(release_pub).hex()}
+        except ReleaseKeyError as e:
+            raise BoardError(str(e))
+    if zigbee_link_key is not None:
+        try:
+            ok = len(bytes.fromhex(zigbee_link_key)) == 16
+        except ValueError:
+            ok = False
+        if not ok:
+            raise BoardError("ZIGBEE_LINK_KEY must be 32 hex digits (the gateway's link_key)")
     check_port(port, dry_run)
     link, app_cfg = _check_request(board, device, mode, service, app)
     ca_cert = load_service_ca(service_ca) if mode == "cert" else None
@@ -251,6 +281,15 @@ def provision(
                 "" if mode == "psk" else " with device_ca %s (created on first use)" % ca_rel,
             )
         )
+        if install_code:
+            qr = Path(qr_dir) / (device + ".png")
+            print(
+                "# install code: 16 random bytes + CRC-16 into device.json; printed with its "
+                "QR code (terminal), QR code PNG %s (mode 0600); then on the gateway:" % qr
+            )
+            print("# " + shlex.join(["make", "pair", "QR=%s" % qr]))
+        if zigbee_link_key:
+            print("# device.json link.xbee.zigbee_security: the network's link key (not shown)")
         return
 
     from host_tools import pki
@@ -258,10 +297,23 @@ def provision(
     tls, entry, cert = _credential(device, mode, server_name, ca_cert, pki_d)
     dev = {"device_id": device, "service": service_name or "default", "tls": tls}
     dev["seed"] = os.urandom(32).hex()  # the device's own; never printed, not registered
+    code = None
+    if install_code:
+        from host_tools.install_code import new_install_code
+
+        code = new_install_code()
+        dev["install_code"] = code.hex()
+    if zigbee_link_key:
+        link = dict(link or {})
+        x = dict(link.get("xbee") or {})
+        x["zigbee_security"] = {"link_key": zigbee_link_key.lower()}
+        link["xbee"] = x
     if link:
         dev["link"] = link
     if app_cfg is not None:
         dev["app"] = app_cfg
+    if ota:
+        dev["ota"] = ota
     try:
         write_private(staged, (json.dumps(dev, indent=1) + "\n").encode())
         run(copy)
@@ -287,3 +339,24 @@ def provision(
             "" if mode == "psk" else "; certificate sha256 %s" % entry["cert_sha256"],
         )
     )
+    if code is not None:
+        show_install_code(device, service_name or "default", code, qr_dir)
+
+
+def show_install_code(device, service, code, qr_dir=DEFAULT_QR_DIR, out=None):
+    """Print the install code and its QR code; write the QR code as a PNG
+    (mode 0600).  Returns the PNG's path."""
+    import sys
+
+    from host_tools.install_code import format_code, qr_payload, terminal_qr, write_qr
+
+    out = out or sys.stdout
+    payload = qr_payload(device, service, code)
+    qr = Path(qr_dir) / (device + ".png")
+    qr.parent.mkdir(parents=True, exist_ok=True)
+    write_qr(payload, qr)
+    os.chmod(qr, 0o600)
+    print("install code of %s: %s" % (device, format_code(code)), file=out)
+    terminal_qr(payload, out)
+    print("QR code: %s  (on the gateway: make pair QR=%s)" % (qr, qr), file=out)
+    return qr

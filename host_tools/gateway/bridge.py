@@ -26,7 +26,7 @@ from host_tools.gateway import relay
 from host_tools.gateway.capture import DOWN, SERIAL_IN, SERIAL_OUT, UP, Capture
 from host_tools.gateway.config import GatewayError, is_relay
 from host_tools.gateway.flows import FlowTable, plausible_first_flight
-from host_tools.gateway.pairing_table import PairingTable
+from host_tools.gateway.pairing_table import Pairer, PairingTable
 from host_tools.ratelimit import TokenBuckets
 
 __all__ = ["Gateway", "Flow"]
@@ -69,7 +69,6 @@ class Gateway:
             self.limits["rate_per_s"], self.limits["rate_burst"], 4 * self.limits["max_devices"] + 1
         )
         self.join_until = 0.0
-        self.pending = {}  # addr64 -> {"device", "service", "nonce", "code", "confirmed"}
         self.frame_id = 0
         self.at_waiters = {}
         self.udp = None
@@ -91,6 +90,14 @@ class Gateway:
             "drops": {},
             "relay": {},
         }
+        self.pairing = Pairer(
+            self.table,
+            config,
+            self._pair_send,
+            lambda: time.monotonic() <= self.join_until,
+            self.counters,
+        )
+        self.pending = self.pairing.pending  # addr64 -> exchange (read-only view)
 
     def _capture(self, kind, data):
         if self.capture is not None:
@@ -193,6 +200,7 @@ class Gateway:
         if key[0] == "zb":
             entry = self.table.get(key[1])
             if entry is None:
+                self.pairing.not_paired(key[1])
                 return self.drop("unpaired")
             service = (
                 self.config.routes.get(key[1].hex())
@@ -325,77 +333,17 @@ class Gateway:
             log("join_window_error", error=str(e))
 
     def _on_pairing(self, addr64, payload):
-        try:
-            msg = pairing.decode(payload)
-        except DecodeError:
-            return self.drop("bad_pairing")
-        if msg[0] != "request":
-            return self.drop("bad_pairing")
-        _, nonce, device_id, service = msg
-        if self.table.get(addr64) is not None and self.table.get(addr64)["device"] == device_id:
-            return self._pair_reply(addr64, pairing.ACCEPT, nonce)
-        if time.monotonic() > self.join_until:
-            self.drop("join_closed")
-            return self._pair_reply(addr64, pairing.REJECT, nonce, 1)
-        if service not in self.config.services:
-            return self._pair_reply(addr64, pairing.REJECT, nonce, 2)
-        p = self.pending.get(addr64)
-        if p is None or p["nonce"] != nonce:
-            if len(self.pending) >= self.limits["max_pending_pairings"]:
-                # bounded, but nobody is turned away: the device repeats its
-                # request every 2 s and gets a slot once others are confirmed
-                self.drop("pairing_busy")
-                return self._pair_reply(addr64, pairing.PENDING, nonce)
-            code = pairing.confirmation_code(addr64, nonce, device_id, service)
-            p = self.pending[addr64] = {
-                "device": device_id,
-                "service": service,
-                "nonce": nonce,
-                "code": code,
-                "confirmed": self.config.auto_confirm,
-            }
-            log(
-                "pairing_request", addr64=addr64.hex(), device=device_id, service=service, code=code
-            )
-        if p["confirmed"]:
-            self.table.add(addr64, device_id, service)
-            self.counters["paired"] += 1
-            del self.pending[addr64]
-            log("paired", addr64=addr64.hex(), device=device_id, service=service)
-            return self._pair_reply(addr64, pairing.ACCEPT, nonce)
-        return self._pair_reply(addr64, pairing.PENDING, nonce)
+        self.pairing.on_packet(addr64, payload)
 
-    def _pair_reply(self, addr64, kind, nonce, reason=0):
-        self._write_frame(
-            xbee.tx_request(
-                self._next_frame_id(), addr64, pairing.encode_reply(kind, nonce, reason)
-            )
-        )
+    def _pair_send(self, addr64, payload):
+        self._write_frame(xbee.tx_request(self._next_frame_id(), addr64, payload))
 
     def pending_requests(self):
         """The pairing requests awaiting confirmation (no nonces)."""
-        return [
-            {
-                "addr64": a.hex(),
-                "device": p["device"],
-                "service": p["service"],
-                "code": p["code"],
-                "confirmed": p["confirmed"],
-            }
-            for a, p in self.pending.items()
-        ]
+        return self.pairing.pending_requests()
 
     def confirm(self, addr64_hex, code=None, accept=True):
-        addr64 = bytes.fromhex(addr64_hex)
-        p = self.pending.get(addr64)
-        if p is None:
-            raise GatewayError("no pairing request from %s" % addr64_hex)
-        if code is not None and code != p["code"]:
-            raise GatewayError("code %s does not match the device's" % code)
-        if accept:
-            p["confirmed"] = True  # accepted when the device repeats its request
-        else:
-            del self.pending[addr64]
+        self.pairing.confirm(addr64_hex, code, accept)
 
     def unpair(self, key):
         gone = self.table.remove(key)

@@ -73,7 +73,18 @@ Keys (default in brackets):
   join_window_s  the join window of a control "open_join" that names no seconds
                  [60] (`pair` always names its --window)
   auto_confirm   confirm every pairing request without a code (tests, the
-                 simulator) [false]
+                 simulator), unless another pending request shows the same
+                 code or device id [false]
+  gateway_id     the gateway's identity in pairing (1-8 bytes, part of the
+                 confirmation code, docs/PROTOCOL.md §8) ["gateway"]
+  zigbee_security  {} or {"link_key": "<32 hex>"}: the coordinator runs an
+                 encrypted network (EE=1, EO=2, a random network key NK and the
+                 trust-center link key KY, both kept in state_dir/zigbee-keys.json,
+                 mode 0600, never logged).  Devices join with link_key as their
+                 KY; without link_key KY is random and only devices whose module
+                 install code is registered on the coordinator can join
+                 (`pair --zigbee-install-code`, docs/BOARDS.md).  Absent: the network is left as it is
+                 (open; any radio can claim a paired address) [none]
   capture        debugging: append every byte the gateway handles to this file
                  (capture.py) [none]
 """
@@ -159,6 +170,21 @@ class Config:
         self.limits = dict(DEFAULT_LIMITS, **(raw.get("limits") or {}))
         self.join_window_s = int(raw.get("join_window_s", 60))
         self.auto_confirm = bool(raw.get("auto_confirm", False))
+        self.gateway_id = str(raw.get("gateway_id", "gateway"))
+        if not 0 < len(self.gateway_id.encode()) <= 8:
+            raise GatewayError("config: gateway_id must be 1-8 bytes")
+        self.zigbee_security = raw.get("zigbee_security")
+        if self.zigbee_security is not None:
+            zs = self.zigbee_security
+            ky = zs.get("link_key") if isinstance(zs, dict) else None
+            if not isinstance(zs, dict) or set(zs) - {"link_key"}:
+                raise GatewayError('config: zigbee_security is {} or {"link_key": hex}')
+            try:
+                ok = ky is None or len(bytes.fromhex(ky)) == 16
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise GatewayError("config: zigbee_security.link_key must be 32 hex digits")
         # debugging: append every byte the gateway handles (serial in/out, UDP
         # in/out) to this file as records: kind (1) | length (4) | bytes
         self.capture = base / raw["capture"] if raw.get("capture") else None

@@ -241,7 +241,7 @@ class Session:
             self.link.receive(pkt, _now_ms())
             self._events()
             self._flush()
-        elif t <= protocol.CLOSE:  # DATA, ACK, CLOSE: untouched to the service
+        elif t <= protocol.CLOSE or t == protocol.CDATA:  # sealed: untouched to the service
             if len(self.upq) >= self.opts["queue"]:
                 self.upq.popleft()
                 self.c["queue_dropped"] += 1

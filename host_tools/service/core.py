@@ -20,91 +20,40 @@ handshake_failed, established, end, drop, now_ms.
 
 Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a
-message to the device.  Logs are JSON lines on stderr and never contain keys
-or PSKs; `Service.counters` are the counters --stats writes.
+message to the device; `session.last_msg_id` is the id of the message being
+delivered; an app with on_channel_message(session, channel, payload) gets
+the messages of channels 2-255 (firmware update).  Link protocol v2
+(docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
+across sessions and restarts before the application sees them
+(service.dedupe.PeerTable; state in `state_dir`, by default service-state/
+beside the registry), a new session of the same identity takes over the
+old one's unacknowledged and queued messages, and a sealed packet for an
+unknown session id is answered with RESET (the session's token).  Logs are JSON lines on stderr and never contain keys
+or PSKs; `Service.counters` are the counters --stats writes (bytes_in/out:
+UDP; handshake_failures: handshakes_failed by reason).
 """
 
 import asyncio
 import os
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from atls import protocol, wire
-from atls.link import Link, LinkConfig, QueueFull
+from atls.link import Link, LinkConfig
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
-from host_tools.service.admission import DEFAULT_LIMITS, Budget, FirstFlights
+from host_tools.service import hold
+from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights
+from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
-from host_tools.service.hold import hold_ack
 from host_tools.service.registry import authenticate, still_registered
+from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 
 
-class Session:
-    """One device session as the application sees it."""
-
-    def __init__(self, service, sid, addr, link, tls, now):
-        self.service = service
-        self.sid = sid
-        self.addr = addr
-        self.link = link
-        self.tls = tls
-        self.identity = None
-        self.suite = None
-        self.started_ms = now
-        self.last_seen_ms = now
-        self.handshake_ms = None
-        self.backlog = deque()  # app messages waiting for window space
-        self.seen_drops = {}  # link drop counters already added to the service's
-        self.frag0 = None  # first fragment of the device's first flight (ClientHello)
-        self.sink = None  # callable(packet): HTTP/CoAP sessions' packets go here, not UDP
-        self.budget = Budget(service.limits["amplification"])  # until the address is validated
-        self.credential = None  # ("psk", key digest) or ("cert", fingerprint), once up
-        self.auth = None  # "psk" | "cert": the identity's namespace
-        self.on_delivered = {}  # seq -> callback of send(on_delivered=)
-        self.held = None  # hold_acks apps: per delivered message, None or its future
-
-    @property
-    def up(self):
-        return self.link.channel is not None and self.link.state == "open"
-
-    def send(self, payload, on_delivered=None):
-        """Queue a message to the device (exactly-once delivery);
-        on_delivered() is called once the device acknowledged it."""
-        if len(self.backlog) >= self.service.limits["app_queue"]:
-            raise QueueFull("application queue full for session %d" % self.sid)
-        self.backlog.append((bytes(payload), on_delivered))
-        self.service.counters["messages_out"] += 1
-        self.flush(self.service.now_ms())
-
-    def flush(self, now):
-        """Move queued app messages into the link while its window has room."""
-        while self.backlog and self.up:
-            try:
-                seq = self.link.send(self.backlog[0][0], now)
-            except QueueFull:
-                return
-            cb = self.backlog.popleft()[1]
-            if cb is not None:
-                self.on_delivered[seq] = cb
-
-
-class EchoApp:
-    """Sends every message straight back to the device that sent it."""
-
-    def on_connect(self, session):
-        pass
-
-    def on_message(self, session, payload):
-        session.send(payload)
-
-    def on_close(self, session, reason):
-        pass
-
-
-class Service(asyncio.DatagramProtocol):
+class Service(asyncio.DatagramProtocol, Continuity):
     """tls_config: a ServerConfig; link_config: atls.link.LinkConfig; limits:
     overrides of DEFAULT_LIMITS; app: the application (EchoApp); registry:
     the Registry whose PSK table tls_config reads; bindings: keyword
@@ -113,7 +62,14 @@ class Service(asyncio.DatagramProtocol):
     no device identity)."""
 
     def __init__(
-        self, tls_config, link_config=None, limits=None, app=None, registry=None, bindings=None
+        self,
+        tls_config,
+        link_config=None,
+        limits=None,
+        app=None,
+        registry=None,
+        bindings=None,
+        state_dir=None,
     ):
         if tls_config.tickets:
             raise ConfigError(
@@ -141,6 +97,9 @@ class Service(asyncio.DatagramProtocol):
         )
         # per source: the table forgets everyone rather than grow past 4 x max_sessions
         self.rate = TokenBuckets(lim["rate_per_s"], lim["rate_burst"], 4 * lim["max_sessions"] + 1)
+        if state_dir is None and registry is not None:
+            state_dir = registry.path.parent / "service-state"
+        self.peers = PeerTable(state_dir, 4 * lim["max_sessions"] + 1)
         self.transport = None
         self._t0 = time.monotonic()
         self._registry_at = 0
@@ -157,6 +116,12 @@ class Service(asyncio.DatagramProtocol):
             "unvalidated_bytes_in": 0,
             "unvalidated_bytes_out": 0,
             "max_amplification": 0.0,
+            "duplicates_suppressed": 0,
+            "messages_moved": 0,
+            "resets_sent": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "handshake_failures": {},  # reason (the alert we sent, not_registered) -> count
             "drops": {},
         }
 
@@ -178,6 +143,7 @@ class Service(asyncio.DatagramProtocol):
 
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
+        self.counters["bytes_in"] += len(data)
         now = self.now_ms()
         if not self.rate_ok(addr, now):
             return self.drop("rate")
@@ -191,10 +157,11 @@ class Service(asyncio.DatagramProtocol):
                 return
         else:
             sess = self.sessions.get(sid)
-            if sess is None or sess.addr != addr:
+            if sess is not None and sess.addr != addr:
+                return self._moved(sess, ptype, sid, data, addr, now)
+            if sess is None:
                 self.drop("unknown_session")
-                if ptype != protocol.ERROR:  # 4 bytes: never more than it received
-                    self._send_error(sid, protocol.UNKNOWN_SESSION, addr)
+                self._unknown(ptype, sid, data, addr)
                 return
             sess.budget.validated = True  # our session id came back from that address
             packets = (data,)
@@ -291,8 +258,7 @@ class Service(asyncio.DatagramProtocol):
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         if getattr(self.app, "hold_acks", False):
-            link.hold_acks()  # ACK a message once the app's future is done (on_message)
-            sess.held = deque()
+            hold.start(sess)  # ACK a message once the app's awaitable is done
         self.sessions[sid] = sess
         self.half_open[sid] = sess
         c = self.per_ip.setdefault(addr[0], [0, 0])
@@ -320,21 +286,11 @@ class Service(asyncio.DatagramProtocol):
                 if not self.is_live(sess):
                     return
             elif kind == "message":
-                self.counters["messages_in"] += 1
-                try:
-                    r = self.app.on_message(sess, ev[1])
-                except QueueFull as e:
-                    r = e
-                    log("app_queue_full", sid=sess.sid, error=str(e))
-                except Exception as e:  # the application must not take the service down
-                    r = e
-                    log("app_error", sid=sess.sid, error=repr(e))
-                if sess.held is not None:
-                    hold_ack(self, sess, r)
+                self._message(sess, ev[1], ev[2], ev[3])
+            elif kind == "hello":
+                sess.device_hello = bytes(ev[1])
             elif kind == "delivered":
-                cb = sess.on_delivered.pop(ev[1], None)
-                if cb is not None:
-                    cb()
+                sess.delivered(ev[1])
             elif kind in ("error", "closed"):
                 self.end(sess, "link %s: %s" % (kind, ev[1]))
                 return
@@ -364,7 +320,7 @@ class Service(asyncio.DatagramProtocol):
 
     def handshake_failed(self, sess, e):
         """Count and log a TLS failure (e: TLSError); the caller ends the session."""
-        self.counters["handshakes_failed"] += 1
+        self._hs_failed(e.alert_name or "tls_error")
         log(
             "handshake_failed",
             sid=sess.sid,
@@ -372,6 +328,11 @@ class Service(asyncio.DatagramProtocol):
             reason=e.reason,
             alert=e.alert_name,
         )
+
+    def _hs_failed(self, reason):
+        c = self.counters
+        c["handshakes_failed"] += 1
+        c["handshake_failures"][reason] = c["handshake_failures"].get(reason, 0) + 1
 
     def established(self, sess, now):
         """TLS is done: authenticate (registered PSK identity or registered
@@ -384,21 +345,31 @@ class Service(asyncio.DatagramProtocol):
         self.pending.pop(sess.addr, None)
         self._settle(sess)
         if auth is None:
-            self.counters["handshakes_failed"] += 1
+            self._hs_failed("not_registered")
             log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason="not registered")
             sess.link.abort(protocol.HANDSHAKE_FAILED)
             self.transmit(sess, now)
             self.end(sess, "not authenticated")
             return
         sess.auth, sess.identity, sess.credential = auth
-        sess.link.start_channel(sess.tls.export(), SUITES[sess.suite])  # the ATLS key block
-        self.counters["handshakes_ok"] += 1
-        for other in [
-            s
-            for s in self.sessions.values()
-            if s is not sess and s.identity == sess.identity and s.auth == sess.auth
-        ]:
+        # §4: the session of the same identity it replaces hands over what the
+        # device has not acknowledged; ids go on from the first of those
+        base, moved = self.peers.take_held(sess.key)  # from a session that ended before
+        for other in sorted(
+            [s for s in self.sessions.values() if s is not sess and s.key == sess.key],
+            key=lambda s: s.started_ms,
+        ):
+            if other.link.channel is not None and base is None:
+                base = other.link.first_unacked_id()
+            moved += other.take_unsent()
             self.end(other, "replaced by a new session")
+        if base is None or base >> 32 != self.peers.epoch:
+            base = self.peers.next_out(sess.key)
+        hello = b"\x04" + self.peers.token(sess.sid)  # granted channels (2) || reset token
+        sess.link.start_channel(sess.tls.export(), SUITES[sess.suite], base, hello)  # key block
+        sess.backlog.extend(moved)
+        self.counters["messages_moved"] += len(moved)
+        self.counters["handshakes_ok"] += 1
         log(
             "handshake_ok",
             sid=sess.sid,
@@ -433,6 +404,10 @@ class Service(asyncio.DatagramProtocol):
         if self.pending.get(sess.addr) == sess.sid:
             del self.pending[sess.addr]
         self._count()
+        if sess.auth is not None and sess.link.channel is not None:
+            self.peers.ended(sess.key, sess.link.first_unacked_id(True))
+            if reason != "credential revoked":  # kept for the device's next session
+                self.peers.hold(sess.key, sess.link.first_unacked_id(), sess.take_unsent())
         log("session_end", sid=sess.sid, identity=sess.identity, reason=reason)
         try:
             self.app.on_close(sess, reason)
@@ -447,6 +422,7 @@ class Service(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.sendto(data, addr)
             self.counters["datagrams_out"] += 1
+            self.counters["bytes_out"] += len(data)
 
     def _send_error(self, sid, reason, addr):
         self._send(wire.encode(protocol.ERROR, sid, bytes([reason])), addr)

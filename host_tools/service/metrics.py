@@ -37,6 +37,11 @@ class Fleet:
     def hold_acks(self):
         return getattr(self.app, "hold_acks", False)
 
+    def __getattr__(self, name):  # what the fleet does not track (on_channel_message)
+        if name == "app":
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
     def _dev(self, ident):
         d = self.devices.get(ident)
         if d is None:
@@ -134,11 +139,21 @@ class _Collector:
         h.add_metric(["ok"], c["handshakes_ok"])
         h.add_metric(["failed"], c["handshakes_failed"])
         yield h
+        f = CounterMetricFamily(
+            "atls_handshake_failures", "Failed handshakes by reason", labels=["reason"]
+        )
+        for reason, n in sorted(c.get("handshake_failures", {}).items()):
+            f.add_metric([reason], n)
+        yield f
         d = CounterMetricFamily("atls_drops", "Dropped packets by reason", labels=["reason"])
         for reason, n in sorted(c["drops"].items()):
             d.add_metric([reason], n)
         yield d
-        for name, what in (("datagrams", "Datagrams"), ("messages", "Application messages")):
+        for name, what in (
+            ("datagrams", "Datagrams"),
+            ("bytes", "UDP bytes"),
+            ("messages", "Application messages"),
+        ):
             m = CounterMetricFamily("atls_" + name, what + " by direction", labels=["direction"])
             m.add_metric(["in"], c[name + "_in"])
             m.add_metric(["out"], c[name + "_out"])
@@ -149,6 +164,12 @@ class _Collector:
         b.add_metric(["in"], c["unvalidated_bytes_in"])
         b.add_metric(["out"], c["unvalidated_bytes_out"])
         yield b
+        v2 = CounterMetricFamily(
+            "atls_link_v2", "Messages de-duplicated, moved; RESETs sent", labels=["event"]
+        )
+        for name in ("duplicates_suppressed", "messages_moved", "resets_sent"):
+            v2.add_metric([name], c.get(name, 0))
+        yield v2
         q = GaugeMetricFamily("atls_queue_depth", "Queued messages", labels=["queue"])
         q.add_metric(["app_backlog"], sum(len(s.backlog) for s in self.service.sessions.values()))
         app = self.fleet.app if self.fleet is not None else self.service.app

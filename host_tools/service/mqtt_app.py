@@ -10,15 +10,18 @@ Uplink, end to end: on_message returns a future that completes on the
 broker's PUBACK; the service (hold_acks) acknowledges the message on the
 link only then, so a message the device saw acknowledged is on the broker.
 If the service dies between PUBACK and the link ACK, the device sends the
-message again; with a message id (link protocol v2: on_message(session,
-payload, msg_id)) the bridge finds (device, msg_id) in its state database
-and acknowledges without publishing again.  The table keeps the last
-`dedupe` ids per device.
+message again with the same id (link protocol v2: `session.last_msg_id`,
+also the MQTT 5 user property msg-id); the bridge finds (device, msg_id) in
+its state database and acknowledges without publishing again.  The table
+keeps the last `dedupe` ids per device.
 
 Downlink: a `down` message is written to the state database (SQLite) inside
 the client's message callback, before the client sends PUBACK, then sent to
 the device when it is online and deleted once the device acknowledged it on
-the link (at least once: a session that ends first sends it again).  Bounded
+the link.  A session that ends first hands its unacknowledged messages (and
+their callbacks) to the device's next session (link protocol v2), which the
+device de-duplicates by id; after a service restart the rows are sent
+again with new ids (at least once).  Bounded
 by `down_queue` per device: a full queue drops its oldest message (counted,
 logged).  Unregistered device ids on `down` are refused (counted).
 
@@ -175,7 +178,7 @@ class MqttApp:
         self._pending = {}  # mid -> (future, t0, device, msg_id)
         self._publishing = {}  # (device, msg_id) -> future, until its PUBACK
         self._sessions = {}  # device id -> Session online
-        self._sending = {}  # device id -> set of queued row ids in the current session
+        self._sending = {}  # device id -> row ids its session carries (moved ones too)
         self._tls = threading.local()
         self.connected = asyncio.Event()
         self.publish_latency = deque(maxlen=10000)  # s, publish -> PUBACK (metrics drain it)
@@ -269,7 +272,8 @@ class MqttApp:
     def on_connect(self, session):
         dev = session.identity
         self._sessions[dev] = session
-        self._sending[dev] = set()
+        # rows moved to this session from the one it replaces are on their way
+        self._sending[dev] = {cb.row for cb in session.callbacks() if isinstance(cb, _DownAck)}
         info = {
             "state": "online",
             "since": time.time(),
@@ -296,10 +300,11 @@ class MqttApp:
             body = json.dumps(info, sort_keys=True).encode()
             self.client.publish(self.topic(dev, "status"), body, qos=1, retain=True)
 
-    def on_message(self, session, payload, msg_id=None):
+    def on_message(self, session, payload):
         """Publish to <prefix>/<device>/up; the returned future completes on
         PUBACK (None: nothing to wait for, a duplicate of a published id)."""
         dev = session.identity
+        msg_id = session.last_msg_id
         if msg_id is not None:
             if self.state.seen(dev, msg_id):
                 self.counters["duplicates_suppressed"] += 1
@@ -348,6 +353,13 @@ class MqttApp:
         if not fut.done():
             fut.set_result(None)
 
+    def is_duplicate(self, device, msg_id):
+        """True when on_message would not publish `msg_id` again (published
+        before, or its publish awaits its PUBACK)."""
+        if msg_id is None:
+            return False
+        return (device, msg_id) in self._publishing or self.state.seen(device, msg_id)
+
     def on_puback(self, device, msg_id):
         """Called after the broker acknowledged a device message, before the
         service acknowledges it on the link (a seam for tests)."""
@@ -385,7 +397,7 @@ class MqttApp:
             if row_id in sending:
                 continue
             try:
-                sess.send(payload, on_delivered=lambda r=row_id, d=dev: self._delivered(d, r))
+                sess.send(payload, on_delivered=_DownAck(self, dev, row_id))
             except Exception:  # the session's queue is full: the rest waits in the database
                 return
             sending.add(row_id)
@@ -401,6 +413,16 @@ class MqttApp:
     def queue_depths(self):
         """{"down": rows waiting, "publishing": publishes awaiting PUBACK}."""
         return {"down": self.state.depth() if self.state else 0, "publishing": len(self._pending)}
+
+
+class _DownAck:
+    """on_delivered of a downlink row: the device acknowledged it."""
+
+    def __init__(self, app, dev, row):
+        self.app, self.dev, self.row = app, dev, row
+
+    def __call__(self):
+        self.app._delivered(self.dev, self.row)
 
 
 def _registered(reg, dev):

@@ -14,6 +14,11 @@ command mode (sim/radio/command_mode.py):
       NJ seconds (0xFF: always open, 0: close)
   CB  commissioning button: 2 on the coordinator opens joining for 60 s;
       1 on a device starts a join attempt; 4 on a device leaves the network
+  EO  encryption options (2: centralized trust center)   DC  joining device
+      controls (bit 0: join with the install-code link key)
+  NK KY  network key (coordinator) and trust-center link key: write-only,
+      a query answers nothing; NK 0 picks a random key
+  I?  the module's install code (16 bytes + CRC-16)
   EE ID CE NI DH DL GT CT VR HV  stored/reported; NR (device: leave and
       rescan), AC (no-op), WR (the AP survives a restart), FR (software reset)
   anything else: status 2 (invalid command); a bad value: status 3
@@ -155,6 +160,30 @@ def _software_reset(m, p, n):
     return OK
 
 
+def _rescan(m, old=None):
+    """An unjoined device keeps scanning: a new key or option is tried at once."""
+    if not m.coordinator and not m.joined:
+        m.clock.call_soon(m.try_join)
+
+
+def _write_key(attr):
+    def put(m, p, n):
+        if len(p) > 16 or (attr == "nk" and not m.coordinator):
+            return BAD
+        key = bytes(p).rjust(16, b"\0")
+        if attr == "nk" and key == bytes(16):
+            key = m.key_rng.randbytes(16)
+        setattr(m, attr, key)
+        _rescan(m)
+        if attr == "nk":  # a centralized trust center updates every joined device
+            for d in m.medium.modules.values():
+                if d is not m and d.joined and d.ee:
+                    d.nk = key
+        return OK
+
+    return Command(lambda m: b"", put)
+
+
 def _no_op(m, p, n):
     return OK
 
@@ -179,6 +208,11 @@ COMMANDS = {
     b"CB": _action(_commissioning_button),
     b"NR": _action(_network_reset),
     b"EE": _number("ee", 1, ok=lambda m, n: n <= 1, then=_network_setting_written("ee")),
+    b"EO": _number("eo", 1, then=_rescan),
+    b"DC": _number("dc", 2, then=_rescan),
+    b"NK": _write_key("nk"),
+    b"KY": _write_key("ky"),
+    b"I?": _read_only(lambda m: m.install_code),
     b"ID": _number("pan_id", 8, then=_network_setting_written("pan_id")),
     b"CE": Command(lambda m: bytes((_role(m),)), _put_ce),
     b"NI": Command(lambda m: m.ni, _put_ni, text=True),

@@ -14,6 +14,13 @@ addresses and the sender gets 0x00.  Loss draws come from one RNG per sending
 module seeded with (seed, address), so a run is reproducible whatever the
 interleaving of modules.  Lost frames still count as airtime.
 
+Network security: on an encrypted network (coordinator EE=1) a frame is
+delivered only when its sender holds the network key (joined through the
+trust center, module.holds_network_key); else it is lost on the air
+(counted `no_key` at the sender, `no_key` in the totals) and the sender gets
+0x21.  `inject(..., nk=key)` forges a frame as someone holding `key`: without
+the network's key (the default) it is never delivered on an encrypted network.
+
 Hooks: `medium.taps` is a list of callables tap(event) run when a frame goes
 on the air, event = {"time", "src", "dst", "src16", "payload", "kind"}; a tap
 returns None (observe), new payload bytes (tamper) or DROP (lost on the air).
@@ -61,6 +68,7 @@ class Medium:
             "tap_drops": 0,
             "tampered": 0,
             "injected": 0,
+            "no_key": 0,
         }
 
     def add(self, module):
@@ -154,6 +162,10 @@ class Medium:
         return payload, False
 
     def _arrive(self, src, fid, dst, payload, lost, broadcast):
+        if not lost and not src.holds_network_key():
+            self.totals["no_key"] += 1
+            src.counters["no_key"] += 1
+            return self._status(src, fid, 0xFFFE, X.NETWORK_ACK_FAILURE)
         if broadcast:
             if lost:
                 self.totals["lost"] += 1
@@ -172,9 +184,10 @@ class Medium:
         src.counters["delivered"] += 1
         self._status(src, fid, dst.my16, X.DELIVERY_SUCCESS)
 
-    def inject(self, src64, dst64, payload, src16=None, options=X.RX_ACKED):
+    def inject(self, src64, dst64, payload, src16=None, options=X.RX_ACKED, nk=None):
         """Forge a frame on the air: dst emits an RX Packet claiming src64
-        (which need not exist) after airtime + latency; nobody gets a status."""
+        (which need not exist) after airtime + latency; nobody gets a status.
+        On an encrypted network it arrives only when `nk` is the network key."""
         dst = self.coordinator if bytes(dst64) == X.COORDINATOR64 else self.module(dst64)
         self.totals["injected"] += 1
         now = self.clock.time()
@@ -182,6 +195,10 @@ class Medium:
         start = max(now, self.busy_until)
         self.busy_until = start + air
         fake = _Forged(addr64(src64), 0xFFFE if src16 is None else src16)
+        c = self.coordinator
+        if c is not None and c.ee and nk != c.nk:
+            self.totals["no_key"] += 1  # cannot encrypt to the network: never received
+            return
         self.clock.call_later(
             start + air - now + self.latency_ms / 1000,
             lambda: dst.joined and dst.deliver(fake, bytes(payload), options),

@@ -15,12 +15,25 @@ coordinator's and its EE equals the coordinator's; it then emits Modem Status
 window (ZigBee rejoin); one that left (0x03) needs a window again.  A module
 created with joined=True starts joined (as if paired earlier).
 
+Security (EE=1, docs/BOARDS.md): the coordinator holds the network key NK
+(random unless written) and the trust-center link key KY.  A device joins an
+encrypted network only with the right link key (a coordinator with KY=0
+sends the network key in the clear to anyone, as Digi documents): its KY
+equal to the coordinator's, or a key registered for its address on the
+coordinator (Register Joining Device 0x24, a link key or an install code);
+with DC bit 0 the device's link key is derived from its install code (I?).
+The emulator stands SHA-256 in for Zigbee's AES-MMO hash (only equality of
+keys matters here).  A refused join reports AI 0xAF.  A joined device holds
+the network key: the medium delivers, on an encrypted network, only frames
+whose sender holds it (sim/radio/medium.py).
+
 Settings: a restart (power cycle, watchdog, FR) comes back with the API
 mode last written to flash with WR (`saved_ap`; the mode it was created
 with until then), as a real module reverts every unsaved setting; the other
 settings are kept across restarts here.
 """
 
+import hashlib
 import random
 
 from atls import xbee as X
@@ -51,7 +64,31 @@ COUNTERS = (
     "serial_dropped_bytes",
     "transparent_bytes",
     "unknown_frames",
+    "no_key",
+    "registered",
 )
+ZERO_KEY = bytes(16)
+BAD_LINK_KEY = 0xAF  # AI: secure join error, joining device lacks the right link key
+
+
+def link_key_from_install_code(code):
+    """Stand-in for Zigbee's AES-MMO hash of an install code (16 + 2 bytes)."""
+    return hashlib.sha256(b"zigbee-ic" + bytes(code[:16])).digest()[:16]
+
+
+# Register Joining Device (XBee 3 Zigbee user guide, trust center); built by
+# host_tools.install_code.register_device_frame
+REGISTER_DEVICE = 0x24
+REGISTER_STATUS = 0xA4
+
+
+def _crc16_x25(data):
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
 
 
 class Module:
@@ -98,6 +135,15 @@ class Module:
         self._command_mode = CommandMode(self)
         self._pending_ap = None
         self.counters = {k: 0 for k in COUNTERS}
+        self.eo = 0
+        self.dc = 0
+        self.ky = ZERO_KEY
+        # keys from their own RNG: the loss and address draws stay as they were
+        self.key_rng = random.Random("keys:%s:%s" % (medium.seed, hex64(self.addr64)))
+        self.nk = self.key_rng.randbytes(16) if coordinator else None  # devices: on joining
+        code = self.key_rng.randbytes(16)
+        self.install_code = code + _crc16_x25(code).to_bytes(2, "little")  # I?
+        self.registered = {}  # coordinator: addr64 -> link key (0x24 frames)
 
     # -- serial side -----------------------------------------------------------------
     def attach(self, sink):
@@ -149,6 +195,14 @@ class Module:
             status, value = self.at(cmd, param)
             self.emit(X.at_response(fid, cmd, status, value))
             self.apply_deferred()
+        elif f[0] == "unknown" and f[1] == REGISTER_DEVICE and self.coordinator and len(fd) > 13:
+            fid, a64, options, key = fd[1], bytes(fd[2:10]), fd[12], bytes(fd[13:])
+            self.registered[a64] = (
+                link_key_from_install_code(key) if options & 1 else key.rjust(16, b"\0")
+            )
+            self.counters["registered"] += 1
+            if fid:
+                self.emit(bytes((REGISTER_STATUS, fid, 0)))
         elif f[0] == "tx_request":
             _, fid, dest64, dest16, _radius, options, payload = f
             self.medium.transmit(self, fid, dest64, dest16, options, payload)
@@ -194,9 +248,29 @@ class Module:
             return 0x22
         if self.ee != c.ee:
             return 0x27
+        if c.ee and not self.has_link_key(c):
+            return BAD_LINK_KEY
         if self.network is not True and self.network != (c.pan_id, c.ee) and not c.join_open():
             return 0x23
         return 0
+
+    def link_key(self):
+        return link_key_from_install_code(self.install_code) if self.dc & 1 else self.ky
+
+    def has_link_key(self, c):
+        """Would coordinator c hand this device the network key?"""
+        key = self.link_key()
+        if c.ky == ZERO_KEY or c.registered.get(self.addr64) == key:
+            return True  # KY=0 on the coordinator: the network key goes out in the clear
+        return key == c.ky
+
+    def holds_network_key(self):
+        c = self.medium.coordinator
+        if c is None or not c.ee:
+            return True
+        if self.nk is None and self.network is True:  # created joined: holds the key
+            return self.joined
+        return bool(self.ee and self.joined and self.nk == c.nk)
 
     def association(self):
         if self.joined:
@@ -230,6 +304,8 @@ class Module:
         c = self.medium.coordinator
         self.joined = True
         self.network = (c.pan_id, c.ee)
+        self.nk = c.nk if c.ee else None  # transported under the link key
+        c.registered.pop(self.addr64, None)  # a registration is used once
         self.my16 = self._draw16()
         self.counters["joins"] += 1
         self.emit(X.modem_status(X.JOINED))

@@ -119,6 +119,11 @@ class RadioNetwork:
         s = self.medium.stats()
         for m, srv in self.devices:
             s["modules"][hex64(m.addr64)]["tcp_connections"] = srv.connections
+        attackers = getattr(self, "attackers", None)
+        if attackers:
+            from sim.radio import attackers as atk
+
+            s["attackers"] = atk.stats(attackers)
         return s
 
     def close(self):
@@ -150,6 +155,13 @@ class RadioNetwork:
             s = req.get("seconds", 60)
             m.coordinator.open_join(None if s is None else float(s))
             return {"ok": True}
+        if cmd == "attack":  # the pair-attack scenario's attackers (attackers.py)
+            from sim.radio import attackers as atk
+
+            if not hasattr(self, "attackers"):
+                self.attackers = {}
+            self.attackers.update(atk.start(m, req))
+            return {"ok": True, "attackers": sorted(self.attackers)}
         if cmd == "set":
             for k in ("loss", "latency_ms"):
                 if k in req:

@@ -13,6 +13,12 @@ configuration (counted in `reconfigures`): recv() steps it without
 blocking, and send() drops datagrams (counted in `not_ready`) until the
 module is ready again; the link layer retransmits them.
 
+Once paired, pairing packets from the coordinator go to `pairing_hook`
+(atls.pairing_client.not_paired_check: an authenticated NOT_PAIRED raises
+NotPaired out of recv, so the application restarts and pairs again).
+ZigBee network security (EE, EO, KY or DC) is applied through at() by
+atls.pairing_client.secure before pairing.
+
 Every byte of a frame goes out: a UART opened with timeout=0 (rp2: a
 256-byte TX ring) accepts only what fits and returns that count, so _write
 loops, sleeping about the time the UART needs to drain, until the frame is
@@ -117,6 +123,9 @@ class XBeeTransport(XBeeConfig):
         self.rx_overflow = 0
         self.reconfigures = 0  # module resets (0x00/0x01) after which configure ran again
         self.not_ready = 0  # datagrams dropped while the module was being configured
+        # set by atls.pairing_client once paired: pairing packets (0xB0-0xB7) go
+        # to it (it raises NotPaired on an authenticated NOT_PAIRED), not to recv
+        self.pairing_hook = None
         self._poll = None
         target = getattr(stream, "poll_target", stream)
         if select is not None:
@@ -267,6 +276,8 @@ class XBeeTransport(XBeeConfig):
         if k == "rx":
             if f[2] != 0 or (self.coordinator64 is not None and f[1] != self.coordinator64):
                 self.foreign += 1
+            elif self.pairing_hook is not None and f[4] and (f[4][0] & 0xF8) == 0xB0:
+                self.pairing_hook(f[4])
             elif len(out) >= _RXQ_MAX:
                 self.rx_overflow += 1
             else:

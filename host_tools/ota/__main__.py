@@ -1,0 +1,5 @@
+import sys
+
+from host_tools.ota.release import main
+
+sys.exit(main())
