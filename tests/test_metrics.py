@@ -66,7 +66,7 @@ def test_gateway_metrics_parse_and_move(tmp_path):
             }
         )
     )
-    pkt = bytes([0xA0, 0, 0, 0, 0]) + b"hello"
+    pkt = bytes([0xA8, 0, 0, 0, 0]) + b"hello"  # HS (link protocol v2)
 
     def parse(text):
         return {
