@@ -122,6 +122,28 @@ def test_up_waits_for_puback_status_and_birth_and_will(tmp_path, broker):
     late.stop()
 
 
+def test_full_64_bit_message_ids(tmp_path, broker):
+    """v2 ids are boot << 32 | n with a random 32-bit boot: ids of 2**63 and
+    more are remembered like the others (SQLite INTEGER is signed)."""
+    rec = Recorder(broker.port, ["t/dev-1/up"])
+
+    async def main():
+        app = _app(tmp_path, broker)
+        await _started(app)
+        s = FakeSession("dev-1")
+        app.on_connect(s)
+        big = 0xFFFFFFFF00000001
+        await asyncio.wait_for(_up(app, s, b"big", big), 10)
+        assert _up(app, s, b"big", big) is None  # published once, remembered
+        assert _up(app, s, b"small", 1) is not None
+        await app.stop()
+
+    asyncio.run(main())
+    assert rec.wait(lambda: len(rec.on("t/dev-1/up")) == 2)
+    assert [m[3] for m in rec.messages] == [str(0xFFFFFFFF00000001), "1"]
+    rec.stop()
+
+
 _CRASHING = textwrap.dedent(
     """
     import asyncio, os, sys, json

@@ -122,11 +122,11 @@ class _State:
 
     def seen(self, device, msg_id):
         q = "SELECT 1 FROM seen WHERE device = ? AND msg_id = ?"
-        return self.db.execute(q, (device, msg_id)).fetchone() is not None
+        return self.db.execute(q, (device, _signed(msg_id))).fetchone() is not None
 
     def mark(self, device, msg_id, keep):
         self.db.execute(
-            "INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (device, msg_id, time.time())
+            "INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (device, _signed(msg_id), time.time())
         )
         self.db.execute(
             "DELETE FROM seen WHERE device = ? AND rowid NOT IN (SELECT rowid FROM seen"
@@ -413,6 +413,11 @@ class MqttApp:
     def queue_depths(self):
         """{"down": rows waiting, "publishing": publishes awaiting PUBACK}."""
         return {"down": self.state.depth() if self.state else 0, "publishing": len(self._pending)}
+
+
+def _signed(msg_id):
+    """A 64-bit message id (boot << 32 | n) as SQLite's signed INTEGER."""
+    return msg_id - (1 << 64) if msg_id >= 1 << 63 else msg_id
 
 
 class _DownAck:
