@@ -5,6 +5,7 @@ import json
 import os
 import urllib.request
 
+import pytest
 from e2e import ServiceProc, run_device
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,3 +99,45 @@ def test_gateway_metrics_parse_and_move(tmp_path):
     assert after[("atls_gateway_up_packets_total", ())] == 1
     assert after[("atls_gateway_drops_total", (("key", "not_atls"),))] == 1
     assert after[("atls_gateway_flows", ())] == 1
+
+
+def test_fleet_tracker_passes_channel_messages_through():
+    """Under metrics_listen the Fleet wraps the app: an app's firmware-update
+    channel (link protocol v2, on_channel_message) still reaches it."""
+    from host_tools.service.metrics import Fleet
+
+    class App:
+        got = []
+
+        def on_channel_message(self, session, channel, payload):
+            self.got.append((channel, payload))
+
+    f = Fleet(App())
+    assert hasattr(f, "on_channel_message") and not hasattr(Fleet(object()), "on_channel_message")
+    f.on_channel_message(None, 2, b"chunk")
+    assert App.got == [(2, b"chunk")]
+
+
+def test_handshake_failures_by_reason_and_udp_bytes():
+    """Counters behind atls_handshake_failures_total{reason} and atls_bytes_total."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from atls.errors import AlertError
+    from host_tools.bench.pair import CCM8, Device, exchange, make_service, quiet_stderr
+    from host_tools.service.metrics import ServiceMetrics
+
+    with quiet_stderr():
+        svc, tr = make_service("TLS_AES_128_CCM_8_SHA256", 1200)
+        dev = Device(CCM8, 1200, identity=b"nobody")  # not registered: the binder fails
+        dev.start(0)
+        with pytest.raises(AlertError):  # decrypt_error (51) from the service
+            exchange(dev, svc, tr, ("10.0.0.1", 5684))
+    c = svc.counters
+    assert c["handshakes_failed"] == 1 and sum(c["handshake_failures"].values()) == 1
+    assert c["bytes_in"] > 0 and c["bytes_out"] > 0
+    text = ServiceMetrics(svc).render().decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    (s,) = fams["atls_handshake_failures"].samples
+    assert s.value == 1 and s.labels["reason"] == next(iter(c["handshake_failures"]))
+    got = {x.labels["direction"]: x.value for x in fams["atls_bytes"].samples}
+    assert got == {"in": c["bytes_in"], "out": c["bytes_out"]}
