@@ -22,7 +22,9 @@ Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a
 message to the device; `session.last_msg_id` is the id of the message being
 delivered; an app with on_channel_message(session, channel, payload) gets
-the messages of channels 2-255 (firmware update).  Link protocol v2
+the messages of channels 2-255 (firmware update); an app with `hold_acks =
+True` may return an awaitable from on_message: the link ACK waits for it
+(service.hold; `send(payload, on_delivered=f)` is the other direction).  Link protocol v2
 (docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
 across sessions and restarts before the application sees them
 (service.dedupe.PeerTable; state in `state_dir`, by default service-state/
