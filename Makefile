@@ -8,11 +8,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps test lint bench sim clean probe pair soak
+.PHONY: help setup system-deps test lint bench sim clean probe pair soak pico-setup test-pico
 
 help:
 	@echo "make sim        run the simulator demo (main job; DEVICES= LOSS= SCENARIO= REPORT= ...)"
-	@echo "make test       run every test (CPython + MicroPython unix port)"
+	@echo "make test       run every test (CPython + MicroPython unix port + emulated Pico)"
+	@echo "make test-pico  only the pico tier (firmware on an emulated Raspberry Pi Pico)"
 	@echo "make lint       ruff check + ruff format --check (CI runs it before the tests)"
 	@echo "make bench      measure speed and memory, write build/bench.json"
 	@echo "make soak       fuzz the parsers (FUZZ_N=1000000 FUZZ_MPY_N= FUZZ_SEED=), build/soak.json"
@@ -29,14 +30,28 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The emulated Pico (sim/pico): Node and npm from the system (tools/system-deps.sh),
+# rp2040js pinned in sim/pico/package-lock.json, installed with npm ci.
+PICO_STAMP := sim/pico/node_modules/.installed
+$(PICO_STAMP): sim/pico/package.json sim/pico/package-lock.json
+	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
+	cd sim/pico && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+pico-setup: $(PICO_STAMP)
+
 # System components the tests need (tools/system-deps.sh lists them): installed
 # with apt when this is root on a machine with apt, else the exact command is shown.
 system-deps:
 	@tools/system-deps.sh install
 
-test: $(STAMP)
+test: $(STAMP) $(PICO_STAMP)
 	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# the pico tier alone: the firmware on an emulated Raspberry Pi Pico (tests/test_pico*.py)
+test-pico: $(STAMP) $(PICO_STAMP)
+	$(PY) -m pytest tests -m pico $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -55,7 +70,7 @@ soak: $(STAMP)
 	PYTHONPATH=tests $(PY) -m fuzz --n $(or $(FUZZ_N),1000000) \
 	  --mpy-n $(or $(FUZZ_MPY_N),18000) --seed $(or $(FUZZ_SEED),1) --out build/soak.json
 
-# make sim [DEVICES=5] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
+# make sim [DEVICES=5] [PICO=0] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
 #          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]
 #          [MQTT=1]  the service runs the MQTT bridge against a local Mosquitto (docs/MQTT.md)
 SIM_ARGS = $(if $(DEVICES),--devices $(DEVICES)) $(if $(LOSS),--loss $(LOSS)) \
@@ -63,9 +78,10 @@ SIM_ARGS = $(if $(DEVICES),--devices $(DEVICES)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(MODE),--mode $(MODE)) \
   $(if $(SUITE),--suite $(SUITE)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
   $(if $(filter 1 yes true,$(MQTT)),--mqtt) \
-  --report "$(or $(REPORT),build/sim/report.json)"
+  $(if $(PICO),--pico $(PICO)) --report "$(or $(REPORT),build/sim/report.json)"
 
-sim: $(STAMP)
+# PICO=N: the first N devices run on emulated Raspberry Pi Picos (sim/pico, issue 16)
+sim: $(STAMP) $(if $(filter-out 0,$(PICO)),$(PICO_STAMP))
 	$(PY) -m sim $(SIM_ARGS)
 
 clean:

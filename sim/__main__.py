@@ -47,17 +47,18 @@ class Live:
         if not self.tty:
             print(head, flush=True)
             return
+        pico = getattr(self.fleet, "pico_names", ())  # issue 16: * marks a Pico
         rows = [head] + [
             "  %-7s %-12s hs=%-6s sent=%-5d acked=%-5d rx=%-5d retrans=%d%s"
             % (
-                n,
+                n + ("*" if n in pico else ""),
                 d.status,
                 (d.handshake_ms[0] if d.handshake_ms else "-"),
                 d.sent,
                 d.acked,
                 d.received,
                 d.retransmissions,
-                (" code " + d.code) if d.status == "pairing" else "",
+                (" code " + d.code) if d.status == "pairing" and d.code else "",
             )
             for n, d in sorted(devs.items())[:40]
         ]
@@ -85,6 +86,7 @@ def main(argv=None):
         action="store_true",
         help="the gateway records every byte it handles (gateway-capture.bin)",
     )
+    ap.add_argument("--pico", type=int, default=0, help="first N devices on emulated Picos")
     ap.add_argument("--report", help="write the JSON report here")
     ap.add_argument("--html", help="write the HTML report here (default: next to --report)")
     ap.add_argument("--workdir", help="where processes keep logs and state")
@@ -110,6 +112,10 @@ def main(argv=None):
         workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
         evil=EVILS.get(a.scenario),
     )
+    if a.pico:  # issue 16: devices on emulated RP2040s (sim/pico), marked * in the table
+        from sim.pico.fleet import attach
+
+        attach(fleet, a.pico)
     print("atls-mcu simulator: scenario %s — %s" % (a.scenario, SCENARIOS[a.scenario]))
     print(
         "  %d devices, loss %.0f %%, latency %g ms, seed %d, mode %s, logs in %s"

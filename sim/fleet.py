@@ -196,7 +196,10 @@ class Fleet:
         cfg = {
             "listen": "127.0.0.1:0",
             "registry": "devices.json",
-            "link": {"mtu": mtu, "rto_ms": 500, "rto_max_ms": 4000, "handshake_timeout_ms": 60000},
+            "link": dict(
+                {"mtu": mtu, "rto_ms": 500, "rto_max_ms": 4000, "handshake_timeout_ms": 60000},
+                **getattr(self, "service_link", {}),  # issue 16: slower timers for emulated Picos
+            ),
             "limits": {"idle_timeout_s": 600},
             "app": self.service_app,
         }

@@ -522,9 +522,10 @@ t.report()
 """
 
 
-def test_mpy_differential_ecdh_sign_verify(mpyc):
+def diff_rows(n=120):
+    """Rows for _MPY_DIFF (vs `cryptography`) and the count of checks they make."""
     rows, expect = [], 1
-    for i in range(120):
+    for i in range(n):
         a = ec.generate_private_key(ec.SECP256R1())
         b = ec.generate_private_key(ec.SECP256R1())
         rows.append(("ecdh", _priv(a), _pub(a), _pub(b), a.exchange(ec.ECDH(), b.public_key())))
@@ -560,6 +561,11 @@ def test_mpy_differential_ecdh_sign_verify(mpyc):
     for bad in (bytes(32), N.to_bytes(32, "big"), b"\xff" * 32, bytes(31), bytes(33)):
         rows.append(("badpriv", bad))
         expect += 1
+    return rows, expect
+
+
+def test_mpy_differential_ecdh_sign_verify(mpyc):
+    rows, expect = diff_rows()
     res = mpyc.run_rows(_MPY_DIFF, rows, heapsize=HEAP)
     assert res == {"ok": expect, "failed": []}
 

@@ -153,7 +153,11 @@ def test_half_open_sessions_evicted_oldest_first_per_ip(tmp_path):
         dev = Device(svc.addr, ClientConfig(psk=PSK, psk_identity=b"dev-1"), mtu=1200)
         assert dev.connect()
         c = _counters(svc)
-        assert c["drops"].get("busy", 0) == 0 and c["drops"]["evicted"] >= 6
+        # 10 sessions for 4 places; a flight that arrived while 8 from its IP were
+        # queued (service.admission.Intake, intake_per_ip) was refused unparsed instead
+        d = c["drops"]
+        assert d.get("busy", 0) == 0 and d.get("evicted", 0) + d.get("intake_full", 0) >= 6
+        assert d.get("evicted", 0) >= 4
         assert c["half_open"] <= 4
         time.sleep(2.5)
         c = _counters(svc)

@@ -4,9 +4,16 @@ a TLS flight, `post_packets([bytes], wait_ms) -> [bytes]` a batch of link
 packets.  The transport keeps the session reference (cookie or Location-Path)
 and the session id the service names; a non-success answer raises
 TransportError.  aiohttp / aiocoap are imported only when a transport is used.
+
+A refusal that says when to come back (429 / 503 with Retry-After, CoAP
+4.29 / 5.03 with Max-Age; nothing was processed) is retried up to `retries`
+times after backoff_s(): at least what the service asked, doubled on each
+refusal in a row, capped at MAX_BACKOFF_S, times a random factor in [1, 1.5]
+so that refused clients do not come back together.
 """
 
 import asyncio
+import random
 
 from host_tools.http_binding import (
     CF_DATA,
@@ -24,18 +31,48 @@ from host_tools.http_binding import (
     unpack_packets,
 )
 
-__all__ = ["TransportError", "HttpTransport", "CoapTransport", "make_transport"]
+__all__ = ["TransportError", "HttpTransport", "CoapTransport", "make_transport", "backoff_s"]
+
+RETRIES = 3
+MAX_BACKOFF_S = 30.0
+
+
+def backoff_s(retry_after, attempt, rand=random.random):
+    """Seconds to wait before retry number `attempt` (0-based) of a request
+    refused with `retry_after` seconds (module doc)."""
+    return min(MAX_BACKOFF_S, max(float(retry_after), 0.5) * 2**attempt) * (1.0 + 0.5 * rand())
 
 
 class TransportError(Exception):
     """A non-success answer: status (HTTP int or CoAP code string), reason
-    (the service's short reason, e.g. unknown_session) and detail text."""
+    (the service's short reason, e.g. unknown_session), detail text, and
+    retry_after (seconds the service asked to wait, or None)."""
 
-    def __init__(self, status, reason, detail=""):
+    def __init__(self, status, reason, detail="", retry_after=None):
         Exception.__init__(self, "%s %s %s" % (status, reason, detail))
         self.status = status
         self.reason = reason
         self.detail = detail
+        self.retry_after = retry_after
+
+
+async def _with_retries(transport, attempt_once):
+    """attempt_once() again after backoff while refusals say when to retry."""
+    for attempt in range(transport.retries + 1):
+        try:
+            return await attempt_once()
+        except TransportError as e:
+            if e.retry_after is None or attempt >= transport.retries:
+                raise
+            transport.backoffs += 1
+            await asyncio.sleep(backoff_s(e.retry_after, attempt))
+
+
+def _seconds(value):
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return None  # an HTTP-date or junk: not honoured
 
 
 class HttpTransport:
@@ -43,7 +80,9 @@ class HttpTransport:
     and the session id.  `ssl`: None (default verification for https), an
     ssl.SSLContext, or False (no verification of the HTTPS leg)."""
 
-    def __init__(self, url, ssl=None, session=None, timeout_s=30.0, flight_type=CT_FLIGHT):
+    def __init__(
+        self, url, ssl=None, session=None, timeout_s=30.0, flight_type=CT_FLIGHT, retries=RETRIES
+    ):
         import aiohttp
 
         self._aiohttp = aiohttp
@@ -56,6 +95,8 @@ class HttpTransport:
         self.cookie = None
         self.sid = None
         self.requests = 0
+        self.retries = retries
+        self.backoffs = 0  # refusals waited out
 
     def reset(self):
         """Forget the session (the next flight starts a new one)."""
@@ -63,6 +104,9 @@ class HttpTransport:
         self.sid = None
 
     async def _post(self, body, ctype, extra=None):
+        return await _with_retries(self, lambda: self._post_once(body, ctype, extra))
+
+    async def _post_once(self, body, ctype, extra=None):
         aiohttp = self._aiohttp
         if self._session is None:
             self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
@@ -82,6 +126,9 @@ class HttpTransport:
                     resp.status,
                     resp.headers.get(ERROR_HEADER, "http"),
                     data[:200].decode("utf-8", "replace"),
+                    _seconds(resp.headers.get("Retry-After"))
+                    if resp.status in (429, 503)
+                    else None,
                 )
             morsel = resp.cookies.get(COOKIE)
             if morsel is not None:
@@ -109,12 +156,19 @@ class HttpTransport:
         self._session = None
 
 
+_CODE_4_01 = 4 << 5 | 1
+_CODE_4_29 = 4 << 5 | 29  # CoAP codes c.dd as (c << 5) | dd (RFC 7252 §3)
+_CODE_5_03 = 5 << 5 | 3
+
+
 class CoapTransport:
     """One ATLS session over CoAP (latest draft): POST to /.well-known/atls,
     2.01 Created + Location-Path names the session resource, 2.04 after.
-    aiocoap does block-wise transfer (RFC 7959) for large flights."""
+    aiocoap does block-wise transfer (RFC 7959) for large flights.  A 4.01
+    with an Echo option (the service validating our address before a large
+    answer) is answered by the same request carrying that Echo."""
 
-    def __init__(self, uri, context=None, timeout_s=30.0):
+    def __init__(self, uri, context=None, timeout_s=30.0, retries=RETRIES):
         self.uri = uri.rstrip("/")
         if self.uri.count("/") < 3:
             self.uri += "/" + "/".join(COAP_PATH)
@@ -125,26 +179,43 @@ class CoapTransport:
         self.location = None
         self.sid = None
         self.requests = 0
+        self.retries = retries
+        self.backoffs = 0
 
     def reset(self):
         self.location = None
         self.sid = None
 
     async def _post(self, body, cf, query=()):
+        return await _with_retries(self, lambda: self._post_once(body, cf, query))
+
+    async def _post_once(self, body, cf, query=()):
         import aiocoap
         from aiocoap.numbers.optionnumbers import OptionNumber
 
         if self._ctx is None:
             self._ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
         uri = self.uri if self.location is None else "/".join(self._base) + self.location
-        msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf)
-        if query:
-            msg.opt.uri_query = tuple(query)
-        self.requests += 1
-        resp = await asyncio.wait_for(self._ctx.request(msg).response, self.timeout_s)
+        echo = None
+        for _ in range(2):  # again with the Echo of a 4.01 (RFC 9175 §2.4)
+            msg = aiocoap.Message(
+                code=aiocoap.POST, uri=uri, payload=bytes(body), content_format=cf
+            )
+            if query:
+                msg.opt.uri_query = tuple(query)
+            if echo:
+                msg.opt.echo = echo
+            self.requests += 1
+            resp = await asyncio.wait_for(self._ctx.request(msg).response, self.timeout_s)
+            echo = resp.opt.echo if int(resp.code) == _CODE_4_01 else None
+            if not echo:
+                break
         if not resp.code.is_successful():
             text = resp.payload[:200].decode("utf-8", "replace")
-            raise TransportError(str(resp.code), text.split(":")[0], text)
+            wait = None
+            if int(resp.code) in (_CODE_4_29, _CODE_5_03):
+                wait = _seconds(resp.opt.max_age)
+            raise TransportError(str(resp.code), text.split(":")[0], text, wait)
         if resp.opt.location_path:
             self.location = "/" + "/".join(resp.opt.location_path)
         sid = resp.opt.get_option(OptionNumber(SID_OPTION))

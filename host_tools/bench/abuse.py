@@ -354,7 +354,8 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         sample()
         p1 = h1.figures()
         time.sleep(1.1)  # the service rewrites its stats every second
-        svc_in = (_json(tmp / "svc-stats.json").get("datagrams_in") or 0) - svc_in0
+        svc_stats = _json(tmp / "svc-stats.json")
+        svc_in = (svc_stats.get("datagrams_in") or 0) - svc_in0
         # phase 2: through the gateway's WiFi/UDP side
         gw, gw_addr = _gateway(tmp, svc_addr)
         procs.append(gw)
@@ -390,6 +391,11 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
             "service_rss_before_mb": round(rss0, 1),
             "max_amplification": spoof.get("max_amplification"),
             "flood_max_amplification": spoof.get("flood_max_amplification"),
+            "service_max_amplification": svc_stats.get("max_amplification"),
+            "service_drops": svc_stats.get("drops"),
+            "spoof_fresh": spoof.get("fresh"),
+            "longpoll_requests": longpoll.get("requests"),
+            "longpoll_backoffs": longpoll.get("backoffs"),
             "spoof_rate_target": 10000,
             "spoof_rate_achieved": spoof.get("rate_achieved"),
             "spoof_sent": spoof.get("sent"),

@@ -7,14 +7,21 @@ that they do not share the honest devices' interpreter lock:
                                                     --seconds S --out F.json
 
 spoof: N UDP sockets bound to K loopback addresses (127.0.2.x / --ip-base)
-stand for N spoofed sources; they send replayed first flights (ClientHellos
+stand for N spoofed sources; they send R replayed first flights per second (ClientHellos
 made by the firmware client, some with a registered PSK identity, some with
 an unknown one) and malformed packets (junk, truncated, a non-final fragment
-of flight 0, DATA with a made-up session id) at up to R per second, and count
-what comes back to each.  Another 100 "probe" sockets send one ClientHello
-each at the start and only listen: bytes received / bytes sent per address is
-the reflection amplification (retransmissions included, for as long as the
-run lasts).  Only 127.0.0.0/8 is ever used.
+of flight 0, DATA with a made-up session id; one per 10 first flights, on
+top), and count what comes back to each.  Every other first flight is a
+replay as it is (a ClientHello with the registered identity has a valid
+binder: a whole handshake if the service does not spot the replay), the
+others get a fresh random (RFC 8446 §4.1.2 offset 16 of the datagram), so
+they are new ClientHellos whose binder fails: the service must run TLS up to
+the binder check to know.  Another 100 "probe" sockets (on 10 addresses
+of their own) send one
+ClientHello each (its own, with the registered identity and a valid binder:
+a whole handshake) at the start and only listen: bytes received / bytes sent
+per address is the reflection amplification (retransmissions included, for
+as long as the run lasts).  Only 127.0.0.0/8 is ever used.
 
 longpoll: one session over the service's HTTP binding (AtlsClient), then N
 concurrent long-polls (ATLS-Wait 15 s) kept open, each renewed when answered.
@@ -37,14 +44,15 @@ def _loopback(host):
     return host
 
 
-def first_flights(n=8):
-    """Replayed ClientHello datagrams (flight 0, sid 0), half with a
-    registered identity (dev-00), half with an unknown one."""
+def first_flights(n=8, identity=None):
+    """ClientHello datagrams (flight 0, sid 0), half with a registered
+    identity (dev-00), half with an unknown one (or all with `identity`)."""
     from host_tools.bench.pair import CCM8, Device
 
     out = []
     for i in range(n):
-        d = Device(CCM8, 1200, identity=b"dev-00" if i % 2 else b"nobody-%d" % i)
+        ident = identity or (b"dev-00" if i % 2 else b"nobody-%d" % i)
+        d = Device(CCM8, 1200, identity=ident)
         d.start(0)
         out.extend(d.link.datagrams(0))
     return out
@@ -69,7 +77,9 @@ def spoof(a):
     for i in range(a.sources + PROBES):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        s.bind((_loopback("%s.%d" % (ip_base, 1 + i % a.ips)), 0))
+        # the probes on 10 addresses of their own, after the flood's
+        k = i % a.ips if i < a.sources else a.ips + (i - a.sources) % 10
+        s.bind((_loopback("%s.%d" % (ip_base, 1 + k)), 0))
         s.setblocking(False)
         socks.append(s)
         poller.register(s.fileno(), select.EPOLLIN)
@@ -77,10 +87,11 @@ def spoof(a):
     sent = [0] * len(socks)
     got = [0] * len(socks)
     good, bad = first_flights(), malformed()
-    n_sent = n_bad = errors = 0
+    fresh = [first_flights(1, b"dev-00")[0] for _ in range(PROBES)]  # valid binders
+    n_sent = n_bad = n_fresh = errors = 0
     probes = socks[a.sources :]
     for j, s in enumerate(probes):
-        p = good[j % len(good)]
+        p = fresh[j]  # each its own ClientHello: a replay of the flood's would be dropped
         s.sendto(p, target)
         sent[a.sources + j] += len(p)
     t0 = time.monotonic()
@@ -94,18 +105,23 @@ def spoof(a):
             break
         if now >= nxt:
             due = int(a.rate * tick) if a.rate else 200
-            for _ in range(due):
+            for _ in range(due):  # `rate` first flights, and one malformed packet per 10 more
                 i = k % a.sources
                 k += 1
-                if k % 10 == 0:
-                    p = bad[(k // 10) % len(bad)]
-                    n_bad += 1
-                else:
-                    p = good[k % len(good)]
+                p = good[k % len(good)]
+                if k & 1:
+                    p = p[:16] + os.urandom(32) + p[48:]
+                    n_fresh += 1
                 try:
                     socks[i].sendto(p, target)
                     sent[i] += len(p)
                     n_sent += 1
+                    if k % 10 == 0:
+                        j = (i + 1) % a.sources
+                        p = bad[(k // 10) % len(bad)]
+                        socks[j].sendto(p, target)
+                        sent[j] += len(p)
+                        n_bad += 1
                 except OSError:
                     errors += 1
             nxt += tick
@@ -123,9 +139,11 @@ def spoof(a):
     res = {
         "sent": n_sent,
         "malformed": n_bad,
+        "fresh": n_fresh,  # first flights with a fresh random (the rest are replays)
         "send_errors": errors,
         "seconds": round(wall, 2),
-        "rate_achieved": round(n_sent / wall, 1) if wall else 0,
+        "rate_achieved": round(n_sent / wall, 1) if wall else 0,  # first flights per second
+        "malformed_rate_achieved": round(n_bad / wall, 1) if wall else 0,
         "sources": a.sources,
         "ips": a.ips,
         "max_amplification": round(max(amps), 2) if amps else 0.0,
@@ -145,8 +163,11 @@ async def _longpoll(a):
     import aiohttp
 
     from atls.tls.client import ClientConfig
+    from host_tools.atls_http_client import transports
     from host_tools.atls_http_client.client import AtlsClient
     from host_tools.atls_http_client.transports import HttpTransport
+
+    backoff_s = getattr(transports, "backoff_s", None)  # None: a client without backoff
     from host_tools.bench.pair import CCM8, PSK
 
     _loopback(a.url.split("//", 1)[1].split(":", 1)[0])
@@ -183,13 +204,18 @@ async def _longpoll(a):
                 if hasattr(e, "status"):  # TransportError: the HTTP status and reason
                     name = "%s %s" % (e.status, getattr(e, "reason", ""))
                 errs[name] = errs.get(name, 0) + 1
-                await asyncio.sleep(0.2)
+                # the client already waited out `retries` refusals: wait once more, as asked
+                wait = getattr(e, "retry_after", None)
+                wait = 0.2 if wait is None or backoff_s is None else backoff_s(wait, tr.retries)
+                await asyncio.sleep(max(0.0, min(wait, end - time.monotonic())))
             finally:
                 open_now[0] -= 1
 
     if res["handshake"]:
         await asyncio.gather(*(poll() for _ in range(a.polls)))
     res["error_kinds"] = errs
+    res["requests"] = tr.requests
+    res["backoffs"] = getattr(tr, "backoffs", None)  # refusals waited out (Retry-After)
     await session.close()
     return res
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from host_tools.boards.mpy import firmware_modules
 from host_tools.toolchain import BUILD, FIRMWARE, ROOT, compile_tree, micropython_binary
 
 SCRIPTS = ROOT / "host_tools" / "benchmarks"
@@ -103,7 +104,7 @@ def measure_heap(fixtures):
     heap taken by imports before the handshake starts."""
     out_dir = BUILD / "mpy-heap"
     shutil.rmtree(out_dir, ignore_errors=True)
-    compile_tree(FIRMWARE, out_dir)
+    compile_tree(FIRMWARE, out_dir, files=[FIRMWARE / m for m in firmware_modules(arch=None)])
     compile_tree(SCRIPTS, out_dir, files=[SCRIPTS / "detrng.py", SCRIPTS / "tls_replay_run.py"])
     runner = out_dir / "heap_run.py"
     runner.write_text(_HEAP_RUN)

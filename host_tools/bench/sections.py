@@ -16,6 +16,9 @@ that measures and never asserts; the runner stores it in build/bench.json under
                       and latency, RSS growth, amplification, fds (issue 14)
   mqtt                device messages to a real Mosquitto through the bridge:
                       messages/s, PUBACK-before-ACK added latency (issue 18)
+  pico                the firmware on an emulated Raspberry Pi Pico (RP2040,
+                      rp2040js): crypto, handshake CPU, heap, end to end over
+                      the XBee path, ESP32 estimate (issue 16)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -31,6 +34,7 @@ from host_tools.bench import (
     boards,
     link_overhead,
     mqtt,
+    pico,
     service_handshakes,
     sim_scale,
     zigbee,
@@ -44,6 +48,7 @@ SECTIONS = (
     ("boards", boards.boards),
     ("abuse", abuse.abuse),
     ("mqtt", mqtt.mqtt),
+    ("pico", pico.pico),
 )
 
 NOTES = {
@@ -54,6 +59,7 @@ NOTES = {
     "boards": boards.NOTE,
     "abuse": abuse.NOTE,
     "mqtt": mqtt.NOTE,
+    "pico": pico.NOTE,
 }
 
 

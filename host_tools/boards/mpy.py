@@ -26,17 +26,34 @@ MPY_VERSION = 6  # .mpy format written by mpy-cross >= 1.22 (byte 1 of every .mp
 # Modules under firmware/ that never go to a device: the CPython crypto
 # backend (it imports `cryptography`); skipped when present.
 HOST_ONLY = (Path("atls/crypto/cpython.py"),)
+# Native code (issue 17): modules named native_* hold viper code and need an
+# -march (without one they are left out and the pure fallbacks serve);
+# native_*_thumb modules hold inline Thumb assembly, built for these only.
+THUMB_ARCHS = ("armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp")
 
 
-def firmware_modules(src=FIRMWARE):
+def builds_for(rel, arch):
+    """Whether firmware module `rel` (relative path) is compiled for `arch`
+    (an mpy-cross -march, or None for bytecode only)."""
+    name = Path(rel).name
+    if not name.startswith("native_"):
+        return True
+    if name.endswith("_thumb.py"):
+        return arch in THUMB_ARCHS
+    return bool(arch)
+
+
+def firmware_modules(src=FIRMWARE, arch="any"):
     """Every firmware module (relative paths), main.py and host-only modules
-    excluded."""
+    excluded; with `arch` given (None included) only those built for it."""
     src = Path(src)
     skip = {Path("main.py")} | set(HOST_ONLY)
     return sorted(
         p.relative_to(src)
         for p in src.rglob("*.py")
-        if "__pycache__" not in p.parts and p.relative_to(src) not in skip
+        if "__pycache__" not in p.parts
+        and p.relative_to(src) not in skip
+        and (arch == "any" or builds_for(p.relative_to(src), arch))
     )
 
 
@@ -62,7 +79,7 @@ def build_mpy(board, out_root=BUILD, src=FIRMWARE):
         raise BoardError(str(e))
     out = Path(out_root) / board["name"]
     src = Path(src)
-    mods = firmware_modules(src)
+    mods = firmware_modules(src, board.get("mpy_arch"))
     for d in {m.parts[0] for m in mods if len(m.parts) > 1}:
         shutil.rmtree(out / d, ignore_errors=True)  # no stale modules from older builds
     for m in mods:

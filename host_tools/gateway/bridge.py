@@ -28,6 +28,7 @@ from host_tools.gateway.config import GatewayError, is_relay
 from host_tools.gateway.flows import FlowTable, plausible_first_flight
 from host_tools.gateway.pairing_table import Pairer, PairingTable
 from host_tools.ratelimit import TokenBuckets
+from host_tools.udp_reader import BatchReader
 
 __all__ = ["Gateway", "Flow"]
 
@@ -373,12 +374,18 @@ class Gateway:
         return c
 
 
+def _nothing():
+    pass
+
+
 class _WifiSide(asyncio.DatagramProtocol):
     def __init__(self, gw):
         self.gw = gw
 
     def connection_made(self, transport):
         self.gw.udp = transport
+        # drain the socket in batches: one datagram per loop turn loses a flood's worth
+        self.reader = BatchReader.attach(transport, self.datagram_received, _nothing)
 
     def datagram_received(self, data, addr):
         self.gw.upstream(("udp", addr), data)

@@ -20,18 +20,44 @@ budget of an unvalidated address.
   seen the flight's last fragment (sent first) and acknowledged it.  Until
   then the service's HS_ACKs are withheld: the device keeps retransmitting
   its ClientHello, which is what raises the budget.
+* TLS work is scheduled, not done on arrival (`Intake`): a complete first
+  flight waits in a queue fair across source IPs (round robin, at most
+  intake_per_ip flights per IP, one per address, intake_max in all, stale
+  after intake_max_age_ms), behind a per-IP token bucket
+  (first_flights_per_ip_per_s); a full IP queue refuses new flights before
+  they are parsed (`refuses`, which also drops a replayed ClientHello
+  there).  Packets of existing sessions (second
+  flights, acks, channel data) are never queued: they come first.  New
+  handshakes start in slices of TLS_SLICE_MS when the socket is empty and
+  on the timer tick, and use at most handshake_share of the time (a token
+  bucket of milliseconds).
+* Replayed ClientHellos are refused before TLS work: the client random of
+  every flight started in the last REPLAY_WINDOW_MS is kept (at most
+  REPLAY_MAX; RFC 8446 §4.1.2: a fresh 32-byte random per ClientHello).
+  The same random from another address is a replay (a retransmission comes
+  from the same address and goes to its session): without the PSK an
+  attacker cannot make a fresh ClientHello with a valid binder, so a
+  replay was its only way to cost the service a whole handshake.
+* While other flights wait, a flight whose PSK binder does not verify (or
+  whose identity is unknown) is dropped before TLS work (binder_check: one
+  SHA-256 and one HMAC instead of ~0.5 ms in the TLS engine).  Without
+  contention OpenSSL answers it as before (alert decrypt_error).
 
 Sans-I/O: the service passes datagrams, addresses and now_ms.
 """
 
+import time
 from collections import OrderedDict, deque
 
-__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "client_hello_ok"]
+from host_tools.ratelimit import TokenBuckets
+from host_tools.service.binder_check import BinderCheck
+
+__all__ = ["DEFAULT_LIMITS", "FirstFlights", "Budget", "Intake", "busiest_ip", "client_hello_ok"]
 
 # every limit and its default: docs/SECURITY.md
 DEFAULT_LIMITS = {
-    "max_half_open": 64,
-    "max_half_open_per_ip": 32,
+    "max_half_open": 256,
+    "max_half_open_per_ip": 128,
     "idle_timeout_s": 300,
     "rate_per_s": 200,
     "rate_burst": 400,
@@ -45,9 +71,18 @@ DEFAULT_LIMITS = {
     "max_pending_polls": 256,
     "max_requests_per_ip": 64,
     "registry_check_s": 1,
+    "first_flights_per_ip_per_s": 500,
+    "first_flights_per_ip_burst": 1000,
+    "intake_per_ip": 8,
+    "intake_max": 1024,
+    "intake_max_age_ms": 2000,
+    "handshake_share": 0.8,
 }
 
 _MAX_HELD = 64  # datagrams an unvalidated session may hold back
+TLS_SLICE_MS = 5  # new handshakes started in one go before the service reads again
+REPLAY_WINDOW_MS = 60000  # longer than a handshake may take (the link's 30 s)
+REPLAY_MAX = 65536  # client randoms kept (a dict of ints: a few MB)
 _HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)
 _HS_ACK = 2
 
@@ -198,3 +233,141 @@ class Budget:
     @property
     def ratio(self):
         return self.bytes_out / self.bytes_in if self.bytes_in else 0.0
+
+
+def busiest_ip(half_open, per_ip, look=16):
+    """Whose half-open session goes when the global cap is reached: of the
+    `look` oldest half-open sessions (half_open: sid -> Session, oldest
+    first), the IP holding the most half-open sessions (per_ip: ip ->
+    [sessions, half-open]); None if there are none.  A flood from a few
+    addresses evicts itself, not the one handshake of each honest device."""
+    ips = [s.addr[0] for _, s in zip(range(look), half_open.values())]
+    return max(ips, key=lambda ip: per_ip[ip][1]) if ips else None
+
+
+def _flight(packets):
+    return b"".join(bytes(d[5:]) for d in packets)
+
+
+def _random_key(packets):
+    """The ClientHello's random (RFC 8446 §4.1.2), hashed: a first flight's
+    first datagram holds it after the link header (5), the record header (5),
+    the handshake header (4) and legacy_version (2)."""
+    return hash(bytes(packets[0][16:48]))
+
+
+class Intake:
+    """Complete first flights waiting for TLS work (module doc): put() when
+    one arrives, run() to start some.  drop(reason) counts what is refused."""
+
+    def __init__(self, limits, drop, psks=None):
+        lim = limits
+        self.binders = BinderCheck(psks) if psks is not None else None
+        self.per_ip = lim["intake_per_ip"]
+        self.max = lim["intake_max"]
+        self.max_age = lim["intake_max_age_ms"]
+        self.share = float(lim["handshake_share"])
+        self.burst_ms = 50.0
+        self.rate = TokenBuckets(
+            lim["first_flights_per_ip_per_s"], lim["first_flights_per_ip_burst"], 4 * self.max
+        )
+        self.ips = OrderedDict()  # ip -> OrderedDict(addr -> (queued_ms, packets)); serve order
+        self.n = 0
+        self.tokens_ms = self.burst_ms
+        self.at_ms = None
+        self._drop = drop
+        self.randoms = OrderedDict()  # hash(client random) -> (started_ms, addr), oldest first
+
+    def __len__(self):
+        return self.n
+
+    def refuses(self, addr, datagram, now):
+        """True (and counted) when a first-flight datagram from `addr` would
+        be refused anyway: its IP's queue is full, or it is the first
+        fragment of a replayed ClientHello.  Cheap: the caller asks before
+        any parsing."""
+        q = self.ips.get(addr[0])
+        if q is not None and len(q) >= self.per_ip and addr not in q:
+            self._drop("intake_full")
+            return True
+        if len(datagram) >= 48 and datagram[4] == 0 and self._replayed(addr, (datagram,), now):
+            return True
+        return False
+
+    def put(self, addr, packets, now):
+        """Queue `packets` (a complete first flight) from `addr`; False if
+        refused (that IP's rate or full queue)."""
+        ip = addr[0]
+        q = self.ips.get(ip)
+        if q is not None and addr in q:  # a retransmission (or a restart) of a queued flight
+            q[addr] = (q[addr][0], packets)
+            return True
+        if q is not None and len(q) >= self.per_ip:
+            self._drop("intake_full")
+            return False
+        if self._replayed(addr, packets, now):
+            return False
+        if not self.rate.allow(ip, now / 1000.0):
+            self._drop("first_flight_rate")
+            return False
+        if q is None:
+            if self.n >= self.max:  # full: the IP served next loses its oldest
+                self._pop_head(self.ips)
+                self._drop("intake_full")
+            q = self.ips[ip] = OrderedDict()
+        q[addr] = (now, packets)
+        self.n += 1
+        return True
+
+    def _pop_head(self, ips):
+        ip, q = next(iter(ips.items()))
+        item = q.popitem(last=False)
+        self.n -= 1
+        if q:
+            ips.move_to_end(ip)
+        else:
+            del ips[ip]
+        return item
+
+    def take(self, now):
+        """(addr, packets) of the next flight, round robin over IPs, or None;
+        flights older than intake_max_age_ms are dropped (the device has
+        retransmitted by then)."""
+        while self.ips:
+            addr, (t, packets) = self._pop_head(self.ips)
+            if now - t > self.max_age:
+                self._drop("intake_stale")
+            elif self.n and self.binders and self.binders.verdict(_flight(packets)) is False:
+                self._drop("bad_binder")  # others wait: no TLS work for a wrong binder
+            elif not self._replayed(addr, packets, now):
+                r = self.randoms
+                r[_random_key(packets)] = (now, addr)
+                while len(r) > REPLAY_MAX or now - next(iter(r.values()))[0] > REPLAY_WINDOW_MS:
+                    r.popitem(last=False)
+                return addr, packets
+        return None
+
+    def _replayed(self, addr, packets, now):
+        seen = self.randoms.get(_random_key(packets))
+        if seen is None or seen[1] == addr or now - seen[0] > REPLAY_WINDOW_MS:
+            return False
+        self._drop("client_hello_replay")
+        return True
+
+    def run(self, start, now):
+        """start(addr, packets, now) for queued flights, fair across IPs, for
+        up to TLS_SLICE_MS and within handshake_share of the time."""
+        if self.at_ms is not None:
+            self.tokens_ms = min(self.burst_ms, self.tokens_ms + (now - self.at_ms) * self.share)
+        self.at_ms = now
+        clock = time.perf_counter
+        end = clock() + TLS_SLICE_MS / 1000.0
+        while self.n and self.tokens_ms > 0:
+            t0 = clock()
+            if t0 >= end:
+                return
+            item = self.take(now)
+            if item is None:
+                return
+            start(item[0], item[1], now)
+            self.tokens_ms -= (clock() - t0) * 1000.0

@@ -38,20 +38,34 @@ Theory of operation
   at a time (a third answers the oldest at once); at most
   limits.max_pending_polls requests wait in the whole service (beyond it a
   request is answered at once); at most limits.max_requests_per_ip requests
-  of one client address are in progress (beyond it: busy).
+  of one client address are in progress (beyond it: busy).  A refusal for
+  rate or busy says when to come back (RETRY_AFTER_S: HTTP Retry-After,
+  CoAP Max-Age).
+* Anti-amplification over CoAP (UDP, so the source may be spoofed): the
+  answer to a first flight from an address not yet validated may be at most
+  `amplification` (3) times the request (estimated with COAP_OVERHEAD bytes
+  of header and options each way).  A larger answer (a certificate flight)
+  is not sent: the session ends and the client gets 4.01 with an Echo
+  option (RFC 9175 §2.4), a MAC of its address and the time (echo(), valid
+  ECHO_S to 2 x ECHO_S, no state); the same request with that Echo comes
+  from a validated address and gets the whole answer.  HTTP runs over TCP,
+  whose handshake validates the address.
 * Half-open sessions end after the link's handshake_timeout_ms; established
   ones after the service's idle_timeout_s (Service.tick) or when their link
   ends.
 """
 
 import asyncio
+import hashlib
+import hmac
 import os
+import time
 from collections import deque
 
 from host_tools.http_binding import MAX_BODY, FramingError, pack_packets, unpack_packets
 from host_tools.service.tls_engine import TLSError
 
-__all__ = ["BindingCore", "Reject", "REASONS"]
+__all__ = ["BindingCore", "Reject", "REASONS", "RETRY_AFTER_S"]
 
 _OUTBOX = 256  # packets kept for a peer between requests
 _OUTSTANDING = 2  # waiting requests per session
@@ -73,11 +87,17 @@ REASONS = {
 }
 
 
+COAP_OVERHEAD = 64  # CoAP header + options of a first-flight request/answer (bytes, estimate)
+ECHO_S = 30  # an Echo value is valid for its 30 s slot and the next one
+RETRY_AFTER_S = {"rate": 2, "busy": 10}  # Retry-After / Max-Age (s) of a refusal
+
+
 class Reject(Exception):
     def __init__(self, reason, detail=""):
         Exception.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.retry_after = RETRY_AFTER_S.get(reason)  # seconds, or None
 
 
 class _Peer:
@@ -141,6 +161,7 @@ class BindingCore:
             },
         )
         self.inflight = {}  # client ip -> requests in progress
+        self._echo_key = os.urandom(32)
         service.counters.setdefault("pending_polls", 0)  # shared by HTTP and CoAP
 
     def enter(self, ip):
@@ -150,6 +171,30 @@ class BindingCore:
         if n >= self.service.limits["max_requests_per_ip"]:
             self.reject("busy", "too many requests from this address")
         self.inflight[ip] = n + 1
+
+    def echo(self, host, port, slot=None):
+        """The Echo value for an address (module doc)."""
+        slot = int(time.time() // ECHO_S) if slot is None else slot
+        msg = ("%s|%s|%d" % (host, port, slot)).encode()
+        return hmac.new(self._echo_key, msg, hashlib.sha256).digest()[:8]
+
+    def echo_ok(self, value, host, port):
+        """True if `value` is an Echo this binding gave `host`:`port` lately."""
+        if not value:
+            return False
+        slot = int(time.time() // ECHO_S)
+        return any(hmac.compare_digest(value, self.echo(host, port, s)) for s in (slot, slot - 1))
+
+    def too_big_for(self, request_len, answer_len):
+        """True if an answer of answer_len bytes to a request of request_len
+        would exceed the amplification limit (unvalidated address)."""
+        factor = self.service.limits["amplification"]
+        return answer_len + COAP_OVERHEAD > factor * (request_len + COAP_OVERHEAD // 4)
+
+    def unvalidated(self, peer):
+        """End a session whose answer may not go to an unvalidated address."""
+        self.counters["echo_challenges"] = self.counters.get("echo_challenges", 0) + 1
+        self._end(peer, "address not validated (CoAP Echo)")
 
     def leave(self, ip):
         n = self.inflight.pop(ip, 1) - 1

@@ -43,11 +43,10 @@ class _Http:
     def _error(self, r):
         from aiohttp import web
 
-        return web.Response(
-            status=REASONS[r.reason][0],
-            text=str(r) + "\n",
-            headers={ERROR_HEADER: r.reason, "Cache-Control": "no-store"},
-        )
+        headers = {ERROR_HEADER: r.reason, "Cache-Control": "no-store"}
+        if r.retry_after is not None:  # RFC 9110 §10.2.3; honest clients wait (jittered)
+            headers["Retry-After"] = str(r.retry_after)
+        return web.Response(status=REASONS[r.reason][0], text=str(r) + "\n", headers=headers)
 
     async def _body(self, request):
         core = self.core
@@ -134,6 +133,8 @@ class _CoapSite:
             m = Message(code=code, payload=str(r).encode()[:120])
             if r.reason == "too_big":
                 m.opt.size1 = core.max_body
+            if r.retry_after is not None:  # RFC 7252 §5.9.3.4, RFC 8516: Max-Age says when
+                m.opt.max_age = r.retry_after
             return m
 
         class Site(resource.Resource, resource.PathCapable):
@@ -196,6 +197,15 @@ class _CoapSite:
                     except ValueError:
                         port = 0
                     peer, out, created = core.flight(token, request.payload, ("coap:" + host, port))
+                    if (
+                        created
+                        and core.too_big_for(len(request.payload), len(out))
+                        and not core.echo_ok(request.opt.echo, host, port)
+                    ):  # RFC 9175 §2.4: validate the address before a big answer
+                        core.unvalidated(peer)
+                        m = Message(code=Code.UNAUTHORIZED)
+                        m.opt.echo = core.echo(host, port)
+                        return m
                     resp = Message(
                         code=Code.CREATED if created else Code.CHANGED,
                         payload=out,

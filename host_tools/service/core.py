@@ -22,17 +22,15 @@ Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a
 message to the device; `session.last_msg_id` is the id of the message being
 delivered; an app with on_channel_message(session, channel, payload) gets
-the messages of channels 2-255 (firmware update); an app with `hold_acks =
-True` may return an awaitable from on_message: the link ACK waits for it
-(service.hold; `send(payload, on_delivered=f)` is the other direction).  Link protocol v2
+the messages of channels 2-255 (firmware update); hold_acks apps and
+on_delivered: service.sessions.  Link protocol v2
 (docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
 across sessions and restarts before the application sees them
 (service.dedupe.PeerTable; state in `state_dir`, by default service-state/
 beside the registry), a new session of the same identity takes over the
 old one's unacknowledged and queued messages, and a sealed packet for an
 unknown session id is answered with RESET (the session's token).  Logs are JSON lines on stderr and never contain keys
-or PSKs; `Service.counters` are the counters --stats writes (bytes_in/out:
-UDP; handshake_failures: handshakes_failed by reason).
+or PSKs; `Service.counters` are the counters --stats writes.
 """
 
 import asyncio
@@ -45,12 +43,13 @@ from atls.link import Link, LinkConfig
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
 from host_tools.service import hold
-from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights
+from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights, Intake, busiest_ip
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
+from host_tools.udp_reader import BatchReader
 
 __all__ = ["Service", "Session", "EchoApp", "DEFAULT_LIMITS"]
 
@@ -102,6 +101,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if state_dir is None and registry is not None:
             state_dir = registry.path.parent / "service-state"
         self.peers = PeerTable(state_dir, 4 * lim["max_sessions"] + 1)
+        self.intake = Intake(lim, self.drop, self.psks)  # first flights waiting for TLS work
+        self.reader = None
         self.transport = None
         self._t0 = time.monotonic()
         self._registry_at = 0
@@ -121,7 +122,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
             "duplicates_suppressed": 0,
             "messages_moved": 0,
             "resets_sent": 0,
-            "bytes_in": 0,
+            "bytes_in": 0,  # UDP
             "bytes_out": 0,
             "handshake_failures": {},  # reason (the alert we sent, not_registered) -> count
             "drops": {},
@@ -130,8 +131,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def now_ms(self):
         return int((time.monotonic() - self._t0) * 1000)
 
-    def drop(self, reason, n=1):
-        d = self.counters["drops"]
+    def drop(self, reason, n=1, table="drops"):
+        d = self.counters[table]
         d[reason] = d.get(reason, 0) + n
 
     def rate_ok(self, key, now):
@@ -142,20 +143,25 @@ class Service(asyncio.DatagramProtocol, Continuity):
     # -- asyncio protocol -----------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.reader = BatchReader.attach(transport, self.datagram_received, self.start_queued)
 
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
         self.counters["bytes_in"] += len(data)
-        now = self.now_ms()
-        if not self.rate_ok(addr, now):
-            return self.drop("rate")
         try:
             ptype, sid = protocol.peek(data)
         except protocol.Drop as e:
             return self.drop(e.reason)
+        if not sid and addr not in self.pending and self.intake.refuses(addr, data, self.now_ms()):
+            return  # before any other work: a full queue for that IP or a replay (admission)
+        now = self.now_ms()
+        if not self.rate_ok(addr, now):
+            return self.drop("rate")
         if sid == 0:
             sess, packets = self._first_flight(addr, ptype, data, now)
             if sess is None:
+                if self.reader is None or not self.reader.batching:
+                    self.start_queued(now)
                 return
         else:
             sess = self.sessions.get(sid)
@@ -213,16 +219,22 @@ class Service(asyncio.DatagramProtocol, Continuity):
             else:
                 return sess, (data,)
         packets = self.first.add(addr, data, now)
-        if packets is None:
-            return None, None
+        if packets is not None:
+            self.intake.put(addr, packets, now)  # TLS work waits for its turn: start_queued
+        return None, None
+
+    def start_queued(self, now=None):
+        """Start sessions from queued first flights (admission.Intake)."""
+        self.intake.run(self._start, self.now_ms() if now is None else now)
+
+    def _start(self, addr, packets, now):
         if not self.admit(addr):
             self.drop("busy")
-            self._send_error(0, protocol.BUSY, addr)
-            return None, None
+            return self._send_error(0, protocol.BUSY, addr)
         sess = self.new_session(addr, now)
         sess.frag0 = bytes(packets[0][5:])
         self.pending[addr] = sess.sid
-        return sess, packets
+        self.deliver(sess, packets, now)
 
     def at_capacity(self):
         """True when no new session may start: max_sessions reached and no
@@ -246,6 +258,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         return True
 
     def _evict(self, ip):
+        ip = busiest_ip(self.half_open, self.per_ip) if ip is None else ip  # global cap
         for sess in self.half_open.values():
             if ip is None or sess.addr[0] == ip:
                 self.drop("evicted")
@@ -322,7 +335,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
 
     def handshake_failed(self, sess, e):
         """Count and log a TLS failure (e: TLSError); the caller ends the session."""
-        self._hs_failed(e.alert_name or "tls_error")
+        self.counters["handshakes_failed"] += 1
+        self.drop(e.alert_name or "tls_error", table="handshake_failures")
         log(
             "handshake_failed",
             sid=sess.sid,
@@ -330,11 +344,6 @@ class Service(asyncio.DatagramProtocol, Continuity):
             reason=e.reason,
             alert=e.alert_name,
         )
-
-    def _hs_failed(self, reason):
-        c = self.counters
-        c["handshakes_failed"] += 1
-        c["handshake_failures"][reason] = c["handshake_failures"].get(reason, 0) + 1
 
     def established(self, sess, now):
         """TLS is done: authenticate (registered PSK identity or registered
@@ -347,7 +356,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.pending.pop(sess.addr, None)
         self._settle(sess)
         if auth is None:
-            self._hs_failed("not_registered")
+            self.counters["handshakes_failed"] += 1
+            self.drop("not_registered", table="handshake_failures")
             log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason="not registered")
             sess.link.abort(protocol.HANDSHAKE_FAILED)
             self.transmit(sess, now)
@@ -457,6 +467,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         idle = self.limits["idle_timeout_s"] * 1000
         hs_limit = self.link_config.handshake_timeout_ms
         self.first.expire(now)
+        self.start_queued(now)
         if self.registry is not None and now >= self._registry_at:
             self._registry_at = now + 1000 * self.limits["registry_check_s"]
             self._check_registry()
@@ -486,9 +497,12 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 self.end(sess, "credential revoked")
 
     async def run_timers(self, period_ms=10):
+        took = 0.0  # timers take at most a third of the time, whatever the number of sessions
         while True:
-            await asyncio.sleep(period_ms / 1000)
+            await asyncio.sleep(max(period_ms / 1000, 2 * took))
+            t0 = time.monotonic()
             self.tick()
+            took = time.monotonic() - t0
 
 
 def _peer(addr):

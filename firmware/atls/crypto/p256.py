@@ -327,8 +327,8 @@ def public_key(priv):
     k = _scalar(priv)
     if native:
         return native.public_key(k)
-    x, y = _affine(*_mul_secret(k, _GT, True))
-    return _encode_point(x, y)
+    xy = limbs and limbs.mul(k, _gtab())
+    return _encode_point(*(xy or _affine(*_mul_secret(k, _GT, True))))
 
 
 def generate_keypair():
@@ -346,6 +346,9 @@ def ecdh(priv, peer_pub):
     x, y = _decode_point(peer_pub)
     if native:
         return native.ecdh(k, peer_pub)
+    xy = limbs and limbs.mul(k, limbs.odd_table(x, y, _inv))
+    if xy:
+        return xy[0].to_bytes(32, "big")
     X, Y, Z = _mul_secret(k, _odd_table(x, y, 1), False)
     if Z == 0:  # impossible for a validated point of prime order; kept as a guard
         raise InvalidPointError()  # P-256: shared secret is the point at infinity
@@ -362,7 +365,9 @@ def ecdsa_verify_raw(pub, digest, r, s):
     if native and len(digest) == 32:
         return native.verify_digest(pub, digest, r, s)
     w = _inv(s, n)
-    X, Y, Z = _mul2(e * w % n, r * w % n, Qx, Qy)
+    u1, u2 = e * w % n, r * w % n
+    xyz = limbs and u1 and u2 and _gtab() and limbs.mul2(u1, u2, limbs.odd_table(Qx, Qy, _inv))
+    X, Y, Z = xyz or _mul2(u1, u2, Qx, Qy)  # native None: exceptional, pure code
     if Z == 0:
         return False
     p = _P
@@ -393,3 +398,15 @@ def __getattr__(name):
 
 # the host's `cryptography` (CPython, backend.FAST) or None
 native = backend.native.P256 if backend.FAST else None
+try:  # MicroPython's native emitter: fixed-size limbs, constant-time ladder
+    from atls.crypto import native_p256 as limbs
+except Exception:  # CPython, another arch's .mpy, no emitter: pure ints
+    limbs = None
+IMPL = "cryptography" if native else "native" if limbs else "pure"
+_GTAB = []  # G's odd multiples as native limbs, built on first use
+
+
+def _gtab():
+    if not _GTAB:
+        _GTAB.append(limbs.table(_GT, limbs.buffers()[0]))
+    return _GTAB[0]

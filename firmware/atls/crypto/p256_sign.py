@@ -3,7 +3,18 @@ certificates.  Split from atls.crypto.p256 (which re-exports `ecdsa_sign` on
 first use) so that devices that only verify never load it."""
 
 from atls.crypto import backend
-from atls.crypto.p256 import _GT, _N, _affine, _digest_int, _inv_blind, _mul_secret, _scalar, native
+from atls.crypto.p256 import (
+    _GT,
+    _N,
+    _affine,
+    _digest_int,
+    _gtab,
+    _inv_blind,
+    _mul_secret,
+    _scalar,
+    limbs,
+    native,
+)
 
 
 def _der_uint(v):
@@ -42,7 +53,8 @@ def ecdsa_sign(priv, message):
     e = _digest_int(h)
     gt = _GT
     for k in _rfc6979(priv, h):
-        x, _ = _affine(*_mul_secret(k, gt, True))
+        xy = limbs and limbs.mul(k, _gtab())  # native: constant time
+        x = (xy or _affine(*_mul_secret(k, gt, True)))[0]
         r = x % n
         if r == 0:
             continue

@@ -20,7 +20,10 @@ ints, one final inversion; all-zero shared secrets raise InvalidPointError."""
 # than a per-byte loop.
 # With backend.FAST (CPython) x25519/x25519_base delegate to `cryptography`
 # (its ValueError for an all-zero result becomes InvalidPointError);
-# x25519_pure/x25519_base_pure stay reachable for tests.
+# x25519_pure/x25519_base_pure stay reachable for tests.  On MicroPython the
+# ladder runs on native field arithmetic (atls.crypto.native_f25519: fixed-size
+# limbs, constant time by construction) wherever that module loads;
+# x25519_native/x25519_base_native are None where it does not.
 from atls.crypto import backend
 from atls.errors import InvalidPointError, KeyLengthError
 
@@ -102,9 +105,33 @@ def x25519_base_pure(scalar):
     return _ladder(_scalar(scalar), _BASE_U).to_bytes(_KEY_LEN, "little")
 
 
+def x25519_native(scalar, u):
+    """X25519(k, u) on the native field arithmetic (atls.crypto.native_f25519)."""
+    k = _scalar(scalar)
+    if len(u) != _KEY_LEN:
+        raise KeyLengthError("X25519 u != 32 bytes")
+    r = _native.x25519(k, (int.from_bytes(u, "little") & _U_MASK) % _P)
+    if r == 0:  # RFC 7748 §6.1, RFC 8446 §7.4.2
+        raise InvalidPointError()  # X25519 all-zero shared secret
+    return r.to_bytes(_KEY_LEN, "little")
+
+
+def x25519_base_native(scalar):
+    """Public key X25519(k, 9) on the native field arithmetic."""
+    return _native.x25519(_scalar(scalar), _BASE_U).to_bytes(_KEY_LEN, "little")
+
+
+try:  # MicroPython with a native emitter and a .mpy of this arch (or source)
+    from atls.crypto import native_f25519 as _native
+except Exception:  # CPython, another arch's .mpy, no emitter: pure ladder
+    _native = x25519_native = x25519_base_native = None
+
 if backend.FAST:  # CPython with `cryptography` (backend.native)
     x25519 = backend.native.x25519
     x25519_base = backend.native.x25519_base
+elif _native:
+    x25519 = x25519_native
+    x25519_base = x25519_base_native
 else:
     x25519 = x25519_pure
     x25519_base = x25519_base_pure
