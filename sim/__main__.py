@@ -90,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--report", help="write the JSON report here")
     ap.add_argument("--html", help="write the HTML report here (default: next to --report)")
     ap.add_argument("--workdir", help="where processes keep logs and state")
+    ap.add_argument("--mqtt", action="store_true", help="the MQTT bridge and a local broker")
     a = ap.parse_args(argv)
     if a.devices < 1 or a.devices > 500:
         print("sim: --devices must be 1..500", file=sys.stderr)
@@ -123,8 +124,15 @@ def main(argv=None):
     )
     t0 = time.time()
     live = Live(fleet)
+    mq = None
     try:
+        if a.mqtt:  # sim.mqtt_check: broker, echoing subscriber, two more checks
+            from sim.mqtt_check import MqttCheck
+
+            mq = MqttCheck(fleet)
         names, good, wrong, checks = run_scenario(fleet, a.scenario, a.duration, live)
+        if mq is not None:
+            checks = checks + mq.checks(fleet, names)
         live.last = 0
         live()
     except KeyboardInterrupt:
@@ -135,6 +143,10 @@ def main(argv=None):
         fleet.shutdown()
         print("sim: %s (logs in %s)" % (e, fleet.dir), file=sys.stderr)
         return 1
+    finally:
+        if mq is not None:
+            fleet.shutdown()
+            mq.stop()
     fleet.shutdown()
     report = rep.build(fleet, a.scenario, names, good, wrong, checks, time.time() - t0)
     print()

@@ -64,6 +64,8 @@ class Fleet:
         capture=False,
     ):
         self.n = devices
+        self.service_app = "sim.sim_app:RecordingEchoApp"  # sim.mqtt_check sets its own
+        self.service_env = {}
         self.loss = loss
         self.latency_ms = latency_ms
         self.seed = seed
@@ -199,7 +201,7 @@ class Fleet:
                 **getattr(self, "service_link", {}),  # issue 16: slower timers for emulated Picos
             ),
             "limits": {"idle_timeout_s": 600},
-            "app": "sim.sim_app:RecordingEchoApp",
+            "app": self.service_app,
         }
         if self.mode == "cert":
             cfg.update(cert="server.pem", key="server.key")
@@ -208,6 +210,7 @@ class Fleet:
         if ready.exists():
             ready.unlink()
         env = dict(os.environ, ATLS_SIM_RECORD=str(self.dir / "deliveries.jsonl"))
+        env.update(self.service_env)
         listen = "127.0.0.1:%d" % self.service_addr[1] if self.service_addr else None
         cmd = [
             sys.executable,

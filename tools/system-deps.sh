@@ -6,6 +6,8 @@
 # come from pip into .venv (make setup).
 set -euo pipefail
 NEEDED="openssl:openssl"
+# MQTT bridge tests: a real broker; fleet page test: headless Chromium and its driver
+NEEDED="$NEEDED mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver"
 # the emulated Pico (sim/pico/emu.mjs: rp2040js under Node >= 18; npm installs it)
 NEEDED="$NEEDED node:nodejs npm:npm"
 

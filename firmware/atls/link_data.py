@@ -63,6 +63,11 @@ class SeqExhausted(QueueFull):
 
 
 class Messages:
+    # Service only (its hold mode): with ack_to set, ACKs cover only
+    # seqs below it, messages the application has safe (release() moves it).
+    # A class attribute, so a device's links carry nothing for it.
+    ack_to = None
+
     def _init_messages(self):
         self._seq = 1  # next seq to give a message (seq 0: our HELLO, §4)
         self._sealed = 0  # seqs below this have been sealed (sent)
@@ -144,6 +149,12 @@ class Messages:
                 self._stop("closed", reason)
             else:
                 self.state = "closing"
+
+    def release(self, n, now_ms):
+        """(ack_to set) The application has the next n delivered messages
+        safe (n no more than were delivered and not yet released): ACK them."""
+        self.ack_to += n
+        self._ack_at = now_ms
 
     def unacked(self, channels=False):
         """The messages not yet acknowledged, in seq order (plaintexts, or
@@ -324,8 +335,12 @@ class Messages:
             if ch.ack_seq <= wire.MAX_COUNTER:
                 bm = 0
                 nxt = self._rx_next
-                for s in self._held:
-                    bm |= 1 << (_SPAN - s + nxt)
+                h = self.ack_to
+                if h is not None and h < nxt:
+                    nxt = h  # delivered, not yet safe: no bitmap
+                else:
+                    for s in self._held:
+                        bm |= 1 << (_SPAN - s + nxt)
                 out.append(ch.seal(ACK, sid, nxt, bm))
                 self._last_rep = now
                 if ch.ack_seq > wire.MAX_COUNTER:  # that was the last ACK nonce

@@ -14,6 +14,8 @@ that measures and never asserts; the runner stores it in build/bench.json under
   boards              .mpy bytes per board, heap to import everything (issue 7)
   abuse               the service and the gateway under flood: honest success
                       and latency, RSS growth, amplification, fds (issue 14)
+  mqtt                device messages to a real Mosquitto through the bridge:
+                      messages/s, PUBACK-before-ACK added latency (issue 18)
   pico                the firmware on an emulated Raspberry Pi Pico (RP2040,
                       rp2040js): crypto, handshake CPU, heap, end to end over
                       the XBee path, ESP32 estimate (issue 16)
@@ -31,6 +33,7 @@ from host_tools.bench import (
     abuse,
     boards,
     link_overhead,
+    mqtt,
     pico,
     service_handshakes,
     sim_scale,
@@ -44,6 +47,7 @@ SECTIONS = (
     ("sim_scale", sim_scale.sim_scale),
     ("boards", boards.boards),
     ("abuse", abuse.abuse),
+    ("mqtt", mqtt.mqtt),
     ("pico", pico.pico),
 )
 
@@ -54,6 +58,7 @@ NOTES = {
     "sim_scale": sim_scale.NOTE,
     "boards": boards.NOTE,
     "abuse": abuse.NOTE,
+    "mqtt": mqtt.NOTE,
     "pico": pico.NOTE,
 }
 

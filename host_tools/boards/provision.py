@@ -37,6 +37,7 @@ from pathlib import Path
 from host_tools.boards.config import BoardError, load_board, read_json
 from host_tools.boards.deploy import mpremote
 from host_tools.boards.tools import check_port, rel, run
+from host_tools.registry.store import provision_register, provision_view
 from host_tools.toolchain import BUILD
 
 DEFAULT_REGISTRY = "build/service/devices.json"
@@ -255,7 +256,8 @@ def provision(
             "in the service's certificate"
         )
     reg_path = Path(registry)
-    reg = load_registry(reg_path)
+    sqlite = reg_path.suffix != ".json"  # the SQLite registry (host_tools.registry)
+    reg = provision_view(reg_path) if sqlite else load_registry(reg_path)
     pki_d = Path(pki_dir)
     _check_registry(reg, reg_path, device, mode, pki_d, force)
     ca_rel = os.path.relpath(
@@ -323,7 +325,10 @@ def provision(
         reg["device_ca"] = ca_rel
         (pki_d / "devices").mkdir(parents=True, exist_ok=True)
         (pki_d / "devices" / (device + ".pem")).write_bytes(pki.pem(cert))
-    write_private(reg_path, (json.dumps(reg, indent=1, sort_keys=True) + "\n").encode())
+    if sqlite:
+        provision_register(reg_path, device, entry, reg.get("device_ca"), force)
+    else:
+        write_private(reg_path, (json.dumps(reg, indent=1, sort_keys=True) + "\n").encode())
     print(
         "provisioned %s (%s) on %s and registered it in %s%s"
         % (

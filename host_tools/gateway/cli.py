@@ -49,6 +49,13 @@ async def run(config, ready=None, gateway_class=None):
     if sock_path.exists():
         sock_path.unlink()
     server = await serve(gw, sock_path)
+    metrics = None
+    if config.metrics_listen:
+        from host_tools.gateway.metrics import serve_metrics
+
+        metrics, addr = await serve_metrics(gw, config.metrics_listen)
+        log("listening", binding="metrics", addr=addr)
+        (config.state_dir / "metrics.addr").write_text(addr + "\n")
     if gw.serial is not None:
         try:
             status, value = await gw.at(b"NJ", b"\x00")  # join window closed at start
@@ -82,6 +89,8 @@ async def run(config, ready=None, gateway_class=None):
             os.replace(tmp, stats_path)
     finally:
         server.close()
+        if metrics is not None:
+            await metrics.cleanup()
         if sock_path.exists():
             sock_path.unlink()
         await gw.close_relays()

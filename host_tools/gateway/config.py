@@ -164,6 +164,8 @@ class Config:
             if v not in self.services:
                 raise GatewayError("config: route %s -> unknown service %r" % (k, v))
         self.udp_listen = _hostport(raw["udp_listen"]) if raw.get("udp_listen") else None
+        ml = raw.get("metrics_listen")  # /metrics (host_tools.gateway.metrics)
+        self.metrics_listen = _hostport(ml) if ml else None
         self.state_dir = base / raw.get("state_dir", "gateway-state")
         self.limits = dict(DEFAULT_LIMITS, **(raw.get("limits") or {}))
         self.join_window_s = int(raw.get("join_window_s", 60))

@@ -5,8 +5,10 @@ timers, the stats file) and the CLI `main`:
         [--listen host:port] [--http-listen host:port] [--coap-listen host:port]
 
 --ready-file gets "host:port" of the UDP listener once everything listens
-(with bindings, F.json first: {"udp": ..., "http": ..., "coap": ...}); --stats
-gets the counters (JSON) every second and at the end.
+(with bindings or metrics_listen, F.json first: {"udp": ..., "http": ...,
+"coap": ..., "metrics": ...}); --stats gets the counters (JSON) every second
+and at the end.  An application with start()/stop() coroutines (the MQTT
+bridge) is started before the listeners and stopped after them.
 """
 
 import argparse
@@ -26,18 +28,29 @@ __all__ = ["serve", "main"]
 
 async def serve(service, host, port, stats=None, ready=None):
     loop = asyncio.get_running_loop()
+    app = getattr(service.app, "app", service.app)  # under the fleet tracker, if any
+    if hasattr(app, "start"):
+        await app.start()
     transport, _ = await loop.create_datagram_endpoint(lambda: service, local_addr=(host, port))
     bound = transport.get_extra_info("sockname")
     log("listening", addr="%s:%d" % bound[:2])
-    bindings = None
+    bindings = admin = None
+    addrs = {}
     if service.binding_config:
         # aiohttp/aiocoap only when configured
         from host_tools.service.bindings import Bindings
 
         bindings = Bindings(service, **service.binding_config)
         addrs = await bindings.start()
-        if ready:  # written before the ready file: once that exists, all are listening
-            _write_json(str(ready) + ".json", dict(addrs, udp="%s:%d" % bound[:2]))
+    if getattr(service, "metrics_listen", None):
+        from host_tools.service.fleet_page import AdminSite
+        from host_tools.service.metrics import ServiceMetrics
+
+        admin = AdminSite(ServiceMetrics(service, service.app), service.app, service.metrics_listen)
+        addrs["metrics"] = await admin.start()
+        log("listening", binding="metrics", addr=addrs["metrics"])
+    if ready and addrs:  # written before the ready file: once that exists, all are listening
+        _write_json(str(ready) + ".json", dict(addrs, udp="%s:%d" % bound[:2]))
     if ready:
         Path(ready).write_text("%s:%d\n" % bound[:2])
     stop = asyncio.Event()
@@ -62,6 +75,10 @@ async def serve(service, host, port, stats=None, ready=None):
         st.cancel()
         if bindings is not None:
             await bindings.stop()
+        if admin is not None:
+            await admin.stop()
+        if hasattr(app, "stop"):
+            await app.stop()
         if stats:
             _write_json(stats, service.counters)
         transport.close()

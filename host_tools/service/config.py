@@ -2,13 +2,16 @@
 
 Config (JSON; paths relative to the config file):
     {"listen": "127.0.0.1:5684",
-     "registry": "devices.json",            # host_tools.service.registry
+     "registry": "devices.json",            # host_tools.service.registry (.json or SQLite)
+     "registry_key": "registry.sqlite.key",  # optional: master key file of sealed PSKs
      "cert": "server.pem", "key": "server.key",        # optional: certificate mode
      "suites": [...], "groups": [...], "tickets": 0,
      "link": {"mtu": 1200, "rto_ms": 1000, ...},       # atls.link.LinkConfig
      "limits": {"max_half_open": 64, "idle_timeout_s": 300,
                 "rate_per_s": 200, "rate_burst": 400, "max_sessions": 10000},
-     "app": "echo",                          # or "module:Class"
+     "app": "echo",                          # or "mqtt" (the "mqtt" object) or "module:Class"
+     "mqtt": {"host": ..., "prefix": "atls", ...},  # host_tools.service.mqtt_app
+     "metrics_listen": "127.0.0.1:9100",     # optional: /metrics and the fleet page
      "http_listen": "127.0.0.1:8080",        # optional: ATLS over HTTP (draft §9),
      "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
      "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
@@ -36,10 +39,15 @@ DEFAULT_LISTEN = "127.0.0.1:5684"
 _DEFAULT_SUITES = ("TLS_AES_128_CCM_8_SHA256", "TLS_AES_128_CCM_SHA256", "TLS_AES_128_GCM_SHA256")
 
 
-def load_app(spec):
-    """The application object named by the config's "app"."""
+def load_app(spec, cfg=None, base=".", registry=None):
+    """The application object named by the config's "app" (`mqtt`: the MQTT
+    bridge, configured by the config's "mqtt" object)."""
     if spec in (None, "", "echo"):
         return EchoApp()
+    if spec == "mqtt":
+        from host_tools.service.mqtt_app import MqttApp
+
+        return MqttApp((cfg or {}).get("mqtt") or {}, base, registry)
     mod, _, cls = spec.partition(":")
     try:
         return getattr(importlib.import_module(mod), cls)()
@@ -66,7 +74,8 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
     except (OSError, ValueError) as e:
         raise ConfigError("config %s: %s" % (path, e))
     base = path.parent
-    registry = Registry(base / cfg.get("registry", "devices.json"))
+    key = cfg.get("registry_key")
+    registry = Registry(base / cfg.get("registry", "devices.json"), base / key if key else None)
     cert_chain = key = None
     if cfg.get("cert"):
         cert_chain = x509.load_pem_x509_certificates((base / cfg["cert"]).read_bytes())
@@ -86,7 +95,11 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
         link_cfg = LinkConfig(**dict({"mtu": 1200}, **cfg.get("link", {})))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e))
-    app = load_app(cfg.get("app"))
+    app = load_app(cfg.get("app"), cfg, base, registry)
+    if "mqtt" in cfg and cfg.get("app") != "mqtt":
+        from host_tools.service.mqtt_app import MqttConfig
+
+        MqttConfig(cfg["mqtt"], base)  # checked even when another app runs
     bindings = _binding_config(cfg, base)
     addr = split_hostport(cfg.get("listen", DEFAULT_LISTEN))
     if listen:
@@ -97,7 +110,14 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
             bindings["http_listen"] = split_hostport(http_listen)
         if coap_listen:
             bindings["coap_listen"] = split_hostport(coap_listen)
+    metrics_listen = cfg.get("metrics_listen")
+    if metrics_listen:
+        from host_tools.service.metrics import Fleet
+
+        app = Fleet(app, registry)  # tracks every device for the fleet page and /metrics
     service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings)
+    # /metrics and the fleet page (host_tools.service.fleet_page), started by cli.serve
+    service.metrics_listen = split_hostport(metrics_listen) if metrics_listen else None
     return service, addr
 
 

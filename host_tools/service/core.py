@@ -22,7 +22,8 @@ Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a
 message to the device; `session.last_msg_id` is the id of the message being
 delivered; an app with on_channel_message(session, channel, payload) gets
-the messages of channels 2-255 (firmware update).  Link protocol v2
+the messages of channels 2-255 (firmware update); hold_acks apps and
+on_delivered: service.sessions.  Link protocol v2
 (docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
 across sessions and restarts before the application sees them
 (service.dedupe.PeerTable; state in `state_dir`, by default service-state/
@@ -41,6 +42,7 @@ from atls import protocol, wire
 from atls.link import Link, LinkConfig
 from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
+from host_tools.service import hold
 from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights, Intake, busiest_ip
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
@@ -120,14 +122,17 @@ class Service(asyncio.DatagramProtocol, Continuity):
             "duplicates_suppressed": 0,
             "messages_moved": 0,
             "resets_sent": 0,
+            "bytes_in": 0,  # UDP
+            "bytes_out": 0,
+            "handshake_failures": {},  # reason (the alert we sent, not_registered) -> count
             "drops": {},
         }
 
     def now_ms(self):
         return int((time.monotonic() - self._t0) * 1000)
 
-    def drop(self, reason, n=1):
-        d = self.counters["drops"]
+    def drop(self, reason, n=1, table="drops"):
+        d = self.counters[table]
         d[reason] = d.get(reason, 0) + n
 
     def rate_ok(self, key, now):
@@ -142,6 +147,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
 
     def datagram_received(self, data, addr):
         self.counters["datagrams_in"] += 1
+        self.counters["bytes_in"] += len(data)
         try:
             ptype, sid = protocol.peek(data)
         except protocol.Drop as e:
@@ -266,6 +272,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         sid = self._new_sid()
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
+        if getattr(self.app, "hold_acks", False):
+            hold.start(sess)  # ACK a message once the app's awaitable is done
         self.sessions[sid] = sess
         self.half_open[sid] = sess
         c = self.per_ip.setdefault(addr[0], [0, 0])
@@ -296,6 +304,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 self._message(sess, ev[1], ev[2], ev[3])
             elif kind == "hello":
                 sess.device_hello = bytes(ev[1])
+            elif kind == "delivered":
+                sess.delivered(ev[1])
             elif kind in ("error", "closed"):
                 self.end(sess, "link %s: %s" % (kind, ev[1]))
                 return
@@ -326,6 +336,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def handshake_failed(self, sess, e):
         """Count and log a TLS failure (e: TLSError); the caller ends the session."""
         self.counters["handshakes_failed"] += 1
+        self.drop(e.alert_name or "tls_error", table="handshake_failures")
         log(
             "handshake_failed",
             sid=sess.sid,
@@ -346,6 +357,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self._settle(sess)
         if auth is None:
             self.counters["handshakes_failed"] += 1
+            self.drop("not_registered", table="handshake_failures")
             log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason="not registered")
             sess.link.abort(protocol.HANDSHAKE_FAILED)
             self.transmit(sess, now)
@@ -422,6 +434,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if self.transport is not None:
             self.transport.sendto(data, addr)
             self.counters["datagrams_out"] += 1
+            self.counters["bytes_out"] += len(data)
 
     def _send_error(self, sid, reason, addr):
         self._send(wire.encode(protocol.ERROR, sid, bytes([reason])), addr)

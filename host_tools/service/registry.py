@@ -17,6 +17,11 @@ registered certificates without device_ca, is a ConfigError.
 
 `Registry.psks` is the {identity bytes: key} table OpenSSL's PSK callback
 reads live: reload() updates that same dict in place.
+
+A registry path ending in `.json` is that file (the compatibility path,
+reloaded when its mtime changes); any other path is the SQLite registry
+(host_tools.registry: sealed PSKs, revocation, last seen), reloaded when
+another process commits to it (`python -m host_tools.registry add|revoke`).
 """
 
 import hashlib
@@ -26,6 +31,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from host_tools.registry.store import RegistryError, Store
 from host_tools.service.errors import ConfigError
 
 __all__ = ["Registry", "cert_sha256", "spki_sha256", "authenticate", "still_registered"]
@@ -61,16 +67,24 @@ class Registry:
     """Devices the service accepts: PSK per identity, registered client
     certificates (fingerprint or SPKI per device) and the device CA."""
 
-    def __init__(self, path):
+    def __init__(self, path, key_path=None):
         self.path = Path(path)
         self.psks = {}
         self.certs = {}  # cert sha256 hex -> device name
         self.spkis = {}  # spki sha256 hex -> device name
         self.device_ca = []
         self.mtime = None
+        self.store = None  # host_tools.registry.Store unless the path is a .json file
+        if self.path.suffix != ".json":
+            try:
+                self.store = Store(self.path, key_path)
+            except RegistryError as e:
+                raise ConfigError(str(e))
         self.reload()
 
     def reload(self):
+        if self.store is not None:
+            return self._reload_store()
         try:
             self.mtime = self.path.stat().st_mtime_ns
             data = json.loads(self.path.read_text())
@@ -94,7 +108,17 @@ class Registry:
                     if table.get(d, ident) != ident:
                         raise ConfigError("registry: %s of %r is also %r's" % (name, ident, d))
                     table[d] = ident
-        ca = data.get("device_ca")
+        self._apply(psks, certs, spkis, data.get("device_ca"))
+
+    def _reload_store(self):
+        self.store.changed()  # the version this load reads
+        try:
+            psks, certs, spkis = self.store.credentials()
+        except RegistryError as e:
+            raise ConfigError(str(e))
+        self._apply(psks, certs, spkis, self.store.setting("device_ca"))
+
+    def _apply(self, psks, certs, spkis, ca):
         device_ca = []
         if ca:
             try:
@@ -116,10 +140,31 @@ class Registry:
 
     def changed(self):
         """True when the file changed since the last (re)load."""
+        if self.store is not None:
+            return self.store.changed()
         try:
             return self.path.stat().st_mtime_ns != self.mtime
         except OSError:
             return False
+
+    def touch(self, device_id, firmware=None):
+        """Record a device's contact (SQLite registry only; never fails the caller)."""
+        if self.store is not None:
+            try:
+                self.store.touch(device_id, firmware=firmware)
+            except Exception:
+                pass
+
+    def devices(self):
+        """Registered devices without secrets (SQLite: with created, revoked,
+        last seen, firmware)."""
+        if self.store is not None:
+            return self.store.devices()
+        names = {i.decode("utf-8", "replace") for i in self.psks}
+        names.update(self.certs.values(), self.spkis.values())
+        return [
+            {"id": n, "revoked": None, "last_seen": None, "firmware": None} for n in sorted(names)
+        ]
 
     def lookup_cert(self, cert):
         """The device name a client certificate is registered to, or None."""

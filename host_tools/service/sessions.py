@@ -8,6 +8,11 @@ by message id (docs/PROTOCOL.md §4).  `last_msg_id` is the id of the message
 being delivered (set before the application's on_message; the per-device
 id the service also de-duplicates by, so an application that forwards
 messages can hand it on, e.g. to suppress duplicates after its own restart).
+`send(..., on_delivered=f)` calls f() once the device acknowledged the
+message, in whichever session that happens (the callback moves with it).
+An application with `hold_acks = True` may return an awaitable from
+on_message: the link acknowledges the message once it is done
+(host_tools.service.hold).
 """
 
 from collections import deque
@@ -16,6 +21,7 @@ from atls import protocol, wire
 from atls.link import QueueFull
 from host_tools.common import log
 from host_tools.service.admission import Budget
+from host_tools.service.hold import hold_ack
 
 __all__ = ["Session", "EchoApp", "Continuity"]
 
@@ -34,7 +40,7 @@ class Session:
         self.started_ms = now
         self.last_seen_ms = now
         self.handshake_ms = None
-        self.backlog = deque()  # (payload, channel) waiting for window space
+        self.backlog = deque()  # (payload, channel, on_delivered) waiting for window space
         self.seen_drops = {}  # link drop counters already added to the service's
         self.frag0 = None  # first fragment of the device's first flight (ClientHello)
         self.sink = None  # callable(packet): HTTP/CoAP sessions' packets go here, not UDP
@@ -43,6 +49,8 @@ class Session:
         self.auth = None  # "psk" | "cert": the identity's namespace
         self.last_msg_id = None  # id of the message being delivered (§4)
         self.device_hello = None  # what the device's HELLO carried after its id base
+        self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
+        self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
 
     @property
     def up(self):
@@ -53,31 +61,50 @@ class Session:
         """The device identity (auth namespace, identity) once authenticated."""
         return (self.auth, self.identity)
 
-    def send(self, payload, channel=0):
+    def send(self, payload, channel=0, on_delivered=None):
         """Queue a message to the device on `channel` (0: the application's;
-        2: firmware update), exactly-once delivery."""
+        2: firmware update), exactly-once delivery; on_delivered() is called
+        once the device acknowledged it."""
         if len(self.backlog) >= self.service.limits["app_queue"]:
             raise QueueFull("application queue full for session %d" % self.sid)
-        self.backlog.append((bytes(payload), channel))
+        self.backlog.append((bytes(payload), channel, on_delivered))
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
 
     def flush(self, now):
         """Move queued app messages into the link while its window has room."""
         while self.backlog and self.up:
-            p, ch = self.backlog[0]
+            p, ch, cb = self.backlog[0]
             try:
-                self.link.send(p, now, ch)
+                seq = self.link.send(p, now, ch)
             except QueueFull:
                 return
             self.backlog.popleft()
+            if cb is not None:
+                self.on_delivered[seq] = cb
+
+    def delivered(self, seq):
+        """The link's "delivered" event: the device acknowledged `seq`."""
+        cb = self.on_delivered.pop(seq, None)
+        if cb is not None:
+            cb()
+
+    def callbacks(self):
+        """The on_delivered callbacks of the messages this session still
+        carries (unacknowledged or queued, those moved to it included)."""
+        return list(self.on_delivered.values()) + [e[2] for e in self.backlog if e[2]]
 
     def take_unsent(self):
         """Every message not yet acknowledged by the device, in order
-        (unacknowledged in the link, then queued): the replacing session's."""
+        (unacknowledged in the link, then queued) as (payload, channel,
+        on_delivered): the replacing session's."""
         out = []
-        if self.link.channel is not None:
-            out = self.link.unacked(True)
+        link = self.link
+        if link.channel is not None:
+            un = link.unacked(True)
+            seq = link.first_unacked_id() - link.base + 1  # the first of them (contiguous)
+            cbs = self.on_delivered
+            out = [(p, ch, cbs.pop(seq + i, None)) for i, (p, ch) in enumerate(un)]
         out.extend(self.backlog)
         self.backlog.clear()
         return out
@@ -104,23 +131,29 @@ class Continuity:
 
     def _message(self, sess, payload, channel, msg_id):
         # §4: a message delivered in an earlier session is not delivered again
+        # (hold_acks apps: the mark is raised once the message is safe, hold.py)
         key = sess.key
+        r = None
         if msg_id is not None and self.peers.duplicate(key, msg_id):
             self.counters["duplicates_suppressed"] += 1
-            return
-        sess.last_msg_id = msg_id
-        if channel == 0 or channel > 1:
+            msg_id = None
+        elif channel == 0 or channel > 1:
+            sess.last_msg_id = msg_id
             self.counters["messages_in"] += 1
             try:
                 if channel == 0:
-                    self.app.on_message(sess, payload)
+                    r = self.app.on_message(sess, payload)
                 elif hasattr(self.app, "on_channel_message"):
-                    self.app.on_channel_message(sess, channel, payload)
+                    r = self.app.on_channel_message(sess, channel, payload)
             except QueueFull as e:
+                r = e
                 log("app_queue_full", sid=sess.sid, error=str(e))
             except Exception as e:  # the application must not take the service down
+                r = e
                 log("app_error", sid=sess.sid, error=repr(e))
-        if msg_id is not None:
+        if sess.held is not None:
+            hold_ack(self, sess, r, msg_id)
+        elif msg_id is not None:
             self.peers.delivered(key, msg_id)
 
     def _unknown(self, ptype, sid, data, addr, known=False):

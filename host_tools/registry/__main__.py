@@ -1,0 +1,69 @@
+"""`python -m host_tools.registry`: list, add, revoke and import devices."""
+
+import argparse
+import json
+import sys
+import time
+
+from host_tools.registry.store import RegistryError, Store
+
+__all__ = ["main"]
+
+
+def _when(t):
+    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m host_tools.registry", description=__doc__)
+    ap.add_argument("--db", required=True, help="registry database (SQLite; created if missing)")
+    ap.add_argument("--key", help="master key file (default: <db>.key)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="every device (no secrets)")
+    ls.add_argument("--json", action="store_true")
+    add = sub.add_parser("add", help="register a device")
+    add.add_argument("device")
+    add.add_argument("--psk", help="hex, 16..64 bytes")
+    add.add_argument("--cert-sha256", help="SHA-256 of the device certificate (DER), hex")
+    add.add_argument("--spki-sha256", help="SHA-256 of its public key (SPKI DER), hex")
+    add.add_argument("--force", action="store_true", help="replace (and un-revoke) a device")
+    rv = sub.add_parser("revoke", help="revoke a device (the running service ends its sessions)")
+    rv.add_argument("device")
+    im = sub.add_parser("import", help="import a devices.json")
+    im.add_argument("json_file")
+    im.add_argument("--force", action="store_true", help="replace devices already registered")
+    a = ap.parse_args(argv)
+    try:
+        store = Store(a.db, a.key)
+        if a.cmd == "list":
+            devs = store.devices()
+            if a.json:
+                print(json.dumps(devs, indent=1))
+            for d in [] if a.json else devs:
+                cred = "psk" if d["psk"] else ("cert" if d["cert_sha256"] else "spki")
+                state = "revoked " + _when(d["revoked"]) if d["revoked"] else "active"
+                print(
+                    "%-20s %-5s %-28s last_seen %s firmware %s"
+                    % (d["id"], cred, state, _when(d["last_seen"]), d["firmware"] or "-")
+                )
+        elif a.cmd == "add":
+            try:
+                psk = bytes.fromhex(a.psk) if a.psk else None
+            except ValueError:
+                raise RegistryError("--psk must be hex")
+            store.add(a.device, psk, a.cert_sha256, a.spki_sha256, a.force)
+            print("added %s" % a.device)
+        elif a.cmd == "revoke":
+            if not store.revoke(a.device):
+                raise RegistryError("no active device %r" % a.device)
+            print("revoked %s" % a.device)
+        else:
+            print("imported %d devices" % store.import_json(a.json_file, a.force))
+    except RegistryError as e:
+        print("registry: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
