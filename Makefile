@@ -46,9 +46,11 @@ pico-setup: $(PICO_STAMP)
 system-deps:
 	@tools/system-deps.sh install
 
+# JOBS=N: pytest workers (pytest-xdist), one test file per worker at a time (default 2,
+# the cores CI has); JOBS=0 runs everything in this process.
 test: $(STAMP) $(PICO_STAMP)
 	@tools/system-deps.sh check 2>/dev/null || tools/system-deps.sh install
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(or $(JOBS),2) --dist loadfile $(PYTEST_ARGS)
 
 # the pico tier alone: the firmware on an emulated Raspberry Pi Pico (tests/test_pico*.py)
 test-pico: $(STAMP) $(PICO_STAMP)
