@@ -27,7 +27,7 @@ RESET_EXIT = 75  # unix port: the exit status that means "reboot me" (sim/fleet.
 
 
 class Agent:
-    def __init__(self, release_key, board, log=None, now_ms=0, root=None):
+    def __init__(self, release_key, board, log=None, now_ms=0, root=None, trial_ms=None):
         from binascii import unhexlify
 
         self.key = unhexlify(release_key)
@@ -38,7 +38,8 @@ class Agent:
         self.confirmed = False
         self.dropped = 0
         self.switched = False
-        self.trial_until = now_ms + boot.TRIAL_MS if boot.on_trial(self.root) else None
+        trial_ms = boot.TRIAL_MS if trial_ms is None else trial_ms
+        self.trial_until = now_ms + trial_ms if boot.on_trial(self.root) else None
 
     def on_up(self):
         if self.confirmed:
