@@ -124,7 +124,9 @@ class Device:
 
 
 class Model:
-    def __init__(self, devices, seed, files_kb, tamper, period_ms, trial_ms, workdir):
+    def __init__(
+        self, devices, seed, files_kb, tamper, period_ms, trial_ms, workdir, faults=True, rate=None
+    ):
         self.rng = random.Random(seed)
         self.now = 0
         self.tamper = tamper
@@ -139,9 +141,14 @@ class Model:
         self.c = self.store.add(host_bundle.build(c, C, A, "unix", key))
         names = ["dev-%02d" % (i + 1) for i in range(devices)]
         targets = {n: B for n in names}
-        self.roles = {"power_cut": names[1], "tampered": names[2], "broken": names[3]}
-        targets[self.roles["broken"]] = C
-        self.ota = OtaService(self.store, StaticTargets(targets), rate_fps=20, airtime_fps=200)
+        self.roles = {}
+        if faults:
+            self.roles = {"power_cut": names[1], "tampered": names[2], "broken": names[3]}
+            targets[self.roles["broken"]] = C
+        rate_fps, airtime_fps = rate or (20, 200)
+        self.ota = OtaService(
+            self.store, StaticTargets(targets), rate_fps=rate_fps, airtime_fps=airtime_fps
+        )
         self.app = OtaApp(_Quiet(), self.ota, self.ota.registry)
         self.air = Air()
         self.stats = {"tampered": 0, "rejected": 0, "cut_at": None}
@@ -164,7 +171,7 @@ class Model:
         return (nonce, aad, aead.seal(nonce, aad, bytes(payload)))
 
     def send(self, dev, channel, payload, down):
-        if channel == 2 and down and dev.name == self.roles["tampered"] and payload[0] == 2:
+        if channel == 2 and down and dev.name == self.roles.get("tampered") and payload[0] == 2:
             payload = _corrupt_store(payload, self.b)  # a corrupted bundle store
         frame = (dev.name, down, channel, self.seal(dev, channel, payload, down), self.now)
         self.air.push(frame)
@@ -214,7 +221,7 @@ class Model:
                 dev.next_reading = self.now + self.period_ms
                 dev.readings.append((self.now, None))
                 self.send(dev, 0, b"%d" % (len(dev.readings) - 1), False)
-            cut = self.roles["power_cut"]
+            cut = self.roles.get("power_cut")
             t = self.ota.status(dev.name)
             if dev.name == cut and self.stats["cut_at"] is None and t and t["acked"] > 4000:
                 self.stats["cut_at"] = t["acked"]
@@ -273,15 +280,25 @@ def _corrupt_store(chunk, b):
 
 
 def run_model(
-    devices=6, seed=1, files_kb=20, tamper=0.05, period_ms=1000, trial_ms=TRIAL_MS, limit_s=600
+    devices=6,
+    seed=1,
+    files_kb=20,
+    tamper=0.05,
+    period_ms=1000,
+    trial_ms=TRIAL_MS,
+    limit_s=600,
+    faults=True,
+    rate=None,
 ):
     """Run until every transfer ended (and devices rebooted) or `limit_s`
-    simulated seconds; returns the figures checks() judges."""
-    if devices < 4:
+    simulated seconds; returns the figures checks() judges.  faults=False:
+    no special roles (every device is plain; for `make bench`); rate:
+    (rate_fps per device, airtime_fps for the network) of the OtaService."""
+    if faults and devices < 4:
         raise ValueError("the ota scenario needs at least 4 devices")
     work = tempfile.mkdtemp(prefix="atls-ota-")
     try:
-        m = Model(devices, seed, files_kb, tamper, period_ms, trial_ms, work)
+        m = Model(devices, seed, files_kb, tamper, period_ms, trial_ms, work, faults, rate)
         t_start = None
         t_end = None
         while m.now < limit_s * 1000:
@@ -333,6 +350,10 @@ def _result(m, t_start, t_end):
             "delivered_during_update": len([r for r in during if r[1] is not None]),
             "latency_ms_max": max(lat) if lat else None,
             "latency_ms_mean": sum(lat) / len(lat) if lat else None,
+            "latency_during": [r[1] - r[0] for r in during if r[1] is not None],
+            "latency_outside": [
+                r[1] - r[0] for r in d.readings if r[1] is not None and r not in during
+            ],
         }
     return {
         "roles": m.roles,

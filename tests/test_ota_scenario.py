@@ -38,3 +38,16 @@ def test_sim_cli_runs_the_ota_scenario(tmp_path):
     report = json.loads(rep.read_text())
     assert report["verdict"] == "pass"
     assert "rolled back" in json.dumps(report["checks"]), report["checks"]
+
+
+def test_bench_ota_section_quick():
+    from host_tools.bench.ota import ota
+    from host_tools.bench.sections import NOTES, SECTIONS
+
+    assert "ota" in dict(SECTIONS) and NOTES["ota"]
+    res = ota(quick=True)
+    # docs/OTA.md: a 104,051-byte bundle is 2,169 frames down, 363 up, ~150 KB on air
+    assert (res["typical_frames_down"], res["typical_frames_up"]) == (2169, 363)
+    assert 140_000 < res["typical_bytes_on_air"] < 160_000
+    assert res["fleet_all_updated"] and res["fleet_update_s"] > 0
+    assert res["reading_latency_ms_p95_during"] is not None

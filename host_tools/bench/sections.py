@@ -14,6 +14,8 @@ that measures and never asserts; the runner stores it in build/bench.json under
   boards              .mpy bytes per board, heap to import everything (issue 7)
   abuse               the service and the gateway under flood: honest success
                       and latency, RSS growth, amplification, fds (issue 14)
+  ota                 firmware updates: bytes and airtime of a typical update on
+                      ZigBee, time to update 10 devices, reading latency (issue 20)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -28,6 +30,7 @@ from host_tools.bench import (
     abuse,
     boards,
     link_overhead,
+    ota,
     service_handshakes,
     sim_scale,
     zigbee,
@@ -40,6 +43,7 @@ SECTIONS = (
     ("sim_scale", sim_scale.sim_scale),
     ("boards", boards.boards),
     ("abuse", abuse.abuse),
+    ("ota", ota.ota),
 )
 
 NOTES = {
@@ -49,6 +53,7 @@ NOTES = {
     "sim_scale": sim_scale.NOTE,
     "boards": boards.NOTE,
     "abuse": abuse.NOTE,
+    "ota": ota.NOTE,
 }
 
 
