@@ -193,3 +193,22 @@ def test_device_config_release_key_is_checked(tmp_path):
         else:
             with pytest.raises(DeviceConfigError):
                 load_config(str(tmp_path / "b.json"), str(tmp_path / "d.json"))
+
+
+AGENT_MPY = """
+import sys
+from atls.ota.agent import Agent, reset
+a = Agent("ab" * 32, "unix", None, 0, "%s")
+print("lazy", "atls.ota.updater" not in sys.modules, a.trial_until)
+print("reply", a.on_message(b"\\x99"), a.dropped, "atls.ota.updater" in sys.modules)
+reset()
+print("not reached")
+"""
+
+
+def test_agent_under_micropython_is_lazy_and_reset_exits_75(mpy, tmp_path):
+    from atls.ota.agent import RESET_EXIT
+
+    r = mpy.run(AGENT_MPY % (tmp_path / "ota"))
+    assert r.returncode == RESET_EXIT == 75, (r.stdout, r.stderr)
+    assert r.stdout.splitlines()[:2] == ["lazy True None", "reply None 1 True"]
