@@ -212,3 +212,42 @@ def test_agent_under_micropython_is_lazy_and_reset_exits_75(mpy, tmp_path):
     r = mpy.run(AGENT_MPY % (tmp_path / "ota"))
     assert r.returncode == RESET_EXIT == 75, (r.stdout, r.stderr)
     assert r.stdout.splitlines()[:2] == ["lazy True None", "reply None 1 True"]
+
+
+def _pair(app):
+    from host_tools.bench.pair import CCM8, Device, exchange, make_service, quiet_stderr
+
+    with quiet_stderr():
+        svc, tr = make_service("TLS_AES_128_CCM_8_SHA256", 1200, app=app)
+        dev = Device(CCM8, 1200)
+        dev.start(0)
+        exchange(dev, svc, tr, ("10.0.0.1", 5684))
+    assert dev.up
+    return svc, tr, dev
+
+
+def _core_grants():
+    import inspect
+
+    from host_tools.service import core
+
+    return "granted_channels" in inspect.getsource(core)
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_service_refuses_and_counts_channels_not_granted(svc, granted):
+    """PROTOCOL.md §4: the service's HELLO grants channel 2 (registry "ota");
+    a message on a channel not granted never reaches the application."""
+    d, pub, app, inner = svc
+    app.targets.ota_granted = lambda dev: granted
+    service, tr, dev = _pair(app)
+    with_core = _core_grants()
+    if with_core:
+        assert dev.link.peer_channels == (0x04 if granted else 0)
+    dev.link.send(b"\x81\x00\x00\x00\x00\x00", 0, 2)  # a STATUS on channel 2
+    dev.link.send(b"x", 0, 3)  # a reserved channel: never granted
+    from host_tools.bench.pair import exchange
+
+    exchange(dev, service, tr, ("10.0.0.1", 5684))
+    refused = app.counters["channel_refused"] + service.counters.get("channel_refused", 0)
+    assert refused == (1 if granted else 2)
