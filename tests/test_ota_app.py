@@ -251,3 +251,24 @@ def test_service_refuses_and_counts_channels_not_granted(svc, granted):
     exchange(dev, service, tr, ("10.0.0.1", 5684))
     refused = app.counters["channel_refused"] + service.counters.get("channel_refused", 0)
     assert refused == (1 if granted else 2)
+
+
+def test_agent_survives_memory_errors_and_then_waits_for_the_next_boot(tmp_path):
+    """A MemoryError in the update code must not end the application (its
+    readings): found at 168K heap on the unix port (the supervisor restarted
+    the app over and over, the heap too fragmented to come back)."""
+    from atls.ota import agent as agent_mod
+
+    class NoHeap:
+        state = "RECEIVING"
+        calls = 0
+
+        def on_message(self, p):
+            NoHeap.calls += 1
+            raise MemoryError
+
+    a = Agent("ab" * 32, "unix", None, 0, root=str(tmp_path / "ota"))
+    for _ in range(agent_mod.MAX_NOMEM + 3):
+        a.updater = a.updater or NoHeap()
+        assert a.on_message(b"\x01" + bytes(18)) is None
+    assert a.nomem == agent_mod.MAX_NOMEM and NoHeap.calls == agent_mod.MAX_NOMEM

@@ -24,6 +24,7 @@ from atls.session import DeviceSession
 from host_tools.ota import bundle
 
 PSK = bytes(range(32))
+HEAP = "200K"  # 64-bit unix port; 168K (test_fault_injection) is too small for the Updater
 SESSION_SENDS_HELLO = "self.hello" in inspect.getsource(DeviceSession)
 
 
@@ -37,7 +38,7 @@ def test_service_updates_a_micropython_device_which_confirms(mpyc, tmp_path):
     data = bundle.build(bundle.from_build_dir(fw), "1.1.0", "0.0.0", "unix", key)
     (store / "unix").mkdir(parents=True)
     (store / "unix" / "1.1.0.atb").write_bytes(data)
-    ota = {"bundles": "bundles", "rate_fps": 400, "frame_bytes": 1000, "window": 32}
+    ota = {"bundles": "bundles", "rate_fps": 400, "frame_bytes": 66, "window": 32}
     svc = ServiceProc(tmp_path / "svc", {"dev-1": PSK}, extra={"ota": ota})
     reg = json.loads((tmp_path / "svc" / "devices.json").read_text())
     reg["devices"]["dev-1"]["target_version"] = "1.1.0"
@@ -51,13 +52,13 @@ def test_service_updates_a_micropython_device_which_confirms(mpyc, tmp_path):
         "ota": {"release_key": pub.hex()},
     }
     (tmp_path / "device.json").write_text(json.dumps(dev))
-    d = Device(mpyc, tmp_path)
+    d = Device(mpyc, tmp_path, heapsize=HEAP)
     d2 = None
     try:
         d.wait_for(lambda e: e["ev"] == "ota_switched", timeout=120)
         assert d.proc.wait(30) == RESET_EXIT
         assert json.loads((tmp_path / "ota" / "boot.json").read_text())["state"] == "trial"
-        d2 = Device(mpyc, tmp_path)  # the reboot
+        d2 = Device(mpyc, tmp_path, heapsize=HEAP)  # the reboot
         d2.wait_for(lambda e: e["ev"] == "ota_confirmed" and e["version"] == "1.1.0", 60)
         d2.wait_for(lambda e: e["ev"] == "ack", 30)  # readings flow on the new version
         p = json.loads((tmp_path / "ota" / "boot.json").read_text())

@@ -16,7 +16,11 @@
              tests) SystemExit(RESET_EXIT), which the simulator answers by
              starting the device again (a reboot).
 
-A payload that is no update message is counted (`dropped`) and ignored.
+A payload that is no update message is counted (`dropped`) and ignored.  A
+MemoryError in the update code drops the Updater and its modules (`nomem`,
+status line `ota_nomem`): the readings go on, the service offers again; after
+MAX_NOMEM of them updates wait for the next boot (each reload fragments the
+heap further).
 """
 
 import sys
@@ -24,6 +28,7 @@ import sys
 from atls.ota import boot
 
 RESET_EXIT = 75  # unix port: the exit status that means "reboot me" (sim/fleet.py)
+MAX_NOMEM = 2  # MemoryErrors in the update code before updates wait for the next boot
 
 
 class Agent:
@@ -37,6 +42,7 @@ class Agent:
         self.updater = None
         self.confirmed = False
         self.dropped = 0
+        self.nomem = 0  # update messages dropped for want of heap
         self.switched = False
         trial_ms = boot.TRIAL_MS if trial_ms is None else trial_ms
         self.trial_until = now_ms + trial_ms if boot.on_trial(self.root) else None
@@ -52,20 +58,40 @@ class Agent:
             self._log("ota_confirmed", version=running_version(self.root))
 
     def on_message(self, payload):
-        if self.updater is None:
-            from atls.ota.updater import Updater
-
-            self.updater = Updater(self.root, self.key, self.board, log=self.log)
         from atls.errors import DecodeError
 
+        if self.nomem >= MAX_NOMEM:
+            return None  # no heap for updates in this power-up: readings first
         try:
+            if self.updater is None:
+                import gc
+
+                gc.collect()
+                from atls.ota.updater import Updater
+
+                self.updater = Updater(self.root, self.key, self.board, log=self.log)
             reply = self.updater.on_message(payload)
         except DecodeError:
             self.dropped += 1
             return None
+        except MemoryError:  # the readings go on; the service offers again later
+            self._unload()
+            self.nomem += 1
+            self._log("ota_nomem", n=self.nomem)
+            return None
         if self.updater.state == "SWITCHED":
             self.switched = True
         return reply
+
+    def _unload(self):
+        """Give the update code's heap back (it is loaded again when needed)."""
+        import gc
+
+        self.updater = None
+        for name in ("atls.ota.updater", "atls.ota.bundle"):
+            if name in sys.modules:
+                del sys.modules[name]
+        gc.collect()
 
     def reset_due(self, now_ms, idle):
         if self.switched and idle:
