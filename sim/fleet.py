@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from atls.ota.agent import RESET_EXIT  # a device process that exits so wants a reboot
 from host_tools.toolchain import FIRMWARE, ROOT, micropython_binary
 from sim.device_state import DeviceState
 
@@ -342,7 +343,16 @@ class Fleet:
                         self.triggers.remove(trig)
                         trig[2]()
         log.flush()
-        if p.poll() not in (None, 0, -15, -9):
+        try:
+            rc = p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc == RESET_EXIT and self.device_procs.get(name) is p:
+            # the firmware asked for a reboot (atls.ota.agent: an update switched,
+            # or a version on trial did not confirm): power-cycle it
+            self.note("device_reset", device=name)
+            self.start_device(name)
+        elif rc not in (None, 0, -15, -9):
             st.feed({"ev": "crash", "error": "exit %s" % p.returncode})
 
     def on_device_event(self, name, kind, callback):

@@ -125,6 +125,14 @@ def load_config(board_path="board_config.json", device_path="device.json"):
             int(board["watchdog_ms"])
     except (ValueError, TypeError, AttributeError):
         raise ConfigError("%s: link, app and watchdog_ms values must be numbers" % device_path)
+    ota = dev.get("ota")
+    if ota is not None:  # {"release_key": hex of the Ed25519 public key} (docs/OTA.md)
+        key = ota.get("release_key") if isinstance(ota, dict) else None
+        try:
+            if not isinstance(key, str) or len(unhexlify(key)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("%s: ota.release_key must be 64 hex digits" % device_path)
     return board, dev
 
 
@@ -246,6 +254,14 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
         boot=int(BOOT, 16),  # the high half of this boot's message ids (PROTOCOL.md §4)
     )
     session.preload()  # nothing loads mid-handshake (issue 12)
+    from atls.ota import running_version
+
+    session.hello = running_version().encode()  # the v2 HELLO reports it (docs/OTA.md)
+    ota = None
+    if (dev.get("ota") or {}).get("release_key"):  # updates on channel 2 (atls.ota.agent)
+        from atls.ota.agent import Agent
+
+        ota = Agent(dev["ota"]["release_key"], board.get("name", "unix"), status, clock())
     app = dev.get("app") or {}
     period = int(app.get("period_ms", 10000))
     stats_every = int(app.get("stats_ms", 10000))
@@ -256,7 +272,13 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
 
     def on_event(ev):
         kind = ev[0]
-        if kind == "up":
+        if kind == "message" and len(ev) > 2:  # another channel: 2 is the update's
+            reply = ota.on_message(ev[1]) if ota is not None and ev[2] == 2 else None
+            if reply is not None:
+                session.send(reply, clock(), 2)
+        elif kind == "up":
+            if ota is not None:
+                ota.on_up()  # a completed handshake confirms a version on trial
             status(
                 "up",
                 suite=SUITE_NAMES.get(ev[1], ev[1]),
@@ -299,6 +321,10 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
                 status("queue_full", n=state["n"])
             state["next"] = now + period
         step(session, transport, clock, on_event, feed=feed)
+        if ota is not None and ota.reset_due(now, not session.pending()):
+            from atls.ota.agent import reset
+
+            reset()  # into the new version, or back through the boot count
         if now >= state["stats"]:
             state["stats"] = now + stats_every
             lc = session.link.counters if session.link is not None else {}

@@ -19,6 +19,8 @@ that measures and never asserts; the runner stores it in build/bench.json under
   pico                the firmware on an emulated Raspberry Pi Pico (RP2040,
                       rp2040js): crypto, handshake CPU, heap, end to end over
                       the XBee path, ESP32 estimate (issue 16)
+  ota                 firmware updates: bytes and airtime of a typical update on
+                      ZigBee, time to update 10 devices, reading latency (issue 20)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -35,6 +37,7 @@ from host_tools.bench import (
     link_overhead,
     mqtt,
     pico,
+    ota,
     service_handshakes,
     sim_scale,
     zigbee,
@@ -49,6 +52,7 @@ SECTIONS = (
     ("abuse", abuse.abuse),
     ("mqtt", mqtt.mqtt),
     ("pico", pico.pico),
+    ("ota", ota.ota),
 )
 
 NOTES = {
@@ -60,6 +64,7 @@ NOTES = {
     "abuse": abuse.NOTE,
     "mqtt": mqtt.NOTE,
     "pico": pico.NOTE,
+    "ota": ota.NOTE,
 }
 
 

@@ -60,6 +60,8 @@ async def serve(service, host, port, stats=None, ready=None):
         except (NotImplementedError, RuntimeError):
             pass
     timers = asyncio.ensure_future(service.run_timers())
+    app_timers = getattr(service.app, "run_timers", None)  # e.g. host_tools.ota.app.OtaApp
+    app_timers = asyncio.ensure_future(app_timers(service)) if app_timers else None
 
     async def write_stats():
         while True:
@@ -73,6 +75,8 @@ async def serve(service, host, port, stats=None, ready=None):
     finally:
         timers.cancel()
         st.cancel()
+        if app_timers is not None:
+            app_timers.cancel()
         if bindings is not None:
             await bindings.stop()
         if admin is not None:

@@ -15,7 +15,8 @@ Config (JSON; paths relative to the config file):
      "http_listen": "127.0.0.1:8080",        # optional: ATLS over HTTP (draft §9),
      "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
      "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
-     "bindings": {"max_body": 16384, "max_wait_ms": 25000}}  # see docs/BINDINGS.md
+     "bindings": {"max_body": 16384, "max_wait_ms": 25000},  # see docs/BINDINGS.md
+     "ota": {"bundles": "bundles", "rate_fps": 10}}  # optional: updates (host_tools.ota.app)
 """
 
 import importlib
@@ -75,7 +76,8 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
         raise ConfigError("config %s: %s" % (path, e))
     base = path.parent
     key = cfg.get("registry_key")
-    registry = Registry(base / cfg.get("registry", "devices.json"), base / key if key else None)
+    registry_path = base / cfg.get("registry", "devices.json")
+    registry = Registry(registry_path, base / key if key else None)
     cert_chain = key = None
     if cfg.get("cert"):
         cert_chain = x509.load_pem_x509_certificates((base / cfg["cert"]).read_bytes())
@@ -100,6 +102,10 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
         from host_tools.service.mqtt_app import MqttConfig
 
         MqttConfig(cfg["mqtt"], base)  # checked even when another app runs
+    if cfg.get("ota") is not None:  # firmware updates on channel 2 (docs/OTA.md)
+        from host_tools.ota.app import from_config
+
+        app = from_config(app, cfg["ota"], base, registry_path)
     bindings = _binding_config(cfg, base)
     addr = split_hostport(cfg.get("listen", DEFAULT_LISTEN))
     if listen:

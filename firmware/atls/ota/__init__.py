@@ -15,6 +15,8 @@ FACTORY_VERSION).  docs/OTA.md describes the whole scheme.
 This module stays tiny: main.py imports atls.ota.boot before anything else.
 """
 
+import sys as _sys
+
 FACTORY_VERSION = "0.0.0"  # what a board runs from `make deploy` (no slot)
 
 
@@ -34,10 +36,36 @@ def format_version(v):
     return "%d.%d.%d" % (v[0], v[1], v[2])
 
 
+def default_root():
+    return "ota" if _sys.platform in ("linux", "darwin", "win32") else "/ota"
+
+
+def pointer(root=None):
+    """The pointer `boot.json` (dict) or None (factory; a corrupt pointer too).
+    A missing boot.json with a boot.tmp: the rename was cut short on FAT
+    (atls.ota.boot).  Here, not in boot, so the app reads the version without
+    loading the boot code (heap)."""
+    import json
+
+    root = default_root() if root is None else root
+    try:
+        try:
+            f = open(root + "/boot.json")
+        except OSError:
+            f = open(root + "/boot.tmp")
+        try:
+            p = json.loads(f.read())
+        finally:
+            f.close()
+    except (OSError, ValueError):
+        return None
+    if isinstance(p, dict) and p.get("slot", "") in ("", "a", "b"):
+        return p
+    return None
+
+
 def running_version(root=None):
     """The version this device runs ("major.minor.patch"): the selected
     slot's (from the pointer boot selection keeps true), else the factory's."""
-    from atls.ota import boot
-
-    p = boot.read_pointer(boot.default_root() if root is None else root)
+    p = pointer(root)
     return p["version"] if p and p.get("slot") else FACTORY_VERSION

@@ -30,25 +30,21 @@ After select() the pointer always names what runs; running_version() reads it.
 import json
 import sys
 
+from atls.ota import default_root as _default_root
 from atls.ota import fs as _fs
+from atls.ota import pointer as _pointer
 
 MAX_BOOTS = 3  # trial boots before a new version is rolled back
 TRIAL_MS = 600000  # a version on trial that has not confirmed after this long resets the board
 
 
 def default_root():
-    return "ota" if sys.platform in ("linux", "darwin", "win32") else "/ota"
+    return _default_root()
 
 
 def read_pointer(root):
     """The pointer (dict) or None (factory).  A corrupt pointer is None."""
-    try:
-        p = json.loads(_fs.read_replaced(root + "/boot.json", root + "/boot.tmp"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(p, dict) and p.get("slot", "") in ("", "a", "b"):
-        return p
-    return None
+    return _pointer(root)
 
 
 def write_pointer(root, p, fs=None):
@@ -191,4 +187,22 @@ def start(root=None, entry="atls.supervisor", reset=None):
             reset = machine.reset
         reset()
         raise
-    mod.main()
+    run = mod.main
+    del mod, p
+    if sys.implementation.name == "micropython":  # CPython callers keep their modules
+        _forget(sys.modules)
+    run()
+
+
+def _forget(modules):
+    """Leave the heap to the application (about 9 KiB): the boot code and the
+    OTA package are unloaded once the firmware is chosen; whatever needs them
+    later imports them again.  This module's names go too (start() keeps
+    running on its locals only)."""
+    for name in ("atls.ota.boot", "atls.ota.fs", "atls.ota"):
+        if name in modules:
+            del modules[name]
+    pkg = modules.get("atls")
+    if pkg is not None and "ota" in dir(pkg):
+        delattr(pkg, "ota")
+    globals().clear()
