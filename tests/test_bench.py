@@ -103,7 +103,7 @@ def test_zigbee_quick():
             == res[k + "hs_payload_bytes"] + 30 * res[k + "hs_frames_on_air"]
         )
         assert res[k + "msg16_up_frames"] == 2  # DATA up, ACK down
-        assert res[k + "msg16_up_air_bytes"] == (16 + 13) + (11 + 8) + 2 * 30
+        assert res[k + "msg16_up_air_bytes"] == (16 + 12) + (11 + 8) + 2 * 30
     for path in ("gateway_zigbee", "gateway_udp", "relay_udp"):
         _numbers(
             res,
@@ -175,7 +175,7 @@ def test_bench_main_quick_writes_sections(tmp_path, capsys):
     secs = data["sections"]
     assert set(secs) == {"aead", "link_overhead", "boards"}  # earlier results are kept
     assert secs["link_overhead"]["quick"] is True
-    assert secs["link_overhead"]["metrics"]["data_overhead_bytes_ccm8"] == 13
+    assert secs["link_overhead"]["metrics"]["data_overhead_bytes_ccm8"] == 12
     assert "mpy_bytes_esp32" in secs["boards"]["metrics"]
     assert "machine" in data
     printed = capsys.readouterr().out

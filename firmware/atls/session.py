@@ -69,6 +69,7 @@ class DeviceSession:
         boot=None,
     ):
         self.tls_config = tls_config
+        self.hello = b""  # our HELLO after the id base: the firmware version (app.py)
         self.link_config = link_config or LinkConfig()
         self.max_pending = max_pending
         self.retry_ms = retry_ms
@@ -329,7 +330,7 @@ class DeviceSession:
 
             if out:
                 self.link.send_flight(out, now_ms)
-            self.link.start_channel(key_block(tls), tls.suite, self._id)
+            self.link.start_channel(key_block(tls), tls.suite, self._id, self.hello)
             self.state = "up"
             self.suite = tls.suite
             self.tls = tls = None  # its secrets go; only the channel keys stay

@@ -8,7 +8,7 @@ from host_tools.bench.gateway_relay import gateway_vs_relay
 from host_tools.bench.pair import CCM8, Device, make_service, quiet_stderr
 
 AIR_OVERHEAD = 30  # sim.radio: PHY 6 + MAC 11 + NWK 8 + APS 5 bytes per frame
-DATA_OVERHEAD_CCM8 = 13  # DATA: 3-byte header + 2-byte seq + 8-byte tag (PROTOCOL.md §3)
+DATA_OVERHEAD_CCM8 = 12  # DATA (v2): 3-byte header + 1-byte seq + 8-byte tag (PROTOCOL.md §3)
 
 NOTE = (
     "air = payload + 30 B/frame (PHY+MAC+NWK+APS, sim/radio.py); gateway and relay "

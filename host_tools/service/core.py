@@ -122,6 +122,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
             "duplicates_suppressed": 0,
             "messages_moved": 0,
             "resets_sent": 0,
+            "channel_refused": 0,  # messages on a channel the device was not granted
             "bytes_in": 0,  # UDP
             "bytes_out": 0,
             "handshake_failures": {},  # reason (the alert we sent, not_registered) -> count
@@ -377,7 +378,9 @@ class Service(asyncio.DatagramProtocol, Continuity):
             self.end(other, "replaced by a new session")
         if base is None or base >> 32 != self.peers.epoch:
             base = self.peers.next_out(sess.key)
-        hello = b"\x04" + self.peers.token(sess.sid)  # granted channels (2) || reset token
+        grant = getattr(self.app, "granted_channels", None)  # bit n: channel n (2 = updates)
+        sess.granted = grant(sess) if grant is not None else 0x04
+        hello = bytes((sess.granted,)) + self.peers.token(sess.sid)  # granted || reset token
         sess.link.start_channel(sess.tls.export(), SUITES[sess.suite], base, hello)  # key block
         sess.backlog.extend(moved)
         self.counters["messages_moved"] += len(moved)

@@ -48,6 +48,7 @@ class Session:
         self.credential = None  # ("psk", key digest) or ("cert", fingerprint), once up
         self.auth = None  # "psk" | "cert": the identity's namespace
         self.last_msg_id = None  # id of the message being delivered (§4)
+        self.granted = 0  # channels granted in our HELLO (bit n: channel n)
         self.device_hello = None  # what the device's HELLO carried after its id base
         self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
@@ -137,6 +138,8 @@ class Continuity:
         if msg_id is not None and self.peers.duplicate(key, msg_id):
             self.counters["duplicates_suppressed"] += 1
             msg_id = None
+        elif channel > 7 or (channel > 1 and not (sess.granted >> channel) & 1):
+            self.counters["channel_refused"] += 1  # acknowledged, never delivered
         elif channel == 0 or channel > 1:
             sess.last_msg_id = msg_id
             self.counters["messages_in"] += 1
