@@ -96,7 +96,21 @@ class AtlsClient:
         """Send what the link has (maybe nothing: a poll) and take in the
         answer.  wait_ms lets the service hold an otherwise empty answer."""
         out = self.link.datagrams(self.clock())
-        answer = await self.transport.post_packets(out, 0 if out else wait_ms)
+        try:
+            answer = await self.transport.post_packets(out, 0 if out else wait_ms)
+        except TransportError as e:
+            if not e.packets:
+                raise
+            # the service lost the session and answered with its RESET (PROTOCOL.md
+            # §5): the link checks the token; a valid one ends it ("error", "reset")
+            now = self.clock()
+            for p in e.packets:
+                self.link.receive(p, now)
+            self._ev.extend(self.link.events())
+            if self.link.state != "failed":
+                raise  # not our token: the refusal stands
+            self.transport.reset()
+            return len(out), len(e.packets)
         now = self.clock()
         for p in answer:
             self.link.receive(p, now)
