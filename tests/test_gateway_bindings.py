@@ -434,6 +434,43 @@ def test_relay_refused_handshake_and_device_restart(svc):
     assert s["handshakes_failed"] == n and s["handshakes_ok"] == 2
 
 
+def test_relay_refused_later_flight_carries_the_assigned_session_id(svc, monkeypatch):
+    """§5: the service refuses the device's second flight (client Finished)
+    after it assigned a session id: the relay's ERROR handshake_failed
+    carries that id - the one the device has - and the device, whose channel
+    is not confirmed yet, ends the attempt (handshake_failed), no hint."""
+    base = relay.HttpTransport
+
+    class RefuseSecond(base):
+        flights = 0
+
+        async def post_flight(self, flight):
+            RefuseSecond.flights += 1
+            if RefuseSecond.flights == 2:
+                raise relay.TransportError(400, "handshake_failed", "handshake_failed: test")
+            return await base.post_flight(self, flight)
+
+    monkeypatch.setattr(relay, "HttpTransport", RefuseSecond)
+    target = Target("svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000})
+
+    async def go():
+        r = Radio(target)
+        try:
+            await r.run(lambda: r.kinds("down") or r.kinds("failed"))
+            return r, r.dev.last_error
+        finally:
+            await r.close()
+
+    r, last = asyncio.run(go())
+    sids = {p[1:3] for p in r.down if p[0] & 7 != wire.ERROR}
+    assert len(sids) == 1 and sids != {b"\x00\x00"}  # the service flight named the id
+    sid = int.from_bytes(sids.pop(), "big")
+    errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
+    assert errors == [wire.encode(wire.ERROR, sid, b"\x02")]
+    assert last == "handshake_failed" and r.dev.state != "up"
+    assert r.counters["errors"] == {"flight_handshake_failed": 1}
+
+
 # ---- end to end: MicroPython devices, emulated radio, gateway and service processes ----
 
 HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
