@@ -31,18 +31,23 @@ time, one HttpTransport / CoapTransport per session; the service is a
   packets the service sends on its own (application messages from timers,
   retransmissions).  Late fragments of the device's last flight still go to
   the relay link (it repeats its HS_ACK).
-* Errors.  A device packet for a session id the relay does not have (e.g.
-  after a gateway restart) gets an ERROR `unknown_session` (at most one per
-  `_ERROR_GAP_S`), unless a new handshake of that device is under way.  A
-  refused or failed flight ends the relay session with an ERROR to the device
-  (`handshake_failed` for 4xx handshake_failed, `busy` for rate/busy/network
-  trouble, `unknown_session` otherwise), so the device re-handshakes after its
-  backoff.  `unknown_session` on a batch ends the session with an ERROR; on
-  the long poll (the service timed the session out while the device was
-  quiet) it ends the session silently, and the device's next packet gets the
-  ERROR, as over UDP.  Other batch errors drop the batch (the links
-  retransmit).  A new first flight (session id 0 with a different fragment 0,
-  or after the handshake) replaces the session: the device restarted.
+* Errors (link protocol v2, docs/PROTOCOL.md §5): the relay cannot end a
+  device's session.  Once the channel is up it never makes up an ERROR: an
+  `unknown_session` refusal of a batch ends the relay session and forwards
+  the service's RESET it carried (if any) unchanged; so does one of the long
+  poll (nothing to forward: a poll holds no packet).  A device packet for a
+  session id the relay does not have (a gateway restart, or after the above)
+  is dropped; a sealed one longer than a RESET is posted alone without a
+  cookie (`_probe`, one at a time, at most one per `_PROBE_GAP_S`), and the
+  service answers with its RESET only if it does not hold that id either;
+  otherwise the device's own peer timeout finds the dead path.  During a
+  handshake a refused or failed flight ends the relay session with an ERROR
+  carrying the id the device has (the service's, once a flight with it went
+  down; else 0, a hint the device backs off on): `handshake_failed` for 4xx
+  handshake_failed, `busy` for rate/busy/network trouble, `unknown_session`
+  otherwise.  Other batch errors drop the batch (the links retransmit).  A
+  new first flight (session id 0 with a different fragment 0, or after the
+  handshake) replaces the session: the device restarted.
 * Bounded: one session and at most two requests per device, `queue` packets
   waiting, relay sessions idle for `idle_timeout_s` end.  Counters per kind
   ("http", "coap") in the gateway's stats under "relay"; nothing is logged

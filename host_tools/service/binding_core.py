@@ -30,6 +30,12 @@ Theory of operation
   (identical retransmissions are stored once; beyond `_OUTBOX` the oldest
   go, the link retransmits them).  A request may wait (`ATLS-Wait`, CoAP
   `wait=`) up to max_wait_ms for the outbox to fill.
+* A batch for a session the binding does not have (or without a cookie) is
+  refused unknown_session carrying the RESETs UDP would send for its
+  session ids (resets(): Service.unknown_answer, only ids the service does
+  not hold, only for sealed packets longer than the RESET): the device's
+  link ends on the token, nothing else from the path can end it
+  (docs/PROTOCOL.md §5, docs/BINDINGS.md).
 * Everything malformed is answered with a 4xx / 4.xx and a short reason
   (body "reason: detail", HTTP header ATLS-Error), counted in
   counters[<binding>]["rejected"][reason]; only a bad handshake flight
