@@ -383,6 +383,49 @@ def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(t
     assert rej.get("unknown_session", 0) >= 1 and rej.get("missing_cookie", 0) >= 1
 
 
+def test_relay_probe_after_gateway_and_service_restart_gets_the_reset(tmp_path):
+    """Both the gateway and the service restarted: the fresh relay has no
+    cookie for the device's session, so it posts the device's sealed packet
+    alone, without one (a probe); the service, which does not hold that
+    session id either, answers with its RESET, which reaches the device
+    unchanged and ends the session at once (no peer timeout: it is 60 s
+    here); the device re-handshakes and its message goes through once."""
+    port = free_port(socket.SOCK_STREAM)
+    svc = Svc(tmp_path, http=port)
+    url = svc.http
+
+    async def go():
+        nonlocal svc
+        target = Target("svc", {"url": url, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
+        r = Radio(target)  # peer_timeout_ms: the default 60 s
+        try:
+            await r.run(lambda: r.dev.state == "up")
+            sid = r.flow.sess.sid
+            r.flow.close()
+            svc.stop()
+            svc = Svc(tmp_path, http=port)
+            r.new_flow(target)
+            msgs, echoes = await r.exchange(3, b"after-both-restarted")
+            return r, sid, msgs, echoes
+        finally:
+            await r.close()
+
+    try:
+        r, sid, msgs, echoes = asyncio.run(go())
+        s = svc.counters()
+    finally:
+        svc.stop()
+    assert sorted(set(echoes)) == msgs
+    token = PeerTable(tmp_path / "service-state").token(sid)
+    reset = wire.encode(wire.ERROR, sid, bytes((wire.RESET,)) + token)
+    errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
+    assert errors and set(errors) == {reset}
+    assert [e[1] for e in r.kinds("down")] == ["reset"]
+    k = r.counters
+    assert k["probes"] >= 1 and k["resets_down"] == len(errors) and k["error_packets"] == 0
+    assert s["resets_sent"] >= 1 and s["handshakes_ok"] == 1 and s["messages_in"] == 3
+
+
 def test_relay_refused_handshake_and_device_restart(svc):
     """A PSK the service does not know: the flight gets 400 handshake_failed
     and the device an ERROR handshake_failed for session 0 (it has no id
