@@ -90,9 +90,12 @@ class AtlsClient:
         self.link.start_channel(key_block(tls), tls.suite, self._next_id)
         self.suite = tls.suite
         for _ in range(max_flights):  # v2: both HELLOs (seq 0, control channel) first
-            if self.link.peer_base is not None:
+            if self.link.peer_base is not None or self.link.state == "failed":
                 break
             await self.exchange(wait_ms=500)
+        if self.link.state == "failed":  # e.g. the service's RESET: no session
+            why = [str(e[1]) for e in self._ev if e[0] == "error"]
+            raise TransportError(200, "session_ended", why[-1] if why else "failed")
         if self.link.peer_base is not None:
             await self.exchange()  # the ACK of the service's HELLO, so it is not resent
         self.handshake_ms = self.clock() - t0

@@ -278,6 +278,9 @@ class BindingCore:
             self.reject("handshake_failed", e.alert_name or e.reason)
         if sess.tls.done:
             svc.established(sess, now)
+            if not svc.is_live(sess):  # TLS done, but no registered identity: refused
+                self._end(peer, "not authenticated")
+                self.reject("handshake_failed", "not registered")
         peer.last_req, peer.last_resp = body, out
         return peer, out, created
 
