@@ -926,3 +926,41 @@ def test_service_https_listener(tmp_path, creds):
         assert attrs == {"httponly", "path", "samesite", "secure"}
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize("kind", ["http", "coap"])
+def test_unregistered_certificate_is_refused_on_its_last_flight(tmp_path, creds, kind):
+    """A device certificate from the trusted device CA that is not in the
+    registry: TLS completes, the service refuses the last flight (400 / 4.00
+    handshake_failed: not registered) - it does not answer as if the session
+    were up and RESET the device later (PROTOCOL.md §5: a handshake the
+    service refused ends with handshake_failed)."""
+    svc = Svc(tmp_path, creds)
+    stranger = pki.make_cert("device-x", issuer=creds["dev_ca"], client=True)
+    cfg = ClientConfig(
+        ca_certs=[pki.der(creds["ca"].cert)],
+        server_name="service.local",
+        client_certs=[pki.der(stranger.cert)],
+        client_key=stranger.key.private_numbers().private_value.to_bytes(32, "big"),
+    )
+
+    async def go():
+        tr = hc.make_transport(svc.http if kind == "http" else svc.coap)
+        client = hc.AtlsClient(tr, cfg)
+        try:
+            await client.connect()
+            return None
+        except hc.TransportError as e:
+            return e
+        finally:
+            await tr.close()
+
+    try:
+        err = asyncio.run(go())
+        c = svc.counters()
+    finally:
+        svc.stop()
+    assert err is not None and err.reason == "handshake_failed", err
+    assert "not registered" in err.detail
+    assert c["handshakes_failed"] == 1 and c["handshakes_ok"] == 0
+    assert c[kind]["rejected"] == {"handshake_failed": 1} and c["resets_sent"] == 0

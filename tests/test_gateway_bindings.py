@@ -23,6 +23,7 @@ HTTP(S) or CoAP (issue 8; host_tools/gateway/relay.py, docs/BINDINGS.md
 import asyncio
 import json
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -41,6 +42,8 @@ from host_tools import gateway as G
 from host_tools import pki
 from host_tools.gateway import relay
 from host_tools.gateway.config import Target
+from host_tools.service.dedupe import PeerTable
+from host_tools.toolchain import free_port
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -144,14 +147,14 @@ def test_config_rejects_bad_services(tmp_path, services, extra, msg):
 
 
 class Svc(ServiceProc):
-    def __init__(self, tmp, devices=None, **kw):
+    def __init__(self, tmp, devices=None, http=0, **kw):
         ServiceProc.__init__(
             self,
             tmp,
             devices=devices or {"dev-a": PSK},
             link={"mtu": MTU, "rto_ms": 300, "rto_max_ms": 2000},
             limits={"rate_per_s": 5000, "rate_burst": 10000},
-            extra={"http_listen": "127.0.0.1:0", "coap_listen": "127.0.0.1:0"},
+            extra={"http_listen": "127.0.0.1:%d" % http, "coap_listen": "127.0.0.1:0"},
             **kw,
         )
         addrs = json.loads((self.tmp / "service.ready.json").read_text())
@@ -204,13 +207,13 @@ class Radio:
     """The device's side: DeviceSession + a radio made of two lists.  Packets
     from the relay are delivered on the next turn, like frames in flight."""
 
-    def __init__(self, target, identity=b"dev-a", psk=PSK):
+    def __init__(self, target, identity=b"dev-a", psk=PSK, **link):
         self.counters = relay.new_counters()
         self.clients = relay.Clients()
         self.flow = self.new_flow(target)
         self.dev = DeviceSession(
             ClientConfig(psk=psk, psk_identity=identity),
-            LinkConfig(mtu=MTU, rto_ms=300, rto_max_ms=2000),
+            LinkConfig(mtu=MTU, rto_ms=300, rto_max_ms=2000, **link),
             retry_ms=200,
             retry_max_ms=1000,
         )
@@ -321,54 +324,113 @@ def test_relay_in_process_flights_unmodified_sid_adopted(svc, kind, monkeypatch)
     assert s[kind]["sessions_total"] == 1 and s[kind]["rejected"] == {}
 
 
-def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(svc):
-    """unknown_session on a batch (the service no longer knows the cookie)
-    ends the relay session with an ERROR; the device re-handshakes and its
-    unacknowledged messages go through the new session.  A restarted
-    gateway (a fresh RelayFlow) answers the device's old session id with an
-    ERROR unknown_session, and the device comes back the same way."""
-    target = Target("svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
+def _resets(packets):
+    return [p for p in packets if p[0] & 7 == wire.ERROR and p[3] == wire.RESET]
+
+
+def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(tmp_path):
+    """PROTOCOL.md §5, BINDINGS.md "Relay": the service restarts and no longer
+    has the session: the device's next batch (or the relay's probe) gets the
+    service's RESET for that session id, which the relay forwards unchanged;
+    the device ends the session on it (the token from the service's HELLO)
+    and re-handshakes, and its unacknowledged messages go through the new
+    session exactly once.  A restarted gateway (a fresh RelayFlow) has no
+    say over the device's session: it sends the device nothing (no forged
+    ERROR), the service still holds the session so there is no RESET either,
+    and the device finds the dead path by its own peer timeout."""
+    port = free_port(socket.SOCK_STREAM)
+    svc = Svc(tmp_path, http=port)
+    url = svc.http
 
     async def go():
-        r = Radio(target)
+        nonlocal svc
+        target = Target("svc", {"url": url, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
+        r = Radio(target, peer_timeout_ms=3000)
         try:
             await r.run(lambda: r.dev.state == "up")
             a = await r.exchange(10, b"a")
             first_sid = r.flow.sess.sid
-            r.flow.sess.tr.cookie = "00" * 16  # the service forgot the session
-            b = await r.exchange(10, b"b")
+            svc.stop()  # the service restarts: it has lost the session (same reset.key)
+            svc = Svc(tmp_path, http=port)
+            b = await r.exchange(10, b"b-after-restart")  # DATA longer than a RESET
             second_sid = r.flow.sess.sid
             r.new_flow(target)  # the gateway restarted: no relay state for the device
-            c = await r.exchange(10, b"c")
+            c = await r.exchange(10, b"c-gateway-restarted")
             return r, a, b, c, first_sid, second_sid
         finally:
             await r.close()
 
-    r, a, b, c, sid1, sid2 = asyncio.run(go())
+    try:
+        r, a, b, c, sid1, sid2 = asyncio.run(go())
+        s = svc.counters()
+    finally:
+        svc.stop()
     for msgs, echoes in (a, b, c):
         assert sorted(set(echoes)) == msgs  # every message echoed (exactly once by the app)
+    token = PeerTable(tmp_path / "service-state").token(sid1)  # the service's reset.key
+    reset = wire.encode(wire.ERROR, sid1, bytes((wire.RESET,)) + token)
     errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
-    assert errors == [
-        wire.encode(wire.ERROR, sid1, b"\x01"),
-        wire.encode(wire.ERROR, sid2, b"\x01"),
-    ]
-    downs = r.kinds("down")
-    assert [e[1] for e in downs] == ["unknown_session", "unknown_session"]
+    assert errors and set(errors) == {reset}  # the service's RESET, nothing forged
+    assert [e[1] for e in r.kinds("down")] == ["reset", "peer_timeout"]
     assert r.dev.handshakes_ok == 3 and len({sid1, sid2, r.dev.link.session_id}) == 3
     k = r.counters
-    # whichever request met the forged cookie first: a batch ends the session with the
-    # ERROR, the long poll ends it quietly and the device's next packet gets the ERROR
-    seen = k["errors"].get("batch_unknown_session", 0) + k["errors"].get("poll_unknown_session", 0)
-    assert 1 <= seen <= 2 and k["error_packets"] == 2
-    assert k["drops"].get("unknown_session", 0) >= 1 and k["handshakes"] == 3
-    s = svc.counters()
-    assert s["handshakes_ok"] == 3 and s["messages_in"] == 30
-    assert s["http"]["rejected"] == {"unknown_session": seen}
+    assert k["error_packets"] == 0 and k["resets_down"] == len(errors)
+    assert k["drops"].get("unknown_session", 0) >= 1 and k["probes"] >= 1
+    assert k["handshakes"] == 3
+    # the restarted service: the RESET, then both new sessions; nothing twice
+    assert s["resets_sent"] >= 1 and s["handshakes_ok"] == 2 and s["messages_in"] == 20
+    rej = s["http"]["rejected"]
+    assert rej.get("unknown_session", 0) >= 1 and rej.get("missing_cookie", 0) >= 1
+
+
+def test_relay_probe_after_gateway_and_service_restart_gets_the_reset(tmp_path):
+    """Both the gateway and the service restarted: the fresh relay has no
+    cookie for the device's session, so it posts the device's sealed packet
+    alone, without one (a probe); the service, which does not hold that
+    session id either, answers with its RESET, which reaches the device
+    unchanged and ends the session at once (no peer timeout: it is 60 s
+    here); the device re-handshakes and its message goes through once."""
+    port = free_port(socket.SOCK_STREAM)
+    svc = Svc(tmp_path, http=port)
+    url = svc.http
+
+    async def go():
+        nonlocal svc
+        target = Target("svc", {"url": url, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000})
+        r = Radio(target)  # peer_timeout_ms: the default 60 s
+        try:
+            await r.run(lambda: r.dev.state == "up")
+            sid = r.flow.sess.sid
+            r.flow.close()
+            svc.stop()
+            svc = Svc(tmp_path, http=port)
+            r.new_flow(target)
+            msgs, echoes = await r.exchange(3, b"after-both-restarted")
+            return r, sid, msgs, echoes
+        finally:
+            await r.close()
+
+    try:
+        r, sid, msgs, echoes = asyncio.run(go())
+        s = svc.counters()
+    finally:
+        svc.stop()
+    assert sorted(set(echoes)) == msgs
+    token = PeerTable(tmp_path / "service-state").token(sid)
+    reset = wire.encode(wire.ERROR, sid, bytes((wire.RESET,)) + token)
+    errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
+    assert errors and set(errors) == {reset}
+    assert [e[1] for e in r.kinds("down")] == ["reset"]
+    k = r.counters
+    assert k["probes"] >= 1 and k["resets_down"] == len(errors) and k["error_packets"] == 0
+    assert s["resets_sent"] >= 1 and s["handshakes_ok"] == 1 and s["messages_in"] == 3
 
 
 def test_relay_refused_handshake_and_device_restart(svc):
     """A PSK the service does not know: the flight gets 400 handshake_failed
-    and the device an ERROR handshake_failed (sid 0: it has none yet).  A
+    and the device an ERROR handshake_failed for session 0 (it has no id
+    yet), which it takes as a hint (§5: back off, never fatal); it retries
+    until its handshake times out, every answer addressed to session 0.  A
     device that starts a new handshake while its session is open gets a new
     relay session (the old one is dropped)."""
 
@@ -376,9 +438,16 @@ def test_relay_refused_handshake_and_device_restart(svc):
         target = Target(
             "svc", {"url": svc.coap, "rto_ms": 300, "rto_max_ms": 2000, "poll_ms": 2000}
         )
-        bad = Radio(target, psk=bytes(32))
+        bad = Radio(target, psk=bytes(32), handshake_timeout_ms=4000)
+        hints = [0]
+
+        def down():
+            if bad.dev.link is not None:  # ERRORs the device took as hints (§5)
+                hints[0] = max(hints[0], bad.dev.link.counters["hints"])
+            return bad.kinds("down")
+
         try:
-            await bad.run(lambda: bad.kinds("down"))
+            await bad.run(down)
         finally:
             await bad.close()
         good = Radio(target)
@@ -391,18 +460,58 @@ def test_relay_refused_handshake_and_device_restart(svc):
             msgs, echoes = await good.exchange(5, b"after")
         finally:
             await good.close()
-        return bad, good, old, msgs, echoes
+        return bad, hints[0], good, old, msgs, echoes
 
-    bad, good, old, msgs, echoes = asyncio.run(go())
-    assert bad.kinds("down")[0][1] == "handshake_failed"
-    assert [p for p in bad.down if p[0] & 7 == wire.ERROR][0] == wire.encode(wire.ERROR, 0, b"\x02")
-    assert bad.counters["errors"] == {"flight_handshake_failed": 1}
+    bad, hints, good, old, msgs, echoes = asyncio.run(go())
+    assert bad.kinds("down")[0][1] == "handshake_timeout"
+    errors = [p for p in bad.down if p[0] & 7 == wire.ERROR]
+    assert errors and set(errors) == {wire.encode(wire.ERROR, 0, b"\x02")}
+    assert hints >= 1 and bad.dev.handshakes_ok == 0
+    n = bad.counters["errors"]["flight_handshake_failed"]
+    assert bad.counters["errors"] == {"flight_handshake_failed": n} and n == len(errors)
     assert bad.counters["handshakes"] == 0 and bad.counters["active"] == 0
     assert echoes == msgs and old.state == relay.DEAD
     assert good.counters["errors"].get("device_restarted") == 1
     assert good.counters["sessions"] == 2 and good.counters["handshakes"] == 2
     s = svc.counters()
-    assert s["handshakes_failed"] == 1 and s["handshakes_ok"] == 2
+    assert s["handshakes_failed"] == n and s["handshakes_ok"] == 2
+
+
+def test_relay_refused_later_flight_carries_the_assigned_session_id(svc, monkeypatch):
+    """§5: the service refuses the device's second flight (client Finished)
+    after it assigned a session id: the relay's ERROR handshake_failed
+    carries that id - the one the device has - and the device, whose channel
+    is not confirmed yet, ends the attempt (handshake_failed), no hint."""
+    base = relay.HttpTransport
+
+    class RefuseSecond(base):
+        flights = 0
+
+        async def post_flight(self, flight):
+            RefuseSecond.flights += 1
+            if RefuseSecond.flights == 2:
+                raise relay.TransportError(400, "handshake_failed", "handshake_failed: test")
+            return await base.post_flight(self, flight)
+
+    monkeypatch.setattr(relay, "HttpTransport", RefuseSecond)
+    target = Target("svc", {"url": svc.http, "rto_ms": 300, "rto_max_ms": 2000})
+
+    async def go():
+        r = Radio(target)
+        try:
+            await r.run(lambda: r.kinds("down") or r.kinds("failed"))
+            return r, r.dev.last_error
+        finally:
+            await r.close()
+
+    r, last = asyncio.run(go())
+    sids = {p[1:3] for p in r.down if p[0] & 7 != wire.ERROR}
+    assert len(sids) == 1 and sids != {b"\x00\x00"}  # the service flight named the id
+    sid = int.from_bytes(sids.pop(), "big")
+    errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
+    assert errors == [wire.encode(wire.ERROR, sid, b"\x02")]
+    assert last == "handshake_failed" and r.dev.state != "up"
+    assert r.counters["errors"] == {"flight_handshake_failed": 1}
 
 
 # ---- end to end: MicroPython devices, emulated radio, gateway and service processes ----

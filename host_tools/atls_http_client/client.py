@@ -9,6 +9,7 @@ After the handshake both sides export the key block (docs/PROTOCOL.md §3,
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import time
 from pathlib import Path
@@ -30,9 +31,15 @@ def _now_ms():
 class AtlsClient:
     """TLSClient + Link over an HTTP or CoAP transport.  After connect(),
     send() queues messages and exchange() moves packets; events() returns
-    ("message", bytes), ("delivered", seq), ("closed"|"error", reason)."""
+    ("message", bytes), ("delivered", seq), ("closed"|"error", reason).
+    When the service lost the session, its refusal of a batch carries its
+    RESET (PROTOCOL.md §5, BINDINGS.md): exchange() gives it to the link, a
+    valid token ends it with ("error", "reset") and the transport forgets
+    the session; connect() starts a new one, whose message ids go on from
+    the old session's (boot: the high 32 bits of every id, random by
+    default, so that two clients never share ids)."""
 
-    def __init__(self, transport, tls_config, link_config=None, clock=_now_ms):
+    def __init__(self, transport, tls_config, link_config=None, clock=_now_ms, boot=None):
         self.transport = transport
         self.tls_config = tls_config
         self.link_config = link_config or LinkConfig(mtu=1200)
@@ -44,6 +51,11 @@ class AtlsClient:
         self.flights_sent = []  # exactly what TLSClient wrote, per request
         self.flights_received = []  # exactly what the service answered
         self._ev = []
+        # PROTOCOL.md §4: message ids boot << 32 | counter, unique per client (the
+        # service de-duplicates by them across sessions and its own restarts)
+        if boot is None:
+            boot = int.from_bytes(os.urandom(4), "big")
+        self._next_id = (boot & 0xFFFFFFFF) << 32
 
     @property
     def sid(self):
@@ -72,13 +84,18 @@ class AtlsClient:
             raise AlertError(80, "handshake did not finish")
         if self.transport.sid is None:
             raise TransportError(200, "no_session_id", "the service named no session id")
+        if self.link is not None and self.link.channel is not None:  # a new session
+            self._next_id = self.link.first_unacked_id(True)  # ids go on, never reused
         self.link = Link("client", self.link_config, self.transport.sid)
-        self.link.start_channel(key_block(tls), tls.suite)
+        self.link.start_channel(key_block(tls), tls.suite, self._next_id)
         self.suite = tls.suite
         for _ in range(max_flights):  # v2: both HELLOs (seq 0, control channel) first
-            if self.link.peer_base is not None:
+            if self.link.peer_base is not None or self.link.state == "failed":
                 break
             await self.exchange(wait_ms=500)
+        if self.link.state == "failed":  # e.g. the service's RESET: no session
+            why = [str(e[1]) for e in self._ev if e[0] == "error"]
+            raise TransportError(200, "session_ended", why[-1] if why else "failed")
         if self.link.peer_base is not None:
             await self.exchange()  # the ACK of the service's HELLO, so it is not resent
         self.handshake_ms = self.clock() - t0
@@ -96,7 +113,21 @@ class AtlsClient:
         """Send what the link has (maybe nothing: a poll) and take in the
         answer.  wait_ms lets the service hold an otherwise empty answer."""
         out = self.link.datagrams(self.clock())
-        answer = await self.transport.post_packets(out, 0 if out else wait_ms)
+        try:
+            answer = await self.transport.post_packets(out, 0 if out else wait_ms)
+        except TransportError as e:
+            if not e.packets:
+                raise
+            # the service lost the session and answered with its RESET (PROTOCOL.md
+            # §5): the link checks the token; a valid one ends it ("error", "reset")
+            now = self.clock()
+            for p in e.packets:
+                self.link.receive(p, now)
+            self._ev.extend(self.link.events())
+            if self.link.state != "failed":
+                raise  # not our token: the refusal stands
+            self.transport.reset()
+            return len(out), len(e.packets)
         now = self.clock()
         for p in answer:
             self.link.receive(p, now)

@@ -27,6 +27,7 @@ from host_tools.http_binding import (
     SID_OPTION,
     WAIT_HEADER,
     WAIT_QUERY,
+    FramingError,
     pack_packets,
     unpack_packets,
 )
@@ -46,14 +47,26 @@ def backoff_s(retry_after, attempt, rand=random.random):
 class TransportError(Exception):
     """A non-success answer: status (HTTP int or CoAP code string), reason
     (the service's short reason, e.g. unknown_session), detail text, and
-    retry_after (seconds the service asked to wait, or None)."""
+    retry_after (seconds the service asked to wait, or None) and packets:
+    link packets the refusal carried (an unknown_session answer to a batch
+    holds the service's RESET for the session, docs/BINDINGS.md: give them
+    to the link), else []."""
 
-    def __init__(self, status, reason, detail="", retry_after=None):
+    def __init__(self, status, reason, detail="", retry_after=None, packets=()):
         Exception.__init__(self, "%s %s %s" % (status, reason, detail))
         self.status = status
         self.reason = reason
         self.detail = detail
         self.retry_after = retry_after
+        self.packets = list(packets)
+
+
+def _carried(body):
+    """The link packets of a refusal's application/atls-data body ([] if bad)."""
+    try:
+        return unpack_packets(body)
+    except FramingError:
+        return []
 
 
 async def _with_retries(transport, attempt_once):
@@ -122,13 +135,16 @@ class HttpTransport:
         ) as resp:
             data = await resp.read()
             if resp.status != 200:
+                got = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                packets = _carried(data) if got == CT_DATA else []
                 raise TransportError(
                     resp.status,
                     resp.headers.get(ERROR_HEADER, "http"),
-                    data[:200].decode("utf-8", "replace"),
+                    "" if packets else data[:200].decode("utf-8", "replace"),
                     _seconds(resp.headers.get("Retry-After"))
                     if resp.status in (429, 503)
                     else None,
+                    packets,
                 )
             morsel = resp.cookies.get(COOKIE)
             if morsel is not None:
@@ -211,6 +227,10 @@ class CoapTransport:
             if not echo:
                 break
         if not resp.code.is_successful():
+            cf = resp.opt.content_format
+            if cf is not None and int(cf) == CF_DATA:  # a lost session's RESETs
+                packets = _carried(resp.payload)
+                raise TransportError(str(resp.code), "unknown_session", "", None, packets)
             text = resp.payload[:200].decode("utf-8", "replace")
             wait = None
             if int(resp.code) in (_CODE_4_29, _CODE_5_03):

@@ -31,18 +31,23 @@ time, one HttpTransport / CoapTransport per session; the service is a
   packets the service sends on its own (application messages from timers,
   retransmissions).  Late fragments of the device's last flight still go to
   the relay link (it repeats its HS_ACK).
-* Errors.  A device packet for a session id the relay does not have (e.g.
-  after a gateway restart) gets an ERROR `unknown_session` (at most one per
-  `_ERROR_GAP_S`), unless a new handshake of that device is under way.  A
-  refused or failed flight ends the relay session with an ERROR to the device
-  (`handshake_failed` for 4xx handshake_failed, `busy` for rate/busy/network
-  trouble, `unknown_session` otherwise), so the device re-handshakes after its
-  backoff.  `unknown_session` on a batch ends the session with an ERROR; on
-  the long poll (the service timed the session out while the device was
-  quiet) it ends the session silently, and the device's next packet gets the
-  ERROR, as over UDP.  Other batch errors drop the batch (the links
-  retransmit).  A new first flight (session id 0 with a different fragment 0,
-  or after the handshake) replaces the session: the device restarted.
+* Errors (link protocol v2, docs/PROTOCOL.md §5): the relay cannot end a
+  device's session.  Once the channel is up it never makes up an ERROR: an
+  `unknown_session` refusal of a batch ends the relay session and forwards
+  the service's RESET it carried (if any) unchanged; so does one of the long
+  poll (nothing to forward: a poll holds no packet).  A device packet for a
+  session id the relay does not have (a gateway restart, or after the above)
+  is dropped; a sealed one longer than a RESET is posted alone without a
+  cookie (`_probe`, one at a time, at most one per `_PROBE_GAP_S`), and the
+  service answers with its RESET only if it does not hold that id either;
+  otherwise the device's own peer timeout finds the dead path.  During a
+  handshake a refused or failed flight ends the relay session with an ERROR
+  carrying the id the device has (the service's, once a flight with it went
+  down; else 0, a hint the device backs off on): `handshake_failed` for 4xx
+  handshake_failed, `busy` for rate/busy/network trouble, `unknown_session`
+  otherwise.  Other batch errors drop the batch (the links retransmit).  A
+  new first flight (session id 0 with a different fragment 0, or after the
+  handshake) replaces the session: the device restarted.
 * Bounded: one session and at most two requests per device, `queue` packets
   waiting, relay sessions idle for `idle_timeout_s` end.  Counters per kind
   ("http", "coap") in the gateway's stats under "relay"; nothing is logged
@@ -60,7 +65,8 @@ from host_tools.atls_http_client import CoapTransport, HttpTransport, TransportE
 
 __all__ = ["Clients", "RelayFlow", "Session", "new_counters", "HANDSHAKE", "OPEN", "DEAD"]
 
-_ERROR_GAP_S = 0.5  # at most one unsolicited ERROR per device per this long
+_PROBE_GAP_S = 0.5  # at most one probe for an unknown session per device per this long
+_RESET_LEN = protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN
 _PLACEHOLDER_SID = 0xFFFF  # the relay link's id until the service names one (never sent)
 _FATAL = ("unknown_session", "not_established", "missing_cookie")
 _TRANSIENT = ("busy", "rate", "network", "timeout", "http")
@@ -85,6 +91,8 @@ def new_counters():
         "polls": 0,
         "queue_dropped": 0,
         "error_packets": 0,
+        "resets_down": 0,
+        "probes": 0,
         "errors": {},
         "drops": {},
     }
@@ -150,7 +158,9 @@ class RelayFlow:
         self.last = 0.0
         self.sess = None
         self.closed = False
-        self._error_at = -_ERROR_GAP_S
+        self._probing = False
+        self._probe_at = -_PROBE_GAP_S
+        self._probe_task = None
 
     def down(self, packet):
         self.down_cb(self, packet)
@@ -177,14 +187,57 @@ class RelayFlow:
         elif s is not None and s.sid == sid:
             s.from_device(pkt, t)
         else:
+            # a session this relay does not have (e.g. after a gateway restart):
+            # never answered here - the gateway cannot end a session (§5, §6)
             _bump(self.c["drops"], "unknown_session")
-            # while a new handshake runs, an ERROR would kill it (a device without
-            # an id accepts any ERROR): stale packets of an old session just go
-            if (s is None or s.state == OPEN) and t != protocol.ERROR:
-                now = time.monotonic()
-                if now - self._error_at >= _ERROR_GAP_S:
-                    self._error_at = now
-                    self.error(sid, protocol.UNKNOWN_SESSION)
+            self._probe(pkt, t)
+
+    def _probe(self, pkt, t):
+        """Ask the service about a sealed packet of a session this relay does
+        not have: a batch without cookie, which the service answers with its
+        RESET when it does not hold the session either (forwarded unchanged);
+        otherwise nothing happens and the device's own timeouts find the dead
+        path.  One probe at a time, at most one per _PROBE_GAP_S, only for
+        packets longer than a RESET (never more bytes down than up)."""
+        sealed = protocol.DATA <= t <= protocol.CLOSE or t == protocol.CDATA
+        now = time.monotonic()
+        if not sealed or len(pkt) <= _RESET_LEN or self._probing:
+            return
+        if now - self._probe_at < _PROBE_GAP_S:
+            return
+        self._probe_at = now
+        self._probing = True
+        self._probe_task = asyncio.ensure_future(self._post_probe(bytes(pkt)))
+
+    async def _post_probe(self, pkt):
+        tr = None
+        try:
+            tr = await self.transport()
+            self.c["probes"] += 1
+            await tr.post_packets([pkt])
+        except TransportError as e:
+            packets = [p for p in e.packets if p[1:3] == pkt[1:3]]
+            if packets and not self.closed and self.sess is None:
+                self.c["resets_down"] += len(packets)
+                for p in packets:
+                    self.c["packets_down"] += 1
+                    self.down(p)
+        except Exception as e:  # network trouble: the device's timeouts cover it
+            _bump(self.c["errors"], "probe_" + _net_reason(e))
+        finally:
+            self._probing = False
+            if tr is not None:
+                await tr.close()
+
+    async def transport(self):
+        """A new transport toward the service (no session yet)."""
+        tgt = self.target
+        o = tgt.opts
+        if tgt.kind == "http":
+            return HttpTransport(
+                tgt.url, ssl=tgt.ssl, session=self.clients.http(), timeout_s=o["timeout_s"]
+            )
+        return CoapTransport(tgt.url, context=await self.clients.coap(), timeout_s=o["timeout_s"])
 
     def error(self, sid, reason):
         self.c["error_packets"] += 1
@@ -192,6 +245,8 @@ class RelayFlow:
 
     def close(self):
         self.closed = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         if self.sess is not None:
             self.sess.stop()
 
@@ -282,20 +337,7 @@ class Session:
 
     async def _transport(self):
         if self.tr is None:
-            tgt = self.flow.target
-            if tgt.kind == "http":
-                self.tr = HttpTransport(
-                    tgt.url,
-                    ssl=tgt.ssl,
-                    session=self.flow.clients.http(),
-                    timeout_s=self.opts["timeout_s"],
-                )
-            else:
-                self.tr = CoapTransport(
-                    tgt.url,
-                    context=await self.flow.clients.coap(),
-                    timeout_s=self.opts["timeout_s"],
-                )
+            self.tr = await self.flow.transport()
         return self.tr
 
     async def _post_flight(self, flight):
@@ -360,8 +402,8 @@ class Session:
             try:
                 answer = await tr.post_packets(batch)
             except TransportError as e:
-                if e.reason in _FATAL:
-                    return self.fail(protocol.UNKNOWN_SESSION, "batch_" + str(e.reason))
+                if e.reason in _FATAL:  # the service's RESET (if any) goes down untouched
+                    return self._lost("batch_" + str(e.reason), e.packets)
                 _bump(self.c["errors"], "batch_" + str(e.reason))
                 await asyncio.sleep(0.2)  # dropped: the links retransmit
                 continue
@@ -385,8 +427,7 @@ class Session:
                 backoff = 0.5
             except TransportError as e:
                 if e.reason in _FATAL:  # e.g. the service's idle timeout: the device's
-                    _bump(self.c["errors"], "poll_" + str(e.reason))  # next packet
-                    return self.stop()  # gets the ERROR, as over UDP
+                    return self._lost("poll_" + str(e.reason), e.packets)  # next batch
                 _bump(self.c["errors"], "poll_" + str(e.reason))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 8.0)
@@ -411,6 +452,16 @@ class Session:
         if not task.cancelled() and task.exception() is not None:  # a bug: end cleanly
             _bump(self.c["errors"], "internal_" + type(task.exception()).__name__)
             self.stop()
+
+    def _lost(self, reason, packets):
+        """The service no longer has the session: forward what it answered (its
+        RESET, docs/PROTOCOL.md §5) to the device unchanged and end the relay
+        session.  Nothing else is sent: only the service can end the device's
+        session."""
+        _bump(self.c["errors"], reason)
+        self._deliver(packets)
+        self.c["resets_down"] += len(packets)
+        self.stop()
 
     def fail(self, code, reason):
         """End the session; with an ERROR code, tell the device (it re-handshakes)."""

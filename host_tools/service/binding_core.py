@@ -30,6 +30,12 @@ Theory of operation
   (identical retransmissions are stored once; beyond `_OUTBOX` the oldest
   go, the link retransmits them).  A request may wait (`ATLS-Wait`, CoAP
   `wait=`) up to max_wait_ms for the outbox to fill.
+* A batch for a session the binding does not have (or without a cookie) is
+  refused unknown_session carrying the RESETs UDP would send for its
+  session ids (resets(): Service.unknown_answer, only ids the service does
+  not hold, only for sealed packets longer than the RESET): the device's
+  link ends on the token, nothing else from the path can end it
+  (docs/PROTOCOL.md §5, docs/BINDINGS.md).
 * Everything malformed is answered with a 4xx / 4.xx and a short reason
   (body "reason: detail", HTTP header ATLS-Error), counted in
   counters[<binding>]["rejected"][reason]; only a bad handshake flight
@@ -62,6 +68,7 @@ import os
 import time
 from collections import deque
 
+from atls import protocol
 from host_tools.http_binding import MAX_BODY, FramingError, pack_packets, unpack_packets
 from host_tools.service.tls_engine import TLSError
 
@@ -69,6 +76,7 @@ __all__ = ["BindingCore", "Reject", "REASONS", "RETRY_AFTER_S"]
 
 _OUTBOX = 256  # packets kept for a peer between requests
 _OUTSTANDING = 2  # waiting requests per session
+_MAX_RESETS = 8  # session ids answered in one batch for an unknown session
 
 # reason -> (HTTP status, CoAP code name)
 REASONS = {
@@ -93,10 +101,14 @@ RETRY_AFTER_S = {"rate": 2, "busy": 10}  # Retry-After / Max-Age (s) of a refusa
 
 
 class Reject(Exception):
-    def __init__(self, reason, detail=""):
+    """A refused request; `packets`: link packets the refusal carries (the
+    RESETs of an unknown_session batch, docs/BINDINGS.md), else empty."""
+
+    def __init__(self, reason, detail="", packets=()):
         Exception.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.packets = list(packets)
         self.retry_after = RETRY_AFTER_S.get(reason)  # seconds, or None
 
 
@@ -201,20 +213,26 @@ class BindingCore:
         if n > 0:
             self.inflight[ip] = n
 
-    def reject(self, reason, detail=""):
+    def reject(self, reason, detail="", packets=()):
         r = self.counters["rejected"]
         r[reason] = r.get(reason, 0) + 1  # counted, not logged: a flood must not fill logs
-        raise Reject(reason, detail)
+        raise Reject(reason, detail, packets)
 
     def check_rate(self, ip):
         if not self.service.rate_ok(("%s:%s" % (self.kind, ip), 0), self.service.now_ms()):
             self.reject("rate")
 
-    def lookup(self, token):
+    def _find(self, token):
+        """The live session of `token`, or None (an ended one is forgotten)."""
         peer = self.peers.get(token) if token else None
-        if peer is None or not self.service.is_live(peer.sess):
-            if peer is not None:
-                del self.peers[token]
+        if peer is not None and not self.service.is_live(peer.sess):
+            del self.peers[token]
+            return None
+        return peer
+
+    def lookup(self, token):
+        peer = self._find(token)
+        if peer is None:
             self.reject("unknown_session", "no such session")
         return peer
 
@@ -260,13 +278,51 @@ class BindingCore:
             self.reject("handshake_failed", e.alert_name or e.reason)
         if sess.tls.done:
             svc.established(sess, now)
+            if not svc.is_live(sess):  # TLS done, but no registered identity: refused
+                self._end(peer, "not authenticated")
+                self.reject("handshake_failed", "not registered")
         peer.last_req, peer.last_resp = body, out
         return peer, out, created
 
+    def resets(self, body):
+        """The RESETs answering a batch for a session the binding does not
+        have: per session id in the batch that the service does not hold
+        either, the RESET with that id's token when UDP would send it (a
+        sealed packet longer than the RESET: Service.unknown_answer,
+        docs/PROTOCOL.md §5); at most _MAX_RESETS ids.  Nothing for an id
+        the service holds (its token must not leak) and no unauthenticated
+        ERRORs (a device ignores them)."""
+        try:
+            packets = unpack_packets(body)
+        except FramingError:
+            return []
+        svc = self.service
+        out = {}  # sid -> answer
+        for p in packets:
+            try:
+                ptype, sid = protocol.peek(p)
+            except protocol.Drop:
+                continue
+            if not sid or sid in out or sid in svc.sessions or len(out) >= _MAX_RESETS:
+                continue
+            a = svc.unknown_answer(ptype, sid, p)
+            if a is not None and len(a) > protocol.HEADER_LEN + 1:  # ERROR(reset) || token
+                out[sid] = a
+        return list(out.values())
+
     async def batch(self, token, body, wait_ms=0):
-        """A batch of link packets; returns the answer batch (bytes)."""
+        """A batch of link packets; returns the answer batch (bytes).  For a
+        session the service no longer has: unknown_session carrying resets()."""
         self.counters["batches"] += 1
-        peer = self.lookup(token)
+        peer = self._find(token)
+        if peer is None:
+            packets = self.resets(body)
+            if packets:
+                self.counters["resets"] = self.counters.get("resets", 0) + len(packets)
+                self.reject("unknown_session", "no such session", packets)
+            if token is None:
+                self.reject("missing_cookie", "link packets need the session cookie")
+            self.reject("unknown_session", "no such session")
         sess = peer.sess
         if sess.link.channel is None:
             self.reject("not_established", "finish the handshake first")

@@ -23,6 +23,7 @@ from host_tools.http_binding import (
     SID_OPTION,
     WAIT_HEADER,
     WAIT_QUERY,
+    pack_packets,
 )
 from host_tools.service.binding_core import REASONS, BindingCore, Reject
 
@@ -46,7 +47,11 @@ class _Http:
         headers = {ERROR_HEADER: r.reason, "Cache-Control": "no-store"}
         if r.retry_after is not None:  # RFC 9110 §10.2.3; honest clients wait (jittered)
             headers["Retry-After"] = str(r.retry_after)
-        return web.Response(status=REASONS[r.reason][0], text=str(r) + "\n", headers=headers)
+        status = REASONS[r.reason][0]
+        if r.packets:  # the RESETs for a lost session, for the device (docs/BINDINGS.md)
+            body = pack_packets(r.packets)
+            return web.Response(status=status, body=body, content_type=CT_DATA, headers=headers)
+        return web.Response(status=status, text=str(r) + "\n", headers=headers)
 
     async def _body(self, request):
         core = self.core
@@ -90,8 +95,6 @@ class _Http:
         body = await self._body(request)
         token = request.cookies.get(COOKIE)
         if ctype == CT_DATA:
-            if token is None:
-                core.reject("missing_cookie", "link packets need the session cookie")
             try:
                 wait = int(request.headers.get(WAIT_HEADER, "0"))
             except ValueError:
@@ -130,6 +133,8 @@ class _CoapSite:
 
         def error(r):
             code = getattr(Code, REASONS[r.reason][1])
+            if r.packets:  # the RESETs for a lost session, for the device (docs/BINDINGS.md)
+                return Message(code=code, payload=pack_packets(r.packets), content_format=CF_DATA)
             m = Message(code=code, payload=str(r).encode()[:120])
             if r.reason == "too_big":
                 m.opt.size1 = core.max_body
@@ -180,8 +185,6 @@ class _CoapSite:
                     core.reject("too_big", "body over %d bytes" % core.max_body)
                 token = path[2] if len(path) == 3 else None
                 if cf == CF_DATA:
-                    if token is None:
-                        core.reject("missing_cookie", "post to the session resource")
                     wait = 0
                     for q in request.opt.uri_query:
                         if q.startswith(WAIT_QUERY + "="):

@@ -160,17 +160,25 @@ class Continuity:
             self.peers.delivered(key, msg_id)
 
     def _unknown(self, ptype, sid, data, addr, known=False):
-        # §5: a sealed packet for a session we do not have gets RESET || token
-        # (20 bytes, only for a longer packet); others ERROR (4 bytes, for >= 4)
+        out = self.unknown_answer(ptype, sid, data, known)
+        if out is not None:
+            self._send(out, addr)
+
+    def unknown_answer(self, ptype, sid, data, known=False):
+        """The answer to a packet for a session id we do not have (None: no
+        answer); `known`: the id is live elsewhere (never its RESET).  §5: a
+        sealed packet gets RESET || token (20 bytes, only for a longer
+        packet); others ERROR (4 bytes, for >= 4).  Also the HTTP/CoAP
+        bindings' answer to a batch for a session they no longer have."""
         n = len(data)
         if ptype >= protocol.DATA and ptype != protocol.ERROR and not known:
             if n > protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN:
                 self.counters["resets_sent"] += 1
                 body = bytes((protocol.RESET,)) + self.peers.token(sid)
-                self._send(wire.encode(protocol.ERROR, sid, body), addr)
-                return
+                return wire.encode(protocol.ERROR, sid, body)
         if ptype != protocol.ERROR and n > protocol.HEADER_LEN:
-            self._send_error(sid, protocol.UNKNOWN_SESSION, addr)
+            return wire.encode(protocol.ERROR, sid, bytes((protocol.UNKNOWN_SESSION,)))
+        return None
 
     def _moved(self, sess, ptype, sid, data, addr, now):
         # a live session's id from another address: the device's address changed
