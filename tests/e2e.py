@@ -72,6 +72,8 @@ class ServiceProc:
         cfg.update(extra or {})
         (self.tmp / "service.json").write_text(json.dumps(cfg))
         self.ready = self.tmp / "service.ready"
+        for stale in (self.ready, self.tmp / "service.ready.json"):  # a restart: wait for ours
+            stale.unlink(missing_ok=True)
         self.stats = self.tmp / "service.stats.json"
         self.log = open(self.tmp / "service.log", "w")
         self.proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from e2e import ServiceProc
 from atls import protocol, wire
 from atls.tls.client import ClientConfig
 from host_tools import atls_http_client as hc
-from host_tools.service.dedupe import PeerTable
+from host_tools.service.dedupe import stored_reset_keys, token_under
 from host_tools.toolchain import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +58,8 @@ def _client(url):
 
 
 def _reset(tmp, sid):
-    token = PeerTable(tmp / "service-state").token(sid)
+    # the running (restarted) service answers with the previous run's key
+    token = token_under(stored_reset_keys(tmp / "service-state")[1], sid)
     return wire.encode(wire.ERROR, sid, bytes((protocol.RESET,)) + token)
 
 
@@ -145,6 +146,7 @@ def test_http_reset_only_for_ids_the_service_does_not_hold(tmp_path):
     and it is the one in service-state/reset.key's HMAC; a cookieless batch
     gets the RESET under the same rule, else missing_cookie."""
     http, coap = _ports()
+    Svc(tmp_path, http, coap).stop()  # a run before: its key is what a RESET may carry
     svc = Svc(tmp_path, http, coap)
 
     async def go():

@@ -42,7 +42,7 @@ from host_tools import gateway as G
 from host_tools import pki
 from host_tools.gateway import relay
 from host_tools.gateway.config import Target
-from host_tools.service.dedupe import PeerTable
+from host_tools.service.dedupe import stored_reset_keys, token_under
 from host_tools.toolchain import free_port
 
 pytestmark = pytest.mark.timeout(150)
@@ -367,7 +367,8 @@ def test_relay_unknown_session_and_gateway_restart_make_the_device_rehandshake(t
         svc.stop()
     for msgs, echoes in (a, b, c):
         assert sorted(set(echoes)) == msgs  # every message echoed (exactly once by the app)
-    token = PeerTable(tmp_path / "service-state").token(sid1)  # the service's reset.key
+    # the restarted service's RESET: the token under the run before's key
+    token = token_under(stored_reset_keys(tmp_path / "service-state")[1], sid1)
     reset = wire.encode(wire.ERROR, sid1, bytes((wire.RESET,)) + token)
     errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
     assert errors and set(errors) == {reset}  # the service's RESET, nothing forged
@@ -416,7 +417,7 @@ def test_relay_probe_after_gateway_and_service_restart_gets_the_reset(tmp_path):
     finally:
         svc.stop()
     assert sorted(set(echoes)) == msgs
-    token = PeerTable(tmp_path / "service-state").token(sid)
+    token = token_under(stored_reset_keys(tmp_path / "service-state")[1], sid)
     reset = wire.encode(wire.ERROR, sid, bytes((wire.RESET,)) + token)
     errors = [p for p in r.down if p[0] & 7 == wire.ERROR]
     assert errors and set(errors) == {reset}

@@ -332,3 +332,24 @@ def test_service_messages_wait_for_the_next_session_when_a_session_times_out():
     net.run(2000)
     assert net.received() == [b"cmd0", b"late", b"cmd1"]  # held, re-sent, never twice
     assert net.dev.counters["duplicates"] == 1
+
+
+def test_no_reset_token_of_this_run_can_be_collected(tmp_path):
+    """Anyone may send a sealed-looking packet for any session id the service
+    does not hold and get its RESET: that token must never be the one a
+    session of the same run carries in its HELLO (else collecting all 65,536
+    ids' tokens would let the path end any later session).  First run: no
+    RESET at all; after a restart: RESETs carry the previous run's tokens."""
+    net = Net(state_dir=tmp_path)
+    up(net)
+    sid = net.dev.link.session_id
+    probe = wire.encode(protocol.DATA, sid, bytes(30))
+    first = net.svc.unknown_answer(protocol.DATA, sid, probe)
+    assert first == wire.encode(protocol.ERROR, sid, bytes((protocol.UNKNOWN_SESSION,)))
+    old_token = net.dev.link.reset_token
+    net.restart_service(tmp_path)
+    ans = net.svc.unknown_answer(protocol.DATA, sid, probe)
+    assert ans == wire.encode(protocol.ERROR, sid, bytes((protocol.RESET,)) + old_token)
+    for s in range(1, 200):  # what anyone can collect now ends no session of this run
+        p = wire.encode(protocol.DATA, s, bytes(30))
+        assert net.svc.unknown_answer(protocol.DATA, s, p)[4:] != net.svc.peers.token(s)

@@ -14,13 +14,18 @@ process (the device starts a new mark when the epoch changes).  What a
 session had not delivered when it ended (a timeout, an idle end) is held,
 per device and bounded like the marks, for the device's next session.
 
-The reset key (32 random bytes, `reset.key`, mode 0600) gives each session
-id its RESET token, HMAC-SHA256(key, "atls reset" || sid)[:16]: the service
-puts it in its sealed HELLO and, after losing the session (restart, expiry),
-answers a sealed packet for that session id with ERROR(reset) || token.
-Residual (as QUIC's stateless reset, RFC 9000 §10.3): a token sent once for
-a session id is known to the path and would end a later session that draws
-the same 16-bit id.
+Reset keys: each service start draws a new reset key; the one of the run
+before it is kept as the previous key (`reset.key` holds both, mode 0600).
+A session's RESET token is HMAC-SHA256(current key, "atls reset" || sid)[:16],
+sent in the sealed HELLO.  A sealed packet for a session id the service does
+not hold is answered with ERROR(reset) || the token under the PREVIOUS key
+only: it ends the sessions the previous run lost, and since a running service
+never discloses a token under its current key, nobody can collect tokens
+(16-bit ids: all 65,536 of them) and end a later session that draws the same
+id.  Sessions of the current run that the service ended itself (idle, expiry)
+and sessions of runs before the previous one get no valid RESET: the device
+finds the dead session by its own peer timeout.  Without a state directory
+there is no previous key and no RESET at all.
 """
 
 import hashlib
@@ -32,7 +37,20 @@ from pathlib import Path
 
 from atls.protocol import RESET_TOKEN_LEN
 
-__all__ = ["PeerTable"]
+__all__ = ["PeerTable", "stored_reset_keys", "token_under"]
+
+
+def token_under(key, sid):
+    """HMAC-SHA256(key, "atls reset" || sid)[:16]: a RESET token (§5)."""
+    mac = hmac.new(key, b"atls reset" + sid.to_bytes(2, "big"), hashlib.sha256)
+    return mac.digest()[:RESET_TOKEN_LEN]
+
+
+def stored_reset_keys(state_dir):
+    """(current, previous) reset keys of the service using `state_dir`, read
+    without rotating them (tests, diagnostics); previous may be None."""
+    k = (Path(state_dir) / "reset.key").read_bytes()
+    return k[:32], (k[32:64] if len(k) >= 64 else None)
 
 
 class PeerTable:
@@ -44,25 +62,29 @@ class PeerTable:
         self.held = OrderedDict()  # key -> (id of the first, messages) of an ended session
         self.epoch = int.from_bytes(os.urandom(4), "big")
         self._log = None
-        self.reset_key = os.urandom(32)
+        self.reset_key = os.urandom(32)  # this run's: tokens in our HELLOs
+        self.prev_reset_key = None  # the run before's: tokens in RESET answers
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.reset_key = self._key(self.dir / "reset.key")
+            self.prev_reset_key = self._rotate(self.dir / "reset.key", self.reset_key)
             self._load(self.dir / "dedupe.log")
 
     @staticmethod
-    def _key(path):
+    def _rotate(path, new):
+        """Write `new` as the current key, keep the old current one as the
+        previous key (returned; None on a first start)."""
         try:
-            k = path.read_bytes()
-            if len(k) == 32:
-                return k
+            old = path.read_bytes()[:32]
         except OSError:
-            pass
-        k = os.urandom(32)
-        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            old = b""
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(k)
-        return k
+            f.write(new + old)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return old if len(old) == 32 else None
 
     def _load(self, path):
         try:
@@ -118,10 +140,18 @@ class PeerTable:
         """(base, messages) held for the device, or (None, [])."""
         return self.held.pop(key, (None, []))
 
-    def token(self, sid):
-        """The 16-byte RESET token of session id `sid`."""
-        mac = hmac.new(self.reset_key, b"atls reset" + sid.to_bytes(2, "big"), hashlib.sha256)
-        return mac.digest()[:RESET_TOKEN_LEN]
+    def token(self, sid, key=None):
+        """The 16-byte RESET token of session id `sid` (this run's key: the
+        one for our HELLO)."""
+        return token_under(key or self.reset_key, sid)
+
+    def reset_token(self, sid):
+        """The token a RESET for `sid` may carry: the previous run's (None
+        when there is none) - never this run's, which would let anyone
+        collect the tokens of sessions still to come."""
+        if self.prev_reset_key is None:
+            return None
+        return self.token(sid, self.prev_reset_key)
 
     def close(self):
         if self._log is not None:

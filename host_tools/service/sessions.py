@@ -172,10 +172,10 @@ class Continuity:
         bindings' answer to a batch for a session they no longer have."""
         n = len(data)
         if ptype >= protocol.DATA and ptype != protocol.ERROR and not known:
-            if n > protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN:
+            tok = self.peers.reset_token(sid)  # the previous run's sessions only
+            if tok is not None and n > protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN:
                 self.counters["resets_sent"] += 1
-                body = bytes((protocol.RESET,)) + self.peers.token(sid)
-                return wire.encode(protocol.ERROR, sid, body)
+                return wire.encode(protocol.ERROR, sid, bytes((protocol.RESET,)) + tok)
         if ptype != protocol.ERROR and n > protocol.HEADER_LEN:
             return wire.encode(protocol.ERROR, sid, bytes((protocol.UNKNOWN_SESSION,)))
         return None
