@@ -17,24 +17,31 @@ no version (older firmware) is never offered anything.  `poll(now_ms)` runs
 every `poll_ms` from the service's loop (`run_timers`, started by
 host_tools.service.cli.serve).
 
-Targets (`targets`): the small interface the registry implements, whatever
-stores it (JSON file here, SQLite elsewhere):
+Targets (`targets`): the small interface the registry implements:
     target_version(device_id) -> "x.y.z" | None
     device_board(device_id)   -> board name | None      (optional)
     ota_granted(device_id)    -> bool                   (optional; default True)
-`RegistryTargets(path)` reads them from the JSON registry's device entries:
-{"devices": {"sensor-1": {"psk": ..., "target_version": "1.2.0",
-"board": "esp32", "ota": true}}}, re-read when the file changes.
+`RegistryTargets(path)` reads them from the service's registry, choosing the
+backend as host_tools.service.registry does: a path ending in `.json` is the
+JSON registry's device entries ({"devices": {"sensor-1": {"psk": ...,
+"target_version": "1.2.0", "board": "esp32", "ota": true}}}, re-read when the
+file changes); any other path is the SQLite registry (host_tools.registry,
+columns target_version, board, ota), queried at every call, so
+`python -m host_tools.registry --db … target|ota …` takes effect in the
+running service without a restart.  A revoked or unknown device has no
+target and is granted nothing in SQLite.
 """
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from atls.errors import DecodeError
 from host_tools.common import log
 from host_tools.ota.service import OtaService
 from host_tools.ota.store import BundleStore
+from host_tools.registry.store import RegistryError, Store
 from host_tools.service.errors import ConfigError
 
 __all__ = ["OtaApp", "RegistryTargets", "from_config", "UPDATE_CHANNEL"]
@@ -44,14 +51,28 @@ _KEYS = ("rate_fps", "airtime_fps", "window", "frame_bytes", "overhead", "rto_ms
 
 
 class RegistryTargets:
-    """target_version / device_board / ota_granted from the JSON registry."""
+    """target_version / device_board / ota_granted from the registry (JSON or
+    SQLite, by the path; see the module doc)."""
 
     def __init__(self, path):
         self.path = Path(path)
         self._mtime = None
         self._devices = {}
+        self.store = None
+        if self.path.suffix != ".json":
+            try:  # no master key: the targets are not secret
+                self.store = Store(self.path, with_key=False)
+            except RegistryError as e:
+                raise ConfigError(str(e))
 
     def _entry(self, device_id):
+        if self.store is not None:
+            try:
+                row = self.store.ota_target(device_id)
+            except sqlite3.Error as e:  # busy or broken: no offer this time
+                log("registry_error", error=str(e))
+                row = None
+            return row or {"ota": False}
         try:
             mtime = self.path.stat().st_mtime_ns
             if mtime != self._mtime:
