@@ -226,3 +226,24 @@ def test_fleet_rows_show_the_hello_version_and_the_target(tmp_path):
     st.touch("d", firmware="1.0.0")
     (row,) = fleet.rows()
     assert (row["firmware"], row["target"], row["online"]) == ("1.0.0", "1.1.0", False)
+
+
+def test_a_target_set_while_the_device_is_online_is_offered_in_that_session(sqlite_ota):
+    from host_tools.ota.app import RETARGET_MS
+
+    db, app = sqlite_ota
+    clock = Clock()
+    sess = FakeSession(clock, "d1", b"1.0.0")
+    app.on_connect(sess)
+    app.poll(clock.now)
+    assert sess.out == [] and app.status("d1")["state"] == "IDLE"
+    assert cli(["--db", str(db), "target", "d1", "1.1.0"]) == 0  # one board has 1.1.0
+    clock.now += RETARGET_MS
+    app.poll(clock.now)
+    assert [ch for _, ch in sess.out] == [2] and app.status("d1")["state"] == "OFFERED"
+    # a target changed mid-transfer does not restart it
+    sess.out = []
+    assert cli(["--db", str(db), "target", "d1", "1.2.0"]) == 0
+    clock.now += RETARGET_MS
+    app.poll(clock.now)
+    assert sess.out == [] and app.status("d1")["target"] == "1.1.0"

@@ -15,7 +15,9 @@ firmware version comes in its HELLO (`session.device_hello`, "x.y.z"); the
 transfer starts once that HELLO is in (poll), a device whose HELLO carries
 no version (older firmware) is never offered anything.  `poll(now_ms)` runs
 every `poll_ms` from the service's loop (`run_timers`, started by
-host_tools.service.cli.serve).
+host_tools.service.cli.serve); every `RETARGET_MS` it also asks the registry
+again for each connected device that is not in a transfer, so a target set
+while the device is online is offered without waiting for its next session.
 
 Targets (`targets`): the small interface the registry implements:
     target_version(device_id) -> "x.y.z" | None
@@ -47,6 +49,8 @@ from host_tools.service.errors import ConfigError
 __all__ = ["OtaApp", "RegistryTargets", "from_config", "UPDATE_CHANNEL"]
 
 UPDATE_CHANNEL = 2
+RETARGET_MS = 1000
+_BUSY = ("OFFERED", "SENDING", "SWITCHED")  # host_tools.ota.service states mid-transfer
 _KEYS = ("rate_fps", "airtime_fps", "window", "frame_bytes", "overhead", "rto_ms")
 
 
@@ -101,6 +105,8 @@ class OtaApp:
         self.poll_ms = poll_ms
         self.live = {}  # device id -> session whose HELLO the OtaService has seen
         self.waiting = []  # sessions up, HELLO not yet in
+        self.seen = {}  # device id -> (target, board) its transfer was started with
+        self._retarget_at = None
         self.counters = {"channel_refused": 0, "bad_messages": 0}
 
     # -- what core.Service calls --------------------------------------------------
@@ -146,6 +152,10 @@ class OtaApp:
             if sess.device_hello is not None:
                 self.waiting.remove(sess)
                 self._start(sess, now_ms)
+        if self._retarget_at is None or now_ms >= self._retarget_at:
+            self._retarget_at = now_ms + RETARGET_MS
+            for sess in list(self.live.values()):
+                self._retarget(sess, now_ms)
         for dev, sess in list(self.live.items()):
             self._send(sess, self.ota.poll(dev, now_ms))
 
@@ -164,6 +174,19 @@ class OtaApp:
     def _granted(self, device_id):
         return bool(getattr(self.targets, "ota_granted", lambda d: True)(device_id))
 
+    def _target(self, device_id):
+        board = getattr(self.targets, "device_board", lambda d: None)(device_id)
+        return self.targets.target_version(device_id), board
+
+    def _retarget(self, session, now_ms):
+        """Start the transfer again when the registry's target changed and no
+        transfer is under way."""
+        dev = session.identity
+        if self.seen.get(dev) == self._target(dev):
+            return
+        if (self.ota.status(dev) or {}).get("state") not in _BUSY:
+            self._start(session, now_ms)
+
     def _start(self, session, now_ms):
         if session in self.waiting:
             self.waiting.remove(session)
@@ -173,6 +196,7 @@ class OtaApp:
             return  # no version reported (older firmware), or updates not granted
         try:
             version = raw.decode("ascii")
+            self.seen[dev] = self._target(dev)
             out = self.ota.on_connect(dev, version, now_ms)
         except ValueError:  # not x.y.z
             self.counters["bad_messages"] += 1
