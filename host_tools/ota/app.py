@@ -15,43 +15,68 @@ firmware version comes in its HELLO (`session.device_hello`, "x.y.z"); the
 transfer starts once that HELLO is in (poll), a device whose HELLO carries
 no version (older firmware) is never offered anything.  `poll(now_ms)` runs
 every `poll_ms` from the service's loop (`run_timers`, started by
-host_tools.service.cli.serve).
+host_tools.service.cli.serve); every `RETARGET_MS` it also asks the registry
+again for each connected device that is not in a transfer, so a target set
+while the device is online is offered without waiting for its next session.
 
-Targets (`targets`): the small interface the registry implements, whatever
-stores it (JSON file here, SQLite elsewhere):
+Targets (`targets`): the small interface the registry implements:
     target_version(device_id) -> "x.y.z" | None
     device_board(device_id)   -> board name | None      (optional)
     ota_granted(device_id)    -> bool                   (optional; default True)
-`RegistryTargets(path)` reads them from the JSON registry's device entries:
-{"devices": {"sensor-1": {"psk": ..., "target_version": "1.2.0",
-"board": "esp32", "ota": true}}}, re-read when the file changes.
+`RegistryTargets(path)` reads them from the service's registry, choosing the
+backend as host_tools.service.registry does: a path ending in `.json` is the
+JSON registry's device entries ({"devices": {"sensor-1": {"psk": ...,
+"target_version": "1.2.0", "board": "esp32", "ota": true}}}, re-read when the
+file changes); any other path is the SQLite registry (host_tools.registry,
+columns target_version, board, ota), queried at every call, so
+`python -m host_tools.registry --db … target|ota …` takes effect in the
+running service without a restart.  A revoked or unknown device has no
+target and is granted nothing in SQLite.
 """
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from atls.errors import DecodeError
 from host_tools.common import log
 from host_tools.ota.service import OtaService
 from host_tools.ota.store import BundleStore
+from host_tools.registry.store import RegistryError, Store
 from host_tools.service.errors import ConfigError
 
 __all__ = ["OtaApp", "RegistryTargets", "from_config", "UPDATE_CHANNEL"]
 
 UPDATE_CHANNEL = 2
+RETARGET_MS = 1000
+_BUSY = ("OFFERED", "SENDING", "SWITCHED")  # host_tools.ota.service states mid-transfer
 _KEYS = ("rate_fps", "airtime_fps", "window", "frame_bytes", "overhead", "rto_ms")
 
 
 class RegistryTargets:
-    """target_version / device_board / ota_granted from the JSON registry."""
+    """target_version / device_board / ota_granted from the registry (JSON or
+    SQLite, by the path; see the module doc)."""
 
     def __init__(self, path):
         self.path = Path(path)
         self._mtime = None
         self._devices = {}
+        self.store = None
+        if self.path.suffix != ".json":
+            try:  # no master key: the targets are not secret
+                self.store = Store(self.path, with_key=False)
+            except RegistryError as e:
+                raise ConfigError(str(e))
 
     def _entry(self, device_id):
+        if self.store is not None:
+            try:
+                row = self.store.ota_target(device_id)
+            except sqlite3.Error as e:  # busy or broken: no offer this time
+                log("registry_error", error=str(e))
+                row = None
+            return row or {"ota": False}
         try:
             mtime = self.path.stat().st_mtime_ns
             if mtime != self._mtime:
@@ -80,6 +105,8 @@ class OtaApp:
         self.poll_ms = poll_ms
         self.live = {}  # device id -> session whose HELLO the OtaService has seen
         self.waiting = []  # sessions up, HELLO not yet in
+        self.seen = {}  # device id -> (target, board) its transfer was started with
+        self._retarget_at = None
         self.counters = {"channel_refused": 0, "bad_messages": 0}
 
     # -- what core.Service calls --------------------------------------------------
@@ -125,6 +152,10 @@ class OtaApp:
             if sess.device_hello is not None:
                 self.waiting.remove(sess)
                 self._start(sess, now_ms)
+        if self._retarget_at is None or now_ms >= self._retarget_at:
+            self._retarget_at = now_ms + RETARGET_MS
+            for sess in list(self.live.values()):
+                self._retarget(sess, now_ms)
         for dev, sess in list(self.live.items()):
             self._send(sess, self.ota.poll(dev, now_ms))
 
@@ -143,6 +174,19 @@ class OtaApp:
     def _granted(self, device_id):
         return bool(getattr(self.targets, "ota_granted", lambda d: True)(device_id))
 
+    def _target(self, device_id):
+        board = getattr(self.targets, "device_board", lambda d: None)(device_id)
+        return self.targets.target_version(device_id), board
+
+    def _retarget(self, session, now_ms):
+        """Start the transfer again when the registry's target changed and no
+        transfer is under way."""
+        dev = session.identity
+        if self.seen.get(dev) == self._target(dev):
+            return
+        if (self.ota.status(dev) or {}).get("state") not in _BUSY:
+            self._start(session, now_ms)
+
     def _start(self, session, now_ms):
         if session in self.waiting:
             self.waiting.remove(session)
@@ -152,6 +196,7 @@ class OtaApp:
             return  # no version reported (older firmware), or updates not granted
         try:
             version = raw.decode("ascii")
+            self.seen[dev] = self._target(dev)
             out = self.ota.on_connect(dev, version, now_ms)
         except ValueError:  # not x.y.z
             self.counters["bad_messages"] += 1

@@ -32,6 +32,7 @@ __all__ = [
     "default_key_path",
     "provision_view",
     "provision_register",
+    "firmware_version",
 ]
 
 
@@ -63,12 +64,42 @@ MIGRATIONS = [
     """,
     # 1 -> 2: `list` and the fleet page order devices by last contact
     "CREATE INDEX devices_last_seen ON devices (last_seen);",
+    # 2 -> 3: firmware updates (docs/OTA.md): the version a device should run,
+    # its board, and whether it is granted updates (channel 2)
+    """
+    ALTER TABLE devices ADD COLUMN target_version TEXT;
+    ALTER TABLE devices ADD COLUMN board TEXT;
+    ALTER TABLE devices ADD COLUMN ota INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def default_key_path(db_path):
     return str(db_path) + ".key"
+
+
+def firmware_version(v):
+    """The version string of a device HELLO's bytes (ASCII "x.y.z"), or None
+    when empty or not printable ASCII (older firmware, garbage)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        try:
+            v = bytes(v).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(v, str):
+        return None
+    v = v.strip()
+    if not v or len(v) > 32 or not v.isprintable():
+        return None
+    return v
+
+
+def _version(v):
+    parts = v.split(".") if isinstance(v, str) else []
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise RegistryError("version %r must be x.y.z" % (v,))
+    return v
 
 
 def _hex32(v, what):
@@ -83,9 +114,10 @@ def _hex32(v, what):
 
 class Store:
     """An open registry database.  key_path: the master key file (default
-    `<path>.key`, created 0600 when missing)."""
+    `<path>.key`, created 0600 when missing); with_key=False opens it without
+    (no PSKs: what reads only the OTA targets does)."""
 
-    def __init__(self, path, key_path=None):
+    def __init__(self, path, key_path=None, with_key=True):
         self.path = Path(path)
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +131,10 @@ class Store:
             sealed = self.db.execute(
                 "SELECT 1 FROM devices WHERE psk_sealed IS NOT NULL LIMIT 1"
             ).fetchone()
-            self.key = MasterKey(key_path or default_key_path(self.path), create=sealed is None)
+            self.key = None
+            if with_key:
+                path = key_path or default_key_path(self.path)
+                self.key = MasterKey(path, create=sealed is None)
         except (sqlite3.Error, SealError, OSError) as e:
             raise RegistryError("registry %s: %s" % (self.path, e))
         self._data_version = None
@@ -153,10 +188,11 @@ class Store:
         try:
             self.db.execute(
                 "INSERT OR REPLACE INTO devices (id, psk_sealed, cert_sha256, spki_sha256,"
-                " created, revoked, last_seen, firmware) VALUES (?, ?, ?, ?, ?, NULL,"
-                " (SELECT last_seen FROM devices WHERE id = ?),"
-                " (SELECT firmware FROM devices WHERE id = ?))",
-                (device_id, sealed, cert, spki, time.time(), device_id, device_id),
+                " created, revoked, last_seen, firmware, target_version, board, ota)"
+                " SELECT ?, ?, ?, ?, ?, NULL, o.last_seen, o.firmware, o.target_version,"
+                " o.board, COALESCE(o.ota, 1) FROM (SELECT 1) LEFT JOIN"
+                " (SELECT * FROM devices WHERE id = ?) o",
+                (device_id, sealed, cert, spki, time.time(), device_id),
             )
         except sqlite3.IntegrityError:
             raise RegistryError("that certificate is already registered to another device")
@@ -170,24 +206,57 @@ class Store:
         return cur.rowcount == 1
 
     def touch(self, device_id, last_seen=None, firmware=None):
-        """Record a device's last contact (and firmware version when known)."""
+        """Record a device's last contact (and firmware version when known:
+        a str, or the bytes its HELLO carried)."""
         self.db.execute(
             "UPDATE devices SET last_seen = ?, firmware = COALESCE(?, firmware) WHERE id = ?",
-            (time.time() if last_seen is None else last_seen, firmware, device_id),
+            (
+                time.time() if last_seen is None else last_seen,
+                firmware_version(firmware),
+                device_id,
+            ),
         )
+
+    # -- firmware updates (host_tools.ota.app.RegistryTargets) -----------------------
+    def set_target(self, device_id, version, board=None):
+        """Target a version ("x.y.z"; None clears the target and the board) and
+        optionally the board's name; False if the device is unknown."""
+        if version is None:
+            sql, args = "target_version = NULL, board = NULL", ()
+        else:
+            sql, args = "target_version = ?, board = COALESCE(?, board)", (_version(version), board)
+        cur = self.db.execute("UPDATE devices SET %s WHERE id = ?" % sql, args + (device_id,))
+        return cur.rowcount == 1
+
+    def set_ota(self, device_id, granted):
+        """Grant (True) or refuse (False) updates; False if the device is unknown."""
+        cur = self.db.execute(
+            "UPDATE devices SET ota = ? WHERE id = ?", (1 if granted else 0, device_id)
+        )
+        return cur.rowcount == 1
+
+    def ota_target(self, device_id):
+        """{"target_version", "board", "ota"} of an active device, or None."""
+        row = self.db.execute(
+            "SELECT target_version, board, ota FROM devices WHERE id = ? AND revoked IS NULL",
+            (device_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"target_version": row[0], "board": row[1], "ota": bool(row[2])}
 
     def devices(self):
         """Every device, revoked ones too, without secrets: a list of dicts."""
         rows = self.db.execute(
             "SELECT id, psk_sealed IS NOT NULL, cert_sha256, spki_sha256, created, revoked,"
-            " last_seen, firmware FROM devices ORDER BY id"
+            " last_seen, firmware, target_version, board, ota FROM devices ORDER BY id"
         ).fetchall()
-        keys = ("id", "psk", "cert_sha256", "spki_sha256", "created", "revoked")
+        keys = ("id", "psk", "cert_sha256", "spki_sha256", "created", "revoked", "last_seen")
+        keys += ("firmware", "target_version", "board", "ota")
         out = []
         for r in rows:
-            d = dict(zip(keys, r[:6]))
-            d["psk"] = bool(d["psk"])
-            d["last_seen"], d["firmware"] = r[6], r[7]
+            d = dict(zip(keys, r))
+            d["psk"], d["ota"] = bool(d["psk"]), bool(d["ota"])
             out.append(d)
         return out
 
@@ -258,6 +327,16 @@ class Store:
                 except (TypeError, ValueError):
                     raise RegistryError("import: device %r has a PSK that is not hex" % ident)
                 self.add(ident, psk, e.get("cert_sha256"), e.get("spki_sha256"), replace)
+                if e.get("target_version"):
+                    self.set_target(ident, e["target_version"], e.get("board") or None)
+                elif e.get("board"):
+                    self.db.execute(
+                        "UPDATE devices SET board = ? WHERE id = ?", (e["board"], ident)
+                    )
+                if "ota" in e:
+                    if not isinstance(e["ota"], bool):
+                        raise RegistryError("import: device %r ota must be true/false" % ident)
+                    self.set_ota(ident, e["ota"])
             if data.get("device_ca"):
                 self.set_setting("device_ca", str((path.parent / data["device_ca"]).resolve()))
             self.db.execute("COMMIT")

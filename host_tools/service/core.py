@@ -305,6 +305,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 self._message(sess, ev[1], ev[2], ev[3])
             elif kind == "hello":
                 sess.device_hello = bytes(ev[1])
+                if self.registry is not None:  # its firmware version (SQLite registry)
+                    self.registry.touch(sess.identity, firmware=sess.device_hello)
             elif kind == "delivered":
                 sess.delivered(ev[1])
             elif kind in ("error", "closed"):

@@ -1,7 +1,8 @@
 """The service's HTTP listener for operators (`metrics_listen` in
 service.json): `/metrics` (Prometheus text format) and the fleet page
 `/fleet` (every device: online state, last seen, handshakes, last error,
-firmware version, message rate), which polls `/fleet.json` every second.
+firmware version (and the version targeted, if another), message rate),
+which polls `/fleet.json` every second.
 """
 
 import json
@@ -56,7 +57,9 @@ async function refresh() {
       cell(tr, d.messages);
       cell(tr, d.rate);
       cell(tr, d.last_error || "");
-      cell(tr, d.firmware || "");
+      var fw = d.firmware || "";
+      if (d.target && d.target !== d.firmware) fw += " \u2192 " + d.target;
+      cell(tr, fw);
       body.appendChild(tr);
     });
     document.getElementById("summary").textContent =

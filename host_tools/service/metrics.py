@@ -3,7 +3,8 @@ fleet tracker that feeds the fleet page.
 
 `Fleet` wraps the application (the service calls it, it calls the app):
 per device it counts handshakes and messages, keeps the last session end
-reason, the online state and a message rate, and it observes handshake
+reason, the online state, a message rate and the firmware version its last
+HELLO reported (else the registry's: SQLite records it at every HELLO), and it observes handshake
 durations and, for hold_acks apps (the MQTT bridge), how long a message
 waited for the application before its link ACK.  `ServiceMetrics` reads the
 service counters at scrape time (one CollectorRegistry per service, so
@@ -16,6 +17,8 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from host_tools.registry.store import firmware_version
 
 __all__ = ["Fleet", "ServiceMetrics", "CONTENT_TYPE"]
 
@@ -52,6 +55,7 @@ class Fleet:
                 "last_seen": None,
                 "last_error": None,
                 "suite": None,
+                "firmware": None,
                 "rate": 0.0,
                 "_t": time.monotonic(),
                 "_n": 0,
@@ -106,6 +110,9 @@ class Fleet:
                 d["rate"] = 0.8 * d["rate"] + 0.2 * (d["_n"] / dt)
                 d["_t"], d["_n"] = now, 0
             reg = known.get(ident, {})
+            sess = d.get("session")
+            if sess is not None and getattr(sess, "device_hello", None) is not None:
+                d["firmware"] = firmware_version(sess.device_hello) or d["firmware"]
             out.append(
                 {
                     "id": ident,
@@ -114,7 +121,8 @@ class Fleet:
                     "handshakes": d["handshakes"],
                     "messages": d["messages"],
                     "last_error": d["last_error"],
-                    "firmware": reg.get("firmware"),
+                    "firmware": d["firmware"] or reg.get("firmware"),
+                    "target": reg.get("target_version"),
                     "suite": d["suite"],
                     "revoked": bool(reg.get("revoked")),
                     "rate": round(d["rate"], 2),
