@@ -18,7 +18,9 @@ from test_main_config import Device
 from host_tools import pki
 
 PSK = bytes(range(32))
-HEAP = "168K"  # v2 adds ~3 KiB; 64-bit unix port: 96K cannot run a PSK session; the Certificate does not fit
+# 64-bit unix port: 96K cannot run a PSK session; the Certificate does not fit;
+# link v2 (~3 KiB) and the OTA boot path took it from 160K to 184K (issue 17: memory)
+HEAP = "184K"
 ATTACKS = ["hrr_close", "random", "bigcert", "error", "garbage"]
 
 
