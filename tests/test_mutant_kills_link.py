@@ -74,12 +74,15 @@ def connect(**cfg):
     srv.send_flight(b"\x17" * 300, 1)
     pump(cli, srv, 1)
     cli.send_flight(b"\x18" * 50, 2)
-    cli.start_channel(KB, 0x1305)
     pump(cli, srv, 2)
+    # both channels before the HELLOs (seq 0, §4) go out, so neither is
+    # dropped as no_channel and waits rto_ms
     srv.start_channel(KB, 0x1305)
+    cli.start_channel(KB, 0x1305)
     pump(cli, srv, 3)
     assert cli.state == srv.state == "open"
-    cli.events(), srv.events()
+    assert [e[0] for e in cli.events()][-1:] == [e[0] for e in srv.events()][-1:] == ["hello"]
+    assert not cli.unacked() and not srv.unacked() and cli.peer_base == srv.peer_base == 0
     return cli, srv
 
 
@@ -237,7 +240,7 @@ def test_rekey_comes_after_the_last_ack_counter_not_before():
     srv.channel.ack_seq = wire.MAX_COUNTER - 1
     cli.send(b"x", 10)
     pump(cli, srv, 10)
-    assert srv.events() == [("message", b"x")]  # counter MAX_COUNTER - 1 used: one left
+    assert srv.events() == [("message", b"x", 0, 0)]  # id base + seq - 1; counter MAX_COUNTER - 1 used: one left
     cli.send(b"y", 20)
     pump(cli, srv, 20)
-    assert srv.events() == [("message", b"y"), ("rekey",)]
+    assert srv.events() == [("message", b"y", 0, 1), ("rekey",)]
