@@ -78,7 +78,6 @@ def test_link_property_catches_a_channel_that_skips_authentication(corpus, monke
     """With the AEAD check gone, modified DATA/ACK/CLOSE packets get in: the
     link target must report them as violations, not as successes."""
     from atls.channel import Channel
-
     from atls.protocol import CDATA, DATA
 
     def unchecked(self, pkt, own=False):

@@ -240,7 +240,9 @@ def test_rekey_comes_after_the_last_ack_counter_not_before():
     srv.channel.ack_seq = wire.MAX_COUNTER - 1
     cli.send(b"x", 10)
     pump(cli, srv, 10)
-    assert srv.events() == [("message", b"x", 0, 0)]  # id base + seq - 1; counter MAX_COUNTER - 1 used: one left
+    assert srv.events() == [
+        ("message", b"x", 0, 0)
+    ]  # id base + seq - 1; counter MAX_COUNTER - 1 used: one left
     cli.send(b"y", 20)
     pump(cli, srv, 20)
     assert srv.events() == [("message", b"y", 0, 1), ("rekey",)]
