@@ -246,3 +246,38 @@ def test_rekey_comes_after_the_last_ack_counter_not_before():
     cli.send(b"y", 20)
     pump(cli, srv, 20)
     assert srv.events() == [("message", b"y", 0, 1), ("rekey",)]
+
+
+def test_a_flight_of_exactly_one_fragment_payload_is_one_fragment():
+    """§2: a flight is cut into ceil(n / (mtu - 5)) fragments; a flight of
+    exactly mtu - 5 bytes is one HS_END, one byte more is two fragments."""
+    for n, want in (
+        (59, [wire.HS_END]),
+        (60, [wire.HS, wire.HS_END]),
+        (118, [wire.HS, wire.HS_END]),
+    ):
+        cli = Link("client", LinkConfig(mtu=64))
+        cli.send_flight(bytes(n), 0)
+        assert [d[0] & 7 for d in cli.datagrams(0)] == want, n
+
+
+def test_an_end_fragment_first_is_bounded_by_its_index():
+    """§2: an HS_END that arrives before any other fragment (its size unknown)
+    is refused as too_big when (index + 1) * its length exceeds max_flight."""
+    for i, n, too_big in ((1, 600, 1), (1, 500, 0), (2, 400, 1), (0, 1000, 0)):
+        srv = Link("server", LinkConfig(mtu=64, max_flight=1000), session_id=5)
+        srv.receive(wire.encode_hs(0, 0, i, bytes(n), True), 0)
+        assert srv.drops["too_big"] == too_big and srv.drops["bad_fragment"] == 0, (i, n)
+
+
+def test_first_unacked_id_is_the_oldest_unacknowledged_message():
+    """§4: the base of the next session is the id of the first message not
+    yet acknowledged (id = base + seq - 1); after=True the next new id."""
+    cli, srv = connect()
+    assert cli.first_unacked_id() == 0 and cli.first_unacked_id(after=True) == 0
+    for m in (b"a", b"b", b"c"):
+        cli.send(m, 10)
+    assert cli.first_unacked_id() == 0 and cli.first_unacked_id(after=True) == 3
+    pump(cli, srv, 10)
+    assert [e[3] for e in srv.events() if e[0] == "message"] == [0, 1, 2]
+    assert cli.first_unacked_id() == 3 == cli.first_unacked_id(after=True)

@@ -301,3 +301,92 @@ def test_corrupt_table_is_a_gateway_error(tmp_path):
         PairingTable(path)
     path.write_text(json.dumps({"version": 1}))
     assert len(PairingTable(path)) == 0
+
+
+# ---- the gateway's side of the exchange (Pairer, §8.3) --------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def make_pairer(tmp_path, **cfg):
+    import types
+
+    from host_tools.gateway.pairing_table import Pairer
+
+    config = types.SimpleNamespace(
+        services={"default": None}, limits={"max_pending_pairings": 4}, auto_confirm=True, **cfg
+    )
+    sent = []
+    clock = Clock()
+    pr = Pairer(
+        PairingTable(tmp_path / "p.json"),
+        config,
+        lambda addr, payload: sent.append((addr, bytes(payload))),
+        lambda: True,
+        {"drops": {}},
+        clock=clock,
+    )
+    return pr, sent, clock
+
+
+def device_request(seed=1):
+    """A device's REQUEST (mode 0) and the REVEAL that opens its commitment."""
+    from atls.crypto.x25519 import x25519_base
+
+    priv = bytes([seed]) * 32
+    pub, nonce = x25519_base(priv), bytes([seed + 1]) * 16
+    req = pairing.encode_request(0, pairing.commitment(pub, nonce), "dev-1", "default")
+    return priv, req, pairing.encode_reveal(pub, nonce), pub
+
+
+def test_pairer_answers_with_its_gateway_id_or_gateway():
+    import tempfile
+    from pathlib import Path
+
+    for cfg, gid in (
+        ({"gateway_id": "gw-7"}, "gw-7"),
+        ({}, "gateway"),
+        ({"gateway_id": None}, "gateway"),
+    ):
+        pr, sent, _ = make_pairer(Path(tempfile.mkdtemp()), **cfg)
+        pr.on_packet(ADDR, device_request()[1])
+        assert pairing.decode(sent[-1][1])[4] == gid, cfg
+
+
+def test_a_repeated_reveal_is_answered_again_and_a_different_one_is_dropped(tmp_path):
+    """§8.3: after the key exists, the same REVEAL again (the answer was lost)
+    gets the same ACCEPT; a REVEAL with another share or nonce is dropped."""
+    pr, sent, _ = make_pairer(tmp_path)
+    priv, req, rv, pub = device_request()
+    pr.on_packet(ADDR, req)
+    pr.on_packet(ADDR, rv)
+    accept = sent[-1][1]
+    assert pairing.decode(accept)[0] == "accept"
+    pr.on_packet(ADDR, rv)
+    assert sent[-1][1] == accept and len(sent) == 3
+    pr.on_packet(ADDR, pairing.encode_reveal(pub, bytes(16)))
+    assert len(sent) == 3 and pr.counters["drops"]["pair_bad_reveal"] == 1
+
+
+def test_a_pending_exchange_is_forgotten_after_its_timeout(tmp_path):
+    """A device silent for more than PENDING_TIMEOUT_S is forgotten: its
+    late REVEAL gets REJECT 5 (start again), one just in time does not."""
+    from host_tools.gateway.pairing_table import PENDING_TIMEOUT_S
+
+    for wait, kind in ((PENDING_TIMEOUT_S + 1, ("reject", 5, b"")), (PENDING_TIMEOUT_S, None)):
+        pr, sent, clock = make_pairer(tmp_path)
+        _, req, rv, _ = device_request()
+        pr.on_packet(ADDR, req)
+        clock.t += wait
+        pr.on_packet(ADDR, rv)
+        got = pairing.decode(sent[-1][1])
+        if kind:
+            assert got == kind and not pr.pending
+        else:
+            assert got[0] == "accept"
