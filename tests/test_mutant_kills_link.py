@@ -7,7 +7,7 @@ import pytest
 from atls import wire
 from atls.errors import UsageError
 from atls.link import Link, LinkConfig
-from atls.protocol import CLOSE, DATA, HS_ACK
+from atls.protocol import ACK, CLOSE, DATA, HS_ACK
 
 
 def test_a_flight_of_exactly_max_flight_bytes_is_sent_one_more_is_refused():
@@ -135,7 +135,8 @@ def test_link_config_bounds_are_inclusive():
     LinkConfig(mtu=32, rx_mtu=32, replay_window=64)
     LinkConfig(mtu=65535)
     LinkConfig(rto_ms=1, rto_max_ms=1, handshake_timeout_ms=1, peer_timeout_ms=1)
-    LinkConfig(reorder=0, queue=0)
+    LinkConfig(reorder=0, queue=0, window=1)
+    LinkConfig(mtu=64, max_flight=59 * 255)  # 255 fragments of mtu - 5
     for bad in (
         dict(mtu=31),
         dict(mtu=65536),
@@ -148,6 +149,8 @@ def test_link_config_bounds_are_inclusive():
         dict(reorder=-1),
         dict(queue=-1),
         dict(window=0),
+        dict(mtu=64, max_flight=59 * 255 + 1),
+        dict(max_flight=0),
     ):
         with pytest.raises(UsageError):
             LinkConfig(**bad)
@@ -281,3 +284,76 @@ def test_first_unacked_id_is_the_oldest_unacknowledged_message():
     pump(cli, srv, 10)
     assert [e[3] for e in srv.events() if e[0] == "message"] == [0, 1, 2]
     assert cli.first_unacked_id() == 3 == cli.first_unacked_id(after=True)
+
+
+def test_fragments_after_the_end_may_be_as_long_as_the_end():
+    """§2: the END may be as long as the other fragments (a flight of a
+    multiple of mtu - 5 bytes); a fragment that comes after it is refused
+    only when shorter than the END."""
+    srv = Link("server", LinkConfig(mtu=64), session_id=5)
+    srv.receive(wire.encode_hs(0, 0, 1, bytes(59), True), 0)
+    srv.receive(wire.encode_hs(0, 0, 0, b"\x01" * 59), 0)
+    assert srv.drops["bad_fragment"] == 0
+    assert srv.events()[-1] == ("flight", b"\x01" * 59 + bytes(59))
+    srv = Link("server", LinkConfig(mtu=64), session_id=5)
+    srv.receive(wire.encode_hs(0, 0, 1, bytes(30), True), 0)
+    srv.receive(wire.encode_hs(0, 0, 0, bytes(29)), 0)
+    assert srv.drops["bad_fragment"] == 1
+
+
+def test_an_incomplete_flight_is_acknowledged_at_once_on_its_end_only():
+    """§2: the END of a flight with gaps is acknowledged at once (the sender
+    learns the gaps); another fragment of it only rto_ms/4 after the last
+    repeated answer."""
+    srv = Link("server", LinkConfig(mtu=64, rto_ms=1000), session_id=5)
+    srv.receive(wire.encode_hs(0, 0, 0, bytes(59)), 0)
+    assert [d[0] & 7 for d in srv.datagrams(0)] == []  # a first fragment: no HS_ACK
+    srv.receive(wire.encode_hs(0, 0, 0, bytes(59)), 600)  # a repeat: answered
+    assert [d[0] & 7 for d in srv.datagrams(600)] == [HS_ACK]
+    srv.receive(wire.encode_hs(0, 0, 1, bytes(59)), 650)  # not before 600 + 250
+    assert srv.datagrams(650) == []
+    srv.receive(wire.encode_hs(0, 0, 3, bytes(10), True), 700)
+    assert [d[0] & 7 for d in srv.datagrams(700)] == [HS_ACK]  # the END: at once
+
+
+def test_an_ack_without_progress_does_not_restart_the_data_backoff():
+    """§4: only an ACK that acknowledges something new restarts the
+    retransmission backoff (and the peer timeout)."""
+    cli, srv = connect(rto_ms=1000)
+    cli.send(b"x", 10)
+    assert len(cli.datagrams(10)) == 1  # lost
+    assert len(cli.datagrams(1010)) == 1  # lost again; backoff now 2000
+    assert cli.next_timer_ms() == 3010
+    cli.receive(srv.channel.seal(ACK, 0x0BAD, 1, 0), 1500)  # next = 1: nothing new
+    assert cli.drops["bad_ack"] == 0 and cli.next_timer_ms() == 3010
+    cli.receive(srv.channel.seal(ACK, 0x0BAD, 2, 0), 1600)  # x acknowledged
+    assert cli.unacked() == []
+
+
+def test_the_service_hello_gives_the_device_its_reset_token():
+    """§4-§5: the service HELLO is base || granted channels || reset token;
+    the device keeps the token, and only a RESET carrying it ends the
+    confirmed session."""
+    from atls.protocol import ERROR, RESET
+
+    token = bytes(range(0x30, 0x40))
+    cli = Link("client", LinkConfig(mtu=64))
+    srv = Link("server", LinkConfig(mtu=64), 0x0BAD)
+    cli.send_flight(b"\x16" * 150, 0)
+    pump(cli, srv, 0)
+    srv.send_flight(b"\x17" * 300, 1)
+    pump(cli, srv, 1)
+    cli.send_flight(b"\x18" * 50, 2)
+    pump(cli, srv, 2)
+    srv.start_channel(KB, 0x1305, 7, hello=b"\x04" + token)
+    cli.start_channel(KB, 0x1305)
+    pump(cli, srv, 3)
+    assert cli.reset_token == token and cli.peer_channels == 4 and cli.peer_base == 7
+    assert cli.confirmed
+    for i in (0, 7, 15):  # every byte counts
+        wrong = bytearray(token)
+        wrong[i] ^= 1
+        cli.receive(wire.encode(ERROR, 0x0BAD, bytes((RESET,)) + bytes(wrong)), 10)
+    assert cli.state == "open" and cli.drops["unauthenticated"] == 3
+    cli.receive(wire.encode(ERROR, 0x0BAD, bytes((RESET,)) + token), 10)
+    assert cli.state == "failed"

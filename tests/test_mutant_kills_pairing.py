@@ -390,3 +390,17 @@ def test_a_pending_exchange_is_forgotten_after_its_timeout(tmp_path):
             assert got == kind and not pr.pending
         else:
             assert got[0] == "accept"
+
+
+def test_an_accepted_exchange_leaves_the_list_and_an_unrevealed_one_blocks_nothing(tmp_path):
+    """`pair` lists only exchanges still waiting for the person; one that was
+    accepted (done) no longer shows, and one that has not revealed (no code
+    to show) does not make another with the same device id ambiguous."""
+    other = bytes.fromhex("0013a20041b2c3ff")
+    pr, sent, _ = make_pairer(tmp_path)
+    _, req, rv, _ = device_request(1)
+    pr.on_packet(other, device_request(5)[1])  # same device id "dev-1", no REVEAL yet
+    pr.on_packet(ADDR, req)
+    pr.on_packet(ADDR, rv)
+    assert pairing.decode(sent[-1][1])[0] == "accept" and sent[-1][0] == ADDR
+    assert pr.pending_requests() == []
