@@ -6,7 +6,7 @@ tls      server flights the service's OpenSSL engine (host_tools.service.
 session  the service link's datagrams to a DeviceSession during a whole
          session (handshake over the link, messages both ways), with times
 link     both roles' datagrams of the scripted conversation (targets.converse)
-wire     every datagram above
+wire     every datagram above, and ERROR in both forms (reason; RESET || token)
 xbee     API frame streams (AP=1 and AP=2) carrying those datagrams, pairing
          packets, AT responses, transmit status and modem status
 pairing  every version-2 packet: request (both modes), response, reveal
@@ -20,8 +20,9 @@ MicroPython runner.
 import json
 
 from atls import pairing, xbee
+from atls import wire as link_wire
 from atls.link import Link, LinkConfig
-from atls.protocol import SUITES
+from atls.protocol import ERROR, RESET, SUITES, UNKNOWN_SESSION
 from atls.tls.client import TLSClient
 from fuzz.runner import make_session, tls_config
 from fuzz.targets import MESSAGES, SeededRng, record_link
@@ -169,6 +170,9 @@ def build():
     for d in [r[3] for r in corpus["link"]] + [d for _, rec in corpus["session"] for _, d in rec]:
         if d not in wire:
             wire.append(d)
+    # ERROR in both forms (§5): a reason alone, and RESET || the 16-byte token
+    wire.append(link_wire.encode(ERROR, 0x5A17, bytes((UNKNOWN_SESSION,))))
+    wire.append(link_wire.encode(ERROR, 0x5A17, bytes((RESET,)) + bytes(range(16))))
     corpus["wire"] = wire
     corpus["xbee"] = _xbee(wire[:12] + _pairing())
     corpus["pairing"] = _pairing()
