@@ -357,3 +357,79 @@ def test_the_service_hello_gives_the_device_its_reset_token():
     assert cli.state == "open" and cli.drops["unauthenticated"] == 3
     cli.receive(wire.encode(ERROR, 0x0BAD, bytes((RESET,)) + token), 10)
     assert cli.state == "failed"
+
+
+def test_an_ack_with_progress_pulls_the_remaining_retransmissions_in():
+    """§4: an ACK that acknowledges something restarts the backoff: what is
+    still in flight is due again rto_ms after it, not at its backed-off time."""
+    cli, srv = connect(rto_ms=1000)
+    cli.send(b"a", 10)
+    cli.send(b"b", 10)
+    assert len(cli.datagrams(10)) == 2  # both lost
+    assert len(cli.datagrams(1010)) == 2  # lost again; due at 3010
+    assert cli.next_timer_ms() == 3010
+    cli.receive(srv.channel.seal(ACK, 0x0BAD, 2, 0), 1500)  # a acknowledged
+    assert cli.unacked() == [b"b"] and cli.next_timer_ms() == 2500
+
+
+def test_only_seq_0_on_the_control_channel_is_a_hello():
+    cli, srv = connect()
+    cli.send(b"12345678-not-a-hello", 10, channel=1)
+    cli.send(b"12345678", 10, channel=1)
+    pump(cli, srv, 10)
+    assert srv.events() == [
+        ("message", b"12345678-not-a-hello", 1, 0),
+        ("message", b"12345678", 1, 1),
+    ]
+
+
+def test_a_busy_hint_backs_the_first_flight_off():
+    """§5: an ERROR before the service chose a session (sid 0) is a hint:
+    the device doubles its flight's retransmission timeout, nothing ends."""
+    from atls.protocol import BUSY, ERROR
+
+    cli = Link("client", LinkConfig(mtu=64, rto_ms=1000))
+    cli.send_flight(bytes(100), 0)
+    cli.datagrams(0)
+    assert cli.next_timer_ms() == 1000
+    cli.receive(wire.encode(ERROR, 0, bytes((BUSY,))), 100)
+    assert cli.counters["hints"] == 1 and cli.state == "handshake"
+    assert cli.next_timer_ms() == 2100
+
+
+def test_a_device_adopts_a_session_id_only_from_handshake_packets():
+    """§1: before it knows its session id, the device takes one from HS,
+    HS_END or HS_ACK only; a sealed packet with another id is unknown_session."""
+    from atls.protocol import BUSY, ERROR
+
+    cli = Link("client", LinkConfig(mtu=64))
+    cli.send_flight(bytes(100), 0)
+    cli.datagrams(0)
+    cli.receive(wire.encode(DATA, 0x77, bytes(20)), 10)
+    assert cli.drops["unknown_session"] == 1 and cli.drops["no_channel"] == 0
+    cli.receive(wire.encode(ERROR, 0x77, bytes((BUSY,))), 20)
+    assert cli.drops["unknown_session"] == 1
+
+
+def test_our_flight_acknowledges_the_peers_implicitly():
+    """§2: a flight sent before the HS_ACK went out replaces it."""
+    cli = Link("client", LinkConfig(mtu=64))
+    srv = Link("server", LinkConfig(mtu=64), 0x0BAD)
+    cli.send_flight(b"\x16" * 150, 0)
+    for d in cli.datagrams(0):
+        srv.receive(d, 0)
+    srv.send_flight(b"\x17" * 100, 1)  # before datagrams(): no HS_ACK of flight 0
+    assert [d[0] & 7 for d in srv.datagrams(0)] == [wire.HS, wire.HS_END]
+
+
+def test_the_devices_flight_acknowledges_the_services_implicitly():
+    cli = Link("client", LinkConfig(mtu=64))
+    srv = Link("server", LinkConfig(mtu=64), 0x0BAD)
+    cli.send_flight(b"\x16" * 150, 0)
+    pump(cli, srv, 0)
+    srv.send_flight(b"\x17" * 100, 1)
+    for d in srv.datagrams(1):
+        cli.receive(d, 1)
+    assert [e[0] for e in cli.events()][-1] == "flight"
+    cli.send_flight(b"\x18" * 50, 2)  # before datagrams(): no HS_ACK of flight 1
+    assert [d[0] & 7 for d in cli.datagrams(1)] == [wire.HS_END]

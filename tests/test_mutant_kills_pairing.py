@@ -404,3 +404,26 @@ def test_an_accepted_exchange_leaves_the_list_and_an_unrevealed_one_blocks_nothi
     pr.on_packet(ADDR, rv)
     assert pairing.decode(sent[-1][1])[0] == "accept" and sent[-1][0] == ADDR
     assert pr.pending_requests() == []
+
+
+def test_preauthorisations_survive_a_reload(tmp_path):
+    t = PairingTable(tmp_path / "p.json")
+    t.preauthorise("dev-9", bytes(range(16)))
+    again = PairingTable(tmp_path / "p.json")
+    assert again.preauth_for(ADDR, "dev-9")[1] is not None
+    t2 = PairingTable(tmp_path / "q.json")
+    t2.add(ADDR, "d", "s")
+    assert "preauth" not in json.loads((tmp_path / "q.json").read_text())
+
+
+def test_pairing_again_replaces_the_key(tmp_path):
+    pr, sent, _ = make_pairer(tmp_path)
+    keys = []
+    for seed in (1, 3):
+        _, req, rv, _ = device_request(seed)
+        pr.on_packet(ADDR, req)
+        pr.on_packet(ADDR, rv)
+        assert pairing.decode(sent[-1][1])[0] == "accept"
+        keys.append(pr.table.get(ADDR)["key"])
+    assert keys[0] != keys[1] and pr.counters["paired"] == 2
+    assert PairingTable(tmp_path / "p.json").get(ADDR)["key"] == keys[1]
