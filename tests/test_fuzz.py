@@ -78,9 +78,12 @@ def test_link_property_catches_a_channel_that_skips_authentication(corpus, monke
     """With the AEAD check gone, modified DATA/ACK/CLOSE packets get in: the
     link target must report them as violations, not as successes."""
     from atls.channel import Channel
+    from atls.protocol import CDATA, DATA
 
     def unchecked(self, pkt, own=False):
-        return b"forged" if pkt[0] == 3 else b""
+        if pkt[0] == DATA:
+            return b"forged"
+        return b"\x00forged" if pkt[0] == CDATA else b""  # CDATA: sealed channel byte
 
     monkeypatch.setattr(Channel, "open", unchecked)
     st = fuzz(build_targets(corpus, ["link"])["link"], 1500, seed=12)
@@ -88,13 +91,36 @@ def test_link_property_catches_a_channel_that_skips_authentication(corpus, monke
 
 
 def test_wire_property_catches_a_non_injective_decode(corpus, monkeypatch):
+    """A decode that ignores the version bit (§1) takes version-1 packets as
+    version 2: they re-encode with the bit set, so the wire target must
+    report a violation.  Empty input goes to the real decoder unchanged."""
     from atls import wire
+    from atls.protocol import VERSION_BIT
 
     real = wire.decode
 
     def sloppy(d, tag_len=None, max_len=None):
-        return real(bytes((d[0] & 0xEF,)) + bytes(d[1:]), tag_len, max_len)  # ignores the version
+        if len(d):
+            d = bytes((d[0] | VERSION_BIT,)) + bytes(d[1:])  # ignores the version
+        return real(d, tag_len, max_len)
 
     monkeypatch.setattr(wire, "decode", sloppy)
     st = fuzz(build_targets(corpus, ["wire"])["wire"], 4000, seed=12)
+    assert any(f["kind"] == "violation" for f in st["failures"])
+
+
+def test_pairing_property_catches_a_decode_that_ignores_the_version(corpus, monkeypatch):
+    """§8.1: a REQUEST of another pairing version taken as version 2 does not
+    re-encode to its bytes; the pairing target must call it a violation."""
+    from atls import pairing
+
+    real = pairing.decode
+
+    def sloppy(packet):
+        if len(packet) > 1 and packet[0] == pairing.MARKER | pairing.REQUEST:
+            packet = bytes(packet[:1]) + bytes((pairing.VERSION,)) + bytes(packet[2:])
+        return real(packet)
+
+    monkeypatch.setattr(pairing, "decode", sloppy)
+    st = fuzz(build_targets(corpus, ["pairing"])["pairing"], 4000, seed=12)
     assert any(f["kind"] == "violation" for f in st["failures"])

@@ -6,10 +6,12 @@ tls      server flights the service's OpenSSL engine (host_tools.service.
 session  the service link's datagrams to a DeviceSession during a whole
          session (handshake over the link, messages both ways), with times
 link     both roles' datagrams of the scripted conversation (targets.converse)
-wire     every datagram above
+wire     every datagram above, and ERROR in both forms (reason; RESET || token)
 xbee     API frame streams (AP=1 and AP=2) carrying those datagrams, pairing
          packets, AT responses, transmit status and modem status
-pairing  request, accept, reject and pending packets
+pairing  every version-2 packet: request (both modes), response, reveal
+         (with and without proof), accept, not_paired, reject (with and
+         without tag), pending
 Every recording is replayed once here to prove it is deterministic.
 `save`/`load` write the corpus as JSON (bytes as "hex:..." strings) for the
 MicroPython runner.
@@ -18,8 +20,9 @@ MicroPython runner.
 import json
 
 from atls import pairing, xbee
+from atls import wire as link_wire
 from atls.link import Link, LinkConfig
-from atls.protocol import SUITES
+from atls.protocol import ERROR, RESET, SUITES, UNKNOWN_SESSION
 from atls.tls.client import TLSClient
 from fuzz.runner import make_session, tls_config
 from fuzz.targets import MESSAGES, SeededRng, record_link
@@ -124,11 +127,25 @@ def _xbee(datagrams):
 
 
 def _pairing():
-    nonce = bytes.fromhex("7e7d1113a0b0c0d0")
-    out = [pairing.encode_request(nonce, "device-1", "service.local")]
-    out.append(pairing.encode_request(nonce, "d\u00e9vice", "s" * 32))
-    for kind in (pairing.ACCEPT, pairing.REJECT, pairing.PENDING):
-        out.append(pairing.encode_reply(kind, nonce, kind))
+    """Every pairing packet of version 2 (docs/PROTOCOL.md §8.1), from the
+    encoders: REQUEST in both modes, RESPONSE, REVEAL with and without the
+    install-code proof, ACCEPT and NOT_PAIRED (16-byte tag), REJECT with and
+    without a tag, PENDING."""
+    pub = bytes(range(32, 64))
+    nonce = bytes.fromhex("7e7d1113a0b0c0d0e0f0111213141516")
+    tag = bytes(range(0xA0, 0xB0))
+    commit = pairing.commitment(pub, nonce)
+    addr = bytes.fromhex("0013a20041a7b2c1")
+    out = [pairing.encode_request(pairing.MODE_CODE, commit, "device-1", "service.local")]
+    out.append(pairing.encode_request(pairing.MODE_INSTALL_CODE, commit, "d\u00e9vice", "s" * 32))
+    out.append(pairing.encode_response(nonce, pub, addr, "gw-1"))
+    out.append(pairing.encode_reveal(pub, nonce))
+    out.append(pairing.encode_reveal(pub, nonce, tag))
+    out.append(pairing.encode_reply(pairing.ACCEPT, tag=tag))
+    out.append(pairing.encode_reply(pairing.NOT_PAIRED, tag=tag))
+    out.append(pairing.encode_reply(pairing.REJECT, 2))
+    out.append(pairing.encode_reply(pairing.REJECT, 5, tag))
+    out.append(pairing.encode_reply(pairing.PENDING, 1))
     return out
 
 
@@ -153,6 +170,9 @@ def build():
     for d in [r[3] for r in corpus["link"]] + [d for _, rec in corpus["session"] for _, d in rec]:
         if d not in wire:
             wire.append(d)
+    # ERROR in both forms (§5): a reason alone, and RESET || the 16-byte token
+    wire.append(link_wire.encode(ERROR, 0x5A17, bytes((UNKNOWN_SESSION,))))
+    wire.append(link_wire.encode(ERROR, 0x5A17, bytes((RESET,)) + bytes(range(16))))
     corpus["wire"] = wire
     corpus["xbee"] = _xbee(wire[:12] + _pairing())
     corpus["pairing"] = _pairing()

@@ -23,6 +23,7 @@ from atls.errors import ATLSError
 from atls.link import Link, LinkConfig
 from atls.protocol import (
     ACK,
+    CDATA,
     CLOSE,
     DATA,
     ERROR,
@@ -66,9 +67,12 @@ def reencode(p):
         return wire.encode_hs(sid, a, b, bytes(c), t == HS_END)
     if t == HS_ACK:
         return wire.encode(HS_ACK, sid, bytes((a,)) + bytes(c))
-    if t == ERROR:
-        return wire.encode(ERROR, sid, bytes((a,)))
-    return aad(t, sid, a, b) + bytes(c)
+    if t == ERROR:  # reason, or RESET || token (§5)
+        return wire.encode(ERROR, sid, bytes((a,)) + (b"" if c is None else bytes(c)))
+    return aad(t, sid, a, b) + bytes(c)  # DATA, CDATA: a is the seq's low byte
+
+
+SEALED = (DATA, ACK, CLOSE, CDATA)
 
 
 class WireTarget:
@@ -82,12 +86,16 @@ class WireTarget:
         p = wire.decode(data, tag, 1280)
         if reencode(p) != bytes(data):
             raise Violation("wire: decode does not re-encode to the input")
-        if tag is not None and DATA <= p[0] <= CLOSE and len(p[4]) < tag:
+        if tag is not None and p[0] in SEALED and len(p[4]) < tag:
             raise Violation("wire: sealed packet shorter than its tag accepted")
 
 
 # -- pairing -------------------------------------------------------------------
 class PairingTarget:
+    """Every decoded packet must re-encode to its bytes (pairing.encode is
+    decode's inverse): a decode that accepts two spellings of one message
+    (a length ignored, a trailing byte kept, a tag cut) is a violation."""
+
     name = "pairing"
 
     def __init__(self, seeds):
@@ -95,11 +103,10 @@ class PairingTarget:
 
     def run(self, data, rng):
         r = pairing.decode(data)
-        if r[0] == "request":
-            back = pairing.encode_request(r[1], r[2], r[3])
-        else:
-            kind = ("accept", "reject", "pending").index(r[0]) + 1
-            back = pairing.encode_reply(kind, r[1], r[2])
+        try:
+            back = pairing.encode(r)
+        except ValueError:
+            raise Violation("pairing: decode accepted what the encoder refuses: %r" % (r,))
         if back != bytes(data):
             raise Violation("pairing: decode does not re-encode to the input")
 
@@ -302,7 +309,7 @@ class LinkTarget:
             t = wire.decode(data, ch.tag_len)[0]
         except ATLSError:
             return ev
-        if DATA <= t <= CLOSE:
+        if t in SEALED:
             if sum(link.drops.values()) != drops + 1 or ev or link.state != state:
                 raise Violation("link: a modified sealed packet was accepted: %r" % (ev,))
         return ev
@@ -324,13 +331,16 @@ def forge(suite, role, seed, mutant, rng):
     seed is not a sealed packet."""
     from atls.channel import Channel
 
-    if len(seed) < 3 or not DATA <= (seed[0] & 7) <= CLOSE:
+    if len(seed) < 3 or (seed[0] & 7) not in SEALED:
         return None
     t = seed[0] & 7
     sid = (seed[1] << 8) | seed[2]
     ch = Channel(KEY_BLOCK, suite, "server" if role == "client" else "client")
     if t == DATA:
         return ch.seal(DATA, sid, _field(rng, wire.MAX_SEQ), 0, FORGED)
+    if t == CDATA:  # sealed channel byte: the control channel (HELLO) or any other
+        c = (0, 1, 2, 255)[rng.below(4)]
+        return ch.seal(CDATA, sid, _field(rng, wire.MAX_SEQ), 0, bytes((c,)) + FORGED)
     ch.ack_seq = ch.close_seq = _field(rng, wire.MAX_COUNTER)
     if t == ACK:
         bm = rng.next() if rng.chance(2) else (0, 1, 0x80000000, 0xFFFFFFFF)[rng.below(4)]
