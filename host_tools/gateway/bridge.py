@@ -321,7 +321,10 @@ class Gateway:
         self.join_until = time.monotonic() + seconds
         nj = max(1, min(254, int(seconds)))
         if self.serial is not None:
-            asyncio.ensure_future(self._set_nj(nj))
+            try:  # the coordinator's NJ follows the window (the control socket runs in the loop)
+                asyncio.get_running_loop().create_task(self._set_nj(nj))
+            except RuntimeError:  # a synchronous caller (tests): no loop to write NJ from
+                log("join_window_nj_skipped", nj=nj)
         log("join_window_open", seconds=seconds)
 
     def close_join(self):
