@@ -34,7 +34,6 @@ or PSKs; `Service.counters` are the counters --stats writes.
 """
 
 import asyncio
-import os
 import time
 from collections import OrderedDict
 
@@ -47,6 +46,7 @@ from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights, Intake, b
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
+from host_tools.service.routing import SidSpace
 from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 from host_tools.udp_reader import BatchReader
@@ -85,6 +85,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.registry = registry
         self.binding_config = bindings
         self.sessions = {}  # sid -> Session
+        self.sids = SidSpace()  # the ids this worker issues (service.routing; cli sets it)
+        self.draining = False  # graceful shutdown: no new session (service.worker)
         self.pending = {}  # addr -> sid of a session still in its first flight
         self.half_open = OrderedDict()  # sid -> Session before TLS is done, oldest first
         self.per_ip = {}  # ip -> [sessions, half-open sessions]
@@ -169,8 +171,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
             if sess is not None and sess.addr != addr:
                 return self._moved(sess, ptype, sid, data, addr, now)
             if sess is None:
-                self.drop("unknown_session")
-                self._unknown(ptype, sid, data, addr)
+                self.drop("unknown_session")  # another worker's id: never our RESET
+                self._unknown(ptype, sid, data, addr, known=not self.sids.mine(sid))
                 return
             sess.budget.validated = True  # our session id came back from that address
             packets = (data,)
@@ -249,6 +251,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         max_sessions(_per_ip) is reached by established sessions."""
         lim = self.limits
         ip = addr[0]
+        if self.draining:
+            return False
         counts = self.per_ip.get(ip, (0, 0))
         if counts[1] >= lim["max_half_open_per_ip"] or counts[0] >= lim["max_sessions_per_ip"]:
             if not self._evict(ip):
@@ -270,7 +274,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def new_session(self, addr, now):
         """A new half-open session with a fresh session id (any transport);
         call admit(addr) first."""
-        sid = self._new_sid()
+        sid = self.sids.new(self.sessions)
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         if getattr(self.app, "hold_acks", False):
@@ -287,12 +291,6 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def _count(self):
         self.counters["sessions_active"] = len(self.sessions)
         self.counters["half_open"] = len(self.half_open)
-
-    def _new_sid(self):
-        while True:
-            sid = int.from_bytes(os.urandom(2), "big")
-            if sid and sid not in self.sessions:
-                return sid
 
     def _pump(self, sess, now):
         for ev in sess.link.events():
