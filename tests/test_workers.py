@@ -162,3 +162,55 @@ def test_workers_must_be_positive(workers):
         text=True,
     )
     assert r.returncode == 2 and "--workers must be at least 1" in r.stderr
+
+
+def test_a_draining_worker_starts_no_session_and_keeps_its_own():
+    """service.worker.drain (SIGTERM): a new device's first flight gets
+    ERROR(busy); an established session goes on until the process exits."""
+    import asyncio
+
+    from atls import protocol
+    from atls.link import LinkConfig
+    from atls.session import DeviceSession
+    from atls.tls.client import ClientConfig
+    from host_tools.service.core import Service
+    from host_tools.service.tls_engine import ServerConfig
+    from host_tools.service.worker import drain, health
+
+    psks = {b"old": psk_of("old"), b"new": psk_of("new")}
+    svc = Service(ServerConfig(psks=psks), LinkConfig(mtu=1200))
+    sent = []
+    svc._send = lambda data, addr: sent.append((bytes(data), addr))
+
+    def device(name, addr):
+        d = DeviceSession(ClientConfig(psk=psks[name], psk_identity=name), LinkConfig(mtu=1200))
+        d.connect(0)
+        return d, addr
+
+    def pump(dev, addr, now):
+        for _ in range(20):
+            for out in dev.datagrams(now):
+                svc.datagram_received(out, addr)
+            svc.start_queued(now)
+            mine = [d for d, a in sent if a == addr]
+            sent[:] = [(d, a) for d, a in sent if a != addr]
+            for d in mine:
+                dev.receive(d, now)
+            if not mine:
+                return
+
+    old, a1 = device(b"old", ("192.0.2.1", 1))
+    pump(old, a1, 0)
+    assert old.state == "up"
+    asyncio.run(drain(svc))
+    assert svc.draining and health(svc, 0)["ok"] is False
+    new, a2 = device(b"new", ("192.0.2.2", 2))
+    for out in new.datagrams(0):
+        svc.datagram_received(out, a2)
+    svc.start_queued(0)
+    answers = [d for d, a in sent if a == a2]
+    assert answers and all(protocol.peek(d) == (protocol.ERROR, 0) for d in answers)
+    assert answers[0][3] == protocol.BUSY and svc.counters["drops"]["busy"] == 1
+    old.send(b"still here", 10)
+    pump(old, a1, 10)
+    assert svc.counters["messages_in"] == 1 and health(svc, 0)["sessions"] == 1

@@ -42,7 +42,7 @@ def health(service, worker_index=None):
     store = store_of(service)
     store_ok = None
     if store is not None:
-        store_ok = bool(getattr(store, "available", True))
+        store_ok = bool(getattr(store, "up", True))  # state_store: False while unreachable
     established = sum(1 for s in service.sessions.values() if s.handshake_ms is not None)
     return {
         "ok": not service.draining and store_ok is not False,
