@@ -10,6 +10,8 @@ NEEDED="openssl:openssl"
 NEEDED="$NEEDED mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver"
 # the emulated Pico (sim/pico/emu.mjs: rp2040js under Node >= 18; npm installs it)
 NEEDED="$NEEDED node:nodejs npm:npm"
+# shared session state of service workers (host_tools/service/state_store.py): a real Redis
+NEEDED="$NEEDED redis-server:redis-server"
 
 missing_pkgs() {
   local out="" entry cmd pkg
