@@ -14,6 +14,8 @@ NEEDED="$NEEDED node:nodejs npm:npm"
 # issue 19: nginx's UDP proxy in front of service workers (docs/nginx-atls.conf)
 NEEDED="$NEEDED nginx:nginx-light"
 NEEDED="$NEEDED /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream"
+# shared session state of service workers (host_tools/service/state_store.py): a real Redis
+NEEDED="$NEEDED redis-server:redis-server"
 
 missing_pkgs() {
   local out="" entry cmd pkg
