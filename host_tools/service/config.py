@@ -134,6 +134,10 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         state = state_dir(registry_path, sids.server_id)
     service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings, state)
     service.sids = sids
+    if cfg.get("redis") is not None:  # sessions shared by the workers (docs/SCALE.md)
+        from host_tools.service.state_store import from_config as store_from_config
+
+        store_from_config(cfg["redis"], base).attach(service)
     # /metrics, /healthz and the fleet page (host_tools.service.fleet_page), started by cli.serve
     service.metrics_listen = split_hostport(metrics_listen) if metrics_listen else None
     if service.metrics_listen and service.metrics_listen[1] and index:
