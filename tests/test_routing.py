@@ -3,9 +3,12 @@ ids"): after QUIC-LB's plaintext server ids, the top bits of the 16-bit sid
 name the worker that issued it."""
 
 import pytest
+from test_state_store import PSKS, Pair, rds  # noqa: F401  (rds: the real Redis fixture)
 
 from atls import protocol, wire
 from atls.link import LinkConfig
+from atls.session import DeviceSession
+from atls.tls.client import ClientConfig
 from host_tools.service.core import Service
 from host_tools.service.errors import ConfigError
 from host_tools.service.routing import SidSpace, from_config
@@ -106,3 +109,46 @@ def test_another_workers_sid_never_gets_a_reset(tmp_path):
     assert len(mine) == protocol.HEADER_LEN + 1 + protocol.RESET_TOKEN_LEN
     assert protocol.peek(other) == (protocol.ERROR, 0x8321)
     assert other[3:] == bytes((protocol.UNKNOWN_SESSION,))
+
+
+class _Fixed(SidSpace):
+    """A SidSpace whose first pick is `first` (then the usual linear walk)."""
+
+    first = 0
+
+    def _start(self):
+        return self.first & self.low_mask
+
+
+def test_a_restarted_worker_never_issues_an_id_live_in_redis(rds, tmp_path):  # noqa: F811
+    """Worker 1 runs with worker 0's server id (worker 0 restarted): its
+    first pick is the id of the session its previous run stored in Redis,
+    now held elsewhere; it must take another id, not refuse the handshake
+    (before the fix: state_sid_in_use, the new device's handshake failed)."""
+    p = Pair(rds, tmp_path)
+    w0, w1 = p.w
+    for w in p.w:
+        w.svc.sids = _Fixed(3, 8)
+    assert p.run(5000, lambda: w0.app.sessions)
+    old = w0.app.sessions[0].sid
+    assert old >> 8 == 3
+    _Fixed.first = old
+    cfg = LinkConfig(mtu=1200, rto_ms=200, rto_max_ms=1600, handshake_timeout_ms=5000)
+    new = DeviceSession(ClientConfig(psk=PSKS[b"dev-2"], psk_identity=b"dev-2"), cfg)
+    new.connect(p.now)
+    p.devs[("192.0.2.8", 1)] = new
+    for _ in range(500):  # the old device stays with worker 0, the new one reaches worker 1
+        p.now += 10
+        for addr, dev in p.devs.items():
+            for d in dev.datagrams(p.now):
+                (w1 if dev is new else w0).svc.datagram_received(d, addr)
+        for w in p.w:
+            w.svc.tick()
+        p.deliver()
+        if w1.app.sessions or w1.svc.counters["handshakes_failed"]:
+            break
+    assert w1.app.sessions, w1.svc.counters["handshake_failures"]
+    assert old in w0.svc.sessions and old not in w1.svc.sessions
+    sid = w1.app.sessions[0].sid
+    assert sid != old and sid >> 8 == 3
+    assert w1.svc.counters["handshakes_failed"] == 0

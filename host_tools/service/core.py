@@ -47,7 +47,7 @@ from host_tools.service.counters import new_counters
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
-from host_tools.service.routing import SidSpace
+from host_tools.service.routing import SidSpace, Taken
 from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 from host_tools.udp_reader import BatchReader
@@ -262,7 +262,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def new_session(self, addr, now):
         """A new half-open session with a fresh session id (any transport);
         call admit(addr) first."""
-        sid = self.sids.new(self.sessions)
+        taken = self.sessions if self.store is None else Taken(self.sessions, self.store.exists)
+        sid = self.sids.new(taken)
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         if getattr(self.app, "hold_acks", False):

@@ -18,7 +18,7 @@ import os
 
 from host_tools.service.errors import ConfigError
 
-__all__ = ["SidSpace", "SID_BITS", "from_config"]
+__all__ = ["SidSpace", "Taken", "SID_BITS", "from_config"]
 
 SID_BITS = 16  # atls.protocol: bytes 1-2 of the link header
 _MAX_SERVER_BITS = 8  # keep >= 256 sids per worker
@@ -52,12 +52,15 @@ class SidSpace:
         """A fresh non-zero sid of this worker not in `taken` (a container);
         RuntimeError when every one is taken (max_sessions keeps far below)."""
         n = self.low_mask + 1
-        start = int.from_bytes(os.urandom(2), "big") & self.low_mask
+        start = self._start()
         for i in range(n):  # random start, then linear: bounded even when nearly full
             sid = self.prefix | ((start + i) & self.low_mask)
             if sid and sid not in taken:
                 return sid
         raise RuntimeError("no free session id for server %d" % self.server_id)
+
+    def _start(self):
+        return int.from_bytes(os.urandom(2), "big") & self.low_mask
 
     def capacity(self):
         """How many sids this worker can hold at once."""
@@ -65,6 +68,19 @@ class SidSpace:
 
     def describe(self):
         return {"server_id": self.server_id, "server_bits": self.bits}
+
+
+class Taken:
+    """The ids a worker must not issue: those it holds (`local`, a dict) and
+    those `elsewhere(sid)` says are live in the shared store - a restarted
+    worker's sessions of its previous run, now held by other workers."""
+
+    def __init__(self, local, elsewhere):
+        self.local = local
+        self.elsewhere = elsewhere
+
+    def __contains__(self, sid):
+        return sid in self.local or self.elsewhere(sid)
 
 
 def from_config(routing, worker_index=0, workers=1):

@@ -124,6 +124,16 @@ class StateStore:
             log("state_sid_in_use", sid=sess.sid)
         return False
 
+    def exists(self, sid):
+        """True when Redis holds session `sid`: a worker restarted with the
+        same server id must not issue an id of its previous run that another
+        worker now holds (service.routing.Taken).  False when Redis cannot
+        say (create() then refuses the session cleanly)."""
+        try:
+            return bool(self.r.exists(self._key(sid)))
+        except redis.RedisError:
+            return False
+
     def adopt(self, service, sid, addr, now):
         """The session `sid` from Redis, entered in the service's tables for
         a packet from `addr`; None when Redis has no such session."""
