@@ -5,13 +5,15 @@ steady traffic; one worker gets SIGKILL.  Checked at the application
 (sim.sim_app.RecordingEchoApp, every delivery of every worker): nothing
 lost, nothing duplicated; no established session handshakes again; the
 recovery time (kill until every affected device's next message is
-acknowledged) is reported (build/kill_test.json)."""
+acknowledged) is reported (build/kill_test.json).  The same with SIGTERM
+(the worker drains, service.worker, and the supervisor starts it again)."""
 
 import json
 import os
 import signal
 
 import conftest
+import pytest
 from test_workers import Workers
 from udp_devices import Devices, read_records
 
@@ -21,7 +23,9 @@ ROOT = conftest.ROOT
 N_DEVICES = 50
 
 
-def test_sigkill_of_a_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_killed_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path, sig):
+    """SIGKILL: the worker vanishes mid-traffic; SIGTERM: it drains (service.worker)."""
     names = ["k%02d" % i for i in range(N_DEVICES)]
     rds = RedisServer(tmp_path / "redis")
     redis_cfg = {"url": rds.url, "seal_key_file": "seal.key", "key_prefix": "kill:"}
@@ -37,7 +41,7 @@ def test_sigkill_of_a_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path)
         affected = [d for d in devs.devs if d.sids[0] >> 15 == victim["server_id"]]
         assert affected, "no session on the worker to kill"
         mark = {d.name: d.n for d in affected}  # readings queued before the kill
-        os.kill(victim["pid"], signal.SIGKILL)
+        os.kill(victim["pid"], getattr(signal, sig))
         killed_at = devs.now()
 
         def recovered():
@@ -61,6 +65,7 @@ def test_sigkill_of_a_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path)
     duplicated = len(got) - len(set(got))
     rehandshakes = sum(d.s.handshakes - 1 for d in devs.devs)
     report = {
+        "signal": sig,
         "devices": N_DEVICES,
         "workers": 2,
         "affected": len(affected),
@@ -72,7 +77,10 @@ def test_sigkill_of_a_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path)
         "restarts": stats.get("restarts"),
     }
     (ROOT / "build").mkdir(exist_ok=True)
-    (ROOT / "build" / "kill_test.json").write_text(json.dumps(report, indent=1))
+    out = ROOT / "build" / "kill_test.json"
+    runs = json.loads(out.read_text()) if out.exists() else {}
+    runs[sig] = report
+    out.write_text(json.dumps(runs, indent=1, sort_keys=True))
     print("kill test:", json.dumps(report))
     assert not lost, sorted(lost)[:10]
     assert duplicated == 0
