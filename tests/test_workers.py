@@ -60,7 +60,7 @@ class Workers:
         return json.loads((self.tmp / "ready.json").read_text())
 
     def health(self, row):
-        with urllib.request.urlopen("http://%s/healthz" % row["metrics"], timeout=5) as r:
+        with urllib.request.urlopen("http://%s/healthz" % row["metrics"], timeout=30) as r:
             return json.loads(r.read())
 
     def logs(self):
