@@ -277,8 +277,11 @@ def test_redis_down_keeps_sessions_refuses_new_ones_and_recovers(rds, tmp_path):
     c = w0.svc.counters
     rds.stop()
     p.dev.send(b"echo:during", p.now)
-    assert p.run(3000, lambda: p.got == [b"re:during"] and not p.dev.pending())
-    assert c["redis_up"] == 0 and c["state_errors"] >= 1
+    # the session goes on: the message is delivered and acknowledged (ACK nonces
+    # from the reserve of the last commit); the reply, a new DATA seq, waits
+    assert p.run(3000, lambda: not p.dev.pending())
+    assert w0.app.got == [b"echo:during"] and p.got == []
+    assert c["redis_up"] == 0 and c["state_errors"] >= 1 and c["state_withheld"] >= 1
     # a new device is refused (busy) before any TLS work, and counted
     cfg = LinkConfig(mtu=1200, rto_ms=200, rto_max_ms=1600, handshake_timeout_ms=5000)
     dev2 = DeviceSession(ClientConfig(psk=PSKS[b"dev-2"], psk_identity=b"dev-2"), cfg)
@@ -290,6 +293,7 @@ def test_redis_down_keeps_sessions_refuses_new_ones_and_recovers(rds, tmp_path):
     rds.start()  # Redis is back (empty: it kept nothing)
     assert p.run(40000, lambda: c["handshakes_ok"] == 2)
     assert c["redis_up"] == 1 and dev2.state == "up"
+    assert p.run(3000, lambda: p.got == [b"re:during"])  # committed, then sent
     # the session that lived through it is stored again: worker 1 can take it over
     p.to = 1
     p.dev.send(b"echo:after", p.now)

@@ -54,7 +54,7 @@ class Session:
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
         # shared state (service.state_store): version held (None: not stored), what
         # the app sent since the last commit, the channel's key block, bookkeeping
-        self.version = self.fp = self.key_block = None
+        self.version = self.fp = self.key_block = self.lim = None
         self.journal = []
         self.rt = 0
         self.adopted = False

@@ -28,13 +28,29 @@ import json
 from base64 import b64decode, b64encode
 from collections import deque
 
+from atls import protocol, wire
 from atls.channel import Channel
 from atls.link import Link
 from host_tools.service.tls_engine import SUITES
 
-__all__ = ["dump", "restore", "fingerprint", "answer_due", "next_seq", "LINK_FIELDS", "FORMAT"]
+__all__ = [
+    "dump",
+    "restore",
+    "fingerprint",
+    "limits",
+    "withhold",
+    "answer_due",
+    "next_seq",
+    "LINK_FIELDS",
+    "FORMAT",
+    "RESERVE",
+]
 
 FORMAT = 1  # bump when the record changes; a worker refuses records of another format
+# ACK and CLOSE counters (nonces, docs/PROTOCOL.md §3) a record reserves for the
+# worker that wrote it: a worker that loads the record starts this far on, so
+# the writer may go on sealing up to this many while it cannot commit
+RESERVE = 256
 
 # Link attributes and what the codec does with them: "t" a timer, "v" a value,
 # "b" bytes, "q"/"i"/"h"/"x"/"c" the structures below, "-" not carried (why: module doc)
@@ -133,6 +149,37 @@ def fingerprint(sess):
     )
 
 
+def limits(sess, committed):
+    """(ACK counter, CLOSE counter, DATA seq) from which sealing is not
+    covered by what is in Redis: after our own commit, the reserve beyond
+    our counters; after a load, the record's own counters (another worker
+    may hold the same record)."""
+    ch = sess.link.channel
+    r = RESERVE if committed else 0
+    return (ch.ack_seq + r, ch.close_seq + r, sess.link._sealed)
+
+
+def withhold(sess, out, lim):
+    """`out` without the datagrams that used a nonce at or beyond `lim`
+    (limits()): while the state cannot be committed they stay in this
+    worker (a DATA message is sent once it is committed; an ACK is sealed
+    again when the peer repeats)."""
+    ack, close, sealed = lim
+    link = sess.link
+    ch = link.channel
+    late = {id(e[1]) for e in link._inflight if e[0] >= sealed}
+    keep = []
+    for d in out:
+        t = d[0] & 7  # the header's type bits (docs/PROTOCOL.md §1)
+        if (t == protocol.ACK and ch.ack_seq > ack) or (
+            t == protocol.CLOSE and ch.close_seq > close
+        ):
+            continue
+        if id(d) not in late:
+            keep.append(d)
+    return keep
+
+
 def answer_due(sess):
     """True when the link has an answer to send (an ACK repeated for a
     replayed message): the session is worth keeping for it."""
@@ -170,7 +217,9 @@ def dump(sess, now, wall):
         elif kind == "c":
             lk[name] = None if v is None else [v[0] + off, v[1], v[2] + off]
     rec["link"] = lk
-    rec["ch"] = [_b(sess.key_block), sess.suite, ch.top, ch.bits, ch.ack_seq, ch.close_seq]
+    top = wire.MAX_COUNTER + 1  # (exhausted)
+    ack, close = min(ch.ack_seq + RESERVE, top), min(ch.close_seq + RESERVE, top)
+    rec["ch"] = [_b(sess.key_block), sess.suite, ch.top, ch.bits, ack, close]
     rec["sess"] = [
         sess.identity,
         sess.auth,

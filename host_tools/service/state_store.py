@@ -74,6 +74,7 @@ COUNTERS = (
     "state_errors",  # Redis calls that failed
     "state_refused",  # new sessions refused while Redis was unavailable
     "state_lost",  # sessions ended elsewhere or expired while this worker held a copy
+    "state_withheld",  # transmissions cut to what was committed (Redis unavailable)
 )
 _MISS_MS = 1000  # a session id found nowhere is not looked up again this long
 _MAX_TRIES = 4
@@ -166,29 +167,44 @@ class StateStore:
 
     def sync(self, service, sess, out, now):
         """Before `out` (the link's datagrams) leaves: commit what they used.
-        Returns what may be sent (recomputed after a reload)."""
+        Returns what may be sent: recomputed after a reload; while nothing
+        can be committed, without what used an uncommitted nonce."""
         if sess.version is None:
             return out
-        link = sess.link
-        if state_codec.fingerprint(sess) != sess.fp or sess.journal:
-            if self._sync(service, sess, now) and sess.link is not link:
-                return sess.link.datagrams(now) if service.is_live(sess) else []
-            return out if service.is_live(sess) else []
-        rt = link.counters["retransmissions"]
-        if out and rt != sess.rt and self.up:  # repeating: is our copy still current?
-            sess.rt = rt
-            try:
-                v = self.r.hget(self._key(sess.sid), "v")
-            except redis.RedisError as e:
-                self._failed(e, now)
+        for _ in range(_MAX_TRIES):
+            link = sess.link
+            if state_codec.fingerprint(sess) == sess.fp and not sess.journal:
+                if not self._moved_on(service, sess, out, now):
+                    return out
+            elif self._sync(service, sess, now) and sess.link is link:
                 return out
-            if v is None:
-                self._lost(service, sess)
+            elif sess.link is link and service.is_live(sess):  # not stored: Redis is down
+                self.counters["state_withheld"] += 1
+                return state_codec.withhold(sess, out, sess.lim)
+            if not service.is_live(sess):
                 return []
-            if int(v) != sess.version:
-                self._sync(service, sess, now)
-                return sess.link.datagrams(now) if service.is_live(sess) else []
-        return out
+            out = sess.link.datagrams(now)  # what the newer state sends
+        return []
+
+    def _moved_on(self, service, sess, out, now):
+        """Before repeating (retransmissions): True when another worker has
+        moved the session on (our copy is reloaded, or forgotten if gone)."""
+        rt = sess.link.counters["retransmissions"]
+        if not out or rt == sess.rt or not self.up:
+            return False
+        sess.rt = rt
+        try:
+            v, blob = self.r.hmget(self._key(sess.sid), "v", "b")
+        except redis.RedisError as e:
+            self._failed(e, now)
+            return False  # (what we repeat was committed)
+        if v is None:
+            self._lost(service, sess)
+            return True
+        if int(v) == sess.version:
+            return False
+        self._restore(service, sess, int(v), blob, now)
+        return True
 
     def ended(self, service, sess):
         """The service is ending `sess`: delete its record if it is still
@@ -251,6 +267,7 @@ class StateStore:
             sess.fp = state_codec.fingerprint(sess)
             sess.journal = []
             sess.rt = sess.link.counters["retransmissions"]
+            sess.lim = state_codec.limits(sess, True)
             self.counters["state_commits"] += 1
         return r
 
@@ -301,6 +318,7 @@ class StateStore:
             sess.held = deque()
         sess.version = version
         sess.fp = state_codec.fingerprint(sess)
+        sess.lim = state_codec.limits(sess, False)
         sess.rt = 0
         sess.journal = []
         nxt = state_codec.next_seq(sess)  # callbacks of seqs the record does not have go
