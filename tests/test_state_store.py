@@ -299,3 +299,43 @@ def test_redis_down_keeps_sessions_refuses_new_ones_and_recovers(rds, tmp_path):
     p.dev.send(b"echo:after", p.now)
     assert p.run(3000, lambda: p.got[-1:] == [b"re:after"] and not p.dev.pending())
     assert p.w[1].app.got == [b"echo:after"] and p.dev.handshakes == 1
+
+
+def _evalsha(r):
+    st = r.info("commandstats")
+    return {k[len("cmdstat_") :]: v["calls"] for k, v in st.items() if "config" not in k}
+
+
+def test_round_trips_per_message(rds, tmp_path):
+    """One COMMIT for a device message the application does not answer, two
+    when it answers (the acceptance, then the reply's DATA seq); none for
+    the device's ACKs or our own (ACK counters come from the reserve)."""
+    p = Pair(rds, tmp_path)
+    _up(p)
+    r = rds.client()
+    p.dev.send(b"warm", p.now)
+    p.run(500)
+    n = 50
+    for kind, per in ((b"plain", 1), (b"echo", 2)):
+        r.config_resetstat()
+        for i in range(n):
+            p.dev.send(b"%s:%d" % (kind, i), p.now)
+            p.run(30)
+        p.run(1000)
+        calls = _evalsha(r)
+        assert calls == {"evalsha": per * n, "hget": per * n, "hset": per * n, "pexpire": per * n}
+    assert len(p.got) == n and p.w[0].app.got[-1] == b"echo:%d" % (n - 1)
+
+
+def test_a_loaded_record_never_reuses_the_writers_ack_nonces(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    p.dev.send(b"plain", p.now)
+    p.run(300)
+    (s0,) = w0.svc.sessions.values()
+    s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
+    # worker 0 may seal ACKs up to its reserve without a commit; worker 1 starts beyond
+    assert s0.link.channel.ack_seq <= s0.lim[0] <= s0.link.channel.ack_seq + state_codec.RESERVE
+    assert s1.link.channel.ack_seq >= s0.lim[0] and s1.lim[0] == s1.link.channel.ack_seq
+    assert s1.link.channel.top == s0.link.channel.top  # the same replay window

@@ -16,7 +16,9 @@ Config (JSON; paths relative to the config file):
      "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
      "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
      "bindings": {"max_body": 16384, "max_wait_ms": 25000},  # see docs/BINDINGS.md
-     "ota": {"bundles": "bundles", "rate_fps": 10}}  # optional: updates (host_tools.ota.app)
+     "ota": {"bundles": "bundles", "rate_fps": 10},  # optional: updates (host_tools.ota.app)
+     "redis": {"url": "redis://127.0.0.1:6379/0", "seal_key_file": "state-seal.key"}}
+                                             # optional: sessions shared by workers (state_store)
 """
 
 import importlib
@@ -122,6 +124,10 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
 
         app = Fleet(app, registry)  # tracks every device for the fleet page and /metrics
     service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings)
+    if cfg.get("redis") is not None:  # established sessions in Redis (docs/SCALE.md)
+        from host_tools.service.state_store import from_config as state_store
+
+        state_store(cfg["redis"], base).attach(service)
     # /metrics and the fleet page (host_tools.service.fleet_page), started by cli.serve
     service.metrics_listen = split_hostport(metrics_listen) if metrics_listen else None
     return service, addr

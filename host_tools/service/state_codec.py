@@ -39,6 +39,7 @@ __all__ = [
     "fingerprint",
     "limits",
     "withhold",
+    "covered",
     "answer_due",
     "next_seq",
     "LINK_FIELDS",
@@ -123,23 +124,23 @@ def _uncred(c):
 
 
 def fingerprint(sess):
-    """What changes when a nonce is used or a message accepted, sent, queued
-    or acknowledged (not when a timer moves): a changed fingerprint means
-    the shared record is behind."""
+    """What changes when a DATA or CLOSE nonce is used, a message accepted,
+    sent or queued: a changed fingerprint means the record in Redis is
+    behind.  Not in it: an acknowledgement received (fewer messages in
+    flight: it waits for the next commit; a worker that loads the older
+    record repeats a message the device already has, which the device's
+    link drops) and the ACKs we seal (their counters come from the reserve
+    of the last commit, `covered`)."""
     link = sess.link
     ch = link.channel
-    inf = link._inflight
     return (
         ch.top,
         ch.bits,
-        ch.ack_seq,
         ch.close_seq,
         link._seq,
         link._sealed,
         link._rx_next,
         len(link._held),
-        len(inf),
-        inf[0][0] if inf else -1,
         len(link._queue),
         link.state,
         link._peer_closed,
@@ -157,6 +158,11 @@ def limits(sess, committed):
     ch = sess.link.channel
     r = RESERVE if committed else 0
     return (ch.ack_seq + r, ch.close_seq + r, sess.link._sealed)
+
+
+def covered(sess):
+    """True while the ACK counters we used are within the committed reserve."""
+    return sess.link.channel.ack_seq <= sess.lim[0]
 
 
 def withhold(sess, out, lim):

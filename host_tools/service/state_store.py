@@ -41,10 +41,11 @@ import redis
 from host_tools.common import log
 from host_tools.registry.seal import MasterKey, SealError
 from host_tools.service import state_codec
+from host_tools.service.counters import STATE_COUNTERS
 from host_tools.service.errors import ConfigError
 from host_tools.service.sessions import Session
 
-__all__ = ["StateStore", "from_config", "COUNTERS"]
+__all__ = ["StateStore", "from_config"]
 
 # v = version in Redis (0: none); ARGV: expected version, record, TTL ms.
 # {1, v+1} stored; {0, v, record} someone else's newer state; {-1} gone.
@@ -66,16 +67,6 @@ if v == tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 _CONFIG_KEYS = {"url", "key_prefix", "idle_ttl_s", "seal_key_file", "retry_ms", "timeout_ms"}
-COUNTERS = (
-    "state_commits",  # COMMITs that stored a new version
-    "state_conflicts",  # COMMITs refused: another worker had moved the session on
-    "state_loads",  # sessions this worker took over from Redis
-    "state_load_misses",  # packets for a session id found nowhere
-    "state_errors",  # Redis calls that failed
-    "state_refused",  # new sessions refused while Redis was unavailable
-    "state_lost",  # sessions ended elsewhere or expired while this worker held a copy
-    "state_withheld",  # transmissions cut to what was committed (Redis unavailable)
-)
 _MISS_MS = 1000  # a session id found nowhere is not looked up again this long
 _MAX_TRIES = 4
 
@@ -100,7 +91,7 @@ class StateStore:
         """Become `service`'s store (its counters get ours)."""
         service.store = self
         c = self.counters = service.counters
-        for name in COUNTERS:
+        for name in STATE_COUNTERS:
             c[name] = 0
         c["redis_up"] = 1
 
@@ -160,7 +151,9 @@ class StateStore:
             return
         if sess.adopted:
             sess.adopted = False
-            if state_codec.fingerprint(sess) == sess.fp and not state_codec.answer_due(sess):
+            link = sess.link  # loaded for these packets: its counters are theirs
+            took = link.counters["packets_in"] > sum(link.drops.values())
+            if not took and not state_codec.answer_due(sess):
                 return self._forget(service, sess, "nothing accepted")
         if state_codec.fingerprint(sess) != sess.fp:
             self._sync(service, sess, now, packets)
@@ -173,7 +166,8 @@ class StateStore:
             return out
         for _ in range(_MAX_TRIES):
             link = sess.link
-            if state_codec.fingerprint(sess) == sess.fp and not sess.journal:
+            fp = state_codec.fingerprint(sess)
+            if fp == sess.fp and not sess.journal and state_codec.covered(sess):
                 if not self._moved_on(service, sess, out, now):
                     return out
             elif self._sync(service, sess, now) and sess.link is link:
@@ -349,6 +343,9 @@ def from_config(cfg, base):
     """A StateStore from service.json's "redis" object (docs/CONFIG.md)."""
     if not isinstance(cfg, dict) or set(cfg) - _CONFIG_KEYS or "url" not in cfg:
         raise ConfigError("redis: an object with url and only %s" % sorted(_CONFIG_KEYS))
+    nums = [cfg.get(k, 1) for k in ("idle_ttl_s", "retry_ms", "timeout_ms")]
+    if not all(isinstance(n, (int, float)) and n > 0 for n in nums):
+        raise ConfigError("redis: idle_ttl_s, retry_ms and timeout_ms must be positive numbers")
     timeout = cfg.get("timeout_ms", 500) / 1000.0
     try:
         client = redis.Redis.from_url(
