@@ -339,3 +339,43 @@ def test_a_loaded_record_never_reuses_the_writers_ack_nonces(rds, tmp_path):
     assert s0.link.channel.ack_seq <= s0.lim[0] <= s0.link.channel.ack_seq + state_codec.RESERVE
     assert s1.link.channel.ack_seq >= s0.lim[0] and s1.lim[0] == s1.link.channel.ack_seq
     assert s1.link.channel.top == s0.link.channel.top  # the same replay window
+
+
+def test_a_session_id_taken_in_redis_fails_the_handshake_cleanly(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    w0 = p.w[0]
+    r = rds.client()
+    r.hset("atls:s:4242", mapping={"v": 7, "b": b"someone else's"})
+    w0.svc._new_sid = lambda: 4242  # the draw lands on an id another worker stored
+    p.run(1000)
+    c = w0.svc.counters
+    assert c["handshakes_ok"] == 0 and c["handshake_failures"] == {"sid_in_use": 1}
+    assert r.hget("atls:s:4242", "v") == b"7" and not w0.svc.sessions
+
+
+def test_config_section_metrics_and_a_worker_built_from_it(rds, tmp_path):
+    import json
+
+    from host_tools.service.config import build_from_config
+    from host_tools.service.errors import ConfigError
+    from host_tools.service.metrics import ServiceMetrics
+    from host_tools.service.state_store import from_config
+
+    for bad in ({"url": rds.url, "ttl": 5}, {"key_prefix": "x"}, {"url": rds.url, "retry_ms": 0}):
+        with pytest.raises(ConfigError):
+            from_config(bad, tmp_path)
+    (tmp_path / "devices.json").write_text(
+        json.dumps({"devices": {"dev-1": {"psk": PSKS[b"dev-1"].hex()}}})
+    )
+    cfg = {"registry": "devices.json", "redis": {"url": rds.url, "key_prefix": "t1:"}}
+    (tmp_path / "service.json").write_text(json.dumps(cfg))
+    svc, _ = build_from_config(tmp_path / "service.json")
+    assert svc.store.prefix == "t1:" and svc.store.r.ping()
+    text = ServiceMetrics(svc).render().decode()
+    assert "atls_state_store_up 1.0" in text
+    assert 'atls_state_store_total{event="commits"} 0.0' in text
+    rds.stop()
+    svc.store.adopt(svc, 77, ADDR, 0)  # a packet for a session it does not hold
+    text = ServiceMetrics(svc).render().decode()
+    assert "atls_state_store_up 0.0" in text
+    assert 'atls_state_store_total{event="errors"} 1.0' in text

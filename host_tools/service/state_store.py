@@ -103,18 +103,17 @@ class StateStore:
         return self.up
 
     def create(self, sess, now):
-        """Store a session whose channel just started (version 1); False when
-        it cannot be stored (Redis down, or the id is taken in Redis)."""
+        """Store a session whose channel just started (version 1): None, or
+        why it cannot be stored ("state_store_unavailable", or "sid_in_use":
+        another session has this id in Redis)."""
         sess.key_block = sess.tls.export()
         sess.journal = []
         sess.version = 0
         r = self._cas(sess, now)
         if r is not None and r[0] == 1:
-            return True
+            return None
         sess.version = None
-        if r is not None:
-            log("state_sid_in_use", sid=sess.sid)
-        return False
+        return "state_store_unavailable" if r is None else "sid_in_use"
 
     def adopt(self, service, sid, addr, now):
         """The session `sid` from Redis, entered in the service's tables for
