@@ -379,3 +379,54 @@ def test_config_section_metrics_and_a_worker_built_from_it(rds, tmp_path):
     text = ServiceMetrics(svc).render().decode()
     assert "atls_state_store_up 0.0" in text
     assert 'atls_state_store_total{event="errors"} 1.0' in text
+
+
+class HoldApp(App):
+    """A hold_acks application whose worker never finishes (it is lost)."""
+
+    hold_acks = True
+
+    def __init__(self, done):
+        super().__init__()
+        self.done = done
+
+    def on_message(self, session, payload):
+        self.got.append(bytes(payload))
+        if not self.done:
+            import asyncio
+
+            return asyncio.get_event_loop().create_future()  # never done
+        return None
+
+
+def test_hold_acks_messages_a_lost_worker_never_made_safe_are_delivered_again(rds, tmp_path):
+    import asyncio
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    p = Pair(rds, tmp_path)
+    for w, done in zip(p.w, (False, True)):
+        w.app = HoldApp(done)
+        w.svc.app = w.app
+    _up(p)
+    p.dev.send(b"m1", p.now)
+    p.run(500)
+    assert p.w[0].app.got == [b"m1"] and p.dev.pending() == [b"m1"]  # delivered, not safe
+    p.to = 1  # worker 0 is lost with its awaitable; the device sends m1 again
+    assert p.run(5000, lambda: not p.dev.pending())
+    assert p.w[1].app.got == [b"m1"] and p.w[1].svc.counters["state_redelivered"] == 1
+    p.dev.send(b"m2", p.now)
+    assert p.run(3000, lambda: not p.dev.pending())
+    assert p.w[1].app.got == [b"m1", b"m2"] and p.dev.handshakes == 1
+
+
+def test_flush_commits_acknowledgements_for_a_graceful_handover(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    p.dev.send(b"echo:1", p.now)
+    assert p.run(2000, lambda: p.got == [b"re:1"])
+    p.run(500)  # the device's ACK of the reply: not committed on its own
+    (s0,) = w0.svc.sessions.values()
+    assert w0.store.flush(w0.svc) == 1
+    s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
+    assert s1.link.unacked() == [] and s1.link.first_unacked_id() == s0.link.first_unacked_id()

@@ -31,4 +31,5 @@ STATE_COUNTERS = (
     "state_refused",  # new sessions refused while Redis was unavailable
     "state_lost",  # sessions ended elsewhere or expired while this worker held a copy
     "state_withheld",  # transmissions cut to what was committed (Redis unavailable)
+    "state_redelivered",  # hold_acks apps: unreleased messages of a taken-over session
 )

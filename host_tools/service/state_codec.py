@@ -41,6 +41,8 @@ __all__ = [
     "withhold",
     "covered",
     "answer_due",
+    "rewind_unreleased",
+    "unreleased",
     "next_seq",
     "LINK_FIELDS",
     "FORMAT",
@@ -184,6 +186,33 @@ def withhold(sess, out, lim):
         if id(d) not in late:
             keep.append(d)
     return keep
+
+
+def unreleased(sess):
+    """hold_acks: how many delivered messages are not yet acknowledged."""
+    link = sess.link
+    return 0 if link.ack_to is None else max(link._rx_next - link.ack_to, 0)
+
+
+def rewind_unreleased(sess):
+    """hold_acks applications (service.hold): the record's messages that
+    were delivered but not yet safe (seqs from link.ack_to on, never
+    acknowledged to the device) become new again, so the device's
+    retransmissions deliver them to this worker's application.  Returns how
+    many.  Used when a worker takes over a session whose previous holder
+    cannot finish them (it held the awaitables)."""
+    link = sess.link
+    to = link.ack_to
+    if to is None or to >= link._rx_next:
+        return 0
+    n = link._rx_next - to
+    ch = link.channel
+    d = ch.top - (to - 1)  # the window's top moves back to the last safe seq
+    ch.bits = (ch.bits >> d) if d <= ch.window else 0
+    ch.top = to - 1
+    link._rx_next = to
+    link._held = {}
+    return n
 
 
 def answer_due(sess):

@@ -216,6 +216,17 @@ class StateStore:
         sess.version = None
         return True
 
+    def flush(self, service):
+        """Commit every session whose record is behind this worker's copy,
+        acknowledgements included (graceful shutdown: the other workers go
+        on from there).  Returns how many were written."""
+        now = service.now_ms()
+        n = 0
+        for sess in list(service.sessions.values()):
+            if sess.version is not None and self.up:
+                n += self._sync(service, sess, now, recreate=True)
+        return n
+
     def tick(self, service, now):
         """Retry an unavailable Redis; once back, commit what waited."""
         if self.up or now < self._retry_at:
@@ -307,8 +318,12 @@ class StateStore:
             if service.is_live(sess):
                 self._forget(service, sess, "unreadable state")
             return False
-        if getattr(service.app, "hold_acks", False) and sess.held is None:
-            sess.held = deque()
+        if getattr(service.app, "hold_acks", False):
+            # held: one entry per delivered, unreleased message (hold.py)
+            if sess.held is None or len(sess.held) != state_codec.unreleased(sess):
+                sess.held = deque()
+                if not service.is_live(sess):  # taking it over: deliver those again
+                    self.counters["state_redelivered"] += state_codec.rewind_unreleased(sess)
         sess.version = version
         sess.fp = state_codec.fingerprint(sess)
         sess.lim = state_codec.limits(sess, False)
