@@ -430,3 +430,23 @@ def test_flush_commits_acknowledgements_for_a_graceful_handover(rds, tmp_path):
     assert w0.store.flush(w0.svc) == 1
     s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
     assert s1.link.unacked() == [] and s1.link.first_unacked_id() == s0.link.first_unacked_id()
+
+
+def test_made_up_session_ids_cost_bounded_redis_lookups(rds, tmp_path):
+    from atls import protocol, wire
+
+    p = Pair(rds, tmp_path)
+    w0 = p.w[0]
+    r = rds.client()
+    r.config_resetstat()
+    w0.store.lookups_per_s = 50  # (5000 by default)
+    for i in range(1, 61):  # a flood from spoofed addresses, one made-up id each
+        pkt = wire.encode(protocol.DATA, i, bytes(17))
+        w0.svc.datagram_received(pkt, ("198.51.100.%d" % i, 1000 + i))
+    c = w0.svc.counters
+    assert _evalsha(r).get("hmget") == 50 and c["state_lookups_refused"] == 10
+    assert c["state_load_misses"] == 50 and not w0.svc.sessions
+    p.now += 1000  # a new second: lookups again, but not of an id that just missed
+    for _ in range(3):
+        w0.svc.datagram_received(wire.encode(protocol.DATA, 70, bytes(17)), ("198.51.100.1", 1))
+    assert _evalsha(r).get("hmget") == 51

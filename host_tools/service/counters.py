@@ -27,6 +27,7 @@ STATE_COUNTERS = (
     "state_conflicts",  # COMMITs refused: another worker had moved the session on
     "state_loads",  # sessions this worker took over from Redis
     "state_load_misses",  # packets for a session id found nowhere
+    "state_lookups_refused",  # lookups beyond the per-second cap (state_store)
     "state_errors",  # Redis calls that failed
     "state_refused",  # new sessions refused while Redis was unavailable
     "state_lost",  # sessions ended elsewhere or expired while this worker held a copy

@@ -31,6 +31,14 @@ Redis is back, if no other worker changed it meanwhile), new sessions are
 refused (`admit` False: ERROR(busy) before any TLS work; a handshake
 finishing meanwhile fails with handshake_failures["state_store_unavailable"]),
 metrics say `redis_up` 0, and the log has state_store_down/up.
+
+For whoever runs workers: `from_config(cfg, base)` (service.json "redis")
+or StateStore(redis.Redis, registry.seal.MasterKey); `.attach(service)`
+sets `service.store` and adds the state counters (service.counters); `.up`
+says whether Redis answers; `.flush(service)` commits every session that is
+behind (call it before a worker stops).  Lookups of session ids the worker
+does not hold are capped at `lookups_per_s`; an id found nowhere is not
+looked up again for a second.
 """
 
 import time
@@ -69,6 +77,10 @@ return 0
 _CONFIG_KEYS = {"url", "key_prefix", "idle_ttl_s", "seal_key_file", "retry_ms", "timeout_ms"}
 _MISS_MS = 1000  # a session id found nowhere is not looked up again this long
 _MAX_TRIES = 4
+# packets for session ids this worker does not hold are looked up in Redis at most
+# this often: a worker taking over a lost one's sessions needs a few thousand; a
+# flood of made-up ids must not turn into as many Redis calls
+_LOOKUPS_PER_S = 5000
 
 
 class StateStore:
@@ -85,6 +97,8 @@ class StateStore:
         self.up = True
         self._retry_at = 0
         self._misses = {}  # sid -> until (ms)
+        self._window_end = self._lookups = 0
+        self.lookups_per_s = _LOOKUPS_PER_S
         self.counters = None
 
     def attach(self, service):
@@ -119,6 +133,12 @@ class StateStore:
         """The session `sid` from Redis, entered in the service's tables for
         a packet from `addr`; None when Redis has no such session."""
         if not self.up or self._misses.get(sid, -1) > now:
+            return None
+        if now >= self._window_end:  # lookups per second, whoever asks (hostile input)
+            self._window_end, self._lookups = now + 1000, 0
+        self._lookups += 1
+        if self._lookups > self.lookups_per_s:
+            self.counters["state_lookups_refused"] += 1
             return None
         try:
             v, blob = self.r.hmget(self._key(sid), "v", "b")
@@ -161,8 +181,8 @@ class StateStore:
         """Before `out` (the link's datagrams) leaves: commit what they used.
         Returns what may be sent: recomputed after a reload; while nothing
         can be committed, without what used an uncommitted nonce."""
-        if sess.version is None:
-            return out
+        if sess.version is None or (not out and not sess.journal):
+            return out  # nothing leaves, nothing new to keep: timers alone are not committed
         for _ in range(_MAX_TRIES):
             link = sess.link
             fp = state_codec.fingerprint(sess)
