@@ -144,6 +144,7 @@ def test_second_worker_continues_the_session_without_a_handshake(rds, tmp_path):
     # the same channel keys on both workers and at the device
     (s0,), (s1,) = w0.svc.sessions.values(), w1.svc.sessions.values()
     assert s1.key_block == s0.key_block and s1.identity == "dev-1"
+    assert w1.app.sessions == [s1] and s1.loaded and not s0.loaded  # on_connect, once
     assert s1.link.channel.tag_len == p.dev.link.channel.tag_len
     # worker 1 sends on its own; worker 0's stale copy catches up on its next packet
     s1.send(b"from-w1")
@@ -336,8 +337,9 @@ def test_a_loaded_record_never_reuses_the_writers_ack_nonces(rds, tmp_path):
     (s0,) = w0.svc.sessions.values()
     s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
     # worker 0 may seal ACKs up to its reserve without a commit; worker 1 starts beyond
-    assert s0.link.channel.ack_seq <= s0.lim[0] <= s0.link.channel.ack_seq + state_codec.RESERVE
-    assert s1.link.channel.ack_seq >= s0.lim[0] and s1.lim[0] == s1.link.channel.ack_seq
+    lim0, lim1 = s0.shared.lim[0], s1.shared.lim[0]
+    assert s0.link.channel.ack_seq <= lim0 <= s0.link.channel.ack_seq + state_codec.RESERVE
+    assert s1.link.channel.ack_seq >= lim0 and lim1 == s1.link.channel.ack_seq
     assert s1.link.channel.top == s0.link.channel.top  # the same replay window
 
 
@@ -450,3 +452,26 @@ def test_made_up_session_ids_cost_bounded_redis_lookups(rds, tmp_path):
     for _ in range(3):
         w0.svc.datagram_received(wire.encode(protocol.DATA, 70, bytes(17)), ("198.51.100.1", 1))
     assert _evalsha(r).get("hmget") == 51
+
+
+def test_a_replayed_packet_from_a_spoofed_address_gets_at_most_3x_back(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    captured = []
+    p.dev.send(b"plain:x", p.now)
+    captured += p.dev.datagrams(p.now + 1)
+    p.run(500)
+    (s0,) = w0.svc.sessions.values()
+    s0.send(b"big" * 300)  # in flight to the device, which does not answer
+    w0.svc.tick()
+    w0.out.clear()
+    victim = ("203.0.113.9", 4444)
+    for d in captured:  # the device's old DATA, replayed to worker 1 from another address
+        w1.svc.datagram_received(d, victim)
+    for _ in range(30):
+        p.now += 100
+        w1.svc.tick()
+    sent = [d for d, a in w1.out if a == victim]
+    assert s0.sid in w1.svc.sessions and sent  # kept: it answers the replay with an ACK
+    assert sum(map(len, sent)) <= 3 * sum(map(len, captured)) and max(map(len, sent)) < 100

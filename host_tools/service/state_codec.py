@@ -162,9 +162,10 @@ def limits(sess, committed):
     return (ch.ack_seq + r, ch.close_seq + r, sess.link._sealed)
 
 
-def covered(sess):
-    """True while the ACK counters we used are within the committed reserve."""
-    return sess.link.channel.ack_seq <= sess.lim[0]
+def covered(sess, lim):
+    """True while the ACK counters we used are within the committed reserve
+    (lim: limits())."""
+    return sess.link.channel.ack_seq <= lim[0]
 
 
 def withhold(sess, out, lim):

@@ -83,6 +83,21 @@ _MAX_TRIES = 4
 _LOOKUPS_PER_S = 5000
 
 
+class Shared:
+    """A stored session's bookkeeping in this worker (Session.shared)."""
+
+    __slots__ = ("version", "fp", "lim", "journal", "rt", "adopted", "forgotten")
+
+    def __init__(self, version):
+        self.version = version  # of the record our copy is (0: not written yet)
+        self.fp = None  # state_codec.fingerprint at that version
+        self.lim = None  # state_codec.limits: nonces covered by the record
+        self.journal = []  # what the application sent since (replayed after a reload)
+        self.rt = 0  # retransmissions counted when the version was last checked
+        self.adopted = False  # just loaded for a packet: kept if the packet was good
+        self.forgotten = False  # dropped here: another worker has it, or nobody
+
+
 class StateStore:
     """The shared session table (module doc).  `client`: a redis.Redis."""
 
@@ -121,12 +136,11 @@ class StateStore:
         why it cannot be stored ("state_store_unavailable", or "sid_in_use":
         another session has this id in Redis)."""
         sess.key_block = sess.tls.export()
-        sess.journal = []
-        sess.version = 0
+        sess.shared = Shared(0)
         r = self._cas(sess, now)
         if r is not None and r[0] == 1:
             return None
-        sess.version = None
+        sess.shared = None
         return "state_store_unavailable" if r is None else "sid_in_use"
 
     def adopt(self, service, sid, addr, now):
@@ -153,47 +167,58 @@ class StateStore:
         sess = Session(service, sid, addr, None, None, now)
         if not self._restore(service, sess, int(v), blob, now):
             return None
-        sess.budget.validated = True  # an established session: its address is not on trial
-        sess.adopted = True
+        sess.shared.adopted = sess.loaded = True
+        sess.link.confirmed = False  # set again by the first authenticated packet
         service.sessions[sid] = sess
         service.per_ip.setdefault(addr[0], [0, 0])[0] += 1
         self.counters["sessions_active"] = len(service.sessions)
         self.counters["state_loads"] += 1
-        log("state_loaded", sid=sid, identity=sess.identity, version=sess.version)
+        log("state_loaded", sid=sid, identity=sess.identity, version=sess.shared.version)
         return sess
 
     def received(self, service, sess, packets, now):
         """After the link took `packets`: commit before the application sees
         any message they carried.  A session adopted for packets that changed
         nothing and need no answer is forgotten again."""
-        if sess.version is None:
+        sh = sess.shared
+        if sh is None:
             return
-        if sess.adopted:
-            sess.adopted = False
-            link = sess.link  # loaded for these packets: its counters are theirs
-            took = link.counters["packets_in"] > sum(link.drops.values())
-            if not took and not state_codec.answer_due(sess):
+        if sess.loaded:  # its address is on trial until an authenticated packet came
+            sess.budget.validated = sess.link.confirmed  # (until then: 3x its bytes back)
+        if sh.adopted:
+            sh.adopted = False
+            if not sess.link.confirmed and not state_codec.answer_due(sess):
                 return self._forget(service, sess, "nothing accepted")
-        if state_codec.fingerprint(sess) != sess.fp:
+            try:  # the session is up at this worker now (session.loaded: no handshake here)
+                service.app.on_connect(sess)
+            except Exception as e:
+                log("app_error", sid=sess.sid, error=repr(e))
+        if state_codec.fingerprint(sess) != sh.fp:
             self._sync(service, sess, now, packets)
 
     def sync(self, service, sess, out, now):
         """Before `out` (the link's datagrams) leaves: commit what they used.
         Returns what may be sent: recomputed after a reload; while nothing
         can be committed, without what used an uncommitted nonce."""
-        if sess.version is None or (not out and not sess.journal):
+        sh = sess.shared
+        if sh is None:
+            return out
+        if sh.forgotten:
+            return []  # another worker has it (or nobody): nothing goes from here
+        if not out and not sh.journal:
             return out  # nothing leaves, nothing new to keep: timers alone are not committed
         for _ in range(_MAX_TRIES):
             link = sess.link
+            sh = sess.shared
             fp = state_codec.fingerprint(sess)
-            if fp == sess.fp and not sess.journal and state_codec.covered(sess):
+            if fp == sh.fp and not sh.journal and state_codec.covered(sess, sh.lim):
                 if not self._moved_on(service, sess, out, now):
                     return out
             elif self._sync(service, sess, now) and sess.link is link:
                 return out
             elif sess.link is link and service.is_live(sess):  # not stored: Redis is down
                 self.counters["state_withheld"] += 1
-                return state_codec.withhold(sess, out, sess.lim)
+                return state_codec.withhold(sess, out, sh.lim)
             if not service.is_live(sess):
                 return []
             out = sess.link.datagrams(now)  # what the newer state sends
@@ -202,10 +227,11 @@ class StateStore:
     def _moved_on(self, service, sess, out, now):
         """Before repeating (retransmissions): True when another worker has
         moved the session on (our copy is reloaded, or forgotten if gone)."""
+        sh = sess.shared
         rt = sess.link.counters["retransmissions"]
-        if not out or rt == sess.rt or not self.up:
+        if not out or rt == sh.rt or not self.up:
             return False
-        sess.rt = rt
+        sh.rt = rt
         try:
             v, blob = self.r.hmget(self._key(sess.sid), "v", "b")
         except redis.RedisError as e:
@@ -214,7 +240,7 @@ class StateStore:
         if v is None:
             self._lost(service, sess)
             return True
-        if int(v) == sess.version:
+        if int(v) == sh.version:
             return False
         self._restore(service, sess, int(v), blob, now)
         return True
@@ -223,17 +249,18 @@ class StateStore:
         """The service is ending `sess`: delete its record if it is still
         ours and say True; False when another worker has moved it on (then
         it is only forgotten here, and the service must not end it)."""
-        if sess.version is None or not self.up:
+        sh = sess.shared
+        if sh is None or sh.forgotten or not self.up:
             return True
         try:
-            r = self._delete(keys=[self._key(sess.sid)], args=[sess.version])
+            r = self._delete(keys=[self._key(sess.sid)], args=[sh.version])
         except redis.RedisError as e:
             self._failed(e, service.now_ms())
             r = 1
         if r == 0:
             self._forget(service, sess, "moved on elsewhere")
             return False
-        sess.version = None
+        sess.shared = None
         return True
 
     def flush(self, service):
@@ -243,7 +270,7 @@ class StateStore:
         now = service.now_ms()
         n = 0
         for sess in list(service.sessions.values()):
-            if sess.version is not None and self.up:
+            if sess.shared is not None and self.up:
                 n += self._sync(service, sess, now, recreate=True)
         return n
 
@@ -260,7 +287,8 @@ class StateStore:
         self.counters["redis_up"] = 1
         log("state_store_up")
         for sess in list(service.sessions.values()):
-            if sess.version is not None and state_codec.fingerprint(sess) != sess.fp:
+            sh = sess.shared
+            if sh is not None and state_codec.fingerprint(sess) != sh.fp:
                 self._sync(service, sess, now, recreate=True)
 
     # -- inside ---------------------------------------------------------------
@@ -277,21 +305,22 @@ class StateStore:
         return None
 
     def _cas(self, sess, now):
-        """One COMMIT of sess (expected: sess.version); the script's answer,
-        or None when Redis is unavailable."""
+        """One COMMIT of sess (expected: sess.shared.version); the script's
+        answer, or None when Redis is unavailable."""
         rec = state_codec.dump(sess, now, int(time.time() * 1000))
         key = self._key(sess.sid)
         blob = self.seal.seal(key, rec)
         try:
-            r = self._commit(keys=[key], args=[sess.version, blob, self.ttl_ms])
+            r = self._commit(keys=[key], args=[sess.shared.version, blob, self.ttl_ms])
         except redis.RedisError as e:
             return self._failed(e, now)
         if r[0] == 1:
-            sess.version = int(r[1])
-            sess.fp = state_codec.fingerprint(sess)
-            sess.journal = []
-            sess.rt = sess.link.counters["retransmissions"]
-            sess.lim = state_codec.limits(sess, True)
+            sh = sess.shared
+            sh.version = int(r[1])
+            sh.fp = state_codec.fingerprint(sess)
+            sh.journal = []
+            sh.rt = sess.link.counters["retransmissions"]
+            sh.lim = state_codec.limits(sess, True)
             self.counters["state_commits"] += 1
         return r
 
@@ -311,19 +340,19 @@ class StateStore:
                 return True
             if r[0] == -1:
                 if recreate:
-                    sess.version = 0
+                    sess.shared.version = 0
                     continue
                 self._lost(service, sess)
                 return False
             self.counters["state_conflicts"] += 1
-            journal = sess.journal
+            journal = sess.shared.journal
             if not self._restore(service, sess, int(r[1]), r[2], now):
                 return False
             for d in packets:
                 sess.link.receive(d, now)
             for p, ch, cb in journal:  # what our application sent meanwhile
                 sess.backlog.append((p, ch, cb))
-            sess.journal = list(journal)
+            sess.shared.journal = list(journal)
             sess.flush(now)
         log("state_contended", sid=sess.sid)
         return False
@@ -344,11 +373,9 @@ class StateStore:
                 sess.held = deque()
                 if not service.is_live(sess):  # taking it over: deliver those again
                     self.counters["state_redelivered"] += state_codec.rewind_unreleased(sess)
-        sess.version = version
-        sess.fp = state_codec.fingerprint(sess)
-        sess.lim = state_codec.limits(sess, False)
-        sess.rt = 0
-        sess.journal = []
+        sh = sess.shared = Shared(version)
+        sh.fp = state_codec.fingerprint(sess)
+        sh.lim = state_codec.limits(sess, False)
         nxt = state_codec.next_seq(sess)  # callbacks of seqs the record does not have go
         sess.on_delivered = {s: cb for s, cb in sess.on_delivered.items() if s < nxt}
         return True
@@ -370,7 +397,8 @@ class StateStore:
                     del service.per_ip[sess.addr[0]]
             self.counters["sessions_active"] = len(service.sessions)
             log("state_forgotten", sid=sess.sid, reason=why)
-        sess.version = None
+        if sess.shared is not None:
+            sess.shared.forgotten = True
 
 
 def from_config(cfg, base):
