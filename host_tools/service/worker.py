@@ -61,14 +61,11 @@ async def drain(service):
     service.draining = True
     store = store_of(service)
     if store is None:
-        log("draining", sessions=len(service.sessions), store=False)
+        log("draining", sessions=len(service.sessions), in_store=0)
         return 0
     # the store is written through (state_store: committed before anything
-    # leaves): commit what changed since the last datagram, then count
-    now = service.now_ms()
-    for sess in list(service.sessions.values()):
-        if sess.handshake_ms is not None:
-            service.transmit(sess, now)
-    stored = [s for s in service.sessions.values() if getattr(s, "version", None) is not None]
-    log("draining", sessions=len(service.sessions), handed=len(stored), store=True)
-    return len(stored)
+    # leaves); flush commits what is behind (acknowledgements), then count
+    written = store.flush(service)
+    held = [s for s in service.sessions.values() if getattr(s, "shared", None) is not None]
+    log("draining", sessions=len(service.sessions), in_store=len(held), written=written)
+    return len(held)
