@@ -34,7 +34,7 @@ def test_a_killed_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path, sig
     devs = None
     try:
         rows = w.info()["workers"]
-        devs = Devices(names, w.addr, period_ms=250)
+        devs = Devices(names, w.addr, period_ms=400)
         devs.run(devs.all_up, 60, "every device up")
         steady = lambda: min(d.s.counters["delivered"] for d in devs.devs) >= 4  # noqa: E731
         devs.run(steady, 30, "steady traffic: four readings of each acknowledged")
@@ -56,7 +56,7 @@ def test_a_killed_worker_loses_duplicates_and_rehandshakes_nothing(tmp_path, sig
         stop_at = devs.now() + 1500  # a little more steady traffic after the recovery
         devs.run(lambda: devs.now() >= stop_at, 10, "traffic after the recovery")
         devs.sending = False
-        devs.run(devs.settled, 30, "every reading acknowledged and echoed")
+        devs.run(devs.settled, 60, "every reading acknowledged and echoed")
         stats = json.loads(w.stats.read_text())
     finally:
         if devs is not None:
