@@ -86,15 +86,18 @@ def _alive(pid):
 
 
 def test_two_workers_share_the_port_and_route_by_sid(tmp_path):
-    """Sessions spread over both workers; each worker holds exactly the
+    """Both workers bind the same UDP and HTTP ports (SO_REUSEPORT);
+    sessions spread over both workers; each worker holds exactly the
     sessions whose sid carries its server id; SIGKILL of a worker: the
     supervisor starts it again; SIGTERM: every worker drains and exits."""
     names = ["w%02d" % i for i in range(16)]
-    w = Workers(tmp_path, 2, names)
+    w = Workers(tmp_path, 2, names, extra={"http_listen": "127.0.0.1:0"})
     devs = None
     try:
         rows = w.info()["workers"]
         assert [r["server_id"] for r in rows] == [0, 1]
+        http = {json.loads((tmp_path / ("ready.w%d.json" % i)).read_text())["http"] for i in (0, 1)}
+        assert len(http) == 1 and not http.pop().endswith(":0")  # one HTTP port, shared too
         devs = Devices(names, w.addr, period_ms=200)
         devs.run(devs.all_up, 60, "every device up")
         devs.run(lambda: all(d.n >= 3 for d in devs.devs), 30, "three readings each")
