@@ -217,3 +217,21 @@ def test_a_draining_worker_starts_no_session_and_keeps_its_own():
     old.send(b"still here", 10)
     pump(old, a1, 10)
     assert svc.counters["messages_in"] == 1 and health(svc, 0)["sessions"] == 1
+
+
+def test_each_worker_has_its_own_mqtt_client_id_and_state(tmp_path):
+    """Two MQTT clients with one id take turns at the broker (each connect
+    drops the other): under --workers each worker gets its own id and file."""
+    from host_tools.service.config import build_from_config
+
+    (tmp_path / "devices.json").write_text('{"devices": {}}')
+    cfg = {"app": "mqtt", "mqtt": {"client_id": "svc", "prefix": "p"}}
+    (tmp_path / "service.json").write_text(json.dumps(cfg))
+    apps = [build_from_config(tmp_path / "service.json", worker=(i, 2))[0].app for i in (0, 1)]
+    assert [a.cfg.client_id for a in apps] == ["svc-0", "svc-1"]
+    assert [Path(a.cfg.state).name for a in apps] == [
+        "mqtt-state.sqlite.server-0",
+        "mqtt-state.sqlite.server-1",
+    ]
+    single = build_from_config(tmp_path / "service.json")[0].app
+    assert single.cfg.client_id == "svc"

@@ -103,6 +103,12 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         link_cfg = LinkConfig(**dict({"mtu": 1200}, **cfg.get("link", {})))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e))
+    index, count = worker or (0, 1)
+    sids = sid_space(cfg.get("routing"), index, count)
+    if worker is not None and isinstance(cfg.get("mqtt"), dict):  # a client id each
+        from host_tools.service.worker import per_worker_mqtt
+
+        cfg["mqtt"] = per_worker_mqtt(cfg["mqtt"], sids.server_id)
     app = load_app(cfg.get("app"), cfg, base, registry)
     if "mqtt" in cfg and cfg.get("app") != "mqtt":
         from host_tools.service.mqtt_app import MqttConfig
@@ -127,8 +133,6 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         from host_tools.service.metrics import Fleet
 
         app = Fleet(app, registry)  # tracks every device for the fleet page and /metrics
-    index, count = worker or (0, 1)
-    sids = sid_space(cfg.get("routing"), index, count)
     state = None
     if worker is not None:  # per-run state of its own (reset keys, marks)
         from host_tools.service.worker import state_dir

@@ -21,12 +21,25 @@ import os
 
 from host_tools.common import log
 
-__all__ = ["health", "drain", "state_dir"]
+__all__ = ["health", "drain", "state_dir", "per_worker_mqtt"]
 
 
 def state_dir(registry_path, server_id):
     """The per-run state directory of the worker with `server_id`."""
     return registry_path.parent / "service-state" / ("server-%d" % server_id)
+
+
+def per_worker_mqtt(mqtt, server_id):
+    """service.json's "mqtt" object for the worker with `server_id`: its own
+    MQTT client id (a broker disconnects a client when another connects with
+    the same id, so N workers with one id would take turns) and its own
+    state file (SQLite: the duplicate table and the downlink queue)."""
+    from host_tools.service.mqtt_app import DEFAULTS
+
+    out = dict(mqtt)
+    out["client_id"] = "%s-%d" % (mqtt.get("client_id", DEFAULTS["client_id"]), server_id)
+    out["state"] = "%s.server-%d" % (mqtt.get("state", DEFAULTS["state"]), server_id)
+    return out
 
 
 def store_of(service):
