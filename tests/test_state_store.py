@@ -484,3 +484,97 @@ def test_a_replayed_packet_from_a_spoofed_address_gets_at_most_3x_back(rds, tmp_
     sent = [d for d, a in w1.out if a == victim]
     assert s0.sid in w1.svc.sessions and sent  # kept: it answers the replay with an ACK
     assert sum(map(len, sent)) <= 3 * sum(map(len, captured)) and max(map(len, sent)) < 100
+
+
+def test_two_worker_processes_and_one_killed(rds, tmp_path):
+    """Real service processes (python -m host_tools.service, each its own clock)
+    sharing Redis: the device handshakes with the first, which is then killed
+    with SIGKILL; the second continues the session, nothing lost or repeated."""
+    import socket
+    import time
+
+    from e2e import ServiceProc
+
+    redis_cfg = {"url": rds.url, "seal_key_file": str(tmp_path / "seal.key")}
+    procs = [None, None]
+
+    def start(i):
+        (tmp_path / str(i)).mkdir()
+        extra = {"redis": redis_cfg, "app": "tests.test_state_store:EchoTagged"}
+        procs[i] = ServiceProc(tmp_path / str(i), {"dev-1": PSKS[b"dev-1"]}, extra=extra)
+
+    starts = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    cfg = LinkConfig(mtu=1200, rto_ms=100, rto_max_ms=400, handshake_timeout_ms=5000)
+    dev = DeviceSession(ClientConfig(psk=PSKS[b"dev-1"], psk_identity=b"dev-1"), cfg)
+    t0 = time.monotonic()
+    got = []
+    target = [procs[0].addr]
+
+    def run(seconds, until):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = int((time.monotonic() - t0) * 1000)
+            for d in dev.datagrams(now):
+                sock.sendto(d, target[0])
+            while True:
+                try:
+                    dev.receive(sock.recv(2048), now)
+                except BlockingIOError:
+                    break
+            got.extend(bytes(e[1]) for e in dev.events() if e[0] == "message")
+            if until():
+                return True
+            time.sleep(0.005)
+        return False
+
+    try:
+        dev.connect(0)
+        assert run(10, lambda: dev.state == "up")
+        for i in range(3):
+            dev.send(b"a%d" % i, int((time.monotonic() - t0) * 1000))
+        assert run(10, lambda: len(got) == 3 and not dev.pending())
+        procs[0].proc.kill()  # SIGKILL, mid-session
+        target[0] = procs[1].addr  # where the balancer sends the device now
+        for i in range(3):
+            dev.send(b"b%d" % i, int((time.monotonic() - t0) * 1000))
+        assert run(10, lambda: len(got) == 6 and not dev.pending())
+        c1 = procs[1].counters(0)
+        for _ in range(30):  # the stats file is written every second
+            if c1["messages_in"] == 3:
+                break
+            c1 = procs[1].counters(0.1)
+        assert got == [b"w0:a0", b"w0:a1", b"w0:a2", b"w1:b0", b"w1:b1", b"w1:b2"]
+        assert dev.handshakes == 1 and c1["handshakes_ok"] == 0 and c1["state_loads"] == 1
+        assert c1["messages_in"] == 3 and c1["state_conflicts"] == 0
+    finally:
+        sock.close()
+        for p in procs:
+            if p is not None:
+                p.stop()
+
+
+class EchoTagged:
+    """Echoes with the worker's tag (its config folder's name: 0 or 1)."""
+
+    def __init__(self):
+        import os
+        import sys
+
+        cfg = sys.argv[sys.argv.index("--config") + 1]
+        self.tag = b"w" + os.path.basename(os.path.dirname(cfg)).encode()
+
+    def on_connect(self, session):
+        pass
+
+    def on_message(self, session, payload):
+        session.send(self.tag + b":" + bytes(payload))
+
+    def on_close(self, session, reason):
+        pass
