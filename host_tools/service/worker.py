@@ -78,7 +78,11 @@ async def drain(service):
         return 0
     # the store is written through (state_store: committed before anything
     # leaves); flush commits what is behind (acknowledgements), then count
-    written = store.flush(service)
+    try:
+        written = store.flush(service)
+    except Exception as e:  # the store failing must not keep the process from ending
+        log("drain_failed", error=repr(e))
+        written = 0
     held = [s for s in service.sessions.values() if getattr(s, "shared", None) is not None]
     log("draining", sessions=len(service.sessions), in_store=len(held), written=written)
     return len(held)
