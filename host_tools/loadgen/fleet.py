@@ -17,6 +17,7 @@ random phase.  Counted: handshakes (per device, so a re-handshake of an
 established session shows), acknowledgements, downs and failures.
 """
 
+import gc
 import heapq
 import random
 import resource
@@ -30,6 +31,8 @@ from atls.session import DeviceSession
 from atls.tls.client import ClientConfig
 
 __all__ = ["Fleet", "payload", "raise_fd_limit"]
+
+FREEZE_EVERY = 64
 
 
 def payload(n, size=16):
@@ -117,6 +120,11 @@ class Fleet:
             self.devices.append(dev)
             self.sel.register(s, selectors.EVENT_READ, dev)
         self.waiting = self.devices[::-1]
+        # DeviceSession collects garbage once a handshake is done (a device's
+        # RAM): in one process holding thousands of sessions a full collection
+        # each time would dominate, so what exists is frozen out of the
+        # collector's view, again every FREEZE_EVERY handshakes
+        gc.freeze()
 
     def now(self):
         return int((time.monotonic() - self.t0) * 1000)
@@ -211,6 +219,8 @@ class Fleet:
                 if dev.ups == 1:
                     self.handshaking -= 1
                     self.up_at[dev.i] = now
+                if self.counts["handshakes"] % FREEZE_EVERY == 0:
+                    gc.freeze()
                 if dev.next_send is None:
                     dev.next_send = now + self.rng.randrange(self.period_ms)
             elif kind == "down":
