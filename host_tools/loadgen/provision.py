@@ -71,9 +71,10 @@ def write_config(tmp, psks, suite=TLS_AES_128_CCM_8_SHA256, listen="127.0.0.1:0"
 class ServiceProcess:
     """The service as a real process in `tmp`: `addr` once it listens,
     `counters()` from its --stats file, `record_dir` for CountingApp.
-    workers: None (one process) or N (`--workers N`, the supervisor)."""
+    workers: None (one process) or N (`--workers N`, the supervisor);
+    python: the interpreter command (e.g. with `-m cProfile -o F` to profile)."""
 
-    def __init__(self, tmp, config, workers=None, log_name="service.log", args=()):
+    def __init__(self, tmp, config, workers=None, log_name="service.log", args=(), python=None):
         self.tmp = Path(tmp)
         self.record_dir = self.tmp / "record"
         self.record_dir.mkdir(exist_ok=True)
@@ -81,7 +82,12 @@ class ServiceProcess:
         self.stats = self.tmp / "service.stats.json"
         for stale in (self.ready, self.stats):
             stale.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "host_tools.service", "--config", str(config)]
+        cmd = list(python or [sys.executable]) + [
+            "-m",
+            "host_tools.service",
+            "--config",
+            str(config),
+        ]
         cmd += ["--ready-file", str(self.ready), "--stats", str(self.stats)]
         if workers:
             cmd += ["--workers", str(workers)]

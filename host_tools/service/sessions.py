@@ -52,6 +52,7 @@ class Session:
         self.device_hello = None  # what the device's HELLO carried after its id base
         self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
+        self.due = None  # when the service's timer tick visits it next (service.timers)
 
     @property
     def up(self):
@@ -71,6 +72,7 @@ class Session:
         self.backlog.append((bytes(payload), channel, on_delivered))
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
+        self.service.wake(self)  # the tick sends it, unless a datagram's answer does first
 
     def flush(self, now):
         """Move queued app messages into the link while its window has room."""
@@ -193,6 +195,7 @@ class Continuity:
                 sess.last_seen_ms = now
                 self._pump(sess, now)
                 self.transmit(sess, now)
+                self.timers.schedule(sess, now)
                 return
             self._absorb_drops(sess)
         self.drop("unknown_session")
