@@ -160,6 +160,8 @@ def test_boards():
         ("link_overhead", ["link_overhead"]),
         ("aead,zigbee", ["zigbee"]),  # sections by substring, several words
         ("memory", []),
+        ("scale", ["scale"]),  # a section's whole name: not sim_scale too
+        ("sim", ["sim_scale"]),
         (None, [n for n, _ in SECTIONS]),
     ],
 )

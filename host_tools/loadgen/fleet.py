@@ -195,6 +195,8 @@ class Fleet:
         if self.sending and dev.next_send is not None and now >= dev.next_send:
             try:
                 sess.send(payload(dev.sent, self.size), now)
+                if dev.watch is not None and dev.watch[0] == dev.sent:
+                    dev.watch[2] = now  # the first message since the mark leaves
                 dev.sent += 1
                 self.counts["sent"] += 1
             except QueueFull:
@@ -260,18 +262,20 @@ class Fleet:
 
     # -- kill test ---------------------------------------------------------------
     def watch_all(self):
-        """Mark now: each device is recovered once every message it sent
-        before now and its next one are acknowledged (recovered_ms)."""
+        """Mark now: a device has recovered once every message it sent before
+        now and its next one are acknowledged; `recovered` gets (device, ms
+        since the mark, ms since that next message left)."""
         now = self.now()
+        self.recovered = []
         for dev in self.devices:
-            dev.watch = (dev.sent, now)
+            dev.watch = [dev.sent, now, None]
         return now
 
     def _check_watch(self, dev, now):
-        n, since = dev.watch
+        n, since, sent_at = dev.watch
         if self._acked_through(dev, n):
             dev.watch = None
-            self.recovered.append((dev.i, now - since))
+            self.recovered.append((dev.i, now - since, now - sent_at))
 
     def _acked_through(self, dev, n):
         return dev.sent > n and all(int(p[:8], 16) > n for p in dev.sess.pending())

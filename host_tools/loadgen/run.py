@@ -13,8 +13,11 @@ CPU time much less):
   drain       sending stops; the fleet waits until every message is
               acknowledged (or drain_s passes), then the tally:
               lost, duplicated, rehandshakes (host_tools.loadgen.tally)
-`during(fleet, service)`, if given, is called halfway through the steady
-phase (the kill test: it kills a worker and returns what it did).
+`during(fleet, service)`, if given, is called after the steady phase (the
+kill test: it kills a worker and returns figures to add); traffic goes on
+until every device's next message is acknowledged: recovery_ms from the
+call (a device's next message leaves up to one period later),
+recovery_max_latency_ms the longest send-to-acknowledgement of those.
 """
 
 import shutil
@@ -72,17 +75,21 @@ def load_run(
         fleet.start_sending()
         fleet.run_until(lambda: False, min(period_ms / 1000.0, duration / 2))
         a0, c0, w0 = fleet.counts["acks"], svc.cpu_s(), time.monotonic()
-        if during is not None:
-            fleet.run_until(lambda: False, duration / 2)
-            res.update(during(fleet, svc) or {})
-            fleet.run_until(lambda: False, duration / 2)
-        else:
-            fleet.run_until(lambda: False, duration)
+        fleet.run_until(lambda: False, duration)
         a1, c1, w1 = fleet.counts["acks"], svc.cpu_s(), time.monotonic()
         msgs = a1 - a0
         res["messages_per_s"] = round(msgs / (w1 - w0), 1)
         res["cpu_us_per_msg"] = round((c1 - c0) / msgs * 1e6, 1) if msgs else None
         res["service_cpu_share"] = round((c1 - c0) / (w1 - w0), 3)
+        if during is not None:  # e.g. kill a worker, then every device's next message
+            fleet.watch_all()
+            res.update(during(fleet, svc) or {})
+            devs = len(fleet.devices)
+            fleet.run_until(lambda: len(fleet.recovered) >= devs, 4 * period_ms / 1000.0 + 30)
+            rec = fleet.recovered
+            res["recovered_devices"] = len(rec)
+            res["recovery_ms"] = max(r[1] for r in rec) if rec else None
+            res["recovery_max_latency_ms"] = max(r[2] for r in rec) if rec else None
         # drain, then count
         fleet.stop_sending()
         fleet.run_until(lambda: fleet.unacked() == 0, drain_s)

@@ -1,0 +1,121 @@
+"""Section `scale` (issue 19): the real service under thousands of devices
+(host_tools.loadgen: the firmware's session code, one process, loopback UDP)
+and one service process against raw OpenSSL.
+
+  devices, workers, handshakes_per_s, messages_per_s, lost, duplicated
+        the largest run (10,000 devices; workers: the service's --workers
+        when it has them, with Redis and nginx when those are wired, else 1)
+  cpu_us_per_msg_<n>, cpu_us_per_handshake_<n>
+        service CPU (process tree, /proc) per acknowledged message and per
+        handshake at n = 100, 1,000, 10,000 devices, the same aggregate
+        message rate for every n (so the figures show what the number of
+        sessions costs), and msg_growth_100_to_<max> their ratio
+  kill_*  (worker mode only) a worker is SIGKILLed after the steady phase:
+        lost, duplicated, rehandshakes, recovery_ms
+  single_worker_vs_raw_openssl
+        handshakes per CPU-second of the real service process over UDP
+        (service_handshakes' UDP driver) / handshakes per server CPU-second
+        of a raw pyOpenSSL memory-BIO loop on the same suite (PSK+ECDHE,
+        x25519, CCM_8), measured in the same run: raw before and after,
+        the mean of the two
+"""
+
+import importlib.util
+import os
+import signal
+import statistics
+import time
+
+from atls.protocol import SUITE_NAMES
+from host_tools.bench import openssl_peers
+from host_tools.bench.pair import CCM8, quiet_stderr
+from host_tools.bench.service_handshakes import _service_udp
+from host_tools.loadgen.provision import _children
+from host_tools.loadgen.run import load_run
+
+NOTE = (
+    "loadgen (firmware DeviceSession, native crypto) vs the real service over loopback UDP; "
+    "CPU from /proc of the service process tree; same aggregate rate at every size"
+)
+
+__all__ = ["scale", "single_vs_raw", "worker_mode"]
+
+
+def worker_mode():
+    """True when the service has --workers (host_tools.service.supervisor)."""
+    return importlib.util.find_spec("host_tools.service.supervisor") is not None
+
+
+def raw_openssl_hs_per_cpu_s(n):
+    """Handshakes per server CPU-second of the raw pyOpenSSL loop: the
+    server side's steps timed with this thread's CPU clock (the client side
+    runs in the same thread and is left out)."""
+    name = SUITE_NAMES[CCM8]
+    sctx, cctx = openssl_peers.server_context(name), openssl_peers.client_context(name)
+    openssl_peers.raw_handshake(cctx, sctx, [0.0])  # warm-up
+    st = [0.0]
+    for _ in range(n):
+        openssl_peers.raw_handshake(cctx, sctx, st, clock=time.thread_time)
+    return n / st[0]
+
+
+def single_vs_raw(quick=False):
+    n, secs = (30, 0.5) if quick else (600, 6.0)
+    with quiet_stderr():
+        raw1 = raw_openssl_hs_per_cpu_s(n)
+        _, udp_cpu, udp_n = _service_udp(secs, slots=4 if quick else 16)
+        raw2 = raw_openssl_hs_per_cpu_s(n)
+    raw = statistics.mean((raw1, raw2))
+    return {
+        "raw_openssl_server_hs_per_cpu_s": round(raw, 1),
+        "service_udp_hs_per_cpu_s": round(udp_cpu, 1) if udp_cpu else None,
+        "service_udp_handshakes": udp_n,
+        "single_worker_vs_raw_openssl": round(udp_cpu / raw, 3) if udp_cpu else None,
+    }
+
+
+def _kill_one(fleet, svc):
+    """SIGKILL one worker of the supervisor (the first child)."""
+    kids = _children(svc.pid)
+    if not kids:
+        return {"kill_error": "no worker process found"}
+    os.kill(kids[0], signal.SIGKILL)
+    return {"killed_pid": kids[0]}
+
+
+def scale(quick=False, workers=None, sizes=None):
+    """The section's metrics (module doc).  workers: None = 4 when the
+    service has --workers, else one process."""
+    if workers is None:
+        workers = (2 if quick else 4) if worker_mode() else None
+    sizes = sizes or ((10, 30) if quick else (100, 1000, 10000))
+    rate, duration = (30.0, 2.0) if quick else (1000.0, 20.0)
+    res = {"rate_per_s": rate, "steady_s": duration}
+    big = max(sizes)
+    for n in sizes:
+        during = _kill_one if (workers and workers > 1 and n == big) else None
+        r = load_run(n, rate, duration, workers=workers, during=during)
+        res["cpu_us_per_msg_%d" % n] = r["cpu_us_per_msg"]
+        res["cpu_us_per_handshake_%d" % n] = r["cpu_us_per_handshake"]
+        if n != big:
+            if r.get("lost") or r.get("duplicated") or r.get("error"):
+                res["problem_%d" % n] = {k: r.get(k) for k in ("lost", "duplicated", "error")}
+            continue
+        res["devices"] = r["established"]
+        res["workers"] = r["workers"]
+        for k in ("handshakes_per_s", "messages_per_s", "lost", "duplicated", "rehandshakes"):
+            res[k] = r[k]
+        res["sent"], res["acknowledged"] = r["sent"], r["acknowledged"]
+        if r.get("error"):
+            res["error"] = r["error"]
+        if during is not None:
+            res["kill_lost"], res["kill_duplicated"] = r["lost"], r["duplicated"]
+            res["kill_rehandshakes"] = r["rehandshakes"]
+            res["kill_recovery_ms"] = r.get("recovery_ms")
+            res["kill_recovery_max_latency_ms"] = r.get("recovery_max_latency_ms")
+            res["kill_recovered_devices"] = r.get("recovered_devices")
+    a, b = res["cpu_us_per_msg_%d" % min(sizes)], res["cpu_us_per_msg_%d" % big]
+    if a and b:
+        res["msg_growth_%d_to_%d" % (min(sizes), big)] = round(b / a, 2)
+    res.update(single_vs_raw(quick))
+    return res
