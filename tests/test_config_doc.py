@@ -43,6 +43,7 @@ def test_service_example_loads(tmp_path):
     assert addr == ("127.0.0.1", 5684)
     assert service.limits["max_half_open"] == 64 and service.limits["app_queue"] == 256
     assert service.link_config.mtu == 1200 and service.link_config.rto_max_ms == 8000
+    assert (service.sids.server_id, service.sids.bits) == (0, 2)
 
 
 def test_registry_example_loads(tmp_path):

@@ -2,21 +2,30 @@
 # The system components the tests truly need, installed with apt in one place.
 #   tools/system-deps.sh check    exit 1 and print the install command when one is missing
 #   tools/system-deps.sh install  install the missing ones (root and apt-get needed)
-# Each entry is "command:debian-package".  Python packages never go here: they
-# come from pip into .venv (make setup).
+# Each entry is "command:debian-package", or "/path/of/a/file:debian-package" for
+# a component that is a file, not a command (a module).  Python packages never go
+# here: they come from pip into .venv (make setup).
 set -euo pipefail
 NEEDED="openssl:openssl"
 # MQTT bridge tests: a real broker; fleet page test: headless Chromium and its driver
 NEEDED="$NEEDED mosquitto:mosquitto chromium:chromium chromedriver:chromium-driver"
 # the emulated Pico (sim/pico/emu.mjs: rp2040js under Node >= 18; npm installs it)
 NEEDED="$NEEDED node:nodejs npm:npm"
+# issue 19: nginx's UDP proxy in front of service workers (docs/nginx-atls.conf)
+NEEDED="$NEEDED nginx:nginx-light"
+NEEDED="$NEEDED /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream"
+# shared session state of service workers (host_tools/service/state_store.py): a real Redis
+NEEDED="$NEEDED redis-server:redis-server"
 
 missing_pkgs() {
   local out="" entry cmd pkg
   for entry in $NEEDED; do
     cmd=${entry%%:*}
     pkg=${entry#*:}
-    command -v "$cmd" >/dev/null 2>&1 || out="$out $pkg"
+    case "$cmd" in
+      /*) [ -e "$cmd" ] || out="$out $pkg" ;;
+      *) command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || out="$out $pkg" ;;
+    esac
   done
   echo "$out"
 }

@@ -233,6 +233,7 @@ class Bindings:
         ssl_context=None,
         max_body=MAX_BODY,
         max_wait_ms=25000,
+        reuse_port=False,
     ):
         self.service = service
         self.http_listen = http_listen
@@ -240,6 +241,7 @@ class Bindings:
         self.ssl_context = ssl_context
         self.http = BindingCore(service, "http", max_body, max_wait_ms) if http_listen else None
         self.coap = BindingCore(service, "coap", max_body, max_wait_ms) if coap_listen else None
+        self.reuse_port = reuse_port  # --workers: the HTTP port is shared (SO_REUSEPORT)
         self._runner = None
         self._coap_ctx = None
         self._sweeper = None
@@ -257,7 +259,11 @@ class Bindings:
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(
-                self._runner, self.http_listen[0], self.http_listen[1], ssl_context=self.ssl_context
+                self._runner,
+                self.http_listen[0],
+                self.http_listen[1],
+                ssl_context=self.ssl_context,
+                reuse_port=self.reuse_port or None,
             )
             await site.start()
             bound = self._runner.addresses[0]

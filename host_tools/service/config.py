@@ -16,7 +16,8 @@ Config (JSON; paths relative to the config file):
      "https": {"cert": "h.pem", "key": "h.key"},   #  optionally HTTPS on that listener
      "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
      "bindings": {"max_body": 16384, "max_wait_ms": 25000},  # see docs/BINDINGS.md
-     "ota": {"bundles": "bundles", "rate_fps": 10}}  # optional: updates (host_tools.ota.app)
+     "ota": {"bundles": "bundles", "rate_fps": 10},  # optional: updates (host_tools.ota.app)
+     "routing": {"server_id": 0, "server_bits": 2}}  # optional: routable sids (service.routing)
 """
 
 import importlib
@@ -31,6 +32,7 @@ from host_tools.common import parse_hostport
 from host_tools.service.core import EchoApp, Service
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import Registry
+from host_tools.service.routing import from_config as sid_space
 from host_tools.service.tls_engine import ServerConfig
 
 __all__ = ["build_from_config", "load_app", "split_hostport", "DEFAULT_LISTEN"]
@@ -64,11 +66,13 @@ def split_hostport(s):
         raise ConfigError("listen must be host:port, got %r" % s)
 
 
-def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
+def build_from_config(path, listen=None, http_listen=None, coap_listen=None, worker=None):
     """(Service, (host, port)) from the config file at `path`.  `listen`,
     `http_listen`, `coap_listen` ("host:port") override the file's listeners
-    (the CLI's --listen, --http-listen, --coap-listen).  ConfigError if the
-    files cannot be read or are invalid."""
+    (the CLI's --listen, --http-listen, --coap-listen).  worker: (index,
+    count) of a --workers process: its server id, its own state directory and
+    metrics port (metrics_listen's port + index; service.worker).  ConfigError
+    if the files cannot be read or are invalid."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text())
@@ -121,9 +125,23 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None):
         from host_tools.service.metrics import Fleet
 
         app = Fleet(app, registry)  # tracks every device for the fleet page and /metrics
-    service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings)
-    # /metrics and the fleet page (host_tools.service.fleet_page), started by cli.serve
+    index, count = worker or (0, 1)
+    sids = sid_space(cfg.get("routing"), index, count)
+    state = None
+    if worker is not None:  # per-run state of its own (reset keys, marks)
+        from host_tools.service.worker import state_dir
+
+        state = state_dir(registry_path, sids.server_id)
+    service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings, state)
+    service.sids = sids
+    if cfg.get("redis") is not None:  # sessions shared by the workers (docs/SCALE.md)
+        from host_tools.service.state_store import from_config as store_from_config
+
+        store_from_config(cfg["redis"], base).attach(service)
+    # /metrics, /healthz and the fleet page (host_tools.service.fleet_page), started by cli.serve
     service.metrics_listen = split_hostport(metrics_listen) if metrics_listen else None
+    if service.metrics_listen and service.metrics_listen[1] and index:
+        service.metrics_listen = (service.metrics_listen[0], service.metrics_listen[1] + index)
     return service, addr
 
 

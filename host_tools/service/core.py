@@ -25,7 +25,6 @@ stderr without keys or PSKs; `Service.counters` are what --stats writes.
 """
 
 import asyncio
-import os
 import time
 from collections import OrderedDict
 
@@ -35,9 +34,11 @@ from host_tools.common import log
 from host_tools.ratelimit import TokenBuckets
 from host_tools.service import hold
 from host_tools.service.admission import DEFAULT_LIMITS, FirstFlights, Intake, busiest_ip
+from host_tools.service.counters import new_counters
 from host_tools.service.dedupe import PeerTable
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
+from host_tools.service.routing import SidSpace, Taken
 from host_tools.service.sessions import Continuity, EchoApp, Session
 from host_tools.service.timers import Timers
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
@@ -53,6 +54,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
     arguments of service.bindings.Bindings (HTTP/CoAP listeners) or None.
     ConfigError if tls_config enables tickets (a resumed session would carry
     no device identity)."""
+
+    store = None  # shared session state (service.state_store.StateStore.attach)
 
     def __init__(
         self,
@@ -79,6 +82,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.sessions = {}  # sid -> Session
         self.by_key = {}  # device identity -> {sid: Session} of its authenticated sessions
         self.timers = Timers(self)  # which sessions the tick visits
+        self.sids = SidSpace()  # the ids this worker issues (service.routing; cli sets it)
+        self.draining = False  # graceful shutdown: no new session (service.worker)
         self.pending = {}  # addr -> sid of a session still in its first flight
         self.half_open = OrderedDict()  # sid -> Session before TLS is done, oldest first
         self.per_ip = {}  # ip -> [sessions, half-open sessions]
@@ -100,28 +105,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.transport = None
         self._t0 = time.monotonic()
         self._registry_at = 0
-        self.counters = {
-            "datagrams_in": 0,
-            "datagrams_out": 0,
-            "sessions_active": 0,
-            "sessions_total": 0,
-            "half_open": 0,
-            "handshakes_ok": 0,
-            "handshakes_failed": 0,
-            "messages_in": 0,
-            "messages_out": 0,
-            "unvalidated_bytes_in": 0,
-            "unvalidated_bytes_out": 0,
-            "max_amplification": 0.0,
-            "duplicates_suppressed": 0,
-            "messages_moved": 0,
-            "resets_sent": 0,
-            "channel_refused": 0,  # messages on a channel the device was not granted
-            "bytes_in": 0,  # UDP
-            "bytes_out": 0,
-            "handshake_failures": {},  # reason (the alert we sent, not_registered) -> count
-            "drops": {},
-        }
+        self.counters = new_counters()
 
     def now_ms(self):
         return int((time.monotonic() - self._t0) * 1000)
@@ -160,11 +144,15 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 return
         else:
             sess = self.sessions.get(sid)
+            if sess is None and self.store is not None:  # held by another worker?
+                sess = self.store.adopt(self, sid, addr, now)
+                if sess is not None:  # replaced like any session of its identity
+                    self.by_key.setdefault(sess.key, {})[sid] = sess
             if sess is not None and sess.addr != addr:
                 return self._moved(sess, ptype, sid, data, addr, now)
             if sess is None:
-                self.drop("unknown_session")
-                self._unknown(ptype, sid, data, addr)
+                self.drop("unknown_session")  # another worker's id: never our RESET
+                self._unknown(ptype, sid, data, addr, known=not self.sids.mine(sid))
                 return
             sess.budget.validated = True  # our session id came back from that address
             packets = (data,)
@@ -186,6 +174,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
             sess.last_seen_ms = now
         if dropped:
             self._absorb_drops(sess)
+        if self.store is not None:  # committed before the app sees a message
+            self.store.received(self, sess, packets, now)
         self._pump(sess, now)
         self.transmit(sess, now)
         self.timers.schedule(sess, now)
@@ -243,7 +233,11 @@ class Service(asyncio.DatagramProtocol, Continuity):
         half-open session (of that IP) is evicted; False (busy) when
         max_sessions(_per_ip) is reached by established sessions."""
         lim = self.limits
+        if self.store is not None and not self.store.admit():
+            return False  # no new state while it cannot be stored
         ip = addr[0]
+        if self.draining:
+            return False
         counts = self.per_ip.get(ip, (0, 0))
         if counts[1] >= lim["max_half_open_per_ip"] or counts[0] >= lim["max_sessions_per_ip"]:
             if not self._evict(ip):
@@ -265,7 +259,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def new_session(self, addr, now):
         """A new half-open session with a fresh session id (any transport);
         call admit(addr) first."""
-        sid = self._new_sid()
+        taken = self.sessions if self.store is None else Taken(self.sessions, self.store.exists)
+        sid = self.sids.new(taken)
         link = Link("server", self.link_config, sid)
         sess = Session(self, sid, addr, link, ServerConnection(self.ctx), now)
         if getattr(self.app, "hold_acks", False):
@@ -283,12 +278,6 @@ class Service(asyncio.DatagramProtocol, Continuity):
     def _count(self):
         self.counters["sessions_active"] = len(self.sessions)
         self.counters["half_open"] = len(self.half_open)
-
-    def _new_sid(self):
-        while True:
-            sid = int.from_bytes(os.urandom(2), "big")
-            if sid and sid not in self.sessions:
-                return sid
 
     def _pump(self, sess, now):
         for ev in sess.link.events():
@@ -355,24 +344,18 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.pending.pop(sess.addr, None)
         self._settle(sess)
         if auth is None:
-            self.counters["handshakes_failed"] += 1
-            self.drop("not_registered", table="handshake_failures")
-            log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason="not registered")
-            sess.link.abort(protocol.HANDSHAKE_FAILED)
-            self.transmit(sess, now)
-            self.end(sess, "not authenticated")
-            return
+            return self._refuse(sess, now, "not_registered", "not registered")
         sess.auth, sess.identity, sess.credential = auth
         # §4: the session of the same identity it replaces hands over what the
         # device has not acknowledged; ids go on from the first of those
         base, moved = self.peers.take_held(sess.key)  # from a session that ended before
-        same = self.by_key.setdefault(sess.key, {})
-        for other in sorted(same.values(), key=lambda s: s.started_ms):
+        same = self.by_key.get(sess.key, {}).values()  # the store may have forgotten some
+        for other in sorted([s for s in same if self.is_live(s)], key=lambda s: s.started_ms):
             if other.link.channel is not None and base is None:
                 base = other.link.first_unacked_id()
             moved += other.take_unsent()
             self.end(other, "replaced by a new session")
-        same[sess.sid] = sess
+        self.by_key[sess.key] = {sess.sid: sess}
         if base is None or base >> 32 != self.peers.epoch:
             base = self.peers.next_out(sess.key)
         grant = getattr(self.app, "granted_channels", None)  # bit n: channel n (2 = updates)
@@ -380,6 +363,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         hello = bytes((sess.granted,)) + self.peers.token(sess.sid)  # granted || reset token
         sess.link.start_channel(sess.tls.export(), SUITES[sess.suite], base, hello)  # key block
         sess.backlog.extend(moved)
+        if self.store is not None and not self.store.create(sess, now):
+            return self._refuse(sess, now, "state_store_unavailable", "state not stored")
         self.counters["messages_moved"] += len(moved)
         self.counters["handshakes_ok"] += 1
         log(
@@ -398,6 +383,15 @@ class Service(asyncio.DatagramProtocol, Continuity):
         except Exception as e:
             log("app_error", sid=sess.sid, error=repr(e))
 
+    def _refuse(self, sess, now, reason, why):
+        """Fail a handshake TLS finished: counted by `reason`, ERROR to the device."""
+        self.counters["handshakes_failed"] += 1
+        self.drop(reason, table="handshake_failures")
+        log("handshake_failed", sid=sess.sid, peer=_peer(sess.addr), reason=why)
+        sess.link.abort(protocol.HANDSHAKE_FAILED)
+        self.transmit(sess, now)
+        self.end(sess, why)
+
     def _settle(self, sess):
         """`sess` is no longer half-open."""
         if self.half_open.pop(sess.sid, None) is not None:
@@ -406,6 +400,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
 
     def end(self, sess, reason):
         """Forget a session (no-op if it already ended); the app's on_close."""
+        if self.store is not None and not self.store.ended(self, sess):
+            return  # another worker has moved it on: only forgotten here
         if self.sessions.pop(sess.sid, None) is None:
             return
         self._settle(sess)
@@ -447,6 +443,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         within the anti-amplification budget, or into its sink (HTTP/CoAP
         sessions)."""
         out = sess.link.datagrams(now)
+        if self.store is not None:  # what the datagrams used is committed first
+            out = self.store.sync(self, sess, out, now)
         if sess.sink is not None:
             for d in out:
                 sess.sink(d)
@@ -471,6 +469,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         idle = self.limits["idle_timeout_s"] * 1000
         hs_limit = self.link_config.handshake_timeout_ms
         self.first.expire(now)
+        if self.store is not None:
+            self.store.tick(self, now)
         self.start_queued(now)
         if self.registry is not None and now >= self._registry_at:
             self._registry_at = now + 1000 * self.limits["registry_check_s"]

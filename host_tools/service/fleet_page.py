@@ -1,5 +1,6 @@
 """The service's HTTP listener for operators (`metrics_listen` in
-service.json): `/metrics` (Prometheus text format) and the fleet page
+service.json): `/metrics` (Prometheus text format), `/healthz` (this
+worker: id, sessions held, store reachable; service.worker) and the fleet page
 `/fleet` (every device: online state, last seen, handshakes, last error,
 firmware version (and the version targeted, if another), message rate),
 which polls `/fleet.json` every second.
@@ -76,12 +77,14 @@ setInterval(refresh, 1000);
 
 
 class AdminSite:
-    """aiohttp listener for /metrics, /fleet and /fleet.json."""
+    """aiohttp listener for /metrics, /fleet, /fleet.json and /healthz
+    (`health()`: a JSON-able dict with "ok"; 503 when not ok)."""
 
-    def __init__(self, metrics, fleet, addr):
+    def __init__(self, metrics, fleet, addr, health=None):
         self.metrics = metrics
         self.fleet = fleet
         self.addr = addr
+        self.health = health
         self._runner = None
 
     async def start(self):
@@ -91,6 +94,8 @@ class AdminSite:
         app.router.add_get("/fleet", self._page)
         app.router.add_get("/", self._page)
         app.router.add_get("/fleet.json", self._json)
+        if self.health is not None:
+            app.router.add_get("/healthz", self._health)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.addr[0], self.addr[1]).start()
@@ -107,6 +112,10 @@ class AdminSite:
 
     async def _page(self, request):
         return web.Response(text=PAGE, content_type="text/html")
+
+    async def _health(self, request):
+        h = self.health()
+        return web.json_response(h, status=200 if h.get("ok") else 503)
 
     async def _json(self, request):
         body = json.dumps({"devices": self.fleet.rows()})

@@ -53,6 +53,12 @@ class Session:
         self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
         self.due = None  # when the service's timer tick visits it next (service.timers)
+        # shared state (service.state_store): version held (None: not stored), what
+        # the app sent since the last commit, the channel's key block, bookkeeping
+        self.version = self.fp = self.key_block = None
+        self.journal = []
+        self.rt = 0
+        self.adopted = False
 
     @property
     def up(self):
@@ -70,6 +76,8 @@ class Session:
         if len(self.backlog) >= self.service.limits["app_queue"]:
             raise QueueFull("application queue full for session %d" % self.sid)
         self.backlog.append((bytes(payload), channel, on_delivered))
+        if self.version is not None:
+            self.journal.append(self.backlog[-1])
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
         self.service.wake(self)  # the tick sends it, unless a datagram's answer does first
