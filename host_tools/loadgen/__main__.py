@@ -1,4 +1,4 @@
-"""python -m host_tools.loadgen --devices N --rate R --duration S [--workers W]
+"""python -m host_tools.loadgen --devices N --rate R --duration S [--workers W] [--redis] [--nginx]
 
 Starts the service (as `python -m host_tools.service`, with --workers W if
 given) on a fresh registry of N devices, runs N simulated devices against it
@@ -22,6 +22,10 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=int, default=32, help="handshakes in flight at most")
     ap.add_argument("--size", type=int, default=16, help="message bytes")
     ap.add_argument("--per-ip", type=int, default=16, help="devices per loopback address")
+    ap.add_argument(
+        "--redis", action="store_true", help="a private redis-server, the service's redis section"
+    )
+    ap.add_argument("--nginx", action="store_true", help="devices reach the service through nginx")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, records)")
     a = ap.parse_args(argv)
     if a.devices < 1 or a.rate <= 0 or a.duration <= 0 or a.size < 8:
@@ -35,6 +39,8 @@ def main(argv=None):
         size=a.size,
         per_ip=a.per_ip,
         keep=a.keep,
+        redis=a.redis,
+        nginx=a.nginx,
     )
     print(json.dumps(res, indent=1, sort_keys=True))
     return 0 if not res.get("error") and res["lost"] == 0 and res["duplicated"] == 0 else 1
