@@ -3,8 +3,9 @@
 and one service process against raw OpenSSL.
 
   devices, workers, handshakes_per_s, messages_per_s, lost, duplicated
-        the largest run (10,000 devices; workers: the service's --workers
-        when it has them, with Redis and nginx when those are wired, else 1)
+        the largest run (10,000 devices; 4 workers (--workers) with a real
+        Redis and nginx in front when the service has worker mode, else one
+        process)
   cpu_us_per_msg_<n>, cpu_us_per_handshake_<n>
         service CPU (process tree, /proc) per acknowledged message and per
         handshake at n = 100, 1,000, 10,000 devices, the same aggregate
@@ -88,13 +89,14 @@ def scale(quick=False, workers=None, sizes=None):
     service has --workers, else one process."""
     if workers is None:
         workers = (2 if quick else 4) if worker_mode() else None
-    sizes = sizes or ((10, 30) if quick else (100, 1000, 10000))
-    rate, duration = (30.0, 2.0) if quick else (1000.0, 20.0)
+    sizes = sizes or ((8, 16) if quick else (100, 1000, 10000))
+    rate, duration = (16.0, 1.5) if quick else (1000.0, 20.0)
     res = {"rate_per_s": rate, "steady_s": duration}
     big = max(sizes)
     for n in sizes:
         during = _kill_one if (workers and workers > 1 and n == big) else None
-        r = load_run(n, rate, duration, workers=workers, during=during)
+        shared = bool(workers)  # worker mode: sessions in Redis, nginx in front
+        r = load_run(n, rate, duration, workers=workers, during=during, redis=shared, nginx=shared)
         res["cpu_us_per_msg_%d" % n] = r["cpu_us_per_msg"]
         res["cpu_us_per_handshake_%d" % n] = r["cpu_us_per_handshake"]
         if n != big:
@@ -103,6 +105,10 @@ def scale(quick=False, workers=None, sizes=None):
             continue
         res["devices"] = r["established"]
         res["workers"] = r["workers"]
+        res["redis"], res["nginx"] = r["redis"], r["nginx"]
+        for k in ("redis_cpu_us_per_msg", "nginx_cpu_us_per_msg"):
+            if k in r:
+                res[k] = r[k]
         for k in ("handshakes_per_s", "messages_per_s", "lost", "duplicated", "rehandshakes"):
             res[k] = r[k]
         res["sent"], res["acknowledged"] = r["sent"], r["acknowledged"]
