@@ -12,7 +12,11 @@ and one service process against raw OpenSSL.
         message rate for every n (so the figures show what the number of
         sessions costs), and msg_growth_100_to_<max> their ratio
   kill_*  (worker mode only) a worker is SIGKILLed after the steady phase:
-        lost, duplicated, rehandshakes, recovery_ms
+        lost, duplicated, rehandshakes (whole run), worker_sessions (devices
+        whose session it held), recovery_ms (the longest send-to-ACK of an
+        affected device's first message after the kill), all_next_acked_ms
+        (kill until every device's next message is acknowledged: includes
+        up to one send period)
   single_worker_vs_raw_openssl
         handshakes per CPU-second of the real service process over UDP
         (service_handshakes' UDP driver) / handshakes per server CPU-second
@@ -22,10 +26,12 @@ and one service process against raw OpenSSL.
 """
 
 import importlib.util
+import json
 import os
 import signal
 import statistics
 import time
+from pathlib import Path
 
 from atls.protocol import SUITE_NAMES
 from host_tools.bench import openssl_peers
@@ -76,12 +82,25 @@ def single_vs_raw(quick=False):
 
 
 def _kill_one(fleet, svc):
-    """SIGKILL one worker of the supervisor (the first child)."""
-    kids = _children(svc.pid)
-    if not kids:
-        return {"kill_error": "no worker process found"}
-    os.kill(kids[0], signal.SIGKILL)
-    return {"killed_pid": kids[0]}
+    """SIGKILL the first worker of the supervisor; the devices whose session
+    it held (by the server id in their session ids, service.routing) are
+    the affected ones (fleet.affected)."""
+    info = json.loads(Path(str(svc.ready) + ".json").read_text())
+    row = info["workers"][0]
+    if row["pid"] not in _children(svc.pid):
+        return {"kill_error": "worker pid %s is not the supervisor's child" % row["pid"]}
+    shift = 16 - _bits(len(info["workers"]))
+    fleet.affected = {
+        d.i
+        for d in fleet.devices
+        if d.sess.link is not None and d.sess.link.session_id >> shift == row["server_id"]
+    }
+    os.kill(row["pid"], signal.SIGKILL)
+    return {"killed_worker_sessions": len(fleet.affected)}
+
+
+def _bits(workers):
+    return (workers - 1).bit_length()
 
 
 def scale(quick=False, workers=None, sizes=None):
@@ -90,13 +109,23 @@ def scale(quick=False, workers=None, sizes=None):
     if workers is None:
         workers = (2 if quick else 4) if worker_mode() else None
     sizes = sizes or ((8, 16) if quick else (100, 1000, 10000))
-    rate, duration = (16.0, 1.5) if quick else (1000.0, 20.0)
+    rate, duration = (16.0, 1.5) if quick else (300.0, 20.0)
     res = {"rate_per_s": rate, "steady_s": duration}
     big = max(sizes)
     for n in sizes:
         during = _kill_one if (workers and workers > 1 and n == big) else None
         shared = bool(workers)  # worker mode: sessions in Redis, nginx in front
-        r = load_run(n, rate, duration, workers=workers, during=during, redis=shared, nginx=shared)
+        extra = {"routing": {"server_id": 0, "server_bits": _bits(workers)}} if shared else None
+        r = load_run(
+            n,
+            rate,
+            duration,
+            workers,
+            during=during,
+            redis=shared,
+            nginx=shared,
+            extra_config=extra,
+        )
         res["cpu_us_per_msg_%d" % n] = r["cpu_us_per_msg"]
         res["cpu_us_per_handshake_%d" % n] = r["cpu_us_per_handshake"]
         if n != big:
@@ -117,9 +146,11 @@ def scale(quick=False, workers=None, sizes=None):
         if during is not None:
             res["kill_lost"], res["kill_duplicated"] = r["lost"], r["duplicated"]
             res["kill_rehandshakes"] = r["rehandshakes"]
-            res["kill_recovery_ms"] = r.get("recovery_ms")
-            res["kill_recovery_max_latency_ms"] = r.get("recovery_max_latency_ms")
-            res["kill_recovered_devices"] = r.get("recovered_devices")
+            for k in ("recovery_ms", "all_next_acked_ms", "recovered_devices"):
+                res["kill_" + k] = r.get(k)
+            res["kill_worker_sessions"] = r.get("killed_worker_sessions")
+            if r.get("kill_error"):
+                res["kill_error"] = r["kill_error"]
     a, b = res["cpu_us_per_msg_%d" % min(sizes)], res["cpu_us_per_msg_%d" % big]
     if a and b:
         res["msg_growth_%d_to_%d" % (min(sizes), big)] = round(b / a, 2)

@@ -104,6 +104,7 @@ class Fleet:
         self.counts.update(queue_full=0, datagrams_out=0, datagrams_in=0)
         self.up_at = {}  # device index -> ms of its first up (handshake time)
         self.recovered = []  # kill test: (device index, ms until recovered)
+        self.affected = None  # kill test: indices of the devices it hit (None: all)
         for i, (ident, key) in enumerate(sorted(psks.items())):
             cfg = ClientConfig(suites=(suite,), psk=key, psk_identity=ident)
             sess = DeviceSession(cfg, self.link_config, retry_ms=1000, retry_max_ms=8000)

@@ -17,7 +17,7 @@ import heapq
 
 __all__ = ["Timers", "SWEEP_MS"]
 
-SWEEP_MS = 2000
+SWEEP_MS = 10000
 
 
 class Timers:
