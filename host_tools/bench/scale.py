@@ -135,7 +135,7 @@ def scale(quick=False, workers=None, sizes=None):
         res["devices"] = r["established"]
         res["workers"] = r["workers"]
         res["redis"], res["nginx"] = r["redis"], r["nginx"]
-        for k in ("redis_cpu_us_per_msg", "nginx_cpu_us_per_msg"):
+        for k in ("redis_cpu_us_per_msg", "nginx_cpu_us_per_msg", "loadgen_cpu_us_per_msg"):
             if k in r:
                 res[k] = r[k]
         for k in ("handshakes_per_s", "messages_per_s", "lost", "duplicated", "rehandshakes"):

@@ -105,13 +105,14 @@ def load_run(
         # steady traffic: one period to settle, then measured
         fleet.start_sending()
         fleet.run_until(lambda: False, min(period_ms / 1000.0, duration / 2))
-        a0, c0, w0 = fleet.counts["acks"], cpu(), time.monotonic()
+        a0, c0, w0, p0 = fleet.counts["acks"], cpu(), time.monotonic(), time.process_time()
         fleet.run_until(lambda: False, duration)
-        a1, c1, w1 = fleet.counts["acks"], cpu(), time.monotonic()
+        a1, c1, w1, p1 = fleet.counts["acks"], cpu(), time.monotonic(), time.process_time()
         msgs = a1 - a0
         res["messages_per_s"] = round(msgs / (w1 - w0), 1)
         res["cpu_us_per_msg"] = round((c1[0] - c0[0]) / msgs * 1e6, 1) if msgs else None
         res["service_cpu_share"] = round((c1[0] - c0[0]) / (w1 - w0), 3)
+        res["loadgen_cpu_us_per_msg"] = round((p1 - p0) / msgs * 1e6, 1) if msgs else None
         for k, (name, _, _) in enumerate(helpers, 1):
             res["%s_cpu_us_per_msg" % name] = (
                 round((c1[k] - c0[k]) / msgs * 1e6, 1) if msgs else None
