@@ -36,8 +36,8 @@ from pathlib import Path
 from atls.protocol import SUITE_NAMES
 from host_tools.bench import openssl_peers
 from host_tools.bench.pair import CCM8, quiet_stderr
-from host_tools.bench.service_handshakes import _service_udp
-from host_tools.loadgen.provision import _children
+from host_tools.bench.service_handshakes import service_udp
+from host_tools.loadgen.provision import children
 from host_tools.loadgen.run import load_run
 
 NOTE = (
@@ -70,7 +70,7 @@ def single_vs_raw(quick=False):
     n, secs = (30, 0.5) if quick else (600, 6.0)
     with quiet_stderr():
         raw1 = raw_openssl_hs_per_cpu_s(n)
-        _, udp_cpu, udp_n = _service_udp(secs, slots=4 if quick else 16)
+        _, udp_cpu, udp_n = service_udp(secs, slots=4 if quick else 16)
         raw2 = raw_openssl_hs_per_cpu_s(n)
     raw = statistics.mean((raw1, raw2))
     return {
@@ -87,7 +87,7 @@ def _kill_one(fleet, svc):
     the affected ones (fleet.affected)."""
     info = json.loads(Path(str(svc.ready) + ".json").read_text())
     row = info["workers"][0]
-    if row["pid"] not in _children(svc.pid):
+    if row["pid"] not in children(svc.pid):
         return {"kill_error": "worker pid %s is not the supervisor's child" % row["pid"]}
     shift = 16 - _bits(len(info["workers"]))
     fleet.affected = {

@@ -22,7 +22,7 @@ from host_tools.bench.procs import stop, wait_path
 from host_tools.loadgen.app import RECORD_ENV
 from host_tools.toolchain import ROOT
 
-__all__ = ["identities", "write_config", "ServiceProcess", "tree_cpu_s"]
+__all__ = ["identities", "write_config", "ServiceProcess", "tree_cpu_s", "children"]
 
 
 def identities(n, prefix="ld"):
@@ -120,7 +120,8 @@ class ServiceProcess:
         self.log.close()
 
 
-def _children(pid):
+def children(pid):
+    """The pids of a process's live children (/proc/<pid>/task/*/children)."""
     out = []
     try:
         for tid in os.listdir("/proc/%d/task" % pid):
@@ -145,5 +146,5 @@ def tree_cpu_s(pid):
         except OSError:
             continue
         total += sum(int(x) for x in fields[11:15]) / tick
-        todo += _children(p)
+        todo += children(p)
     return total
