@@ -12,6 +12,7 @@ from host_tools import bench
 from host_tools.bench.boards import boards
 from host_tools.bench.link_overhead import MTUS, link_overhead
 from host_tools.bench.runner import wanted
+from host_tools.bench.scale import scale, worker_mode
 from host_tools.bench.sections import SECTIONS
 from host_tools.bench.service_handshakes import service_handshakes
 from host_tools.bench.sim_scale import sim_scale
@@ -160,6 +161,8 @@ def test_boards():
         ("link_overhead", ["link_overhead"]),
         ("aead,zigbee", ["zigbee"]),  # sections by substring, several words
         ("memory", []),
+        ("scale", ["scale"]),  # a section's whole name: not sim_scale too
+        ("sim", ["sim_scale"]),
         (None, [n for n, _ in SECTIONS]),
     ],
 )
@@ -180,3 +183,30 @@ def test_bench_main_quick_writes_sections(tmp_path, capsys):
     assert "machine" in data
     printed = capsys.readouterr().out
     assert "== link_overhead (quick)" in printed and "data_overhead_bytes_ccm8" in printed
+
+
+def test_scale_quick():
+    """Section scale at tiny size: the load generator against the real
+    service (2 workers, Redis and nginx when the service has worker mode),
+    the kill test, one worker against raw OpenSSL."""
+    res = scale(quick=True)
+    assert "error" not in res, res
+    assert res["devices"] == 16 and res["lost"] == 0 and res["duplicated"] == 0
+    assert res["acknowledged"] == res["sent"] > 0
+    _numbers(
+        res,
+        [
+            "handshakes_per_s",
+            "messages_per_s",
+            "cpu_us_per_msg_8",
+            "cpu_us_per_msg_16",
+            "cpu_us_per_handshake_16",
+            "raw_openssl_server_hs_per_cpu_s",
+            "single_worker_vs_raw_openssl",
+        ],
+    )
+    if worker_mode():
+        assert res["workers"] == 2 and res["redis"] and res["nginx"]
+        assert res["kill_lost"] == res["kill_duplicated"] == res["kill_rehandshakes"] == 0
+        assert res["kill_recovered_devices"] == res["kill_worker_sessions"] > 0
+        assert res["kill_recovery_ms"] > 0 and res["kill_all_next_acked_ms"] > 0

@@ -121,15 +121,15 @@ def _step(conn):
         return False
 
 
-def raw_handshake(cctx, sctx, server_time):
+def raw_handshake(cctx, sctx, server_time, clock=time.perf_counter):
     """One PSK+ECDHE handshake, pyOpenSSL client <-> pyOpenSSL server, memory
-    BIOs both sides.  Server side (timed, added to server_time[0]): Connection,
-    bio_write, do_handshake, bio_read, and the 56-byte exporter the service
-    needs."""
+    BIOs both sides.  Server side (timed by `clock`, added to server_time[0]):
+    Connection, bio_write, do_handshake, bio_read, and the 56-byte exporter
+    the service needs."""
     from OpenSSL import SSL
     from OpenSSL._util import lib
 
-    pc = time.perf_counter
+    pc = clock
     c = SSL.Connection(cctx, None)
     c.set_connect_state()
     _step(c)

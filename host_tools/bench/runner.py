@@ -12,7 +12,8 @@ metrics.  docs/BENCHMARKS.md says what every figure means.
     python -m host_tools.bench [--out build/bench.json] [--only a,b] [--quick]
 
 --only   comma-separated; runs the memory step, scripts and sections whose
-         name contains one of the words (e.g. --only aead,link_overhead)
+         name contains one of the words (e.g. --only aead,link_overhead); a
+         word that is a section's name runs that section only (--only scale)
 --quick  small sizes for the system sections (the smoke test uses it; the
          per-primitive scripts and the memory step are unchanged)
 Benchmarks measure; they never assert.
@@ -32,10 +33,12 @@ from host_tools.bench.sections import NOTES, SECTIONS
 
 def wanted(name, only):
     """--only: a comma-separated list of words; a step runs when its name
-    contains one of them (no --only: everything runs)."""
+    contains one of them (no --only: everything runs).  A word that is a
+    section's whole name selects that section only (`scale`, not `sim_scale`)."""
     if not only:
         return True
-    return any(w and w in name for w in only.split(","))
+    names = {n for n, _ in SECTIONS}
+    return any(w and (w == name or (w in name and w not in names)) for w in only.split(","))
 
 
 def run_sections(sections, only=None, quick=False, save=None):

@@ -21,6 +21,10 @@ that measures and never asserts; the runner stores it in build/bench.json under
                       the XBee path, ESP32 estimate (issue 16)
   ota                 firmware updates: bytes and airtime of a typical update on
                       ZigBee, time to update 10 devices, reading latency (issue 20)
+  scale               10,000 simulated devices (host_tools.loadgen) against the
+                      real service: handshakes/s, messages/s, CPU per message
+                      and handshake at 100/1,000/10,000, the worker kill test,
+                      one worker against raw OpenSSL (issue 19)
 
 One section alone, its metrics as JSON on stdout (nothing written):
 
@@ -38,6 +42,7 @@ from host_tools.bench import (
     mqtt,
     ota,
     pico,
+    scale,
     service_handshakes,
     sim_scale,
     zigbee,
@@ -53,6 +58,7 @@ SECTIONS = (
     ("mqtt", mqtt.mqtt),
     ("pico", pico.pico),
     ("ota", ota.ota),
+    ("scale", scale.scale),
 )
 
 NOTES = {
@@ -65,6 +71,7 @@ NOTES = {
     "mqtt": mqtt.NOTE,
     "pico": pico.NOTE,
     "ota": ota.NOTE,
+    "scale": scale.NOTE,
 }
 
 

@@ -77,7 +77,7 @@ def _write_service_config(tmp, slots):
     )
 
 
-def _service_udp(seconds, slots=16):
+def service_udp(seconds, slots=16):
     """The real service process (python -m host_tools.service) over loopback
     UDP, driven by `slots` concurrent firmware clients (native crypto) in this
     process.  A handshake counts when the service has acknowledged the
@@ -215,7 +215,7 @@ def service_handshakes(quick=False):
                 loop_rates[k].append(per / wall)
     med = {k: statistics.median(v) for k, v in rates.items()}
     lmed = {k: statistics.median(v) for k, v in loop_rates.items()}
-    udp_wall, udp_cpu, udp_n = _service_udp(0.5 if quick else 4.0, slots=4 if quick else 16)
+    udp_wall, udp_cpu, udp_n = service_udp(0.5 if quick else 4.0, slots=4 if quick else 16)
     return {
         "raw_openssl_server_hs_per_s": round(med["raw"], 1),
         "raw_openssl_loop_hs_per_s": round(lmed["raw"], 1),

@@ -2,35 +2,26 @@
 server Link (firmware/atls/link.py, the device's own code) and one OpenSSL
 ServerConnection per session, the application callbacks and the counters.
 
-Datagrams are classified by their clear header only (atls.protocol.peek)
-before a session is chosen; a packet for no session is answered with
-ERROR(unknown_session), a first flight beyond the limits with ERROR(busy)
-(docs/PROTOCOL.md §5).  A session starts only from a complete ClientHello,
-half-open sessions are capped (per IP too; the oldest is evicted) and an
-unvalidated address gets at most 3x its bytes (service.admission,
-docs/SECURITY.md).  Each source address (and each HTTP/CoAP client) has a
-token bucket (host_tools.ratelimit).  Once TLS is done the exporter's key
-block starts the session's channel; the application sees messages, never
-handshake bytes.
+Datagrams are classified by their clear header (atls.protocol.peek) before
+a session is chosen; a packet for no session gets ERROR(unknown_session), a
+first flight beyond the limits ERROR(busy) (docs/PROTOCOL.md §5).  Sessions
+start only from a complete ClientHello, half-open ones are capped (per IP
+too; the oldest is evicted), an unvalidated address gets at most 3x its
+bytes (service.admission, docs/SECURITY.md), each source has a token bucket
+(host_tools.ratelimit).  The exporter's key block starts the channel; the
+application sees messages, never handshake bytes.  The HTTP/CoAP bindings
+use rate_ok, at_capacity, new_session, deliver, transmit, handshake_failed,
+established, end, drop, now_ms to run sessions in the same table.
 
-The public methods beside the asyncio protocol are what the HTTP/CoAP
-bindings (host_tools.service.bindings) use to run sessions of their own in
-the same table: rate_ok, at_capacity, new_session, deliver, transmit,
-handshake_failed, established, end, drop, now_ms.
-
-Application API: an object with on_connect(session), on_message(session,
-payload) and on_close(session, reason); `session.send(payload)` queues a
-message to the device; `session.last_msg_id` is the id of the message being
-delivered; an app with on_channel_message(session, channel, payload) gets
-the messages of channels 2-255 (firmware update); hold_acks apps and
-on_delivered: service.sessions.  Link protocol v2
-(docs/PROTOCOL.md §4, §5): messages from a device are de-duplicated by id
-across sessions and restarts before the application sees them
-(service.dedupe.PeerTable; state in `state_dir`, by default service-state/
-beside the registry), a new session of the same identity takes over the
-old one's unacknowledged and queued messages, and a sealed packet for an
-unknown session id is answered with RESET (the session's token).  Logs are JSON lines on stderr and never contain keys
-or PSKs; `Service.counters` are the counters --stats writes.
+Application API (on_connect, on_message, on_close, session.send,
+last_msg_id, on_channel_message for channels 2-255, hold_acks,
+on_delivered): service.sessions.  Link protocol v2 (docs/PROTOCOL.md §4-§5):
+device messages are de-duplicated by id across sessions and restarts
+(service.dedupe.PeerTable, state in `state_dir`), a new session of the same
+identity takes over the old one's unacknowledged and queued messages, a
+sealed packet for an unknown session id gets RESET.  The timer tick visits
+only sessions whose deadline came (service.timers).  Logs are JSON lines on
+stderr without keys or PSKs; `Service.counters` are what --stats writes.
 """
 
 import asyncio
@@ -49,6 +40,7 @@ from host_tools.service.errors import ConfigError
 from host_tools.service.registry import authenticate, still_registered
 from host_tools.service.routing import SidSpace, Taken
 from host_tools.service.sessions import Continuity, EchoApp, Session
+from host_tools.service.timers import Timers
 from host_tools.service.tls_engine import SUITES, ServerConnection, TLSError
 from host_tools.udp_reader import BatchReader
 
@@ -88,6 +80,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         self.registry = registry
         self.binding_config = bindings
         self.sessions = {}  # sid -> Session
+        self.by_key = {}  # device identity -> {sid: Session} of its authenticated sessions
+        self.timers = Timers(self)  # which sessions the tick visits
         self.sids = SidSpace()  # the ids this worker issues (service.routing; cli sets it)
         self.draining = False  # graceful shutdown: no new session (service.worker)
         self.pending = {}  # addr -> sid of a session still in its first flight
@@ -152,6 +146,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
             sess = self.sessions.get(sid)
             if sess is None and self.store is not None:  # held by another worker?
                 sess = self.store.adopt(self, sid, addr, now)
+                if sess is not None:  # replaced like any session of its identity
+                    self.by_key.setdefault(sess.key, {})[sid] = sess
             if sess is not None and sess.addr != addr:
                 return self._moved(sess, ptype, sid, data, addr, now)
             if sess is None:
@@ -182,6 +178,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
             self.store.received(self, sess, packets, now)
         self._pump(sess, now)
         self.transmit(sess, now)
+        self.timers.schedule(sess, now)
 
     def _absorb_drops(self, sess):
         """Add the link's new drops (by reason) to the service counters."""
@@ -270,6 +267,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
             hold.start(sess)  # ACK a message once the app's awaitable is done
         self.sessions[sid] = sess
         self.half_open[sid] = sess
+        self.timers.schedule(sess, now)
         c = self.per_ip.setdefault(addr[0], [0, 0])
         c[0] += 1
         c[1] += 1
@@ -351,14 +349,13 @@ class Service(asyncio.DatagramProtocol, Continuity):
         # §4: the session of the same identity it replaces hands over what the
         # device has not acknowledged; ids go on from the first of those
         base, moved = self.peers.take_held(sess.key)  # from a session that ended before
-        for other in sorted(
-            [s for s in self.sessions.values() if s is not sess and s.key == sess.key],
-            key=lambda s: s.started_ms,
-        ):
+        same = self.by_key.get(sess.key, {}).values()  # the store may have forgotten some
+        for other in sorted([s for s in same if self.is_live(s)], key=lambda s: s.started_ms):
             if other.link.channel is not None and base is None:
                 base = other.link.first_unacked_id()
             moved += other.take_unsent()
             self.end(other, "replaced by a new session")
+        self.by_key[sess.key] = {sess.sid: sess}
         if base is None or base >> 32 != self.peers.epoch:
             base = self.peers.next_out(sess.key)
         grant = getattr(self.app, "granted_channels", None)  # bit n: channel n (2 = updates)
@@ -416,6 +413,9 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if self.pending.get(sess.addr) == sess.sid:
             del self.pending[sess.addr]
         self._count()
+        same = self.by_key.get(sess.key)
+        if same is not None and same.pop(sess.sid, None) is not None and not same:
+            del self.by_key[sess.key]
         if sess.auth is not None and sess.link.channel is not None:
             self.peers.ended(sess.key, sess.link.first_unacked_id(True))
             if reason != "credential revoked":  # kept for the device's next session
@@ -464,7 +464,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
 
     def tick(self):
         """Timers: retransmissions, acks, handshake deadlines (from creation),
-        idle timeouts, first-flight expiry, registry reload."""
+        idle timeouts, first-flight expiry, registry reload; only the
+        sessions whose deadline came (service.timers)."""
         now = self.now_ms()
         idle = self.limits["idle_timeout_s"] * 1000
         hs_limit = self.link_config.handshake_timeout_ms
@@ -475,7 +476,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if self.registry is not None and now >= self._registry_at:
             self._registry_at = now + 1000 * self.limits["registry_check_s"]
             self._check_registry()
-        for sess in list(self.sessions.values()):
+        for sess in self.timers.due(self.sessions, now):
             self.transmit(sess, now)
             self._pump(sess, now)
             if sess.sid not in self.sessions:
@@ -484,6 +485,12 @@ class Service(asyncio.DatagramProtocol, Continuity):
                 self.end(sess, "handshake timeout")
             elif now - sess.last_seen_ms > idle:
                 self.end(sess, "idle")
+            else:
+                self.timers.schedule(sess, now)
+
+    def wake(self, sess):
+        """Visit `sess` at the next tick (the application queued a message)."""
+        self.timers.wake(sess, self.now_ms())
 
     def _check_registry(self):
         """Reload a changed registry; end sessions whose PSK or certificate

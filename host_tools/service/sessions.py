@@ -55,6 +55,7 @@ class Session:
         self.shared = None  # service.state_store.Shared once stored in Redis
         self.key_block = None  # (stored sessions) the channel's exporter key block
         self.loaded = False  # this worker took the session over (no handshake here)
+        self.due = None  # when the service's timer tick visits it next (service.timers)
 
     @property
     def up(self):
@@ -76,6 +77,7 @@ class Session:
             self.shared.journal.append(self.backlog[-1])
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
+        self.service.wake(self)  # the tick sends it, unless a datagram's answer does first
 
     def flush(self, now):
         """Move queued app messages into the link while its window has room."""
@@ -198,6 +200,7 @@ class Continuity:
                 sess.last_seen_ms = now
                 self._pump(sess, now)
                 self.transmit(sess, now)
+                self.timers.schedule(sess, now)
                 return
             self._absorb_drops(sess)
         self.drop("unknown_session")
