@@ -130,6 +130,45 @@ def test_honest_device_completes_while_a_flood_is_queued():
             break
     assert got == [b"ping"] and tick < 100
     assert svc.counters["sessions_total"] < (port - 3000) / 10  # most flood: no TLS work
+    assert addr in svc.intake.known  # authenticated: its next first flights go first
+
+
+def test_queued_flight_of_a_retransmitting_device_does_not_go_stale():
+    """A flight that waits past intake_max_age_ms while its device keeps
+    retransmitting it is still served.  It was dropped as stale (the
+    retransmission kept the first one's time), and queued again from the
+    back by the next one: behind a steady flood a device never started."""
+    drops = []
+    intake = admission.Intake(DEFAULT_LIMITS, drops.append)
+    _, hello = _hello()
+    addr = ("192.0.2.1", 1000)
+    age = DEFAULT_LIMITS["intake_max_age_ms"]
+    assert intake.put(addr, [hello], 0)
+    assert intake.put(addr, [hello], age - 100)  # the device's retransmission
+    assert intake.take(age + 100) == (addr, [hello])
+    assert drops == []
+
+
+def test_authenticated_address_gets_in_past_a_full_ip_queue():
+    """Behind a gateway every device shares one IP with the spoofed first
+    flights the gateway relays, so that IP's queue and rate are full of
+    them: an address that authenticated before is refused for neither, and
+    takes the place of the oldest flight of an unknown address."""
+    drops = []
+    lim = dict(DEFAULT_LIMITS, first_flights_per_ip_per_s=1, first_flights_per_ip_burst=8)
+    intake = admission.Intake(lim, drops.append)
+    gw = "127.0.0.1"
+    for port in range(lim["intake_per_ip"]):
+        assert intake.put((gw, port), [_hello(b"nobody")[1]], 0)
+    dev = (gw, 40000)
+    _, hello = _hello()
+    assert intake.refuses(dev, hello, 1)  # unknown: refused unparsed, as before
+    intake.validated(dev, 1)
+    assert not intake.refuses(dev, hello, 2)
+    assert intake.put(dev, [hello], 2)  # past the full queue and the empty bucket
+    assert drops == ["intake_full", "intake_evicted"]
+    served = [intake.take(3)[0] for _ in range(len(intake))]
+    assert dev in served and (gw, 0) not in served
 
 
 def test_intake_refuses_beyond_the_per_ip_rate():

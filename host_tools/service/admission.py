@@ -27,7 +27,11 @@ budget of an unvalidated address.
   (first_flights_per_ip_per_s); a full IP queue refuses new flights before
   they are parsed (`refuses`, which also drops a replayed ClientHello
   there).  Packets of existing sessions (second
-  flights, acks, channel data) are never queued: they come first.  New
+  flights, acks, channel data) are never queued: they come first.  A
+  retransmission keeps a queued flight fresh (and in its place).  The
+  address of a device that authenticated (`validated`) is not refused for
+  its IP's full queue or rate: behind a gateway, a fleet and the spoofed
+  flights the gateway relays share one IP.  New
   handshakes start in slices of TLS_SLICE_MS when the socket is empty and
   on the timer tick, and use at most handshake_share of the time (a token
   bucket of milliseconds).
@@ -83,6 +87,7 @@ _MAX_HELD = 64  # datagrams an unvalidated session may hold back
 TLS_SLICE_MS = 5  # new handshakes started in one go before the service reads again
 REPLAY_WINDOW_MS = 60000  # longer than a handshake may take (the link's 30 s)
 REPLAY_MAX = 65536  # client randoms kept (a dict of ints: a few MB)
+KNOWN_MS = 3600 * 1000  # an authenticated device's address goes first for an hour
 _HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)
 _HS_ACK = 2
 
@@ -277,17 +282,31 @@ class Intake:
         self.at_ms = None
         self._drop = drop
         self.randoms = OrderedDict()  # hash(client random) -> (started_ms, addr), oldest first
+        self.known = OrderedDict()  # addr -> ms: addresses of devices that authenticated, LRU
+        self.known_max = lim["max_sessions"]
 
     def __len__(self):
         return self.n
 
+    def validated(self, addr, now):
+        """A device authenticated from `addr`: its next first flights are
+        never refused for a full IP queue or the IP's rate (a gateway's IP
+        carries spoofed first flights and a fleet's alike; RFC 9000 §8.1.3
+        does the same with tokens for future connections).  An off-path
+        attacker cannot get an address in: it never sees the handshake."""
+        k = self.known
+        k[addr] = now
+        k.move_to_end(addr)
+        while len(k) > self.known_max or now - next(iter(k.values())) > KNOWN_MS:
+            k.popitem(last=False)
+
     def refuses(self, addr, datagram, now):
         """True (and counted) when a first-flight datagram from `addr` would
-        be refused anyway: its IP's queue is full, or it is the first
-        fragment of a replayed ClientHello.  Cheap: the caller asks before
-        any parsing."""
+        be refused anyway: its IP's queue is full (and the address is not
+        known), or it is the first fragment of a replayed ClientHello.
+        Cheap: the caller asks before any parsing."""
         q = self.ips.get(addr[0])
-        if q is not None and len(q) >= self.per_ip and addr not in q:
+        if q is not None and len(q) >= self.per_ip and addr not in q and addr not in self.known:
             self._drop("intake_full")
             return True
         if len(datagram) >= 48 and datagram[4] == 0 and self._replayed(addr, (datagram,), now):
@@ -299,17 +318,23 @@ class Intake:
         refused (that IP's rate or full queue)."""
         ip = addr[0]
         q = self.ips.get(ip)
-        if q is not None and addr in q:  # a retransmission (or a restart) of a queued flight
-            q[addr] = (q[addr][0], packets)
+        if q is not None and addr in q:  # a retransmission (or a restart) of a queued flight:
+            q[addr] = (now, packets)  # its place in the queue, and the device still waits
             return True
-        if q is not None and len(q) >= self.per_ip:
+        known = addr in self.known
+        if q is not None and len(q) >= self.per_ip and not known:
             self._drop("intake_full")
             return False
         if self._replayed(addr, packets, now):
             return False
-        if not self.rate.allow(ip, now / 1000.0):
+        if not known and not self.rate.allow(ip, now / 1000.0):
             self._drop("first_flight_rate")
             return False
+        if q is not None and len(q) >= self.per_ip:  # a known address: the oldest unknown goes
+            old = next((a for a in q if a not in self.known), next(iter(q)))
+            del q[old]
+            self.n -= 1
+            self._drop("intake_evicted")
         if q is None:
             if self.n >= self.max:  # full: the IP served next loses its oldest
                 self._pop_head(self.ips)

@@ -367,6 +367,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
             self.end(sess, "not authenticated")
             return
         sess.auth, sess.identity, sess.credential = auth
+        if sess.sink is None:  # a UDP address that completed a handshake: admission
+            self.intake.validated(sess.addr, now)
         # §4: the session of the same identity it replaces hands over what the
         # device has not acknowledged; ids go on from the first of those
         base, moved = self.peers.take_held(sess.key)  # from a session that ended before
