@@ -74,12 +74,15 @@ DEFAULT_LIMITS = {
     "amplification": 3,
     "max_pending_polls": 256,
     "max_requests_per_ip": 64,
+    "max_connections": 512,
+    "max_connections_per_ip": 128,
+    "http_idle_timeout_s": 60,
     "registry_check_s": 1,
     "first_flights_per_ip_per_s": 500,
     "first_flights_per_ip_burst": 1000,
     "intake_per_ip": 8,
     "intake_max": 1024,
-    "intake_max_age_ms": 2000,
+    "intake_max_age_ms": 8000,  # the link's rto_max_ms: a waiting device retransmits by then
     "handshake_share": 0.8,
 }
 
@@ -356,8 +359,8 @@ class Intake:
 
     def take(self, now):
         """(addr, packets) of the next flight, round robin over IPs, or None;
-        flights older than intake_max_age_ms are dropped (the device has
-        retransmitted by then)."""
+        flights not retransmitted for intake_max_age_ms are dropped (a
+        device still waiting would have retransmitted by then)."""
         while self.ips:
             addr, (t, packets) = self._pop_head(self.ips)
             if now - t > self.max_age:
