@@ -358,3 +358,51 @@ def test_batch_reader_reads_every_datagram_in_batches():
 
     p = asyncio.run(go())
     assert p.direct == 0 and p.batched == 500 and p.batches <= 3
+
+
+def test_coap_exchanges_bounded_per_session_and_per_ip(tmp_path):
+    """The bounds of the HTTP binding hold for CoAP exchanges too (one
+    BindingCore): a session's third waiting request answers its oldest at
+    once, and past max_requests_per_ip requests in progress from one
+    address a request gets 5.03 busy with Max-Age."""
+    from test_bindings import Svc
+
+    from host_tools import atls_http_client as hc
+
+    svc = Svc(tmp_path, limits={"max_requests_per_ip": 3, "max_pending_polls": 10})
+
+    async def go():
+        trs = []
+        for ident, psk in ((b"device-1", PSK), (b"device-2", PSK[::-1])):
+            tr = hc.CoapTransport(svc.coap)
+            await hc.AtlsClient(tr, ClientConfig(psk=psk, psk_identity=ident)).connect()
+            trs.append(tr)
+        t0 = asyncio.get_running_loop().time()
+        done = []
+
+        async def poll(tr, tag):
+            await tr.post_packets([], wait_ms=6000)
+            done.append((tag, round(asyncio.get_running_loop().time() - t0, 1)))
+
+        tasks = []
+        for tr, tag in ((0, "a0"), (0, "a1"), (0, "a2"), (1, "b0")):
+            tasks.append(asyncio.ensure_future(poll(trs[tr], tag)))
+            await asyncio.sleep(0.3)
+        early = list(done)  # a2 cut a0; a1, a2, b0: 3 in progress from this address
+        ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+        msg = aiocoap.Message(code=aiocoap.POST, uri=svc.coap, payload=b"\x16\x03\x01")
+        msg.opt.content_format = hb.CF_FLIGHT
+        r = await asyncio.wait_for(ctx.request(msg).response, 10)
+        await ctx.shutdown()
+        for t in tasks:
+            t.cancel()
+        for tr in trs:
+            await tr.close()
+        return early, (str(r.code), r.opt.max_age)
+
+    try:
+        early, busy = asyncio.run(go())
+        assert [t for t, _ in early] == ["a0"] and early[0][1] < 2, early
+        assert busy[0].startswith("5.03") and busy[1] == 10
+    finally:
+        svc.stop()
