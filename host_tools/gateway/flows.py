@@ -14,7 +14,9 @@ Invariants:
   a spoofed source never sees that answer.  Unvalidated flows are bounded
   globally (`max_udp_pending`) and per IP (`max_udp_pending_per_ip`), and
   new ones per IP are rate limited (`new_flows_per_ip_per_s`, burst
-  `new_flows_per_ip_burst`, host_tools.ratelimit.TokenBuckets).  When a
+  `new_flows_per_ip_burst`, host_tools.ratelimit.TokenBuckets), tested
+  before a packet is parsed (`refuses_new`: a flood's usual case costs a
+  lookup).  When a
   bound is hit the oldest unvalidated flow of the IP holding the most is
   evicted (so a flooder evicts itself before anyone else); validated flows
   are never evicted.  All UDP flows: at most `max_udp_flows`, at most
