@@ -31,7 +31,8 @@ budget of an unvalidated address.
   retransmission keeps a queued flight fresh (and in its place).  The
   address of a device that authenticated (`validated`) is not refused for
   its IP's full queue or rate: behind a gateway, a fleet and the spoofed
-  flights the gateway relays share one IP.  New
+  flights the gateway relays share one IP; at such a fleet IP a new
+  address whose PSK binder verifies is admitted the same way (`_proven`).  New
   handshakes start in slices of TLS_SLICE_MS when the socket is empty and
   on the timer tick, and use at most handshake_share of the time (a token
   bucket of milliseconds).
@@ -287,6 +288,7 @@ class Intake:
         self.randoms = OrderedDict()  # hash(client random) -> (started_ms, addr), oldest first
         self.known = OrderedDict()  # addr -> ms: addresses of devices that authenticated, LRU
         self.known_max = lim["max_sessions"]
+        self.fleet_ips = {}  # ip -> its addresses in `known`: a gateway's or a NAT's
 
     def __len__(self):
         return self.n
@@ -297,11 +299,17 @@ class Intake:
         carries spoofed first flights and a fleet's alike; RFC 9000 §8.1.3
         does the same with tokens for future connections).  An off-path
         attacker cannot get an address in: it never sees the handshake."""
-        k = self.known
+        k, ips = self.known, self.fleet_ips
+        if addr not in k:
+            ips[addr[0]] = ips.get(addr[0], 0) + 1
         k[addr] = now
         k.move_to_end(addr)
         while len(k) > self.known_max or now - next(iter(k.values())) > KNOWN_MS:
-            k.popitem(last=False)
+            ip = k.popitem(last=False)[0][0]
+            if ips[ip] > 1:
+                ips[ip] -= 1
+            else:
+                del ips[ip]
 
     def refuses(self, addr, datagram, now):
         """True (and counted) when a first-flight datagram from `addr` would
@@ -309,7 +317,13 @@ class Intake:
         known), or it is the first fragment of a replayed ClientHello.
         Cheap: the caller asks before any parsing."""
         q = self.ips.get(addr[0])
-        if q is not None and len(q) >= self.per_ip and addr not in q and addr not in self.known:
+        if (
+            q is not None
+            and len(q) >= self.per_ip
+            and addr not in q
+            and addr not in self.known
+            and addr[0] not in self.fleet_ips  # there put() looks at the binder first
+        ):
             self._drop("intake_full")
             return True
         if len(datagram) >= 48 and datagram[4] == 0 and self._replayed(addr, (datagram,), now):
@@ -326,14 +340,21 @@ class Intake:
             return True
         known = addr in self.known
         if q is not None and len(q) >= self.per_ip and not known:
-            self._drop("intake_full")
-            return False
-        if self._replayed(addr, packets, now):
+            if self._replayed(addr, packets, now):
+                return False
+            if not self._proven(ip, packets):
+                self._drop("intake_full")
+                return False
+            known = True
+            self._remember(addr, packets, now)
+        elif self._replayed(addr, packets, now):
             return False
         if not known and not self.rate.allow(ip, now / 1000.0):
-            self._drop("first_flight_rate")
-            return False
-        if q is not None and len(q) >= self.per_ip:  # a known address: the oldest unknown goes
+            if not self._proven(ip, packets):
+                self._drop("first_flight_rate")
+                return False
+            self._remember(addr, packets, now)
+        if q is not None and len(q) >= self.per_ip:  # known or proven: the oldest unknown goes
             old = next((a for a in q if a not in self.known), next(iter(q)))
             del q[old]
             self.n -= 1
@@ -346,6 +367,24 @@ class Intake:
         q[addr] = (now, packets)
         self.n += 1
         return True
+
+    def _proven(self, ip, packets):
+        """A first flight from a fleet IP (one with authenticated devices
+        behind it) whose PSK binder verifies: a device's first handshake
+        from behind a gateway, not refused with the spoofed flights the
+        gateway relays.  One HMAC, paid only at fleet IPs under pressure;
+        a replay (valid binder) is caught by the replay check."""
+        if ip not in self.fleet_ips or self.binders is None:
+            return False
+        return self.binders.verdict(_flight(packets)) is True
+
+    def _remember(self, addr, packets, now):
+        """Record the flight's client random as started (take) or, for a
+        proven flight, as queued: its copies from elsewhere are replays."""
+        r = self.randoms
+        r[_random_key(packets)] = (now, addr)
+        while len(r) > REPLAY_MAX or now - next(iter(r.values()))[0] > REPLAY_WINDOW_MS:
+            r.popitem(last=False)
 
     def _pop_head(self, ips):
         ip, q = next(iter(ips.items()))
@@ -368,10 +407,7 @@ class Intake:
             elif self.n and self.binders and self.binders.verdict(_flight(packets)) is False:
                 self._drop("bad_binder")  # others wait: no TLS work for a wrong binder
             elif not self._replayed(addr, packets, now):
-                r = self.randoms
-                r[_random_key(packets)] = (now, addr)
-                while len(r) > REPLAY_MAX or now - next(iter(r.values()))[0] > REPLAY_WINDOW_MS:
-                    r.popitem(last=False)
+                self._remember(addr, packets, now)
                 return addr, packets
         return None
 
