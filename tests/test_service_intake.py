@@ -361,29 +361,38 @@ def test_batch_reader_reads_every_datagram_in_batches():
 
 
 def test_first_handshake_from_behind_a_gateway_gets_in_past_its_relayed_flood():
-    """A device's *first* ClientHello from behind a gateway (a new address
-    of an IP that other devices authenticated from) was refused with the
-    spoofed flights the gateway relays once that IP's queue was full; now
-    at such a fleet IP a flight whose binder verifies takes an unknown
-    flight's place and skips the IP's rate.  Wrong binders are refused as
-    before, and so is everything at an IP without authenticated devices."""
+    """A device's *first* ClientHello from behind a gateway (a new address:
+    not known yet) was refused with the spoofed flights the gateway relays
+    once that IP's queue was full.  Now a flight refused for a full queue
+    or the IP's rate whose binder verifies takes an unknown flight's place:
+    binder_checks_per_ip_per_s per IP (burst 2x), first_flights_per_ip_per_s
+    at a fleet IP (one that devices authenticated from); past that budget,
+    and for wrong binders, refused as before."""
     drops = []
-    lim = dict(DEFAULT_LIMITS, first_flights_per_ip_per_s=1, first_flights_per_ip_burst=8)
+    lim = dict(
+        DEFAULT_LIMITS,
+        first_flights_per_ip_per_s=1,
+        first_flights_per_ip_burst=8,
+        binder_checks_per_ip_per_s=1,
+    )
     intake = admission.Intake(lim, drops.append, psks={b"dev-1": PSK})
     for ip in ("127.0.0.1", "192.0.2.9"):
         for port in range(lim["intake_per_ip"]):
             assert intake.put((ip, port), [_hello(b"nobody")[1]], 0)
-    intake.validated(("127.0.0.1", 40000), 0)  # a device behind the gateway, earlier
-    bad = _hello(b"nobody")[1]
-    good = _hello()[1]
-    assert not intake.put(("127.0.0.1", 40002), [bad], 1)  # unknown identity: refused
-    assert not intake.refuses(("127.0.0.1", 40001), good, 1)  # parsed, not refused unread
-    assert intake.put(("127.0.0.1", 40001), [good], 1)
-    assert intake.refuses(("192.0.2.9", 40001), good, 1)  # no fleet there: as before
+    gw, other = "127.0.0.1", "192.0.2.9"
+    assert not intake.put((other, 50), [_hello(b"nobody")[1]], 1)  # check 1: unknown identity
+    assert not intake.refuses((other, 51), _hello()[1], 1)  # a check left: parsed
+    assert intake.put((other, 51), [_hello()[1]], 1)  # check 2: verifies, in
+    assert intake.refuses((other, 52), _hello()[1], 1)  # budget spent: refused unread
     assert drops == ["intake_full", "intake_evicted", "intake_full"]
-    assert intake.put(("127.0.0.1", 40001), [good], 2)  # its retransmission: in place
-    assert not intake.put(("127.0.0.1", 40003), [good], 2)  # the same hello elsewhere: a replay
-    assert drops[-1] == "client_hello_replay"
+    intake.validated((gw, 40000), 0)  # a device behind the gateway, earlier: a fleet IP
+    good = _hello()[1]
+    for port in range(5):  # past the queue and the IP's rate, its budget is the IP's
+        assert not intake.put((gw, 100 + port), [_hello(b"nobody")[1]], 2)
+    assert intake.put((gw, 40001), [good], 2)
+    assert intake.put((gw, 40001), [good], 3)  # its retransmission: in place
+    assert not intake.put((gw, 40003), [good], 3)  # the same hello elsewhere: a replay
+    assert drops[-1] == "client_hello_replay" and drops.count("intake_evicted") == 2
 
 
 def test_coap_exchanges_bounded_per_session_and_per_ip(tmp_path):

@@ -81,6 +81,7 @@ DEFAULT_LIMITS = {
     "registry_check_s": 1,
     "first_flights_per_ip_per_s": 500,
     "first_flights_per_ip_burst": 1000,
+    "binder_checks_per_ip_per_s": 50,
     "intake_per_ip": 8,
     "intake_max": 1024,
     "intake_max_age_ms": 8000,  # the link's rto_max_ms: a waiting device retransmits by then
@@ -289,6 +290,11 @@ class Intake:
         self.known = OrderedDict()  # addr -> ms: addresses of devices that authenticated, LRU
         self.known_max = lim["max_sessions"]
         self.fleet_ips = {}  # ip -> its addresses in `known`: a gateway's or a NAT's
+        n = lim["binder_checks_per_ip_per_s"]  # binders checked at a full queue, per IP
+        self.checks = TokenBuckets(n, 2 * n, 4 * self.max)
+        self.checks_fleet = TokenBuckets(  # at a fleet IP: as many as first flights
+            lim["first_flights_per_ip_per_s"], lim["first_flights_per_ip_burst"], 4 * self.max
+        )
 
     def __len__(self):
         return self.n
@@ -316,13 +322,14 @@ class Intake:
         be refused anyway: its IP's queue is full (and the address is not
         known), or it is the first fragment of a replayed ClientHello.
         Cheap: the caller asks before any parsing."""
-        q = self.ips.get(addr[0])
-        if (
+        ip = addr[0]
+        q = self.ips.get(ip)
+        if (  # a full queue, unless put() may check the binder (_proven)
             q is not None
             and len(q) >= self.per_ip
             and addr not in q
             and addr not in self.known
-            and addr[0] not in self.fleet_ips  # there put() looks at the binder first
+            and (self.binders is None or self._checks(ip).empty(ip, now / 1000.0))
         ):
             self._drop("intake_full")
             return True
@@ -342,7 +349,7 @@ class Intake:
         if q is not None and len(q) >= self.per_ip and not known:
             if self._replayed(addr, packets, now):
                 return False
-            if not self._proven(ip, packets):
+            if not self._proven(ip, packets, now):
                 self._drop("intake_full")
                 return False
             known = True
@@ -350,7 +357,7 @@ class Intake:
         elif self._replayed(addr, packets, now):
             return False
         if not known and not self.rate.allow(ip, now / 1000.0):
-            if not self._proven(ip, packets):
+            if not self._proven(ip, packets, now):
                 self._drop("first_flight_rate")
                 return False
             self._remember(addr, packets, now)
@@ -368,13 +375,17 @@ class Intake:
         self.n += 1
         return True
 
-    def _proven(self, ip, packets):
-        """A first flight from a fleet IP (one with authenticated devices
-        behind it) whose PSK binder verifies: a device's first handshake
-        from behind a gateway, not refused with the spoofed flights the
-        gateway relays.  One HMAC, paid only at fleet IPs under pressure;
-        a replay (valid binder) is caught by the replay check."""
-        if ip not in self.fleet_ips or self.binders is None:
+    def _checks(self, ip):
+        return self.checks_fleet if ip in self.fleet_ips else self.checks
+
+    def _proven(self, ip, packets, now):
+        """A first flight refused for its IP's full queue or rate whose PSK
+        binder verifies: a device's first handshake from behind a gateway,
+        not refused with the spoofed flights the gateway relays.  One HMAC,
+        at most binder_checks_per_ip_per_s per IP (first_flights_per_ip_per_s
+        at a fleet IP, one with authenticated devices); a replay (valid
+        binder) is caught by the replay check."""
+        if self.binders is None or not self._checks(ip).allow(ip, now / 1000.0):
             return False
         return self.binders.verdict(_flight(packets)) is True
 
