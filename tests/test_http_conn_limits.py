@@ -98,3 +98,44 @@ def test_idle_connections_capped_per_ip_and_in_all_a_device_still_gets_in(tmp_pa
         for s in socks:
             s.close()
         svc.stop()
+
+
+def test_new_connection_refused_503_only_when_all_are_busy(tmp_path):
+    """When every connection of an IP carries a request (here: headers sent,
+    body awaited), a new one is not evicting anything: it gets 503 busy with
+    Retry-After and is closed; a connection of another IP still gets in."""
+    from host_tools import http_binding as hb
+
+    limits = {"max_connections_per_ip": 2}
+    svc = ServiceProc(
+        tmp_path, devices={"dev-1": PSK}, limits=limits, extra={"http_listen": "127.0.0.1:0"}
+    )
+    host, port = json.loads((svc.tmp / "service.ready.json").read_text())["http"].rsplit(":", 1)
+    addr = (host, int(port))
+    socks = []
+    try:
+        for _ in range(2):
+            s = _connect(addr, "127.0.0.2")
+            s.sendall(
+                b"POST /atls HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+                b"Content-Length: 10\r\n\r\n" % hb.CT_DATA.encode()
+            )
+            socks.append(s)
+        time.sleep(0.5)
+        third = _connect(addr, "127.0.0.2")
+        socks.append(third)
+        third.settimeout(5)
+        answer = third.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 10" in answer
+        assert b"ATLS-Error: busy" in answer and third.recv(4096) == b""
+        assert not any(_closed(s) for s in socks[:2])  # the busy ones stay
+        other = _connect(addr, "127.0.0.3")
+        socks.append(other)
+        time.sleep(0.3)
+        assert not _closed(other)
+        c = svc.counters(settle=1.2)["http"]["connections"]
+        assert c["refused"] == 1 and c["evicted"] == 0
+    finally:
+        for s in socks:
+            s.close()
+        svc.stop()
