@@ -25,7 +25,7 @@ from host_tools.http_binding import (
     WAIT_QUERY,
     pack_packets,
 )
-from host_tools.service.binding_core import REASONS, RETRY_AFTER_S, BindingCore, Reject
+from host_tools.service.binding_core import REASONS, BindingCore, Reject
 from host_tools.service.conn_limits import ConnTable, make_server
 
 __all__ = ["Bindings", "BindingCore", "Reject", "REASONS", "HTTP_PATHS", "COAP_PATH"]
@@ -74,6 +74,13 @@ class _Http:
 
             raise web.HTTPNotFound()
         conn = request.protocol
+        if conn in self.conns.refused:  # over the connection bounds (conn_limits)
+            try:
+                self.core.reject("busy", "too many connections")
+            except Reject as r:
+                resp = self._error(r)
+            resp.force_close()  # Connection: close
+            return resp
         self.conns.busy(conn)
         try:
             return await self._request(request)
@@ -267,7 +274,7 @@ class Bindings:
             conns = ConnTable(lim["max_connections"], lim["max_connections_per_ip"])
             self.http.counters["connections"] = conns.counters
             h = _Http(self.http, self.ssl_context, conns)
-            server = make_server(h.handle, conns, lim["http_idle_timeout_s"], RETRY_AFTER_S["busy"])
+            server = make_server(h.handle, conns, lim["http_idle_timeout_s"])
             self._runner = web.ServerRunner(server, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(

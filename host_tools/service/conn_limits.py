@@ -1,6 +1,6 @@
 """TCP connections of the HTTP binding (issue 14): bounded per client IP and
-in all, idle ones closed first, so that keep-alive connections nobody uses
-cannot exhaust the service's file descriptors.
+in all, so that connections nobody uses cannot exhaust the service's file
+descriptors.
 
 Requests in progress were already bounded per IP (limits.max_requests_per_ip,
 binding_core) but an open connection costs a file descriptor whether or not
@@ -9,18 +9,23 @@ descriptors, and enough of them locked everyone out (accept() fails at the
 process limit).  Now:
 
 * at most `max_connections_per_ip` connections per client IP: a new one
-  closes that IP's least recently active *idle* connection (no request in
-  progress), or is refused if all of them are busy;
+  beyond that is refused (the IP's own connections are its business; an
+  evicted keep-alive connection would only make its client reconnect);
 * at most `max_connections` in all: a new one closes the least recently
-  active idle connection of the IP holding the most, or is refused;
+  active *idle* connection (no request in progress) of the IP holding the
+  most, so one IP's idle connections cannot keep another IP out; refused
+  only when none is idle;
 * an idle connection (no request yet, or none since the last answer) is
   closed after `http_idle_timeout_s` (aiohttp's keep-alive timeout, whose
   default is an hour).
 
-A refused connection gets `503` with `Retry-After` and `ATLS-Error: busy`
-(binding_core.RETRY_AFTER_S) and is closed; the project's HTTP client waits
-and retries as for any refusal.  Evicting the idle rather than refusing the
-new keeps the newcomer in: a flood of idle connections evicts itself.
+A refused connection is answered, not reset: its first request gets `503`
+`busy` with `Retry-After` (binding_core.RETRY_AFTER_S) and `Connection:
+close`, and it is closed after REFUSED_S whatever it sends; the project's
+HTTP client waits and retries as for any refusal (a reset made clients
+reconnect at once, and the reconnections cost more than the requests).  At
+most REFUSED_MAX refused connections wait for their answer; beyond that
+they are closed at once.
 
 `ConnTable` is the bookkeeping (no I/O, tested alone); `make_server` gives
 the aiohttp low-level `web.Server` that applies it.
@@ -28,18 +33,23 @@ the aiohttp low-level `web.Server` that applies it.
 
 from collections import OrderedDict
 
-__all__ = ["ConnTable", "make_server", "REFUSAL"]
+__all__ = ["ConnTable", "make_server", "REFUSED_S", "REFUSED_MAX"]
+
+REFUSED_S = 2.0  # a refused connection is closed this long after it was accepted
+REFUSED_MAX = 64  # refused connections waiting to be answered; beyond, closed at once
 
 
 class ConnTable:
     """Open connections by key (any hashable: the aiohttp handler), each with
-    its client IP and requests in progress; least recently active first."""
+    its client IP and requests in progress; least recently active first.
+    Refused ones are kept apart (`refused`) until they close."""
 
     def __init__(self, max_total, max_per_ip):
         self.max_total = int(max_total)
         self.max_per_ip = int(max_per_ip)
         self.conns = OrderedDict()  # key -> [ip, requests in progress]
         self.per_ip = {}
+        self.refused = set()
         self.counters = {"opened": 0, "evicted": 0, "refused": 0, "max_open": 0}
 
     def __len__(self):
@@ -47,29 +57,30 @@ class ConnTable:
 
     def open(self, key, ip):
         """A new connection: (accepted, [keys of idle connections to close]).
-        The caller closes those and, when not accepted, the new one."""
+        The caller closes those; a refused one is in `refused` (answer it
+        busy, then close it) unless REFUSED_MAX are: close it at once."""
         c = self.counters
         close = []
         if self.per_ip.get(ip, 0) >= self.max_per_ip:
-            victim = self._idle(ip)
-            if victim is None:
-                c["refused"] += 1
-                return False, close
-            close.append(victim)
-        elif len(self.conns) >= self.max_total:
+            return self._refuse(key), close
+        if len(self.conns) >= self.max_total:
             victim = self._idle(self._busiest_idle_ip())
             if victim is None:
-                c["refused"] += 1
-                return False, close
+                return self._refuse(key), close
             close.append(victim)
-        for k in close:
-            self.closed(k)
+            self.closed(victim)
             c["evicted"] += 1
         self.conns[key] = [ip, 0]
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         c["opened"] += 1
         c["max_open"] = max(c["max_open"], len(self.conns))
         return True, close
+
+    def _refuse(self, key):
+        self.counters["refused"] += 1
+        if len(self.refused) < REFUSED_MAX:
+            self.refused.add(key)
+        return False
 
     def _idle(self, ip):
         """The least recently active idle connection of `ip`, or None."""
@@ -99,6 +110,7 @@ class ConnTable:
             self.conns.move_to_end(key)
 
     def closed(self, key):
+        self.refused.discard(key)
         rec = self.conns.pop(key, None)
         if rec is None:
             return
@@ -109,20 +121,14 @@ class ConnTable:
             del self.per_ip[rec[0]]
 
 
-REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Retry-After: %d\r\nATLS-Error: busy\r\nCache-Control: no-store\r\n"
-    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
-)
-
-
-def make_server(handler, table, idle_timeout_s, retry_after_s):
+def make_server(handler, table, idle_timeout_s):
     """An aiohttp `web.Server` running `handler(request)` whose connections
     are admitted by `table` (ConnTable, keyed by the aiohttp handler of each
-    connection: `request.protocol`)."""
-    from aiohttp import web
+    connection: `request.protocol`); `handler` answers the requests of a
+    connection in `table.refused` busy (module doc)."""
+    import asyncio
 
-    refusal = REFUSAL % retry_after_s
+    from aiohttp import web
 
     class _Server(web.Server):
         def connection_made(self, proto, transport):
@@ -132,8 +138,10 @@ def make_server(handler, table, idle_timeout_s, retry_after_s):
             for other in close:
                 other.force_close()
             if not ok:
-                transport.write(refusal)
-                proto.force_close()  # closes once the refusal is written
+                if proto in table.refused:
+                    asyncio.get_running_loop().call_later(REFUSED_S, proto.force_close)
+                else:
+                    proto.force_close()
 
         def connection_lost(self, proto, exc=None):
             table.closed(proto)
