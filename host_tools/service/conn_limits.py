@@ -24,8 +24,9 @@ A refused connection is answered, not reset: its first request gets `503`
 close`, and it is closed after REFUSED_S whatever it sends; the project's
 HTTP client waits and retries as for any refusal (a reset made clients
 reconnect at once, and the reconnections cost more than the requests).  At
-most REFUSED_MAX refused connections wait for their answer; beyond that
-they are closed at once.
+most max_connections / 2 refused connections wait for their answer; beyond
+that they are closed at once (so descriptors stay under 1.5 x
+max_connections).
 
 `ConnTable` is the bookkeeping (no I/O, tested alone); `make_server` gives
 the aiohttp low-level `web.Server` that applies it.
@@ -33,10 +34,9 @@ the aiohttp low-level `web.Server` that applies it.
 
 from collections import OrderedDict
 
-__all__ = ["ConnTable", "make_server", "REFUSED_S", "REFUSED_MAX"]
+__all__ = ["ConnTable", "make_server", "REFUSED_S"]
 
 REFUSED_S = 2.0  # a refused connection is closed this long after it was accepted
-REFUSED_MAX = 64  # refused connections waiting to be answered; beyond, closed at once
 
 
 class ConnTable:
@@ -49,7 +49,7 @@ class ConnTable:
         self.max_per_ip = int(max_per_ip)
         self.conns = OrderedDict()  # key -> [ip, requests in progress]
         self.per_ip = {}
-        self.refused = set()
+        self.refused = set()  # answered busy, then closed; at most max_total // 2
         self.counters = {"opened": 0, "evicted": 0, "refused": 0, "max_open": 0}
 
     def __len__(self):
@@ -58,7 +58,7 @@ class ConnTable:
     def open(self, key, ip):
         """A new connection: (accepted, [keys of idle connections to close]).
         The caller closes those; a refused one is in `refused` (answer it
-        busy, then close it) unless REFUSED_MAX are: close it at once."""
+        busy, then close it) unless max_total // 2 are: close it at once."""
         c = self.counters
         close = []
         if self.per_ip.get(ip, 0) >= self.max_per_ip:
@@ -78,7 +78,7 @@ class ConnTable:
 
     def _refuse(self, key):
         self.counters["refused"] += 1
-        if len(self.refused) < REFUSED_MAX:
+        if len(self.refused) < self.max_total // 2:
             self.refused.add(key)
         return False
 
