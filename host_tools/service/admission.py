@@ -84,7 +84,7 @@ DEFAULT_LIMITS = {
     "binder_checks_per_ip_per_s": 50,
     "intake_per_ip": 8,
     "intake_max": 1024,
-    "intake_max_age_ms": 8000,  # the link's rto_max_ms: a waiting device retransmits by then
+    "intake_max_age_ms": 2000,
     "handshake_share": 0.8,
 }
 
