@@ -81,7 +81,7 @@ DEFAULT_LIMITS = {
     "registry_check_s": 1,
     "first_flights_per_ip_per_s": 500,
     "first_flights_per_ip_burst": 1000,
-    "binder_checks_per_ip_per_s": 50,
+    "binder_checks_per_ip_per_s": 5,
     "intake_per_ip": 8,
     "intake_max": 1024,
     "intake_max_age_ms": 2000,
