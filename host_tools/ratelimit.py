@@ -28,5 +28,11 @@ class TokenBuckets:
         b[0] -= 1
         return True
 
+    def empty(self, key, now_s):
+        """True when allow(key, now_s) would refuse; takes nothing (a cheap
+        test before the work that precedes allow)."""
+        b = self._b.get(key)
+        return b is not None and b[0] + (now_s - b[1]) * self.rate < 1
+
     def __len__(self):
         return len(self._b)

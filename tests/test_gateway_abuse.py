@@ -203,3 +203,30 @@ def test_non_first_packet_from_unknown_source_creates_no_flow(tmp_path):
     st = asyncio.run(go())
     assert st["flows"] == 0 and st["drops"] == {"no_flow": 4}
     svc.close()
+
+
+def test_new_flow_precheck_agrees_with_admit_and_evicts_the_heaviest_ip():
+    """refuses_new (the test before a packet is parsed) refuses exactly what
+    admit would refuse for the IP's new-flow rate, and nothing else; at the
+    unvalidated bound the oldest flow of the IP holding the most goes."""
+    from types import SimpleNamespace
+
+    from host_tools.gateway.flows import FlowTable
+
+    lim = {"max_devices": 10, "new_flows_per_ip_per_s": 1, "new_flows_per_ip_burst": 3}
+    t = FlowTable(dict(lim, max_udp_pending=4))
+    now = 100.0
+    keys = [("udp", ("192.0.2.1", p)) for p in range(4)]
+    for k in keys:
+        pre = t.refuses_new(k, now)
+        ok, evicted, reason = t.admit(k, now)
+        assert pre == (reason == "new_flow_rate") and evicted == []
+        if ok:
+            t.add(k, SimpleNamespace(), now)
+    assert [k in t.flows for k in keys] == [True, True, True, False]
+    assert not t.refuses_new(("udp", ("192.0.2.2", 1)), now)  # another IP: its own bucket
+    assert not t.refuses_new(("zb", b"\x00" * 8), now)
+    b = ("udp", ("192.0.2.2", 1))
+    t.add(b, SimpleNamespace(), now)  # 4 unvalidated: the bound
+    ok, evicted, _ = t.admit(("udp", ("192.0.2.3", 1)), now)
+    assert ok and len(evicted) == 1 and keys[0] not in t.flows and b in t.flows

@@ -130,6 +130,45 @@ def test_honest_device_completes_while_a_flood_is_queued():
             break
     assert got == [b"ping"] and tick < 100
     assert svc.counters["sessions_total"] < (port - 3000) / 10  # most flood: no TLS work
+    assert addr in svc.intake.known  # authenticated: its next first flights go first
+
+
+def test_queued_flight_of_a_retransmitting_device_does_not_go_stale():
+    """A flight that waits past intake_max_age_ms while its device keeps
+    retransmitting it is still served.  It was dropped as stale (the
+    retransmission kept the first one's time), and queued again from the
+    back by the next one: behind a steady flood a device never started."""
+    drops = []
+    intake = admission.Intake(DEFAULT_LIMITS, drops.append)
+    _, hello = _hello()
+    addr = ("192.0.2.1", 1000)
+    age = DEFAULT_LIMITS["intake_max_age_ms"]
+    assert intake.put(addr, [hello], 0)
+    assert intake.put(addr, [hello], age - 100)  # the device's retransmission
+    assert intake.take(age + 100) == (addr, [hello])
+    assert drops == []
+
+
+def test_authenticated_address_gets_in_past_a_full_ip_queue():
+    """Behind a gateway every device shares one IP with the spoofed first
+    flights the gateway relays, so that IP's queue and rate are full of
+    them: an address that authenticated before is refused for neither, and
+    takes the place of the oldest flight of an unknown address."""
+    drops = []
+    lim = dict(DEFAULT_LIMITS, first_flights_per_ip_per_s=1, first_flights_per_ip_burst=8)
+    intake = admission.Intake(lim, drops.append)
+    gw = "127.0.0.1"
+    for port in range(lim["intake_per_ip"]):
+        assert intake.put((gw, port), [_hello(b"nobody")[1]], 0)
+    dev = (gw, 40000)
+    _, hello = _hello()
+    assert intake.refuses(dev, hello, 1)  # unknown: refused unparsed, as before
+    intake.validated(dev, 1)
+    assert not intake.refuses(dev, hello, 2)
+    assert intake.put(dev, [hello], 2)  # past the full queue and the empty bucket
+    assert drops == ["intake_full", "intake_evicted"]
+    served = [intake.take(3)[0] for _ in range(len(intake))]
+    assert dev in served and (gw, 0) not in served
 
 
 def test_intake_refuses_beyond_the_per_ip_rate():
@@ -319,3 +358,86 @@ def test_batch_reader_reads_every_datagram_in_batches():
 
     p = asyncio.run(go())
     assert p.direct == 0 and p.batched == 500 and p.batches <= 3
+
+
+def test_first_handshake_from_behind_a_gateway_gets_in_past_its_relayed_flood():
+    """A device's *first* ClientHello from behind a gateway (a new address:
+    not known yet) was refused with the spoofed flights the gateway relays
+    once that IP's queue was full.  Now a flight refused for a full queue
+    or the IP's rate whose binder verifies takes an unknown flight's place:
+    binder_checks_per_ip_per_s per IP (burst 2x), first_flights_per_ip_per_s
+    at a fleet IP (one that devices authenticated from); past that budget,
+    and for wrong binders, refused as before."""
+    drops = []
+    lim = dict(
+        DEFAULT_LIMITS,
+        first_flights_per_ip_per_s=1,
+        first_flights_per_ip_burst=8,
+        binder_checks_per_ip_per_s=1,
+    )
+    intake = admission.Intake(lim, drops.append, psks={b"dev-1": PSK})
+    for ip in ("127.0.0.1", "192.0.2.9"):
+        for port in range(lim["intake_per_ip"]):
+            assert intake.put((ip, port), [_hello(b"nobody")[1]], 0)
+    gw, other = "127.0.0.1", "192.0.2.9"
+    assert not intake.put((other, 50), [_hello(b"nobody")[1]], 1)  # check 1: unknown identity
+    assert not intake.refuses((other, 51), _hello()[1], 1)  # a check left: parsed
+    assert intake.put((other, 51), [_hello()[1]], 1)  # check 2: verifies, in
+    assert intake.refuses((other, 52), _hello()[1], 1)  # budget spent: refused unread
+    assert drops == ["intake_full", "intake_evicted", "intake_full"]
+    intake.validated((gw, 40000), 0)  # a device behind the gateway, earlier: a fleet IP
+    good = _hello()[1]
+    for port in range(5):  # past the queue and the IP's rate, its budget is the IP's
+        assert not intake.put((gw, 100 + port), [_hello(b"nobody")[1]], 2)
+    assert intake.put((gw, 40001), [good], 2)
+    assert intake.put((gw, 40001), [good], 3)  # its retransmission: in place
+    assert not intake.put((gw, 40003), [good], 3)  # the same hello elsewhere: a replay
+    assert drops[-1] == "client_hello_replay" and drops.count("intake_evicted") == 2
+
+
+def test_coap_exchanges_bounded_per_session_and_per_ip(tmp_path):
+    """The bounds of the HTTP binding hold for CoAP exchanges too (one
+    BindingCore): a session's third waiting request answers its oldest at
+    once, and past max_requests_per_ip requests in progress from one
+    address a request gets 5.03 busy with Max-Age."""
+    from test_bindings import Svc
+
+    from host_tools import atls_http_client as hc
+
+    svc = Svc(tmp_path, limits={"max_requests_per_ip": 3, "max_pending_polls": 10})
+
+    async def go():
+        trs = []
+        for ident, psk in ((b"device-1", PSK), (b"device-2", PSK[::-1])):
+            tr = hc.CoapTransport(svc.coap)
+            await hc.AtlsClient(tr, ClientConfig(psk=psk, psk_identity=ident)).connect()
+            trs.append(tr)
+        t0 = asyncio.get_running_loop().time()
+        done = []
+
+        async def poll(tr, tag):
+            await tr.post_packets([], wait_ms=6000)
+            done.append((tag, round(asyncio.get_running_loop().time() - t0, 1)))
+
+        tasks = []
+        for tr, tag in ((0, "a0"), (0, "a1"), (0, "a2"), (1, "b0")):
+            tasks.append(asyncio.ensure_future(poll(trs[tr], tag)))
+            await asyncio.sleep(0.3)
+        early = list(done)  # a2 cut a0; a1, a2, b0: 3 in progress from this address
+        ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+        msg = aiocoap.Message(code=aiocoap.POST, uri=svc.coap, payload=b"\x16\x03\x01")
+        msg.opt.content_format = hb.CF_FLIGHT
+        r = await asyncio.wait_for(ctx.request(msg).response, 10)
+        await ctx.shutdown()
+        for t in tasks:
+            t.cancel()
+        for tr in trs:
+            await tr.close()
+        return early, (str(r.code), r.opt.max_age)
+
+    try:
+        early, busy = asyncio.run(go())
+        assert [t for t, _ in early] == ["a0"] and early[0][1] < 2, early
+        assert busy[0].startswith("5.03") and busy[1] == 10
+    finally:
+        svc.stop()

@@ -277,6 +277,21 @@ def _json(path):
         return {}
 
 
+def _fresh_json(path, since, wait_s=5.0):
+    """The stats file rewritten after `since` (time.time()): the processes
+    rewrite theirs every second, later than that when the flood starves
+    them of CPU; what is there after wait_s otherwise."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        try:
+            if os.path.getmtime(path) > since:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return _json(path)
+
+
 def _child_result(proc, path, wait_s):
     try:
         proc.wait(wait_s)
@@ -353,8 +368,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         longpoll = _child_result(lpp, tmp / "longpoll.json", 30) if lpp else {}
         sample()
         p1 = h1.figures()
-        time.sleep(1.1)  # the service rewrites its stats every second
-        svc_stats = _json(tmp / "svc-stats.json")
+        svc_stats = _fresh_json(tmp / "svc-stats.json", time.time())
         svc_in = (svc_stats.get("datagrams_in") or 0) - svc_in0
         # phase 2: through the gateway's WiFi/UDP side
         gw, gw_addr = _gateway(tmp, svc_addr)
@@ -379,7 +393,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
         gspoof = _child_result(gp, tmp / "gw-spoof.json", 60)
         sample2()
         p2 = h2.figures()
-        gstats = _json(tmp / "gw" / "stats.json")
+        gstats = _fresh_json(tmp / "gw" / "stats.json", time.time())
         return {
             "honest_handshake_success": p1["success"],
             "honest_p95_ms": p1["p95_ms"],

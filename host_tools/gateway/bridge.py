@@ -212,9 +212,14 @@ class Gateway:
         if now >= self.next_sweep:
             self.expire(now)
         flow = self.flows.get(key)
-        if flow is None and key[0] == "udp" and not plausible_first_flight(payload):
-            return self.drop("no_flow")  # before the bucket: junk creates no state
-        if not self.buckets.allow(key, now):
+        if flow is None and key[0] == "udp":
+            if self.table_flows.refuses_new(key, now):
+                return self.drop("new_flow_rate")  # a flood's usual case: nothing parsed
+            if not plausible_first_flight(payload):
+                return self.drop("no_flow")  # before any bucket: junk creates no state
+            # a source without a flow has no bucket worth keeping: the per-IP new-flow
+            # bucket in admit() is its limit (one table lookup less per spoofed packet)
+        elif not self.buckets.allow(key, now):
             return self.drop("rate")
         if flow is None:
             target = self.config.services.get(service)
@@ -228,6 +233,8 @@ class Gateway:
                 return self.drop(reason)
             flow = self._open_flow(key, target)
             self.table_flows.add(key, flow, now)
+            if key[0] == "udp":
+                self.buckets.allow(key, now)  # its first packet, from a full bucket
         elif len(payload) > 2 and self.table_flows.is_pending(key):
             sid = (payload[1] << 8) | payload[2]
             if sid and sid == getattr(flow, "sid", 0):

@@ -14,7 +14,9 @@ Invariants:
   a spoofed source never sees that answer.  Unvalidated flows are bounded
   globally (`max_udp_pending`) and per IP (`max_udp_pending_per_ip`), and
   new ones per IP are rate limited (`new_flows_per_ip_per_s`, burst
-  `new_flows_per_ip_burst`, host_tools.ratelimit.TokenBuckets).  When a
+  `new_flows_per_ip_burst`, host_tools.ratelimit.TokenBuckets), tested
+  before a packet is parsed (`refuses_new`: a flood's usual case costs a
+  lookup).  When a
   bound is hit the oldest unvalidated flow of the IP holding the most is
   evicted (so a flooder evicts itself before anyone else); validated flows
   are never evicted.  All UDP flows: at most `max_udp_flows`, at most
@@ -27,6 +29,7 @@ Invariants:
 
 from collections import OrderedDict
 
+from atls import wire
 from host_tools.ratelimit import TokenBuckets
 
 __all__ = ["FLOW_LIMITS", "FlowTable", "plausible_first_flight"]
@@ -45,8 +48,6 @@ FLOW_LIMITS = {
 
 def plausible_first_flight(payload):
     """A well-formed HS/HS_END fragment of flight 0 with session id 0."""
-    from atls import wire
-
     try:
         t, sid, flight, _index, _frag = wire.decode(payload)
     except wire.Drop:
@@ -84,6 +85,11 @@ class FlowTable:
     def get(self, key):
         return self.flows.get(key)
 
+    def refuses_new(self, key, now):
+        """True (nothing taken) when admit(key, now) would refuse for the
+        per-IP new-flow rate: the cheap test before a packet is parsed."""
+        return key[0] == "udp" and self.new_per_ip.empty(_ip(key), now)
+
     def admit(self, key, now):
         """(ok, evicted flows, drop reason or None) for a new flow `key`."""
         if key[0] == "zb":
@@ -112,11 +118,11 @@ class FlowTable:
         return True, evicted, None
 
     def _heaviest_oldest(self):
-        """The oldest unvalidated key of the IP holding the most of them."""
-        top = max(len(d) for d in self.pending_ip.values())
-        for key in self.pending:
-            if len(self.pending_ip[_ip(key)]) == top:
-                return key
+        """The oldest unvalidated key of the IP holding the most of them (of
+        equals, the first seen).  O(IPs), not O(flows): it runs for every
+        new flow under a flood."""
+        pip = self.pending_ip
+        return next(iter(pip[max(pip, key=lambda ip: len(pip[ip]))]))
 
     def add(self, key, flow, now):
         flow.born = flow.last = now

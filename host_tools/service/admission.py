@@ -27,7 +27,12 @@ budget of an unvalidated address.
   (first_flights_per_ip_per_s); a full IP queue refuses new flights before
   they are parsed (`refuses`, which also drops a replayed ClientHello
   there).  Packets of existing sessions (second
-  flights, acks, channel data) are never queued: they come first.  New
+  flights, acks, channel data) are never queued: they come first.  A
+  retransmission keeps a queued flight fresh (and in its place).  The
+  address of a device that authenticated (`validated`) is not refused for
+  its IP's full queue or rate: behind a gateway, a fleet and the spoofed
+  flights the gateway relays share one IP; at such a fleet IP a new
+  address whose PSK binder verifies is admitted the same way (`_proven`).  New
   handshakes start in slices of TLS_SLICE_MS when the socket is empty and
   on the timer tick, and use at most handshake_share of the time (a token
   bucket of milliseconds).
@@ -70,9 +75,13 @@ DEFAULT_LIMITS = {
     "amplification": 3,
     "max_pending_polls": 256,
     "max_requests_per_ip": 64,
+    "max_connections": 512,
+    "max_connections_per_ip": 128,
+    "http_idle_timeout_s": 60,
     "registry_check_s": 1,
     "first_flights_per_ip_per_s": 500,
     "first_flights_per_ip_burst": 1000,
+    "binder_checks_per_ip_per_s": 5,
     "intake_per_ip": 8,
     "intake_max": 1024,
     "intake_max_age_ms": 2000,
@@ -83,6 +92,7 @@ _MAX_HELD = 64  # datagrams an unvalidated session may hold back
 TLS_SLICE_MS = 5  # new handshakes started in one go before the service reads again
 REPLAY_WINDOW_MS = 60000  # longer than a handshake may take (the link's 30 s)
 REPLAY_MAX = 65536  # client randoms kept (a dict of ints: a few MB)
+KNOWN_MS = 3600 * 1000  # an authenticated device's address goes first for an hour
 _HS_END = 1  # atls.protocol.HS_END, HS_ACK (local copies for the sort key)
 _HS_ACK = 2
 
@@ -277,17 +287,50 @@ class Intake:
         self.at_ms = None
         self._drop = drop
         self.randoms = OrderedDict()  # hash(client random) -> (started_ms, addr), oldest first
+        self.known = OrderedDict()  # addr -> ms: addresses of devices that authenticated, LRU
+        self.known_max = lim["max_sessions"]
+        self.fleet_ips = {}  # ip -> its addresses in `known`: a gateway's or a NAT's
+        n = lim["binder_checks_per_ip_per_s"]  # binders checked at a full queue, per IP
+        self.checks = TokenBuckets(n, 2 * n, 4 * self.max)
+        self.checks_fleet = TokenBuckets(  # at a fleet IP: as many as first flights
+            lim["first_flights_per_ip_per_s"], lim["first_flights_per_ip_burst"], 4 * self.max
+        )
 
     def __len__(self):
         return self.n
 
+    def validated(self, addr, now):
+        """A device authenticated from `addr`: its next first flights are
+        never refused for a full IP queue or the IP's rate (a gateway's IP
+        carries spoofed first flights and a fleet's alike; RFC 9000 §8.1.3
+        does the same with tokens for future connections).  An off-path
+        attacker cannot get an address in: it never sees the handshake."""
+        k, ips = self.known, self.fleet_ips
+        if addr not in k:
+            ips[addr[0]] = ips.get(addr[0], 0) + 1
+        k[addr] = now
+        k.move_to_end(addr)
+        while len(k) > self.known_max or now - next(iter(k.values())) > KNOWN_MS:
+            ip = k.popitem(last=False)[0][0]
+            if ips[ip] > 1:
+                ips[ip] -= 1
+            else:
+                del ips[ip]
+
     def refuses(self, addr, datagram, now):
         """True (and counted) when a first-flight datagram from `addr` would
-        be refused anyway: its IP's queue is full, or it is the first
-        fragment of a replayed ClientHello.  Cheap: the caller asks before
-        any parsing."""
-        q = self.ips.get(addr[0])
-        if q is not None and len(q) >= self.per_ip and addr not in q:
+        be refused anyway: its IP's queue is full (and the address is not
+        known), or it is the first fragment of a replayed ClientHello.
+        Cheap: the caller asks before any parsing."""
+        ip = addr[0]
+        q = self.ips.get(ip)
+        if (  # a full queue, unless put() may check the binder (_proven)
+            q is not None
+            and len(q) >= self.per_ip
+            and addr not in q
+            and addr not in self.known
+            and (self.binders is None or self._checks(ip).empty(ip, now / 1000.0))
+        ):
             self._drop("intake_full")
             return True
         if len(datagram) >= 48 and datagram[4] == 0 and self._replayed(addr, (datagram,), now):
@@ -299,17 +342,30 @@ class Intake:
         refused (that IP's rate or full queue)."""
         ip = addr[0]
         q = self.ips.get(ip)
-        if q is not None and addr in q:  # a retransmission (or a restart) of a queued flight
-            q[addr] = (q[addr][0], packets)
+        if q is not None and addr in q:  # a retransmission (or a restart) of a queued flight:
+            q[addr] = (now, packets)  # its place in the queue, and the device still waits
             return True
-        if q is not None and len(q) >= self.per_ip:
-            self._drop("intake_full")
+        known = addr in self.known
+        if q is not None and len(q) >= self.per_ip and not known:
+            if self._replayed(addr, packets, now):
+                return False
+            if not self._proven(ip, packets, now):
+                self._drop("intake_full")
+                return False
+            known = True
+            self._remember(addr, packets, now)
+        elif self._replayed(addr, packets, now):
             return False
-        if self._replayed(addr, packets, now):
-            return False
-        if not self.rate.allow(ip, now / 1000.0):
-            self._drop("first_flight_rate")
-            return False
+        if not known and not self.rate.allow(ip, now / 1000.0):
+            if not self._proven(ip, packets, now):
+                self._drop("first_flight_rate")
+                return False
+            self._remember(addr, packets, now)
+        if q is not None and len(q) >= self.per_ip:  # known or proven: the oldest unknown goes
+            old = next((a for a in q if a not in self.known), next(iter(q)))
+            del q[old]
+            self.n -= 1
+            self._drop("intake_evicted")
         if q is None:
             if self.n >= self.max:  # full: the IP served next loses its oldest
                 self._pop_head(self.ips)
@@ -318,6 +374,28 @@ class Intake:
         q[addr] = (now, packets)
         self.n += 1
         return True
+
+    def _checks(self, ip):
+        return self.checks_fleet if ip in self.fleet_ips else self.checks
+
+    def _proven(self, ip, packets, now):
+        """A first flight refused for its IP's full queue or rate whose PSK
+        binder verifies: a device's first handshake from behind a gateway,
+        not refused with the spoofed flights the gateway relays.  One HMAC,
+        at most binder_checks_per_ip_per_s per IP (first_flights_per_ip_per_s
+        at a fleet IP, one with authenticated devices); a replay (valid
+        binder) is caught by the replay check."""
+        if self.binders is None or not self._checks(ip).allow(ip, now / 1000.0):
+            return False
+        return self.binders.verdict(_flight(packets)) is True
+
+    def _remember(self, addr, packets, now):
+        """Record the flight's client random as started (take) or, for a
+        proven flight, as queued: its copies from elsewhere are replays."""
+        r = self.randoms
+        r[_random_key(packets)] = (now, addr)
+        while len(r) > REPLAY_MAX or now - next(iter(r.values()))[0] > REPLAY_WINDOW_MS:
+            r.popitem(last=False)
 
     def _pop_head(self, ips):
         ip, q = next(iter(ips.items()))
@@ -331,8 +409,8 @@ class Intake:
 
     def take(self, now):
         """(addr, packets) of the next flight, round robin over IPs, or None;
-        flights older than intake_max_age_ms are dropped (the device has
-        retransmitted by then)."""
+        flights not retransmitted for intake_max_age_ms are dropped (a
+        device still waiting would have retransmitted by then)."""
         while self.ips:
             addr, (t, packets) = self._pop_head(self.ips)
             if now - t > self.max_age:
@@ -340,10 +418,7 @@ class Intake:
             elif self.n and self.binders and self.binders.verdict(_flight(packets)) is False:
                 self._drop("bad_binder")  # others wait: no TLS work for a wrong binder
             elif not self._replayed(addr, packets, now):
-                r = self.randoms
-                r[_random_key(packets)] = (now, addr)
-                while len(r) > REPLAY_MAX or now - next(iter(r.values()))[0] > REPLAY_WINDOW_MS:
-                    r.popitem(last=False)
+                self._remember(addr, packets, now)
                 return addr, packets
         return None
 

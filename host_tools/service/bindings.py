@@ -26,6 +26,7 @@ from host_tools.http_binding import (
     pack_packets,
 )
 from host_tools.service.binding_core import REASONS, BindingCore, Reject
+from host_tools.service.conn_limits import ConnTable, make_server
 
 __all__ = ["Bindings", "BindingCore", "Reject", "REASONS", "HTTP_PATHS", "COAP_PATH"]
 
@@ -37,9 +38,10 @@ def _client_ip(request):
 
 
 class _Http:
-    def __init__(self, core, ssl_context):
+    def __init__(self, core, ssl_context, conns):
         self.core = core
         self.https = ssl_context is not None
+        self.conns = conns  # conn_limits.ConnTable: a busy connection is never evicted
 
     def _error(self, r):
         from aiohttp import web
@@ -67,7 +69,25 @@ class _Http:
                 core.reject("too_big", "body over %d bytes" % core.max_body)
 
     async def handle(self, request):
+        if request.path not in HTTP_PATHS:
+            from aiohttp import web
 
+            raise web.HTTPNotFound()
+        conn = request.protocol
+        if conn in self.conns.refused:  # over the connection bounds (conn_limits)
+            try:
+                self.core.reject("busy", "too many connections")
+            except Reject as r:
+                resp = self._error(r)
+            resp.force_close()  # Connection: close
+            return resp
+        self.conns.busy(conn)
+        try:
+            return await self._request(request)
+        finally:
+            self.conns.idle(conn)
+
+    async def _request(self, request):
         core = self.core
         core.counters["requests"] += 1
         try:
@@ -252,11 +272,12 @@ class Bindings:
         if self.http is not None:
             from aiohttp import web
 
-            h = _Http(self.http, self.ssl_context)
-            app = web.Application(client_max_size=self.http.max_body + 1)
-            for path in HTTP_PATHS:
-                app.router.add_route("*", path, h.handle)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            lim = self.service.limits
+            conns = ConnTable(lim["max_connections"], lim["max_connections_per_ip"])
+            self.http.counters["connections"] = conns.counters
+            h = _Http(self.http, self.ssl_context, conns)
+            server = make_server(h.handle, conns, lim["http_idle_timeout_s"])
+            self._runner = web.ServerRunner(server, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(
                 self._runner,

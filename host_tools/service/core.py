@@ -346,6 +346,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if auth is None:
             return self._refuse(sess, now, "not_registered", "not registered")
         sess.auth, sess.identity, sess.credential = auth
+        if sess.sink is None:  # a UDP address that completed a handshake: admission
+            self.intake.validated(sess.addr, now)
         # §4: the session of the same identity it replaces hands over what the
         # device has not acknowledged; ids go on from the first of those
         base, moved = self.peers.take_held(sess.key)  # from a session that ended before
