@@ -147,7 +147,9 @@ for (const u of mcu.uart) {
 
 // ---- UART0 <-> TCP (the emulated XBee module's serial port) ----
 const uart = mcu.uart[0];
-const charNanos = () => (1e9 * 10) / (uart.baudRate || 9600);
+// before the firmware sets the divider, baudRate is Infinity: a byte time of 0 would make
+// rxAlarm fire forever at one instant (bytes from the module before UART0 is configured)
+const charNanos = () => (1e9 * 10) / (uart.baudRate > 0 && uart.baudRate < Infinity ? uart.baudRate : 9600);
 const rxQueue = [];
 const txQueue = [];
 let txOut = [];
