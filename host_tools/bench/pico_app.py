@@ -110,6 +110,7 @@ class AppRig:
 
         self.fleet.prepare_device = prepared
         self.provisioned = {}  # source: flash image with paired.json
+        self.first_ok = False
         self.trials = []
 
     # -- runs --------------------------------------------------------------------------
@@ -175,6 +176,7 @@ class AppRig:
         fleet.wait(lambda: all_up(fleet, names), setup_timeout)
         st = fleet.devices["dev-01"]
         verdict = self._wait(st, timeout)
+        self.first_ok = verdict == "done"
         self._stop()
         shutil.copyfile(fleet.device_dir("dev-01") / "flash.bin", self.dir / "provisioned.bin")
         self.provisioned[False] = self.dir / "provisioned.bin"
@@ -279,8 +281,8 @@ class AppRig:
         """Smallest free heap (KiB) at which trial() passes; None if it fails with no
         ballast.  Free heap = free_at_boot - ballast.  Bisected over free heap in
         `step` units (a `guess_kib` narrows the first bracket), then one `fine` step."""
-        if not self.trial(0, source):
-            return None
+        if not (source is False and self.first_ok) and not self.trial(0, source):
+            return None  # (first() passing at no ballast, pairing included, is trial(0))
         free0 = self.free_at_boot(source)
         ok, bad = free0, 0  # free heaps that pass / fail
         if guess_kib:  # probe just above and below the guess, widening until bracketed
