@@ -31,7 +31,7 @@ import fs from 'fs';
 import net from 'net';
 import readline from 'readline';
 import { decodeBlock } from 'uf2';
-import { Simulator, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
+import { Simulator, USBCDC, ConsoleLogger, LogLevel, GPIOPinState } from 'rp2040js';
 import { bootromB1 } from './bootrom.mjs';
 
 function parseArgs(argv) {
@@ -114,6 +114,15 @@ function romCall(pc) {
   lastFlashWrite = Date.now();
   core.PC = core.LR & ~1; // return to the caller (bx lr)
   return nanos;
+}
+
+// ---- pulls: a pad with its pull-up (pull-down) enabled and nothing attached reads high
+// (low); stock rp2040js reads every undriven input low, so a pulled-up button reads as held
+for (const pin of mcu.gpio) {
+  pin.addListener((state) => {
+    if (state === GPIOPinState.InputPullUp) pin.setInputValue(true);
+    else if (state === GPIOPinState.InputPullDown) pin.setInputValue(false);
+  });
 }
 
 // ---- cycle markers on a GPIO (device code: Pin(22) high around a measured region) ----
