@@ -222,7 +222,8 @@ def pico(quick=False):
             res["e2e_messages_%s" % mode] = r["messages"]
             res["e2e_handshake_ms_%s" % mode] = rig.timed_handshake()
             if not quick:
-                guess = r["peak_live_kib"] and r["peak_live_kib"] - 4
+                # the collector needs slack above the live peak (measured: 4-12 KiB)
+                guess = r["peak_live_kib"] and r["peak_live_kib"] + 8
                 res["min_free_heap_kib_%s" % mode] = rig.min_free(guess_kib=guess)
                 res["min_free_heap_kib_%s_py" % mode] = rig.min_free(True, guess_kib=guess)
             res["heap_trials_%s" % mode] = rig.trials

@@ -283,6 +283,8 @@ class AppRig:
         `step` units (a `guess_kib` narrows the first bracket), then one `fine` step."""
         if not (source is False and self.first_ok) and not self.trial(0, source):
             return None  # (first() passing at no ballast, pairing included, is trial(0))
+        if source and source not in self.provisioned:
+            self._provision_source()
         free0 = self.free_at_boot(source)
         ok, bad = free0, 0  # free heaps that pass / fail
         if guess_kib:  # probe just above and below the guess, widening until bracketed
