@@ -35,6 +35,23 @@ def _boot_id():
 BOOT = _boot_id()  # tells this power-up's readings from the previous one's
 
 
+def unload(*names):
+    """Drop modules a phase needed (their heap is freed once nothing refers to
+    them; whatever needs one later imports it again).  MicroPython only:
+    CPython callers (tests, the host) keep their modules."""
+    import sys
+
+    if sys.implementation.name != "micropython":
+        return
+    pkg = sys.modules.get("atls")
+    for name in names:
+        if sys.modules.pop(name, None) is not None and name.count(".") == 1:
+            try:
+                delattr(pkg, name[5:])
+            except AttributeError:
+                pass
+
+
 class ConfigError(Exception):
     pass
 
@@ -154,7 +171,7 @@ def open_link(board, dev, clock):
             raise ConfigError("cannot reach link.host %s (%s)" % (link["host"], e))
         return udp, int(link.get("mtu", 1200))
     if kind == "xbee":
-        from atls.pairing_client import ensure_paired
+        from atls import pairing_state
 
         x = dict(board.get("xbee") or {})
         x.update(link.get("xbee") or {})
@@ -170,7 +187,11 @@ def open_link(board, dev, clock):
         drv.wait_ready(int(x.get("ready_timeout_ms", 15000)))
         status("xbee", address=hexlify(drv.address64).decode(), mtu=drv.mtu)
         force = bool(dev.get("pairing_mode")) or _button_held(board.get("button"))
-        ensure_paired(drv, dev, clock, status, force=force)
+        if force or not pairing_state.hook_if_paired(drv, dev):
+            from atls.pairing_client import ensure_paired
+
+            ensure_paired(drv, dev, clock, status, force=True)
+        unload("atls.pairing_client", "atls.pairing")  # the hook keeps K's tag only
         return drv, min(drv.mtu, int(link.get("mtu", drv.mtu)))
     raise ConfigError("unknown link type %r" % kind)
 
@@ -233,6 +254,20 @@ def run_app(board, dev, clock=None, until=None, watchdog=None):
             close()
 
 
+def _version():
+    """The running version, without keeping atls.ota loaded when nothing else
+    needs it (main.py's boot code dropped it)."""
+    import sys
+
+    loaded = "atls.ota" in sys.modules
+    from atls.ota import running_version
+
+    v = running_version()
+    if not loaded:
+        unload("atls.ota")
+    return v
+
+
 def _run(board, dev, clock, until, watchdog, transport, mtu):
     feed = None
     if watchdog is not None:
@@ -254,9 +289,7 @@ def _run(board, dev, clock, until, watchdog, transport, mtu):
         boot=int(BOOT, 16),  # the high half of this boot's message ids (PROTOCOL.md §4)
     )
     session.preload()  # nothing loads mid-handshake (issue 12)
-    from atls.ota import running_version
-
-    session.hello = running_version().encode()  # the v2 HELLO reports it (docs/OTA.md)
+    session.hello = _version().encode()  # the v2 HELLO reports it (docs/OTA.md)
     ota = None
     if (dev.get("ota") or {}).get("release_key"):  # updates on channel 2 (atls.ota.agent)
         from atls.ota.agent import Agent

@@ -18,12 +18,11 @@ gateway lost the exchange), to start again.  paired.json keeps K so that
 a later NOT_PAIRED from the same gateway is believed and nothing else is.
 """
 
-import json
-
 from atls import pairing as P
+from atls import pairing_state
 from atls.errors import DecodeError
+from atls.pairing_state import STATE_FILE, NotPaired, forget, not_paired_check  # noqa: F401
 
-STATE_FILE = "paired.json"
 _REPEAT_MS = 2000
 _COLLECT_MS = 1000
 
@@ -36,10 +35,6 @@ FAILED = "FAILED"
 
 class PairingError(Exception):
     pass
-
-
-class NotPaired(Exception):
-    """The gateway said, authenticated, that this device is not paired."""
 
 
 class DevicePairing:
@@ -150,53 +145,11 @@ def _hex(b):
 
 
 def _state(dev):
-    try:
-        with open(STATE_FILE) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if st.get("device") == dev["device_id"] and st.get("service") == dev.get("service", "default"):
-        return st
-    return None
+    return pairing_state.load(dev)
 
 
 def _save(dev, addr_hex, key):
-    with open(STATE_FILE, "w") as f:
-        json.dump(
-            {
-                "version": 2,
-                "device": dev["device_id"],
-                "service": dev.get("service", "default"),
-                "address64": addr_hex,
-                "key": _hex(key),
-            },
-            f,
-        )
-
-
-def forget():
-    """Drop paired.json: the next start pairs again."""
-    import os
-
-    try:
-        os.remove(STATE_FILE)
-    except OSError:
-        pass
-
-
-def not_paired_check(key):
-    """A hook for the driver: raises NotPaired (after dropping paired.json)
-    on a NOT_PAIRED carrying K's tag; ignores every other pairing packet."""
-    expect = P.tag(key, b"not paired")
-
-    def check(payload):
-        if len(payload) == 17 and payload[0] == (P.MARKER | P.NOT_PAIRED):
-            if P.same(bytes(payload[1:]), expect):
-                forget()
-                raise NotPaired("the gateway says this device is not paired")
-        return False
-
-    return check
+    pairing_state.save(dev, addr_hex, _hex(key))
 
 
 def secure(drv, cfg):
@@ -235,11 +188,7 @@ def _install_code(dev):
 
 def ensure_paired(drv, dev, clock, status, force=False, timeout_ms=300000, rng=None):
     """Return once the device is paired with the gateway (or was already)."""
-    from binascii import unhexlify
-
-    st = None if force else _state(dev)
-    if st is not None and st.get("key"):
-        drv.pairing_hook = not_paired_check(unhexlify(st["key"]))
+    if not force and pairing_state.hook_if_paired(drv, dev):
         return False
     sec = (dev.get("link") or {}).get("xbee", {}).get("zigbee_security")
     if sec:

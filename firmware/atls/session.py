@@ -129,6 +129,10 @@ class DeviceSession:
             names += ["atls.tls.auth", "atls.x509", "atls.x509_chain", "atls.crypto.p256"]
         for name in names:
             __import__(name)
+        if "atls.crypto.p256" in names:
+            from atls.crypto import p256
+
+            p256.prepare()  # its fixed buffers before the heap fragments (issue 17)
         protocol.SUITE_NAMES  # noqa: B018  (the name tables: loaded by their first read)
         gc.collect()
         return names

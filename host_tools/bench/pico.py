@@ -9,26 +9,29 @@ clk_sys); regions are bracketed by GPIO22 high..low and counted by the emulator.
                      whole handshake from recorded server flights (tls_fixtures.py,
                      psk_x25519 and cert_p256_chain2), pure CPU
   import_app_ms      first import of atls.app (.mpy, and from .py source)
-  end to end         e2e_handshake_ms_psk/_cert: the device's own handshake time over the
-                     XBee path (main.py, XBee driver on UART0 at the board's 9600 baud,
-                     the simulator's emulated module, gateway, service); peak_heap_kib_psk/
-                     _cert: high-water of gc.mem_alloc() right after gc.collect(), sampled
-                     around every event-loop turn, watchdog feed (between the long steps
-                     of a handshake) and status line, over the handshake and 100 messages
-                     each way (peak_heap_raw_kib_*: without the collect, garbage included)
+  end to end         (host_tools/bench/pico_app.py) the whole application: firmware/
+                     main.py, XBee driver on UART0, the simulator's emulated module,
+                     gateway, service.  e2e_handshake_ms_psk/_cert: the device's own
+                     handshake time at the board's 9600 baud; peak_heap_kib_psk/_cert:
+                     live high-water of gc.mem_alloc() over pairing, the handshake and
+                     100 messages each way (peak_heap_raw_kib_*: garbage included;
+                     heap_phases_kib_*: live heap at the first of each status event)
   min_free_heap      min_free_heap_kib_psk/_cert (and _py: firmware as .py source): the
-                     smallest free heap, set by a ballast allocated before the firmware
-                     loads, at which the client completes a handshake and 100 sealed
-                     messages each way (bisected, 8 KiB steps)
+                     smallest free heap, set by a ballast allocated before main.py runs,
+                     at which the WHOLE application (already paired) completes a
+                     handshake and 100 messages each way; bisected in 4 KiB steps, then
+                     2 KiB; UART and emulated module at 921600 baud (the heap does not
+                     depend on the baud rate; a trial takes seconds).
+                     client_min_free_heap_kib_*: the TLS client and channel alone
+                     (recorded flights, 100 sealed messages), the figure before issue 17
   esp32 estimate     esp32_est_*: the Pico figures scaled by a sourced ratio, an ESTIMATE
 """
 
 import json
 import tempfile
 import time
-from pathlib import Path
 
-from host_tools.toolchain import FIRMWARE, ROOT
+from host_tools.toolchain import ROOT
 
 NOTE = (
     "emulated RP2040 (rp2040js), stock MicroPython v1.28.0 RPI_PICO, firmware as armv6m .mpy; "
@@ -180,7 +183,7 @@ def trial(flash, fixture, ballast):
         return bool(ok) and ok[0].startswith("ok") and not r.err
 
 
-def min_free(flash, fixture, step=8192):
+def min_free(flash, fixture, step=4096):
     """Largest ballast that still lets the trial pass: free heap = heap at boot minus it."""
     from sim.pico.driver import Pico
 
@@ -198,81 +201,6 @@ def min_free(flash, fixture, step=8192):
     return round((free0 - lo) / 1024, 1)
 
 
-# -- end to end over the XBee path -----------------------------------------------------------
-E2E_CODE = r"""
-import gc
-import atls.app as A
-import atls.supervisor as S
-_peak = [0, 0]  # raw gc.mem_alloc() high-water, and live (right after gc.collect())
-def _sample():
-    m = gc.mem_alloc()
-    if m > _peak[0]:
-        _peak[0] = m
-    gc.collect()
-    m = gc.mem_alloc()
-    if m > _peak[1]:
-        _peak[1] = m
-_step = A.step
-def _stepped(*a, **k):
-    _sample()
-    r = _step(*a, **k)
-    _sample()
-    return r
-A.step = _stepped
-_feed = S.Watchdog.feed
-def _fed(self):  # called between the long steps of a handshake
-    _sample()
-    _feed(self)
-S.Watchdog.feed = _fed
-_status = A.status
-def _st(ev, **f):
-    _sample()
-    if ev == "done":
-        f["peak_alloc"] = _peak[0]
-        f["peak_live"] = _peak[1]
-    _status(ev, **f)
-A.status = _st
-"""  # then the text of firmware/main.py: main.py itself is left off the flash (no auto-start)
-
-
-def e2e(mode, count=100, workdir=None):
-    """(handshake_ms, peak_kib): the real application on an emulated Pico."""
-    from sim.fleet import Fleet
-    from sim.pico import fleet as pico_fleet
-    from sim.scenarios import run_scenario
-
-    wd = Path(workdir or tempfile.mkdtemp(prefix="atls-bench-pico-"))
-    fleet = Fleet(devices=1, seed=16, mode=mode, period_ms=100, count=count, workdir=wd)
-    pico_fleet.attach(fleet, 1)
-    fleet.pico_app = {"exit_when_done": True}
-    unix_start = fleet.start_device
-
-    def start(name):  # the application under a heap sampler (E2E_CODE), not main.py at boot
-        if name in fleet.pico_names:
-            code = E2E_CODE + (FIRMWARE / "main.py").read_text()
-            return pico_fleet.start_pico_device(fleet, name, run_code=code)
-        return unix_start(name)
-
-    fleet.start_device = start
-    try:
-        run_scenario(fleet, "default", 900, None, setup_timeout=300)
-        fleet.wait(lambda: '"done"' in (wd / "dev-01.log").read_text(), 600)
-    finally:
-        fleet.shutdown()
-    st = fleet.devices["dev-01"]
-    done = {}
-    for line in (wd / "dev-01.log").read_text().splitlines():
-        if '"ev": "done"' in line:
-            done = json.loads(line.split("ATLS ", 1)[1])
-    kib = lambda v: round(v / 1024, 1) if v else None  # noqa: E731
-    return {
-        "handshake_ms": st.handshake_ms[0] if st.handshake_ms else None,
-        "peak_live_kib": kib(done.get("peak_live")),
-        "peak_raw_kib": kib(done.get("peak_alloc")),
-        "messages": [st.acked, st.received],
-    }
-
-
 def pico(quick=False):
     from sim.pico.driver import node_binary
 
@@ -282,17 +210,27 @@ def pico(quick=False):
     flash = _flash()
     micro(res, flash)
     res["import_app_ms_py"] = _import_py()
-    for mode in ("psk", "cert"):
-        r = e2e(mode, count=10 if quick else 100)
-        res["e2e_handshake_ms_%s" % mode] = r["handshake_ms"]
-        res["peak_heap_kib_%s" % mode] = r["peak_live_kib"]
-        res["peak_heap_raw_kib_%s" % mode] = r["peak_raw_kib"]
-        res["e2e_messages_%s" % mode] = r["messages"]
-    if not quick:
-        flash_py = _flash(source=True)
-        for mode, fixture in zip(("psk", "cert"), FIXTURES):
-            res["min_free_heap_kib_%s" % mode] = min_free(flash, fixture)
-            res["min_free_heap_kib_%s_py" % mode] = min_free(flash_py, fixture)
+    from host_tools.bench.pico_app import AppRig
+
+    for mode, fixture in zip(("psk", "cert"), FIXTURES):
+        rig = AppRig(mode, count=10 if quick else 100)
+        try:
+            r = rig.first()
+            res["peak_heap_kib_%s" % mode] = r["peak_live_kib"]
+            res["peak_heap_raw_kib_%s" % mode] = r["peak_raw_kib"]
+            res["heap_phases_kib_%s" % mode] = r["phases_kib"]
+            res["e2e_messages_%s" % mode] = r["messages"]
+            res["e2e_handshake_ms_%s" % mode] = rig.timed_handshake()
+            if not quick:
+                # the collector needs slack above the live peak (measured: 4-12 KiB)
+                guess = r["peak_live_kib"] and r["peak_live_kib"] + 8
+                res["min_free_heap_kib_%s" % mode] = rig.min_free(guess_kib=guess)
+                res["min_free_heap_kib_%s_py" % mode] = rig.min_free(True, guess_kib=guess)
+            res["heap_trials_%s" % mode] = rig.trials
+        finally:
+            rig.close()
+        if not quick:
+            res["client_min_free_heap_kib_%s" % mode] = min_free(flash, fixture)
     for k in (
         "x25519_ms",
         "p256_ecdh_ms",

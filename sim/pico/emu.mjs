@@ -31,7 +31,7 @@ import fs from 'fs';
 import net from 'net';
 import readline from 'readline';
 import { decodeBlock } from 'uf2';
-import { Simulator, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
+import { Simulator, USBCDC, ConsoleLogger, LogLevel, GPIOPinState } from 'rp2040js';
 import { bootromB1 } from './bootrom.mjs';
 
 function parseArgs(argv) {
@@ -116,6 +116,15 @@ function romCall(pc) {
   return nanos;
 }
 
+// ---- pulls: a pad with its pull-up (pull-down) enabled and nothing attached reads high
+// (low); stock rp2040js reads every undriven input low, so a pulled-up button reads as held
+for (const pin of mcu.gpio) {
+  pin.addListener((state) => {
+    if (state === GPIOPinState.InputPullUp) pin.setInputValue(true);
+    else if (state === GPIOPinState.InputPullDown) pin.setInputValue(false);
+  });
+}
+
 // ---- cycle markers on a GPIO (device code: Pin(22) high around a measured region) ----
 let spanStart = null;
 let spanCount = 0;
@@ -147,7 +156,9 @@ for (const u of mcu.uart) {
 
 // ---- UART0 <-> TCP (the emulated XBee module's serial port) ----
 const uart = mcu.uart[0];
-const charNanos = () => (1e9 * 10) / (uart.baudRate || 9600);
+// before the firmware sets the divider, baudRate is Infinity: a byte time of 0 would make
+// rxAlarm fire forever at one instant (bytes from the module before UART0 is configured)
+const charNanos = () => (1e9 * 10) / (uart.baudRate > 0 && uart.baudRate < Infinity ? uart.baudRate : 9600);
 const rxQueue = [];
 const txQueue = [];
 let txOut = [];

@@ -410,3 +410,11 @@ def _gtab():
     if not _GTAB:
         _GTAB.append(limbs.table(_GT, limbs.buffers()[0]))
     return _GTAB[0]
+
+
+def prepare():
+    """Allocate the native code's buffers and G's table now: DeviceSession.preload
+    calls it at boot, while the heap is whole; mid-handshake a fragmented heap may
+    have no 2.5 KiB in one piece left (MemoryError with most of the heap free)."""
+    if limbs:
+        _gtab()

@@ -14,7 +14,7 @@ blocking, and send() drops datagrams (counted in `not_ready`) until the
 module is ready again; the link layer retransmits them.
 
 Once paired, pairing packets from the coordinator go to `pairing_hook`
-(atls.pairing_client.not_paired_check: an authenticated NOT_PAIRED raises
+(atls.pairing_state.not_paired_check: an authenticated NOT_PAIRED raises
 NotPaired out of recv, so the application restarts and pairs again).
 ZigBee network security (EE, EO, KY or DC) is applied through at() by
 atls.pairing_client.secure before pairing.
@@ -123,7 +123,7 @@ class XBeeTransport(XBeeConfig):
         self.rx_overflow = 0
         self.reconfigures = 0  # module resets (0x00/0x01) after which configure ran again
         self.not_ready = 0  # datagrams dropped while the module was being configured
-        # set by atls.pairing_client once paired: pairing packets (0xB0-0xB7) go
+        # set by atls.pairing_state once paired: pairing packets (0xB0-0xB7) go
         # to it (it raises NotPaired on an authenticated NOT_PAIRED), not to recv
         self.pairing_hook = None
         self._poll = None

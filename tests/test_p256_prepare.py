@@ -1,0 +1,47 @@
+"""atls.crypto.p256.prepare() (issue 17): DeviceSession.preload() allocates the
+native P-256 code's buffers (a 2,560-byte table among them) at boot.  On the
+emulated Pico a certificate handshake failed with "MemoryError ... allocating
+2560 bytes" while most of the heap was free, in pieces: here the heap is cut
+into 1 KiB holes before signing and verifying, once without prepare() (the
+MemoryError the device saw) and once with it (unix port, native x64 code)."""
+
+import pytest
+from test_native_x25519 import native_micropython
+
+SCRIPT = r"""
+import gc, sys
+from atls.crypto import p256
+from atls.crypto.p256_sign import ecdsa_sign
+priv = bytes(range(1, 33))
+if sys.argv[1] == "prepare":
+    p256.prepare()
+holes = []
+try:
+    while True:
+        holes.append(bytearray(1024))
+except MemoryError:
+    pass
+for i in range(0, len(holes), 2):
+    holes[i] = None
+gc.collect()
+try:
+    sig = ecdsa_sign(priv, b"reading")
+    p256.ecdsa_verify(p256.public_key(priv), b"reading", sig)  # raises when it fails
+    print("verified")
+except MemoryError as e:
+    print("MemoryError", e)
+"""
+
+
+@pytest.fixture(scope="module")
+def mpy_native(tmp_path_factory):
+    return native_micropython(tmp_path_factory.mktemp("native-p256-prepare"))
+
+
+def test_prepared_buffers_survive_a_fragmented_heap(mpy_native):
+    cold = mpy_native.run(SCRIPT, args=["cold"], heapsize="96K")
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout.split()[0] == "MemoryError", cold.stdout
+    warm = mpy_native.run(SCRIPT, args=["prepare"], heapsize="96K")
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split() == ["verified"], warm.stdout
