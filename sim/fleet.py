@@ -94,6 +94,10 @@ class Fleet:
         self.started = time.time()
         self.events = []
         self.triggers = []  # [device, event kind, callback]: run once, from the reader
+        # what a scenario adds to the configuration files (sim/ota_run.py)
+        self.registry_extra = {}  # device -> keys of its registry entry
+        self.service_extra = {}  # keys of service.json
+        self.device_extra = {}  # keys of every device.json
 
     def note(self, what, **kw):
         self.events.append(dict({"t": round(time.time() - self.started, 2), "event": what}, **kw))
@@ -189,6 +193,8 @@ class Fleet:
                 if name in self.wrong_psk:
                     psk = os.urandom(32)  # the device holds a PSK the service never saw
                 self.creds[name] = {"psk": psk.hex()}
+        for name, extra in self.registry_extra.items():
+            reg["devices"][name].update(extra)
         (self.dir / "devices.json").write_text(json.dumps(reg))
         os.chmod(self.dir / "devices.json", 0o600)
 
@@ -204,6 +210,7 @@ class Fleet:
             "limits": {"idle_timeout_s": 600},
             "app": self.service_app,
         }
+        cfg.update(self.service_extra)
         if self.mode == "cert":
             cfg.update(cert="server.pem", key="server.key")
         (self.dir / "service.json").write_text(json.dumps(cfg))
@@ -307,6 +314,7 @@ class Fleet:
             },
             "app": {"period_ms": self.period_ms, "count": self.count, "stats_ms": 1000},
         }
+        dev.update(self.device_extra)
         (d / "device.json").write_text(json.dumps(dev))
         os.chmod(d / "device.json", 0o600)
         self.devices.setdefault(name, DeviceState(name))
