@@ -98,6 +98,9 @@ def main(argv=None):
     if a.devices < 1 or a.devices > 500:
         print("sim: --devices must be 1..500", file=sys.stderr)
         return 2
+    if a.scenario == "ota" and a.devices < 4:  # one device per role (sim/ota_run.py)
+        print("sim: --scenario ota needs --devices 4 or more", file=sys.stderr)
+        return 2
     loss = a.loss if a.loss is not None else DEFAULT_LOSS.get(a.scenario, 0.0)
     if not 0 <= loss < 1:
         print("sim: --loss must be in [0, 1)", file=sys.stderr)

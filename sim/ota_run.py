@@ -43,7 +43,7 @@ from sim.ota_scenario import preinstall
 
 A, B, FORGED, C = "1.0.0", "1.1.0", "1.1.1", "1.2.0"
 RATE = {"rate_fps": 40, "airtime_fps": 250, "window": 16, "frame_bytes": 66, "poll_ms": 20}
-EVIL = {"tamper_update": 0.01}
+EVIL = {"tamper_update": 0.01}  # each costs a retransmission timeout: 5 % doubles the time
 CACHE = ROOT / "build" / "sim" / "ota-mpy"  # the firmware as .mpy, by source digest
 RESTARTS = ("device_reset", "device_reboot")  # sim.fleet's notes: one more boot each
 MAX_GAP_S = 30.0  # longest wait between two acknowledged readings of a device
@@ -192,6 +192,7 @@ def run(fleet, duration, live=None, update_timeout=900):
     checks = [("all devices paired", fleet.pair_all(names, timeout=60), "")]
     up = fleet.wait(lambda: all(fleet.devices[n].handshakes_ok >= 1 for n in names), 90, live)
     checks.append(("every device completed a handshake on A", up, ""))
+    t_up = time.time() + 1.0  # the baseline starts once the fleet's handshakes are over
     baseline = max(2.0, duration / 2)
     fleet.wait(lambda: False, baseline, live)  # readings, no update
     t0 = time.time()
@@ -210,7 +211,7 @@ def run(fleet, duration, live=None, update_timeout=900):
     fleet.note("ota_settled", seconds=round(t1 - t0, 1))
     fleet.wait(lambda: False, max(2.0, duration / 2), live)  # readings after the update
     fleet.settle(live)
-    fleet.ota_result = result(fleet, names, roles, pub, bundles, (t0, t1), cut, (air0, air1))
+    fleet.ota_result = result(fleet, names, roles, pub, bundles, (t_up, t0, t1), cut, (air0, air1))
     checks += verdicts(fleet.ota_result, roles, finished)
     return names, names, [], checks
 
@@ -278,7 +279,7 @@ def _pct(xs, q):
 
 
 def result(fleet, names, roles, pub, bundles, window, cut, air):
-    t0, t1 = window
+    t_up, t0, t1 = window
     hellos = hello_versions(fleet)
     devs, during, outside = {}, [], []
     for n in names:
@@ -286,8 +287,10 @@ def result(fleet, names, roles, pub, bundles, window, cut, air):
         acks = sorted(a for _, a in rs if a is not None)
         gaps = [b - a for a, b in zip(acks, acks[1:]) if b > t0 and a < t1]
         for tx, ack in rs:
-            if ack is not None:
-                (during if t0 <= tx <= t1 else outside).append(ack - tx)
+            if ack is not None and t0 <= tx <= t1:
+                during.append(ack - tx)
+            elif ack is not None and tx >= t_up:
+                outside.append(ack - tx)
         version, signed = on_root(fleet.device_dir(n) / "ota", pub)
         resumed = [
             e.get("offset", 0)

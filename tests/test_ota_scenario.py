@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+from host_tools.bench.ota import real_figures
 from host_tools.toolchain import ROOT
 from sim.ota_run import A, B, C
 from sim.ota_scenario import C as MODEL_C
@@ -53,6 +54,10 @@ def test_sim_ota_scenario_real_processes(tmp_path):
     assert ota["tamper_update"] > 0 and ota["resets"] >= 3
     assert report["totals"]["lost_acknowledged"] == report["totals"]["duplicated"] == 0
     assert all(d["acked_during"] > 0 for d in devs.values())
+    fig = real_figures(report)  # make bench section ota, from this run
+    assert fig["real_verdict"] == "pass" and fig["real_devices"] == 4
+    assert fig["real_ack_ms_p95_during"] > 0 and fig["real_readings_during"] > 0
+    assert fig["real_update_bytes_on_air"] > ota["bundle_bytes"]  # 48 bytes a frame + ACKs
 
 
 def test_bench_ota_section_quick():
@@ -60,7 +65,7 @@ def test_bench_ota_section_quick():
     from host_tools.bench.sections import NOTES, SECTIONS
 
     assert "ota" in dict(SECTIONS) and NOTES["ota"]
-    res = ota(quick=True)
+    res = ota(quick=True, real=False)  # the real run: test_sim_ota_scenario_real_processes
     # docs/OTA.md: a 104,051-byte bundle is 2,169 frames down, 363 up, ~150 KB on air
     assert (res["typical_frames_down"], res["typical_frames_up"]) == (2169, 363)
     assert 140_000 < res["typical_bytes_on_air"] < 160_000
