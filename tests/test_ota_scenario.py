@@ -60,6 +60,18 @@ def test_sim_ota_scenario_real_processes(tmp_path):
     assert fig["real_update_bytes_on_air"] > ota["bundle_bytes"]  # 48 bytes a frame + ACKs
 
 
+def test_sim_ota_scenario_needs_a_device_per_role(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "sim", "--scenario", "ota", "--devices", "3"]
+        + ["--workdir", str(tmp_path / "w")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and "--devices 4" in p.stderr, p.stderr
+
+
 def test_bench_ota_section_quick():
     from host_tools.bench.ota import ota
     from host_tools.bench.sections import NOTES, SECTIONS
