@@ -38,7 +38,7 @@ from atls.ota import bundle as dev_bundle
 from host_tools.boards.config import load_board
 from host_tools.boards.mpy import build_mpy
 from host_tools.ota import bundle as host_bundle
-from host_tools.toolchain import FIRMWARE, ROOT, compile_mpy
+from host_tools.toolchain import FIRMWARE, ROOT, compile_mpy, mpy_cross_binary
 from sim.ota_scenario import preinstall
 
 A, B, FORGED, C = "1.0.0", "1.1.0", "1.1.1", "1.2.0"
@@ -57,8 +57,8 @@ def firmware_files(cache=CACHE):
     holds a whole `atls` package (MicroPython looks for a package's modules
     in the one folder it was found in).  No native code: the unix port runs
     the pure modules, as `make mpy` for a board without an mpy_arch.  Built
-    once per firmware source (cache/<digest of the sources>)."""
-    h = hashlib.sha256()
+    once per firmware source and mpy-cross (cache/<digest>)."""
+    h = hashlib.sha256(str(os.stat(mpy_cross_binary()).st_mtime_ns).encode())
     for src in sorted(FIRMWARE.rglob("*.py")):
         h.update(src.relative_to(FIRMWARE).as_posix().encode() + b"\0" + src.read_bytes())
     out = Path(cache) / h.hexdigest()[:16]
@@ -112,9 +112,6 @@ class Roles:
         self.target = {n: B for n in names}
         self.target[self.tampered] = FORGED
         self.target[self.broken] = C
-
-    def good(self, names):
-        return [n for n in names if n not in (self.tampered, self.broken)]
 
 
 def events(fleet, name, kind=None):

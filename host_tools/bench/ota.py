@@ -26,6 +26,7 @@ from pathlib import Path
 from host_tools.ota.service import airtime
 from host_tools.toolchain import ROOT
 
+BITRATE = 250_000  # 802.15.4 at 2.4 GHz, as sim/radio/medium.py
 TYPICAL_BUNDLE = 104_051  # docs/OTA.md: the 58 modules as .mpy
 
 NOTE = (
@@ -112,6 +113,9 @@ def real_figures(report):
         "real_air_bytes_during": r["air_during"]["bytes"],
         "real_airtime_s_during": round(r["air_during"]["airtime_ms"] / 1000, 1),
         "real_update_bytes_on_air": took["bytes_on_air"] - refused["bytes_on_air"],
-        "real_update_airtime_s": round((took["airtime_ms"] - refused["airtime_ms"]) / 1000, 1),
+        "real_update_frames_on_air": took["frames_on_air"] - refused["frames_on_air"],
+        "real_update_airtime_s": round(
+            (took["bytes_on_air"] - refused["bytes_on_air"]) * 8 / BITRATE, 1
+        ),
         "real_tampered_chunks": r["tamper_update"],
     }
