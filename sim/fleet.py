@@ -95,7 +95,6 @@ class Fleet:
         self.events = []
         self.triggers = []  # [device, event kind, callback]: run once, from the reader
         # what a scenario adds to the configuration files (sim/ota_run.py)
-        self.registry_extra = {}  # device -> keys of its registry entry
         self.service_extra = {}  # keys of service.json
         self.device_extra = {}  # keys of every device.json
 
@@ -193,8 +192,6 @@ class Fleet:
                 if name in self.wrong_psk:
                     psk = os.urandom(32)  # the device holds a PSK the service never saw
                 self.creds[name] = {"psk": psk.hex()}
-        for name, extra in self.registry_extra.items():
-            reg["devices"][name].update(extra)
         (self.dir / "devices.json").write_text(json.dumps(reg))
         os.chmod(self.dir / "devices.json", 0o600)
 
