@@ -90,11 +90,12 @@ mutants: $(MUTANTS_STAMP)
 # make sim [DEVICES=5] [PICO=0] [LOSS=0] [LATENCY=5] [SEED=1] [DURATION=20] [MODE=psk|cert]
 #          [SUITE=TLS_AES_128_CCM_8_SHA256] [SCENARIO=default] [REPORT=build/sim/report.json]
 #          [MQTT=1]  the service runs the MQTT bridge against a local Mosquitto (docs/MQTT.md)
+#          [OTA_RATE=40]  SCENARIO=ota: update frames/s per device (docs/OTA.md)
 SIM_ARGS = $(if $(DEVICES),--devices $(DEVICES)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(LATENCY),--latency $(LATENCY)) $(if $(SEED),--seed $(SEED)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(MODE),--mode $(MODE)) \
   $(if $(SUITE),--suite $(SUITE)) $(if $(SCENARIO),--scenario $(SCENARIO)) \
-  $(if $(filter 1 yes true,$(MQTT)),--mqtt) \
+  $(if $(filter 1 yes true,$(MQTT)),--mqtt) $(if $(OTA_RATE),--ota-rate $(OTA_RATE)) \
   $(if $(PICO),--pico $(PICO)) --report "$(or $(REPORT),build/sim/report.json)"
 
 # PICO=N: the first N devices run on emulated Raspberry Pi Picos (sim/pico, issue 16)

@@ -91,9 +91,15 @@ def main(argv=None):
     ap.add_argument("--html", help="write the HTML report here (default: next to --report)")
     ap.add_argument("--workdir", help="where processes keep logs and state")
     ap.add_argument("--mqtt", action="store_true", help="the MQTT bridge and a local broker")
+    ap.add_argument(
+        "--ota-rate", type=int, help="scenario ota: update frames/s per device (default 40)"
+    )
     a = ap.parse_args(argv)
     if a.devices < 1 or a.devices > 500:
         print("sim: --devices must be 1..500", file=sys.stderr)
+        return 2
+    if a.scenario == "ota" and a.devices < 4:  # one device per role (sim/ota_run.py)
+        print("sim: --scenario ota needs --devices 4 or more", file=sys.stderr)
         return 2
     loss = a.loss if a.loss is not None else DEFAULT_LOSS.get(a.scenario, 0.0)
     if not 0 <= loss < 1:
@@ -112,6 +118,7 @@ def main(argv=None):
         workdir=a.workdir or ROOT / "build" / "sim" / ("%s-%d" % (a.scenario, a.seed)),
         evil=EVILS.get(a.scenario),
     )
+    fleet.ota_rate = a.ota_rate
     if a.pico:  # issue 16: devices on emulated RP2040s (sim/pico), marked * in the table
         from sim.pico.fleet import attach
 
@@ -149,6 +156,8 @@ def main(argv=None):
             mq.stop()
     fleet.shutdown()
     report = rep.build(fleet, a.scenario, names, good, wrong, checks, time.time() - t0)
+    if getattr(fleet, "ota_result", None):  # scenario ota: its figures (sim/ota_run.py)
+        report["ota"] = fleet.ota_result
     print()
     print(rep.text(report))
     if a.report:

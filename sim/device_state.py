@@ -2,6 +2,7 @@
 events as "ATLS {json}" lines (sim/fleet.py reads them from its stdout)."""
 
 import threading
+import time
 
 
 class DeviceState:
@@ -25,11 +26,16 @@ class DeviceState:
         self.lines = 0
         self.last_error = None
         self.lock = threading.Lock()
+        self.trace = []  # (wall time, event) of tx, ack, boot, up and ota_* lines
+
+    TRACED = ("tx", "ack", "boot", "up")
 
     def feed(self, ev):
         kind = ev.get("ev")
         with self.lock:
             self.lines += 1
+            if kind in self.TRACED or str(kind).startswith("ota_"):
+                self.trace.append((time.time(), ev))
             if kind == "boot":
                 self.boot = ev.get("boot")
                 self.boots.append({"boot": self.boot, "sent": 0, "acked": 0, "handshakes": 0})

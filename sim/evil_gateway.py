@@ -13,6 +13,10 @@ reach the service (3- and 4-byte packets with random session ids, whose
 answers reach the device) and ERRORs with random session ids reach the
 device.
 
+`tamper_update` (issue 20) flips a bit in that fraction of the CDATA packets
+(a channel other than 0, in the clear header; which channel is sealed)
+going to devices: the update channel's OFFER and chunks.
+
     ATLS_EVIL='{"tamper": 0.05, ...}' python -m sim.evil_gateway run --config gw.json
 """
 
@@ -34,7 +38,7 @@ class EvilGateway(Gateway):
         self.rng = random.Random(p.get("seed", 1))
         self.p = {
             k: float(p.get(k, 0.0))
-            for k in ("tamper", "replay", "reorder", "drop", "inject", "drop_ack")
+            for k in ("tamper", "replay", "reorder", "drop", "inject", "drop_ack", "tamper_update")
         }
         self.forge_s = float(p.get("forge_error_s", 0))
         self.spoof_s = float(p.get("spoof_s", 0))
@@ -59,6 +63,15 @@ class EvilGateway(Gateway):
             self._did("drop_ack")
             return
         self._forge(direction, target, packet, forward)
+        if (
+            direction == "down"
+            and packet[0] & 7 == protocol.CDATA
+            and r() < self.p["tamper_update"]
+        ):
+            b = bytearray(packet)
+            b[self.rng.randrange(protocol.HEADER_LEN, len(b))] ^= 1 << self.rng.randrange(8)
+            packet = bytes(b)
+            self._did("tamper_update")
         if r() < self.p["tamper"] and len(packet) > protocol.HEADER_LEN:
             b = bytearray(packet)
             i = self.rng.randrange(protocol.HEADER_LEN, len(b))  # keep the marker and session id

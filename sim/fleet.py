@@ -94,6 +94,9 @@ class Fleet:
         self.started = time.time()
         self.events = []
         self.triggers = []  # [device, event kind, callback]: run once, from the reader
+        # what a scenario adds to the configuration files (sim/ota_run.py)
+        self.service_extra = {}  # keys of service.json
+        self.device_extra = {}  # keys of every device.json
 
     def note(self, what, **kw):
         self.events.append(dict({"t": round(time.time() - self.started, 2), "event": what}, **kw))
@@ -204,6 +207,7 @@ class Fleet:
             "limits": {"idle_timeout_s": 600},
             "app": self.service_app,
         }
+        cfg.update(self.service_extra)
         if self.mode == "cert":
             cfg.update(cert="server.pem", key="server.key")
         (self.dir / "service.json").write_text(json.dumps(cfg))
@@ -307,6 +311,7 @@ class Fleet:
             },
             "app": {"period_ms": self.period_ms, "count": self.count, "stats_ms": 1000},
         }
+        dev.update(self.device_extra)
         (d / "device.json").write_text(json.dumps(dev))
         os.chmod(d / "device.json", 0o600)
         self.devices.setdefault(name, DeviceState(name))

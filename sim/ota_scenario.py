@@ -1,7 +1,11 @@
-"""Scenario `ota`: a fleet updates from version A to version B through an
-untrusted gateway while it keeps sending readings (issue 20).
+"""The one-process model of an update campaign (issue 20), in simulated time:
+a fleet updates from version A to version B through an untrusted gateway
+while it keeps sending readings.  Scenario `ota` (sim/ota_run.py) is the real
+multi-process run; this model stays as the fast unit check of the update
+logic (tests/test_ota_scenario.py) and for `make bench` section `ota`, where
+ten devices update in simulated seconds.
 
-This is a model run in one process, with the product's real update code on
+It runs in one process, with the product's real update code on
 both ends and the radio modelled: the service side is host_tools.ota.app
 (OtaApp around OtaService, the bundle store, the registry's targets), each
 device is atls.ota.agent.Agent (atls.ota.updater.Updater writing real files
@@ -12,10 +16,7 @@ frame sealed with the session's AEAD (atls.crypto.aead, CCM_8); the network
 carries ~326 frames/s shared by everyone; readings (channel 0) and update
 frames (channel 2) queue for the same air.  The gateway is malicious: it
 flips a byte in some update frames, which the receiver's AEAD rejects (no
-effect but delay).  What the multi-process simulator adds (MicroPython
-processes, the real gateway and service) needs DeviceSession to put the
-firmware version in its HELLO (see docs/OTA.md); this model checks the
-update logic end to end.
+effect but delay).
 
 Roles (dev-01 .. dev-NN, N >= 4): dev-02 loses power mid-download (resumes
 where its staging area says), dev-03 receives a tampered bundle (a
@@ -414,21 +415,3 @@ def checks(r):
         )
     )
     return out
-
-
-def run(fleet, duration, live=None):
-    """sim/scenarios.py's entry: (names, good, wrong, checks); the model's
-    devices are not processes of `fleet` (its report shows the checks)."""
-    r = run_model(devices=max(4, fleet.n), seed=fleet.seed, period_ms=fleet.period_ms)
-    cs = checks(r)
-    cs.append(("model: %s" % _summary(r), True, ""))
-    return [], [], [], cs
-
-
-def _summary(r):
-    return "%d devices, bundle %d bytes, update %.1f s, %d frames on air" % (
-        len(r["devices"]),
-        r["bundle_bytes"],
-        r["update_s"] or -1,
-        r["air"]["frames"],
-    )

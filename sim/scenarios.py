@@ -29,7 +29,9 @@ SCENARIOS = {
     "reboot-mid-message": "a device reboots right after sending, its ACKs dropped by the path",
 }
 SCENARIOS.update(PAIRING_SCENARIOS)  # sim/pair_attack.py: pair-attack, install-code
-SCENARIOS["ota"] = "signed updates A->B through a tampering gateway (model, sim/ota_scenario.py)"
+SCENARIOS["ota"] = (
+    "signed updates A->B through a tampering gateway, readings flowing (sim/ota_run.py)"
+)
 DEFAULT_LOSS = {"lossy10": 0.1, "lossy30": 0.3}
 EVIL = {"tamper": 0.05, "replay": 0.05, "reorder": 0.05, "drop": 0.05, "inject": 0.05}
 # issue 13: what the path can forge never duplicates, loses or stalls a message
@@ -58,9 +60,9 @@ def run_scenario(fleet, scenario, duration, live=None, setup_timeout=90):
 
         return pair_attack.run(fleet, scenario, duration, live, setup_timeout)
     if scenario == "ota":
-        from sim import ota_scenario
+        from sim import ota_run
 
-        return ota_scenario.run(fleet, duration, live)
+        return ota_run.run(fleet, duration, live)
     checks = []
     wrong = ["dev-%02d" % fleet.n] if scenario == "wrong-psk" and fleet.n >= 2 else []
     target = "dev-01"

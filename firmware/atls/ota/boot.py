@@ -166,7 +166,8 @@ def start(root=None, entry="atls.supervisor", reset=None):
     """main.py's whole job: select(), then import `entry` and run its main().
     A selected slot whose firmware does not even import is rolled back at
     once and the board reset (`reset`, default machine.reset; on the unix
-    port the error is raised)."""
+    port exit status RESET_EXIT, which the simulator answers with a restart,
+    as for atls.ota.agent.reset)."""
     root = default_root() if root is None else root
     p = None
     try:
@@ -175,13 +176,14 @@ def start(root=None, entry="atls.supervisor", reset=None):
         print("ATLS " + json.dumps({"ev": "ota_boot_error", "error": repr(e)}))
     try:
         mod = __import__(entry, None, None, ["main"])
-    except Exception:
+    except Exception as e:
         if not (p and p.get("slot")):
             raise
+        print("ATLS " + json.dumps({"ev": "ota_boot_error", "error": repr(e)}))
         _rollback(root, p, _fs.FS())
         if reset is None:
             if sys.platform in ("linux", "darwin", "win32"):
-                raise
+                raise SystemExit(75)  # atls.ota.agent.RESET_EXIT: the runner restarts us
             import machine
 
             reset = machine.reset
