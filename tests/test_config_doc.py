@@ -44,6 +44,9 @@ def test_service_example_loads(tmp_path):
     assert service.limits["max_half_open"] == 64 and service.limits["app_queue"] == 256
     assert service.link_config.mtu == 1200 and service.link_config.rto_max_ms == 8000
     assert (service.sids.server_id, service.sids.bits) == (0, 2)
+    store = service.store  # the redis section: nothing connects before the first session
+    assert store.prefix == "atls:" and store.ttl_ms == 600000 and store.retry_ms == 1000
+    assert (tmp_path / "state-seal.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_registry_example_loads(tmp_path):

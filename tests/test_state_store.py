@@ -22,6 +22,7 @@ from host_tools.registry.seal import MasterKey
 from host_tools.service import state_codec
 from host_tools.service.core import Service
 from host_tools.service.redis_server import RedisServer
+from host_tools.service.routing import SidSpace
 from host_tools.service.state_store import StateStore
 from host_tools.service.tls_engine import ServerConfig
 
@@ -144,6 +145,7 @@ def test_second_worker_continues_the_session_without_a_handshake(rds, tmp_path):
     # the same channel keys on both workers and at the device
     (s0,), (s1,) = w0.svc.sessions.values(), w1.svc.sessions.values()
     assert s1.key_block == s0.key_block and s1.identity == "dev-1"
+    assert w1.app.sessions == [s1] and s1.loaded and not s0.loaded  # on_connect, once
     assert s1.link.channel.tag_len == p.dev.link.channel.tag_len
     # worker 1 sends on its own; worker 0's stale copy catches up on its next packet
     s1.send(b"from-w1")
@@ -277,8 +279,11 @@ def test_redis_down_keeps_sessions_refuses_new_ones_and_recovers(rds, tmp_path):
     c = w0.svc.counters
     rds.stop()
     p.dev.send(b"echo:during", p.now)
-    assert p.run(3000, lambda: p.got == [b"re:during"] and not p.dev.pending())
-    assert c["redis_up"] == 0 and c["state_errors"] >= 1
+    # the session goes on: the message is delivered and acknowledged (ACK nonces
+    # from the reserve of the last commit); the reply, a new DATA seq, waits
+    assert p.run(3000, lambda: not p.dev.pending())
+    assert w0.app.got == [b"echo:during"] and p.got == []
+    assert c["redis_up"] == 0 and c["state_errors"] >= 1 and c["state_withheld"] >= 1
     # a new device is refused (busy) before any TLS work, and counted
     cfg = LinkConfig(mtu=1200, rto_ms=200, rto_max_ms=1600, handshake_timeout_ms=5000)
     dev2 = DeviceSession(ClientConfig(psk=PSKS[b"dev-2"], psk_identity=b"dev-2"), cfg)
@@ -290,8 +295,286 @@ def test_redis_down_keeps_sessions_refuses_new_ones_and_recovers(rds, tmp_path):
     rds.start()  # Redis is back (empty: it kept nothing)
     assert p.run(40000, lambda: c["handshakes_ok"] == 2)
     assert c["redis_up"] == 1 and dev2.state == "up"
+    assert p.run(3000, lambda: p.got == [b"re:during"])  # committed, then sent
     # the session that lived through it is stored again: worker 1 can take it over
     p.to = 1
     p.dev.send(b"echo:after", p.now)
     assert p.run(3000, lambda: p.got[-1:] == [b"re:after"] and not p.dev.pending())
     assert p.w[1].app.got == [b"echo:after"] and p.dev.handshakes == 1
+
+
+def _evalsha(r):
+    st = r.info("commandstats")
+    return {k[len("cmdstat_") :]: v["calls"] for k, v in st.items() if "config" not in k}
+
+
+def test_round_trips_per_message(rds, tmp_path):
+    """One COMMIT for a device message the application does not answer, two
+    when it answers (the acceptance, then the reply's DATA seq); none for
+    the device's ACKs or our own (ACK counters come from the reserve)."""
+    p = Pair(rds, tmp_path)
+    _up(p)
+    r = rds.client()
+    p.dev.send(b"warm", p.now)
+    p.run(500)
+    n = 50
+    for kind, per in ((b"plain", 1), (b"echo", 2)):
+        r.config_resetstat()
+        for i in range(n):
+            p.dev.send(b"%s:%d" % (kind, i), p.now)
+            p.run(30)
+        p.run(1000)
+        calls = _evalsha(r)
+        assert calls == {"evalsha": per * n, "hget": per * n, "hset": per * n, "pexpire": per * n}
+    assert len(p.got) == n and p.w[0].app.got[-1] == b"echo:%d" % (n - 1)
+
+
+def test_a_loaded_record_never_reuses_the_writers_ack_nonces(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    p.dev.send(b"plain", p.now)
+    p.run(300)
+    (s0,) = w0.svc.sessions.values()
+    s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
+    # worker 0 may seal ACKs up to its reserve without a commit; worker 1 starts beyond
+    lim0, lim1 = s0.shared.lim[0], s1.shared.lim[0]
+    assert s0.link.channel.ack_seq <= lim0 <= s0.link.channel.ack_seq + state_codec.RESERVE
+    assert s1.link.channel.ack_seq >= lim0 and lim1 == s1.link.channel.ack_seq
+    assert s1.link.channel.top == s0.link.channel.top  # the same replay window
+
+
+class _Always4242(SidSpace):
+    """Ignores what is taken (service.routing.Taken normally skips ids live
+    in Redis): the commit's own check must still refuse the id."""
+
+    def new(self, taken):
+        return 4242
+
+
+def test_a_session_id_taken_in_redis_fails_the_handshake_cleanly(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    w0 = p.w[0]
+    r = rds.client()
+    r.hset("atls:s:4242", mapping={"v": 7, "b": b"someone else's"})
+    w0.svc.sids = _Always4242()  # the draw lands on an id another worker stored
+    p.run(1000)
+    c = w0.svc.counters
+    assert c["handshakes_ok"] == 0 and c["handshake_failures"] == {"sid_in_use": 1}
+    assert r.hget("atls:s:4242", "v") == b"7" and not w0.svc.sessions
+
+
+def test_config_section_metrics_and_a_worker_built_from_it(rds, tmp_path):
+    import json
+
+    from host_tools.service.config import build_from_config
+    from host_tools.service.errors import ConfigError
+    from host_tools.service.metrics import ServiceMetrics
+    from host_tools.service.state_store import from_config
+
+    for bad in ({"url": rds.url, "ttl": 5}, {"key_prefix": "x"}, {"url": rds.url, "retry_ms": 0}):
+        with pytest.raises(ConfigError):
+            from_config(bad, tmp_path)
+    (tmp_path / "devices.json").write_text(
+        json.dumps({"devices": {"dev-1": {"psk": PSKS[b"dev-1"].hex()}}})
+    )
+    cfg = {"registry": "devices.json", "redis": {"url": rds.url, "key_prefix": "t1:"}}
+    (tmp_path / "service.json").write_text(json.dumps(cfg))
+    svc, _ = build_from_config(tmp_path / "service.json")
+    assert svc.store.prefix == "t1:" and svc.store.r.ping()
+    text = ServiceMetrics(svc).render().decode()
+    assert "atls_state_store_up 1.0" in text
+    assert 'atls_state_store_total{event="commits"} 0.0' in text
+    rds.stop()
+    svc.store.adopt(svc, 77, ADDR, 0)  # a packet for a session it does not hold
+    text = ServiceMetrics(svc).render().decode()
+    assert "atls_state_store_up 0.0" in text
+    assert 'atls_state_store_total{event="errors"} 1.0' in text
+
+
+class HoldApp(App):
+    """A hold_acks application whose worker never finishes (it is lost)."""
+
+    hold_acks = True
+
+    def __init__(self, done):
+        super().__init__()
+        self.done = done
+
+    def on_message(self, session, payload):
+        self.got.append(bytes(payload))
+        if not self.done:
+            import asyncio
+
+            return asyncio.get_event_loop().create_future()  # never done
+        return None
+
+
+def test_hold_acks_messages_a_lost_worker_never_made_safe_are_delivered_again(rds, tmp_path):
+    import asyncio
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    p = Pair(rds, tmp_path)
+    for w, done in zip(p.w, (False, True)):
+        w.app = HoldApp(done)
+        w.svc.app = w.app
+    _up(p)
+    p.dev.send(b"m1", p.now)
+    p.run(500)
+    assert p.w[0].app.got == [b"m1"] and p.dev.pending() == [b"m1"]  # delivered, not safe
+    p.to = 1  # worker 0 is lost with its awaitable; the device sends m1 again
+    assert p.run(5000, lambda: not p.dev.pending())
+    assert p.w[1].app.got == [b"m1"] and p.w[1].svc.counters["state_redelivered"] == 1
+    p.dev.send(b"m2", p.now)
+    assert p.run(3000, lambda: not p.dev.pending())
+    assert p.w[1].app.got == [b"m1", b"m2"] and p.dev.handshakes == 1
+
+
+def test_flush_commits_acknowledgements_for_a_graceful_handover(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    p.dev.send(b"echo:1", p.now)
+    assert p.run(2000, lambda: p.got == [b"re:1"])
+    p.run(500)  # the device's ACK of the reply: not committed on its own
+    (s0,) = w0.svc.sessions.values()
+    assert w0.store.flush(w0.svc) == 1
+    s1 = w1.store.adopt(w1.svc, s0.sid, ADDR, p.now)
+    assert s1.link.unacked() == [] and s1.link.first_unacked_id() == s0.link.first_unacked_id()
+
+
+def test_made_up_session_ids_cost_bounded_redis_lookups(rds, tmp_path):
+    from atls import protocol, wire
+
+    p = Pair(rds, tmp_path)
+    w0 = p.w[0]
+    r = rds.client()
+    r.config_resetstat()
+    w0.store.lookups_per_s = 50  # (5000 by default)
+    for i in range(1, 61):  # a flood from spoofed addresses, one made-up id each
+        pkt = wire.encode(protocol.DATA, i, bytes(17))
+        w0.svc.datagram_received(pkt, ("198.51.100.%d" % i, 1000 + i))
+    c = w0.svc.counters
+    assert _evalsha(r).get("hmget") == 50 and c["state_lookups_refused"] == 10
+    assert c["state_load_misses"] == 50 and not w0.svc.sessions
+    p.now += 1000  # a new second: lookups again, but not of an id that just missed
+    for _ in range(3):
+        w0.svc.datagram_received(wire.encode(protocol.DATA, 70, bytes(17)), ("198.51.100.1", 1))
+    assert _evalsha(r).get("hmget") == 51
+
+
+def test_a_replayed_packet_from_a_spoofed_address_gets_at_most_3x_back(rds, tmp_path):
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0, w1 = p.w
+    captured = []
+    p.dev.send(b"plain:x", p.now)
+    captured += p.dev.datagrams(p.now + 1)
+    p.run(500)
+    (s0,) = w0.svc.sessions.values()
+    s0.send(b"big" * 300)  # in flight to the device, which does not answer
+    w0.svc.tick()
+    w0.out.clear()
+    victim = ("203.0.113.9", 4444)
+    for d in captured:  # the device's old DATA, replayed to worker 1 from another address
+        w1.svc.datagram_received(d, victim)
+    for _ in range(30):
+        p.now += 100
+        w1.svc.tick()
+    sent = [d for d, a in w1.out if a == victim]
+    assert s0.sid in w1.svc.sessions and sent  # kept: it answers the replay with an ACK
+    assert sum(map(len, sent)) <= 3 * sum(map(len, captured)) and max(map(len, sent)) < 100
+
+
+def test_two_worker_processes_and_one_killed(rds, tmp_path):
+    """Real service processes (python -m host_tools.service, each its own clock)
+    sharing Redis: the device handshakes with the first, which is then killed
+    with SIGKILL; the second continues the session, nothing lost or repeated."""
+    import socket
+    import time
+
+    from e2e import ServiceProc
+
+    redis_cfg = {"url": rds.url, "seal_key_file": str(tmp_path / "seal.key")}
+    procs = [None, None]
+
+    def start(i):
+        (tmp_path / str(i)).mkdir()
+        extra = {"redis": redis_cfg, "app": "tests.test_state_store:EchoTagged"}
+        procs[i] = ServiceProc(tmp_path / str(i), {"dev-1": PSKS[b"dev-1"]}, extra=extra)
+
+    starts = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    cfg = LinkConfig(mtu=1200, rto_ms=100, rto_max_ms=400, handshake_timeout_ms=5000)
+    dev = DeviceSession(ClientConfig(psk=PSKS[b"dev-1"], psk_identity=b"dev-1"), cfg)
+    t0 = time.monotonic()
+    got = []
+    target = [procs[0].addr]
+
+    def run(seconds, until):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = int((time.monotonic() - t0) * 1000)
+            for d in dev.datagrams(now):
+                sock.sendto(d, target[0])
+            while True:
+                try:
+                    dev.receive(sock.recv(2048), now)
+                except BlockingIOError:
+                    break
+            got.extend(bytes(e[1]) for e in dev.events() if e[0] == "message")
+            if until():
+                return True
+            time.sleep(0.005)
+        return False
+
+    try:
+        dev.connect(0)
+        assert run(10, lambda: dev.state == "up")
+        for i in range(3):
+            dev.send(b"a%d" % i, int((time.monotonic() - t0) * 1000))
+        assert run(10, lambda: len(got) == 3 and not dev.pending())
+        procs[0].proc.kill()  # SIGKILL, mid-session
+        target[0] = procs[1].addr  # where the balancer sends the device now
+        for i in range(3):
+            dev.send(b"b%d" % i, int((time.monotonic() - t0) * 1000))
+        assert run(10, lambda: len(got) == 6 and not dev.pending())
+        c1 = procs[1].counters(0)
+        for _ in range(30):  # the stats file is written every second
+            if c1["messages_in"] == 3:
+                break
+            c1 = procs[1].counters(0.1)
+        assert got == [b"w0:a0", b"w0:a1", b"w0:a2", b"w1:b0", b"w1:b1", b"w1:b2"]
+        assert dev.handshakes == 1 and c1["handshakes_ok"] == 0 and c1["state_loads"] == 1
+        assert c1["messages_in"] == 3 and c1["state_conflicts"] == 0
+    finally:
+        sock.close()
+        for p in procs:
+            if p is not None:
+                p.stop()
+
+
+class EchoTagged:
+    """Echoes with the worker's tag (its config folder's name: 0 or 1)."""
+
+    def __init__(self):
+        import os
+        import sys
+
+        cfg = sys.argv[sys.argv.index("--config") + 1]
+        self.tag = b"w" + os.path.basename(os.path.dirname(cfg)).encode()
+
+    def on_connect(self, session):
+        pass
+
+    def on_message(self, session, payload):
+        session.send(self.tag + b":" + bytes(payload))
+
+    def on_close(self, session, reason):
+        pass

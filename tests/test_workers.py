@@ -60,7 +60,7 @@ class Workers:
         return json.loads((self.tmp / "ready.json").read_text())
 
     def health(self, row):
-        with urllib.request.urlopen("http://%s/healthz" % row["metrics"], timeout=5) as r:
+        with urllib.request.urlopen("http://%s/healthz" % row["metrics"], timeout=30) as r:
             return json.loads(r.read())
 
     def logs(self):
@@ -86,15 +86,18 @@ def _alive(pid):
 
 
 def test_two_workers_share_the_port_and_route_by_sid(tmp_path):
-    """Sessions spread over both workers; each worker holds exactly the
+    """Both workers bind the same UDP and HTTP ports (SO_REUSEPORT);
+    sessions spread over both workers; each worker holds exactly the
     sessions whose sid carries its server id; SIGKILL of a worker: the
     supervisor starts it again; SIGTERM: every worker drains and exits."""
     names = ["w%02d" % i for i in range(16)]
-    w = Workers(tmp_path, 2, names)
+    w = Workers(tmp_path, 2, names, extra={"http_listen": "127.0.0.1:0"})
     devs = None
     try:
         rows = w.info()["workers"]
         assert [r["server_id"] for r in rows] == [0, 1]
+        http = {json.loads((tmp_path / ("ready.w%d.json" % i)).read_text())["http"] for i in (0, 1)}
+        assert len(http) == 1 and not http.pop().endswith(":0")  # one HTTP port, shared too
         devs = Devices(names, w.addr, period_ms=200)
         devs.run(devs.all_up, 60, "every device up")
         devs.run(lambda: all(d.n >= 3 for d in devs.devs), 30, "three readings each")
@@ -214,3 +217,21 @@ def test_a_draining_worker_starts_no_session_and_keeps_its_own():
     old.send(b"still here", 10)
     pump(old, a1, 10)
     assert svc.counters["messages_in"] == 1 and health(svc, 0)["sessions"] == 1
+
+
+def test_each_worker_has_its_own_mqtt_client_id_and_state(tmp_path):
+    """Two MQTT clients with one id take turns at the broker (each connect
+    drops the other): under --workers each worker gets its own id and file."""
+    from host_tools.service.config import build_from_config
+
+    (tmp_path / "devices.json").write_text('{"devices": {}}')
+    cfg = {"app": "mqtt", "mqtt": {"client_id": "svc", "prefix": "p"}}
+    (tmp_path / "service.json").write_text(json.dumps(cfg))
+    apps = [build_from_config(tmp_path / "service.json", worker=(i, 2))[0].app for i in (0, 1)]
+    assert [a.cfg.client_id for a in apps] == ["svc-0", "svc-1"]
+    assert [Path(a.cfg.state).name for a in apps] == [
+        "mqtt-state.sqlite.server-0",
+        "mqtt-state.sqlite.server-1",
+    ]
+    single = build_from_config(tmp_path / "service.json")[0].app
+    assert single.cfg.client_id == "svc"

@@ -31,14 +31,15 @@ class Device:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
-        cfg = LinkConfig(mtu=1200, rto_ms=200, rto_max_ms=800, handshake_timeout_ms=8000)
+        cfg = LinkConfig(mtu=1200, rto_ms=200, rto_max_ms=800)
         tls = ClientConfig(psk=psk_of(name), psk_identity=name.encode())
         self.s = DeviceSession(tls, cfg, retry_ms=300, retry_max_ms=2000, boot=1)
         self.n = 0  # readings queued so far
         self.next_at = None
         self.sids = []  # every session id the service gave (new one = new handshake)
         self.echoes = []  # n of every echo received
-        self.downs = []
+        self.downs = []  # (ms, reason) of every session end or failed handshake
+        self.up_at = None  # ms of the first session up
         self.acked_at = {}  # n -> ms its delivery was acknowledged
         self.sent_at = {}
 
@@ -95,6 +96,8 @@ class Devices:
         for ev in d.s.events():
             if ev[0] == "up":
                 d.sids.append(d.sid())
+                if d.up_at is None:
+                    d.up_at = now
             elif ev[0] == "message":
                 d.echoes.append(json.loads(ev[1])["n"])
             elif ev[0] == "delivered":
@@ -117,6 +120,16 @@ class Devices:
         """Every reading queued is acknowledged and every echo came back."""
         return all(
             d.s.state == "up" and not d.s.pending() and len(d.echoes) >= d.n for d in self.devs
+        )
+
+    def lost_sessions(self, since_ms=0):
+        """Sessions that ended since `since_ms` after their device's first
+        session was up (the device handshakes again or waits to)."""
+        return sum(
+            1
+            for d in self.devs
+            for t, _ in d.downs
+            if d.up_at is not None and t >= max(d.up_at, since_ms)
         )
 
     def close(self):

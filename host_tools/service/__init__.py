@@ -17,6 +17,9 @@ Modules (each with its own public names; the ones below are re-exported):
     bindings    ATLS over HTTP and CoAP beside UDP (aiohttp/aiocoap, loaded
                 only when configured): Bindings
     cli         serve() and the command line (__main__)
+    supervisor  --workers N: worker processes sharing the ports (SO_REUSEPORT)
+    worker      one of them: state directory, /healthz, graceful drain
+    routing     routable session ids (the worker's server id in the top bits)
 
 Application API: an object with on_connect(session), on_message(session,
 payload) and on_close(session, reason); `session.send(payload)` queues a

@@ -1,4 +1,4 @@
-"""python -m host_tools.service --config service.json [--stats F] [--ready-file F]"""
+"""python -m host_tools.service --config service.json [--stats F] [--ready-file F] [--workers N]"""
 
 import sys
 

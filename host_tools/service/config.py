@@ -17,7 +17,9 @@ Config (JSON; paths relative to the config file):
      "coap_listen": "127.0.0.1:5683",        # optional: ATLS over CoAP
      "bindings": {"max_body": 16384, "max_wait_ms": 25000},  # see docs/BINDINGS.md
      "ota": {"bundles": "bundles", "rate_fps": 10},  # optional: updates (host_tools.ota.app)
-     "routing": {"server_id": 0, "server_bits": 2}}  # optional: routable sids (service.routing)
+     "routing": {"server_id": 0, "server_bits": 2},  # optional: routable sids (service.routing)
+     "redis": {"url": "redis://127.0.0.1:6379/0", "seal_key_file": "state-seal.key"}}
+                                             # optional: sessions shared by workers (state_store)
 """
 
 import importlib
@@ -101,6 +103,12 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         link_cfg = LinkConfig(**dict({"mtu": 1200}, **cfg.get("link", {})))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e))
+    index, count = worker or (0, 1)
+    sids = sid_space(cfg.get("routing"), index, count)
+    if worker is not None and isinstance(cfg.get("mqtt"), dict):  # a client id each
+        from host_tools.service.worker import per_worker_mqtt
+
+        cfg["mqtt"] = per_worker_mqtt(cfg["mqtt"], sids.server_id)
     app = load_app(cfg.get("app"), cfg, base, registry)
     if "mqtt" in cfg and cfg.get("app") != "mqtt":
         from host_tools.service.mqtt_app import MqttConfig
@@ -125,8 +133,6 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         from host_tools.service.metrics import Fleet
 
         app = Fleet(app, registry)  # tracks every device for the fleet page and /metrics
-    index, count = worker or (0, 1)
-    sids = sid_space(cfg.get("routing"), index, count)
     state = None
     if worker is not None:  # per-run state of its own (reset keys, marks)
         from host_tools.service.worker import state_dir
@@ -134,10 +140,10 @@ def build_from_config(path, listen=None, http_listen=None, coap_listen=None, wor
         state = state_dir(registry_path, sids.server_id)
     service = Service(tls_cfg, link_cfg, cfg.get("limits"), app, registry, bindings, state)
     service.sids = sids
-    if cfg.get("redis") is not None:  # sessions shared by the workers (docs/SCALE.md)
-        from host_tools.service.state_store import from_config as store_from_config
+    if cfg.get("redis") is not None:  # established sessions in Redis (docs/SCALE.md)
+        from host_tools.service.state_store import from_config as state_store
 
-        store_from_config(cfg["redis"], base).attach(service)
+        state_store(cfg["redis"], base).attach(service)
     # /metrics, /healthz and the fleet page (host_tools.service.fleet_page), started by cli.serve
     service.metrics_listen = split_hostport(metrics_listen) if metrics_listen else None
     if service.metrics_listen and service.metrics_listen[1] and index:

@@ -363,8 +363,9 @@ class Service(asyncio.DatagramProtocol, Continuity):
         hello = bytes((sess.granted,)) + self.peers.token(sess.sid)  # granted || reset token
         sess.link.start_channel(sess.tls.export(), SUITES[sess.suite], base, hello)  # key block
         sess.backlog.extend(moved)
-        if self.store is not None and not self.store.create(sess, now):
-            return self._refuse(sess, now, "state_store_unavailable", "state not stored")
+        refused = self.store is not None and self.store.create(sess, now)  # reason or None
+        if refused:
+            return self._refuse(sess, now, refused, "state not stored: " + refused)
         self.counters["messages_moved"] += len(moved)
         self.counters["handshakes_ok"] += 1
         log(

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from host_tools.registry.store import firmware_version
+from host_tools.service.counters import STATE_COUNTERS
 
 __all__ = ["Fleet", "ServiceMetrics", "CONTENT_TYPE"]
 
@@ -178,6 +179,16 @@ class _Collector:
         for name in ("duplicates_suppressed", "messages_moved", "resets_sent"):
             v2.add_metric([name], c.get(name, 0))
         yield v2
+        if "redis_up" in c:  # shared session state (service.state_store)
+            yield GaugeMetricFamily(
+                "atls_state_store_up", "Redis reachable (1) or not", c["redis_up"]
+            )
+            st = CounterMetricFamily(
+                "atls_state_store", "Shared session state events", labels=["event"]
+            )
+            for name in STATE_COUNTERS:
+                st.add_metric([name[len("state_") :]], c.get(name, 0))
+            yield st
         q = GaugeMetricFamily("atls_queue_depth", "Queued messages", labels=["queue"])
         q.add_metric(["app_backlog"], sum(len(s.backlog) for s in self.service.sessions.values()))
         app = self.fleet.app if self.fleet is not None else self.service.app

@@ -53,12 +53,9 @@ class Session:
         self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
         self.due = None  # when the service's timer tick visits it next (service.timers)
-        # shared state (service.state_store): version held (None: not stored), what
-        # the app sent since the last commit, the channel's key block, bookkeeping
-        self.version = self.fp = self.key_block = None
-        self.journal = []
-        self.rt = 0
-        self.adopted = False
+        self.shared = None  # service.state_store.Shared once stored in Redis
+        self.key_block = None  # (stored sessions) the channel's exporter key block
+        self.loaded = False  # this worker took the session over (no handshake here)
 
     @property
     def up(self):
@@ -76,8 +73,8 @@ class Session:
         if len(self.backlog) >= self.service.limits["app_queue"]:
             raise QueueFull("application queue full for session %d" % self.sid)
         self.backlog.append((bytes(payload), channel, on_delivered))
-        if self.version is not None:
-            self.journal.append(self.backlog[-1])
+        if self.shared is not None:  # replayed if a commit finds a newer record
+            self.shared.journal.append(self.backlog[-1])
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
         self.service.wake(self)  # the tick sends it, unless a datagram's answer does first

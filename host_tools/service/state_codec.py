@@ -28,13 +28,32 @@ import json
 from base64 import b64decode, b64encode
 from collections import deque
 
+from atls import protocol, wire
 from atls.channel import Channel
 from atls.link import Link
 from host_tools.service.tls_engine import SUITES
 
-__all__ = ["dump", "restore", "fingerprint", "answer_due", "next_seq", "LINK_FIELDS", "FORMAT"]
+__all__ = [
+    "dump",
+    "restore",
+    "fingerprint",
+    "limits",
+    "withhold",
+    "covered",
+    "answer_due",
+    "rewind_unreleased",
+    "unreleased",
+    "next_seq",
+    "LINK_FIELDS",
+    "FORMAT",
+    "RESERVE",
+]
 
 FORMAT = 1  # bump when the record changes; a worker refuses records of another format
+# ACK and CLOSE counters (nonces, docs/PROTOCOL.md §3) a record reserves for the
+# worker that wrote it: a worker that loads the record starts this far on, so
+# the writer may go on sealing up to this many while it cannot commit
+RESERVE = 256
 
 # Link attributes and what the codec does with them: "t" a timer, "v" a value,
 # "b" bytes, "q"/"i"/"h"/"x"/"c" the structures below, "-" not carried (why: module doc)
@@ -107,23 +126,23 @@ def _uncred(c):
 
 
 def fingerprint(sess):
-    """What changes when a nonce is used or a message accepted, sent, queued
-    or acknowledged (not when a timer moves): a changed fingerprint means
-    the shared record is behind."""
+    """What changes when a DATA or CLOSE nonce is used, a message accepted,
+    sent or queued: a changed fingerprint means the record in Redis is
+    behind.  Not in it: an acknowledgement received (fewer messages in
+    flight: it waits for the next commit; a worker that loads the older
+    record repeats a message the device already has, which the device's
+    link drops) and the ACKs we seal (their counters come from the reserve
+    of the last commit, `covered`)."""
     link = sess.link
     ch = link.channel
-    inf = link._inflight
     return (
         ch.top,
         ch.bits,
-        ch.ack_seq,
         ch.close_seq,
         link._seq,
         link._sealed,
         link._rx_next,
         len(link._held),
-        len(inf),
-        inf[0][0] if inf else -1,
         len(link._queue),
         link.state,
         link._peer_closed,
@@ -131,6 +150,70 @@ def fingerprint(sess):
         len(sess.backlog),
         sess.device_hello,
     )
+
+
+def limits(sess, committed):
+    """(ACK counter, CLOSE counter, DATA seq) from which sealing is not
+    covered by what is in Redis: after our own commit, the reserve beyond
+    our counters; after a load, the record's own counters (another worker
+    may hold the same record)."""
+    ch = sess.link.channel
+    r = RESERVE if committed else 0
+    return (ch.ack_seq + r, ch.close_seq + r, sess.link._sealed)
+
+
+def covered(sess, lim):
+    """True while the ACK counters we used are within the committed reserve
+    (lim: limits())."""
+    return sess.link.channel.ack_seq <= lim[0]
+
+
+def withhold(sess, out, lim):
+    """`out` without the datagrams that used a nonce at or beyond `lim`
+    (limits()): while the state cannot be committed they stay in this
+    worker (a DATA message is sent once it is committed; an ACK is sealed
+    again when the peer repeats)."""
+    ack, close, sealed = lim
+    link = sess.link
+    ch = link.channel
+    late = {id(e[1]) for e in link._inflight if e[0] >= sealed}
+    keep = []
+    for d in out:
+        t = d[0] & 7  # the header's type bits (docs/PROTOCOL.md §1)
+        if (t == protocol.ACK and ch.ack_seq > ack) or (
+            t == protocol.CLOSE and ch.close_seq > close
+        ):
+            continue
+        if id(d) not in late:
+            keep.append(d)
+    return keep
+
+
+def unreleased(sess):
+    """hold_acks: how many delivered messages are not yet acknowledged."""
+    link = sess.link
+    return 0 if link.ack_to is None else max(link._rx_next - link.ack_to, 0)
+
+
+def rewind_unreleased(sess):
+    """hold_acks applications (service.hold): the record's messages that
+    were delivered but not yet safe (seqs from link.ack_to on, never
+    acknowledged to the device) become new again, so the device's
+    retransmissions deliver them to this worker's application.  Returns how
+    many.  Used when a worker takes over a session whose previous holder
+    cannot finish them (it held the awaitables)."""
+    link = sess.link
+    to = link.ack_to
+    if to is None or to >= link._rx_next:
+        return 0
+    n = link._rx_next - to
+    ch = link.channel
+    d = ch.top - (to - 1)  # the window's top moves back to the last safe seq
+    ch.bits = (ch.bits >> d) if d <= ch.window else 0
+    ch.top = to - 1
+    link._rx_next = to
+    link._held = {}
+    return n
 
 
 def answer_due(sess):
@@ -170,7 +253,9 @@ def dump(sess, now, wall):
         elif kind == "c":
             lk[name] = None if v is None else [v[0] + off, v[1], v[2] + off]
     rec["link"] = lk
-    rec["ch"] = [_b(sess.key_block), sess.suite, ch.top, ch.bits, ch.ack_seq, ch.close_seq]
+    top = wire.MAX_COUNTER + 1  # (exhausted)
+    ack, close = min(ch.ack_seq + RESERVE, top), min(ch.close_seq + RESERVE, top)
+    rec["ch"] = [_b(sess.key_block), sess.suite, ch.top, ch.bits, ack, close]
     rec["sess"] = [
         sess.identity,
         sess.auth,

@@ -31,6 +31,14 @@ Redis is back, if no other worker changed it meanwhile), new sessions are
 refused (`admit` False: ERROR(busy) before any TLS work; a handshake
 finishing meanwhile fails with handshake_failures["state_store_unavailable"]),
 metrics say `redis_up` 0, and the log has state_store_down/up.
+
+For whoever runs workers: `from_config(cfg, base)` (service.json "redis")
+or StateStore(redis.Redis, registry.seal.MasterKey); `.attach(service)`
+sets `service.store` and adds the state counters (service.counters); `.up`
+says whether Redis answers; `.flush(service)` commits every session that is
+behind (call it before a worker stops).  Lookups of session ids the worker
+does not hold are capped at `lookups_per_s`; an id found nowhere is not
+looked up again for a second.
 """
 
 import time
@@ -41,10 +49,11 @@ import redis
 from host_tools.common import log
 from host_tools.registry.seal import MasterKey, SealError
 from host_tools.service import state_codec
+from host_tools.service.counters import STATE_COUNTERS
 from host_tools.service.errors import ConfigError
 from host_tools.service.sessions import Session
 
-__all__ = ["StateStore", "from_config", "COUNTERS"]
+__all__ = ["StateStore", "from_config"]
 
 # v = version in Redis (0: none); ARGV: expected version, record, TTL ms.
 # {1, v+1} stored; {0, v, record} someone else's newer state; {-1} gone.
@@ -66,17 +75,27 @@ if v == tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 _CONFIG_KEYS = {"url", "key_prefix", "idle_ttl_s", "seal_key_file", "retry_ms", "timeout_ms"}
-COUNTERS = (
-    "state_commits",  # COMMITs that stored a new version
-    "state_conflicts",  # COMMITs refused: another worker had moved the session on
-    "state_loads",  # sessions this worker took over from Redis
-    "state_load_misses",  # packets for a session id found nowhere
-    "state_errors",  # Redis calls that failed
-    "state_refused",  # new sessions refused while Redis was unavailable
-    "state_lost",  # sessions ended elsewhere or expired while this worker held a copy
-)
 _MISS_MS = 1000  # a session id found nowhere is not looked up again this long
 _MAX_TRIES = 4
+# packets for session ids this worker does not hold are looked up in Redis at most
+# this often: a worker taking over a lost one's sessions needs a few thousand; a
+# flood of made-up ids must not turn into as many Redis calls
+_LOOKUPS_PER_S = 5000
+
+
+class Shared:
+    """A stored session's bookkeeping in this worker (Session.shared)."""
+
+    __slots__ = ("version", "fp", "lim", "journal", "rt", "adopted", "forgotten")
+
+    def __init__(self, version):
+        self.version = version  # of the record our copy is (0: not written yet)
+        self.fp = None  # state_codec.fingerprint at that version
+        self.lim = None  # state_codec.limits: nonces covered by the record
+        self.journal = []  # what the application sent since (replayed after a reload)
+        self.rt = 0  # retransmissions counted when the version was last checked
+        self.adopted = False  # just loaded for a packet: kept if the packet was good
+        self.forgotten = False  # dropped here: another worker has it, or nobody
 
 
 class StateStore:
@@ -93,13 +112,15 @@ class StateStore:
         self.up = True
         self._retry_at = 0
         self._misses = {}  # sid -> until (ms)
+        self._window_end = self._lookups = 0
+        self.lookups_per_s = _LOOKUPS_PER_S
         self.counters = None
 
     def attach(self, service):
         """Become `service`'s store (its counters get ours)."""
         service.store = self
         c = self.counters = service.counters
-        for name in COUNTERS:
+        for name in STATE_COUNTERS:
             c[name] = 0
         c["redis_up"] = 1
 
@@ -111,18 +132,16 @@ class StateStore:
         return self.up
 
     def create(self, sess, now):
-        """Store a session whose channel just started (version 1); False when
-        it cannot be stored (Redis down, or the id is taken in Redis)."""
+        """Store a session whose channel just started (version 1): None, or
+        why it cannot be stored ("state_store_unavailable", or "sid_in_use":
+        another session has this id in Redis)."""
         sess.key_block = sess.tls.export()
-        sess.journal = []
-        sess.version = 0
+        sess.shared = Shared(0)
         r = self._cas(sess, now)
         if r is not None and r[0] == 1:
-            return True
-        sess.version = None
-        if r is not None:
-            log("state_sid_in_use", sid=sess.sid)
-        return False
+            return None
+        sess.shared = None
+        return "state_store_unavailable" if r is None else "sid_in_use"
 
     def exists(self, sid):
         """True when Redis holds session `sid`: a worker restarted with the
@@ -139,6 +158,12 @@ class StateStore:
         a packet from `addr`; None when Redis has no such session."""
         if not self.up or self._misses.get(sid, -1) > now:
             return None
+        if now >= self._window_end:  # lookups per second, whoever asks (hostile input)
+            self._window_end, self._lookups = now + 1000, 0
+        self._lookups += 1
+        if self._lookups > self.lookups_per_s:
+            self.counters["state_lookups_refused"] += 1
+            return None
         try:
             v, blob = self.r.hmget(self._key(sid), "v", "b")
         except redis.RedisError as e:
@@ -152,70 +177,112 @@ class StateStore:
         sess = Session(service, sid, addr, None, None, now)
         if not self._restore(service, sess, int(v), blob, now):
             return None
-        sess.budget.validated = True  # an established session: its address is not on trial
-        sess.adopted = True
+        sess.shared.adopted = sess.loaded = True
+        sess.link.confirmed = False  # set again by the first authenticated packet
         service.sessions[sid] = sess
         service.per_ip.setdefault(addr[0], [0, 0])[0] += 1
         self.counters["sessions_active"] = len(service.sessions)
         self.counters["state_loads"] += 1
-        log("state_loaded", sid=sid, identity=sess.identity, version=sess.version)
+        log("state_loaded", sid=sid, identity=sess.identity, version=sess.shared.version)
         return sess
 
     def received(self, service, sess, packets, now):
         """After the link took `packets`: commit before the application sees
         any message they carried.  A session adopted for packets that changed
         nothing and need no answer is forgotten again."""
-        if sess.version is None:
+        sh = sess.shared
+        if sh is None:
             return
-        if sess.adopted:
-            sess.adopted = False
-            if state_codec.fingerprint(sess) == sess.fp and not state_codec.answer_due(sess):
+        if sess.loaded:  # its address is on trial until an authenticated packet came
+            sess.budget.validated = sess.link.confirmed  # (until then: 3x its bytes back)
+        if sh.adopted:
+            sh.adopted = False
+            if not sess.link.confirmed and not state_codec.answer_due(sess):
                 return self._forget(service, sess, "nothing accepted")
-        if state_codec.fingerprint(sess) != sess.fp:
+            try:  # the session is up at this worker now (session.loaded: no handshake here)
+                service.app.on_connect(sess)
+            except Exception as e:
+                log("app_error", sid=sess.sid, error=repr(e))
+        if state_codec.fingerprint(sess) != sh.fp:
             self._sync(service, sess, now, packets)
 
     def sync(self, service, sess, out, now):
         """Before `out` (the link's datagrams) leaves: commit what they used.
-        Returns what may be sent (recomputed after a reload)."""
-        if sess.version is None:
+        Returns what may be sent: recomputed after a reload; while nothing
+        can be committed, without what used an uncommitted nonce."""
+        sh = sess.shared
+        if sh is None:
             return out
-        link = sess.link
-        if state_codec.fingerprint(sess) != sess.fp or sess.journal:
-            if self._sync(service, sess, now) and sess.link is not link:
-                return sess.link.datagrams(now) if service.is_live(sess) else []
-            return out if service.is_live(sess) else []
-        rt = link.counters["retransmissions"]
-        if out and rt != sess.rt and self.up:  # repeating: is our copy still current?
-            sess.rt = rt
-            try:
-                v = self.r.hget(self._key(sess.sid), "v")
-            except redis.RedisError as e:
-                self._failed(e, now)
+        if sh.forgotten:
+            return []  # another worker has it (or nobody): nothing goes from here
+        if not out and not sh.journal:
+            return out  # nothing leaves, nothing new to keep: timers alone are not committed
+        for _ in range(_MAX_TRIES):
+            link = sess.link
+            sh = sess.shared
+            fp = state_codec.fingerprint(sess)
+            if fp == sh.fp and not sh.journal and state_codec.covered(sess, sh.lim):
+                if not self._moved_on(service, sess, out, now):
+                    return out
+            elif self._sync(service, sess, now) and sess.link is link:
                 return out
-            if v is None:
-                self._lost(service, sess)
+            elif sess.link is link and service.is_live(sess):  # not stored: Redis is down
+                self.counters["state_withheld"] += 1
+                return state_codec.withhold(sess, out, sh.lim)
+            if not service.is_live(sess):
                 return []
-            if int(v) != sess.version:
-                self._sync(service, sess, now)
-                return sess.link.datagrams(now) if service.is_live(sess) else []
-        return out
+            out = sess.link.datagrams(now)  # what the newer state sends
+        return []
+
+    def _moved_on(self, service, sess, out, now):
+        """Before repeating (retransmissions): True when another worker has
+        moved the session on (our copy is reloaded, or forgotten if gone)."""
+        sh = sess.shared
+        rt = sess.link.counters["retransmissions"]
+        if not out or rt == sh.rt or not self.up:
+            return False
+        sh.rt = rt
+        try:
+            v, blob = self.r.hmget(self._key(sess.sid), "v", "b")
+        except redis.RedisError as e:
+            self._failed(e, now)
+            return False  # (what we repeat was committed)
+        if v is None:
+            self._lost(service, sess)
+            return True
+        if int(v) == sh.version:
+            return False
+        self._restore(service, sess, int(v), blob, now)
+        return True
 
     def ended(self, service, sess):
         """The service is ending `sess`: delete its record if it is still
         ours and say True; False when another worker has moved it on (then
         it is only forgotten here, and the service must not end it)."""
-        if sess.version is None or not self.up:
+        sh = sess.shared
+        if sh is None or sh.forgotten or not self.up:
             return True
         try:
-            r = self._delete(keys=[self._key(sess.sid)], args=[sess.version])
+            r = self._delete(keys=[self._key(sess.sid)], args=[sh.version])
         except redis.RedisError as e:
             self._failed(e, service.now_ms())
             r = 1
         if r == 0:
             self._forget(service, sess, "moved on elsewhere")
             return False
-        sess.version = None
+        sess.shared = None
         return True
+
+    def flush(self, service):
+        """Commit every session whose record is behind this worker's copy,
+        acknowledgements included (graceful shutdown: the other workers go
+        on from there).  Returns how many were written."""
+        now = service.now_ms()
+        n = 0
+        for sess in list(service.sessions.values()):
+            if sess.shared is not None and self.up:
+                n += self._sync(service, sess, now, recreate=True)
+        return n
 
     def tick(self, service, now):
         """Retry an unavailable Redis; once back, commit what waited."""
@@ -230,7 +297,8 @@ class StateStore:
         self.counters["redis_up"] = 1
         log("state_store_up")
         for sess in list(service.sessions.values()):
-            if sess.version is not None and state_codec.fingerprint(sess) != sess.fp:
+            sh = sess.shared
+            if sh is not None and state_codec.fingerprint(sess) != sh.fp:
                 self._sync(service, sess, now, recreate=True)
 
     # -- inside ---------------------------------------------------------------
@@ -247,20 +315,22 @@ class StateStore:
         return None
 
     def _cas(self, sess, now):
-        """One COMMIT of sess (expected: sess.version); the script's answer,
-        or None when Redis is unavailable."""
+        """One COMMIT of sess (expected: sess.shared.version); the script's
+        answer, or None when Redis is unavailable."""
         rec = state_codec.dump(sess, now, int(time.time() * 1000))
         key = self._key(sess.sid)
         blob = self.seal.seal(key, rec)
         try:
-            r = self._commit(keys=[key], args=[sess.version, blob, self.ttl_ms])
+            r = self._commit(keys=[key], args=[sess.shared.version, blob, self.ttl_ms])
         except redis.RedisError as e:
             return self._failed(e, now)
         if r[0] == 1:
-            sess.version = int(r[1])
-            sess.fp = state_codec.fingerprint(sess)
-            sess.journal = []
-            sess.rt = sess.link.counters["retransmissions"]
+            sh = sess.shared
+            sh.version = int(r[1])
+            sh.fp = state_codec.fingerprint(sess)
+            sh.journal = []
+            sh.rt = sess.link.counters["retransmissions"]
+            sh.lim = state_codec.limits(sess, True)
             self.counters["state_commits"] += 1
         return r
 
@@ -280,19 +350,19 @@ class StateStore:
                 return True
             if r[0] == -1:
                 if recreate:
-                    sess.version = 0
+                    sess.shared.version = 0
                     continue
                 self._lost(service, sess)
                 return False
             self.counters["state_conflicts"] += 1
-            journal = sess.journal
+            journal = sess.shared.journal
             if not self._restore(service, sess, int(r[1]), r[2], now):
                 return False
             for d in packets:
                 sess.link.receive(d, now)
             for p, ch, cb in journal:  # what our application sent meanwhile
                 sess.backlog.append((p, ch, cb))
-            sess.journal = list(journal)
+            sess.shared.journal = list(journal)
             sess.flush(now)
         log("state_contended", sid=sess.sid)
         return False
@@ -307,12 +377,15 @@ class StateStore:
             if service.is_live(sess):
                 self._forget(service, sess, "unreadable state")
             return False
-        if getattr(service.app, "hold_acks", False) and sess.held is None:
-            sess.held = deque()
-        sess.version = version
-        sess.fp = state_codec.fingerprint(sess)
-        sess.rt = 0
-        sess.journal = []
+        if getattr(service.app, "hold_acks", False):
+            # held: one entry per delivered, unreleased message (hold.py)
+            if sess.held is None or len(sess.held) != state_codec.unreleased(sess):
+                sess.held = deque()
+                if not service.is_live(sess):  # taking it over: deliver those again
+                    self.counters["state_redelivered"] += state_codec.rewind_unreleased(sess)
+        sh = sess.shared = Shared(version)
+        sh.fp = state_codec.fingerprint(sess)
+        sh.lim = state_codec.limits(sess, False)
         nxt = state_codec.next_seq(sess)  # callbacks of seqs the record does not have go
         sess.on_delivered = {s: cb for s, cb in sess.on_delivered.items() if s < nxt}
         return True
@@ -334,13 +407,17 @@ class StateStore:
                     del service.per_ip[sess.addr[0]]
             self.counters["sessions_active"] = len(service.sessions)
             log("state_forgotten", sid=sess.sid, reason=why)
-        sess.version = None
+        if sess.shared is not None:
+            sess.shared.forgotten = True
 
 
 def from_config(cfg, base):
     """A StateStore from service.json's "redis" object (docs/CONFIG.md)."""
     if not isinstance(cfg, dict) or set(cfg) - _CONFIG_KEYS or "url" not in cfg:
         raise ConfigError("redis: an object with url and only %s" % sorted(_CONFIG_KEYS))
+    nums = [cfg.get(k, 1) for k in ("idle_ttl_s", "retry_ms", "timeout_ms")]
+    if not all(isinstance(n, (int, float)) and n > 0 for n in nums):
+        raise ConfigError("redis: idle_ttl_s, retry_ms and timeout_ms must be positive numbers")
     timeout = cfg.get("timeout_ms", 500) / 1000.0
     try:
         client = redis.Redis.from_url(

@@ -21,12 +21,25 @@ import os
 
 from host_tools.common import log
 
-__all__ = ["health", "drain", "state_dir"]
+__all__ = ["health", "drain", "state_dir", "per_worker_mqtt"]
 
 
 def state_dir(registry_path, server_id):
     """The per-run state directory of the worker with `server_id`."""
     return registry_path.parent / "service-state" / ("server-%d" % server_id)
+
+
+def per_worker_mqtt(mqtt, server_id):
+    """service.json's "mqtt" object for the worker with `server_id`: its own
+    MQTT client id (a broker disconnects a client when another connects with
+    the same id, so N workers with one id would take turns) and its own
+    state file (SQLite: the duplicate table and the downlink queue)."""
+    from host_tools.service.mqtt_app import DEFAULTS
+
+    out = dict(mqtt)
+    out["client_id"] = "%s-%d" % (mqtt.get("client_id", DEFAULTS["client_id"]), server_id)
+    out["state"] = "%s.server-%d" % (mqtt.get("state", DEFAULTS["state"]), server_id)
+    return out
 
 
 def store_of(service):
@@ -61,14 +74,15 @@ async def drain(service):
     service.draining = True
     store = store_of(service)
     if store is None:
-        log("draining", sessions=len(service.sessions), store=False)
+        log("draining", sessions=len(service.sessions), in_store=0)
         return 0
     # the store is written through (state_store: committed before anything
-    # leaves): commit what changed since the last datagram, then count
-    now = service.now_ms()
-    for sess in list(service.sessions.values()):
-        if sess.handshake_ms is not None:
-            service.transmit(sess, now)
-    stored = [s for s in service.sessions.values() if getattr(s, "version", None) is not None]
-    log("draining", sessions=len(service.sessions), handed=len(stored), store=True)
-    return len(stored)
+    # leaves); flush commits what is behind (acknowledgements), then count
+    try:
+        written = store.flush(service)
+    except Exception as e:  # the store failing must not keep the process from ending
+        log("drain_failed", error=repr(e))
+        written = 0
+    held = [s for s in service.sessions.values() if getattr(s, "shared", None) is not None]
+    log("draining", sessions=len(service.sessions), in_store=len(held), written=written)
+    return len(held)
