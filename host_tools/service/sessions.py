@@ -52,10 +52,10 @@ class Session:
         self.device_hello = None  # what the device's HELLO carried after its id base
         self.on_delivered = {}  # link seq -> callback of send(on_delivered=)
         self.held = None  # hold_acks apps: (awaitable or None, msg id) per delivered message
+        self.due = None  # when the service's timer tick visits it next (service.timers)
         self.shared = None  # service.state_store.Shared once stored in Redis
         self.key_block = None  # (stored sessions) the channel's exporter key block
         self.loaded = False  # this worker took the session over (no handshake here)
-        self.due = None  # when the service's timer tick visits it next (service.timers)
 
     @property
     def up(self):
