@@ -331,7 +331,8 @@ def _firmware_files(source, board):
 
 def write_files(pico, files):
     """Create the folders, then write every file (one raw-REPL job a file)."""
-    dirs = sorted({str(Path(p).parent) for p in files if "/" in p}, key=len)
+    dirs = {str(a) for p in files for a in Path(p).parents if str(a) not in ("/", ".")}
+    dirs = sorted(dirs, key=len)  # parents first
     pico.run("import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass" % dirs, timeout=60)
     for path in sorted(files):
         pico.put(path, files[path])
