@@ -130,7 +130,7 @@ def attach(fleet, n, baud=None):
         return unix_start(name)
 
     fleet.start_device = start_device
-    pair_all, gateway = fleet.pair_all, fleet.gateway
+    pair_all, gateway = getattr(fleet, "pair_all", None), getattr(fleet, "gateway", None)
 
     def pair_all_slowly(names, timeout=60):
         # a Pico under load runs at a tenth of real time or less: boot, XBee set-up and
@@ -149,5 +149,6 @@ def attach(fleet, n, baud=None):
                 return {}
         return gateway(req)
 
-    fleet.pair_all, fleet.gateway = pair_all_slowly, gateway_patiently
+    if pair_all is not None:
+        fleet.pair_all, fleet.gateway = pair_all_slowly, gateway_patiently
     return fleet
