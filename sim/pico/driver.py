@@ -182,10 +182,10 @@ class Pico:
             elif kind == "span":
                 self.spans.append(ev["span_cycles"])
                 self.span_ops.append(ev.get("span_flash_ops", 0))
-            elif kind == "cut":
-                self.cut_event = ev
-            elif kind == "bye":
+            elif kind in ("bye", "cut"):  # a power cut ends the process too
                 self.stats = ev
+                if kind == "cut":
+                    self.cut_event = ev
                 for k in TOTALS:
                     TOTALS[k] += ev.get(k, 0) if k != "processes" else 1
             if kind != "console":

@@ -119,7 +119,9 @@ function powerCut(hook) {
   flashDirty = true;
   saveFlash();
   finished = true;
-  emit({ ev: 'cut', op: cutAt, torn: cutTorn, flash_ops: flashOps });
+  emit({ ev: 'cut', op: cutAt, torn: cutTorn, flash_ops: flashOps,
+    busy_cycles: Math.round(busyNanos / CYCLE_NANOS), idle_cycles: Math.round(idleNanos / CYCLE_NANOS),
+    wall_ms: Date.now() - started });
   process.stdout.write('', () => process.exit(0));
 }
 // --persist F: the flash is written back to F after the firmware changed it (a device's
