@@ -4,7 +4,9 @@ flash, a real bundle signed by host_tools.ota, and the power cut by the emulator
 
     staged()   a flash image: the firmware (A, the factory 0.0.0) and `/ota/stage/`
                holding a signed bundle of the whole firmware (B, 1.0.0) but its last
-               CHUNK, received through atls.ota.updater.Updater (cached in build/pico/)
+               CHUNK, as atls.ota.updater.Updater leaves it (written through the raw
+               REPL; via="updater": received CHUNK by CHUNK, 10x the cycles); cached
+               in build/pico/
     reference() the uncut run: how many flash operations the switch makes
     trial(k)   one power cut before flash operation k (torn: that operation half done)
 
