@@ -325,12 +325,13 @@ class Run:
         return "B"
 
     def cut_points(self, n, seed):
-        """n seeded random cut points (k, torn) over the whole span, torn half the time."""
+        """n seeded random cut points (k, torn), one in each n-th of the span (so a few
+        reach both sides of the pointer's rename and the boot), torn half the time."""
         rng = random.Random(seed)
         total = self.n_switch + self.n_boot
         pts = []
-        for _ in range(n):
-            k = rng.randrange(total)
+        for i in range(n):
+            k = rng.randrange(i * total // n, max(i * total // n + 1, (i + 1) * total // n))
             pts.append((k, round(rng.random(), 3) if rng.random() < 0.5 else 0.0))
         return pts
 
