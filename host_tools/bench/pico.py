@@ -25,6 +25,9 @@ clk_sys); regions are bracketed by GPIO22 high..low and counted by the emulator.
                      client_min_free_heap_kib_*: the TLS client and channel alone
                      (recorded flights, 100 sealed messages), the figure before issue 17
   esp32 estimate     esp32_est_*: the Pico figures scaled by a sourced ratio, an ESTIMATE
+  pico_ota_*         a signed update on the board's flash, power cut before every flash
+                     operation of the switch and 8 seeded torn ones (sim/pico/ota_cuts.py):
+                     cuts tried, boots that ran a verified version (A or B)
 """
 
 import json
@@ -243,6 +246,9 @@ def pico(quick=False):
         if res.get(k) is not None:
             res["esp32_est_" + k] = round(res[k] / ESP32_SPEEDUP, 1)
     res["esp32_est_ratio"] = ESP32_SPEEDUP
+    from sim.pico.ota_cuts import sweep  # issue 20: power cuts in an update, on the flash
+
+    res.update(sweep(torn=2, every=False) if quick else sweep(torn=8))
     res["clock_hz"] = 125_000_000
     res["wall_s"] = round(time.time() - t0, 1)
     return res

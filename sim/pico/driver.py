@@ -12,6 +12,7 @@ it on first boot, as on a new board), and the flash is saved under build/pico/ k
 content hash: later runs start from that snapshot in 0.3 s.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -36,6 +37,12 @@ INSTALL_HINT = (
     "the Pico emulator needs Node.js >= 18 and npm: sudo apt-get install -y nodejs npm, "
     "then `make pico-setup` (npm ci in sim/pico)"
 )
+
+
+# What every emulator process of this Python process cost, summed at its exit
+# (tests/test_pico.py reports it per test): emulated cycles with the CPU busy and
+# idle, flash erase/program operations, the process's wall time.
+TOTALS = {"processes": 0, "busy_cycles": 0, "idle_cycles": 0, "flash_ops": 0, "wall_ms": 0}
 
 
 class EmulatorError(Exception):
@@ -99,7 +106,15 @@ class Pico:
     times wall time (0: no cap; 1 when a host process must answer in time)."""
 
     def __init__(
-        self, flash=None, uart0=None, max_speed=0, log=None, on_console=None, persist=None
+        self,
+        flash=None,
+        uart0=None,
+        max_speed=0,
+        log=None,
+        on_console=None,
+        persist=None,
+        cut=None,
+        cut_from="boot",
     ):
         check_image()
         cmd = [node_binary(), str(EMU), "--image", str(IMAGE)]
@@ -107,6 +122,8 @@ class Pico:
             cmd += ["--flash", str(flash)]
         if persist:  # the firmware's flash writes are saved back to this file
             cmd += ["--persist", str(persist)]
+        if cut is not None:  # (k, torn): power cut before flash operation k (emu.mjs --cut)
+            cmd += ["--cut", "ops:%d:%r" % (cut[0], float(cut[1])), "--cut-from", cut_from]
         if uart0:
             cmd += ["--uart0", "tcp:" + uart0]
         if max_speed:
@@ -116,6 +133,9 @@ class Pico:
         self.console = []  # console text outside raw-REPL jobs (boot, main.py)
         self.spans = []
         self.cycles = 0
+        self.stats = {}  # the emulator's exit figures (TOTALS)
+        self.span_ops = []  # flash erase/program operations in each span
+        self.cut_event = None  # {"op", "torn", "flash_ops"} once a --cut happened
         self._events = queue.Queue()
         self._id = 0
         self._prompt = threading.Event()
@@ -161,6 +181,13 @@ class Pico:
                 self._prompt.set()
             elif kind == "span":
                 self.spans.append(ev["span_cycles"])
+                self.span_ops.append(ev.get("span_flash_ops", 0))
+            elif kind in ("bye", "cut"):  # a power cut ends the process too
+                self.stats = ev
+                if kind == "cut":
+                    self.cut_event = ev
+                for k in TOTALS:
+                    TOTALS[k] += ev.get(k, 0) if k != "processes" else 1
             if kind != "console":
                 self._events.put(ev)
         self._events.put({"ev": "exit"})
@@ -186,6 +213,19 @@ class Pico:
         """Wait for the friendly REPL (after boot, or after main.py returned)."""
         if not self._prompt.wait(timeout):
             raise EmulatorError("no REPL prompt within %d s" % timeout)
+
+    def wait_console(self, text, timeout=60):
+        """Wait until the console (outside raw-REPL jobs) shows `text`, or the
+        emulator ended; True when the text came."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in "".join(self.console):
+                return True
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                return text in "".join(self.console)
+            time.sleep(0.05)
+        raise EmulatorError("console never showed %r within %d s" % (text, timeout))
 
     def exec(self, code, timeout=600, on_out=None):
         """Run `code` through the raw REPL: a Result (err holds a traceback, if any)."""
@@ -219,10 +259,11 @@ class Pico:
         return self.exec(code, timeout).check()
 
     def put(self, path, data):
-        """Write bytes to `path` on the device's filesystem."""
-        code = ["f=open(%r,'wb')" % path, "w=f.write"]
-        for i in range(0, len(data), 2048):
-            code.append("w(%r)" % bytes(data[i : i + 2048]))
+        """Write bytes to `path` on the device's filesystem (base64 in the job's text:
+        the device's lexer reads 1.33 characters a byte, not up to 4 for repr())."""
+        code = ["from binascii import a2b_base64 as d", "f=open(%r,'wb')" % path, "w=f.write"]
+        for i in range(0, len(data), 3072):
+            code.append("w(d(%r))" % base64.b64encode(data[i : i + 3072]).decode())
         code.append("f.close()")
         self.run("\n".join(code))
 
@@ -247,6 +288,7 @@ class Pico:
             except (EmulatorError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
+        self._reader.join(5)  # its last events (the exit figures) are in
         for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 f.close()
@@ -289,7 +331,8 @@ def _firmware_files(source, board):
 
 def write_files(pico, files):
     """Create the folders, then write every file (one raw-REPL job a file)."""
-    dirs = sorted({str(Path(p).parent) for p in files if "/" in p}, key=len)
+    dirs = {str(a) for p in files for a in Path(p).parents if str(a) not in ("/", ".")}
+    dirs = sorted(dirs, key=len)  # parents first
     pico.run("import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass" % dirs, timeout=60)
     for path in sorted(files):
         pico.put(path, files[path])

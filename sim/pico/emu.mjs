@@ -82,19 +82,47 @@ const romHooks = new Map();
   const fnAt = {};
   for (let p = rom16(0x14); rom16(p); p += 4) fnAt[rom16(p)] = rom16(p + 2) & ~1;
   const read8 = (addr) => mcu.readUint8(addr >>> 0);
-  romHooks.set(fnAt[code('RE')], () => {
+  // each changing hook takes `part` (0..1]: the share of its bytes done (a torn
+  // operation when a power cut hits it, --cut)
+  const erase = (part) => {
     // flash_range_erase(addr, count, block_size, block_cmd)
     const off = core.registers[0] >>> 0, n = core.registers[1] >>> 0;
-    mcu.flash.fill(0xff, off, Math.min(off + n, FLASH_SIZE));
+    mcu.flash.fill(0xff, off, Math.min(off + Math.floor(n * part), FLASH_SIZE));
     return 45e6 * Math.ceil(n / 4096); // 45 ms per 4 KiB sector
-  });
-  romHooks.set(fnAt[code('RP')], () => {
+  };
+  const program = (part) => {
     // flash_range_program(addr, data, count): NOR flash only clears bits
     const off = core.registers[0] >>> 0, src = core.registers[1] >>> 0, n = core.registers[2] >>> 0;
-    for (let i = 0; i < n && off + i < FLASH_SIZE; i++) mcu.flash[off + i] &= read8(src + i);
+    const m = Math.floor(n * part);
+    for (let i = 0; i < m && off + i < FLASH_SIZE; i++) mcu.flash[off + i] &= read8(src + i);
     return 0.4e6 * Math.ceil(n / 256); // 0.4 ms per 256-byte page
-  });
+  };
+  erase.changes = program.changes = true;
+  romHooks.set(fnAt[code('RE')], erase);
+  romHooks.set(fnAt[code('RP')], program);
   for (const c of ['IF', 'EX', 'FC', 'CX']) romHooks.set(fnAt[code(c)], () => 1000);
+}
+// --cut ops:K[:T]  a power cut right before the K-th flash erase/program (0-based) counted
+// from the arm point (--cut-from boot: the start; mark: the first rising edge of the mark
+// pin); T in [0, 1): that operation is torn, done for its first T of bytes.  The flash as
+// the cut left it goes to --persist, then the process ends ({"ev":"cut"}).  Only flash
+// survives a cut, and it changes only in these operations: a cut at any cycle is a cut
+// before the next of them, so K covers every outcome.
+const started = Date.now();
+let flashOps = 0;
+const cutSpec = args.cut ? args.cut.split(':') : null;
+const cutAt = cutSpec ? parseInt(cutSpec[1], 10) : -1;
+const cutTorn = cutSpec && cutSpec[2] !== undefined ? Number(cutSpec[2]) : 0;
+let armedAt = cutSpec && (args['cut-from'] || 'boot') === 'boot' ? 0 : null;
+function powerCut(hook) {
+  if (cutTorn > 0) hook(cutTorn);
+  flashDirty = true;
+  saveFlash();
+  finished = true;
+  emit({ ev: 'cut', op: cutAt, torn: cutTorn, flash_ops: flashOps,
+    busy_cycles: Math.round(busyNanos / CYCLE_NANOS), idle_cycles: Math.round(idleNanos / CYCLE_NANOS),
+    wall_ms: Date.now() - started });
+  process.stdout.write('', () => process.exit(0));
 }
 // --persist F: the flash is written back to F after the firmware changed it (a device's
 // own files, e.g. paired.json and the boot counter, survive a power cycle, as on a board)
@@ -109,7 +137,14 @@ function saveFlash() {
 function romCall(pc) {
   const hook = romHooks.get(pc);
   if (!hook) return 0;
-  const nanos = hook();
+  if (hook.changes) {
+    if (armedAt !== null && flashOps - armedAt === cutAt) {
+      powerCut(hook);
+      return 0;
+    }
+    flashOps++;
+  }
+  const nanos = hook(1);
   flashDirty = true;
   lastFlashWrite = Date.now();
   core.PC = core.LR & ~1; // return to the caller (bx lr)
@@ -129,11 +164,12 @@ for (const pin of mcu.gpio) {
 let spanStart = null;
 let spanCount = 0;
 mcu.gpio[parseInt(args['mark-pin'], 10)].addListener((state) => {
-  if (state === 1) spanStart = { c: cycles(), core: core.cycles };
+  if (state === 1 && armedAt === null && cutSpec) armedAt = flashOps; // --cut-from mark
+  if (state === 1) spanStart = { c: cycles(), core: core.cycles, ops: flashOps };
   else if (spanStart !== null) {
     spanCount++;
     emit({ ev: 'span', n: spanCount, span_cycles: cycles() - spanStart.c,
-      span_core_cycles: core.cycles - spanStart.core });
+      span_core_cycles: core.cycles - spanStart.core, span_flash_ops: flashOps - spanStart.ops });
     spanStart = null;
   }
 });
@@ -334,12 +370,17 @@ rl.on('line', (line) => {
   }
 });
 rl.on('close', () => quit(0));
+process.on('SIGTERM', () => quit(0)); // a fleet stopping its devices: the exit figures too
 function quit(code) {
   if (finished) return;
   finished = true;
   flushUart();
   saveFlash();
   if (sock) sock.destroy();
+  // what this process cost: emulated time with the CPU busy and idle (WFI/WFE)
+  emit({ ev: 'bye', busy_cycles: Math.round(busyNanos / CYCLE_NANOS),
+    idle_cycles: Math.round(idleNanos / CYCLE_NANOS), flash_ops: flashOps,
+    wall_ms: Date.now() - started });
   process.stdout.write('', () => process.exit(code));
 }
 
@@ -377,6 +418,7 @@ function run() {
       const pc = core.PC;
       if (pc < 0x4000 && romHooks.has(pc)) {
         clock.tick(romCall(pc));
+        if (finished) return; // a power cut
         i += 1000;
         continue;
       }

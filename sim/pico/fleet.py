@@ -16,18 +16,25 @@ answers in time, and the device runs at most at real speed (slower when the host
 import json
 import shutil
 import threading
+import time
 
 from sim.pico.driver import Pico, deployed
 
+PAIR_WINDOW_S = 300  # the join window for a fleet with Picos (see attach)
+REFUSE_AFTER_S = 15  # a code no device shows is refused after this long
 SERVICE_LINK = {"rto_ms": 4000, "rto_max_ms": 16000, "handshake_timeout_ms": 180000}
 
 
-def pico_device_json(dev):
+def pico_device_json(dev, baud=None):
     """The fleet's device.json for an emulated Pico: the XBee is the board's UART0
-    (boards/pico_w), not a TCP socket; the rest is unchanged."""
+    (boards/pico_w), not a TCP socket; the rest is unchanged.  baud: UART0 and the
+    module at this rate instead of the board's 9600 (device.json's link.xbee.baudrate
+    overrides board_config.json, as on a board whose XBee was set with ATBD)."""
     dev = json.loads(json.dumps(dev))
     x = dev.get("link", {}).get("xbee", {})
     x.pop("tcp", None)
+    if baud:
+        x["baudrate"] = int(baud)
     return dev
 
 
@@ -38,7 +45,8 @@ def start_pico_device(fleet, name, run_code=None, source=False):
     d = fleet.device_dir(name)
     flash = d / "flash.bin"
     if not flash.exists():  # first boot: the deployed firmware and this device's files
-        dev = pico_device_json(json.loads((d / "device.json").read_text()))
+        dev = json.loads((d / "device.json").read_text())
+        dev = pico_device_json(dev, getattr(fleet, "pico_baud", None))
         dev.get("app", {}).update(getattr(fleet, "pico_app", {}))
         image = deployed(
             source=source,
@@ -104,9 +112,11 @@ def start_pico_device(fleet, name, run_code=None, source=False):
     return pico.proc
 
 
-def attach(fleet, n):
-    """Run the first n of the fleet's devices on emulated Picos (fleet.pico_names)."""
+def attach(fleet, n, baud=None):
+    """Run the first n of the fleet's devices on emulated Picos (fleet.pico_names);
+    baud: their UART0 rate (default: the board's, 9600)."""
     fleet.pico_names = {"dev-%02d" % (i + 1) for i in range(min(n, fleet.n))}
+    fleet.pico_baud = baud
     # the service's retransmission timers run on wall time, an emulated Pico on emulated
     # time (2.5-3x slower than wall on 2 idle cores, more under load): longer service
     # timers keep it from burying a busy device under flights it is still working on
@@ -120,4 +130,25 @@ def attach(fleet, n):
         return unix_start(name)
 
     fleet.start_device = start_device
+    pair_all, gateway = getattr(fleet, "pair_all", None), getattr(fleet, "gateway", None)
+
+    def pair_all_slowly(names, timeout=60):
+        # a Pico under load runs at a tenth of real time or less: boot, XBee set-up and
+        # the pairing exchange can take minutes of wall time, not the join window's 60 s
+        return pair_all(names, timeout=max(timeout, PAIR_WINDOW_S))
+
+    first_seen = {}
+
+    def gateway_patiently(req):
+        # the device sends its REVEAL before its console shows the code (50 ms of
+        # emulated time, seconds of wall time under load): the person waits a little
+        # for a code to appear before refusing it, rather than refusing at once
+        if req.get("cmd") == "confirm" and not req.get("accept"):
+            t = first_seen.setdefault(req.get("code"), time.time())
+            if time.time() - t < REFUSE_AFTER_S:
+                return {}
+        return gateway(req)
+
+    if pair_all is not None:
+        fleet.pair_all, fleet.gateway = pair_all_slowly, gateway_patiently
     return fleet
