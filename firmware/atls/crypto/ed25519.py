@@ -23,6 +23,8 @@ Only public data is processed: no constant-time care is needed or taken.
 
 Errors: a public key that is not 32 bytes or does not decode ->
 InvalidPointError; anything wrong with the signature -> AuthError.
+On MicroPython with the native emitter the group arithmetic runs on native
+field arithmetic (atls.crypto.native_ed25519), the same loop.
 On CPython with backend.FAST the same input checks run in pure code, then
 ``cryptography`` does the group arithmetic (``ed25519.native = None`` or
 ATLS_PURE_CRYPTO=1 selects the pure path).
@@ -154,7 +156,8 @@ def _decode(s):
     u = (y * y - 1) % p
     v = (_D * y * y + 1) % p
     v3 = v * v * v % p
-    x = u * v3 * pow(u * v3 * v3 * v % p, (p - 5) >> 3, p) % p
+    t = u * v3 * v3 * v % p
+    x = u * v3 * (_limbs.pow22523(t) if _limbs else pow(t, (p - 5) >> 3, p)) % p
     vxx = v * x * x % p
     if vxx != u:
         if vxx != p - u:
@@ -242,10 +245,19 @@ def verify(pub, message, sig):
     h.update(message)
     k = int.from_bytes(h.digest(), "little") % _L
     # [S]B - [k]A == R  <=>  [S]B + [k](-A) encodes to R
-    X, Y, Z = _mul2(S, k, _odd_table(_P - A[0] if A[0] else 0, A[1]))
-    if _encode(X, Y, Z) != R:
+    ax = _P - A[0] if A[0] else 0
+    if _limbs:  # the same loop on native field arithmetic
+        enc = _limbs.mul2_encode(S, k, ax, A[1], _BT)
+    else:
+        enc = _encode(*_mul2(S, k, _odd_table(ax, A[1])))
+    if enc != R:
         raise AuthError()  # Ed25519: signature does not verify
 
 
 # the host's `cryptography` (CPython, backend.FAST) or None
 native = backend.native.Ed25519 if backend.FAST else None
+try:  # MicroPython's native emitter: the Curve25519 field on fixed-size limbs
+    from atls.crypto import native_ed25519 as _limbs
+except Exception:  # CPython, another arch's .mpy, no emitter: pure ints
+    _limbs = None
+IMPL = "cryptography" if native else "native" if _limbs else "pure"
