@@ -109,14 +109,15 @@ def mul2_encode(s, k, ax, ay, bt):
     """encode([s]B + [k]P) (RFC 8032 §5.1.2) for public scalars < 2^253,
     P = (ax, ay) affine; bt: B's niels table (ed25519._BT)."""
     if not _BUF:  # allocated once, as native_p256's: no 4.8 KB block to find later
-        _BUF.append(memoryview(bytearray(80 * _SIZE)))
+        w = memoryview(bytearray(80 * _SIZE))
+        load(w, 19, _D2)
+        for i, (a, b, c) in enumerate(bt):  # B's table stays
+            e = _BT + 3 * i
+            load(w, e, a)
+            load(w, e + 1, b)
+            load(w, e + 2, c)
+        _BUF.append(w)
     w = _BUF[0]
-    load(w, 19, _D2)
-    for i, (a, b, c) in enumerate(bt):
-        e = _BT + 3 * i
-        load(w, e, a)
-        load(w, e + 1, b)
-        load(w, e + 2, c)
     _affine(w, ax, ay)  # P's odd multiples: P, then P + 2P, ..
     _cached(w, _AT)
     run(w, _DBL, 14)
@@ -125,28 +126,25 @@ def mul2_encode(s, k, ax, ay, bt):
     for i in range(1, 4):
         run(w, _ADD, 14)
         _cached(w, _AT + 4 * i)
-    a = s.to_bytes(32, "little")
-    b = k.to_bytes(32, "little")
+    # per scalar: bytes, int, window end (-1: none pending), window value,
+    # width, table, elements an entry, its program
+    sc = (
+        [s.to_bytes(32, "little"), s, -1, 0, 4, _BT, 3, _MADD],
+        [k.to_bytes(32, "little"), k, -1, 0, 3, _AT, 4, _ADD],
+    )
     _affine(w, 0, 1)  # the neutral element
     q = w[1200:1520]
-    ja = jb = -1
-    va = vb = 0
     for i in range(252, -1, -1):
         run(w, _DBL, 14)
-        if ja < 0 and a[i >> 3] >> (i & 7) & 1:
-            ja, va = _window(a, i, s, 4)
-        if ja == i:
-            e = 80 * (_BT + 3 * (va >> 1))
-            q[0:240] = w[e : e + 240]
-            run(w, _MADD, 14)
-            ja = -1
-        if jb < 0 and b[i >> 3] >> (i & 7) & 1:
-            jb, vb = _window(b, i, k, 3)
-        if jb == i:
-            e = 80 * (_AT + 4 * (vb >> 1))
-            q[0:320] = w[e : e + 320]
-            run(w, _ADD, 14)
-            jb = -1
+        for c in sc:
+            if c[2] < 0 and c[0][i >> 3] >> (i & 7) & 1:
+                c[2], c[3] = _window(c[0], i, c[1], c[4])
+            if c[2] == i:
+                n = 80 * c[6]
+                e = 80 * c[5] + n * (c[3] >> 1)
+                q[0:n] = w[e : e + n]
+                run(w, c[7], 14)
+                c[2] = -1
     invert(w, 15, 5, (7, 8, 9, 10, 11, 12, 13, 14))
     run(w, bytes((F_MUL, 3, 3, 15, F_MUL, 4, 4, 15)), 2)
     return (value(w, 4) | (value(w, 3) & 1) << 255).to_bytes(32, "little")

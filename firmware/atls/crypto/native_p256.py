@@ -6,8 +6,8 @@ of 13 bits in Montgomery form x * R mod p, R = 2^260, values below 2^257
 (native_p256_viper explains the arithmetic and its bounds).  Field
 operations run as op programs (code, d, a, b: element indices of one
 workspace) through `run`: native_thumb's inline Thumb assembly on RP2040,
-else native_p256_viper's viper (the Thumb build does not load the viper
-module).  A point doubling (dbl-2001-b, a = -3) is one program of 24 field
+else native_p256_viper's viper (the Thumb build does not load it).  A
+point doubling (dbl-2001-b, a = -3) is one program of 24 field
 operations, an addition of an affine table point (madd-2007-bl) one of 25.
 
 Scalar multiplication walks 65 signed odd digits (the recoding in

@@ -21,16 +21,25 @@ import micropython
 
 
 @micropython.viper
-def pmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32):
-    """r = a * b / R mod p (Montgomery); t is 40 words of scratch."""
-    s = 1  # s = 1 << 31: (x ^ s) - s sign-extends a loaded word on 64 bits
-    s <<= 31
+def prod(t: ptr32, a: ptr32, b: ptr32):
+    """t[0:40] = the limb products of a and b (columns < 20 * 2^26)."""
     for i in range(40):
         t[i] = 0
     for i in range(20):
         ai = a[i]
         for j in range(20):
             t[i + j] += ai * b[j]
+
+
+@micropython.viper
+def pmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32):
+    """r = a * b / R mod p (Montgomery); t is 40 words of scratch.  The
+    reduction steps run after the whole product (column i is complete by
+    step i), as native_thumb's do."""
+    s = 1  # s = 1 << 31: (x ^ s) - s sign-extends a loaded word on 64 bits
+    s <<= 31
+    prod(t, a, b)
+    for i in range(20):
         x = (t[i] ^ s) - s
         m = x & 8191
         t[i + 1] += (x - m) >> 13
@@ -48,12 +57,7 @@ def pmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32):
 @micropython.viper
 def nmul(r: ptr32, a: ptr32, b: ptr32, t: ptr32, n: ptr32):
     """r = a * b / R mod n (Montgomery, n's limbs at n); t: 40 words."""
-    for i in range(40):
-        t[i] = 0
-    for i in range(20):
-        ai = a[i]
-        for j in range(20):
-            t[i + j] += ai * b[j]
+    prod(t, a, b)
     for i in range(20):
         m = (t[i] * 7247) & 8191
         for j in range(20):
@@ -101,7 +105,9 @@ def padd(r: ptr32, a: ptr32, b: ptr32, neg: int):
 @micropython.viper
 def run(w: ptr32, prog: ptr8, n: int):
     """Ops (code, d, a, b) of prog on elements of w (80 bytes each; 0-1
-    scratch, 2 n's limbs for N_MUL): 1 P_MUL, 2 N_MUL, 6 P_ADD, 7 P_SUB."""
+    scratch, 2 n's limbs for N_MUL): 1 P_MUL, 2 N_MUL, 6 P_ADD, 7 P_SUB.
+    Its own interpreter, not native_f25519_viper's: a device that uses one
+    curve loads one field's code."""
     base = int(w)
     for i in range(n):
         j = i << 2
