@@ -13,8 +13,10 @@ extended Euclid on Python ints, its length following the random blind
 (11.6-13.8 ms of a 235 ms signature: spreads up to 1.4 %)."""
 
 import pytest
+import test_pico
 
 pytestmark = pytest.mark.pico
+pico = test_pico.pico  # the emulated Pico with the firmware deployed (module scope)
 
 SPREAD = 0.01  # issue 17: <= 1 %
 
@@ -43,15 +45,8 @@ def _spread(cycles):
     return (max(cycles) - min(cycles)) / min(cycles)
 
 
-def test_x25519_and_ecdsa_sign_cycles_vary_at_most_1_percent():
-    from sim.pico.driver import EmulatorError, Pico, deployed, node_binary
-
-    try:
-        node_binary()
-    except EmulatorError as e:
-        pytest.fail(str(e))
-    with Pico(flash=deployed(leave_out=("main.py",))) as p:
-        r = p.run(DEVICE, timeout=900)
+def test_x25519_and_ecdsa_sign_cycles_vary_at_most_1_percent(pico):
+    r = pico.run(DEVICE, timeout=900)
     assert r.lines("IMPL") == ["True native"], r.out[-500:]
     assert len(r.spans) == 16, r.spans
     x, s = _spread(r.spans[:8]), _spread(r.spans[8:])
