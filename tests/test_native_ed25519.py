@@ -13,6 +13,11 @@ from mpycross import side_files
 from test_ed25519 import _MPY_ROWS, _wycheproof, rfc8032_7_1, rfc_and_differential_rows
 from test_native_x25519 import native_micropython
 
+# x25519 first: it loads the native field, which ed25519 then uses
+_ROWS = _MPY_ROWS.replace(
+    "from atls.crypto import ed25519", "from atls.crypto import x25519, ed25519"
+)
+assert _ROWS != _MPY_ROWS
 HEAP = (
     "64K"  # x64 port: the native modules' 64-bit objects and the workspace (4.8 KB, kept once used)
 )
@@ -30,17 +35,19 @@ def rfc(vectors):
 
 def test_unix_port_selects_native_ed25519(mpy_native):
     src = "from atls.crypto import ed25519\nprint(ed25519.IMPL)"
+    assert mpy_native.check(src).lines[-1] == "pure"  # alone: no native field loaded
+    src = "from atls.crypto import x25519, ed25519\nprint(ed25519.IMPL)"
     assert mpy_native.check(src).lines[-1] == "native"
 
 
 def test_wycheproof_ed25519_all_151_native(mpy_native, vectors, tmp_path):
     rows = side_files(_wycheproof(vectors), tmp_path, 256)
-    assert mpy_native.run_rows(_MPY_ROWS, rows, heapsize=HEAP) == {"ok": 151, "failed": []}
+    assert mpy_native.run_rows(_ROWS, rows, heapsize=HEAP) == {"ok": 151, "failed": []}
 
 
 def test_rfc8032_7_1_and_differential_native(mpy_native, rfc, tmp_path):
     rows, n = rfc_and_differential_rows(rfc, tmp_path)
-    assert mpy_native.run_rows(_MPY_ROWS, rows, heapsize=HEAP) == {"ok": n, "failed": []}
+    assert mpy_native.run_rows(_ROWS, rows, heapsize=HEAP) == {"ok": n, "failed": []}
 
 
 POW = """

@@ -23,12 +23,15 @@ Only public data is processed: no constant-time care is needed or taken.
 
 Errors: a public key that is not 32 bytes or does not decode ->
 InvalidPointError; anything wrong with the signature -> AuthError.
-On MicroPython with the native emitter the group arithmetic runs on native
-field arithmetic (atls.crypto.native_ed25519), the same loop.
+On MicroPython, once atls.crypto.x25519 has loaded the native Curve25519
+field, the group arithmetic runs on it (atls.crypto.native_ed25519), the
+same loop.
 On CPython with backend.FAST the same input checks run in pure code, then
 ``cryptography`` does the group arithmetic (``ed25519.native = None`` or
 ATLS_PURE_CRYPTO=1 selects the pure path).
 """
+
+import sys
 
 from atls.crypto import backend
 from atls.crypto.sha512 import SHA512
@@ -256,8 +259,9 @@ def verify(pub, message, sig):
 
 # the host's `cryptography` (CPython, backend.FAST) or None
 native = backend.native.Ed25519 if backend.FAST else None
-try:  # MicroPython's native emitter: the Curve25519 field on fixed-size limbs
+_limbs = None
+if "atls.crypto.native_f25519" in sys.modules:  # X25519 loaded the native field: use it
+    # (alone, Ed25519 keeps the pure code: compiling the viper field from source
+    # would take more heap than a pure verification needs, e.g. for OTA bundles)
     from atls.crypto import native_ed25519 as _limbs
-except Exception:  # CPython, another arch's .mpy, no emitter: pure ints
-    _limbs = None
 IMPL = "cryptography" if native else "native" if _limbs else "pure"
