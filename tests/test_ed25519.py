@@ -334,7 +334,9 @@ def test_mpy_wycheproof_ed25519_all_151(mpyc, vectors, tmp_path):
     assert mpyc.run_rows(_MPY_ROWS, rows, heapsize=HEAP) == {"ok": 151, "failed": []}
 
 
-def test_mpy_rfc8032_7_1_and_differential(mpyc, rfc_tests, tmp_path):
+def rfc_and_differential_rows(rfc_tests, tmp_path):
+    """RFC 8032 §7.1 vectors and 60 `cryptography` signatures, each also
+    with a changed message or one flipped bit: (rows, count)."""
     rows, n = [], 0
     for _name, v in rfc_tests.items():
         rows.append((n, v["pub"], v["msg"], v["sig"], 1))
@@ -350,7 +352,11 @@ def test_mpy_rfc8032_7_1_and_differential(mpyc, rfc_tests, tmp_path):
         rows.append((n, _raw_pub(sk), msg, sig, 1))
         rows.append((n + 1, _raw_pub(sk), msg, bytes(bad), 0))
         n += 2
-    rows = side_files(rows, tmp_path, 256)  # TEST 1024's message
+    return side_files(rows, tmp_path, 256), n  # TEST 1024's message
+
+
+def test_mpy_rfc8032_7_1_and_differential(mpyc, rfc_tests, tmp_path):
+    rows, n = rfc_and_differential_rows(rfc_tests, tmp_path)
     assert mpyc.run_rows(_MPY_ROWS, rows, heapsize=HEAP) == {"ok": n, "failed": []}
 
 

@@ -49,7 +49,7 @@ SELECTED = """
 from atls.crypto import x25519 as X
 import atls.crypto.native_f25519 as N
 import atls.crypto.native_f25519_viper as V
-print(X.x25519 is X.x25519_native, X.x25519_base is X.x25519_base_native, N.fmul is V.fmul)
+print(X.x25519 is X.x25519_native, X.x25519_base is X.x25519_base_native, N.run is V.run)
 """
 
 
@@ -116,7 +116,7 @@ def test_differential_native_vs_pure(mpy_native):
 
 FIELD = """
 import os, struct
-import atls.crypto.native_f25519 as N
+import atls.crypto.native_f25519_viper as N
 P = 2**255 - 19
 def limbs(vals):
     b = bytearray(80)
@@ -157,29 +157,28 @@ import os
 import atls.crypto.native_f25519 as N
 from atls.crypto.x25519 import _scalar
 log = []
-def wrap(name, fn):
-    def f(*a):
-        log.append((name,) + tuple(x if isinstance(x, int) and x < 1 << 20 else x - a[0]
-                                   if isinstance(x, int) else len(x) for x in a))
-        return fn(*a)
-    return f
-for name in ("fmul", "fsqr", "fadd", "fmul_small"):
-    setattr(N, name, wrap(name, getattr(N, name)))
+run = N.run
+def wrap(w, prog, n):
+    log.append((n, prog))  # the program: bytes, or the address of the ladder step
+    return run(w, prog, n)
+N.run = wrap
 seqs = set()
 for k in [bytes(32), b"\\xff" * 32] + [os.urandom(32) for _ in range(3)]:
     log.clear()
     N.x25519(_scalar(k), 9)
     seqs.add(hash(tuple(log)))
-print(len(seqs), len(log))
+print(len(seqs), len(log), sum(n for n, _ in log))
 """
 
 
 def test_ladder_operation_sequence_is_independent_of_the_scalar(mpy_native):
     """Constant time by construction, checked: every scalar (all zero, all
-    one bits, random) drives the same sequence of field operations on the
-    same workspace offsets (255 steps x 18 operations, then the inversion)."""
-    n, ops = mpy_native.check(TRACE, heapsize="4M", timeout=120).lines[-1].split()
-    assert n == "1" and int(ops) == 255 * 18 + 2 + 252 + 11 + 1  # ladder, inversion
+    one bits, random) drives the same sequence of op programs (the ladder
+    step's 18 field operations on the same workspace elements, 255 times,
+    then the inversion's fixed chain)."""
+    n, calls, ops = mpy_native.check(TRACE, heapsize="4M", timeout=120).lines[-1].split()
+    assert n == "1"
+    assert int(ops) == 255 * 18 + 254 + 11 + 1  # ladder, inversion, x2 / z2
 
 
 def test_pure_fallback_when_native_module_is_for_another_arch(tmp_path, mpy_native):
@@ -203,8 +202,10 @@ def test_unrolled_code_matches_its_generator():
     for k in range(39):
         terms = ["a[%d] * b[%d]" % (i, k - i) for i in range(20) if 0 <= k - i < 20]
         assert "t[%d] = %s" % (k, " + ".join(terms)) in viper, k
-    thumb = _lines("firmware/atls/crypto/native_f25519_thumb.py")
-    start = thumb.index("label(row)") + 2
+    thumb = _lines("firmware/atls/crypto/native_thumb.py")
+    start = [n for n, ln in enumerate(thumb) if ln.startswith("label(row)")]
+    assert len(start) == 1  # one row subroutine serves every field's product
+    start = start[0] + 1
     for j in range(20):
         o = 4 * j
         assert thumb[start + 5 * j : start + 5 * j + 5] == [
@@ -214,6 +215,5 @@ def test_unrolled_code_matches_its_generator():
             "add(r7, r7, r6)",
             "str(r7, [r3, %d])" % o,
         ], j
-    p256 = _lines("firmware/atls/crypto/native_p256_thumb.py")
-    p = p256.index("label(row)") + 2
-    assert p256[p : p + 100] == thumb[start : start + 100]  # the same rows in P-256's pmul
+    assert thumb[start + 100] == "bx(lr)"
+    assert "mul(r6, r4)" not in _lines("firmware/atls/crypto/native_p256_thumb.py")

@@ -23,10 +23,15 @@ Only public data is processed: no constant-time care is needed or taken.
 
 Errors: a public key that is not 32 bytes or does not decode ->
 InvalidPointError; anything wrong with the signature -> AuthError.
+On MicroPython, once atls.crypto.x25519 has loaded the native Curve25519
+field, the group arithmetic runs on it (atls.crypto.native_ed25519), the
+same loop.
 On CPython with backend.FAST the same input checks run in pure code, then
 ``cryptography`` does the group arithmetic (``ed25519.native = None`` or
 ATLS_PURE_CRYPTO=1 selects the pure path).
 """
+
+import sys
 
 from atls.crypto import backend
 from atls.crypto.sha512 import SHA512
@@ -154,7 +159,8 @@ def _decode(s):
     u = (y * y - 1) % p
     v = (_D * y * y + 1) % p
     v3 = v * v * v % p
-    x = u * v3 * pow(u * v3 * v3 * v % p, (p - 5) >> 3, p) % p
+    t = u * v3 * v3 * v % p
+    x = u * v3 * (_limbs.pow22523(t) if _limbs else pow(t, (p - 5) >> 3, p)) % p
     vxx = v * x * x % p
     if vxx != u:
         if vxx != p - u:
@@ -242,10 +248,20 @@ def verify(pub, message, sig):
     h.update(message)
     k = int.from_bytes(h.digest(), "little") % _L
     # [S]B - [k]A == R  <=>  [S]B + [k](-A) encodes to R
-    X, Y, Z = _mul2(S, k, _odd_table(_P - A[0] if A[0] else 0, A[1]))
-    if _encode(X, Y, Z) != R:
+    ax = _P - A[0] if A[0] else 0
+    if _limbs:  # the same loop on native field arithmetic
+        enc = _limbs.mul2_encode(S, k, ax, A[1], _BT)
+    else:
+        enc = _encode(*_mul2(S, k, _odd_table(ax, A[1])))
+    if enc != R:
         raise AuthError()  # Ed25519: signature does not verify
 
 
 # the host's `cryptography` (CPython, backend.FAST) or None
 native = backend.native.Ed25519 if backend.FAST else None
+_limbs = None
+if "atls.crypto.native_f25519" in sys.modules:  # X25519 loaded the native field: use it
+    # (alone, Ed25519 keeps the pure code: compiling the viper field from source
+    # would take more heap than a pure verification needs, e.g. for OTA bundles)
+    from atls.crypto import native_ed25519 as _limbs
+IMPL = "cryptography" if native else "native" if _limbs else "pure"

@@ -1,5 +1,6 @@
 """Curve25519 field arithmetic in viper (any native arch: x64, xtensawin,
-armv6m without the Thumb module): fmul, fsqr, fadd, fmul_small.
+armv6m without the Thumb module): fmul, fsqr, fadd, fmul_small, and run,
+which runs the same op programs as native_thumb.run (codes 0, 3, 4, 5).
 
 Field elements are 20 signed 32-bit limbs of 13 bits, radix 2^13 (value =
 sum limb[i] * 2^(13 i)), 260 bits, so 2^260 = 32 * 19 = 608 (mod p).  Bounds
@@ -177,3 +178,25 @@ def fmul_small(r: ptr32, a: ptr32, s: int):
     c = r[1] + (c >> 13)
     r[1] = c & 8191
     r[2] += c >> 13
+
+
+@micropython.viper
+def run(w: ptr32, prog: ptr8, n: int):
+    """Ops (code, d, a, b) of prog on elements of w (80 bytes each; elements
+    0-1 scratch): 0 F_MUL, 3 F_A24 (d = 121665 a), 4 F_ADD, 5 F_SUB."""
+    base = int(w)
+    for i in range(n):
+        j = i << 2
+        op = prog[j]
+        d = base + 80 * prog[j + 1]
+        a = base + 80 * prog[j + 2]
+        b = base + 80 * prog[j + 3]
+        if op == 0:
+            if a == b:
+                fsqr(d, a, a, base)
+            else:
+                fmul(d, a, b, base)
+        elif op == 3:
+            fmul_small(d, a, 121665)
+        else:
+            fadd(d, a, b, op - 4)

@@ -408,7 +408,7 @@ _GTAB = []  # G's odd multiples as native limbs, built on first use
 
 def _gtab():
     if not _GTAB:
-        _GTAB.append(limbs.table(_GT, limbs.buffers()[0]))
+        _GTAB.append(limbs.table(_GT))
     return _GTAB[0]
 
 

@@ -58,7 +58,8 @@ def ecdsa_sign(priv, message):
         r = x % n
         if r == 0:
             continue
-        s = _inv_blind(k, n) * (e + r * d) % n
+        # the nonce's inverse: fixed-time Fermat on native limbs, else blinded
+        s = (limbs.inv_n(k) if limbs else _inv_blind(k, n)) * (e + r * d) % n
         if s:
             body = _der_uint(r) + _der_uint(s)
             return b"\x30" + bytes([len(body)]) + body
