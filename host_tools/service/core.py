@@ -490,10 +490,6 @@ class Service(asyncio.DatagramProtocol, Continuity):
             else:
                 self.timers.schedule(sess, now)
 
-    def wake(self, sess):
-        """Visit `sess` at the next tick (the application queued a message)."""
-        self.timers.wake(sess, self.now_ms())
-
     def _check_registry(self):
         """Reload a changed registry; end sessions whose PSK or certificate
         is no longer registered to their device (revocation)."""

@@ -77,7 +77,8 @@ class Session:
             self.shared.journal.append(self.backlog[-1])
         self.service.counters["messages_out"] += 1
         self.flush(self.service.now_ms())
-        self.service.wake(self)  # the tick sends it, unless a datagram's answer does first
+        # the tick sends it, unless a datagram's answer does first (service.timers)
+        self.service.timers.wake(self, self.service.now_ms())
 
     def flush(self, now):
         """Move queued app messages into the link while its window has room."""
