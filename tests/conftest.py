@@ -26,6 +26,28 @@ VECTORS = TESTS / "vectors"
 
 sys.path.insert(0, str(TESTS / "mpy"))  # dialect-neutral helpers shared with MicroPython
 
+# The longest files run first: `make test` gives each of its two workers one file at a
+# time (--dist loadfile), so a long file handed out last sets the wall time of the run.
+SLOW_FIRST = (
+    "test_pico.py",
+    "test_pico_ota.py",
+    "test_sim.py",
+    "test_pico_sim.py",
+    "test_ota_scenario.py",
+    "test_workers_kill.py",
+    "test_fault_injection.py",
+    "test_mqtt_sim.py",
+    "test_abuse_bench.py",
+    "test_bench.py",
+    "test_state_store.py",
+    "test_workers.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: others keep order
+
 
 def micropython_binary():
     """The unix-port interpreter installed next to this Python (pip package

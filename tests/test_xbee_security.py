@@ -30,7 +30,7 @@ def test_driver_joins_encrypted_network_and_obeys_only_an_authentic_notice(inter
         radio.call(setattr, c, "ky", KY)
         args = [radio.state["devices"][0]["port"], KY.hex(), pkey.hex()]
         if interp == "micropython":
-            p = mpyc.popen(SCRIPT, args, heapsize="64K", stdout=subprocess.PIPE, text=True)
+            p = mpyc.popen(SCRIPT, args, heapsize="72K", stdout=subprocess.PIPE, text=True)
         else:
             env = dict(os.environ, PYTHONPATH=str(FIRMWARE))
             cmd = [sys.executable, str(SCRIPT)] + [str(a) for a in args]
