@@ -156,7 +156,9 @@ def test_half_open_sessions_evicted_oldest_first_per_ip(tmp_path):
         # 10 sessions for 4 places; a flight that arrived while 8 from its IP were
         # queued (service.admission.Intake, intake_per_ip) was refused unparsed instead
         d = c["drops"]
-        assert d.get("busy", 0) == 0 and d.get("evicted", 0) + d.get("intake_full", 0) >= 6
+        # (or, a flight still in the intake when a newer one of its IP came, evicted there)
+        refused = d.get("evicted", 0) + d.get("intake_full", 0) + d.get("intake_evicted", 0)
+        assert d.get("busy", 0) == 0 and refused >= 6, d
         assert d.get("evicted", 0) >= 4
         assert c["half_open"] <= 4
         time.sleep(2.5)
