@@ -79,6 +79,7 @@ def test_a_stale_copy_reached_from_a_new_address_commits_before_delivering(rds, 
     new = (ADDR[0], ADDR[1] + 100)
     p.devs = {new: p.dev}
     p.to = 0  # the device's retransmission reaches worker 0 from another address
-    p.run(3000, lambda: not p.dev.pending())
+    settled = p.run(10000, lambda: not p.dev.pending())
     assert p.all_got() == [b"echo:a"]  # once
+    assert settled
     assert p.dev.handshakes == 1
