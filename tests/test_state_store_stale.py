@@ -5,10 +5,12 @@ harness is tests/test_state_store.py's (two real service cores, one real
 Redis, the firmware's DeviceSession on a virtual clock)."""
 
 import tempfile
+import types
 
 import pytest
 from test_state_store import ADDR, Pair, _up
 
+from host_tools.service import state_store
 from host_tools.service.redis_server import RedisServer
 
 
@@ -83,3 +85,25 @@ def test_a_stale_copy_reached_from_a_new_address_commits_before_delivering(rds, 
     assert p.all_got() == [b"echo:a"]  # once
     assert settled
     assert p.dev.handshakes == 1
+
+
+def test_a_record_written_before_a_quiet_minute_is_taken_over(rds, tmp_path, monkeypatch):
+    """The record keeps the in-flight message of its last commit (the
+    device's ACK of it is not committed: no round trip for ACKs), with the
+    time it went out.  A worker taking the session over a minute later must
+    not read that as a minute without progress (the link's peer timeout):
+    it ended the session at once, deleted the record and the device
+    handshook again (issue 19's 10,000-device kill run)."""
+    p = Pair(rds, tmp_path)
+    wall = types.SimpleNamespace(time=lambda: 1.7e9 + p.now / 1000)  # records: the virtual clock
+    monkeypatch.setattr(state_store, "time", wall)
+    _up(p)
+    (s0,) = p.w[0].svc.sessions.values()
+    s0.send(b"from-w0")
+    assert p.run(3000, lambda: p.got == [b"from-w0"])
+    p.run(65000)  # quiet: past the link's peer timeout (60 s)
+    p.to = 1  # worker 0 died: the balancer sends the device to worker 1
+    p.dev.send(b"echo:a", p.now)
+    assert p.run(5000, lambda: p.got[-1:] == [b"re:a"] and not p.dev.pending())
+    assert p.all_got() == [b"echo:a"] and p.dev.handshakes == 1
+    assert p.w[1].svc.counters["state_loads"] == 1 and p.w[1].svc.sessions
