@@ -176,6 +176,8 @@ class Service(asyncio.DatagramProtocol, Continuity):
             self._absorb_drops(sess)
         if self.store is not None:  # committed before the app sees a message
             self.store.received(self, sess, packets, now)
+            if not self.is_live(sess):
+                return  # forgotten here (record gone or not ours): nothing was committed
         self._pump(sess, now)
         self.transmit(sess, now)
         self.timers.schedule(sess, now)

@@ -196,7 +196,7 @@ class Continuity:
         got = link.counters["messages_in"]
         if ptype in (protocol.DATA, protocol.CDATA) and sess.up and sess.sink is None:
             link.receive(data, now)
-            if link.counters["messages_in"] > got:
+            if link.counters["messages_in"] > got and self._committed(sess, data, now):
                 self._readdress(sess, addr)
                 sess.last_seen_ms = now
                 self._pump(sess, now)
@@ -206,6 +206,16 @@ class Continuity:
             self._absorb_drops(sess)
         self.drop("unknown_session")
         self._unknown(ptype, sid, data, addr, known=True)
+
+    def _committed(self, sess, data, now):
+        """Shared state: the message `data` brought is committed before the
+        session moves or the application sees it (state_store.received).  A
+        stale copy reloads the newer record, where it may be a replay: the
+        session moves all the same (the packet was authentic and newer than
+        our copy) so the device at its new address gets the ACK."""
+        if self.store is not None:
+            self.store.received(self, sess, (data,), now)
+        return self.is_live(sess)
 
     def _readdress(self, sess, addr):
         old = self.per_ip[sess.addr[0]]

@@ -306,6 +306,10 @@ def restore(sess, record, service, now, wall):
         elif kind == "c" and v is not None:
             v = [v[0] + off, v[1], v[2] + off]
         setattr(link, name, v)
+    if link._inflight and link._progress is not None:
+        # the record's in-flight messages may have been acknowledged since (ACKs
+        # are not committed): their age is no peer timeout, which starts again here
+        link._progress = max(link._progress, now)
     sess.link = link
     s = rec["sess"]
     sess.identity, sess.auth = s[0], s[1]

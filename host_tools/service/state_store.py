@@ -86,7 +86,7 @@ _LOOKUPS_PER_S = 5000
 class Shared:
     """A stored session's bookkeeping in this worker (Session.shared)."""
 
-    __slots__ = ("version", "fp", "lim", "journal", "rt", "adopted", "forgotten")
+    __slots__ = ("version", "fp", "lim", "journal", "rt", "bad", "adopted", "forgotten")
 
     def __init__(self, version):
         self.version = version  # of the record our copy is (0: not written yet)
@@ -94,6 +94,7 @@ class Shared:
         self.lim = None  # state_codec.limits: nonces covered by the record
         self.journal = []  # what the application sent since (replayed after a reload)
         self.rt = 0  # retransmissions counted when the version was last checked
+        self.bad = 0  # the link's bad_ack drops already looked into
         self.adopted = False  # just loaded for a packet: kept if the packet was good
         self.forgotten = False  # dropped here: another worker has it, or nobody
 
@@ -203,8 +204,15 @@ class StateStore:
                 service.app.on_connect(sess)
             except Exception as e:
                 log("app_error", sid=sess.sid, error=repr(e))
-        if state_codec.fingerprint(sess) != sh.fp:
+        bad = sess.link.drops.get("bad_ack", 0)
+        if bad != sh.bad or state_codec.fingerprint(sess) != sh.fp:
+            # bad_ack: the device acknowledged what our copy never sent - another
+            # worker sent it, our copy is stale; the COMMIT's conflict reloads the
+            # newer record and feeds the packets again (else that worker's copy
+            # never sees its ACKs, times out and deletes the record: issue 19)
             self._sync(service, sess, now, packets)
+            if sess.shared is not None:
+                sess.shared.bad = sess.link.drops.get("bad_ack", 0)
 
     def sync(self, service, sess, out, now):
         """Before `out` (the link's datagrams) leaves: commit what they used.
