@@ -107,3 +107,31 @@ def test_a_record_written_before_a_quiet_minute_is_taken_over(rds, tmp_path, mon
     assert p.run(5000, lambda: p.got[-1:] == [b"re:a"] and not p.dev.pending())
     assert p.all_got() == [b"echo:a"] and p.dev.handshakes == 1
     assert p.w[1].svc.counters["state_loads"] == 1 and p.w[1].svc.sessions
+
+
+def test_a_copy_that_cannot_commit_for_conflicts_delivers_nothing(rds, tmp_path):
+    """Every COMMIT conflicts (another worker keeps moving the record on):
+    after the last try the link has accepted a message that was never
+    committed; it must not reach the application from this copy (it did:
+    `_sync` returned False as if Redis were down, and the service delivered
+    - a duplicate once the other worker delivers it too)."""
+    p = Pair(rds, tmp_path)
+    _up(p)
+    w0 = p.w[0]
+    store = w0.store
+    real_cas = store._cas
+
+    def always_conflicts(sess, now):  # another worker's commit always came first
+        store.r.hincrby(store._key(sess.sid), "v", 1)
+        return real_cas(sess, now)  # the script's own conflict answer
+
+    store._cas = always_conflicts
+    p.to = 0
+    p.dev.send(b"echo:c", p.now)
+    p.run(300)
+    assert w0.app.got == []
+    assert w0.svc.counters["state_contended"] >= 1
+    assert not w0.svc.sessions  # forgotten here: the record stays for whoever is current
+    store._cas = real_cas
+    assert p.run(5000, lambda: p.got[-1:] == [b"re:c"] and not p.dev.pending())
+    assert p.all_got().count(b"echo:c") == 1

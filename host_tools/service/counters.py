@@ -25,6 +25,7 @@ def new_counters():
 STATE_COUNTERS = (
     "state_commits",  # COMMITs that stored a new version
     "state_conflicts",  # COMMITs refused: another worker had moved the session on
+    "state_contended",  # copies forgotten after repeated conflicts (nothing delivered)
     "state_loads",  # sessions this worker took over from Redis
     "state_load_misses",  # packets for a session id found nowhere
     "state_lookups_refused",  # lookups beyond the per-second cap (state_store)

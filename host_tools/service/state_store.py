@@ -372,7 +372,13 @@ class StateStore:
                 sess.backlog.append((p, ch, cb))
             sess.shared.journal = list(journal)
             sess.flush(now)
+        # still contended: what the link accepted was never committed, so it must not
+        # reach the application from here (it would, after a returned False, as if
+        # Redis were down): forget this copy; the device's retransmission goes on
+        # wherever the record is current
         log("state_contended", sid=sess.sid)
+        self.counters["state_contended"] += 1
+        self._forget(service, sess, "contended")
         return False
 
     def _restore(self, service, sess, version, blob, now):
