@@ -209,3 +209,16 @@ def load_vectors(name):
 @pytest.fixture(scope="session")
 def vectors():
     return load_vectors
+
+
+@pytest.fixture
+def rds():
+    """A private redis-server (the system's) on a unix socket, stopped after the test."""
+    from host_tools.service.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="rds") as d:  # short: a unix socket path
+        server = RedisServer(d)
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -9,7 +9,6 @@ would after a worker was lost or the worker set changed.
 """
 
 import base64
-import tempfile
 import threading
 
 import pytest
@@ -28,16 +27,6 @@ from host_tools.service.tls_engine import ServerConfig
 
 PSKS = {b"dev-%d" % i: bytes([i]) * 32 for i in range(1, 4)}
 ADDR = ("192.0.2.7", 5684)
-
-
-@pytest.fixture
-def rds():
-    with tempfile.TemporaryDirectory(prefix="rds") as d:  # short: a unix socket path
-        server = RedisServer(d)
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 class App:

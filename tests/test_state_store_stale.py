@@ -4,24 +4,11 @@ back: the SO_REUSEPORT hash changed twice; nginx opened new flows).  The
 harness is tests/test_state_store.py's (two real service cores, one real
 Redis, the firmware's DeviceSession on a virtual clock)."""
 
-import tempfile
 import types
 
-import pytest
 from test_state_store import ADDR, Pair, _up
 
 from host_tools.service import state_store
-from host_tools.service.redis_server import RedisServer
-
-
-@pytest.fixture
-def rds():
-    with tempfile.TemporaryDirectory(prefix="rds") as d:  # short: a unix socket path
-        server = RedisServer(d)
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 def test_a_stale_copy_given_acks_for_what_it_never_sent_catches_up(rds, tmp_path):
