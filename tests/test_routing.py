@@ -3,7 +3,7 @@ ids"): after QUIC-LB's plaintext server ids, the top bits of the 16-bit sid
 name the worker that issued it."""
 
 import pytest
-from test_state_store import PSKS, Pair, rds  # noqa: F401  (rds: the real Redis fixture)
+from test_state_store import PSKS, Pair
 
 from atls import protocol, wire
 from atls.link import LinkConfig
