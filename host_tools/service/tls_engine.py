@@ -51,6 +51,10 @@ Theory of operation
   under keys of the SSL_CTX: resume on the same context.
 * HelloRetryRequest, the selected PSK identity and alerts are reported by a
   context-wide message callback (tls_hooks), per connection.
+* On a context without pyOpenSSL callback helpers (verify, ALPN, OCSP: the
+  service's PSK context) the handshake, reads and BIO drains call OpenSSL
+  directly: "wants more bytes" is a result, not a WantReadError; any other
+  result goes through pyOpenSSL's own error mapping, as before.
 
 Nothing here logs or stores secrets beyond what OpenSSL holds; TLSError
 messages carry OpenSSL reason strings and alert names only.
