@@ -73,6 +73,22 @@ def test_psk_handshake_raises_nothing_inside(monkeypatch):
     assert info["group"] == "x25519" and info["suite"] == SUITE
 
 
+def test_context_with_a_callback_helper_keeps_pyopenssl_calls(monkeypatch):
+    """A verify callback (client_ca mode sets one) lives in a pyOpenSSL
+    helper that its own calls check: such a context takes pyOpenSSL's
+    do_handshake/bio_read, exceptions and all, and still completes."""
+    cfg = ServerConfig(psks={IDENT: PSK}, suites=(SUITE,))
+    ctx = cfg.build()
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *a: True)
+    conn = ServerConnection(ctx)
+    calls = _count_raises(monkeypatch, conn)
+    c = _client()
+    c.bio_write(conn.feed(_flight(c)))
+    conn.feed(_flight(c))
+    assert conn.done and len(calls) >= 2  # WantReadError: handshake waiting, BIO drained
+    assert conn.export() == c.export_keying_material(EXPORTER_LABEL, KEY_BLOCK_LEN)
+
+
 def test_direct_path_keeps_pyopenssl_errors():
     """A wrong binder still fails as before: decrypt_error (51) in a
     plaintext alert record, reason from OpenSSL's error queue."""

@@ -282,12 +282,11 @@ class ServerConnection:
         self._conn = SSL.Connection(ctx, None)  # None: memory BIOs
         self._conn.set_accept_state()
         # no pyOpenSSL callback helper (verify, ALPN, OCSP) on the context: the
-        # handshake and reads call OpenSSL directly and map only unexpected
+        # handshake, reads and drains call OpenSSL directly and map only unexpected
         # results through pyOpenSSL, so "wants more bytes" costs no exception
-        self._direct = (
-            ctx._verify_helper is None
-            and ctx._alpn_select_helper is None
-            and ctx._ocsp_helper is None
+        helpers = ("_verify_helper", "_alpn_select_helper", "_ocsp_helper")
+        self._direct = all(getattr(ctx, h, 0) is None for h in helpers) and all(
+            hasattr(self._conn, a) for a in ("_ssl", "_from_ssl", "_raise_ssl_error")
         )
         self._watch = tls_hooks.watch(self._conn)
         self.done = False
@@ -305,11 +304,19 @@ class ServerConnection:
 
     # -- I/O -----------------------------------------------------------------
     def _drain(self):
-        """Everything OpenSSL wrote into the memory BIO (a memory BIO read
-        fails only when it is empty)."""
+        """What OpenSSL wrote (a memory BIO read fails only when it is empty)."""
+        out = b""
+        if not self._direct:
+            while True:
+                try:
+                    chunk = self._conn.bio_read(_CHUNK)
+                except SSL.WantReadError:
+                    return out
+                if not chunk:
+                    return out
+                out += chunk
         bio = self._conn._from_ssl
         buf = _alloc("char[]", _CHUNK)
-        out = b""
         while True:
             n = _lib.BIO_read(bio, buf, _CHUNK)
             if n <= 0:
@@ -317,8 +324,7 @@ class ServerConnection:
             out += _ffi.buffer(buf, n)[:]
 
     def _handshake(self):
-        """SSL_do_handshake: True once done, False while OpenSSL wants more
-        bytes; any other result raises as pyOpenSSL's do_handshake does."""
+        """True once done, False while OpenSSL wants more bytes; else raises."""
         conn = self._conn
         if not self._direct:
             try:
