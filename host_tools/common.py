@@ -4,14 +4,22 @@ import json
 import sys
 import time
 
+_dumps = json.dumps
+
 
 def log(event, **fields):
     """One JSON line on stderr; bytes fields are written as hex.  Callers never
-    pass keys or PSKs (the services hold no secret worth logging)."""
-    fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
-    sys.stderr.write(
-        json.dumps(dict({"ts": round(time.time(), 3), "event": event}, **fields)) + "\n"
-    )
+    pass keys or PSKs (the services hold no secret worth logging).  One
+    json.dumps of the caller's own keyword dict: the service logs every
+    handshake."""
+    for k, v in fields.items():
+        if isinstance(v, bytes):
+            fields[k] = v.hex()
+    ts = fields.pop("ts", None)
+    ts = repr(round(time.time(), 3)) if ts is None else _dumps(ts)  # json's float form
+    event = '"%s"' % event if event.isidentifier() else _dumps(event)
+    rest = ", " + _dumps(fields)[1:] if fields else "}"
+    sys.stderr.write('{"ts": %s, "event": %s%s\n' % (ts, event, rest))
 
 
 def parse_hostport(s, default_host):

@@ -203,6 +203,7 @@ def test_scale_quick():
             "cpu_us_per_handshake_16",
             "raw_openssl_server_hs_per_cpu_s",
             "single_worker_vs_raw_openssl",
+            "single_worker_vs_raw_openssl_same_client",
         ],
     )
     if worker_mode():

@@ -36,7 +36,7 @@ def _tls13_context(suite_name):
     return ctx
 
 
-def client_context(suite_name, identity=IDENTITY):
+def client_context(suite_name, identity=IDENTITY, psk=PSK):
     """A pyOpenSSL TLS 1.3 client offering an external PSK (psk_dhe_ke, x25519)
     through SSL_CTX_set_psk_use_session_callback."""
     from OpenSSL._util import ffi, lib
@@ -48,7 +48,7 @@ def client_context(suite_name, identity=IDENTITY):
 
     def use_session(ssl, md, idp, idlenp, sessp):
         sessp[0] = ffi.NULL
-        sess = _psk_session(lib, ssl, PSK)
+        sess = _psk_session(lib, ssl, psk)
         if sess is None:
             return 0
         idp[0] = ident
@@ -158,3 +158,46 @@ def raw_handshake(cctx, sctx, server_time, clock=time.perf_counter):
     server_time[0] += pc() - t
     if not (c_done and s_done) or not lib.SSL_session_reused(s._ssl) or s.get_group_name() is None:
         raise RuntimeError("raw OpenSSL loop did not complete a PSK+ECDHE handshake")
+
+
+class LinkDevice:
+    """A device whose TLS client is pyOpenSSL (the raw baseline's own client,
+    so the service's OpenSSL sees the same ClientHello as the baseline's
+    server) over the firmware's client Link.  Cheaper than the firmware
+    client, so a few of them can keep one service process busy.  Same
+    interface as bench.pair.Device for the UDP driver: start, link, pump,
+    settled."""
+
+    def __init__(self, cctx, mtu=1200):
+        from OpenSSL import SSL
+
+        from atls.link import Link, LinkConfig
+
+        self.tls = SSL.Connection(cctx, None)
+        self.tls.set_connect_state()
+        self.link = Link("client", LinkConfig(mtu=mtu))
+        self.suite = None
+
+    def start(self, now):
+        _step(self.tls)
+        self.link.send_flight(_drain(self.tls), now)
+
+    def pump(self, now):
+        from atls.protocol import SUITES
+
+        for ev in self.link.events():
+            if ev[0] == "flight" and self.link.channel is None:
+                self.tls.bio_write(ev[1])
+                done = _step(self.tls)
+                out = _drain(self.tls)
+                if out:
+                    self.link.send_flight(out, now)
+                if done:
+                    kb = self.tls.export_keying_material(EXPORTER_LABEL, KEY_BLOCK_LEN)
+                    suite = SUITES[self.tls.get_cipher_name()]
+                    self.link.start_channel(kb, suite)
+
+    @property
+    def settled(self):
+        """Channel open and the client's Finished acknowledged (pair.Device)."""
+        return self.link.channel is not None and self.link.next_timer_ms() is None

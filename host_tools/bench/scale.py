@@ -23,6 +23,11 @@ and one service process against raw OpenSSL.
         of a raw pyOpenSSL memory-BIO loop on the same suite (PSK+ECDHE,
         x25519, CCM_8), measured in the same run: raw before and after,
         the mean of the two
+  single_worker_vs_raw_openssl_same_client
+        the same with the raw loop's own pyOpenSSL client (over the
+        firmware's Link) driving the service: its OpenSSL then answers the
+        very ClientHello the baseline's server answers (a cross-check that
+        the firmware client's hello costs the server nothing extra)
 """
 
 import importlib.util
@@ -67,17 +72,24 @@ def raw_openssl_hs_per_cpu_s(n):
 
 
 def single_vs_raw(quick=False):
-    n, secs = (30, 0.5) if quick else (600, 6.0)
+    n, secs, slots = (30, 0.5, 4) if quick else (600, 6.0, 16)
     with quiet_stderr():
         raw1 = raw_openssl_hs_per_cpu_s(n)
-        _, udp_cpu, udp_n = service_udp(secs, slots=4 if quick else 16)
+        _, udp_cpu, udp_n = service_udp(secs, slots=slots)
+        _, same_cpu, _ = service_udp(secs, slots=slots, client="openssl")
         raw2 = raw_openssl_hs_per_cpu_s(n)
     raw = statistics.mean((raw1, raw2))
+
+    def ratio(x):
+        return round(x / raw, 3) if x else None
+
     return {
         "raw_openssl_server_hs_per_cpu_s": round(raw, 1),
         "service_udp_hs_per_cpu_s": round(udp_cpu, 1) if udp_cpu else None,
         "service_udp_handshakes": udp_n,
-        "single_worker_vs_raw_openssl": round(udp_cpu / raw, 3) if udp_cpu else None,
+        "single_worker_vs_raw_openssl": ratio(udp_cpu),
+        "service_udp_same_client_hs_per_cpu_s": round(same_cpu, 1) if same_cpu else None,
+        "single_worker_vs_raw_openssl_same_client": ratio(same_cpu),
     }
 
 

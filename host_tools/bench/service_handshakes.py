@@ -77,12 +77,14 @@ def _write_service_config(tmp, slots):
     )
 
 
-def service_udp(seconds, slots=16):
+def service_udp(seconds, slots=16, client="firmware"):
     """The real service process (python -m host_tools.service) over loopback
-    UDP, driven by `slots` concurrent firmware clients (native crypto) in this
-    process.  A handshake counts when the service has acknowledged the
-    client's Finished (HS_ACK).  Returns (handshakes/s wall, handshakes per
-    CPU-second of the service process, handshakes)."""
+    UDP, driven by `slots` concurrent clients in this process: the firmware's
+    (native crypto), or with client="openssl" pyOpenSSL over the firmware's
+    Link (openssl_peers.LinkDevice: the baseline's own client, cheap enough
+    to keep the service busy).  A handshake counts when the service has
+    acknowledged the client's Finished (HS_ACK).  Returns (handshakes/s wall,
+    handshakes per CPU-second of the service process, handshakes)."""
     tmp = Path(tempfile.mkdtemp(prefix="atls-bench-svc-"))
     _write_service_config(tmp, slots)
     null = open(os.devnull, "w")
@@ -118,8 +120,15 @@ def service_udp(seconds, slots=16):
             for d in devs[k].link.datagrams(now()):
                 socks[k].sendto(d, target)
 
+        cctxs = [
+            openssl_peers.client_context(SUITE_NAMES[CCM8], b"dev-%02d" % k) for k in range(slots)
+        ]
+
         def fresh(k):
-            devs[k] = Device(CCM8, 1200, identity=b"dev-%02d" % k)
+            if client == "openssl":
+                devs[k] = openssl_peers.LinkDevice(cctxs[k])
+            else:
+                devs[k] = Device(CCM8, 1200, identity=b"dev-%02d" % k)
             devs[k].start(now())
             flush(k)
 

@@ -28,7 +28,6 @@ finds the dead session by its own peer timeout.  Without a state directory
 there is no previous key and no RESET at all.
 """
 
-import hashlib
 import hmac
 import json
 import os
@@ -42,8 +41,7 @@ __all__ = ["PeerTable", "stored_reset_keys", "token_under"]
 
 def token_under(key, sid):
     """HMAC-SHA256(key, "atls reset" || sid)[:16]: a RESET token (§5)."""
-    mac = hmac.new(key, b"atls reset" + sid.to_bytes(2, "big"), hashlib.sha256)
-    return mac.digest()[:RESET_TOKEN_LEN]
+    return hmac.digest(key, b"atls reset" + sid.to_bytes(2, "big"), "sha256")[:RESET_TOKEN_LEN]
 
 
 def stored_reset_keys(state_dir):

@@ -51,6 +51,10 @@ Theory of operation
   under keys of the SSL_CTX: resume on the same context.
 * HelloRetryRequest, the selected PSK identity and alerts are reported by a
   context-wide message callback (tls_hooks), per connection.
+* On a context without pyOpenSSL callback helpers (verify, ALPN, OCSP: the
+  service's PSK context) the handshake, reads and BIO drains call OpenSSL
+  directly: "wants more bytes" is a result, not a WantReadError; any other
+  result goes through pyOpenSSL's own error mapping, as before.
 
 Nothing here logs or stores secrets beyond what OpenSSL holds; TLSError
 messages carry OpenSSL reason strings and alert names only.
@@ -59,7 +63,9 @@ messages carry OpenSSL reason strings and alert names only.
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
+from OpenSSL._util import no_zero_allocator as _alloc
 
 from atls import protocol
 from host_tools.service import tls_hooks
@@ -76,6 +82,9 @@ __all__ = [
 ]
 
 _SSL_MODE_NO_AUTO_CHAIN = 0x8  # openssl/ssl.h; not exported by the binding
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_CHUNK = 16384
 
 
 def openssl_version():
@@ -272,6 +281,13 @@ class ServerConnection:
             raise TypeError("ctx must be an OpenSSL.SSL.Context from ServerConfig.build()")
         self._conn = SSL.Connection(ctx, None)  # None: memory BIOs
         self._conn.set_accept_state()
+        # no pyOpenSSL callback helper (verify, ALPN, OCSP) on the context: the
+        # handshake, reads and drains call OpenSSL directly and map only unexpected
+        # results through pyOpenSSL, so "wants more bytes" costs no exception
+        helpers = ("_verify_helper", "_alpn_select_helper", "_ocsp_helper")
+        self._direct = all(getattr(ctx, h, 0) is None for h in helpers) and all(
+            hasattr(self._conn, a) for a in ("_ssl", "_from_ssl", "_raise_ssl_error")
+        )
         self._watch = tls_hooks.watch(self._conn)
         self.done = False
         self.failed = None  # the TLSError, once failed
@@ -288,16 +304,42 @@ class ServerConnection:
 
     # -- I/O -----------------------------------------------------------------
     def _drain(self):
-        out = bytearray()
+        """What OpenSSL wrote (a memory BIO read fails only when it is empty)."""
+        out = b""
+        if not self._direct:
+            while True:
+                try:
+                    chunk = self._conn.bio_read(_CHUNK)
+                except SSL.WantReadError:
+                    return out
+                if not chunk:
+                    return out
+                out += chunk
+        bio = self._conn._from_ssl
+        buf = _alloc("char[]", _CHUNK)
         while True:
+            n = _lib.BIO_read(bio, buf, _CHUNK)
+            if n <= 0:
+                return out
+            out += _ffi.buffer(buf, n)[:]
+
+    def _handshake(self):
+        """True once done, False while OpenSSL wants more bytes; else raises."""
+        conn = self._conn
+        if not self._direct:
             try:
-                chunk = self._conn.bio_read(65536)
+                conn.do_handshake()
+                return True
             except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
+                return False
+        ssl = conn._ssl
+        r = _lib.SSL_do_handshake(ssl)
+        if r == 1:
+            return True
+        if _lib.SSL_get_error(ssl, r) == _WANT_READ:
+            return False
+        conn._raise_ssl_error(ssl, r)
+        return True
 
     def _fail(self, exc):
         out = self._drain()
@@ -323,11 +365,7 @@ class ServerConnection:
             if data:
                 self._conn.bio_write(data)
             if not self.done:
-                try:
-                    self._conn.do_handshake()
-                    self.done = True
-                except SSL.WantReadError:
-                    pass
+                self.done = self._handshake()
             if self.done and not self.peer_closed:
                 self._read_app()
         except SSL.WantReadError:
@@ -363,6 +401,8 @@ class ServerConnection:
         return bytes(keep)
 
     def _read_app(self):
+        if self._direct:
+            return self._read_direct()
         while True:
             try:
                 chunk = self._conn.recv(self._READ_CHUNK)
@@ -374,6 +414,23 @@ class ServerConnection:
             if not chunk:
                 return
             self._app += chunk
+
+    def _read_direct(self):
+        """_read_app without an exception for "nothing to read" (see _direct)."""
+        conn = self._conn
+        ssl = conn._ssl
+        while True:
+            buf = _alloc("char[]", self._READ_CHUNK)
+            r = _lib.SSL_read(ssl, buf, self._READ_CHUNK)
+            if r > 0:
+                self._app += _ffi.buffer(buf, r)[:]
+                continue
+            err = _lib.SSL_get_error(ssl, r)
+            if err == _ZERO_RETURN:
+                self.peer_closed = True
+            elif err != _WANT_READ:
+                conn._raise_ssl_error(ssl, r)
+            return
 
     def recv(self):
         """Application data received so far (and clears the buffer)."""
