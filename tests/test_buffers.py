@@ -50,7 +50,7 @@ def board(tmp_path, monkeypatch):
 
 def test_early_opens_the_board_uart_and_from_board_takes_it(board):
     dev = {"device_id": "d", "link": {"xbee": {"baudrate": 921600}}}
-    assert buffers.early(*board(PICO, dev)) == ["uart"]
+    assert buffers.early(*board(PICO, dev)) == ["uart", "x25519"]
     (u,) = _UART.made
     assert u.args == (
         0,
@@ -64,23 +64,26 @@ def test_early_opens_the_board_uart_and_from_board_takes_it(board):
     assert from_board(other).stream is not u and _UART.made[-1].args[1]["rxbuf"] == 512
 
 
-def test_early_reserves_the_p256_workspace_in_certificate_mode(board):
+def test_early_reserves_the_workspaces_of_the_configured_curves(board):
     cert = {"device_id": "d", "tls": {"ca": "00", "server_name": "s"}}
-    assert buffers.early(*board(UNIX, cert)) == ["p256"]
-    w = buffers._HELD["p256"]
-    assert buffers.take("p256") is w and len(w) == buffers.SIZES["p256"]
-    assert buffers.take("p256") is not w  # taken once: a later caller gets its own
-    group = {"device_id": "d", "tls": {"psk": "00", "groups": ["secp256r1", "x25519"]}}
+    assert buffers.early(*board(UNIX, cert)) == ["x25519", "p256"]  # default groups
+    for name in ("x25519", "p256"):
+        w = buffers._HELD[name]
+        assert buffers.take(name) is w and len(w) == buffers.SIZES[name]
+        assert buffers.take(name) is not w  # taken once: a later caller gets its own
+    group = {"device_id": "d", "tls": {"psk": "00", "groups": ["secp256r1"]}}
     assert buffers.early(*board(UNIX, group)) == ["p256"]
+    psk = {"device_id": "d", "tls": {"psk": "00", "groups": ["x25519", "secp256r1"]}}
+    assert buffers.early(*board(UNIX, psk)) == ["x25519"]
 
 
 @pytest.mark.parametrize(
     "b, dev",
     [
-        (UNIX, {"device_id": "d", "tls": {"psk": "00"}}),  # udp, X25519: nothing to reserve
-        (PICO, {"device_id": "d", "link": {"xbee": {"tcp": "127.0.0.1:1"}}}),  # emulated module
+        # an emulated module over TCP, no uart id; groups with neither curve
+        (PICO, {"link": {"xbee": {"tcp": "127.0.0.1:1"}}, "tls": {"groups": ["ffdhe2048"]}}),
         (PICO, "{not json"),  # the application reports it (ConfigError), not early()
-        ({"link": {"type": "xbee"}, "xbee": {"ap": 2}}, {"device_id": "d"}),  # no uart id
+        ({"link": {"type": "xbee"}, "xbee": {"ap": 2}}, {"tls": {"groups": ["ffdhe2048"]}}),
     ],
 )
 def test_early_leaves_alone_what_it_need_not_or_cannot_do(board, b, dev):
@@ -91,7 +94,7 @@ def test_early_leaves_alone_what_it_need_not_or_cannot_do(board, b, dev):
 def test_early_without_files_or_uart_never_raises(board, monkeypatch, tmp_path):
     assert buffers.early(str(tmp_path / "none.json"), str(tmp_path / "none.json")) == []
     monkeypatch.setitem(sys.modules, "machine", types.SimpleNamespace())  # the unix port
-    assert buffers.early(*board(PICO, {"device_id": "d"})) == []
+    assert buffers.early(*board(PICO, {"device_id": "d"})) == ["x25519"]  # no UART
 
 
 def test_supervisor_main_reserves_before_it_imports_the_app():

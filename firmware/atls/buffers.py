@@ -11,6 +11,8 @@ chose the firmware slot, so these are the slot's modules), while the free heap
 is one piece, and allocates what lives for the whole run:
 
   the board's XBee UART with its rx/tx rings   uart(): drivers.xbee.from_board
+  the X25519 ladder's workspace (ECDHE with    take("x25519"): native_f25519
+  x25519, the default)
   the native P-256 workspace (certificates,    take("p256"): native_p256.buffers
   or secp256r1 as the first group)
 
@@ -23,7 +25,7 @@ are defined; a module given a buffer checks its size.
 
 import gc
 
-SIZES = {"p256": 80 * 59}  # native_p256: 59 elements of 80 bytes
+SIZES = {"p256": 80 * 59, "x25519": 80 * 17}  # native_p256, native_f25519: elements of 80 B
 
 _HELD = {}  # name -> bytearray; "uart" -> (id, args, UART)
 _UART_KEYS = ("tx", "rx", "rts", "cts", "flow", "rxbuf", "txbuf")
@@ -80,6 +82,7 @@ def early(board_path="board_config.json", device_path="device.json"):
         t = dev.get("tls") or {}
         groups = t.get("groups") or ()
         p256 = bool(t.get("ca")) or (len(groups) > 0 and groups[0] == "secp256r1")
+        x25519 = not groups or "x25519" in groups  # the default groups have it
         want = None
         if link.get("type", "udp") == "xbee" and not x.get("tcp") and "uart" in x:
             want = (x["uart"], uart_args(x))
@@ -96,7 +99,8 @@ def early(board_path="board_config.json", device_path="device.json"):
             got.append("uart")
         except Exception:  # no machine.UART (unix port), a bad pin: from_board says
             pass
-    if p256 and "p256" not in _HELD:
-        _HELD["p256"] = bytearray(SIZES["p256"])
-        got.append("p256")
+    for name, used in (("x25519", x25519), ("p256", p256)):
+        if used and name not in _HELD:
+            _HELD[name] = bytearray(SIZES[name])
+            got.append(name)
     return got
