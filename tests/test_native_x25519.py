@@ -20,6 +20,7 @@ import pytest
 from test_x25519 import (
     MPY_X25519,
     RFC7748_ITER,
+    RFC7748_S52,
     differential_rows,
     rfc7748_rows,
     wycheproof_rows,
@@ -217,3 +218,45 @@ def test_unrolled_code_matches_its_generator():
         ], j
     assert thumb[start + 100] == "bx(lr)"
     assert "mul(r6, r4)" not in _lines("firmware/atls/crypto/native_p256_thumb.py")
+
+
+FRAGMENTED = r"""
+import gc, sys
+if sys.argv[1] == "early":  # what atls.supervisor.main does first (atls.buffers)
+    from atls import buffers
+    print(buffers.early(sys.argv[2], sys.argv[3]))
+from atls.crypto import x25519 as X
+holes = []
+try:
+    while True:
+        holes.append(bytearray(512))
+except MemoryError:
+    pass
+for i in range(0, len(holes), 2):
+    holes[i] = None
+gc.collect()
+try:
+    for _ in range(2):  # twice: the kept workspace starts clean each time
+        print(X.x25519(bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[5])).hex())
+except MemoryError as e:
+    print("MemoryError", e)
+"""
+
+
+def test_workspace_reserved_at_boot_survives_a_fragmented_heap(mpy_native, tmp_path):
+    """Issue 17: on the emulated Pico a PSK handshake failed with "MemoryError
+    ... allocating 1360 bytes" (the ladder's workspace, allocated per call) in a
+    heap cut into pieces by the imports.  The workspace atls.buffers.early()
+    reserved before the imports is the one the ladder uses: with the heap in
+    512-byte holes it still computes RFC 7748 §5.2's first vector; without it, not."""
+    board, dev = tmp_path / "board_config.json", tmp_path / "device.json"
+    board.write_text('{"name": "unix", "link": {"type": "udp"}}')
+    dev.write_text('{"device_id": "d", "tls": {"psk": "00"}}')
+    k, u, out = RFC7748_S52[0]
+    args = [str(board), str(dev), k, u]
+    cold = mpy_native.run(FRAGMENTED, args=["cold"] + args, heapsize="96K")
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout.split()[0] == "MemoryError", cold.stdout
+    warm = mpy_native.run(FRAGMENTED, args=["early"] + args, heapsize="96K")
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split() == ["['x25519']", out, out], warm.stdout

@@ -19,6 +19,7 @@ simulator: only the configuration differs.
 import json
 from binascii import hexlify, unhexlify
 
+from atls.buffers import link_config
 from atls.eventloop import Clock, step
 from atls.link import LinkConfig, QueueFull
 from atls.protocol import GROUPS, SUITE_NAMES, SUITES
@@ -155,8 +156,7 @@ def load_config(board_path="board_config.json", device_path="device.json"):
 
 def open_link(board, dev, clock):
     """(transport, mtu) for the configured link."""
-    link = dict(board.get("link") or {})
-    link.update(dev.get("link") or {})
+    link, x = link_config(board, dev)
     kind = link.get("type", "udp")
     if kind == "udp":
         from atls.drivers import wifi
@@ -173,8 +173,6 @@ def open_link(board, dev, clock):
     if kind == "xbee":
         from atls import pairing_state
 
-        x = dict(board.get("xbee") or {})
-        x.update(link.get("xbee") or {})
         if x.get("tcp"):  # an emulated module (sim/radio.py) instead of a UART
             host, port = x["tcp"].rsplit(":", 1)
             from atls.drivers.xbee_tcp import open_tcp

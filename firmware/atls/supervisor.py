@@ -212,6 +212,9 @@ class Supervisor:
 
 def main(board_path="board_config.json", device_path="device.json"):
     """firmware/main.py: the application under the supervisor."""
+    from atls import buffers
+
+    buffers.early(board_path, device_path)  # while the heap is one piece (issue 17)
     from atls import app
 
     reset = None

@@ -239,8 +239,25 @@ class AppRig:
         st = self._start(BALLAST % (ballast, ballast), source=source)
         verdict = self._wait(st, timeout)
         self._stop()
-        self.trials.append((source, ballast, verdict, round(time.time() - t0, 1)))
+        why = None if verdict == "done" else self._why()
+        self.trials.append((source, ballast, verdict, round(time.time() - t0, 1), why))
         return verdict == "done"
+
+    def _why(self):
+        """What stopped a failing trial: the first error status's text, else the
+        last line of a traceback, from the console."""
+        tb = None
+        for line in self._log().splitlines():
+            if line.startswith("ATLS ") and '"ev": "' in line:
+                try:
+                    ev = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if ev.get("ev") in FAIL:
+                    return "%s: %s" % (ev["ev"], ev.get("error") or ev.get("reason"))
+            elif "Error" in line and ":" in line:
+                tb = line.strip()
+        return tb
 
     def timed_handshake(self, count=3, timeout=600):
         """The device's own handshake_ms (its "up" line) with UART0 and the module at
@@ -314,3 +331,29 @@ class AppRig:
     def close(self):
         self._stop()
         self.fleet.shutdown()
+
+
+def main(argv=None):
+    """python -m host_tools.bench.pico_app [--mode psk|cert] [--guess KIB]: one
+    mode's whole-application heap figures as section `pico` measures them
+    (first(), then min_free() from the live peak + 8 KiB), with every trial."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m host_tools.bench.pico_app")
+    ap.add_argument("--mode", choices=("psk", "cert"), default="psk")
+    ap.add_argument("--guess", type=float, help="KiB to start the bisection at")
+    a = ap.parse_args(argv)
+    rig = AppRig(a.mode)
+    try:
+        r = rig.first()
+        guess = a.guess or (r["peak_live_kib"] and r["peak_live_kib"] + 8)
+        r["min_free_heap_kib"] = rig.min_free(guess_kib=guess) if r["verdict"] == "done" else None
+        r["free_at_boot_kib"] = round(rig.free_at_boot() / 1024, 1)
+        r["trials"] = rig.trials  # (source, ballast, verdict, wall s, why)
+    finally:
+        rig.close()
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

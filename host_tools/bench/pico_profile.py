@@ -18,6 +18,7 @@ from host_tools.toolchain import FIRMWARE
 
 COMMON = (
     "atls.ota.boot",
+    "atls.buffers",
     "atls.app",
     "atls.supervisor",
     "atls.entropy",

@@ -25,6 +25,8 @@ u-coordinate and turning the final limbs into 32 bytes.
 import micropython
 from micropython import const
 
+from atls.buffers import take
+
 try:  # RP2040 (and other Thumb cores): the field operations in assembly
     from atls.crypto.native_thumb import run
 except (ImportError, ValueError, SyntaxError):  # any other arch: viper
@@ -165,15 +167,28 @@ def invert(w, r, z, t):
     op(w, F_MUL, r, t[7], t[2])  # 2^255 - 21 = p - 2
 
 
+_W = []  # the workspace (17 elements), kept: atls.buffers reserved it at boot
+_ZERO = bytes(80)
+
+
 def x25519(k, u):
     """X25519 of clamped scalar bytes k (32) and a reduced int u < p -> int.
     The RFC's final cswap is left out: clamping clears bit 0 of k."""
-    w = bytearray(80 * 17)
+    if not _W:  # a 1,360-byte block mid-handshake: a fragmented heap may lack it
+        w = take("x25519")
+        if len(w) != 80 * 17:  # atls.buffers.SIZES must say this layout's size
+            raise ValueError("atls.buffers.SIZES['x25519'] is not %d" % (80 * 17))
+        _W.append(w)
+    w = _W[0]
     load(w, _X1, u)
-    w[80 * _X2] = 1  # x2 = 1, z2 = 0
+    load(w, _X2, 1)
+    load(w, _Z2, 0)
     load(w, _X3, u)
-    w[80 * _Z3] = 1
+    load(w, _Z3, 1)
     ladder(k, w, _STEP)
     invert(w, _R, _Z2, (6, 7, 8, 9, 10, 11, 12, 13))
     op(w, F_MUL, _R, _X2, _R)
-    return value(w, _R)
+    r = value(w, _R)
+    for i in range(0, 80 * 17, 80):  # no ladder state left behind
+        w[i : i + 80] = _ZERO
+    return r

@@ -27,6 +27,8 @@ tables; an exceptional case there (Z = 0) sends the caller to the pure code.
 import micropython
 from micropython import const
 
+from atls.buffers import take
+
 try:  # RP2040 (and other Thumb cores): the field operations in assembly
     from atls.crypto.native_p256_thumb import pcmov, pselect
     from atls.crypto.native_thumb import run
@@ -189,9 +191,13 @@ _BUF = []
 
 def buffers():
     """The workspace (59 elements, 4,720 bytes), allocated once: a device
-    that uses P-256 keeps it rather than fragmenting its heap."""
+    that uses P-256 keeps it rather than fragmenting its heap.  The one
+    atls.buffers.early() reserved at boot, before the imports, when it did."""
     if not _BUF:
-        w = memoryview(bytearray(80 * _SIZE))
+        b = take("p256")
+        if len(b) != 80 * _SIZE:  # atls.buffers.SIZES must say this layout's size
+            raise ValueError("atls.buffers.SIZES['p256'] is not %d" % (80 * _SIZE))
+        w = memoryview(b)
         for i, v in ((0, -8), (7, 256), (15, 1), (17, -64), (19, 4096)):  # 8p
             w[160 + 4 * i : 164 + 4 * i] = (v & 0xFFFFFFFF).to_bytes(4, "little")
         limbs(1, w, 80 * _ONE)

@@ -323,7 +323,6 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-_UART_KEYS = ("tx", "rx", "rts", "cts", "flow", "rxbuf", "txbuf")
 _DRIVER_KEYS = ("at_timeout_ms", "at_retries", "guard_ms", "write_timeout_ms", "baudrate")
 
 
@@ -332,18 +331,16 @@ def from_board(cfg, **kw):
     section, e.g. {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "ap": 2,
     "txbuf": 2048, "rxbuf": 2048, "at_timeout_ms": 500, "guard_ms": 1100,
     "write_timeout_ms": 1000, "coordinator64": "0013A200..."}"""
-    from machine import UART
+    from atls import buffers
 
     for k in ("uart", "baudrate", "ap"):
         if k not in cfg:
             raise X.UsageError("board config xbee.%s missing" % k)
     if cfg["ap"] not in (1, 2):
         raise X.UsageError("board config xbee.ap must be 1 or 2")
-    args = {"baudrate": cfg["baudrate"], "timeout": 0}
-    for k in _UART_KEYS:
-        if k in cfg:
-            args[k] = cfg[k]
-    uart = UART(cfg["uart"], **args)
+    # the UART atls.buffers.early() opened at boot when it has these arguments
+    # (its 2 KiB rings allocated before the imports cut the heap into pieces)
+    uart = buffers.uart(cfg["uart"], buffers.uart_args(cfg))
     for k in _DRIVER_KEYS:
         if k in cfg:
             kw[k] = cfg[k]
