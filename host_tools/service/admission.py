@@ -366,10 +366,11 @@ class Intake:
             del q[old]
             self.n -= 1
             self._drop("intake_evicted")
+        elif self.n >= self.max:  # full: the IP served next loses its oldest
+            self._pop_head(self.ips)
+            self._drop("intake_full")
+            q = self.ips.get(ip)  # gone if that was its only flight
         if q is None:
-            if self.n >= self.max:  # full: the IP served next loses its oldest
-                self._pop_head(self.ips)
-                self._drop("intake_full")
             q = self.ips[ip] = OrderedDict()
         q[addr] = (now, packets)
         self.n += 1
