@@ -97,3 +97,15 @@ def test_an_ipv4_part_is_at_most_three_digits():
     still refused by the length bound."""
     assert x509_chain.ip_address("1.2.3.4") == b"\x01\x02\x03\x04"
     assert x509_chain.ip_address("\u0660\u0660\u0660\u0661.2.3.4") is None
+
+
+def test_ipv6_with_seven_groups_and_a_double_colon_is_an_address():
+    """RFC 4291 §2.2: "::" stands for one or more groups of zeros, so seven
+    groups and "::" make an address; eight groups and "::" do not."""
+    assert x509_chain.ip_address("1:2:3:4:5:6:7::") == bytes.fromhex(
+        "00010002000300040005000600070000"
+    )
+    assert x509_chain.ip_address("1::2:3:4:5:6:7") == bytes.fromhex(
+        "00010000000200030004000500060007"
+    )
+    assert x509_chain.ip_address("1:2:3:4:5:6:7:8::") is None
