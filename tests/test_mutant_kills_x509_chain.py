@@ -109,3 +109,11 @@ def test_ipv6_with_seven_groups_and_a_double_colon_is_an_address():
         "00010000000200030004000500060007"
     )
     assert x509_chain.ip_address("1:2:3:4:5:6:7:8::") is None
+
+
+def test_a_hostname_with_an_empty_first_label_matches_nothing():
+    """RFC 6125 §6.4.1: the reference identity is a DNS domain name; one that
+    starts with a dot (an empty label) is not, and matches no presented name,
+    not even the same text."""
+    assert x509_chain.hostname_matches("a.example", "a.example")
+    assert not x509_chain.hostname_matches(".a.example", ".a.example")
