@@ -211,3 +211,47 @@ def test_a_selected_identity_beyond_the_offered_psks_is_illegal_parameter_47():
     ext = b"\x00\x29\x00\x02\x00\x00"  # pre_shared_key, selected_identity 0
     assert flight.count(ext) == 1
     assert _alert(c, flight.replace(ext, b"\x00\x29\x00\x02\x00\x01")) == 47
+
+
+def test_at_most_four_tickets_are_kept_newest_last():
+    """§4.6.1 (atls.tls.tickets): the client keeps at most _MAX_TICKETS (4)
+    NewSessionTickets, dropping the oldest."""
+    c, rp = s3_connected()
+    for i in range(5):
+        body = (
+            (60).to_bytes(4, "big")
+            + bytes(4)
+            + b"\x01"
+            + bytes((i,))
+            + b"\x00\x02t"
+            + bytes((i,))
+            + b"\x00\x00"
+        )
+        c.receive(rp.seal(22, b"\x04" + len(body).to_bytes(3, "big") + body, 16))
+    assert [t.identity for t in c.tickets] == [b"t\x01", b"t\x02", b"t\x03", b"t\x04"]
+
+
+def test_a_resumption_by_a_ticket_only_configuration_keeps_the_anchors():
+    """atls.tls.tickets: a session resumed by a ticket-only configuration
+    binds its new tickets to the anchors of the ticket it resumed, so they
+    are offered again to the configuration that first authenticated."""
+    from atls.tls import tickets
+
+    ctx = ServerConfig(psks={b"dev": PSK}, tickets=1).build()
+
+    def connect(cfg):
+        c = TLSClient(cfg)
+        c.start(0)
+        s = ServerConnection(ctx)
+        c.receive(s.feed(c.data_to_send()), 0)
+        c.receive(s.feed(c.data_to_send()), 0)
+        assert c.state == CONNECTED
+        return c
+
+    psk_cfg = ClientConfig(psk=PSK, psk_identity=b"dev", suites=(TLS_AES_128_CCM_SHA256,))
+    first = connect(psk_cfg).tickets[-1]
+    resumed = connect(ClientConfig(ticket=first, suites=(TLS_AES_128_CCM_SHA256,)))
+    assert resumed.mode == "resumed"
+    new = resumed.tickets[-1]
+    assert new.anchors == first.anchors == tickets.binding(psk_cfg)
+    assert tickets.usable(new, 0, psk_cfg)
