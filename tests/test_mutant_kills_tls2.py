@@ -47,8 +47,8 @@ def s3(**kw):
     return c, sh, enc, secret
 
 
-def s3_connected():
-    c, sh, enc, secret = s3()
+def s3_connected(**kw):
+    c, sh, enc, secret = s3(**kw)
     with _AllowRsa1024():
         c.receive(sh + enc)
     assert c.state == CONNECTED
@@ -255,3 +255,35 @@ def test_a_resumption_by_a_ticket_only_configuration_keeps_the_anchors():
     new = resumed.tickets[-1]
     assert new.anchors == first.anchors == tickets.binding(psk_cfg)
     assert tickets.usable(new, 0, psk_cfg)
+
+
+def _nst(ticket, lifetime=60):
+    body = lifetime.to_bytes(4, "big") + bytes(4) + b"\x01\x00" + len(ticket).to_bytes(2, "big")
+    body += ticket + b"\x00\x00"
+    return b"\x04" + len(body).to_bytes(3, "big") + body
+
+
+def test_a_ticket_of_max_ticket_bytes_is_kept_one_more_is_decode_error_50():
+    """max_ticket bounds the ticket a NewSessionTicket carries (§4.6.1)."""
+    c, rp = s3_connected(max_ticket=8)
+    c.receive(rp.seal(22, _nst(b"t" * 8), 16))
+    assert [t.identity for t in c.tickets] == [b"t" * 8]
+    assert _alert(c, rp.seal(22, _nst(b"t" * 9), 16)) == 50
+
+
+def test_a_ticket_is_usable_from_age_0_to_just_below_its_lifetime():
+    """§4.6.1: a ticket may be offered while its age is below the lifetime;
+    age 0 (offered in the millisecond it came) is an age, a negative one
+    (the clock went back) is not."""
+    from atls.tls import tickets
+
+    c, rp = s3_connected()
+    c.receive(rp.seal(22, _nst(b"t", lifetime=2), 16), 5000)
+    t, cfg = c.tickets[0], c.config
+    assert t.received_ms == 5000
+    assert [tickets.usable(t, ms, cfg) for ms in (4999, 5000, 6999, 7000)] == [
+        False,
+        True,
+        True,
+        False,
+    ]
