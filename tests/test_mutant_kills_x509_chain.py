@@ -33,14 +33,14 @@ def _tlv(tag, body):
     return bytes([tag]) + ln + body
 
 
-def _relabelled(data, old_alg, sign):
-    """data with both signature AlgorithmIdentifiers set to ecdsa-with-SHA256
-    and a signature made by `sign` over the new tbsCertificate."""
+def _relabelled(data, old_alg, sign, new_alg=_ECDSA_ALG):
+    """data with both signature AlgorithmIdentifiers set to new_alg and a
+    signature made by `sign` over the new tbsCertificate."""
     tbs = bytes(x509.Certificate(data).tbs)
     _, s, e = der.Reader(tbs).read_tlv(0x30)
     assert tbs[s:e].count(old_alg) == 1
-    tbs = _tlv(0x30, tbs[s:e].replace(old_alg, _ECDSA_ALG))
-    return _tlv(0x30, tbs + _ECDSA_ALG + _tlv(0x03, b"\x00" + sign(tbs)))
+    tbs = _tlv(0x30, tbs[s:e].replace(old_alg, new_alg))
+    return _tlv(0x30, tbs + new_alg + _tlv(0x03, b"\x00" + sign(tbs)))
 
 
 def test_a_valid_signature_under_another_algorithm_name_is_bad_certificate_42():
@@ -117,3 +117,33 @@ def test_a_hostname_with_an_empty_first_label_matches_nothing():
     not even the same text."""
     assert x509_chain.hostname_matches("a.example", "a.example")
     assert not x509_chain.hostname_matches(".a.example", ".a.example")
+
+
+def test_a_valid_ecdsa_signature_under_the_ed25519_name_is_bad_certificate_42():
+    """The same confusion the other way: a P-256 issuer's valid ECDSA
+    signature in a certificate that names Ed25519."""
+    pk = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Certificate(make("p", pk, ca=True))
+    leaf = make("leaf", ec.generate_private_key(ec.SECP256R1()), issuer="p", ikey=pk)
+
+    def ecdsa(tbs):
+        return pk.sign(tbs, ec.ECDSA(hashes.SHA256()))
+
+    x509_chain.verify_signed_by(x509.Certificate(_relabelled(leaf, _ECDSA_ALG, ecdsa)), issuer)
+    forged = x509.Certificate(_relabelled(leaf, _ECDSA_ALG, ecdsa, _ED25519_ALG))
+    assert forged.sig_alg == "ed25519"
+    with pytest.raises(AlertError) as ei:
+        x509_chain.verify_signed_by(forged, issuer)
+    assert ei.value.description == 42
+
+
+def test_a_certificate_valid_up_to_the_time_floor_passes_it():
+    """time_floor (a clock the device trusts to be no earlier): a certificate
+    whose notAfter is the floor itself is not yet expired; one second later
+    is certificate_expired (45)."""
+    anchor = make("root", ec.generate_private_key(ec.SECP256R1()), ca=True, ku=KU)
+    end = x509.Certificate(anchor).not_after
+    x509_chain.verify_chain([anchor], anchors=[anchor], time_floor=end)
+    with pytest.raises(AlertError) as ei:
+        x509_chain.verify_chain([anchor], anchors=[anchor], time_floor=end + 1)
+    assert ei.value.description == 45
