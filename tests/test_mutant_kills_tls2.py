@@ -287,3 +287,52 @@ def test_a_ticket_is_usable_from_age_0_to_just_below_its_lifetime():
         True,
         False,
     ]
+
+
+def _hrr(group=None, cookie=None, suite=0x1301):
+    """A HelloRetryRequest (§4.1.4) record by hand: supported_versions, then
+    a key_share naming `group` and/or a cookie when given."""
+    from test_mutant_kills_tls import HRR_RANDOM
+
+    exts = b"\x00\x2b\x00\x02\x03\x04"
+    if group is not None:
+        exts += b"\x00\x33\x00\x02" + group.to_bytes(2, "big")
+    if cookie is not None:
+        exts += (
+            b"\x00\x2c"
+            + (len(cookie) + 2).to_bytes(2, "big")
+            + len(cookie).to_bytes(2, "big")
+            + cookie
+        )
+    body = b"\x03\x03" + HRR_RANDOM + b"\x00" + suite.to_bytes(2, "big") + b"\x00"
+    body += len(exts).to_bytes(2, "big") + exts
+    msg = b"\x02" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + len(msg).to_bytes(2, "big") + msg
+
+
+def _waiting(suites=(protocol.TLS_AES_128_GCM_SHA256,)):
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev", suites=suites))
+    c.start(0)
+    c.data_to_send()
+    return c
+
+
+def test_hello_retry_request_must_change_something_and_name_an_offered_suite():
+    """§4.1.4: an HRR that would not change the ClientHello (no key_share,
+    no cookie) is illegal_parameter, so is a suite the client did not offer;
+    a cookie alone is a change, and ClientHello2 echoes it (§4.2.2)."""
+    assert _alert(_waiting(), _hrr()) == 47
+    assert _alert(_waiting(), _hrr(group=protocol.SECP256R1, suite=0x1302)) == 47
+    c = _waiting()
+    c.receive(_hrr(cookie=b"opaque"), 0)
+    hello2 = c.data_to_send()
+    assert 44 in offered(hello2[5:]) and b"\x00\x06opaque" in hello2
+
+
+def test_a_second_hello_retry_request_is_unexpected_message_10():
+    """§4.1.4: a client that receives a second HelloRetryRequest in the
+    same connection aborts with unexpected_message."""
+    c = _waiting()
+    c.receive(_hrr(group=protocol.SECP256R1), 0)
+    c.data_to_send()
+    assert _alert(c, _hrr(cookie=b"again")) == 10
