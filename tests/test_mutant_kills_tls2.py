@@ -336,3 +336,15 @@ def test_a_second_hello_retry_request_is_unexpected_message_10():
     c.receive(_hrr(group=protocol.SECP256R1), 0)
     c.data_to_send()
     assert _alert(c, _hrr(cookie=b"again")) == 10
+
+
+def test_a_low_order_x25519_share_from_the_server_is_illegal_parameter_47():
+    """RFC 8446 §7.4.2 / RFC 7748 §6.1: an all-zero X25519 shared secret (a
+    low-order share) is refused: illegal_parameter, not internal_error."""
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev", suites=(TLS_AES_128_CCM_SHA256,)))
+    c.start()
+    s = ServerConnection(ServerConfig(psks={b"dev": PSK}).build())
+    flight = s.feed(c.data_to_send())
+    head = b"\x00\x33\x00\x24\x00\x1d\x00\x20"  # key_share: x25519, 32 bytes
+    i = flight.index(head) + len(head)
+    assert _alert(c, flight[:i] + bytes(32) + flight[i + 32 :]) == 47
