@@ -84,3 +84,12 @@ def test_the_table_is_written_in_one_canonical_form_creating_its_directories(tmp
     t.add(bytes.fromhex("0013a20000000001"), "a", "s")
     text = path.read_text()
     assert text == json.dumps(json.loads(text), indent=1, sort_keys=True)
+
+
+def test_the_shortest_response_has_a_one_byte_gateway_id():
+    """§8.1: RESPONSE is 0xB4, Ng (16), Pg (32), addr64 (8), then a 1..n-byte
+    gateway id with its length: 59 bytes at the least, and those decode."""
+    nonce, pub, addr = bytes(range(16)), bytes(range(32, 64)), bytes(range(8))
+    packet = pairing.encode_response(nonce, pub, addr, "g")
+    assert len(packet) == 59
+    assert pairing.decode(packet) == ("response", nonce, pub, addr, "g")
