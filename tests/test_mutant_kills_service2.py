@@ -54,3 +54,12 @@ def test_an_unreadable_store_is_a_config_error(tmp_path):
     Store(tmp_path / "other.db")  # makes other.db.key, another master key
     with pytest.raises(ConfigError):  # the sealed PSK does not open under it
         Registry(path, key_path=str(tmp_path / "other.db.key"))
+
+
+def test_valid_psk_is_16_to_64_bytes():
+    """The service accepts PSKs of 16..64 bytes (docs/SECURITY.md, the same
+    bounds as the device's ClientConfig), both ends included."""
+    from host_tools.service.tls_hooks import valid_psk
+
+    assert [valid_psk(bytes(n)) for n in (15, 16, 64, 65)] == [False, True, True, False]
+    assert valid_psk(bytearray(16)) and not valid_psk("x" * 16)

@@ -398,3 +398,13 @@ def test_key_usage_reads_decipher_only_from_the_second_octet():
         .public_bytes(serialization.Encoding.DER)
     )
     assert x509.Certificate(data).key_usage == 0x01 | 0x10 | 0x100
+
+
+def test_a_der_reader_over_bytes_reads_views_not_copies():
+    """atls.der: a Reader wraps bytes in a memoryview, so the values it
+    returns are views into the caller's buffer (no copy per field: RAM)."""
+    from atls import der
+
+    data = b"\x04\x03abc"
+    r = der.Reader(data)
+    assert isinstance(r.buf, memoryview) and r.buf.obj is data
