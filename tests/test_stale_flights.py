@@ -10,6 +10,7 @@ or illegal_parameter (47) on the first such flight, and the service ended a
 half-open session on any fragment 0 from its address, spoofed or not.
 """
 
+import json
 import os
 import select
 import socket
@@ -258,3 +259,56 @@ def test_unix_port_device_ignores_stale_and_forged_flights(mpyc, svc, tmp_path):
         path.close()
     assert s["ok"] and s["failed"] is None and s["ups"] == 1, s
     assert s["counters"]["stale_flights"] == 2 and s["counters"]["tls_failures"] == 0
+
+
+# -- the service: a new ClientHello supersedes the address's half-open session ----------
+def _sids(sock, seconds):
+    got, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            got.append(protocol.peek(sock.recv(4096))[1])
+        except socket.timeout:
+            pass
+    return got
+
+
+def _ended(svc, sid):
+    out = []
+    for line in svc.logs().splitlines():
+        if line.startswith("{"):
+            ev = json.loads(line)
+            if ev["event"] == "session_end" and ev.get("sid") == sid:
+                out.append(ev["reason"])
+    return out
+
+
+def test_service_drops_the_half_open_session_a_new_client_hello_supersedes(svc):
+    """A device that starts again from the same address ends its half-open
+    session there (it stops retransmitting a flight nobody waits for);
+    a spoofed fragment 0 or a ClientHello whose binder does not verify from
+    that address does not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.02)
+    try:
+        for d in _client_hello():
+            sock.sendto(d, svc.addr)
+        sids = _sids(sock, 0.5)
+        assert sids, "no answer"
+        old = sids[0]
+        sock.sendto(wire.encode_hs(0, 0, 0, b"\x16", False), svc.addr)  # 6 spoofed bytes
+        sock.sendto(wire.encode_hs(0, 0, 0, b"\x16\x03\x01", True), svc.addr)
+        for d in _client_hello(psk=bytes(32)):  # a fresh ClientHello, wrong binder
+            sock.sendto(d, svc.addr)
+        _sids(sock, 0.6)
+        assert _ended(svc, old) == []  # the device's half-open session is still there
+        for d in _client_hello():  # the device started again: a new, valid ClientHello
+            sock.sendto(d, svc.addr)
+        after = _sids(sock, 1.0)
+        assert _ended(svc, old) == ["superseded by a new ClientHello"]
+        assert [s for s in after if s != old], "the new ClientHello got no answer"
+        time.sleep(0.1)
+        assert old not in _sids(sock, 1.0)
+        assert svc.counters()["drops"]["superseded"] == 1
+    finally:
+        sock.close()
