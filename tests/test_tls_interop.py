@@ -189,3 +189,33 @@ def test_hostname_mismatch_fails(mpyc, pkiset):
     out = run_pair(mpyc, cfg, ctx)
     assert out["fail"] is not None and out["fail"][0] == 42  # bad_certificate
     assert out["server_error"] is not None and out["server_error"].peer_alert == 42
+
+
+def _stale_flight(ctx, psk, group):
+    """OpenSSL's answer to another ClientHello of the same device: the flight
+    of an earlier attempt that reaches the device late (issue 14)."""
+    from atls.tls.client import ClientConfig, TLSClient
+    from host_tools.service.tls_engine import ServerConnection
+
+    cl = TLSClient(ClientConfig(psk=psk, psk_identity=b"device-1", groups=(GROUPS[group],)))
+    cl.start(0)
+    return ServerConnection(ctx).feed(cl.data_to_send())
+
+
+@pytest.mark.parametrize("group", ["x25519", "secp256r1"])
+def test_stale_flights_are_discarded_up_to_the_bound(mpyc, group):
+    """Under the unix port (.mpy): DISCARDS flights made for other
+    ClientHellos come first; each is discarded (the transcript rebuilt from
+    the kept ClientHello), the handshake completes with the server's real
+    answer and the exporters agree.  One more ends it with bad_record_mac."""
+    from atls.session import DISCARDS
+
+    psk = os.urandom(32)
+    ccfg = {"psk": psk.hex(), "psk_identity": "device-1", "discards": DISCARDS}
+    ctx = ServerConfig(psks={b"device-1": psk}).build()
+    stale = [_stale_flight(ctx, psk, group) for _ in range(DISCARDS)]
+    out = run_pair(mpyc, client_cfg(group=[group], **ccfg), ctx, inject=stale)
+    res, _ = check_result(out, group=group, mode="psk_dhe")
+    assert res["discarded"] == DISCARDS
+    out = run_pair(mpyc, client_cfg(group=[group], **ccfg), ctx, inject=stale + stale[:1])
+    assert out["fail"] is not None and out["fail"][0] == 20 and not out["results"]

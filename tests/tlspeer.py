@@ -11,8 +11,10 @@ import conftest
 from host_tools.service.tls_engine import ServerConnection, TLSError
 
 
-def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
-    """Run one (or with client_cfg["resume"], two) handshakes.  Returns
+def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120, inject=()):
+    """Run one (or with client_cfg["resume"], two) handshakes.  `inject`:
+    server flights the client gets first, one per exchange, before the
+    server's own answer (stale or forged flights).  Returns
     {"results": [client JSON per handshake], "servers": [ServerConnection],
     "fail": (alert, message) or None, "server_error": TLSError or None}."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -37,6 +39,7 @@ def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
         "server_error": None,
         "wire": [],
     }
+    inject, held = list(inject), b""
     try:
         for line in proc.stdout:
             line = line.strip()
@@ -48,6 +51,10 @@ def run_pair(mpy, client_cfg, server_ctx, heapsize=None, timeout=120):
                 except TLSError as e:
                     out["server_error"] = e
                     reply = e.outgoing or b""
+                if inject:  # the server's answer waits for the injected flights
+                    held, reply = held + reply, inject.pop(0)
+                elif held:
+                    held, reply = b"", held + reply
                 out["wire"].append(("s", len(reply)))
                 proc.stdin.write("IN " + (reply.hex() or "-") + "\n")
                 proc.stdin.flush()

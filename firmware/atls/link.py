@@ -15,7 +15,8 @@ reassembled in a dict index -> bytes whose lengths are checked before
 storing (equal non-last fragments, last one no longer, total <= max_flight),
 then joined once.  Only the last completed peer flight is remembered; its
 HS_ACK can be repeated any time (at most once per rto_ms/4 when it only
-repeats state).
+repeats state).  A client may refuse the service's first flight when its
+TLS records do not open (`refuse_flight`: a stale or forged flight).
 Channel (§3-§5): the sealed data path (DATA, ACK, CLOSE) is the mixin
 atls.link_data.Messages, one object with the Link.
 Every bad datagram raises wire.Drop / AuthError inside `receive`, which
@@ -47,22 +48,13 @@ except ImportError:  # CPython
 
 _FAR = const(-(1 << 29))  # "long ago": an HS_ACK due at once
 
+# fmt: off
 DROP_REASONS = (
-    "not_atls",
-    "version",
-    "truncated",
-    "bad_type",
-    "unknown_session",
-    "bad_fragment",
-    "replay",
-    "auth",
-    "bad_ack",
-    "reorder_full",
-    "no_channel",
-    "too_big",
-    "closed",
+    "not_atls", "version", "truncated", "bad_type", "unknown_session", "bad_fragment",
+    "replay", "auth", "bad_ack", "reorder_full", "no_channel", "too_big", "closed",
     "unauthenticated",
 )
+# fmt: on
 
 
 class LinkConfig:
@@ -85,13 +77,7 @@ class LinkConfig:
             raise UsageError("mtu, rx_mtu >= 32, replay_window >= 64")
         if rto_ms < 1 or rto_max_ms < rto_ms or handshake_timeout_ms < 1 or peer_timeout_ms < 1:
             raise UsageError("bad timers")
-        if (
-            window < 1
-            or window > wire.ACK_SPAN
-            or queue < 0
-            or reorder < 0
-            or reorder > wire.ACK_SPAN
-        ):
+        if not (1 <= window <= wire.ACK_SPAN and 0 <= reorder <= wire.ACK_SPAN) or queue < 0:
             raise UsageError("window and reorder must be 1..32, queue >= 0")
         if max_flight < 1 or max_flight > (mtu - 5) * 255:
             raise UsageError("max_flight must fit 255 fragments")
@@ -124,25 +110,20 @@ class Link(Messages):
         d = self.drops = {}
         for r in DROP_REASONS:
             d[r] = 0
+        # fmt: off
         self.counters = {
-            "packets_in": 0,
-            "packets_out": 0,
-            "bytes_in": 0,
-            "bytes_out": 0,
-            "retransmissions": 0,
-            "flights_in": 0,
-            "flights_out": 0,
-            "messages_in": 0,
-            "messages_out": 0,
-            "duplicates": 0,
-            "hints": 0,
-            "drops": d,
+            "packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0,
+            "retransmissions": 0, "flights_in": 0, "flights_out": 0, "messages_in": 0,
+            "messages_out": 0, "duplicates": 0, "hints": 0, "drops": d,
         }
+        # fmt: on
         self._ev = []
         self._now = 0
         self._hs_end = None  # handshake deadline
         self._tx_f = -1  # number of our latest flight
         self._tx = None  # while unacknowledged: [bytes, unacked flags, left, due, rto]
+        self._sent = None  # a client's flight 0 (the same list) until it sends flight 2
+        self._refused = ()  # session ids of refused flights: dropped from now on
         self._rx_done = -1  # last completed peer flight and its fragment count
         self._rx_n = 0
         self._rx = None  # flight being reassembled: [flight, frags, size, end, end_len, max]
@@ -173,6 +154,7 @@ class Link(Messages):
         self._tx_f = f
         count = (n + size - 1) // size
         self._tx = [bytes(data), bytearray(b"\x01" * count), count, None, self.config.rto_ms]
+        self._sent = self._tx if f == 0 else None
         self.counters["flights_out"] += 1
         if self._hs_end is None:
             self._hs_end = now_ms + self.config.handshake_timeout_ms
@@ -181,6 +163,21 @@ class Link(Messages):
         """True while our latest flight is not yet acknowledged: once the
         channel is up and this is False, the peer has completed TLS too."""
         return self._tx is not None
+
+    def refuse_flight(self, now_ms):
+        """Client: the service's first flight just delivered was not for our
+        ClientHello (its TLS records did not open: atls.tls.client).  Forget
+        it as if never received, and the session id it taught us (a packet
+        carrying that id is dropped from now on: unknown_session); our
+        ClientHello is retransmitted again, rto_ms after now."""
+        tx = self._sent
+        if tx is None or self._rx_done != 1 or self._tx_f:
+            raise UsageError("no first flight to refuse")
+        self._refused += (self.session_id,)
+        self.session_id, self._rx_done, self._hs_ack = 0, -1, -1
+        n, rto = len(tx[1]), self.config.rto_ms
+        tx[1], tx[2], tx[3], tx[4] = bytearray(b"\x01" * n), n, now_ms + rto, rto
+        self._tx = tx
 
     def abort(self, reason):
         """Service only: fail the link and send ERROR(reason) (§5)."""
@@ -207,7 +204,7 @@ class Link(Messages):
             learn = False
             if psid != sid:
                 if self._odd:  # client: adopt the service's sid from its first packets
-                    if sid or (t > HS_ACK and t != ERROR):
+                    if sid or (t > HS_ACK and t != ERROR) or psid in self._refused:
                         raise wire.Drop("unknown_session")
                     learn = t != ERROR
                 elif psid or t > HS_END or p[2]:  # service: sid 0 only on flight 0

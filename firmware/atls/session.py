@@ -8,7 +8,11 @@ reports an error, the link fails or the seq space is used up, and carry every
 message not yet acknowledged over to the new session, so an accepted message
 is never lost.  Events: ("up", suite_name), ("message", bytes),
 ("delivered", n), ("down", reason), ("failed", reason) when the TLS handshake
-itself was refused (a wrong PSK does not heal by retrying quickly).
+itself was refused (a wrong PSK does not heal by retrying quickly).  A
+server flight whose TLS records do not open (a late flight of an earlier
+attempt from this address, or a forged one) is discarded, up to DISCARDS
+per handshake: the attempt goes on (atls.tls.client, counters
+["stale_flights"]).
 
 Never dies (issue 12): every exception out of the TLS client, the link or the
 channel (AlertError, UsageError, MemoryError, a parser bug) ends the current
@@ -50,6 +54,7 @@ except ImportError:  # CPython
 
 
 HANDSHAKES_PER_MIN = const(6)
+DISCARDS = const(3)  # unauthenticated server flights discarded per handshake (issue 14)
 
 
 def _nothing():
@@ -104,6 +109,7 @@ class DeviceSession:
             "tls_failures": 0,
             "retransmissions": 0,
             "duplicates": 0,
+            "stale_flights": 0,
         }
         self.last_error = None
 
@@ -152,7 +158,7 @@ class DeviceSession:
         self._retry_at = None
         try:
             self._feed()
-            self.tls = TLSClient(self.tls_config, rng=self._rng)
+            self.tls = TLSClient(self.tls_config, rng=self._rng, discards=DISCARDS)
             self.link = Link("client", self.link_config)
             self.tls.start(now_ms)  # the key share: a long step
             self._feed()
@@ -314,6 +320,7 @@ class DeviceSession:
         tls = self.tls
         if tls is None:
             return  # the channel is up: nothing more for TLS
+        n = tls.discarded
         try:
             self._feed()
             tls.receive(data, now_ms)  # the longest step (see the docstring)
@@ -329,6 +336,10 @@ class DeviceSession:
             self._down("tls alert %d" % e.description, now_ms, tls_failed=True)
             return
         out = tls.data_to_send()
+        if tls.discarded != n or (not out and not tls.connected and tls.discard()):
+            self.link.refuse_flight(now_ms)  # not for our ClientHello: as if never received
+            self.counters["stale_flights"] += 1
+            return
         if tls.connected:
             from atls.channel import key_block  # loaded once TLS is done, like the channel
 

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from atls.protocol import SUITE_NAMES
+from atls.session import DISCARDS
 from host_tools.bench.pair import CCM8, PSK, Device
 from host_tools.bench.procs import proc_status, stop, wait_path
 from host_tools.toolchain import ROOT, free_port
@@ -65,13 +66,20 @@ def _rss_mb(pid):
 
 
 def _pump(dev, now):
-    """bench.pair.Device.pump, also saying why the link stopped (or None)."""
+    """bench.pair.Device.pump, also saying why the link stopped (or None);
+    a server flight not made for our ClientHello is discarded as
+    atls.session does (issue 14: stale flights of an earlier attempt)."""
     from atls.channel import key_block
 
     for ev in dev.link.events():
         if ev[0] == "flight":
+            n = dev.tls.discarded
             dev.tls.receive(ev[1], now)
             out = dev.tls.data_to_send()
+            if n != dev.tls.discarded or (not out and not dev.tls.connected and dev.tls.discard()):
+                dev.link.refuse_flight(now)
+                dev.stale += 1
+                continue
             if out:
                 dev.link.send_flight(out, now)
             if dev.tls.connected and dev.link.channel is None:
@@ -98,6 +106,7 @@ class Honest:
         self.heard = [False] * n  # this attempt got any datagram back
         self.n_heard = 0
         self.ok, self.failed, self.lat_ms = 0, 0, []
+        self.stale = 0  # server flights the devices discarded
         self.clock0 = time.monotonic()
         for k in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -117,7 +126,7 @@ class Honest:
                 pass
 
     def _fresh(self, k, new_attempt=True):
-        self.devs[k] = Device(CCM8, 1200, identity=b"dev-%02d" % (k + 1))
+        self.devs[k] = Device(CCM8, 1200, identity=b"dev-%02d" % (k + 1), discards=DISCARDS)
         if new_attempt:
             self.t0s[k] = time.monotonic()
             self.heard[k] = False
@@ -134,6 +143,8 @@ class Honest:
             stopped = _pump(dev, self.now())
         except Exception as e:  # an alert from the TLS client: try again
             return self._retry(k, type(e).__name__)
+        finally:
+            self.stale, dev.stale = self.stale + dev.stale, 0
         if dev.messages:  # the service's echo of our message: end to end
             return self._end(k, True, counting)
         if stopped:
@@ -215,6 +226,7 @@ class Honest:
             "p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
             "retries": dict(self.reasons),
             "answered": round(self.n_heard / n, 4) if n else None,
+            "stale": self.stale,
         }
 
     def close(self):
@@ -401,6 +413,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
             "honest_attempts": p1["attempts"],
             "honest_retries": p1["retries"],
             "honest_answered": p1["answered"],
+            "honest_stale_flights": p1["stale"],
             "service_rss_growth_mb": round(max(0.0, peak["svc_rss"] - rss0), 1),
             "service_rss_before_mb": round(rss0, 1),
             "max_amplification": spoof.get("max_amplification"),
@@ -427,6 +440,7 @@ def abuse(quick=False, seconds=None, sources=None, gw_sources=None, polls=None, 
             "gateway_honest_attempts": p2["attempts"],
             "gateway_honest_retries": p2["retries"],
             "gateway_honest_answered": p2["answered"],
+            "gateway_honest_stale_flights": p2["stale"],
             "gateway_spoof_sources": gw_sources,
             "gateway_spoof_ips": 50,
             "gateway_spoof_rate_achieved": gspoof.get("rate_achieved"),

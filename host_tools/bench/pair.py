@@ -57,11 +57,13 @@ class Device:
     """The firmware client side: TLS client + client Link; records the TLS
     flights (who, bytes) and the messages the channel delivered."""
 
-    def __init__(self, suite, mtu, identity=IDENTITY):
+    def __init__(self, suite, mtu, identity=IDENTITY, discards=0):
         from atls.link import Link, LinkConfig
         from atls.tls.client import ClientConfig, TLSClient
 
-        self.tls = TLSClient(ClientConfig(suites=(suite,), psk=PSK, psk_identity=identity))
+        cfg = ClientConfig(suites=(suite,), psk=PSK, psk_identity=identity)
+        self.tls = TLSClient(cfg, discards=discards)  # atls.session's DISCARDS for a device
+        self.stale = 0  # server flights discarded (abuse: stale or forged)
         self.link = Link("client", LinkConfig(mtu=mtu))
         self.flights = []  # ("c"|"s", TLS bytes)
         self.messages = []

@@ -43,6 +43,11 @@ budget of an unvalidated address.
   from the same address and goes to its session): without the PSK an
   attacker cannot make a fresh ClientHello with a valid binder, so a
   replay was its only way to cost the service a whole handshake.
+* A device that starts again from the same address (its attempt timed out)
+  no longer wants the flights of its half-open session: a new complete
+  ClientHello from there that the intake queues, and whose binder verifies
+  (or cannot be checked), ends that session (`restarts`, `valid`; counted
+  `superseded`), which stops retransmitting.  A spoofed one does not.
 * While other flights wait, a flight whose PSK binder does not verify (or
   whose identity is unknown) is dropped before TLS work (binder_check: one
   SHA-256 and one HMAC instead of ~0.5 ms in the TLS engine).  Without
@@ -181,6 +186,15 @@ class FirstFlights:
             self._drop("bad_fragment")
             return None
         return self._complete([frags[i] for i in range(end + 1)])
+
+    def restarts(self, addr, data, frag0):
+        """True if `data` (flight 0, from an address with a half-open session
+        that `frag0` began) belongs to a new first flight, not a retransmission
+        of that one: fragment 0 with other bytes, or another fragment while a
+        new flight from `addr` is being put together here."""
+        if data[4] == 0:
+            return bytes(data[5:]) != frag0
+        return addr in self.table
 
     def _make_room(self, ip):
         if self.per_ip.get(ip, 0) >= self.max_per_ip:
@@ -375,6 +389,13 @@ class Intake:
         q[addr] = (now, packets)
         self.n += 1
         return True
+
+    def valid(self, packets):
+        """May this queued first flight end its address's half-open session
+        (the device started again: that session's flights are stale)?  Only
+        if its PSK binder verifies, or no binder can be checked here
+        (certificate mode): a spoofed ClientHello cannot end a handshake."""
+        return self.binders is None or self.binders.verdict(_flight(packets)) is not False
 
     def _checks(self, ip):
         return self.checks_fleet if ip in self.fleet_ips else self.checks

@@ -197,18 +197,15 @@ class Service(asyncio.DatagramProtocol, Continuity):
         if ptype not in (protocol.HS, protocol.HS_END) or len(data) < 6 or data[3] != 0:
             self.drop("unknown_session")
             return None, None
-        sid = self.pending.get(addr)
-        if sid is not None and sid in self.sessions:
-            sess = self.sessions[sid]
-            # fragment 0 of a *different* first flight: the device restarted its
-            # handshake (e.g. it rebooted); a retransmission repeats the same bytes
-            if data[4] == 0 and sess.frag0 is not None and bytes(data[5:]) != sess.frag0:
-                self.end(sess, "device restarted its handshake")
-            else:
-                return sess, (data,)
+        old = self.sessions.get(self.pending.get(addr))  # its half-open session
+        if old is not None and not self.first.restarts(addr, data, old.frag0):
+            return old, (data,)  # its ClientHello again: a retransmission
         packets = self.first.add(addr, data, now)
-        if packets is not None:
-            self.intake.put(addr, packets, now)  # TLS work waits for its turn: start_queued
+        # TLS work waits for its turn (start_queued); a new ClientHello from the
+        # address supersedes its half-open session, whose flights are stale now
+        if packets and self.intake.put(addr, packets, now) and old and self.intake.valid(packets):
+            self.drop("superseded")
+            self.end(old, "superseded by a new ClientHello")
         return None, None
 
     def start_queued(self, now=None):
@@ -221,7 +218,7 @@ class Service(asyncio.DatagramProtocol, Continuity):
             return self._send_error(0, protocol.BUSY, addr)
         sess = self.new_session(addr, now)
         sess.frag0 = bytes(packets[0][5:])
-        self.pending[addr] = sess.sid
+        self.pending.setdefault(addr, sess.sid)  # a half-open one not superseded keeps it
         self.deliver(sess, packets, now)
 
     def at_capacity(self):

@@ -5,6 +5,7 @@ Protocol (one line each): the client writes "OUT <hex>" for bytes to the
 server, "NEW" before a second connection (resumption), "RESULT <json>" per
 completed handshake and "FAIL <alert> <message>" on failure; the test answers
 every OUT with "IN <hex>" (possibly empty hex, "-").
+"discards" in the config: TLSClient(discards=) (stale or forged flights).
 Config: argv[1] is a JSON file (make_config in host_tools/mpy/probe.py, which
 the test puts on MICROPYPATH).
 """
@@ -30,7 +31,7 @@ def exchange(out):
 
 
 def handshake(c, ticket=None):
-    cl = TLSClient(make_config(c, ticket))
+    cl = TLSClient(make_config(c, ticket), discards=c.get("discards", 0))
     cl.start(0)
     out = cl.data_to_send()
     while True:
@@ -55,6 +56,7 @@ def handshake(c, ticket=None):
         "hrr": cl.hrr,
         "exporter": hexlify(cl.exporter(b"application-layer-tls", b"", 56)).decode(),
         "tickets": len(cl.tickets),
+        "discarded": cl.discarded,
     }
     sys.stdout.write("RESULT " + json.dumps(res) + "\n")
     return cl.tickets[-1] if cl.tickets else None

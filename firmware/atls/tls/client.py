@@ -20,6 +20,19 @@ no 0-RTT, no middlebox-compatibility mode (empty session id, no CCS sent; a
 received CCS is tolerated during the handshake), application data is not
 carried in TLS records: after CONNECTED the one product is `exporter()`.
 
+Stale and forged flights (issue 14): with `discards` > 0 (atls.session),
+a server flight that fails before any of its protected records opened - a
+late flight of an earlier attempt, or one injected on the path: nothing in
+it was made with our key share and PSK - is discarded as if never received,
+as DTLS drops records that do not open: back in WAIT_SH as right after the
+first ClientHello (the transcript rebuilt from its bytes: MicroPython's
+sha256 has no copy), `discarded` counts it, and the caller forgets the
+flight (atls.link.Link.refuse_flight); `discard()` does the same for a
+flight that left the client waiting.  At most `discards` per connection
+(each costs a key agreement), then the failure is raised as before.  Never
+discarded: the server's alerts, anything once a record opened, flights after
+a HelloRetryRequest.  The ephemeral key is kept until a record opens.
+
 RAM: records and handshake messages are processed through memoryviews of
 the received bytes (a tail is kept only when a record or message is split);
 each key schedule stage, the transcript and the handshake record keys are
@@ -28,6 +41,7 @@ dropped as soon as the next stage exists.
 
 from atls import protocol
 from atls.crypto.backend import random_bytes
+from atls.crypto.transcript import Transcript
 from atls.errors import AlertError, CryptoError, UsageError
 from atls.tls.handshake import (  # noqa: F401  (states re-exported: the public API)
     CLOSED,
@@ -159,11 +173,15 @@ class ClientConfig:
 
 
 class TLSClient:
-    def __init__(self, config, rng=None, hello_override=None):
+    def __init__(self, config, rng=None, hello_override=None, discards=0):
         """`rng(n)` replaces the OS random source and `hello_override` (a list
         of ClientHello handshake messages) the built ClientHellos: both exist
-        only so tests can replay RFC 8448 traces byte for byte."""
+        only so tests can replay RFC 8448 traces byte for byte.  `discards`:
+        how many unauthenticated server flights may be discarded (module doc)."""
         self.config = config
+        self.discards = discards
+        self.discarded = 0
+        self._ch = None  # (ClientHello, key share, PSK offers) until a record opens
         self.state = START
         self.error = None
         ctx = self._ctx = HandshakeContext(
@@ -245,6 +263,7 @@ class TLSClient:
                     if ctype != _CT_APPDATA:
                         raise AlertError(_UNEXPECTED_MESSAGE)  # plaintext record after keys
                     ctype, body = ctx.read.open(header, body)
+                    self._ch = None  # made with our key share: no discarding now
                 elif ctype == _CT_APPDATA:
                     raise AlertError(_UNEXPECTED_MESSAGE)  # protected record before keys
                 if ctype == _CT_HANDSHAKE:
@@ -264,6 +283,9 @@ class TLSClient:
                     raise AlertError(_UNEXPECTED_MESSAGE)  # content type
                 # ATLS carries no application data in TLS records: ignored
         except AlertError as e:
+            if not getattr(e, "from_peer", False) and self.discard():
+                pos = n  # the rest of the flight goes with it
+                return
             self._fail(e)
             raise
         except UsageError as e:  # the caller's mistake (e.g. a bad client_key): theirs to see
@@ -282,6 +304,25 @@ class TLSClient:
         if self._ctx.exp_master is None:
             raise UsageError("exporter needs a completed handshake")
         return exporter(self._ctx.exp_master, label, context, length)
+
+    def discard(self):
+        """Forget everything received since our first ClientHello, if none of
+        it was authenticated and fewer than `discards` flights were: back in
+        WAIT_SH as right after sending it (module doc).  True if done."""
+        ch = self._ch
+        if ch is None or self.discarded >= self.discards or self.state == CLOSED:
+            return False
+        ctx = self._ctx
+        th = ctx.th = Transcript(ch[3])
+        th.update(ch[0])
+        ctx.share, ctx.psks = ch[1], ch[2]
+        ctx.suite = ctx.group = ctx.mode = ctx.ks = ctx.read = ctx.write = None
+        ctx.tag_len = 0
+        ctx.out = bytearray()
+        self._in = self._hs = b""
+        self.discarded += 1
+        self._enter(WAIT_SH, None)
+        return True
 
     def close(self):
         """Queue close_notify and close."""
@@ -338,6 +379,10 @@ class TLSClient:
         n = len(msg)
         ctx.out.extend(bytes((_CT_HANDSHAKE, 3, 3 if ctx.hrr else 1, n >> 8, n & 0xFF)))
         ctx.out.extend(msg)
+        if self.discards and not ctx.hrr:  # what discard() goes back to
+            self._ch = (msg, ctx.share, ctx.psks, ctx.th.forks_left)
+        else:
+            self._ch = None
         self._enter(WAIT_SH, _CLIENT_HELLO)
 
     def _send_alert(self, description, level=2):
@@ -359,7 +404,7 @@ class TLSClient:
     def _close(self, err):
         self.error = err
         ctx = self._ctx
-        ctx.ks = ctx.share = ctx.th = ctx.leaf = None  # handshake secrets
+        ctx.ks = ctx.share = ctx.th = ctx.leaf = self._ch = None  # handshake secrets
         ctx.psks = []
         if self.state != CLOSED:
             self._enter(CLOSED, None)
