@@ -83,8 +83,12 @@ class _Boom:
 
     exc = MemoryError
 
-    def __init__(self, config, rng=None):
+    def __init__(self, config, rng=None, discards=0):
         self.connected = False
+        self.discarded = 0  # the stale-flight count of TLSClient (issue 14)
+
+    def discard(self):
+        return False
 
     def start(self, now_ms):
         pass

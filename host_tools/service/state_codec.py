@@ -98,6 +98,8 @@ LINK_FIELDS = {
     "_rx": "-",  # reassembly of a peer flight: only before the channel is up
     "peer_channels": "-",  # device side only
     "reset_token": "-",  # device side only
+    "_sent": "-",  # a client's flight 0 before the channel: device side only
+    "_refused": "-",  # session ids of discarded server flights: device side only
 }
 
 
