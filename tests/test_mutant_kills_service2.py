@@ -2,13 +2,20 @@
 with host_tools.registry.Store: any path not ending in .json), behaviour
 `make mutants` found no test pinning down: its devices, reloads when another
 process commits, contacts recorded without ever failing the caller, and a
-store that cannot be read is a ConfigError (the service refuses to start)."""
+store that cannot be read is a ConfigError (the service refuses to start).
+And its OpenSSL hooks (host_tools.service.tls_hooks): which alert a Watch
+reports, and the message callback's ServerHello filter, which never raises
+into OpenSSL."""
 
 import pytest
+from OpenSSL import SSL
 
+from host_tools import pki
 from host_tools.registry.store import Store
+from host_tools.service import tls_hooks
 from host_tools.service.errors import ConfigError
 from host_tools.service.registry import Registry
+from host_tools.service.tls_engine import ServerConfig
 
 PSK = bytes(range(32))
 
@@ -63,3 +70,107 @@ def test_valid_psk_is_16_to_64_bytes():
 
     assert [valid_psk(bytes(n)) for n in (15, 16, 64, 65)] == [False, True, True, False]
     assert valid_psk(bytearray(16)) and not valid_psk("x" * 16)
+
+
+def _pump(src, dst):
+    """One step of a handshake over memory BIOs: src runs, its bytes go to dst."""
+    try:
+        src.do_handshake()
+    except SSL.WantReadError:
+        pass
+    try:
+        dst.bio_write(src.bio_read(65536))
+    except SSL.WantReadError:
+        pass
+
+
+def test_a_close_notify_alone_is_the_alert_sent():
+    """A Watch reports the alert the server sent; a close_notify (0) is one
+    too when it is the only one (the service's TLS 1.3 context: one alert at
+    most per connection)."""
+    from atls.tls.client import CONNECTED, ClientConfig, TLSClient
+
+    c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
+    c.start()
+    s = SSL.Connection(ServerConfig(psks={b"dev": PSK}).build(), None)
+    s.set_accept_state()
+    w = tls_hooks.watch(s)
+    s.bio_write(c.data_to_send())
+    with pytest.raises(SSL.WantReadError):
+        s.do_handshake()
+    c.receive(s.bio_read(65536))
+    s.bio_write(c.data_to_send())  # the client's Finished
+    s.do_handshake()
+    assert c.state == CONNECTED and w.alert_sent is None
+    s.shutdown()
+    assert w.alert_sent == 0 and w.callback_error is None
+
+
+@pytest.fixture(scope="module")
+def tls12_server_ctx():
+    leaf = pki.make_cert("srv", issuer=pki.make_ca("CA"))
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.use_certificate(leaf.cert)
+    ctx.use_privatekey(leaf.key)
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION)
+    ctx.keep = tls_hooks.install(ctx, None)
+    return ctx
+
+
+@pytest.mark.parametrize("then", ["close_notify", "fatal"])
+def test_the_last_alert_is_reported_and_a_close_notify_never_hides_another(tls12_server_ctx, then):
+    """After a warning alert (TLS 1.2, the version where one connection sends
+    more than one alert: a refused renegotiation sends no_renegotiation, 100,
+    and the connection goes on) a later fatal alert is
+    the one reported (bad_record_mac, 20, for a record that does not
+    decrypt), but a close_notify does not hide the earlier alert."""
+    cctx = SSL.Context(SSL.TLS_METHOD)
+    cctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    s, c = SSL.Connection(tls12_server_ctx, None), SSL.Connection(cctx, None)
+    s.set_accept_state()
+    c.set_connect_state()
+    w = tls_hooks.watch(s)
+    for _ in range(3):
+        _pump(c, s)
+        _pump(s, c)
+    assert s.get_protocol_version_name() == "TLSv1.2" and w.alert_sent is None
+    assert c.renegotiate()
+    _pump(c, s)
+    with pytest.raises(SSL.WantReadError):
+        s.recv(100)
+    assert w.alert_sent == 100  # SSL_AD_NO_RENEGOTIATION, a warning
+    if then == "close_notify":
+        s.shutdown()
+        assert w.alert_sent == 100
+    else:
+        s.bio_write(b"\x17\x03\x03\x00\x40" + bytes(64))  # does not decrypt
+        with pytest.raises(SSL.Error):
+            s.recv(100)
+        assert w.alert_sent == 20
+
+
+def _server_hello(s, msg):
+    """Call the message callback as OpenSSL does (through its C pointer) with
+    `msg` as a ServerHello the server wrote."""
+    buf = tls_hooks._ffi.new("unsigned char[]", msg)
+    ptr = tls_hooks._ffi.cast("void *", buf)
+    tls_hooks._on_message_cb(1, SSL.TLS1_3_VERSION, 22, ptr, len(msg), s._ssl, tls_hooks._ffi.NULL)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_the_server_hello_filter_reads_the_fixed_part_and_never_raises():
+    """The message callback parses a ServerHello only from 38 bytes on (type,
+    length, version, random: enough to tell a HelloRetryRequest); one that
+    ends right after a plain random is a parse error recorded in the Watch,
+    never an exception into OpenSSL (cffi would report it as unraisable)."""
+    s = SSL.Connection(ServerConfig(psks={b"dev": PSK}).build(), None)
+    head = bytes((2, 0, 0, 34, 3, 3))
+    w = tls_hooks.watch(s)
+    _server_hello(s, head + bytes(31))  # 37 bytes: not parsed
+    assert (w.hrr, w.callback_error, w.selected_identity) == (False, None, None)
+    _server_hello(s, head + tls_hooks._HRR_RANDOM)
+    assert w.hrr and w.callback_error is None
+    w = tls_hooks.watch(s)
+    _server_hello(s, head + bytes(range(32)))
+    assert not w.hrr and w.callback_error.startswith("IndexError")
