@@ -572,7 +572,8 @@ def test_mpy_differential_ecdh_sign_verify(mpyc):
 
 def test_mpy_rfc6979_a_2_5_from_source(mpy):
     """The .py source itself (not .mpy) on MicroPython; compiling it needs a
-    larger heap than 32 KiB (measured minimum: 68 KiB)."""
+    larger heap than 32 KiB (measured minimum: 84 KiB since the workspace reservation
+    of issue 17; 80 KiB failed; 96 KiB gives room)."""
     src = "from atls.crypto import p256\nfrom binascii import unhexlify as u\n"
     src += "assert p256.public_key(u('%s')) == u('04%s%s')\n" % (RFC6979_X, RFC6979_UX, RFC6979_UY)
     for msg, _k, r, s in RFC6979_SIGS:
@@ -580,4 +581,4 @@ def test_mpy_rfc6979_a_2_5_from_source(mpy):
         src += "assert p256.ecdsa_sign(u('%s'), %r) == u('%s')\n" % (RFC6979_X, msg, sig)
         src += "p256.ecdsa_verify(u('04%s%s'), %r, u('%s'))\n" % (RFC6979_UX, RFC6979_UY, msg, sig)
     src += "print('ok')\n"
-    assert mpy.check(src, heapsize="80K").stdout.strip() == "ok"
+    assert mpy.check(src, heapsize="96K").stdout.strip() == "ok"
