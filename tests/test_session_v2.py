@@ -353,3 +353,27 @@ def test_no_reset_token_of_this_run_can_be_collected(tmp_path):
     for s in range(1, 200):  # what anyone can collect now ends no session of this run
         p = wire.encode(protocol.DATA, s, bytes(30))
         assert net.svc.unknown_answer(protocol.DATA, s, p)[4:] != net.svc.peers.token(s)
+
+
+def test_moves_deliver_each_service_message_once_across_many_sessions():
+    """Regression: a replaced session's end held again the messages its
+    replacement had just taken, so each further re-handshake sent them once
+    more under new ids (the device delivered them twice) and the service's
+    queue for a device that never got an ACK through grew without bound
+    (the abuse bench's service RSS)."""
+    net = Net()
+    up(net)
+    net.up = lambda d: not is_ack(d)  # the device's ACKs are lost
+    net.app.sessions[-1].send(b"cmd0")
+    net.app.sessions[-1].send(b"cmd1")
+    net.run(300)
+    for k in range(4):  # the device starts at most six handshakes a minute
+        net.dev.rebase(0, net.now)
+        assert net.run(8000, lambda: len(net.app.sessions) == k + 2), k
+        net.run(300)
+        sess = net.app.sessions[-1]
+        held = net.svc.peers.held.get(sess.key, (0, []))[1]
+        assert len(sess.link.unacked(True)) + len(sess.backlog) + len(held) == 2
+    net.up = None
+    net.run(3000)
+    assert net.received() == [b"cmd0", b"cmd1"]

@@ -56,6 +56,7 @@ class Session:
         self.shared = None  # service.state_store.Shared once stored in Redis
         self.key_block = None  # (stored sessions) the channel's exporter key block
         self.loaded = False  # this worker took the session over (no handshake here)
+        self.unsent_taken = False  # take_unsent() ran: its messages belong to another session
 
     @property
     def up(self):
@@ -106,7 +107,13 @@ class Session:
     def take_unsent(self):
         """Every message not yet acknowledged by the device, in order
         (unacknowledged in the link, then queued) as (payload, channel,
-        on_delivered): the replacing session's."""
+        on_delivered): the replacing session's.  Once only: a second call (the
+        replaced session's end) returns [], else those messages would be held
+        for the device's next session as well and reach it twice, under new
+        ids."""
+        if self.unsent_taken:
+            return []
+        self.unsent_taken = True
         out = []
         link = self.link
         if link.channel is not None:
