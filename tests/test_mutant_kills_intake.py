@@ -158,9 +158,10 @@ def test_proven_flight_passes_an_exhausted_rate_a_wrong_binder_does_not():
 
 def test_proven_flight_at_a_full_queue_costs_one_binder_check():
     """At a full queue, with the IP's rate spent as well: a flight whose
-    binder verifies is queued, the oldest unknown flight going, and it costs
-    one binder check (binder_checks_per_ip_per_s=1 allows 2 at once: two such
-    flights pass, the third is refused); a wrong binder is refused too."""
+    binder verifies is queued, the oldest unknown flight going (a proven one
+    is never the one to go: the queue grows), and it costs one binder check
+    (binder_checks_per_ip_per_s=1 allows 2 at once: two such flights pass,
+    the third is refused); a wrong binder is refused too."""
     ik, drops = intake(
         PSKS,
         intake_per_ip=1,
@@ -171,10 +172,10 @@ def test_proven_flight_at_a_full_queue_costs_one_binder_check():
     fill(ik, IP, 1)
     assert ik.put((IP, 2), one_datagram(), T) is True
     assert ik.put((IP, 3), one_datagram(), T) is True
-    assert drops == {"intake_evicted": 2}
+    assert drops == {"intake_evicted": 1}
     assert ik.put((IP, 4), one_datagram(), T) is False
     assert drops["intake_full"] == 1
-    assert list(ik.ips[IP]) == [(IP, 3)]
+    assert list(ik.ips[IP]) == [(IP, 2), (IP, 3)]
     ik2, drops2 = intake(PSKS, intake_per_ip=1)
     fill(ik2, IP, 1)
     assert ik2.put((IP, 2), one_datagram(psk=bytes(32)), T) is False
@@ -388,3 +389,25 @@ def test_run_spends_at_most_handshake_share_of_the_time(cpu):
     assert len(started) == 2 and ik.tokens_ms == 0.0
     ik.run(start, T + 26)
     assert len(started) == 3 and len(ik) == 0
+
+
+def test_known_and_proven_flights_are_never_evicted_by_one_another():
+    """Regression (abuse bench, phase 2): behind a gateway a whole fleet
+    shares one IP.  A known device's flight at that IP's full queue evicted
+    the oldest flight when none was unknown, i.e. the next one served, and
+    evicted flights whose binder had verified: devices behind the gateway
+    went unanswered for whole attempts (gateway_honest_success 0.989).  Only
+    an unproven unknown flight goes; else the queue grows within intake_max,
+    and each is served in arrival order."""
+    ik, drops = intake(PSKS, intake_per_ip=2, first_flights_per_ip_burst=2)
+    known = [(IP, 1), (IP, 2), (IP, 3)]
+    for a in known:
+        ik.validated(a, T)
+    fill(ik, IP, 2)  # two unknown flights (unproven: the queue had room)
+    assert ik.put((IP, 7), one_datagram(), T) is True  # queue full: proven, one unknown goes
+    assert drops == {"intake_evicted": 1}
+    for a in known:  # known: the last unknown goes, then the queue grows
+        assert ik.put(a, one_datagram(), T) is True
+    assert drops == {"intake_evicted": 2}
+    assert drain(ik, T) == [(IP, 7)] + known
+    assert not ik.proven

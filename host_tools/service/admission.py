@@ -32,7 +32,10 @@ budget of an unvalidated address.
   address of a device that authenticated (`validated`) is not refused for
   its IP's full queue or rate: behind a gateway, a fleet and the spoofed
   flights the gateway relays share one IP; at such a fleet IP a new
-  address whose PSK binder verifies is admitted the same way (`_proven`).  New
+  address whose PSK binder verifies is admitted the same way (`_proven`).
+  At a full IP queue such a flight evicts the oldest unproven unknown one;
+  known and proven flights are never evicted (the queue grows within
+  intake_max instead).  New
   handshakes start in slices of TLS_SLICE_MS when the socket is empty and
   on the timer tick, and use at most handshake_share of the time (a token
   bucket of milliseconds).
@@ -302,6 +305,7 @@ class Intake:
         self._drop = drop
         self.randoms = OrderedDict()  # hash(client random) -> (started_ms, addr), oldest first
         self.known = OrderedDict()  # addr -> ms: addresses of devices that authenticated, LRU
+        self.proven = set()  # queued addresses whose binder verified at put(): never evicted
         self.known_max = lim["max_sessions"]
         self.fleet_ips = {}  # ip -> its addresses in `known`: a gateway's or a NAT's
         n = lim["binder_checks_per_ip_per_s"]  # binders checked at a full queue, per IP
@@ -367,6 +371,7 @@ class Intake:
                 self._drop("intake_full")
                 return False
             known = True
+            self.proven.add(addr)
             self._remember(addr, packets, now)
         elif self._replayed(addr, packets, now):
             return False
@@ -374,13 +379,19 @@ class Intake:
             if not self._proven(ip, packets, now):
                 self._drop("first_flight_rate")
                 return False
+            self.proven.add(addr)
             self._remember(addr, packets, now)
         if q is not None and len(q) >= self.per_ip:  # known or proven: the oldest unknown goes
-            old = next((a for a in q if a not in self.known), next(iter(q)))
-            del q[old]
-            self.n -= 1
-            self._drop("intake_evicted")
-        elif self.n >= self.max:  # full: the IP served next loses its oldest
+            old = next((a for a in q if a not in self.known and a not in self.proven), None)
+            if old is not None:
+                del q[old]
+                self.n -= 1
+                self._drop("intake_evicted")
+            # else every flight queued there is a known or proven device's: the
+            # queue grows, within intake_max (behind a gateway a fleet shares the
+            # IP; evicting the oldest, the next one served, or a device that had
+            # proven its binder starved devices for whole retransmission timeouts)
+        if self.n >= self.max:  # full: the IP served next loses its oldest
             self._pop_head(self.ips)
             self._drop("intake_full")
             q = self.ips.get(ip)  # gone if that was its only flight
@@ -422,6 +433,7 @@ class Intake:
     def _pop_head(self, ips):
         ip, q = next(iter(ips.items()))
         item = q.popitem(last=False)
+        self.proven.discard(item[0])
         self.n -= 1
         if q:
             ips.move_to_end(ip)
