@@ -83,7 +83,7 @@ def _pump(dev, now):
             if out:
                 dev.link.send_flight(out, now)
             if dev.tls.connected and dev.link.channel is None:
-                dev.link.start_channel(key_block(dev.tls), dev.tls.suite)
+                dev.link.start_channel(key_block(dev.tls), dev.tls.suite, dev.base)
         elif ev[0] == "message":
             dev.messages.append(ev[1])
         elif ev[0] in ("error", "closed"):
@@ -126,7 +126,12 @@ class Honest:
                 pass
 
     def _fresh(self, k, new_attempt=True):
-        self.devs[k] = Device(CCM8, 1200, identity=b"dev-%02d" % (k + 1), discards=DISCARDS)
+        # each attempt is a new power-up (a fresh boot number, docs/PROTOCOL.md §4):
+        # with one boot its message would repeat an id the service delivered
+        boot = int.from_bytes(os.urandom(4), "big") << 32
+        self.devs[k] = Device(
+            CCM8, 1200, identity=b"dev-%02d" % (k + 1), discards=DISCARDS, base=boot
+        )
         if new_attempt:
             self.t0s[k] = time.monotonic()
             self.heard[k] = False
@@ -146,6 +151,7 @@ class Honest:
         finally:
             self.stale, dev.stale = self.stale + dev.stale, 0
         if dev.messages:  # the service's echo of our message: end to end
+            self._flush(k)  # its ACK, as a device sends it (else the service keeps it)
             return self._end(k, True, counting)
         if stopped:
             return self._retry(k, stopped)

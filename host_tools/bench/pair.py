@@ -57,7 +57,7 @@ class Device:
     """The firmware client side: TLS client + client Link; records the TLS
     flights (who, bytes) and the messages the channel delivered."""
 
-    def __init__(self, suite, mtu, identity=IDENTITY, discards=0):
+    def __init__(self, suite, mtu, identity=IDENTITY, discards=0, base=0):
         from atls.link import Link, LinkConfig
         from atls.tls.client import ClientConfig, TLSClient
 
@@ -67,6 +67,7 @@ class Device:
         self.link = Link("client", LinkConfig(mtu=mtu))
         self.flights = []  # ("c"|"s", TLS bytes)
         self.messages = []
+        self.base = base  # id of our first message (docs/PROTOCOL.md §4: boot << 32 | counter)
 
     def start(self, now):
         self.tls.start(now)
@@ -86,7 +87,7 @@ class Device:
                     self.flights.append(("c", len(out)))
                     self.link.send_flight(out, now)
                 if self.tls.connected and self.link.channel is None:
-                    self.link.start_channel(key_block(self.tls), self.tls.suite)
+                    self.link.start_channel(key_block(self.tls), self.tls.suite, self.base)
             elif ev[0] == "message":
                 self.messages.append(ev[1])
 
