@@ -233,7 +233,10 @@ def pico(quick=False):
                 # the collector needs slack above the live peak (measured: 4-12 KiB)
                 guess = r["peak_live_kib"] and r["peak_live_kib"] + 8
                 res["min_free_heap_kib_%s" % mode] = rig.min_free(guess_kib=guess)
-                res["min_free_heap_kib_%s_py" % mode] = rig.min_free(True, guess_kib=guess)
+                py = rig.min_free(True, guess_kib=guess)
+                res["min_free_heap_kib_%s_py" % mode] = py
+                if py is None:  # it failed with no ballast: say what stopped it
+                    res["min_free_heap_kib_%s_py_why" % mode] = rig.trials[-1][-1]
             res["heap_trials_%s" % mode] = rig.trials
         finally:
             rig.close()

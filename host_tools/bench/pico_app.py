@@ -334,21 +334,25 @@ class AppRig:
 
 
 def main(argv=None):
-    """python -m host_tools.bench.pico_app [--mode psk|cert] [--guess KIB]: one
-    mode's whole-application heap figures as section `pico` measures them
-    (first(), then min_free() from the live peak + 8 KiB), with every trial."""
+    """python -m host_tools.bench.pico_app [--mode psk|cert] [--guess KIB] [--source]:
+    one mode's whole-application heap figures as section `pico` measures them
+    (first(), then min_free() from the live peak + 8 KiB; --source: the
+    firmware as .py, the `_py` figure), with every trial and what stopped it."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m host_tools.bench.pico_app")
     ap.add_argument("--mode", choices=("psk", "cert"), default="psk")
     ap.add_argument("--guess", type=float, help="KiB to start the bisection at")
+    ap.add_argument("--source", action="store_true", help="the firmware as .py source")
     a = ap.parse_args(argv)
     rig = AppRig(a.mode)
     try:
         r = rig.first()
         guess = a.guess or (r["peak_live_kib"] and r["peak_live_kib"] + 8)
-        r["min_free_heap_kib"] = rig.min_free(guess_kib=guess) if r["verdict"] == "done" else None
-        r["free_at_boot_kib"] = round(rig.free_at_boot() / 1024, 1)
+        ok = r["verdict"] == "done"
+        r["min_free_heap_kib"] = rig.min_free(a.source, guess_kib=guess) if ok else None
+        r["source"] = a.source
+        r["free_at_boot_kib"] = round(rig.free_at_boot(a.source) / 1024, 1)
         r["trials"] = rig.trials  # (source, ballast, verdict, wall s, why)
     finally:
         rig.close()
