@@ -193,7 +193,7 @@ def test_the_service_records_the_firmware_version_of_the_device_hello(tmp_path):
         svc.connection_made(tr)
         dev = Device(CCM8, 1200)
         start = dev.link.start_channel
-        dev.link.start_channel = lambda kb, suite: start(kb, suite, 0, b"1.0.0")
+        dev.link.start_channel = lambda kb, suite, base=0: start(kb, suite, base, b"1.0.0")
         dev.start(0)
         exchange(dev, svc, tr, ("10.0.0.1", 5684))
     assert dev.up
