@@ -136,6 +136,28 @@ def test_one_datagram_client_hello_replaces_a_waiting_fragment_of_the_same_addre
     assert not ff.table and not ff.per_ip and not drops
 
 
+def test_restarts_tells_a_new_first_flight_from_a_retransmission():
+    """An address with a half-open session (its ClientHello began with
+    `frag0`) starts again only with a new first flight: fragment 0 with the
+    same bytes is a retransmission, with other bytes a new ClientHello;
+    another fragment is new only while a new flight from that address is
+    being put together in the table."""
+    drops, drop = drop_counter()
+    ff = FirstFlights(8, 4, 5000, 4096, drop)
+    addr = ("198.51.100.1", 4000)
+    old = fragments(client_hello(), [60, 60])
+    frag0 = bytes(old[0][5:])
+    assert ff.restarts(addr, old[0], frag0) is False
+    assert ff.restarts(addr, old[1], frag0) is False and ff.restarts(addr, old[2], frag0) is False
+    new = fragments(client_hello(), [60, 60])
+    assert ff.restarts(addr, new[0], frag0) is True
+    assert ff.restarts(addr, new[1], frag0) is False  # nothing of a new flight here yet
+    assert ff.add(addr, new[0], T) is None
+    assert ff.restarts(addr, new[1], frag0) is True
+    assert ff.restarts(("198.51.100.1", 4001), new[1], frag0) is False  # another address
+    assert not drops
+
+
 # ---- Budget, busiest_ip ------------------------------------------------------
 
 
@@ -259,3 +281,20 @@ def test_refuses_a_replayed_first_fragment_from_another_address():
     not_first = d[:4] + b"\x01" + d[5:]  # the same bytes at index 1
     assert ik.refuses(b, not_first, T + 2) is False
     assert drops == {"client_hello_replay": 2}
+
+
+def test_only_a_first_flight_whose_binder_verifies_may_supersede_a_half_open_session():
+    """Intake.valid: with PSKs, a new ClientHello ends its address's half-open
+    session only if its binder verifies (a spoofed one, with a wrong key or an
+    unknown identity, does not); a ClientHello whose binder cannot be checked
+    here (no PSK offered: OpenSSL decides) may, and without PSKs any may."""
+    ik, _ = intake({b"dev-1": PSK})
+    assert ik.valid(one_datagram()) is True
+    assert ik.valid(one_datagram(psk=PSK[::-1])) is False
+    assert ik.valid(one_datagram(identity=b"dev-2")) is False
+    cert = TLSClient(ClientConfig(ca_certs=[b"\x30\x00"], server_name="x"))
+    cert.start()
+    no_psk = (wire.encode_hs(0, 0, 0, cert.data_to_send(), True),)
+    assert ik.valid(no_psk) is True
+    ik, _ = intake()
+    assert ik.valid(one_datagram(psk=PSK[::-1])) is True and ik.valid(no_psk) is True

@@ -291,3 +291,63 @@ def test_a_service_hello_too_short_for_channels_and_token_gives_no_token():
     assert cli.confirmed and cli.reset_token is None and cli.peer_channels == 0
     cli.receive(wire.encode(ERROR, SID, bytes((RESET,)) + TOKEN[:15] + b"\x00"), 10)
     assert cli.state == "open" and cli.drops["unauthenticated"] == 1
+
+
+# -- a refused first flight (issue 14: stale or forged service flights) --------
+def _first_flight_from(cli, hello, sid, data, now):
+    """A service link with `sid` answers the client's ClientHello (`hello`,
+    its datagrams) with flight 1 = `data`; the client gets all of it."""
+    srv = Link("server", LinkConfig(mtu=64, rto_ms=1000), sid)
+    for d in hello:
+        srv.receive(d, now)
+    srv.send_flight(data, now)
+    for d in srv.datagrams(now):
+        cli.receive(d, now)
+    return srv
+
+
+def test_a_refused_first_flight_is_forgotten_and_the_client_hello_goes_again_rto_later():
+    """refuse_flight (the client's TLS found the service's first flight not
+    made for its ClientHello): the flight is as if never received - no HS_ACK
+    is due for it, the session id it taught is dropped from then on - and
+    the same ClientHello goes again rto_ms after the refusal (not at once:
+    the late flights of a flood would make it a storm), after which a genuine
+    service's flight 1 is taken as the first."""
+    cli = Link("client", LinkConfig(mtu=64, rto_ms=1000))
+    cli.send_flight(b"\x16" * 150, 0)
+    hello = cli.datagrams(0)
+    assert kinds(hello) == [wire.HS, wire.HS, wire.HS_END]
+    stale = _first_flight_from(cli, hello, 0x0111, b"\x17" * 100, 100)
+    assert cli.events() == [("session_id", 0x0111), ("flight", b"\x17" * 100)]
+    assert not cli.flight_pending()  # the service's flight acknowledged the ClientHello
+    cli.refuse_flight(200)
+    assert cli.session_id == 0 and cli.flight_pending()
+    assert cli.next_timer_ms() == 1200  # the ClientHello again; no HS_ACK due
+    assert cli.datagrams(200) == [] and cli.datagrams(1199) == []
+    for d in stale.datagrams(1100):  # the refused service retransmits: unknown now
+        cli.receive(d, 1100)
+    assert cli.drops["unknown_session"] == 2 and cli.events() == []
+    assert cli.datagrams(1200) == hello and cli.next_timer_ms() == 3200
+    _first_flight_from(cli, hello, 0x0222, b"\x18" * 100, 1300)
+    assert cli.events() == [("session_id", 0x0222), ("flight", b"\x18" * 100)]
+    assert cli.session_id == 0x0222 and cli.counters["duplicates"] == 0
+
+
+def test_only_a_first_flight_just_received_can_be_refused():
+    """refuse_flight is for the service's flight 1 only: before the client
+    sent its ClientHello, while it waits for an answer, after its flight 2,
+    and on a service link it is a UsageError that changes nothing."""
+    cli = Link("client", LinkConfig(mtu=64))
+    with pytest.raises(UsageError):
+        cli.refuse_flight(0)
+    cli.send_flight(b"\x16" * 150, 0)
+    cli.datagrams(0)
+    with pytest.raises(UsageError):  # nothing received yet
+        cli.refuse_flight(10)
+    assert cli.session_id == 0 and cli.next_timer_ms() == 1000
+    cli, srv = Link("client", LinkConfig(mtu=64)), Link("server", LinkConfig(mtu=64), SID)
+    handshake(cli, srv)
+    for link in (cli, srv):
+        with pytest.raises(UsageError):
+            link.refuse_flight(10)
+        assert link.session_id == SID and not link.flight_pending()
