@@ -2,8 +2,10 @@
 (tests/mutants/) found no test pinning down: record framing within one
 receive() call (RFC 8446 §5.1, §5.2), content types after the handshake (§5),
 the clock given to receive() (§4.6.1), the parser-bug clause, and which
-extensions a ClientHello carries (§4.2.3).  Driven by the RFC 8448 §3 trace
-(its secrets seal the extra records) and by the OpenSSL service engine."""
+extensions a ClientHello carries (§4.2.3), and the discarding of stale or
+forged server flights (issue 14, TLSClient(discards=N)).  Driven by the RFC
+8448 §3 trace (its secrets seal the extra records) and by the OpenSSL service
+engine."""
 
 import os
 
