@@ -4,8 +4,8 @@ with host_tools.registry.Store: any path not ending in .json), behaviour
 process commits, contacts recorded without ever failing the caller, and a
 store that cannot be read is a ConfigError (the service refuses to start).
 And its OpenSSL hooks (host_tools.service.tls_hooks): which alert a Watch
-reports, and the message callback's ServerHello filter, which never raises
-into OpenSSL."""
+reports, the message callback's ServerHello filter, which never raises
+into OpenSSL, the selected PSK identity it reads, and install()'s default."""
 
 import pytest
 from OpenSSL import SSL
@@ -174,3 +174,48 @@ def test_the_server_hello_filter_reads_the_fixed_part_and_never_raises():
     w = tls_hooks.watch(s)
     _server_hello(s, head + bytes(range(32)))
     assert not w.hrr and w.callback_error.startswith("IndexError")
+
+
+def _hello_with(exts, after=b""):
+    """A ServerHello (not a HelloRetryRequest) whose extensions block is
+    `exts`, followed by `after` outside that block."""
+    body = b"\x03\x03" + bytes(range(32)) + b"\x00\x13\x01\x00"
+    body += len(exts).to_bytes(2, "big") + exts + after
+    return b"\x02" + len(body).to_bytes(3, "big") + body
+
+
+def test_the_selected_identity_is_read_from_pre_shared_key_within_the_block():
+    """RFC 8446 §4.2.11: the Watch's selected_identity is the 2-byte
+    pre_shared_key extension only (not supported_versions, also 2 bytes) and
+    only inside the declared extensions block."""
+    s = SSL.Connection(ServerConfig(psks={b"dev": PSK}).build(), None)
+    versions, psk1 = b"\x00\x2b\x00\x02\x03\x04", b"\x00\x29\x00\x02\x00\x01"
+    for exts, after, want in (
+        (psk1 + versions, b"", 1),
+        (versions, b"", None),  # a certificate handshake
+        (versions, psk1, None),  # bytes beyond the block are not an extension
+    ):
+        w = tls_hooks.watch(s)
+        _server_hello(s, _hello_with(exts, after))
+        assert (w.selected_identity, w.callback_error) == (want, None), (exts, after)
+
+
+def test_install_without_hide_unknown_gives_unknown_identities_no_key():
+    """install(ctx, psks) on its own (hide_unknown off) does not hide: an
+    unknown identity gets no session, so OpenSSL falls back to a certificate
+    handshake (here it has none for a client without signature_algorithms:
+    missing_extension, 109), not a stand-in key's binder failure (51)."""
+    from atls.tls.client import ClientConfig, TLSClient
+
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.keep = tls_hooks.install(ctx, {b"dev": PSK})
+    s = SSL.Connection(ctx, None)
+    s.set_accept_state()
+    w = tls_hooks.watch(s)
+    c = TLSClient(ClientConfig(psk=bytes(32), psk_identity=b"other"))
+    c.start()
+    s.bio_write(c.data_to_send())
+    with pytest.raises(SSL.Error):
+        s.do_handshake()
+    assert (w.psk_calls, w.alert_sent, w.callback_error) == ([None], 109, None)

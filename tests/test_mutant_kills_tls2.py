@@ -2,17 +2,23 @@
 (tests/mutants/) found no test pinning down: record framing within one
 receive() call (RFC 8446 §5.1, §5.2), content types after the handshake (§5),
 the clock given to receive() (§4.6.1), the parser-bug clause, and which
-extensions a ClientHello carries (§4.2.3).  Driven by the RFC 8448 §3 trace
-(its secrets seal the extra records) and by the OpenSSL service engine."""
+extensions a ClientHello carries (§4.2.3), and the discarding of stale or
+forged server flights (issue 14, TLSClient(discards=N)).  Driven by the RFC
+8448 §3 trace (its secrets seal the extra records) and by the OpenSSL service
+engine."""
+
+import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from rfc8448 import Trace
 from tls_replay import _AllowRsa1024, _Feed, _spki_pin
 
 from atls import protocol
 from atls.errors import AlertError, CryptoError, UsageError
 from atls.protocol import TLS_AES_128_CCM_SHA256, TLS_AES_128_GCM_SHA256
-from atls.tls.client import CLOSED, CONNECTED, ClientConfig, TLSClient
+from atls.tls.client import CLOSED, CONNECTED, WAIT_SH, ClientConfig, TLSClient
 from atls.tls.handshake import offered
 from atls.tls.record import RecordProtection
 from host_tools.service.tls_engine import ServerConfig, ServerConnection
@@ -348,3 +354,77 @@ def test_a_low_order_x25519_share_from_the_server_is_illegal_parameter_47():
     head = b"\x00\x33\x00\x24\x00\x1d\x00\x20"  # key_share: x25519, 32 bytes
     i = flight.index(head) + len(head)
     assert _alert(c, flight[:i] + bytes(32) + flight[i + 32 :]) == 47
+
+
+# -- stale and forged flights (issue 14): TLSClient(discards=N) ---------------------------
+def _forged_flight(records=True):
+    """A first server flight anyone on the path can write (§4.1.3): a
+    ServerHello taking our PSK (identity 0) with a fresh x25519 share, then
+    (records) a protected record that opens under no key of ours."""
+    share = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    exts = b"\x00\x2b\x00\x02\x03\x04" + b"\x00\x33\x00\x24\x00\x1d\x00\x20" + share
+    exts += b"\x00\x29\x00\x02\x00\x00"
+    body = b"\x03\x03" + os.urandom(32) + b"\x00" + b"\x13\x04" + b"\x00"  # TLS_AES_128_CCM_SHA256
+    body += len(exts).to_bytes(2, "big") + exts
+    msg = b"\x02" + len(body).to_bytes(3, "big") + body
+    flight = b"\x16\x03\x03" + len(msg).to_bytes(2, "big") + msg
+    return flight + (b"\x17\x03\x03\x00\x30" + os.urandom(48) if records else b"")
+
+
+def _discarding(discards):
+    c = TLSClient(
+        ClientConfig(psk=PSK, psk_identity=b"dev", suites=(TLS_AES_128_CCM_SHA256,)),
+        discards=discards,
+    )
+    c.start(0)
+    return c, c.data_to_send()
+
+
+def test_a_forged_flight_is_discarded_and_the_real_one_still_connects():
+    """Module doc of atls.tls.client: with discards > 0 a flight that fails
+    before any record opened is dropped as if never received (back in
+    WAIT_SH, nothing sent, `discarded` counts it); discard() does the same
+    for a flight that left the client waiting; then the server's real flight
+    for the same ClientHello connects.  With discards=0 it is fatal, as before."""
+    c, hello = _discarding(2)
+    c.receive(_forged_flight(), 0)  # its record fails: bad_record_mac, not raised
+    assert (c.state, c.discarded, c.data_to_send()) == (WAIT_SH, 1, b"")
+    c.receive(_forged_flight(records=False), 0)  # the client waits for EncryptedExtensions
+    assert c.state != WAIT_SH and c.discard() is True
+    assert (c.state, c.discarded, c.data_to_send()) == (WAIT_SH, 2, b"")
+    s = ServerConnection(ServerConfig(psks={b"dev": PSK}).build())
+    c.receive(s.feed(hello), 0)
+    s.feed(c.data_to_send())
+    assert c.state == CONNECTED and s.done
+    c, _ = _discarding(0)
+    assert _alert(c, _forged_flight()) == 20 and c.discarded == 0
+
+
+def test_at_most_discards_flights_are_discarded_then_the_failure_is_raised():
+    """Each discard costs a key agreement: the flight after `discards` of
+    them fails as before (bad_record_mac, 20) and the client is CLOSED, and
+    discard() on a closed client does nothing."""
+    c, _ = _discarding(2)
+    for _ in range(2):
+        c.receive(_forged_flight(), 0)
+    assert _alert(c, _forged_flight()) == 20
+    assert c.discarded == 2 and c.discard() is False and c.state == CLOSED
+
+
+def test_the_servers_own_alert_is_never_discarded():
+    """A plaintext alert from the server (a wrong PSK: decrypt_error) ends
+    the attempt at once, with discards to spare."""
+    c, _ = _discarding(2)
+    assert _alert(c, b"\x15\x03\x03\x00\x02\x02\x33") == 51 and c.discarded == 0
+
+
+def test_nothing_is_discarded_after_a_hello_retry_request():
+    """A HelloRetryRequest is answered, so the flight after it is the
+    server's (a stale one would not match ClientHello2's share): discard()
+    is refused and a failing flight is raised (an unexpected x25519 share
+    in it: illegal_parameter, 47)."""
+    c, _ = _discarding(2)
+    c.receive(_hrr(group=protocol.SECP256R1, suite=0x1304), 0)
+    assert c.data_to_send()[:1] == b"\x16"  # ClientHello2
+    assert c.discard() is False and c.state == WAIT_SH
+    assert _alert(c, _forged_flight()) == 47 and c.discarded == 0

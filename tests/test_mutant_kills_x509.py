@@ -1,5 +1,6 @@
 """atls.x509 checks that `make mutants` (tests/mutants/) found no test
-pinning down (RFC 5280 §4.1.2.7 with RFC 8017 §A.1.1; §4.2.1.6)."""
+pinning down (RFC 5280 §4.1.2.7 with RFC 8017 §A.1.1; §4.2.1.6), and atls.der's
+length and time bounds (X.690 §10.1, RFC 5280 §4.1.2.5)."""
 
 import datetime
 
@@ -9,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from atls import x509
-from atls.errors import AlertError
+from atls import der, x509
+from atls.errors import AlertError, DecodeError
 
 T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -408,3 +409,25 @@ def test_a_der_reader_over_bytes_reads_views_not_copies():
     data = b"\x04\x03abc"
     r = der.Reader(data)
     assert isinstance(r.buf, memoryview) and r.buf.obj is data
+
+
+# -- atls.der (X.690 §10.1 lengths; RFC 5280 §4.1.2.5 times) ---------------------------------
+def test_long_form_lengths_of_up_to_four_octets_are_read():
+    """_MAX_LEN_BYTES: four length octets are accepted (a 16 MiB value, in
+    a window that holds it), five are DecodeError whatever the window."""
+    value = bytes(1 << 24)
+    r = der.Reader(b"\x04\x84\x01\x00\x00\x00" + value)
+    assert r.read_tlv(0x04) == (0x04, 6, 6 + len(value))
+    with pytest.raises(DecodeError):
+        der.Reader(b"\x04\x85\x00\x01\x00\x00\x00" + value).read_tlv(0x04)
+
+
+@pytest.mark.parametrize("year", [b"A0", b"0A", b"/0", b"0/"])
+def test_every_character_of_a_time_is_a_digit(year):
+    """§4.1.2.5.1: YYMMDDHHMMSSZ, digits only: a character just above '9'
+    or below '0' in either place of a pair is DecodeError, also in the year,
+    where no range check follows (":0" or "A0" would read as 100 or 170)."""
+    good = der.read_time(der.Reader(b"\x17\x0d" + b"70" + b"0101000000Z"))
+    assert good == 0  # 1970-01-01T00:00:00Z
+    with pytest.raises(DecodeError):
+        der.read_time(der.Reader(b"\x17\x0d" + year + b"0101000000Z"))
