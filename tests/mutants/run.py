@@ -12,7 +12,11 @@ report.json, survivors.txt in the equivalents file's key format).
 cosmic-ray mutates files in place, so each worker runs in its own copy of the
 tree (build/mutants/work/wN) with PYTHONPATH pointing at the copy, which wins
 over the editable install; the checkout itself is never modified.  Workers
-take whole modules, largest first.
+take whole modules, largest first.  The test command is a client of a warm
+pytest per work copy (forkserver.py: pytest, hypothesis and the crypto
+libraries imported once, a fork per mutant, the project's modules imported
+afresh in each child), with plugin autoloading off; a module's CPU time is
+cosmic-ray's plus what the server's children used during it.
 
     python tests/mutants/run.py [--workers 2] [--modules der,channel]
                                 [--sample K] [--out build/mutants]
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 COPY = ("firmware", "host_tools", "sim", "tests", "pyproject.toml")
+SOCKET = "pytest.sock"  # forkserver.py's, in each work copy
 
 
 def load_config(path=HERE / "modules.toml"):
@@ -87,8 +92,14 @@ def load_equivalents(path=HERE / "equivalent.txt"):
 def cr_config(cfg, module, spec, workdir):
     tests = " ".join(spec["tests"])
     select = spec.get("select")
-    cmd = "%s -m pytest -x -q -p no:cacheprovider --timeout %d %s%s" % (
+    # pytest in a child of the work copy's warm server (forkserver.py), with
+    # pytest-timeout only: run_module turns plugin autoloading off (xdist,
+    # hypothesis' plugin: their imports cost every mutant; hypothesis itself
+    # still works for the test files that import it)
+    cmd = "%s -S %s %s -x -q -p no:cacheprovider -p pytest_timeout --timeout %d %s%s" % (
         BIN / "python",
+        HERE / "fork_client.py",
+        workdir / SOCKET,
         int(cfg["test-timeout"]),
         ("-k %s " % _quote(select)) if select else "",
         tests,
@@ -152,6 +163,40 @@ def make_copy(dest):
     )
 
 
+def start_server(copy, env):
+    """forkserver.py for this work copy, once its socket is up."""
+    sock = copy / SOCKET
+    if sock.exists():
+        sock.unlink()
+    proc = subprocess.Popen(
+        [str(BIN / "python"), str(HERE / "forkserver.py"), str(sock)],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    end = time.monotonic() + 60
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > end:
+            raise RuntimeError("forkserver.py did not start (exit %s)" % proc.poll())
+        time.sleep(0.05)
+    return proc
+
+
+def _cpu_so_far(pid):
+    """CPU seconds of process `pid` and of its children it has waited for."""
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_server(proc):
+    """Stop the server; its CPU seconds, its test children's included."""
+    proc.terminate()
+    _, _, ru = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return ru.ru_utime + ru.ru_stime
+
+
 def retest_survivors(module, spec, cfg, copy, out, log):
     """Run the survivors of the last run of `module` again (after new tests)."""
     db = out / ("%s.sqlite" % _slug(module))
@@ -169,6 +214,7 @@ def retest_survivors(module, spec, cfg, copy, out, log):
 def run_module(module, spec, cfg, copy, out, sample, log):
     env = dict(os.environ)
     env["PYTHONPATH"] = "%s:%s" % (copy / "firmware", copy)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # cr_config loads the one plugin it needs
     conf = cr_config(cfg, module, spec, copy)
     db = out / ("%s.sqlite" % _slug(module))
     retest = sample is None  # the session exists: run what is pending in it
@@ -195,25 +241,35 @@ def run_module(module, spec, cfg, copy, out, sample, log):
         cr("cr-filter-operators", db, conf)
         if sample > 1:
             _keep_every(db, sample, cfg.get("_offset", 0))
-    base = cr("cosmic-ray", "baseline", conf)
-    if base.returncode:
-        log("%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:]))
-        return
-    # exec as a child of its own so its CPU time (with the test runs it waited
-    # for) is known: wall time depends on what else the machine runs, CPU not
-    p = subprocess.Popen(
-        [str(BIN / "cosmic-ray"), "exec", str(conf), str(db)],
-        cwd=copy,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode:
-        log("%s: exec failed: %s" % (module, err[-2000:].decode(errors="replace")))
-    cpu = ru.ru_utime + ru.ru_stime
+    server = start_server(copy, env)
+    try:
+        base = cr("cosmic-ray", "baseline", conf)
+        if base.returncode:
+            log(
+                "%s: BASELINE FAILS (the tests fail unmutated):\n%s" % (module, base.stdout[-3000:])
+            )
+            return
+        # exec as a child of its own so its CPU time (with the test runs it
+        # waited for) is known: wall time depends on what else the machine
+        # runs, CPU not; the server's so far (imports, baseline) is not the
+        # mutants'
+        before = _cpu_so_far(server.pid)
+        p = subprocess.Popen(
+            [str(BIN / "cosmic-ray"), "exec", str(conf), str(db)],
+            cwd=copy,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        err = p.stderr.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            log("%s: exec failed: %s" % (module, err[-2000:].decode(errors="replace")))
+    finally:
+        server_cpu = stop_server(server)
+    # the tests ran in the server's children
+    cpu = ru.ru_utime + ru.ru_stime + server_cpu - before
     log("%s: done in %.0f s (%.0f s CPU)" % (module, time.monotonic() - t0, cpu))
     meta = {
         "seconds": round(time.monotonic() - t0, 1),
