@@ -50,6 +50,7 @@ class PtyBoard:
         self._stopping = False
         self._to_repl = bytearray()
         self._to_serial = bytearray()
+        self._tail = b""  # the last bytes the unix port wrote (its prompt, at start)
 
     def start(self, timeout=10.0):
         """Start the unix port, wait for its first prompt, publish the link."""
@@ -68,7 +69,9 @@ class PtyBoard:
         finally:
             os.close(repl_slave)
         deadline = time.monotonic() + timeout
-        while not self._to_serial.endswith(b">>> "):
+        # the tail of what it wrote, not _to_serial: _step may have passed the
+        # prompt on to the serial side already (banner and prompt read apart)
+        while not self._tail.endswith(b">>> "):
             if time.monotonic() > deadline or not self._step(0.1):
                 raise RuntimeError("the unix port did not show its REPL prompt")
         if os.path.lexists(self.link):
@@ -101,6 +104,7 @@ class PtyBoard:
             if data is None:
                 return False
             self._to_serial += data
+            self._tail = (self._tail + data)[-8:]
         for fd, buf in drains:
             if fd in w:
                 try:
