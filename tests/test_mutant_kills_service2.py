@@ -92,7 +92,9 @@ def test_a_close_notify_alone_is_the_alert_sent():
 
     c = TLSClient(ClientConfig(psk=PSK, psk_identity=b"dev"))
     c.start()
-    s = SSL.Connection(ServerConfig(psks={b"dev": PSK}).build(), None)
+    ctx = ServerConfig(psks={b"dev": PSK}).build()
+    tls_hooks._lib.SSL_CTX_set_msg_callback(ctx._context, tls_hooks._on_message_cb)  # PSK only: off
+    s = SSL.Connection(ctx, None)
     s.set_accept_state()
     w = tls_hooks.watch(s)
     s.bio_write(c.data_to_send())

@@ -50,7 +50,14 @@ Theory of operation
   send() refuses and close() sends no close_notify.  Tickets are encrypted
   under keys of the SSL_CTX: resume on the same context.
 * HelloRetryRequest, the selected PSK identity and alerts are reported by a
-  context-wide message callback (tls_hooks), per connection.
+  context-wide message callback (tls_hooks), per connection, on contexts
+  with certificates or tickets.  A context with PSKs only (the devices')
+  goes without it, a fifth of OpenSSL's own cost per handshake: feed()
+  reads the same facts from our plaintext ServerHello and alert records and
+  from OpenSSL's error reasons (tls_hooks.server_hello_in, alert_in,
+  alerts_from_reasons).  With tickets=0 the context also sets
+  SSL_OP_NO_TICKET, so that the tickets OpenSSL still writes (and feed()
+  drops) are its cheaper stateful ones, for a session cache that is off.
 * On a context without pyOpenSSL callback helpers (verify, ALPN, OCSP: the
   service's PSK context) the handshake, reads and BIO drains call OpenSSL
   directly: "wants more bytes" is a result, not a WantReadError; any other
@@ -230,10 +237,14 @@ class ServerConfig:
             ctx.set_verify_depth(self.verify_depth)
         if not self.tickets:
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            ctx.set_options(SSL.OP_NO_TICKET)  # see the module doc
+        messages = bool(self.cert_chain or self.client_ca or self.tickets)
         ctx._atls_keepalive = tls_hooks.install(
-            ctx, self.psks, self.hide_unknown_psk
+            ctx, self.psks, self.hide_unknown_psk, messages
         )  # cffi callbacks live with ctx
         ctx._atls_config = self
+        ctx._atls_messages = messages
+        ctx._atls_direct = None  # ServerConnection decides on first use
         return ctx
 
 
@@ -260,13 +271,18 @@ def _verify_policy(conn, cert, errnum, depth, ok):
     return bool(ok) and cert_policy_ok(cert.to_cryptography())
 
 
-def _reason(exc):
-    """OpenSSL's reason strings from a pyOpenSSL error."""
+def _reasons(exc):
+    """OpenSSL's reason strings from a pyOpenSSL error ([] if it has none)."""
     args = exc.args[0] if exc.args else None
-    if isinstance(args, list) and args:
-        parts = []
-        for item in args:
-            parts.append(str(item[-1]) if isinstance(item, tuple) and item else str(item))
+    if isinstance(args, list):
+        return [str(item[-1]) if isinstance(item, tuple) and item else str(item) for item in args]
+    return []
+
+
+def _reason(exc):
+    """OpenSSL's reason strings from a pyOpenSSL error, as one."""
+    parts = _reasons(exc)
+    if parts:
         return "; ".join(parts)
     return "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
 
@@ -284,11 +300,21 @@ class ServerConnection:
         # no pyOpenSSL callback helper (verify, ALPN, OCSP) on the context: the
         # handshake, reads and drains call OpenSSL directly and map only unexpected
         # results through pyOpenSSL, so "wants more bytes" costs no exception
-        helpers = ("_verify_helper", "_alpn_select_helper", "_ocsp_helper")
-        self._direct = all(getattr(ctx, h, 0) is None for h in helpers) and all(
-            hasattr(self._conn, a) for a in ("_ssl", "_from_ssl", "_raise_ssl_error")
-        )
+        direct = getattr(ctx, "_atls_direct", None)
+        if direct is None:
+            helpers = ("_verify_helper", "_alpn_select_helper", "_ocsp_helper")
+            direct = all(getattr(ctx, h, 0) is None for h in helpers) and all(
+                hasattr(self._conn, a)
+                for a in ("_ssl", "_from_ssl", "_into_ssl", "_raise_ssl_error")
+            )
+            if hasattr(ctx, "_atls_direct"):
+                ctx._atls_direct = direct
+        self._direct = direct
         self._watch = tls_hooks.watch(self._conn)
+        # no message callback on this context: the ServerHello is read from
+        # the output (module doc); until then each ClientHello starts afresh
+        self._messages = getattr(ctx, "_atls_messages", True)
+        self._hello_seen = self._messages
         self.done = False
         self.failed = None  # the TLSError, once failed
         self.peer_closed = False
@@ -347,7 +373,12 @@ class ServerConnection:
         reason = _reason(exc)
         if w.callback_error:
             reason += " [callback: %s]" % w.callback_error
-        err = TLSError(reason, alert=w.alert_sent, outgoing=out, peer_alert=w.alert_received)
+        sent, received = w.alert_sent, w.alert_received
+        if not self._messages:  # module doc
+            sent, received = tls_hooks.alerts_from_reasons(_reasons(exc), ALERTS)
+            plain = tls_hooks.alert_in(out)
+            sent = plain if plain is not None else sent
+        err = TLSError(reason, alert=sent, outgoing=out, peer_alert=received)
         self.failed = err
         return err
 
@@ -361,9 +392,15 @@ class ServerConnection:
         if self.closed:
             raise TLSError("connection closed")
         was_done = self.done
+        if not self._hello_seen:
+            self._watch.psk_calls = []  # the identities of this ClientHello only
         try:
             if data:
-                self._conn.bio_write(data)
+                if self._direct:
+                    if _lib.BIO_write(self._conn._into_ssl, data, len(data)) <= 0:
+                        self._conn._raise_ssl_error(self._conn._ssl, -1)
+                else:
+                    self._conn.bio_write(data)
             if not self.done:
                 self.done = self._handshake()
             if self.done and not self.peer_closed:
@@ -374,7 +411,10 @@ class ServerConnection:
             self.peer_closed = True
         except SSL.Error as exc:
             raise self._fail(exc) from None
-        return self._filter(self._drain(), post_handshake=was_done or self.done)
+        out = self._drain()
+        if not self._hello_seen and out:
+            self._hello_seen = tls_hooks.server_hello_in(self._watch, out) == "sh"
+        return self._filter(out, post_handshake=was_done or self.done)
 
     def _filter(self, out, post_handshake):
         """Drop compatibility CCS records and NewSessionTickets beyond the

@@ -17,6 +17,13 @@ external-PSK callback and a message callback that watches each connection.
   HelloRetryRequest, the selected PSK identity and alerts; it is keyed by the
   SSL* of each connection (`watch(conn)`).  cffi callbacks must outlive the
   context: `install` returns them for the caller to keep.
+* OpenSSL calls the message callback about twenty times per handshake, each
+  a trip into Python (about 60 us in all, a fifth of OpenSSL's own work):
+  contexts that need it only for what their plaintext output already shows
+  go without it (install(messages=False)).  The engine then reads our own
+  ServerHello (`server_hello_in`) and a plaintext alert (`alert_in`) from
+  the records OpenSSL wrote, and takes alerts it cannot read there (sent
+  encrypted, or received) from OpenSSL's error reasons (`alerts_from_reasons`).
 
 Nothing here raises into OpenSSL, logs, or stores secrets.
 """
@@ -32,7 +39,15 @@ from OpenSSL._util import lib as _lib
 
 from atls import protocol
 
-__all__ = ["Watch", "watch", "install", "valid_psk"]
+__all__ = [
+    "Watch",
+    "watch",
+    "install",
+    "valid_psk",
+    "server_hello_in",
+    "alert_in",
+    "alerts_from_reasons",
+]
 
 # RFC 8446 §4.1.3: ServerHello.random of a HelloRetryRequest.
 _HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
@@ -184,14 +199,84 @@ def _make_psk_callback(psks, hide_unknown=False):
     )
 
 
-def install(ctx, psks, hide_unknown=False):
+def install(ctx, psks, hide_unknown=False, messages=True):
     """Hook an OpenSSL.SSL.Context: the PSK callback for the table `psks`
-    (None: no PSK; hide_unknown: see the module doc) and the message callback.  Returns the cffi callbacks,
-    which must live as long as the context."""
+    (None: no PSK; hide_unknown: see the module doc) and, with `messages`,
+    the message callback.  Returns the cffi callbacks, which must live as
+    long as the context."""
     keep = [_on_message_cb]
     if psks is not None:
         cb = _make_psk_callback(psks, hide_unknown)
         _lib.SSL_CTX_set_psk_find_session_callback(ctx._context, cb)
         keep.append(cb)
-    _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
+    if messages:
+        _lib.SSL_CTX_set_msg_callback(ctx._context, _on_message_cb)
     return keep
+
+
+def server_hello_in(watch, out):
+    """Fill in `watch` (HelloRetryRequest, selected PSK identity) from our
+    own ServerHello when `out`, what OpenSSL wrote, starts with it: a
+    plaintext handshake record whose first message is a ServerHello (RFC
+    8446 §5.1, §4.1.3).  "hrr" for a HelloRetryRequest, "sh" for a
+    ServerHello, None if `out` does not start with one."""
+    if len(out) < 43 or out[0] != _CT_HANDSHAKE or out[5] != _HS_SERVER_HELLO:
+        return None
+    if out[11:43] == _HRR_RANDOM:
+        watch.hrr = True
+        return "hrr"
+    end = 5 + int.from_bytes(out[3:5], "big")
+    _server_hello(watch, bytes(out[5 : min(end, len(out), 5 + 4096)]))
+    return "sh"
+
+
+def alert_in(out):
+    """The description of the last plaintext alert record in `out` (what
+    OpenSSL wrote), or None: alerts sent before the handshake keys (§5.1)."""
+    pos, n, desc = 0, len(out), None
+    while pos + 5 <= n:
+        rlen = int.from_bytes(out[pos + 3 : pos + 5], "big")
+        if out[pos] == _CT_ALERT and rlen == 2 and pos + 7 <= n:
+            desc = out[pos + 6]
+        pos += 5 + rlen
+    return desc
+
+
+# what OpenSSL sends (RFC 8446 §6.2) for the failures a TLS 1.3 PSK server
+# meets once its handshake keys are in use, so that its alert is encrypted,
+# by OpenSSL's reason string
+_SENT_FOR_REASON = {
+    "digest check failed": 51,  # decrypt_error: the client's Finished
+    "decryption failed or bad record mac": 20,  # bad_record_mac
+    "bad record mac": 20,
+    "unexpected message": 10,
+    "unexpected record": 10,
+    "bad record type": 10,
+    "length mismatch": 50,  # decode_error
+    "bad length": 50,
+    "bad packet": 50,
+    "record too small": 50,
+    "peer did not return a certificate": 116,  # certificate_required
+}
+# an alert the peer sent is OpenSSL's reason "<version> alert <description>"
+_RECEIVED_PREFIXES = (
+    "sslv3 alert ",
+    "tlsv1 alert ",
+    "tlsv13 alert ",
+    "tls alert ",
+    "ssl/tls alert ",
+)
+
+
+def alerts_from_reasons(reasons, names):
+    """(alert we sent or None, alert received or None) from OpenSSL's reason
+    strings of a failure (`reasons`); `names`: {description: name}."""
+    by_name = {v: k for k, v in names.items()}
+    sent = received = None
+    for r in reasons:
+        r = r.lower()
+        if r.startswith(_RECEIVED_PREFIXES):
+            received = by_name.get(r.split(" alert ", 1)[1].replace(" ", "_"), received)
+        elif r in _SENT_FOR_REASON:
+            sent = _SENT_FOR_REASON[r]
+    return sent, received
