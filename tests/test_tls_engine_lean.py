@@ -187,3 +187,9 @@ def test_a_wrong_finished_is_decrypt_error_on_both_contexts(monkeypatch):
 
     monkeypatch.setattr(handshake.m, "push_handshake", wrong_finished)
     assert _bad_finished(False) == _bad_finished(True) == (51, None)
+
+
+def test_the_raw_baseline_makes_the_same_kind_of_tickets():
+    """scale.single_worker_vs_raw_openssl compares like with like: the raw
+    pyOpenSSL server (host_tools.bench.openssl_peers) sets OP_NO_TICKET too."""
+    assert openssl_peers.server_context(SUITE).set_options(0) & SSL.OP_NO_TICKET

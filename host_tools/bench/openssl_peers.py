@@ -69,8 +69,9 @@ def client_context(suite_name, identity=IDENTITY, psk=PSK):
 def server_context(suite_name, identity=IDENTITY):
     """The raw baseline's server: a plain pyOpenSSL TLS 1.3 context doing what
     the service's OpenSSL does (same suite, groups X25519:P-256, external PSK
-    via the find-session callback, session cache off), without the service's
-    message callback and bookkeeping."""
+    via the find-session callback, session cache off, and SSL_OP_NO_TICKET,
+    as the service's tickets=0 context sets it: stateful tickets, cheaper than
+    the default ones), without the service's bookkeeping."""
     from OpenSSL import SSL
     from OpenSSL._util import ffi, lib
 
@@ -78,6 +79,7 @@ def server_context(suite_name, identity=IDENTITY):
     lib.SSL_CTX_set1_curves_list(ctx._context, b"X25519:P-256")
     ctx.set_session_id(b"atls-bench")
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.set_options(SSL.OP_NO_TICKET)  # like the service's (tls_engine.ServerConfig.build)
     psks = {identity: PSK}
 
     def find_session(ssl, ident, ident_len, sessp):

@@ -28,6 +28,12 @@ and one service process against raw OpenSSL.
         firmware's Link) driving the service: its OpenSSL then answers the
         very ClientHello the baseline's server answers (a cross-check that
         the firmware client's hello costs the server nothing extra)
+  floor_engine_link_vs_raw_openssl
+        the ceiling of the ratio above for this design: the service's TLS
+        engine, a server Link and the channel alone, in this process, server
+        side timed with the thread CPU clock (service_handshakes.
+        floor_handshake: no session table, admission, logs, sockets or
+        event loop), over the same raw baseline
 """
 
 import importlib.util
@@ -40,8 +46,8 @@ from pathlib import Path
 
 from atls.protocol import SUITE_NAMES
 from host_tools.bench import openssl_peers
-from host_tools.bench.pair import CCM8, quiet_stderr
-from host_tools.bench.service_handshakes import service_udp
+from host_tools.bench.pair import CCM8, IDENTITY, PSK, quiet_stderr
+from host_tools.bench.service_handshakes import floor_handshake, service_udp
 from host_tools.loadgen.provision import children
 from host_tools.loadgen.run import load_run
 
@@ -71,10 +77,26 @@ def raw_openssl_hs_per_cpu_s(n):
     return n / st[0]
 
 
+def floor_hs_per_cpu_s(n):
+    """Handshakes per server CPU-second of service_handshakes.floor_handshake
+    (the TLS engine, link and channel alone, in this thread)."""
+    from host_tools.service.tls_engine import ServerConfig
+
+    cfg = ServerConfig(psks={IDENTITY: PSK}, suites=(SUITE_NAMES[CCM8],))
+    cfg.hide_unknown_psk = True  # as the service sets it
+    ctx = cfg.build()
+    floor_handshake(ctx, 1, [0.0])  # warm-up
+    st = [0.0]
+    for i in range(n):
+        floor_handshake(ctx, 1 + i % 0xFFFF, st)
+    return n / st[0]
+
+
 def single_vs_raw(quick=False):
     n, secs, slots = (30, 0.5, 4) if quick else (600, 6.0, 16)
     with quiet_stderr():
         raw1 = raw_openssl_hs_per_cpu_s(n)
+        floor = floor_hs_per_cpu_s(n)
         _, udp_cpu, udp_n = service_udp(secs, slots=slots)
         _, same_cpu, _ = service_udp(secs, slots=slots, client="openssl")
         raw2 = raw_openssl_hs_per_cpu_s(n)
@@ -90,6 +112,8 @@ def single_vs_raw(quick=False):
         "single_worker_vs_raw_openssl": ratio(udp_cpu),
         "service_udp_same_client_hs_per_cpu_s": round(same_cpu, 1) if same_cpu else None,
         "single_worker_vs_raw_openssl_same_client": ratio(same_cpu),
+        "floor_engine_link_hs_per_cpu_s": round(floor, 1),
+        "floor_engine_link_vs_raw_openssl": ratio(floor),
     }
 
 

@@ -48,6 +48,47 @@ def _bare_handshake(sctx, server_time):
         raise RuntimeError("bare ServerConnection handshake failed")
 
 
+def floor_handshake(ctx, sid, server_time, clock=time.thread_time):
+    """The least a service does per handshake, timed on the server side:
+    firmware client (native crypto) + Link <-> ServerConnection on `ctx` and
+    a server Link, then the exporter and the channel (start_channel) - no
+    session table, admission, logs or sockets.  What the service's Python
+    could be brought down to (scale.single_vs_raw's floor figure)."""
+    from atls.link import Link, LinkConfig
+    from host_tools.service.tls_engine import SUITES, ServerConnection
+
+    dev = Device(CCM8, 1200)
+    dev.start(0)
+    t = clock()
+    link = Link("server", LinkConfig(mtu=1200), sid)
+    conn = ServerConnection(ctx)
+    server_time[0] += clock() - t
+    now = 0
+    for _ in range(12):  # the same datagrams as the service's: ACKs on their timers
+        up = dev.link.datagrams(now)
+        t = clock()
+        for d in up:  # one at a time, as the service takes them
+            link.receive(d, now)
+            for ev in link.events():
+                if ev[0] == "flight" and link.channel is None:
+                    out = conn.feed(ev[1])
+                    if out:
+                        link.send_flight(out, now)
+                    if conn.done:
+                        suite = SUITES[conn.info()["suite"]]
+                        link.start_channel(conn.export(), suite, 1 << 32, bytes(17))
+        down = link.datagrams(now)
+        server_time[0] += clock() - t
+        for d in down:
+            dev.link.receive(d, now)
+        dev.pump(now)
+        if dev.settled and link.next_timer_ms() is None:
+            return
+        now += 50
+    if not dev.settled:
+        raise RuntimeError("floor handshake did not settle")
+
+
 def _service_handshake(svc, tr, i, mtu, server_time):
     """Firmware client + Link <-> Service.datagram_received (the UDP service's
     whole per-datagram path: rate limit, session lookup, Link, ServerConnection,
