@@ -129,8 +129,12 @@ def test_identities_of_a_refused_client_hello_do_not_carry_over():
 def test_server_hello_and_alert_readers_need_whole_records():
     """The output readers look at complete plaintext records only."""
     w = tls_hooks.Watch()
-    assert tls_hooks.server_hello_in(w, b"\x16\x03\x03\x00\x30\x02" + bytes(10)) is None
-    assert tls_hooks.server_hello_in(w, b"\x17" + bytes(60)) is None
+    head = b"\x16\x03\x03\x00\x26\x02\x00\x00\x22\x03\x03"  # up to the random
+    assert tls_hooks.server_hello_in(w, head + tls_hooks._HRR_RANDOM[:31]) is None
+    assert not w.hrr
+    assert tls_hooks.server_hello_in(w, head + tls_hooks._HRR_RANDOM) == "hrr" and w.hrr
+    assert tls_hooks.server_hello_in(w, b"\x17" + head[1:] + bytes(40)) is None  # not plaintext
+    assert tls_hooks.server_hello_in(w, head[:5] + b"\x08" + head[6:] + bytes(40)) is None
     assert tls_hooks.alert_in(b"\x15\x03\x03\x00\x02\x02") is None  # cut short
     assert tls_hooks.alert_in(b"\x15\x03\x03\x00\x02\x02\x32") == 50
     two = b"\x16\x03\x03\x00\x01\x00" + b"\x15\x03\x03\x00\x02\x02\x33"

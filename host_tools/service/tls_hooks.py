@@ -234,9 +234,9 @@ def alert_in(out):
     """The description of the last plaintext alert record in `out` (what
     OpenSSL wrote), or None: alerts sent before the handshake keys (§5.1)."""
     pos, n, desc = 0, len(out), None
-    while pos + 5 <= n:
+    while pos + 7 <= n:  # a header and two bytes: the shortest alert record
         rlen = int.from_bytes(out[pos + 3 : pos + 5], "big")
-        if out[pos] == _CT_ALERT and rlen == 2 and pos + 7 <= n:
+        if out[pos] == _CT_ALERT and rlen == 2:
             desc = out[pos + 6]
         pos += 5 + rlen
     return desc
