@@ -136,6 +136,8 @@ def test_server_hello_and_alert_readers_need_whole_records():
     assert tls_hooks.server_hello_in(w, b"\x17" + head[1:] + bytes(40)) is None  # not plaintext
     assert tls_hooks.server_hello_in(w, head[:5] + b"\x08" + head[6:] + bytes(40)) is None
     assert tls_hooks.alert_in(b"\x15\x03\x03\x00\x02\x02") is None  # cut short
+    assert tls_hooks.alert_in(b"\x16\x03\x03\x00\x02\x01\x02") is None  # 2 bytes, no alert
+    assert tls_hooks.alert_in(b"\x15\x03\x03\x00\x03\x02\x32\x00") is None  # 3: no alert
     assert tls_hooks.alert_in(b"\x15\x03\x03\x00\x02\x02\x32") == 50
     two = b"\x16\x03\x03\x00\x01\x00" + b"\x15\x03\x03\x00\x02\x02\x33"
     assert tls_hooks.alert_in(two) == 51
