@@ -44,6 +44,37 @@ def acked_ids(log_path):
     return out
 
 
+def echoes_received(log_path):
+    """{(device boot, reading boot, reading n): times} of the service's
+    echoes (sim_app) the device's application printed ("ATLS" "rx" lines).
+    Within one boot of the device the link's de-duplication by message id
+    (docs/PROTOCOL.md §4) must deliver each at most once; a rebooted device
+    starts afresh, so the device's boot is part of the key."""
+    out, boot = {}, None
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if not line.startswith("ATLS "):
+            continue
+        try:
+            ev = json.loads(line[5:])
+        except ValueError:
+            continue
+        if ev.get("ev") == "boot":
+            boot = ev.get("boot")
+        elif ev.get("ev") == "rx":
+            try:
+                msg = json.loads(ev.get("data") or "")
+                key = (boot, str(msg["boot"]), int(msg["n"])) if msg.get("cmd") == "echo" else None
+            except (ValueError, KeyError, TypeError, AttributeError):
+                key = None
+            if key is not None:
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
 def deliveries_by_device(deliveries):
     """(forged, {device: {(boot, n): [session, ...]}}): every delivery the
     application saw, by the device's own message id, duplicates included."""
@@ -73,7 +104,7 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
     overhead = (radio or {}).get("config", {}).get("overhead_bytes", 30)
     forged, by_dev = deliveries_by_device(deliveries)
     devices = []
-    lost_acked = dup_inside = dup_across = 0
+    lost_acked = dup_inside = dup_across = dup_to_devices = 0
     for name in names:
         st = fleet.devices[name]
         got = by_dev.get(name, {})
@@ -89,6 +120,9 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
         forged_dev = len([k for k in got if k not in sent_keys])  # never sent by that device
         forged += forged_dev
         lost_acked += missing
+        echoes = echoes_received(fleet.dir / (name + ".log"))
+        dup_down = sum(k - 1 for k in echoes.values())
+        dup_to_devices += dup_down
         inside, across = duplicates(got)
         dup_inside += inside
         dup_across += across
@@ -113,6 +147,8 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
                 "forged_accepted": forged_dev,
                 "lost_acknowledged": missing,
                 "received_from_service": st.received,
+                "echoes_received": len(echoes),
+                "duplicated_to_device": dup_down,
                 "retransmissions": st.retransmissions,
                 "frames_on_air": c.get("tx_frames", 0) + c.get("rx_frames", 0),
                 "bytes_on_air": c.get("air_bytes", 0)
@@ -139,6 +175,11 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
                 dup_across,
                 " (link protocol v1 allows these)" if CROSS_SESSION_DUPLICATES_ALLOWED else "",
             ),
+        ),
+        (
+            "no service message reached a device's application twice",
+            dup_to_devices == 0,
+            "%d duplicated" % dup_to_devices,
         ),
         (
             "every good device delivered readings",
@@ -200,6 +241,7 @@ def build(fleet, scenario, names, good, wrong, checks, elapsed_s):
         "duplicated": sum(d["duplicated"] for d in devices),
         "duplicated_in_session": dup_inside,
         "duplicated_across_sessions": dup_across,
+        "duplicated_to_devices": dup_to_devices,
         "forged_accepted": forged,
         "lost_acknowledged": lost_acked,
         "retransmissions": sum(d["retransmissions"] for d in devices),

@@ -2,7 +2,10 @@
 delivers (so the report can prove nothing was forged, lost or duplicated)
 and answers each reading with a command echo.
 
-Readings are JSON objects {"dev": id, "boot": b, "n": k, "t": ms}.  Link
+Readings are JSON objects {"dev": id, "boot": b, "n": k, "t": ms}; the
+echo {"cmd": "echo", "boot": b, "n": k} goes once per distinct reading, so
+the report can also prove that no service message reached a device's
+application twice (it names the reading it answers).  Link
 protocol v2 de-duplicates by message id before the application sees a message
 (docs/PROTOCOL.md §4), so this application's own check on (device, boot, n)
 is a check, not a crutch: it records every delivery, and the report fails
@@ -55,7 +58,9 @@ class RecordingEchoApp:
         rec = {"id": ident, "boot": boot, "n": n, "dup": dup, "ok": ok, "session": sess}
         rec["msg_id"] = getattr(session, "last_msg_id", None)
         self.out.write(json.dumps(rec) + "\n")
-        if not ok:
+        if not ok or dup:
             return
         self.seen.add(key)
-        session.send(b'{"cmd":"echo","n":%d}' % n)
+        session.send(
+            json.dumps({"cmd": "echo", "boot": boot, "n": n}, separators=(",", ":")).encode()
+        )

@@ -78,7 +78,10 @@ def test_scenario_verdict(tmp_path, scenario):
         # link protocol v2: never the same message twice at the application,
         # in one session or across sessions (message ids, PROTOCOL.md §4)
         assert d["duplicated"] == d["duplicated_in_session"] == 0, d
+        assert d["duplicated_to_device"] == 0, d  # and never the service's twice at a device
     assert t["duplicated_in_session"] == 0
+    # the device-side check saw the service's answers (not vacuous)
+    assert sum(d["echoes_received"] for d in rep["devices"] if not d["wrong_psk"]) > 0
     if scenario == "wrong-psk":
         bad = [d for d in rep["devices"] if d["wrong_psk"]]
         assert bad and not bad[0]["handshake_ok"] and bad[0]["delivered"] == 0

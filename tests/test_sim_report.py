@@ -30,12 +30,14 @@ def reading(n, boot="b1", dev="dev1"):
     return json.dumps({"dev": dev, "boot": boot, "n": n, "t": 0}).encode()
 
 
-def fleet(tmp_path, sent, acked, deliveries_path, boot="b1"):
+def fleet(tmp_path, sent, acked, deliveries_path, boot="b1", later=()):
     """A finished run of one device "dev1" that sent readings 0..sent-1 and
-    printed "ack" for the ids in `acked` (in that order)."""
+    printed "ack" for the ids in `acked` (in that order), then the status
+    lines `later`."""
     lines = [{"ev": "boot", "device": "dev1", "boot": boot}]
     lines += [{"ev": "tx", "n": n + 1} for n in range(sent)]
     lines += [{"ev": "ack", "n": i + 1, "id": n} for i, n in enumerate(acked)]
+    lines += list(later)
     st = DeviceState("dev1")
     for ev in lines:
         st.feed(ev)
@@ -56,10 +58,11 @@ def fleet(tmp_path, sent, acked, deliveries_path, boot="b1"):
     )
 
 
-def verdict(tmp_path, app, sent, acked):
+def verdict(tmp_path, app, sent, acked, later=(), check_name=CHECK):
     app.out.flush()
-    rep = report.build(fleet(tmp_path, sent, acked, app.path_obj), "x", ["dev1"], 1, (), [], 1.0)
-    check = [c for c in rep["checks"] if c["check"] == CHECK][0]
+    f = fleet(tmp_path, sent, acked, app.path_obj, later=later)
+    rep = report.build(f, "x", ["dev1"], 1, (), [], 1.0)
+    check = [c for c in rep["checks"] if c["check"] == check_name][0]
     return rep, check
 
 
@@ -142,3 +145,46 @@ def test_never_sent_reading_is_forged(tmp_path, app):
     app.on_message(s, reading(7))  # the device sent only 0
     rep, _ = verdict(tmp_path, app, sent=1, acked=[0])
     assert rep["totals"]["forged_accepted"] == 1 and rep["verdict"] == "fail"
+
+
+DOWN = "no service message reached a device's application twice"
+
+
+def rx(payload, n):
+    return {"ev": "rx", "n": n, "data": payload.decode()}
+
+
+def test_the_echo_names_its_reading_and_goes_once(app):
+    s = FakeSession(1, 100)
+    for n in (0, 1, 1):  # the second 1 is a duplicate: recorded, not answered
+        app.on_message(s, reading(n))
+    assert [json.loads(p) for p in s.sent] == [
+        {"cmd": "echo", "boot": "b1", "n": 0},
+        {"cmd": "echo", "boot": "b1", "n": 1},
+    ]
+
+
+def test_an_echo_delivered_twice_in_one_boot_fails(tmp_path, app):
+    """The device's application got the service's answer to reading 1 twice:
+    the link's de-duplication by message id failed (docs/PROTOCOL.md §4)."""
+    s = FakeSession(1, 100)
+    for n in (0, 1):
+        app.on_message(s, reading(n))
+    e0, e1 = s.sent
+    rep, check = verdict(tmp_path, app, 2, [0, 1], [rx(e0, 1), rx(e1, 2), rx(e1, 3)], DOWN)
+    assert not check["passed"] and check["detail"] == "1 duplicated" and rep["verdict"] == "fail"
+    assert rep["devices"][0]["duplicated_to_device"] == 1
+    assert rep["devices"][0]["echoes_received"] == 2
+    assert rep["totals"]["duplicated_to_devices"] == 1
+
+
+def test_an_echo_again_after_a_reboot_is_not_a_duplicate(tmp_path, app):
+    """A rebooted device forgets what it got; the service's queue for its
+    next session may hold an answer it had (its ACK lost): no duplicate."""
+    s = FakeSession(1, 100)
+    app.on_message(s, reading(0))
+    (e0,) = s.sent
+    reboot = {"ev": "boot", "device": "dev1", "boot": "b2"}
+    rep, check = verdict(tmp_path, app, 1, [0], [rx(e0, 1), reboot, rx(e0, 1), rx(b"hi", 2)], DOWN)
+    assert check["passed"] and check["detail"] == "0 duplicated"
+    assert rep["devices"][0]["duplicated_to_device"] == 0
