@@ -305,7 +305,13 @@ class ServerConnection:
             helpers = ("_verify_helper", "_alpn_select_helper", "_ocsp_helper")
             direct = all(getattr(ctx, h, 0) is None for h in helpers) and all(
                 hasattr(self._conn, a)
-                for a in ("_ssl", "_from_ssl", "_into_ssl", "_raise_ssl_error")
+                for a in (
+                    "_ssl",
+                    "_from_ssl",
+                    "_into_ssl",
+                    "_raise_ssl_error",
+                    "_handle_bio_errors",
+                )
             )
             if hasattr(ctx, "_atls_direct"):
                 ctx._atls_direct = direct
@@ -396,9 +402,10 @@ class ServerConnection:
             self._watch.psk_calls = []  # the identities of this ClientHello only
         try:
             if data:
-                if self._direct:
-                    if _lib.BIO_write(self._conn._into_ssl, data, len(data)) <= 0:
-                        self._conn._raise_ssl_error(self._conn._ssl, -1)
+                if self._direct:  # pyOpenSSL's bio_write, without its argument checks
+                    r = _lib.BIO_write(self._conn._into_ssl, data, len(data))
+                    if r <= 0:
+                        self._conn._handle_bio_errors(self._conn._into_ssl, r)
                 else:
                     self._conn.bio_write(data)
             if not self.done:

@@ -256,7 +256,6 @@ _SENT_FOR_REASON = {
     "bad length": 50,
     "bad packet": 50,
     "record too small": 50,
-    "peer did not return a certificate": 116,  # certificate_required
 }
 # an alert the peer sent is OpenSSL's reason "<version> alert <description>"
 _RECEIVED_PREFIXES = (
