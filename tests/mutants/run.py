@@ -353,7 +353,8 @@ def collect(cfg, out, modules):
         meta = json.loads(meta.read_text()) if meta.exists() else {}
         counts["seconds"] = meta.get("seconds")
         counts["cpu_seconds"] = meta.get("cpu_seconds")
-        counts["sample_every"] = meta.get("sample_every", 1)
+        # None: a --retest of a module whose first run left no meta
+        counts["sample_every"] = meta.get("sample_every") or 1
         rows.append((module, counts))
     return rows, survivors, sorted(set(equiv) - used)
 
