@@ -63,7 +63,14 @@ def test_issue12_main_py_survives_a_hostile_path_then_delivers(mpyc, tmp_path):
         # inside the session, observed at 160K) or refused by the parser
         assert [r for r in reasons if r.startswith(("MemoryError", "tls alert"))], reasons
         d.wait_for(lambda e: e["ev"] == "ack" and e["n"] == 3, timeout=15)
-        d.wait_for(lambda e: e["ev"] == "rx" and '"n":2' in e["data"], timeout=15)
+
+        def echo2(e):
+            return e["ev"] == "rx" and '"n":2' in e["data"]
+
+        # the echo may come before that ACK: one the service held for the
+        # device from a session an attack ended comes first in the next one
+        if not any(echo2(e) for e in d.events):
+            d.wait_for(echo2, timeout=15)
         assert d.proc.poll() is None
         assert "Traceback" not in "".join(d.stderr)
         errors = [e["error"] for e in d.events if e["ev"] == "error"]
