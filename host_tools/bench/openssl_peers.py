@@ -79,7 +79,7 @@ def server_context(suite_name, identity=IDENTITY):
     lib.SSL_CTX_set1_curves_list(ctx._context, b"X25519:P-256")
     ctx.set_session_id(b"atls-bench")
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    ctx.set_options(SSL.OP_NO_TICKET)  # like the service's (tls_engine.ServerConfig.build)
+    ctx.set_options(SSL.OP_NO_TICKET)  # like the service's (tls_context.ServerConfig.build)
     psks = {identity: PSK}
 
     def find_session(ssl, ident, ident_len, sessp):
