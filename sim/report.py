@@ -22,14 +22,14 @@ def _pct(values, q):
 CROSS_SESSION_DUPLICATES_ALLOWED = False
 
 
-def acked_ids(log_path):
-    """{boot: set of reading numbers} the device printed as acknowledged
-    ("ATLS" "ack" lines with the reading's id, in whatever order they came)."""
-    out, boot = {}, None
+def _device_events(log_path):
+    """(boot, event) for each "ATLS" status line of a device's log, boot
+    being that of the last "boot" line before it (nothing if unreadable)."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
-        return out
+        return
+    boot = None
     for line in lines:
         if not line.startswith("ATLS "):
             continue
@@ -39,7 +39,15 @@ def acked_ids(log_path):
             continue
         if ev.get("ev") == "boot":
             boot = ev.get("boot")
-        elif ev.get("ev") == "ack" and "id" in ev:
+        yield boot, ev
+
+
+def acked_ids(log_path):
+    """{boot: set of reading numbers} the device printed as acknowledged
+    ("ATLS" "ack" lines with the reading's id, in whatever order they came)."""
+    out = {}
+    for boot, ev in _device_events(log_path):
+        if ev.get("ev") == "ack" and "id" in ev:
             out.setdefault(boot, set()).add(ev["id"])
     return out
 
@@ -50,28 +58,17 @@ def echoes_received(log_path):
     Within one boot of the device the link's de-duplication by message id
     (docs/PROTOCOL.md §4) must deliver each at most once; a rebooted device
     starts afresh, so the device's boot is part of the key."""
-    out, boot = {}, None
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        if not line.startswith("ATLS "):
+    out = {}
+    for boot, ev in _device_events(log_path):
+        if ev.get("ev") != "rx":
             continue
         try:
-            ev = json.loads(line[5:])
-        except ValueError:
-            continue
-        if ev.get("ev") == "boot":
-            boot = ev.get("boot")
-        elif ev.get("ev") == "rx":
-            try:
-                msg = json.loads(ev.get("data") or "")
-                key = (boot, str(msg["boot"]), int(msg["n"])) if msg.get("cmd") == "echo" else None
-            except (ValueError, KeyError, TypeError, AttributeError):
-                key = None
-            if key is not None:
-                out[key] = out.get(key, 0) + 1
+            msg = json.loads(ev.get("data") or "")
+            key = (boot, str(msg["boot"]), int(msg["n"])) if msg.get("cmd") == "echo" else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            key = None
+        if key is not None:
+            out[key] = out.get(key, 0) + 1
     return out
 
 
