@@ -274,7 +274,7 @@ def run_module(module, spec, cfg, copy, out, sample, log):
     meta = {
         "seconds": round(time.monotonic() - t0, 1),
         "cpu_seconds": round(cpu, 1),
-        "sample_every": sample,
+        "sample_every": sample or 1,  # None: a --retest with no first run's meta
     }
     if retest and old_meta:  # the first run's figures stand; note the retest
         meta = dict(old_meta, retested_seconds=meta["seconds"])
@@ -353,8 +353,7 @@ def collect(cfg, out, modules):
         meta = json.loads(meta.read_text()) if meta.exists() else {}
         counts["seconds"] = meta.get("seconds")
         counts["cpu_seconds"] = meta.get("cpu_seconds")
-        # None: a --retest of a module whose first run left no meta
-        counts["sample_every"] = meta.get("sample_every") or 1
+        counts["sample_every"] = meta.get("sample_every", 1)
         rows.append((module, counts))
     return rows, survivors, sorted(set(equiv) - used)
 
